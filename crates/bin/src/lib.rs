@@ -1,0 +1,1 @@
+//! Shared code of the fleetscale binaries (work in progress).

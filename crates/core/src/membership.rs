@@ -1,0 +1,147 @@
+//! The [`ClusterMembership`] trait: clusters that live on the machines (Weave Net, ...).
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::{Machine, MachineId, Result};
+
+/// One member of a cluster, as the cluster itself reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The member's unique name in the cluster (Weave: the peer name, a MAC-like string).
+    /// Forced removal always goes by this name, never by [`Member::nickname`].
+    pub name: String,
+    /// A human-friendly, possibly non-unique name (Weave: the host's nickname).
+    pub nickname: Option<String>,
+    /// The address the member is reached at, when known.
+    pub address: Option<String>,
+    /// The machine this member runs on, when the membership can tell.
+    pub machine: Option<MachineId>,
+    /// Whether the cluster's fixed/seed members currently reach it.
+    pub reachable: bool,
+    /// Whether this is a fixed (seed, consensus) member. Fixed members are never left or
+    /// reclaimed by the autoscaler.
+    pub fixed: bool,
+    /// How much shared resource the member owns (Weave: IP addresses). Reclaiming a member
+    /// that owns nothing is a no-op.
+    pub owned: u64,
+}
+
+/// The result of [`ClusterMembership::reclaim`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReclaimOutcome {
+    /// How much of the shared resource moved (Weave: IPs taken over).
+    pub reclaimed: u64,
+    /// The member that took it over.
+    pub by: String,
+    /// `true` when this member had already been reclaimed before (by this or another actor,
+    /// as recorded in the membership's ledger) and nothing was done this time.
+    pub already_reclaimed: bool,
+}
+
+/// A cluster whose membership follows the machines: machines join after they come up, leave
+/// before they go down, and members whose machine vanished without leaving are reclaimed.
+///
+/// # Guarantees the engine gives
+/// - `join` is called after a machine was created started, or started; the machine may still
+///   be booting.
+/// - `leave` is called **before** a machine is stopped or destroyed; if `leave` fails, the stop
+///   or destroy is skipped for this tick (a member that did not hand off is never killed).
+/// - `reclaim` is only called by the engine when reclaiming is switched on, for members that are
+///   not fixed, not reachable, and whose machine is absent from the inventory.
+///
+/// # Assumptions about implementations
+/// - `members` is read-only.
+/// - `join` and `leave` are **idempotent**: joining a member that is already in, or leaving a
+///   machine that is not a member, succeeds. They may wait (within the caller's deadline) for
+///   the machine to become reachable.
+/// - `reclaim` is **at most once per member, across processes and restarts**: the
+///   implementation keeps a persisted record (ledger) and, when the member was already
+///   reclaimed, returns `already_reclaimed: true` without acting. It refuses with
+///   [`crate::Error::Refused`] a member that is fixed or still reachable.
+/// - All calls are cancellation-safe: a dropped `reclaim` either did nothing, or recorded its
+///   intent first so that no later call repeats it.
+///
+/// # Errors
+/// - [`crate::Error::Refused`]: a safety rule forbade the operation (live or fixed member).
+/// - [`crate::Error::NotFound`]: the member is unknown to the cluster.
+/// - [`crate::Error::Unavailable`], [`crate::Error::Timeout`]: the cluster could not be reached.
+///
+/// # Example
+/// ```
+/// use std::sync::Mutex;
+/// use async_trait::async_trait;
+/// use fleetscale_core::{ClusterMembership, Error, Machine, MachineState, Member, ReclaimOutcome, Result};
+///
+/// /// A membership list kept in memory.
+/// #[derive(Default)]
+/// struct Roster(Mutex<Vec<Member>>);
+///
+/// #[async_trait]
+/// impl ClusterMembership for Roster {
+///     async fn members(&self) -> Result<Vec<Member>> {
+///         Ok(self.0.lock().unwrap().clone())
+///     }
+///     async fn join(&self, machine: &Machine) -> Result<()> {
+///         let mut ms = self.0.lock().unwrap();
+///         if !ms.iter().any(|m| m.machine.as_ref() == Some(&machine.id)) {
+///             ms.push(Member {
+///                 name: machine.id.to_string(), nickname: None, address: None,
+///                 machine: Some(machine.id.clone()), reachable: true, fixed: false, owned: 0,
+///             });
+///         }
+///         Ok(())
+///     }
+///     async fn leave(&self, machine: &Machine) -> Result<()> {
+///         self.0.lock().unwrap().retain(|m| m.machine.as_ref() != Some(&machine.id));
+///         Ok(())
+///     }
+///     async fn reclaim(&self, member: &Member) -> Result<ReclaimOutcome> {
+///         if member.reachable || member.fixed {
+///             return Err(Error::Refused { reason: format!("{} is alive or fixed", member.name) });
+///         }
+///         let mut ms = self.0.lock().unwrap();
+///         let before = ms.len();
+///         ms.retain(|m| m.name != member.name);
+///         Ok(ReclaimOutcome { reclaimed: member.owned, by: "roster".into(), already_reclaimed: ms.len() == before })
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let roster = Roster::default();
+/// roster.join(&Machine::new("m1", MachineState::Started)).await.unwrap();
+/// roster.join(&Machine::new("m1", MachineState::Started)).await.unwrap();
+/// assert_eq!(roster.members().await.unwrap().len(), 1);
+/// # });
+/// ```
+#[async_trait]
+pub trait ClusterMembership: Send + Sync {
+    /// Every member the cluster knows, reachable or not.
+    async fn members(&self) -> Result<Vec<Member>>;
+
+    /// Adds the machine to the cluster. Idempotent.
+    async fn join(&self, machine: &Machine) -> Result<()>;
+
+    /// Removes the machine from the cluster gracefully, handing its share to the others.
+    /// Idempotent.
+    async fn leave(&self, machine: &Machine) -> Result<()>;
+
+    /// Forcibly takes over what a vanished member owned. At most once per member, ever.
+    async fn reclaim(&self, member: &Member) -> Result<ReclaimOutcome>;
+}
+
+#[async_trait]
+impl<T: ClusterMembership + ?Sized> ClusterMembership for std::sync::Arc<T> {
+    async fn members(&self) -> Result<Vec<Member>> {
+        (**self).members().await
+    }
+    async fn join(&self, machine: &Machine) -> Result<()> {
+        (**self).join(machine).await
+    }
+    async fn leave(&self, machine: &Machine) -> Result<()> {
+        (**self).leave(machine).await
+    }
+    async fn reclaim(&self, member: &Member) -> Result<ReclaimOutcome> {
+        (**self).reclaim(member).await
+    }
+}

@@ -1,0 +1,191 @@
+//! The [`Scaler`] trait: the machines of one target, and the five things done to them.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::{CreateRequest, Error, Machine, MachineId, Result};
+
+/// What a [`Scaler`] can do beyond the required operations. The planner and engine consult it
+/// so they never plan what the backend cannot execute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// `suspend` works and suspended machines can be resumed with `start`.
+    pub suspend: bool,
+    /// `create` needs a template machine to clone (Fly does); with none, scale-up from zero is
+    /// impossible and the planner reports it instead of planning a create.
+    pub create_needs_template: bool,
+    /// `create` can leave a machine stopped ([`crate::InitialState::Stopped`]).
+    pub create_stopped: bool,
+}
+
+impl Default for Capabilities {
+    /// The safe defaults: no suspend, creates need a template, no stopped creates.
+    fn default() -> Self {
+        Capabilities {
+            suspend: false,
+            create_needs_template: true,
+            create_stopped: false,
+        }
+    }
+}
+
+/// The machines of **one target** (a Fly app and process group, a pool of hosts) and the
+/// operations that change them.
+///
+/// The engine calls [`Scaler::list`] once per tick, plans, then calls the mutating operations
+/// only for machines the plan named.
+///
+/// # Guarantees the engine gives
+/// - It never calls `destroy` on the last machine of a target, nor on a machine that was not in
+///   the `list` result of the same tick.
+/// - It never retries `create` within a tick (a create that failed may have half-succeeded);
+///   the next tick re-reads the inventory and re-plans.
+/// - Concurrent calls for *different* machines may happen (bounded by the engine's
+///   concurrency); calls for the same machine are never concurrent within one engine.
+///
+/// # Assumptions about implementations
+/// - `list` returns every machine of the target, including ones in transition, with
+///   [`Machine::manageable`] `false` for those it cannot act on. It is read-only.
+/// - `start`, `stop`, `suspend` are **idempotent**: starting a started or starting machine,
+///   stopping a stopped one, succeeds without effect.
+/// - `destroy` of a machine that is already gone returns [`Error::NotFound`] (the engine treats
+///   it as done), never destroys another machine.
+/// - `create` returns the new machine as listed right after creation (its state may still be
+///   `created` or `starting`). A later `list` shows it.
+/// - Operations may return before the transition ends (the machine is then `starting`,
+///   `stopping`, ...); the planner counts transitions toward their destination.
+/// - Every call is **cancellation-safe** in the sense that dropping the future never leaves the
+///   backend in a state that `list` does not describe.
+/// - Implementations may retry retryable failures internally (429, 5xx) but must not retry
+///   `create` unless the backend makes it idempotent (e.g. with a request ID).
+///
+/// # Errors
+/// - [`Error::NotFound`]: the machine does not exist.
+/// - [`Error::Unsupported`]: optional operation not implemented (see [`Scaler::capabilities`]).
+/// - [`Error::Capacity`]: no room to create or start; the next tick may try again.
+/// - [`Error::RateLimited`], [`Error::Unavailable`], [`Error::Timeout`]: temporary.
+/// - [`Error::Conflict`]: another actor holds the machine (e.g. a Fly lease).
+/// - [`Error::Unauthorized`]: credentials refused; nothing else will work either.
+///
+/// # Example
+/// An in-memory pool, checked by the conformance suite
+/// (`fleetscale_core::testing::conformance::scaler`, feature `testing`):
+/// ```
+/// use std::sync::Mutex;
+/// use async_trait::async_trait;
+/// use fleetscale_core::{
+///     Capabilities, CreateRequest, Error, InitialState, Machine, MachineId, MachineState,
+///     Result, Scaler,
+/// };
+///
+/// #[derive(Default)]
+/// struct Pool {
+///     machines: Mutex<Vec<Machine>>,
+///     next_id: Mutex<u32>,
+/// }
+///
+/// impl Pool {
+///     fn set_state(&self, id: &MachineId, state: MachineState) -> Result<()> {
+///         let mut ms = self.machines.lock().unwrap();
+///         let m = ms.iter_mut().find(|m| &m.id == id).ok_or_else(|| Error::not_found(format!("machine {id}")))?;
+///         m.state = state;
+///         Ok(())
+///     }
+/// }
+///
+/// #[async_trait]
+/// impl Scaler for Pool {
+///     fn capabilities(&self) -> Capabilities {
+///         Capabilities { create_needs_template: false, create_stopped: true, ..Capabilities::default() }
+///     }
+///     async fn list(&self) -> Result<Vec<Machine>> {
+///         Ok(self.machines.lock().unwrap().clone())
+///     }
+///     async fn create(&self, req: &CreateRequest) -> Result<Machine> {
+///         let mut n = self.next_id.lock().unwrap();
+///         *n += 1;
+///         let state = match req.initial_state {
+///             InitialState::Started => MachineState::Started,
+///             _ => MachineState::Stopped,
+///         };
+///         let m = Machine::new(format!("m{n}"), state);
+///         self.machines.lock().unwrap().push(m.clone());
+///         Ok(m)
+///     }
+///     async fn start(&self, id: &MachineId) -> Result<()> {
+///         self.set_state(id, MachineState::Started)
+///     }
+///     async fn stop(&self, id: &MachineId) -> Result<()> {
+///         self.set_state(id, MachineState::Stopped)
+///     }
+///     async fn destroy(&self, id: &MachineId) -> Result<()> {
+///         let mut ms = self.machines.lock().unwrap();
+///         let before = ms.len();
+///         ms.retain(|m| &m.id != id);
+///         if ms.len() == before { Err(Error::not_found(format!("machine {id}"))) } else { Ok(()) }
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let pool = Pool::default();
+/// let m = pool.create(&CreateRequest::default()).await.unwrap();
+/// pool.stop(&m.id).await.unwrap();
+/// assert_eq!(pool.list().await.unwrap()[0].state, MachineState::Stopped);
+/// # });
+/// ```
+#[async_trait]
+pub trait Scaler: Send + Sync {
+    /// What this backend supports beyond the required operations. Defaults to
+    /// [`Capabilities::default`] (the most conservative).
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+
+    /// Every machine of the target, in any state.
+    async fn list(&self) -> Result<Vec<Machine>>;
+
+    /// Creates one machine. Not retried by the engine.
+    async fn create(&self, request: &CreateRequest) -> Result<Machine>;
+
+    /// Starts (or resumes) a machine. Idempotent.
+    async fn start(&self, id: &MachineId) -> Result<()>;
+
+    /// Stops a machine gracefully. Idempotent.
+    async fn stop(&self, id: &MachineId) -> Result<()>;
+
+    /// Suspends a machine. Idempotent. Defaults to [`Error::Unsupported`].
+    async fn suspend(&self, id: &MachineId) -> Result<()> {
+        let _ = id;
+        Err(Error::Unsupported {
+            operation: "suspend",
+        })
+    }
+
+    /// Destroys a machine. [`Error::NotFound`] if it is already gone.
+    async fn destroy(&self, id: &MachineId) -> Result<()>;
+}
+
+#[async_trait]
+impl<T: Scaler + ?Sized> Scaler for std::sync::Arc<T> {
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+    async fn list(&self) -> Result<Vec<Machine>> {
+        (**self).list().await
+    }
+    async fn create(&self, request: &CreateRequest) -> Result<Machine> {
+        (**self).create(request).await
+    }
+    async fn start(&self, id: &MachineId) -> Result<()> {
+        (**self).start(id).await
+    }
+    async fn stop(&self, id: &MachineId) -> Result<()> {
+        (**self).stop(id).await
+    }
+    async fn suspend(&self, id: &MachineId) -> Result<()> {
+        (**self).suspend(id).await
+    }
+    async fn destroy(&self, id: &MachineId) -> Result<()> {
+        (**self).destroy(id).await
+    }
+}

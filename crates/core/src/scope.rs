@@ -1,0 +1,115 @@
+//! The scope a tick runs in: which target (app, pool) and group it is for.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What a tick is about: passed to every [`crate::MetricSource`] so one source definition can
+/// serve many targets (e.g. every app matched by a wildcard).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scope {
+    /// The target's name: the Fly app name, the pool name.
+    pub target: String,
+    /// The process group or sub-pool, when there is one.
+    pub group: Option<String>,
+    /// Extra variables sources may expand (`$NAME` / `${NAME}`), e.g. `ORG`.
+    pub vars: BTreeMap<String, String>,
+}
+
+impl Scope {
+    /// A scope for one target.
+    pub fn new(target: impl Into<String>) -> Self {
+        Scope {
+            target: target.into(),
+            ..Scope::default()
+        }
+    }
+
+    /// Sets the group.
+    pub fn with_group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// Adds a variable for [`Scope::expand`].
+    pub fn with_var(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.vars.insert(key.into(), value.into());
+        self
+    }
+
+    /// The value of a scope variable: `APP_NAME` and `TARGET` are the target name, `GROUP` the
+    /// group (empty when none), anything else comes from [`Scope::vars`].
+    pub fn var(&self, name: &str) -> Option<&str> {
+        match name {
+            "APP_NAME" | "TARGET" => Some(&self.target),
+            "GROUP" => Some(self.group.as_deref().unwrap_or("")),
+            other => self.vars.get(other).map(String::as_str),
+        }
+    }
+
+    /// Expands `$NAME` and `${NAME}` for every variable the scope knows (see [`Scope::var`]).
+    ///
+    /// Unknown variables are left exactly as written, so PromQL such as `$__interval` or a
+    /// literal `$` survives; fly-autoscaler instead replaced them with the process environment
+    /// (or blanked them) which silently broke queries.
+    ///
+    /// ```
+    /// use fleetscale_core::Scope;
+    /// let scope = Scope::new("my-app");
+    /// assert_eq!(
+    ///     scope.expand("count(fly_instance_up{app='$APP_NAME'}) + ${APP_NAME} $OTHER"),
+    ///     "count(fly_instance_up{app='my-app'}) + my-app $OTHER"
+    /// );
+    /// ```
+    pub fn expand(&self, template: &str) -> String {
+        let mut out = String::with_capacity(template.len());
+        let mut rest = template;
+        while let Some(pos) = rest.find('$') {
+            out.push_str(&rest[..pos]);
+            let after = &rest[pos + 1..];
+            if let Some(inner) = after.strip_prefix('{') {
+                if let Some(end) = inner.find('}') {
+                    let name = &inner[..end];
+                    if let Some(v) = self.var(name) {
+                        out.push_str(v);
+                        rest = &inner[end + 1..];
+                        continue;
+                    }
+                }
+            } else {
+                let len = after
+                    .char_indices()
+                    .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_'))
+                    .map(|(i, _)| i)
+                    .unwrap_or(after.len());
+                if len > 0 {
+                    if let Some(v) = self.var(&after[..len]) {
+                        out.push_str(v);
+                        rest = &after[len..];
+                        continue;
+                    }
+                }
+            }
+            out.push('$');
+            rest = after;
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_known_and_keeps_unknown() {
+        let s = Scope::new("app-1").with_group("web").with_var("ORG", "acme");
+        assert_eq!(s.expand("$APP_NAME"), "app-1");
+        assert_eq!(s.expand("${APP_NAME}x"), "app-1x");
+        assert_eq!(s.expand("$APP_NAMEx"), "$APP_NAMEx");
+        assert_eq!(s.expand("a $GROUP $ORG ${ORG}"), "a web acme acme");
+        assert_eq!(s.expand("$ $$ ${ ${NOPE} $1"), "$ $$ ${ ${NOPE} $1");
+        assert_eq!(s.expand("cost $"), "cost $");
+    }
+}

@@ -1,0 +1,1 @@
+//! fleetscale fly crate (work in progress).

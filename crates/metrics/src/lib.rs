@@ -1,0 +1,1 @@
+//! fleetscale metrics crate (work in progress).

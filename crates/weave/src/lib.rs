@@ -1,0 +1,1 @@
+//! fleetscale weave crate (work in progress).

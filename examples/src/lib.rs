@@ -1,0 +1,1 @@
+//! Runnable examples of fleetscale; see the `examples/` folder.
