@@ -1,0 +1,480 @@
+//! The planner: a pure function from an inventory and targets to the actions that reach them.
+//!
+//! [`plan_actions`] never does I/O. Given the same inventory, targets and options it always
+//! returns the same [`Plan`], so dry runs and tests are reproducible.
+//!
+//! # Rules
+//! - Machines are counted by [`Destination`]: a `starting` machine already counts as started, a
+//!   `stopping` one as stopped, a `destroying` one as gone. Consecutive ticks therefore never
+//!   overshoot while transitions are in flight.
+//! - Machines that are not [`Machine::manageable`] are neither counted nor touched.
+//! - **Created** below `min`: create the difference, cloning [`PlanOptions::template`] or else
+//!   the newest healthy machine. Above `max`: destroy the difference in the order
+//!   failed → stopped → suspended → created (never started) → started, newest first within a
+//!   state; machines in transition are never destroyed; **the last machine is never destroyed**.
+//! - **Started** below `min`: start stopped, then suspended, then never-started machines (oldest
+//!   first), then let creates of this plan start. Above `max`: first turn this plan's creates
+//!   into stopped creates (when the backend can create stopped), then stop the newest started
+//!   machines. A plan never both starts and stops.
+//! - Per-action caps ([`PlanOptions::max_creates`], ...) bound each kind of action; what a cap or
+//!   a missing candidate leaves undone is explained in [`Plan::notes`].
+
+use std::cmp::Reverse;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Capabilities, Counts, CreateRequest, Destination, InitialState, Machine, MachineId,
+    MachineState, Targets,
+};
+
+/// What the planner may do, besides the targets.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanOptions {
+    /// The state new machines are left in, unless the started bounds need otherwise.
+    pub initial_state: InitialState,
+    /// The machine new ones clone; `None` picks the newest healthy machine.
+    pub template: Option<MachineId>,
+    /// What the backend can do.
+    pub capabilities: Capabilities,
+    /// At most this many creates (`None`: unbounded).
+    pub max_creates: Option<u32>,
+    /// At most this many destroys.
+    pub max_destroys: Option<u32>,
+    /// At most this many starts.
+    pub max_starts: Option<u32>,
+    /// At most this many stops.
+    pub max_stops: Option<u32>,
+}
+
+/// One step of a plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Create a machine.
+    Create {
+        /// What to create.
+        request: CreateRequest,
+        /// Why.
+        reason: String,
+    },
+    /// Start (or resume) a machine.
+    Start {
+        /// Which machine.
+        id: MachineId,
+        /// Its state when planned.
+        from: MachineState,
+        /// Why.
+        reason: String,
+    },
+    /// Stop a started machine.
+    Stop {
+        /// Which machine.
+        id: MachineId,
+        /// Why.
+        reason: String,
+    },
+    /// Destroy a machine.
+    Destroy {
+        /// Which machine.
+        id: MachineId,
+        /// Its state when planned.
+        from: MachineState,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The kind of an [`Action`], without its data; used for counting and metric labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// [`Action::Create`].
+    Create,
+    /// [`Action::Start`].
+    Start,
+    /// [`Action::Stop`].
+    Stop,
+    /// [`Action::Destroy`].
+    Destroy,
+}
+
+impl ActionKind {
+    /// `create`, `start`, `stop` or `destroy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Create => "create",
+            ActionKind::Start => "start",
+            ActionKind::Stop => "stop",
+            ActionKind::Destroy => "destroy",
+        }
+    }
+
+    /// Whether the action adds capacity (create, start).
+    pub fn is_scale_up(self) -> bool {
+        matches!(self, ActionKind::Create | ActionKind::Start)
+    }
+}
+
+impl fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Action {
+    /// The action's kind.
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            Action::Create { .. } => ActionKind::Create,
+            Action::Start { .. } => ActionKind::Start,
+            Action::Stop { .. } => ActionKind::Stop,
+            Action::Destroy { .. } => ActionKind::Destroy,
+        }
+    }
+
+    /// The machine acted on (`None` for a create).
+    pub fn machine(&self) -> Option<&MachineId> {
+        match self {
+            Action::Create { .. } => None,
+            Action::Start { id, .. } | Action::Stop { id, .. } | Action::Destroy { id, .. } => {
+                Some(id)
+            }
+        }
+    }
+
+    /// Why the planner chose it.
+    pub fn reason(&self) -> &str {
+        match self {
+            Action::Create { reason, .. }
+            | Action::Start { reason, .. }
+            | Action::Stop { reason, .. }
+            | Action::Destroy { reason, .. } => reason,
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Create { request, reason } => write!(
+                f,
+                "create ({}{}): {reason}",
+                request.initial_state.as_str(),
+                request
+                    .template
+                    .as_ref()
+                    .map(|t| format!(", clone of {t}"))
+                    .unwrap_or_default()
+            ),
+            Action::Start { id, from, reason } => write!(f, "start {id} ({from}): {reason}"),
+            Action::Stop { id, reason } => write!(f, "stop {id}: {reason}"),
+            Action::Destroy { id, from, reason } => write!(f, "destroy {id} ({from}): {reason}"),
+        }
+    }
+}
+
+/// The outcome of planning: the actions, and the counts before and (projected) after.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The actions in execution order: destroys, creates, starts, stops.
+    pub actions: Vec<Action>,
+    /// Counts of the inventory planned from.
+    pub before: Counts,
+    /// Counts once every action has taken effect.
+    pub after: Counts,
+    /// What could not be done and why (no template, caps, too few candidates, last machine).
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    /// Whether the plan does nothing.
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    /// How many actions of `kind` the plan holds.
+    pub fn count(&self, kind: ActionKind) -> usize {
+        self.actions.iter().filter(|a| a.kind() == kind).count()
+    }
+}
+
+fn newest_first(a: &&Machine, b: &&Machine) -> std::cmp::Ordering {
+    (Reverse(a.created_at), Reverse(&a.id)).cmp(&(Reverse(b.created_at), Reverse(&b.id)))
+}
+
+fn oldest_first(a: &&Machine, b: &&Machine) -> std::cmp::Ordering {
+    (a.created_at, &a.id).cmp(&(b.created_at, &b.id))
+}
+
+fn cap(n: u32, limit: Option<u32>, what: &str, notes: &mut Vec<String>) -> u32 {
+    match limit {
+        Some(l) if n > l => {
+            notes.push(format!("{what} capped at {l} of {n} this tick"));
+            l
+        }
+        _ => n,
+    }
+}
+
+/// Plans the actions that bring `inventory` inside `targets`. Pure and deterministic.
+///
+/// ```
+/// use fleetscale_core::{Bounds, Machine, MachineState, Targets};
+/// use fleetscale_core::plan::{plan_actions, ActionKind, PlanOptions};
+///
+/// let inventory = vec![Machine::new("a", MachineState::Started)];
+/// let targets = Targets { created: Bounds::exactly(3), started: Bounds::NONE };
+/// let plan = plan_actions(&inventory, &targets, &PlanOptions::default());
+/// assert_eq!(plan.count(ActionKind::Create), 2);
+/// assert_eq!(plan.after.created, 3);
+/// ```
+pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOptions) -> Plan {
+    let before = Counts::of(inventory);
+    let mut notes = Vec::new();
+    let live: Vec<&Machine> = inventory
+        .iter()
+        .filter(|m| m.manageable && m.state.exists())
+        .collect();
+
+    let mut created = before.created;
+    let mut started = before.started;
+    let mut destroys: Vec<Action> = Vec::new();
+    let mut destroyed: Vec<&MachineId> = Vec::new();
+    let mut create_count: u32 = 0;
+    let mut template: Option<MachineId> = None;
+
+    // --- created bounds -------------------------------------------------------------------
+    if let Some(min) = targets.created.min.filter(|&min| created < min) {
+        let want = min - created;
+        template = options.template.clone().or_else(|| {
+            let mut healthy: Vec<&Machine> = live
+                .iter()
+                .copied()
+                .filter(|m| {
+                    !matches!(
+                        m.state.destination(),
+                        Destination::Failed | Destination::Unknown
+                    )
+                })
+                .collect();
+            healthy.sort_by(newest_first);
+            healthy.first().map(|m| m.id.clone())
+        });
+        if template.is_none() && options.capabilities.create_needs_template {
+            notes.push(format!(
+                "cannot create {want} machine(s): no machine available to clone"
+            ));
+        } else {
+            create_count = cap(want, options.max_creates, "creates", &mut notes);
+            created += create_count;
+        }
+    } else if let Some(max) = targets.created.max.filter(|&max| created > max) {
+        let mut want = created - max;
+        if want >= created {
+            want = created.saturating_sub(1);
+            notes.push(format!(
+                "created max {max} would destroy the last machine: keeping one"
+            ));
+        }
+        let want = cap(want, options.max_destroys, "destroys", &mut notes) as usize;
+        let rank = |s: MachineState| match s {
+            MachineState::Failed => Some(0),
+            MachineState::Stopped => Some(1),
+            MachineState::Suspended => Some(2),
+            MachineState::Created => Some(3),
+            MachineState::Started => Some(4),
+            _ => None,
+        };
+        let mut candidates: Vec<&Machine> = live
+            .iter()
+            .copied()
+            .filter(|m| rank(m.state).is_some())
+            .collect();
+        candidates.sort_by(|a, b| rank(a.state).cmp(&rank(b.state)).then(newest_first(a, b)));
+        if candidates.len() < want {
+            notes.push(format!(
+                "only {} of {want} machine(s) can be destroyed now (others are in transition)",
+                candidates.len()
+            ));
+        }
+        for m in candidates.into_iter().take(want) {
+            destroys.push(Action::Destroy {
+                id: m.id.clone(),
+                from: m.state,
+                reason: format!("created {} > max {max}", before.created),
+            });
+            destroyed.push(&m.id);
+            created -= 1;
+            if m.state.destination() == Destination::Started {
+                started -= 1;
+            }
+        }
+    }
+
+    // --- started bounds -------------------------------------------------------------------
+    let creates_can_stop = options.capabilities.create_stopped;
+    let mut creates_started = if options.initial_state == InitialState::Started {
+        create_count
+    } else {
+        0
+    };
+    let mut starts: Vec<Action> = Vec::new();
+    let mut stops: Vec<Action> = Vec::new();
+    let projected = started + creates_started;
+
+    if let Some(min) = targets.started.min.filter(|&min| projected < min) {
+        let need = min - projected;
+        let rank = |s: MachineState| match s {
+            MachineState::Stopped => Some(0),
+            MachineState::Suspended => Some(1),
+            MachineState::Created => Some(2),
+            _ => None,
+        };
+        let mut candidates: Vec<&Machine> = live
+            .iter()
+            .copied()
+            .filter(|m| rank(m.state).is_some() && !destroyed.contains(&&m.id))
+            .collect();
+        candidates.sort_by(|a, b| rank(a.state).cmp(&rank(b.state)).then(oldest_first(a, b)));
+        let from_existing = cap(
+            need.min(candidates.len() as u32),
+            options.max_starts,
+            "starts",
+            &mut notes,
+        );
+        for m in candidates.into_iter().take(from_existing as usize) {
+            starts.push(Action::Start {
+                id: m.id.clone(),
+                from: m.state,
+                reason: format!("started {projected} < min {min}"),
+            });
+        }
+        started += from_existing;
+        let remaining = need - from_existing;
+        let convertible = create_count - creates_started;
+        let converted = remaining.min(convertible);
+        creates_started += converted;
+        if remaining > converted {
+            notes.push(format!(
+                "not enough stopped machines to reach started min {min}: {} short",
+                remaining - converted
+            ));
+        }
+    } else if let Some(max) = targets.started.max.filter(|&max| projected > max) {
+        let mut excess = projected - max;
+        if creates_started > 0 && creates_can_stop {
+            let converted = excess.min(creates_started);
+            creates_started -= converted;
+            excess -= converted;
+        }
+        let mut candidates: Vec<&Machine> = live
+            .iter()
+            .copied()
+            .filter(|m| m.state == MachineState::Started && !destroyed.contains(&&m.id))
+            .collect();
+        candidates.sort_by(newest_first);
+        let want = cap(
+            excess.min(candidates.len() as u32),
+            options.max_stops,
+            "stops",
+            &mut notes,
+        );
+        if (candidates.len() as u32) < excess {
+            notes.push(format!(
+                "only {} of {excess} machine(s) can be stopped now (others are starting or new)",
+                candidates.len()
+            ));
+        }
+        for m in candidates.into_iter().take(want as usize) {
+            stops.push(Action::Stop {
+                id: m.id.clone(),
+                reason: format!("started {projected} > max {max}"),
+            });
+        }
+        started -= want;
+    }
+
+    // --- assemble -------------------------------------------------------------------------
+    let mut actions = destroys;
+    let default_not_started = match options.initial_state {
+        InitialState::Started => InitialState::Stopped,
+        other => other,
+    };
+    for i in 0..create_count {
+        let initial_state = if i < creates_started {
+            InitialState::Started
+        } else {
+            default_not_started
+        };
+        actions.push(Action::Create {
+            request: CreateRequest {
+                template: template.clone(),
+                initial_state,
+                ..CreateRequest::default()
+            },
+            reason: format!(
+                "created {} < min {}",
+                before.created,
+                targets.created.min.unwrap_or_default()
+            ),
+        });
+    }
+    actions.extend(starts);
+    actions.extend(stops);
+
+    let after = project(inventory, &actions);
+    debug_assert_eq!(after.created, created);
+    debug_assert_eq!(after.started, started + creates_started);
+    Plan {
+        actions,
+        before,
+        after,
+        notes,
+    }
+}
+
+/// Applies a plan to an inventory as if every action succeeded and every transition ended.
+///
+/// Created machines get ids `new-0`, `new-1`, ... This is what the property tests and dry runs
+/// use to show the result of a plan.
+pub fn apply_plan(inventory: &[Machine], plan: &Plan) -> Vec<Machine> {
+    let mut out: Vec<Machine> = inventory.to_vec();
+    let mut fresh = 0usize;
+    for action in &plan.actions {
+        match action {
+            Action::Create { request, .. } => {
+                let state = match request.initial_state {
+                    InitialState::Started => MachineState::Started,
+                    InitialState::Stopped => MachineState::Created,
+                    InitialState::Suspended => MachineState::Suspended,
+                };
+                let mut m = Machine::new(format!("new-{fresh}"), state);
+                m.region = request.region.clone();
+                fresh += 1;
+                out.push(m);
+            }
+            Action::Start { id, .. } => set_state(&mut out, id, MachineState::Started),
+            Action::Stop { id, .. } => set_state(&mut out, id, MachineState::Stopped),
+            Action::Destroy { id, .. } => out.retain(|m| &m.id != id),
+        }
+    }
+    out
+}
+
+fn set_state(machines: &mut [Machine], id: &MachineId, state: MachineState) {
+    if let Some(m) = machines.iter_mut().find(|m| &m.id == id) {
+        m.state = state;
+    }
+}
+
+fn project(inventory: &[Machine], actions: &[Action]) -> Counts {
+    Counts::of(&apply_plan(
+        inventory,
+        &Plan {
+            actions: actions.to_vec(),
+            ..Plan::default()
+        },
+    ))
+}
