@@ -18,6 +18,7 @@
 //! All decisions are pure functions over data so they can be property-tested without I/O.
 
 mod error;
+pub mod engine;
 pub mod expr;
 mod machine;
 mod membership;

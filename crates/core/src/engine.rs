@@ -1,0 +1,615 @@
+//! The engine: runs ticks for many targets, with deadlines, bounded concurrency, per-target
+//! state, membership hooks, dry runs and graceful shutdown.
+//!
+//! One **tick** of one target:
+//! 1. list the inventory (one [`Scaler::list`] call);
+//! 2. collect every metric concurrently, each within [`EngineConfig::metric_timeout`];
+//! 3. let the [`Policy`] decide the [`Targets`](crate::Targets);
+//! 4. [`plan_actions`];
+//! 5. execute the plan (unless dry run) with at most [`EngineConfig::action_concurrency`] calls
+//!    in flight: `leave` before each stop/destroy (a failed leave skips the action), `join` after
+//!    each successful start or started create; a create is never retried;
+//! 6. optionally reclaim lost members ([`EngineConfig::reclaim_lost_members`]);
+//! 7. build a [`DecisionRecord`], hand it to every [`DecisionObserver`], keep it for
+//!    [`Engine::last_decisions`].
+//!
+//! Everything in a tick shares one deadline ([`EngineConfig::tick_timeout`]); a call still
+//! running at the deadline is dropped and reported as a timeout in the record.
+//!
+//! # Guarantees
+//! - The first pass runs immediately; later passes every [`EngineConfig::interval`] (a pass
+//!   that overruns delays the next one, it never piles up), or at once after
+//!   [`Engine::trigger`].
+//! - At most [`EngineConfig::concurrency`] targets tick at once; a target never ticks twice at
+//!   once.
+//! - On cancellation no new tick or action starts; actions already in flight finish (within the
+//!   deadline) and are recorded; then [`Engine::run`] returns.
+//! - Only machines named by the plan are touched.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex as StdMutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use futures::stream::{self, StreamExt};
+use tokio::sync::{Mutex, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::plan::{plan_actions, Action, ActionKind, PlanOptions};
+use crate::policy::{MetricReadings, Policy, PolicyState};
+use crate::record::{
+    ActionError, ActionOutcome, DecisionObserver, DecisionRecord, MetricReading, TickStatus,
+};
+use crate::{
+    ClusterMembership, Counts, Error, InitialState, Machine, MetricSource, Result, Scaler, Scope,
+};
+
+/// Everything the engine needs to scale one target.
+#[derive(Clone)]
+pub struct TargetSpec {
+    /// The target's scope (name, group, variables).
+    pub scope: Scope,
+    /// Its machines.
+    pub scaler: Arc<dyn Scaler>,
+    /// Its metrics, by [`MetricSource::name`].
+    pub sources: Vec<Arc<dyn MetricSource>>,
+    /// Its rules.
+    pub policy: Arc<Policy>,
+    /// Planner options (initial state, per-action caps). Capabilities are read from the scaler
+    /// at every tick.
+    pub plan_options: PlanOptions,
+    /// An optional cluster living on the machines.
+    pub membership: Option<Arc<dyn ClusterMembership>>,
+}
+
+impl std::fmt::Debug for TargetSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetSpec")
+            .field("scope", &self.scope)
+            .field(
+                "sources",
+                &self.sources.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            )
+            .field("policy", &self.policy)
+            .field("plan_options", &self.plan_options)
+            .field("membership", &self.membership.is_some())
+            .finish()
+    }
+}
+
+impl TargetSpec {
+    /// A target with no metrics and no membership.
+    pub fn new(scope: Scope, scaler: Arc<dyn Scaler>, policy: Policy) -> Self {
+        TargetSpec {
+            scope,
+            scaler,
+            sources: Vec::new(),
+            policy: Arc::new(policy),
+            plan_options: PlanOptions::default(),
+            membership: None,
+        }
+    }
+
+    /// Adds a metric source.
+    pub fn with_source(mut self, source: Arc<dyn MetricSource>) -> Self {
+        self.sources.push(source);
+        self
+    }
+
+    /// Sets the cluster membership.
+    pub fn with_membership(mut self, membership: Arc<dyn ClusterMembership>) -> Self {
+        self.membership = Some(membership);
+        self
+    }
+
+    /// Sets the initial state of new machines.
+    pub fn with_initial_state(mut self, state: InitialState) -> Self {
+        self.plan_options.initial_state = state;
+        self
+    }
+
+    /// The target's name (the scope's target).
+    pub fn name(&self) -> &str {
+        &self.scope.target
+    }
+
+    /// Load-time checks: metric names are unique, do not shadow built-in variables, and every
+    /// variable the rules use is known.
+    pub fn validate(&self) -> Result<()> {
+        let names: Vec<&str> = self.sources.iter().map(|s| s.name()).collect();
+        for (i, n) in names.iter().enumerate() {
+            if names[..i].contains(n) {
+                return Err(Error::config(format!(
+                    "target `{}`: metric name `{n}` is used twice",
+                    self.name()
+                )));
+            }
+        }
+        self.policy.check(&names)
+    }
+}
+
+/// Where the engine gets its targets from; called at start and every
+/// [`EngineConfig::refresh_interval`]. On error the engine keeps the last good list.
+///
+/// # Example
+/// ```
+/// use async_trait::async_trait;
+/// use fleetscale_core::engine::{TargetProvider, TargetSpec};
+/// use fleetscale_core::Result;
+///
+/// struct Nothing;
+/// #[async_trait]
+/// impl TargetProvider for Nothing {
+///     async fn targets(&self) -> Result<Vec<TargetSpec>> {
+///         Ok(vec![])
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait TargetProvider: Send + Sync {
+    /// The current targets. Names must be unique.
+    async fn targets(&self) -> Result<Vec<TargetSpec>>;
+}
+
+#[async_trait]
+impl TargetProvider for Vec<TargetSpec> {
+    async fn targets(&self) -> Result<Vec<TargetSpec>> {
+        Ok(self.clone())
+    }
+}
+
+/// Engine settings. The defaults are fly-autoscaler's (interval 15 s, timeout 30 s).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Time between passes.
+    pub interval: Duration,
+    /// Deadline of one tick of one target.
+    pub tick_timeout: Duration,
+    /// Deadline of one metric read (capped by what is left of the tick).
+    pub metric_timeout: Duration,
+    /// Targets ticking at once.
+    pub concurrency: usize,
+    /// Backend calls in flight at once within one tick.
+    pub action_concurrency: usize,
+    /// How often the target list is refreshed.
+    pub refresh_interval: Duration,
+    /// Plan but execute nothing.
+    pub dry_run: bool,
+    /// Reclaim members that are unreachable, own something, and whose machine is gone.
+    pub reclaim_lost_members: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            interval: Duration::from_secs(15),
+            tick_timeout: Duration::from_secs(30),
+            metric_timeout: Duration::from_secs(10),
+            concurrency: 4,
+            action_concurrency: 4,
+            refresh_interval: Duration::from_secs(60),
+            dry_run: false,
+            reclaim_lost_members: false,
+        }
+    }
+}
+
+#[derive(Default)]
+struct TargetState {
+    ticks: u64,
+    policy: PolicyState,
+}
+
+/// Runs ticks for the targets of a [`TargetProvider`]. See the [module docs](self).
+pub struct Engine {
+    config: EngineConfig,
+    provider: Arc<dyn TargetProvider>,
+    observers: Vec<Arc<dyn DecisionObserver>>,
+    states: StdMutex<HashMap<String, Arc<Mutex<TargetState>>>>,
+    last: RwLock<BTreeMap<String, DecisionRecord>>,
+    trigger: Notify,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn outcome_err(e: &Error, step: &str) -> ActionError {
+    ActionError {
+        kind: e.kind().to_owned(),
+        message: e.to_string(),
+        step: step.to_owned(),
+    }
+}
+
+async fn with_deadline<T>(
+    deadline: Instant,
+    operation: &str,
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout_at(deadline, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Timeout {
+            operation: operation.to_owned(),
+            after: left,
+        }),
+    }
+}
+
+impl Engine {
+    /// An engine over `provider`'s targets.
+    pub fn new(config: EngineConfig, provider: Arc<dyn TargetProvider>) -> Self {
+        Engine {
+            config,
+            provider,
+            observers: Vec::new(),
+            states: StdMutex::new(HashMap::new()),
+            last: RwLock::new(BTreeMap::new()),
+            trigger: Notify::new(),
+        }
+    }
+
+    /// Adds an observer of decision records.
+    pub fn with_observer(mut self, observer: Arc<dyn DecisionObserver>) -> Self {
+        self.observers.push(observer);
+        self
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Runs a pass now instead of at the next interval (event-driven scaling). Coalesces: many
+    /// triggers while a pass runs cause one more pass.
+    pub fn trigger(&self) {
+        self.trigger.notify_one();
+    }
+
+    /// The latest record of every target.
+    pub fn last_decisions(&self) -> Vec<DecisionRecord> {
+        self.last
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Runs passes until `cancel` fires, then returns once in-flight work has finished.
+    pub async fn run(&self, cancel: CancellationToken) -> Result<()> {
+        let mut targets: Vec<TargetSpec> = Vec::new();
+        let mut last_refresh: Option<Instant> = None;
+        let mut ticker = tokio::time::interval(self.config.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                _ = ticker.tick() => {}
+                _ = self.trigger.notified() => {}
+            }
+            if last_refresh.is_none_or(|at| at.elapsed() >= self.config.refresh_interval) {
+                match self.provider.targets().await {
+                    Ok(t) => {
+                        self.forget_missing(&t);
+                        targets = t;
+                        last_refresh = Some(Instant::now());
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "app list update failed; keeping the last good list");
+                        // Retry at the next pass rather than waiting a whole refresh interval.
+                    }
+                }
+            }
+            self.run_pass(&targets, &cancel).await;
+        }
+        Ok(())
+    }
+
+    /// One pass over the provider's current targets (refreshing them first). Used by `eval`
+    /// and tests.
+    pub async fn run_once(&self) -> Result<Vec<DecisionRecord>> {
+        let targets = self.provider.targets().await?;
+        Ok(self.run_pass(&targets, &CancellationToken::new()).await)
+    }
+
+    fn forget_missing(&self, targets: &[TargetSpec]) {
+        if let Ok(mut states) = self.states.lock() {
+            states.retain(|k, _| targets.iter().any(|t| t.name() == k));
+        }
+        if let Ok(mut last) = self.last.write() {
+            last.retain(|k, _| targets.iter().any(|t| t.name() == k));
+        }
+    }
+
+    async fn run_pass(
+        &self,
+        targets: &[TargetSpec],
+        cancel: &CancellationToken,
+    ) -> Vec<DecisionRecord> {
+        stream::iter(targets)
+            .map(|t| self.tick_inner(t, self.config.dry_run, cancel))
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    /// One tick of one target, honouring the engine's dry-run setting or forcing one.
+    pub async fn tick(&self, target: &TargetSpec, force_dry_run: bool) -> DecisionRecord {
+        self.tick_inner(
+            target,
+            force_dry_run || self.config.dry_run,
+            &CancellationToken::new(),
+        )
+        .await
+    }
+
+    async fn tick_inner(
+        &self,
+        target: &TargetSpec,
+        dry_run: bool,
+        cancel: &CancellationToken,
+    ) -> DecisionRecord {
+        let state = {
+            let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+            states.entry(target.name().to_owned()).or_default().clone()
+        };
+        let mut state = state.lock().await;
+        state.ticks += 1;
+        let record = self.tick_locked(target, dry_run, cancel, &mut state).await;
+        for o in &self.observers {
+            o.observe(&record);
+        }
+        if let Ok(mut last) = self.last.write() {
+            last.insert(target.name().to_owned(), record.clone());
+        }
+        record
+    }
+
+    async fn tick_locked(
+        &self,
+        target: &TargetSpec,
+        dry_run: bool,
+        cancel: &CancellationToken,
+        state: &mut TargetState,
+    ) -> DecisionRecord {
+        let started = Instant::now();
+        let deadline = started + self.config.tick_timeout;
+        let mut record = DecisionRecord {
+            target: target.name().to_owned(),
+            tick: state.ticks,
+            started_at: SystemTime::now(),
+            duration: Duration::ZERO,
+            counts: None,
+            metrics: BTreeMap::new(),
+            decision: None,
+            plan: None,
+            outcomes: Vec::new(),
+            reclaims: Vec::new(),
+            status: TickStatus::NoScale,
+        };
+        let finish = |mut r: DecisionRecord| {
+            r.duration = started.elapsed();
+            r
+        };
+
+        // 1 + 2: inventory and metrics, concurrently.
+        let list = with_deadline(deadline, "list", target.scaler.list());
+        let metrics = futures::future::join_all(target.sources.iter().map(|s| {
+            let metric_deadline = deadline.min(Instant::now() + self.config.metric_timeout);
+            let name = s.name().to_owned();
+            async move {
+                let r = with_deadline(metric_deadline, &format!("metric {name}"), async {
+                    let v = s.collect(&target.scope).await?;
+                    if v.is_finite() {
+                        Ok(v)
+                    } else {
+                        Err(Error::metric(&name, format!("value is not finite: {v}")))
+                    }
+                })
+                .await;
+                (name, r)
+            }
+        }));
+        let (inventory, readings) = tokio::join!(list, metrics);
+        let mut policy_readings = MetricReadings::new();
+        for (name, r) in readings {
+            match r {
+                Ok(v) => {
+                    record.metrics.insert(name.clone(), MetricReading::Value(v));
+                    policy_readings.insert(name, Ok(v));
+                }
+                Err(e) => {
+                    record.metrics.insert(
+                        name.clone(),
+                        MetricReading::Failed {
+                            kind: e.kind().to_owned(),
+                            message: e.to_string(),
+                        },
+                    );
+                    policy_readings.insert(name, Err(e.to_string()));
+                }
+            }
+        }
+        let inventory: Vec<Machine> = match inventory {
+            Ok(i) => i,
+            Err(e) => {
+                record.status = TickStatus::Failed {
+                    stage: "list".into(),
+                    kind: e.kind().into(),
+                    message: e.to_string(),
+                };
+                return finish(record);
+            }
+        };
+        let counts = Counts::of(&inventory);
+        record.counts = Some(counts);
+
+        // 3 + 4: decide and plan.
+        let now = Instant::now().into_std();
+        let decision = target.policy.decide(
+            &target.scope,
+            &counts,
+            &policy_readings,
+            &mut state.policy,
+            now,
+        );
+        let mut options = target.plan_options.clone();
+        options.capabilities = target.scaler.capabilities();
+        let plan = plan_actions(&inventory, &decision.targets, &options);
+        let held = decision.held;
+        record.decision = Some(decision);
+
+        if plan.is_empty() {
+            record.status = if held {
+                TickStatus::Held
+            } else {
+                TickStatus::NoScale
+            };
+        } else if dry_run {
+            record.status = TickStatus::DryRun;
+        } else {
+            // 5: execute.
+            let by_id: HashMap<_, _> = inventory.iter().map(|m| (&m.id, m)).collect();
+            let outcomes: Vec<ActionOutcome> = stream::iter(plan.actions.iter())
+                .map(|action| {
+                    let machine = action.machine().and_then(|id| by_id.get(id).copied());
+                    self.execute(target, action, machine, deadline, cancel)
+                })
+                .buffered(self.config.action_concurrency.max(1))
+                .collect()
+                .await;
+            let up = outcomes
+                .iter()
+                .any(|o| o.ok() && o.action.kind().is_scale_up());
+            let down = outcomes
+                .iter()
+                .any(|o| o.ok() && !o.action.kind().is_scale_up());
+            state
+                .policy
+                .record_actions(Instant::now().into_std(), up, down);
+            record.outcomes = outcomes;
+            record.status = TickStatus::Scaled;
+        }
+        record.plan = Some(plan);
+
+        // 6: reclaim lost members.
+        if let (Some(membership), true, false) = (
+            &target.membership,
+            self.config.reclaim_lost_members,
+            dry_run || cancel.is_cancelled(),
+        ) {
+            record.reclaims = self
+                .reclaim_lost(membership.as_ref(), &inventory, deadline)
+                .await;
+        }
+        finish(record)
+    }
+
+    async fn reclaim_lost(
+        &self,
+        membership: &dyn ClusterMembership,
+        inventory: &[Machine],
+        deadline: Instant,
+    ) -> Vec<(String, std::result::Result<u64, String>)> {
+        let members = match with_deadline(deadline, "members", membership.members()).await {
+            Ok(m) => m,
+            Err(e) => return vec![("*".into(), Err(format!("listing members failed: {e}")))],
+        };
+        let mut out = Vec::new();
+        for member in members {
+            let gone = member.machine.as_ref().is_some_and(|id| {
+                !inventory
+                    .iter()
+                    .any(|m| &m.id == id && m.state.exists())
+            });
+            if member.fixed || member.reachable || member.owned == 0 || !gone {
+                continue;
+            }
+            let r = with_deadline(deadline, "reclaim", membership.reclaim(&member)).await;
+            tracing::warn!(member = %member.name, result = ?r, "reclaimed lost member");
+            out.push((
+                member.name.clone(),
+                r.map(|o| o.reclaimed).map_err(|e| e.to_string()),
+            ));
+        }
+        out
+    }
+
+    async fn execute(
+        &self,
+        target: &TargetSpec,
+        action: &Action,
+        machine: Option<&Machine>,
+        deadline: Instant,
+        cancel: &CancellationToken,
+    ) -> ActionOutcome {
+        let t0 = Instant::now();
+        let mut outcome = ActionOutcome {
+            action: action.clone(),
+            created: None,
+            error: None,
+            duration: Duration::ZERO,
+        };
+        if cancel.is_cancelled() {
+            outcome.error = Some(outcome_err(&Error::Cancelled, "skipped"));
+            return outcome;
+        }
+        let scaler = &target.scaler;
+        let membership = target.membership.as_deref();
+        let result: std::result::Result<(), ActionError> = async {
+            match action {
+                Action::Stop { id, .. } | Action::Destroy { id, .. } => {
+                    if let (Some(ms), Some(m)) = (membership, machine) {
+                        with_deadline(deadline, "leave", ms.leave(m))
+                            .await
+                            .map_err(|e| outcome_err(&e, "leave"))?;
+                    }
+                    if action.kind() == ActionKind::Stop {
+                        with_deadline(deadline, "stop", scaler.stop(id))
+                            .await
+                            .map_err(|e| outcome_err(&e, "stop"))
+                    } else {
+                        match with_deadline(deadline, "destroy", scaler.destroy(id)).await {
+                            Err(e) if e.is_not_found() => Ok(()),
+                            r => r.map_err(|e| outcome_err(&e, "destroy")),
+                        }
+                    }
+                }
+                Action::Create { request, .. } => {
+                    let m = with_deadline(deadline, "create", scaler.create(request))
+                        .await
+                        .map_err(|e| outcome_err(&e, "create"))?;
+                    outcome.created = Some(m.id.clone());
+                    if let (Some(ms), InitialState::Started) = (membership, request.initial_state) {
+                        with_deadline(deadline, "join", ms.join(&m))
+                            .await
+                            .map_err(|e| outcome_err(&e, "join"))?;
+                    }
+                    Ok(())
+                }
+                Action::Start { id, .. } => {
+                    with_deadline(deadline, "start", scaler.start(id))
+                        .await
+                        .map_err(|e| outcome_err(&e, "start"))?;
+                    if let (Some(ms), Some(m)) = (membership, machine) {
+                        with_deadline(deadline, "join", ms.join(m))
+                            .await
+                            .map_err(|e| outcome_err(&e, "join"))?;
+                    }
+                    Ok(())
+                }
+            }
+        }
+        .await;
+        outcome.error = result.err();
+        outcome.duration = t0.elapsed();
+        outcome
+    }
+}
