@@ -29,6 +29,8 @@ pub mod record;
 mod scaler;
 mod scope;
 mod targets;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::{BoxError, Error, Result};
 pub use machine::{Counts, CreateRequest, Destination, InitialState, Machine, MachineId, MachineState};
