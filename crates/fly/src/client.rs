@@ -1,0 +1,845 @@
+//! [`MachinesClient`]: a typed, paced, retrying client of the Fly Machines API.
+//!
+//! # Retries
+//! Transient failures (429, 502/503/504, connection errors, client-side timeouts) are retried
+//! with exponential backoff and full jitter ([`RetryConfig`]), honouring `Retry-After` on 429
+//! up to [`RetryConfig::max_retry_after`], **only** for calls that are safe to repeat:
+//! every `GET` (list, get, wait, get lease, apps), `start`, `stop`, `suspend`, `cordon`,
+//! `uncordon`, lease refresh and release (they carry the nonce), and `destroy` when it carries
+//! a lease nonce (a repeated destroy of the same leased machine cannot hit another machine and
+//! answers 404 once it is gone).
+//!
+//! **`create` is never retried**, whatever the error: a create whose answer was lost may have
+//! created a machine, and repeating it would overshoot. fly-autoscaler's create loop retried
+//! forever on any error without decrementing its counter (`reconciler.go` `createN`, PR #37
+//! closed unmerged), spinning on capacity, auth or timeout errors; here a failed create is
+//! returned to the caller once and the next tick re-reads the inventory. Lease *acquisition*
+//! and app creation are not retried either (a lost answer would leave us unable to use what
+//! we got, or create twice).
+//!
+//! # Timeouts and cancellation
+//! Every attempt runs under [`ClientConfig::timeout`] (for `wait`, the wait timeout plus that).
+//! All methods are cancel-safe in the Rust sense: dropping the returned future at any `.await`
+//! (e.g. in a `tokio::select!` with a shutdown signal, or under `tokio::time::timeout`) aborts
+//! the HTTP request and any backoff sleep and leaves no client state behind. The *server*
+//! may still have executed a request whose answer was not awaited; the next `list` shows it.
+//!
+//! # Pacing
+//! See [`PacingConfig`]: token buckets per (action, machine) and per app for create.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER, USER_AGENT};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use url::Url;
+
+use crate::error::{excerpt, ApiContext, FlyError};
+use crate::pacing::{Limiter, PacingConfig, Rate, RetryConfig};
+use crate::token::FlyToken;
+use crate::types::{
+    App, AppList, CreateAppRequest, CreateMachineRequest, ErrorBody, FlyMachine, Lease,
+    LeaseEnvelope, ListOptions, StartResponse, StopRequest, WaitResponse,
+};
+
+/// The public Machines API.
+pub const DEFAULT_BASE_URL: &str = "https://api.machines.dev";
+/// The environment variable fly-go reads to override the base URL.
+pub const BASE_URL_ENV: &str = "FLY_FLAPS_BASE_URL";
+/// The lease nonce header.
+pub const LEASE_NONCE_HEADER: &str = "fly-machine-lease-nonce";
+/// The request ID header Fly sets on every answer.
+pub const REQUEST_ID_HEADER: &str = "fly-request-id";
+/// The longest `wait` the API accepts (fly-go clamps to 60 s because of proxy timeouts).
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// Settings of a [`MachinesClient`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClientConfig {
+    /// Base URL, default [`DEFAULT_BASE_URL`].
+    pub base_url: String,
+    /// Timeout of one attempt of one call. Default 30 s.
+    pub timeout: Duration,
+    /// TCP connect timeout. Default 10 s.
+    pub connect_timeout: Duration,
+    /// Retries of transient failures.
+    pub retry: RetryConfig,
+    /// Client-side pacing.
+    pub pacing: PacingConfig,
+    /// `User-Agent` header.
+    pub user_agent: String,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            retry: RetryConfig::default(),
+            pacing: PacingConfig::default(),
+            user_agent: concat!("fleetscale-fly/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// The defaults with the base URL taken from `FLY_FLAPS_BASE_URL` when set and non-empty,
+    /// as fly-go does.
+    pub fn from_env() -> Self {
+        let mut c = ClientConfig::default();
+        if let Ok(url) = std::env::var(BASE_URL_ENV) {
+            if !url.trim().is_empty() {
+                c.base_url = url.trim().to_owned();
+            }
+        }
+        c
+    }
+
+    /// Sets the base URL.
+    pub fn with_base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = url.into();
+        self
+    }
+}
+
+/// Options of `DELETE …/machines/{id}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DestroyOptions {
+    /// `?force=true`: kill the machine if it is running (documented parameter).
+    pub force: bool,
+    /// `?kill=true`: what fly-go and `fly machine destroy --force` send.
+    pub kill: bool,
+}
+
+/// Options of `GET …/wait`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WaitOptions {
+    /// Target state: `started`, `stopped`, `suspended` or `destroyed`.
+    pub state: String,
+    /// Server-side wait, clamped to 1..=60 s.
+    pub timeout: Duration,
+    /// Instance ID (`version`/`instance_id`); required by Fly for `stopped`.
+    pub instance_id: Option<String>,
+}
+
+impl WaitOptions {
+    /// Wait for `state` for up to `timeout`.
+    pub fn new(state: impl Into<String>, timeout: Duration) -> Self {
+        WaitOptions {
+            state: state.into(),
+            timeout,
+            instance_id: None,
+        }
+    }
+
+    /// Sets the instance ID.
+    pub fn with_instance_id(mut self, id: Option<String>) -> Self {
+        self.instance_id = id;
+        self
+    }
+}
+
+/// Whether a call may be repeated after a transient failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Retry {
+    Idempotent,
+    Never,
+}
+
+struct Call {
+    method: Method,
+    segments: Vec<String>,
+    query: Vec<(String, String)>,
+    body: Option<Value>,
+    nonce: Option<String>,
+    retry: Retry,
+    pace: Option<(&'static str, String, Rate)>,
+    timeout: Duration,
+}
+
+/// A client of the Fly Machines API. Cheap to clone (shares its connection pool and limiter).
+#[derive(Clone, Debug)]
+pub struct MachinesClient {
+    http: reqwest::Client,
+    base: Url,
+    auth: Option<HeaderValue>,
+    config: ClientConfig,
+    limiter: std::sync::Arc<Limiter>,
+}
+
+impl MachinesClient {
+    /// A client with `token` (may be `None` for unauthenticated fakes) and `config`.
+    ///
+    /// # Errors
+    /// [`FlyError::Config`] for an invalid base URL or a token that cannot be a header value.
+    pub fn new(token: Option<FlyToken>, config: ClientConfig) -> Result<Self, FlyError> {
+        let base = Url::parse(config.base_url.trim_end_matches('/'))
+            .map_err(|e| FlyError::Config(format!("invalid base URL {:?}: {e}", config.base_url)))?;
+        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
+            return Err(FlyError::Config(format!(
+                "invalid base URL {:?}: must be http(s)",
+                config.base_url
+            )));
+        }
+        let auth = match token {
+            Some(t) if !t.is_empty() => {
+                let mut v = HeaderValue::from_str(&t.authorization_header()).map_err(|_| {
+                    FlyError::Config("the API token contains characters not allowed in a header".into())
+                })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            _ => None,
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .build()
+            .map_err(|e| FlyError::Config(format!("cannot build HTTP client: {e}")))?;
+        Ok(MachinesClient {
+            http,
+            base,
+            auth,
+            config,
+            limiter: Default::default(),
+        })
+    }
+
+    /// A client with the default config, its base URL from `FLY_FLAPS_BASE_URL` when set
+    /// (see [`ClientConfig::from_env`]).
+    ///
+    /// # Errors
+    /// As [`MachinesClient::new`].
+    pub fn from_env(token: Option<FlyToken>) -> Result<Self, FlyError> {
+        MachinesClient::new(token, ClientConfig::from_env())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// The base URL.
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    fn machine_call(&self, method: Method, app: &str, id: &str, tail: &[&str]) -> Call {
+        let mut segments = vec!["v1".into(), "apps".into(), app.into(), "machines".into(), id.into()];
+        segments.extend(tail.iter().map(|s| (*s).to_owned()));
+        Call {
+            method,
+            segments,
+            query: Vec::new(),
+            body: None,
+            nonce: None,
+            retry: Retry::Idempotent,
+            pace: None,
+            timeout: self.config.timeout,
+        }
+    }
+
+    fn action_pace(&self, action: &'static str, id: &str) -> Option<(&'static str, String, Rate)> {
+        Some((action, id.to_owned(), self.config.pacing.machine_action))
+    }
+
+    /// `GET /v1/apps/{app}/machines` with filters.
+    ///
+    /// # Errors
+    /// Any [`FlyError`]; 404 when the app does not exist.
+    pub async fn list_machines(
+        &self,
+        app: &str,
+        options: &ListOptions,
+    ) -> Result<Vec<FlyMachine>, FlyError> {
+        let call = Call {
+            method: Method::GET,
+            segments: vec!["v1".into(), "apps".into(), app.into(), "machines".into()],
+            query: options.query(),
+            body: None,
+            nonce: None,
+            retry: Retry::Idempotent,
+            pace: Some(("list", app.to_owned(), self.config.pacing.app_action)),
+            timeout: self.config.timeout,
+        };
+        self.json(call).await
+    }
+
+    /// `GET /v1/apps/{app}/machines/{id}`.
+    ///
+    /// # Errors
+    /// [`FlyError::NotFound`] when the machine does not exist; any other [`FlyError`].
+    pub async fn get_machine(&self, app: &str, id: &str) -> Result<FlyMachine, FlyError> {
+        let mut call = self.machine_call(Method::GET, app, id, &[]);
+        call.pace = Some(("get", id.to_owned(), self.config.pacing.get_machine));
+        self.json(call).await
+    }
+
+    /// `POST /v1/apps/{app}/machines`. **Never retried** (see the module docs).
+    ///
+    /// # Errors
+    /// [`FlyError::InsufficientCapacity`], [`FlyError::NameTaken`],
+    /// [`FlyError::InvalidRequest`], any other [`FlyError`].
+    pub async fn create_machine(
+        &self,
+        app: &str,
+        request: &CreateMachineRequest,
+    ) -> Result<FlyMachine, FlyError> {
+        let body = serde_json::to_value(request)
+            .map_err(|e| FlyError::Config(format!("cannot encode create request: {e}")))?;
+        let call = Call {
+            method: Method::POST,
+            segments: vec!["v1".into(), "apps".into(), app.into(), "machines".into()],
+            query: Vec::new(),
+            body: Some(body),
+            nonce: None,
+            retry: Retry::Never,
+            pace: Some(("create", app.to_owned(), self.config.pacing.create)),
+            timeout: self.config.timeout,
+        };
+        self.json(call).await
+    }
+
+    /// `POST …/{id}/start`, with the lease nonce when given.
+    ///
+    /// # Errors
+    /// [`FlyError::PreconditionFailed`] when the state does not allow a start (e.g. already
+    /// started, replacing); [`FlyError::LeaseConflict`]; any other [`FlyError`].
+    pub async fn start_machine(
+        &self,
+        app: &str,
+        id: &str,
+        nonce: Option<&str>,
+    ) -> Result<StartResponse, FlyError> {
+        let mut call = self.machine_call(Method::POST, app, id, &["start"]);
+        call.nonce = nonce.map(str::to_owned);
+        call.pace = self.action_pace("start", id);
+        self.json_or_default(call).await
+    }
+
+    /// `POST …/{id}/stop` with optional signal and timeout.
+    ///
+    /// # Errors
+    /// As [`MachinesClient::start_machine`].
+    pub async fn stop_machine(
+        &self,
+        app: &str,
+        id: &str,
+        request: &StopRequest,
+        nonce: Option<&str>,
+    ) -> Result<(), FlyError> {
+        let mut call = self.machine_call(Method::POST, app, id, &["stop"]);
+        call.body = Some(serde_json::to_value(request).unwrap_or(Value::Null));
+        call.nonce = nonce.map(str::to_owned);
+        call.pace = self.action_pace("stop", id);
+        self.empty(call).await
+    }
+
+    /// `POST …/{id}/suspend`.
+    ///
+    /// # Errors
+    /// As [`MachinesClient::start_machine`].
+    pub async fn suspend_machine(
+        &self,
+        app: &str,
+        id: &str,
+        nonce: Option<&str>,
+    ) -> Result<(), FlyError> {
+        let mut call = self.machine_call(Method::POST, app, id, &["suspend"]);
+        call.nonce = nonce.map(str::to_owned);
+        call.pace = self.action_pace("suspend", id);
+        self.empty(call).await
+    }
+
+    /// `DELETE …/{id}` (`?force=true` / `?kill=true` per `options`). Retried on transient
+    /// errors only when a lease nonce is given.
+    ///
+    /// # Errors
+    /// [`FlyError::NotFound`] when already gone; [`FlyError::LeaseConflict`]; any other.
+    pub async fn destroy_machine(
+        &self,
+        app: &str,
+        id: &str,
+        options: DestroyOptions,
+        nonce: Option<&str>,
+    ) -> Result<(), FlyError> {
+        let mut call = self.machine_call(Method::DELETE, app, id, &[]);
+        if options.force {
+            call.query.push(("force".into(), "true".into()));
+        }
+        if options.kill {
+            call.query.push(("kill".into(), "true".into()));
+        }
+        call.nonce = nonce.map(str::to_owned);
+        call.retry = if nonce.is_some() {
+            Retry::Idempotent
+        } else {
+            Retry::Never
+        };
+        call.pace = self.action_pace("destroy", id);
+        self.empty(call).await
+    }
+
+    /// `GET …/{id}/wait?state=…&timeout=…`. The timeout is clamped to 1..=60 s (the API's
+    /// maximum); the HTTP timeout of the call is the wait plus [`ClientConfig::timeout`].
+    ///
+    /// # Errors
+    /// [`FlyError::WaitTimeout`] (408) when the state was not reached in time; any other.
+    pub async fn wait_machine(
+        &self,
+        app: &str,
+        id: &str,
+        options: &WaitOptions,
+    ) -> Result<WaitResponse, FlyError> {
+        let secs = options.timeout.as_secs().clamp(1, MAX_WAIT.as_secs());
+        let mut call = self.machine_call(Method::GET, app, id, &["wait"]);
+        call.query.push(("state".into(), options.state.clone()));
+        call.query.push(("timeout".into(), secs.to_string()));
+        if let Some(instance) = &options.instance_id {
+            call.query.push(("instance_id".into(), instance.clone()));
+        }
+        call.timeout = Duration::from_secs(secs) + self.config.timeout;
+        call.pace = self.action_pace("wait", id);
+        self.json_or_default(call).await
+    }
+
+    /// `POST …/{id}/lease` with `{ttl, description}`: acquires a lease. Not retried.
+    ///
+    /// # Errors
+    /// [`FlyError::LeaseConflict`] when someone else holds it; any other.
+    pub async fn acquire_lease(
+        &self,
+        app: &str,
+        id: &str,
+        ttl: Duration,
+        description: Option<&str>,
+    ) -> Result<Lease, FlyError> {
+        let mut call = self.machine_call(Method::POST, app, id, &["lease"]);
+        let mut body = serde_json::json!({ "ttl": ttl.as_secs().max(1) });
+        if let Some(d) = description {
+            body["description"] = Value::String(d.to_owned());
+        }
+        call.body = Some(body);
+        call.retry = Retry::Never;
+        call.pace = self.action_pace("lease", id);
+        self.lease(call).await
+    }
+
+    /// `POST …/{id}/lease` with the nonce header: refreshes our lease.
+    ///
+    /// # Errors
+    /// [`FlyError::LeaseConflict`] when the nonce is not the holder's; any other.
+    pub async fn refresh_lease(
+        &self,
+        app: &str,
+        id: &str,
+        nonce: &str,
+        ttl: Duration,
+    ) -> Result<Lease, FlyError> {
+        let mut call = self.machine_call(Method::POST, app, id, &["lease"]);
+        call.body = Some(serde_json::json!({ "ttl": ttl.as_secs().max(1) }));
+        call.nonce = Some(nonce.to_owned());
+        call.pace = self.action_pace("lease", id);
+        self.lease(call).await
+    }
+
+    /// `GET …/{id}/lease`: the current lease.
+    ///
+    /// # Errors
+    /// [`FlyError::NotFound`] when there is no lease (Fly answers 404); any other.
+    pub async fn get_lease(&self, app: &str, id: &str) -> Result<Lease, FlyError> {
+        let mut call = self.machine_call(Method::GET, app, id, &["lease"]);
+        call.pace = Some(("get", id.to_owned(), self.config.pacing.get_machine));
+        self.lease(call).await
+    }
+
+    /// `DELETE …/{id}/lease` with the nonce header.
+    ///
+    /// # Errors
+    /// [`FlyError::LeaseConflict`] for a wrong nonce; any other.
+    pub async fn release_lease(&self, app: &str, id: &str, nonce: &str) -> Result<(), FlyError> {
+        let mut call = self.machine_call(Method::DELETE, app, id, &["lease"]);
+        call.nonce = Some(nonce.to_owned());
+        call.pace = self.action_pace("lease", id);
+        self.empty(call).await
+    }
+
+    /// `POST …/{id}/cordon`: the proxy stops routing to the machine.
+    ///
+    /// # Errors
+    /// Any [`FlyError`].
+    pub async fn cordon(&self, app: &str, id: &str, nonce: Option<&str>) -> Result<(), FlyError> {
+        let mut call = self.machine_call(Method::POST, app, id, &["cordon"]);
+        call.nonce = nonce.map(str::to_owned);
+        call.pace = self.action_pace("cordon", id);
+        self.empty(call).await
+    }
+
+    /// `POST …/{id}/uncordon`.
+    ///
+    /// # Errors
+    /// Any [`FlyError`].
+    pub async fn uncordon(&self, app: &str, id: &str, nonce: Option<&str>) -> Result<(), FlyError> {
+        let mut call = self.machine_call(Method::POST, app, id, &["uncordon"]);
+        call.nonce = nonce.map(str::to_owned);
+        call.pace = self.action_pace("cordon", id);
+        self.empty(call).await
+    }
+
+    /// `GET /v1/apps?org_slug=…`: the apps of an organization.
+    ///
+    /// # Errors
+    /// Any [`FlyError`].
+    pub async fn list_apps(&self, org_slug: &str) -> Result<AppList, FlyError> {
+        let call = Call {
+            method: Method::GET,
+            segments: vec!["v1".into(), "apps".into()],
+            query: vec![("org_slug".into(), org_slug.to_owned())],
+            body: None,
+            nonce: None,
+            retry: Retry::Idempotent,
+            pace: Some(("apps", org_slug.to_owned(), self.config.pacing.app_action)),
+            timeout: self.config.timeout,
+        };
+        self.json(call).await
+    }
+
+    /// `POST /v1/apps` with `{app_name, org_slug}`. Not retried. Fly answers 201 with little
+    /// or no body; the returned [`App`] is filled from the answer where present and from the
+    /// request otherwise.
+    ///
+    /// # Errors
+    /// [`FlyError::NameTaken`] / [`FlyError::InvalidRequest`]; any other.
+    pub async fn create_app(&self, request: &CreateAppRequest) -> Result<App, FlyError> {
+        let body = serde_json::to_value(request)
+            .map_err(|e| FlyError::Config(format!("cannot encode create app request: {e}")))?;
+        let call = Call {
+            method: Method::POST,
+            segments: vec!["v1".into(), "apps".into()],
+            query: Vec::new(),
+            body: Some(body),
+            nonce: None,
+            retry: Retry::Never,
+            pace: Some(("create_app", request.org_slug.clone(), self.config.pacing.create)),
+            timeout: self.config.timeout,
+        };
+        let mut app: App = self.json_or_default(call).await?;
+        if app.name.is_empty() {
+            app.name = request.app_name.clone();
+        }
+        Ok(app)
+    }
+
+    /// `GET /v1/apps/{app}`.
+    ///
+    /// # Errors
+    /// [`FlyError::NotFound`]; any other.
+    pub async fn get_app(&self, app: &str) -> Result<App, FlyError> {
+        let call = Call {
+            method: Method::GET,
+            segments: vec!["v1".into(), "apps".into(), app.into()],
+            query: Vec::new(),
+            body: None,
+            nonce: None,
+            retry: Retry::Idempotent,
+            pace: Some(("get_app", app.to_owned(), self.config.pacing.app_action)),
+            timeout: self.config.timeout,
+        };
+        self.json(call).await
+    }
+
+    async fn lease(&self, call: Call) -> Result<Lease, FlyError> {
+        let (ctx, body) = self.execute(call).await?;
+        let env: LeaseEnvelope = decode(&ctx, &body)?;
+        match env.data {
+            Some(lease) => Ok(lease),
+            None => {
+                // Some answers carry the lease at the top level.
+                let lease: Lease = decode(&ctx, &body)?;
+                Ok(lease)
+            }
+        }
+    }
+
+    async fn json<T: DeserializeOwned>(&self, call: Call) -> Result<T, FlyError> {
+        let (ctx, body) = self.execute(call).await?;
+        decode(&ctx, &body)
+    }
+
+    /// Decodes the body, or returns `T::default()` for an empty body.
+    async fn json_or_default<T: DeserializeOwned + Default>(
+        &self,
+        call: Call,
+    ) -> Result<T, FlyError> {
+        let (ctx, body) = self.execute(call).await?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(T::default());
+        }
+        decode(&ctx, &body)
+    }
+
+    /// Ignores the body of a successful answer, but still rejects one that is not JSON (a
+    /// proxy's HTML page is not a success).
+    async fn empty(&self, call: Call) -> Result<(), FlyError> {
+        let (ctx, body) = self.execute(call).await?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        let _: Value = decode(&ctx, &body)?;
+        Ok(())
+    }
+
+    /// Runs a call with pacing, timeout and retries; returns the 2xx body.
+    async fn execute(&self, call: Call) -> Result<(ApiContext, Vec<u8>), FlyError> {
+        let mut url = self.base.clone();
+        {
+            // `cannot_be_a_base` was rejected in `new`, so this cannot fail.
+            if let Ok(mut segs) = url.path_segments_mut() {
+                segs.pop_if_empty();
+                segs.extend(call.segments.iter());
+            }
+        }
+        let path = url.path().to_owned();
+        let retry_cfg = &self.config.retry;
+        let max_attempts = match call.retry {
+            Retry::Idempotent => retry_cfg.max_attempts.max(1),
+            Retry::Never => 1,
+        };
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            if self.config.pacing.enabled {
+                if let Some((action, scope, rate)) = &call.pace {
+                    self.limiter.acquire(action, scope, *rate).await;
+                }
+            }
+            let result = self.attempt(&call, &url, &path).await;
+            let err = match result {
+                Ok(ok) => return Ok(ok),
+                Err(e) => e,
+            };
+            if attempt >= max_attempts || !err.is_transient() {
+                return Err(err);
+            }
+            let delay = match &err {
+                FlyError::RateLimited {
+                    retry_after: Some(after),
+                    ..
+                } => {
+                    if *after > retry_cfg.max_retry_after {
+                        return Err(err);
+                    }
+                    *after
+                }
+                _ => retry_cfg.backoff(attempt - 1),
+            };
+            tracing::debug!(
+                method = %call.method, path = %path, attempt, ?delay, error = %err,
+                "retrying Machines API call"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        call: &Call,
+        url: &Url,
+        path: &str,
+    ) -> Result<(ApiContext, Vec<u8>), FlyError> {
+        let mut ctx = ApiContext {
+            method: call.method.to_string(),
+            path: path.to_owned(),
+            status: 0,
+            request_id: None,
+        };
+        let mut req = self
+            .http
+            .request(call.method.clone(), url.clone())
+            .header(USER_AGENT, &self.config.user_agent);
+        if !call.query.is_empty() {
+            req = req.query(&call.query);
+        }
+        if let Some(auth) = &self.auth {
+            req = req.header(AUTHORIZATION, auth.clone());
+        }
+        if let Some(nonce) = &call.nonce {
+            req = req.header(LEASE_NONCE_HEADER, nonce);
+        }
+        if let Some(body) = &call.body {
+            req = req.json(body);
+        }
+        let fut = async {
+            let resp = req.send().await?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let bytes = resp.bytes().await;
+            Ok::<_, reqwest::Error>((status, headers, bytes))
+        };
+        let (status, headers, bytes) = match tokio::time::timeout(call.timeout, fut).await {
+            Err(_) => {
+                return Err(FlyError::Timeout {
+                    ctx,
+                    after: call.timeout,
+                })
+            }
+            Ok(Err(e)) => {
+                return Err(FlyError::Transport {
+                    ctx,
+                    source: e.without_url(),
+                })
+            }
+            Ok(Ok(v)) => v,
+        };
+        ctx.status = status.as_u16();
+        ctx.request_id = headers
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = match bytes {
+            Ok(b) => b.to_vec(),
+            Err(e) => {
+                return Err(FlyError::Transport {
+                    ctx,
+                    source: e.without_url(),
+                })
+            }
+        };
+        if status.is_success() {
+            Ok((ctx, body))
+        } else {
+            Err(classify(ctx, status, &headers, &body))
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(ctx: &ApiContext, body: &[u8]) -> Result<T, FlyError> {
+    serde_json::from_slice(body).map_err(|source| FlyError::MalformedBody {
+        ctx: ctx.clone(),
+        excerpt: excerpt(&String::from_utf8_lossy(body), 200),
+        source,
+    })
+}
+
+/// The `Retry-After` header: delay-seconds or an HTTP date.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = crate::time::parse_http_date(v)?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+/// Turns a non-2xx answer into a [`FlyError`]. The body's `status` field wins over the HTTP
+/// code for `insufficient_capacity` and `name_taken` (as in fly-go `flaps_error.go`).
+fn classify(ctx: ApiContext, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> FlyError {
+    let text = String::from_utf8_lossy(body);
+    let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
+    let message = parsed
+        .as_ref()
+        .and_then(|b| b.error.clone().or_else(|| b.message.clone()))
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| {
+            if text.trim().is_empty() {
+                status
+                    .canonical_reason()
+                    .unwrap_or("no message")
+                    .to_owned()
+            } else {
+                excerpt(text.trim(), 200)
+            }
+        });
+    match parsed.as_ref().and_then(|b| b.status.as_deref()) {
+        Some("insufficient_capacity") => return FlyError::InsufficientCapacity { ctx, message },
+        Some("name_taken") => return FlyError::NameTaken { ctx, message },
+        _ => {}
+    }
+    match status.as_u16() {
+        400 | 422 => FlyError::InvalidRequest { ctx, message },
+        401 | 403 => FlyError::Unauthorized { ctx, message },
+        404 => FlyError::NotFound { ctx, message },
+        408 => FlyError::WaitTimeout { ctx, message },
+        409 => FlyError::LeaseConflict { ctx, message },
+        412 => FlyError::PreconditionFailed { ctx, message },
+        429 => FlyError::RateLimited {
+            retry_after: retry_after(headers),
+            ctx,
+            message,
+        },
+        500..=599 => FlyError::Server { ctx, message },
+        _ => FlyError::UnexpectedStatus { ctx, message },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(status: u16) -> ApiContext {
+        ApiContext {
+            method: "POST".into(),
+            path: "/v1/apps/a/machines".into(),
+            status,
+            request_id: Some("req-1".into()),
+        }
+    }
+
+    #[test]
+    fn classification() {
+        let h = HeaderMap::new();
+        let cap = classify(
+            ctx(412),
+            StatusCode::PRECONDITION_FAILED,
+            &h,
+            br#"{"error":"no capacity in iad","status":"insufficient_capacity"}"#,
+        );
+        assert!(matches!(cap, FlyError::InsufficientCapacity { .. }), "{cap}");
+        assert_eq!(cap.request_id(), Some("req-1"));
+        let taken = classify(
+            ctx(409),
+            StatusCode::CONFLICT,
+            &h,
+            br#"{"error":"name taken","status":"name_taken"}"#,
+        );
+        assert!(matches!(taken, FlyError::NameTaken { .. }));
+        let html = classify(ctx(502), StatusCode::BAD_GATEWAY, &h, b"<html>bad gateway</html>");
+        assert!(matches!(html, FlyError::Server { .. }));
+        assert!(html.is_transient());
+        let e500 = classify(ctx(500), StatusCode::INTERNAL_SERVER_ERROR, &h, b"");
+        assert!(!e500.is_transient());
+        let mut h2 = HeaderMap::new();
+        h2.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        match classify(ctx(429), StatusCode::TOO_MANY_REQUESTS, &h2, b"{}") {
+            FlyError::RateLimited { retry_after, .. } => {
+                assert_eq!(retry_after, Some(Duration::from_secs(7)))
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn retry_after_http_date() {
+        let mut h = HeaderMap::new();
+        let at = SystemTime::now() + Duration::from_secs(120);
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_str(&crate::time::format_http_date(at)).unwrap(),
+        );
+        let d = retry_after(&h).unwrap();
+        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
+        h.insert(RETRY_AFTER, HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"));
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn bad_base_urls() {
+        for bad in ["not a url", "mailto:x@y", "ftp://host"] {
+            let cfg = ClientConfig::default().with_base_url(bad);
+            assert!(matches!(MachinesClient::new(None, cfg), Err(FlyError::Config(_))));
+        }
+    }
+}

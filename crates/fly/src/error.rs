@@ -1,0 +1,297 @@
+//! [`FlyError`]: every way a Machines API call can fail, and its mapping onto the core
+//! error classes.
+
+use std::fmt;
+use std::time::Duration;
+
+use fleetscale_core::Error as CoreError;
+
+/// Where an API answer came from: enough to find the call in Fly's logs, never a secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiContext {
+    /// HTTP method, e.g. `POST`.
+    pub method: String,
+    /// Request path without the query, e.g. `/v1/apps/my-app/machines`.
+    pub path: String,
+    /// HTTP status code (0 when no answer was received).
+    pub status: u16,
+    /// The `fly-request-id` response header, when present.
+    pub request_id: Option<String>,
+}
+
+impl fmt::Display for ApiContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.method, self.path)?;
+        if self.status != 0 {
+            write!(f, " -> {}", self.status)?;
+        }
+        if let Some(id) = &self.request_id {
+            write!(f, " (fly-request-id {id})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Errors of the Fly backend. Each API error carries its [`ApiContext`] (method, path, status,
+/// `fly-request-id`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlyError {
+    /// Fly has no capacity for the machine (`status: "insufficient_capacity"`). Try another
+    /// region or later; never retried automatically.
+    #[error("{ctx}: insufficient capacity: {message}")]
+    InsufficientCapacity {
+        /// The call.
+        ctx: ApiContext,
+        /// Fly's message.
+        message: String,
+    },
+    /// The machine or app name is taken (`status: "name_taken"`).
+    #[error("{ctx}: name taken: {message}")]
+    NameTaken {
+        /// The call.
+        ctx: ApiContext,
+        /// Fly's message.
+        message: String,
+    },
+    /// HTTP 409: the machine is leased by someone else (or the lease nonce is wrong).
+    #[error("{ctx}: lease conflict: {message}")]
+    LeaseConflict {
+        /// The call.
+        ctx: ApiContext,
+        /// Fly's message, e.g. `aborted: machine ID … lease currently held by …`.
+        message: String,
+    },
+    /// HTTP 412: the operation is not possible in the machine's current state (e.g.
+    /// `unable to start machine from current state: 'replacing'`).
+    #[error("{ctx}: precondition failed: {message}")]
+    PreconditionFailed {
+        /// The call.
+        ctx: ApiContext,
+        /// Fly's message.
+        message: String,
+    },
+    /// HTTP 404: the app or machine does not exist.
+    #[error("{ctx}: not found: {message}")]
+    NotFound {
+        /// The call.
+        ctx: ApiContext,
+        /// Fly's message.
+        message: String,
+    },
+    /// HTTP 401 or 403: the token was refused.
+    #[error("{ctx}: unauthorized: {message}")]
+    Unauthorized {
+        /// The call.
+        ctx: ApiContext,
+        /// Fly's message (never contains the token).
+        message: String,
+    },
+    /// HTTP 408 from `wait`: the state was not reached within the wait timeout.
+    #[error("{ctx}: wait timed out: {message}")]
+    WaitTimeout {
+        /// The call.
+        ctx: ApiContext,
+        /// Fly's message.
+        message: String,
+    },
+    /// HTTP 400 or 422: the request was invalid.
+    #[error("{ctx}: invalid request: {message}")]
+    InvalidRequest {
+        /// The call.
+        ctx: ApiContext,
+        /// Fly's message.
+        message: String,
+    },
+    /// HTTP 429: rate limited.
+    #[error("{ctx}: rate limited{}", retry_after.map(|d| format!(" (retry after {d:?})")).unwrap_or_default())]
+    RateLimited {
+        /// The call.
+        ctx: ApiContext,
+        /// The `Retry-After` header (seconds or HTTP date), when present and valid.
+        retry_after: Option<Duration>,
+        /// Fly's message.
+        message: String,
+    },
+    /// HTTP 5xx.
+    #[error("{ctx}: server error: {message}")]
+    Server {
+        /// The call.
+        ctx: ApiContext,
+        /// Fly's message or a body excerpt.
+        message: String,
+    },
+    /// Any other non-2xx status.
+    #[error("{ctx}: unexpected status: {message}")]
+    UnexpectedStatus {
+        /// The call.
+        ctx: ApiContext,
+        /// Fly's message or a body excerpt.
+        message: String,
+    },
+    /// A 2xx answer whose body could not be decoded.
+    #[error("{ctx}: malformed response body ({source}); body starts with {excerpt:?}")]
+    MalformedBody {
+        /// The call.
+        ctx: ApiContext,
+        /// The first bytes of the body (at most 200 characters).
+        excerpt: String,
+        /// The decoding error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The request could not be sent or the answer not read (connection refused/reset, TLS,
+    /// body cut off).
+    #[error("{ctx}: transport error: {source}")]
+    Transport {
+        /// The call (status 0 when no answer arrived).
+        ctx: ApiContext,
+        /// The HTTP client's error (its URL is stripped).
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The call did not finish within its timeout.
+    #[error("{ctx}: timed out after {after:?}")]
+    Timeout {
+        /// The call.
+        ctx: ApiContext,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The client or scaler is misconfigured (bad base URL, empty app name, ...).
+    #[error("invalid Fly configuration: {0}")]
+    Config(String),
+    /// No machine of the process group can serve as a template for `create`.
+    #[error("app {app}: no machine of process group {group:?} available to clone")]
+    NoTemplate {
+        /// The app.
+        app: String,
+        /// The process group.
+        group: String,
+    },
+    /// The machine exists but belongs to another app/process group, or its host is not ok:
+    /// the scaler refuses to act on it.
+    #[error("refusing to act on machine {id}: {reason}")]
+    Refused {
+        /// The machine.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A machine did not reach the expected state (e.g. after a suspend-on-create).
+    #[error("machine {id}: {message}")]
+    UnexpectedState {
+        /// The machine.
+        id: String,
+        /// What was expected and seen.
+        message: String,
+    },
+}
+
+impl FlyError {
+    /// The API context of the error, if it came from a call.
+    pub fn context(&self) -> Option<&ApiContext> {
+        match self {
+            FlyError::InsufficientCapacity { ctx, .. }
+            | FlyError::NameTaken { ctx, .. }
+            | FlyError::LeaseConflict { ctx, .. }
+            | FlyError::PreconditionFailed { ctx, .. }
+            | FlyError::NotFound { ctx, .. }
+            | FlyError::Unauthorized { ctx, .. }
+            | FlyError::WaitTimeout { ctx, .. }
+            | FlyError::InvalidRequest { ctx, .. }
+            | FlyError::RateLimited { ctx, .. }
+            | FlyError::Server { ctx, .. }
+            | FlyError::UnexpectedStatus { ctx, .. }
+            | FlyError::MalformedBody { ctx, .. }
+            | FlyError::Transport { ctx, .. }
+            | FlyError::Timeout { ctx, .. } => Some(ctx),
+            _ => None,
+        }
+    }
+
+    /// The `fly-request-id` of the failed call, if Fly answered with one.
+    pub fn request_id(&self) -> Option<&str> {
+        self.context()?.request_id.as_deref()
+    }
+
+    /// The HTTP status (None when no answer was received or the error is not from a call).
+    pub fn status(&self) -> Option<u16> {
+        self.context().map(|c| c.status).filter(|s| *s != 0)
+    }
+
+    /// Whether the same call may succeed if repeated *and the call is idempotent*: 429,
+    /// 502/503/504, transport errors and timeouts. The client consults this only for
+    /// idempotent calls.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            FlyError::RateLimited { .. } | FlyError::Transport { .. } => true,
+            FlyError::Timeout { .. } => true,
+            FlyError::Server { ctx, .. } => matches!(ctx.status, 502..=504),
+            _ => false,
+        }
+    }
+
+    /// Whether this is a 404.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, FlyError::NotFound { .. })
+    }
+}
+
+impl From<FlyError> for CoreError {
+    /// Maps onto the core classes: capacity → `Capacity`; name taken, lease conflict, 412 →
+    /// `Conflict`; 404 → `NotFound`; 401/403 → `Unauthorized`; 408 and client timeouts →
+    /// `Timeout`; 400/422 → `InvalidRequest`; 429 → `RateLimited`; 5xx and transport errors →
+    /// `Unavailable`; malformed bodies → `InvalidResponse`; configuration → `Config`; refusals
+    /// → `Refused`; the rest → `Backend`. The Fly error is kept as the `source` where the core
+    /// variant has one, and its message (with method, path and `fly-request-id`) otherwise.
+    fn from(e: FlyError) -> Self {
+        let message = e.to_string();
+        match e {
+            FlyError::InsufficientCapacity { .. } => CoreError::Capacity { message },
+            FlyError::NameTaken { .. }
+            | FlyError::LeaseConflict { .. }
+            | FlyError::PreconditionFailed { .. } => CoreError::Conflict { message },
+            FlyError::NotFound { .. } => CoreError::NotFound { what: message },
+            FlyError::Unauthorized { .. } => CoreError::Unauthorized { message },
+            FlyError::WaitTimeout { ctx, .. } => CoreError::Timeout {
+                operation: format!("{} {}", ctx.method, ctx.path),
+                after: Duration::ZERO,
+            },
+            FlyError::Timeout { ctx, after } => CoreError::Timeout {
+                operation: format!("{} {}", ctx.method, ctx.path),
+                after,
+            },
+            FlyError::InvalidRequest { .. } => CoreError::InvalidRequest { message },
+            FlyError::RateLimited { retry_after, .. } => CoreError::RateLimited { retry_after },
+            FlyError::Server { .. } | FlyError::Transport { .. } => CoreError::Unavailable {
+                message,
+                source: Some(Box::new(e)),
+            },
+            FlyError::MalformedBody { ref ctx, .. } => CoreError::InvalidResponse {
+                context: format!("{} {}", ctx.method, ctx.path),
+                message,
+                source: Some(Box::new(e)),
+            },
+            FlyError::Config(_) => CoreError::Config { message },
+            FlyError::NoTemplate { .. } => CoreError::InvalidRequest { message },
+            FlyError::Refused { .. } => CoreError::Refused { reason: message },
+            FlyError::UnexpectedStatus { .. } | FlyError::UnexpectedState { .. } => {
+                CoreError::Backend {
+                    message,
+                    retryable: false,
+                    source: Some(Box::new(e)),
+                }
+            }
+        }
+    }
+}
+
+/// Cuts a body to at most `max` characters for error messages.
+pub(crate) fn excerpt(body: &str, max: usize) -> String {
+    let mut s: String = body.chars().take(max).collect();
+    if body.chars().count() > max {
+        s.push('…');
+    }
+    s
+}
