@@ -1,0 +1,346 @@
+//! The crate's error type, [`MetricsError`], and its conversion into [`fleetscale_core::Error`].
+
+use std::time::Duration;
+
+use fleetscale_core::{BoxError, Error};
+
+/// Everything that can go wrong while reading a metric.
+///
+/// Messages never contain tokens: credentials travel only in headers, and URLs shown in messages
+/// have their query string removed (an HTTP JSON source may carry an API key there).
+/// Converted into [`fleetscale_core::Error`] at the [`fleetscale_core::MetricSource`] boundary;
+/// see the `From` impl for the class each variant maps to.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetricsError {
+    /// The source's configuration is invalid (bad address, empty query, bad pointer, ...).
+    /// Maps to [`Error::Config`].
+    #[error("metric `{metric}`: invalid configuration: {message}")]
+    Config {
+        /// The metric's name.
+        metric: String,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// The query did not finish within the configured timeout. Maps to [`Error::Timeout`].
+    #[error("metric `{metric}`: {operation} timed out after {after:?}")]
+    Timeout {
+        /// The metric's name.
+        metric: String,
+        /// What timed out, e.g. `GET http://prom:9090/api/v1/query`.
+        operation: String,
+        /// The configured timeout.
+        after: Duration,
+    },
+
+    /// The caller cancelled the query. Maps to [`Error::Cancelled`].
+    #[error("metric `{metric}`: cancelled")]
+    Cancelled {
+        /// The metric's name.
+        metric: String,
+    },
+
+    /// The server could not be reached, or the connection broke before an answer was read.
+    /// Maps to [`Error::Unavailable`].
+    #[error("metric `{metric}`: cannot reach {url}: {source}")]
+    Connect {
+        /// The metric's name.
+        metric: String,
+        /// The address (without query string).
+        url: String,
+        /// The HTTP client's error (its URL removed).
+        #[source]
+        source: reqwest::Error,
+    },
+
+    /// The server refused the credentials (HTTP 401 or 403). Maps to [`Error::Unauthorized`].
+    #[error("metric `{metric}`: {url} answered HTTP {status}: {body}")]
+    Unauthorized {
+        /// The metric's name.
+        metric: String,
+        /// The address (without query string).
+        url: String,
+        /// 401 or 403.
+        status: u16,
+        /// The start of the response body, for the operator.
+        body: String,
+    },
+
+    /// The server asked us to slow down (HTTP 429). Maps to [`Error::RateLimited`].
+    #[error("metric `{metric}`: {url} answered HTTP 429 (rate limited)")]
+    RateLimited {
+        /// The metric's name.
+        metric: String,
+        /// The address (without query string).
+        url: String,
+        /// The `Retry-After` header, when it held a number of seconds.
+        retry_after: Option<Duration>,
+    },
+
+    /// The server answered with an HTTP error status and no Prometheus error body (e.g. a proxy's
+    /// HTML page). 5xx maps to [`Error::Unavailable`], anything else to
+    /// [`Error::InvalidResponse`].
+    #[error("metric `{metric}`: {url} answered HTTP {status}: {body}")]
+    Http {
+        /// The metric's name.
+        metric: String,
+        /// The address (without query string).
+        url: String,
+        /// The HTTP status code.
+        status: u16,
+        /// The start of the response body.
+        body: String,
+    },
+
+    /// Prometheus answered `{"status":"error", "errorType": ..., "error": ...}`.
+    /// `bad_data` and `execution` (the query is wrong) and any other 4xx map to
+    /// [`Error::InvalidRequest`]; `timeout` (the server's own evaluation deadline), `internal`,
+    /// `unavailable`, `canceled` and any 5xx to [`Error::Unavailable`] (retryable); anything else
+    /// to [`Error::Metric`].
+    #[error("metric `{metric}`: prometheus error ({error_type}, HTTP {status}): {error}; query: {query}")]
+    Prometheus {
+        /// The metric's name.
+        metric: String,
+        /// The HTTP status code that came with the error body.
+        status: u16,
+        /// Prometheus' `errorType`, e.g. `bad_data`.
+        error_type: String,
+        /// Prometheus' `error` message.
+        error: String,
+        /// The query as sent (after expansion), truncated.
+        query: String,
+    },
+
+    /// The answer could not be decoded: not JSON, not the documented shape, not a number.
+    /// Maps to [`Error::InvalidResponse`].
+    #[error("metric `{metric}`: invalid response from {context}: {message}")]
+    InvalidResponse {
+        /// The metric's name.
+        metric: String,
+        /// Which call answered, e.g. `GET http://prom:9090/api/v1/query`.
+        context: String,
+        /// What was wrong, with the start of the body when useful.
+        message: String,
+        /// The decoding error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// The query returned no series. Maps to [`Error::Metric`] (configure
+    /// [`crate::EmptyResult::Zero`] to read 0 instead).
+    #[error("metric `{metric}`: query returned no data (empty result); query: {query}")]
+    Empty {
+        /// The metric's name.
+        metric: String,
+        /// The query as sent, truncated.
+        query: String,
+    },
+
+    /// The query returned several series and no aggregation was configured.
+    /// Maps to [`Error::Metric`].
+    #[error("metric `{metric}`: query returned {count} series, expected one (configure an aggregation such as `sum` or narrow the query): {series}")]
+    MultipleSeries {
+        /// The metric's name.
+        metric: String,
+        /// How many series came back.
+        count: usize,
+        /// The first label sets, truncated.
+        series: String,
+    },
+
+    /// The value was NaN or infinite. Maps to [`Error::Metric`].
+    #[error("metric `{metric}`: value is not a finite number ({value}) in {series}")]
+    NotFinite {
+        /// The metric's name.
+        metric: String,
+        /// The value as the server wrote it.
+        value: String,
+        /// Which series (label set) held it.
+        series: String,
+    },
+
+    /// The result had a type this source cannot turn into one number (a string, or a range
+    /// vector from an instant query). Maps to [`Error::Metric`].
+    #[error("metric `{metric}`: unexpected result type `{result_type}`: {hint}")]
+    UnexpectedResultType {
+        /// The metric's name.
+        metric: String,
+        /// Prometheus' `resultType`.
+        result_type: String,
+        /// What to do about it.
+        hint: &'static str,
+    },
+
+    /// An HTTP JSON source's pointer matched nothing, or something that is not a number.
+    /// Maps to [`Error::Metric`].
+    #[error("metric `{metric}`: JSON pointer `{pointer}` in the answer of {url}: {message}")]
+    Pointer {
+        /// The metric's name.
+        metric: String,
+        /// The RFC 6901 pointer.
+        pointer: String,
+        /// The address (without query string).
+        url: String,
+        /// What was found instead.
+        message: String,
+    },
+}
+
+impl MetricsError {
+    /// The metric the error is about.
+    pub fn metric(&self) -> &str {
+        match self {
+            MetricsError::Config { metric, .. }
+            | MetricsError::Timeout { metric, .. }
+            | MetricsError::Cancelled { metric }
+            | MetricsError::Connect { metric, .. }
+            | MetricsError::Unauthorized { metric, .. }
+            | MetricsError::RateLimited { metric, .. }
+            | MetricsError::Http { metric, .. }
+            | MetricsError::Prometheus { metric, .. }
+            | MetricsError::InvalidResponse { metric, .. }
+            | MetricsError::Empty { metric, .. }
+            | MetricsError::MultipleSeries { metric, .. }
+            | MetricsError::NotFinite { metric, .. }
+            | MetricsError::UnexpectedResultType { metric, .. }
+            | MetricsError::Pointer { metric, .. } => metric,
+        }
+    }
+}
+
+/// Maps each variant onto the class the engine acts on; the full message (never a secret) is
+/// kept in the core error's message, and the underlying I/O or decoding error as its `source`.
+impl From<MetricsError> for Error {
+    fn from(err: MetricsError) -> Self {
+        let message = err.to_string();
+        match err {
+            MetricsError::Config { .. } => Error::Config { message },
+            MetricsError::Timeout {
+                operation, after, ..
+            } => Error::Timeout { operation, after },
+            MetricsError::Cancelled { .. } => Error::Cancelled,
+            MetricsError::Connect { source, .. } => Error::Unavailable {
+                message,
+                source: Some(Box::new(source)),
+            },
+            MetricsError::Unauthorized { .. } => Error::Unauthorized { message },
+            MetricsError::RateLimited { retry_after, .. } => Error::RateLimited { retry_after },
+            MetricsError::Http { status, url, .. } => {
+                if status >= 500 {
+                    Error::Unavailable {
+                        message,
+                        source: None,
+                    }
+                } else {
+                    Error::InvalidResponse {
+                        context: url,
+                        message,
+                        source: None,
+                    }
+                }
+            }
+            MetricsError::Prometheus {
+                status,
+                ref error_type,
+                ..
+            } => match error_type.as_str() {
+                "timeout" | "internal" | "unavailable" | "canceled" => Error::Unavailable {
+                    message,
+                    source: None,
+                },
+                "bad_data" | "execution" => Error::InvalidRequest { message },
+                _ if status >= 500 => Error::Unavailable {
+                    message,
+                    source: None,
+                },
+                _ if status >= 400 => Error::InvalidRequest { message },
+                _ => Error::Metric {
+                    metric: err.metric().to_owned(),
+                    message,
+                    source: None,
+                },
+            },
+            MetricsError::InvalidResponse {
+                context, source, ..
+            } => Error::InvalidResponse {
+                context,
+                message,
+                source,
+            },
+            MetricsError::Empty { ref metric, .. }
+            | MetricsError::MultipleSeries { ref metric, .. }
+            | MetricsError::NotFinite { ref metric, .. }
+            | MetricsError::UnexpectedResultType { ref metric, .. }
+            | MetricsError::Pointer { ref metric, .. } => Error::Metric {
+                metric: metric.clone(),
+                message,
+                source: None,
+            },
+        }
+    }
+}
+
+/// Shortens `text` to at most `max` characters (on a char boundary), marking the cut with `…`.
+pub(crate) fn truncate(text: &str, max: usize) -> String {
+    let text = text.trim();
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some((idx, _)) => format!("{}…", &text[..idx]),
+    }
+}
+
+/// A URL for messages: scheme, host, port and path only (query strings may hold API keys).
+pub(crate) fn display_url(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    shown.set_query(None);
+    shown.set_fragment(None);
+    let _ = shown.set_password(None);
+    let _ = shown.set_username("");
+    shown.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncates_on_char_boundary() {
+        assert_eq!(truncate("  abc  ", 5), "abc");
+        assert_eq!(truncate("ééééé", 3), "ééé…");
+    }
+
+    #[test]
+    fn urls_lose_query_and_credentials() {
+        let url = url::Url::parse("https://user:pw@host:8080/p/q?api_key=secret#x").unwrap();
+        assert_eq!(display_url(&url), "https://host:8080/p/q");
+    }
+
+    #[test]
+    fn classes() {
+        let e: Error = MetricsError::Empty {
+            metric: "m".into(),
+            query: "q".into(),
+        }
+        .into();
+        assert!(matches!(e, Error::Metric { ref metric, .. } if metric == "m"));
+        let e: Error = MetricsError::Prometheus {
+            metric: "m".into(),
+            status: 400,
+            error_type: "bad_data".into(),
+            error: "parse error".into(),
+            query: "q(".into(),
+        }
+        .into();
+        assert_eq!(e.kind(), "invalid_request");
+        assert!(e.to_string().contains("bad_data"));
+        let e: Error = MetricsError::Http {
+            metric: "m".into(),
+            url: "u".into(),
+            status: 502,
+            body: "bad gateway".into(),
+        }
+        .into();
+        assert!(e.is_retryable());
+    }
+}

@@ -1,0 +1,139 @@
+//! `$VAR` / `${VAR}` expansion of queries and URLs at collect time.
+
+use fleetscale_core::Scope;
+
+/// Expands `$NAME` / `${NAME}` in `template`: scope variables first ([`Scope::var`]: `APP_NAME`,
+/// `TARGET`, `GROUP`, the scope's own vars), then, when `env` is true, the process environment.
+/// Names neither knows are left exactly as written (PromQL's `$__interval`, a literal `$`),
+/// unlike fly-autoscaler, which blanked them.
+///
+/// Without `env` this is exactly [`Scope::expand`]. With `env` it is one pass over the template,
+/// so a value substituted from the scope is never expanded a second time.
+pub(crate) fn expand(template: &str, scope: &Scope, env: bool) -> String {
+    if !env {
+        return scope.expand(template);
+    }
+    expand_with(template, |name| {
+        scope
+            .var(name)
+            .map(str::to_owned)
+            .or_else(|| std::env::var(name).ok())
+    })
+}
+
+/// Like [`expand`], but every substituted value is percent-encoded (RFC 3986 unreserved
+/// characters kept), for use inside a URL.
+pub(crate) fn expand_url(template: &str, scope: &Scope, env: bool) -> String {
+    expand_with(template, |name| {
+        let raw = scope.var(name).map(str::to_owned).or_else(|| {
+            if env {
+                std::env::var(name).ok()
+            } else {
+                None
+            }
+        })?;
+        Some(percent_encode(&raw))
+    })
+}
+
+/// The expansion loop, with the same grammar as [`Scope::expand`]: `${NAME}` (any characters up
+/// to `}`) and `$NAME` (ASCII alphanumerics and `_`).
+pub(crate) fn expand_with(template: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(inner) = after.strip_prefix('{') {
+            if let Some(end) = inner.find('}') {
+                if let Some(v) = lookup(&inner[..end]) {
+                    out.push_str(&v);
+                    rest = &inner[end + 1..];
+                    continue;
+                }
+            }
+        } else {
+            let len = after
+                .char_indices()
+                .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_'))
+                .map(|(i, _)| i)
+                .unwrap_or(after.len());
+            if len > 0 {
+                if let Some(v) = lookup(&after[..len]) {
+                    out.push_str(&v);
+                    rest = &after[len..];
+                    continue;
+                }
+            }
+        }
+        out.push('$');
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+pub(crate) fn percent_encode(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for b in raw.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_as_scope_expand_without_env() {
+        let scope = Scope::new("app-1")
+            .with_group("web")
+            .with_var("ORG", "acme");
+        for t in [
+            "$APP_NAME",
+            "${APP_NAME}x",
+            "$APP_NAMEx",
+            "a $GROUP $ORG ${ORG}",
+            "$ $$ ${ ${NOPE} $1",
+            "cost $",
+            "sum(rate(x{app=\"$APP_NAME\"}[$__interval]))",
+        ] {
+            assert_eq!(expand(t, &scope, false), scope.expand(t), "{t}");
+            assert_eq!(
+                expand_with(t, |n| scope.var(n).map(str::to_owned)),
+                scope.expand(t)
+            );
+        }
+    }
+
+    #[test]
+    fn env_fills_only_what_the_scope_does_not_know() {
+        // PATH is set in every test environment; APP_NAME from the scope wins over any env.
+        let path = std::env::var("PATH").unwrap_or_default();
+        let scope = Scope::new("a");
+        assert_eq!(
+            expand(
+                "${APP_NAME} $PATH $FLEETSCALE_SURELY_UNSET_VAR",
+                &scope,
+                true
+            ),
+            format!("a {path} $FLEETSCALE_SURELY_UNSET_VAR")
+        );
+        assert_eq!(expand("$PATH", &scope, false), "$PATH");
+    }
+
+    #[test]
+    fn url_values_are_encoded() {
+        let scope = Scope::new("my app/1").with_var("Q", "a&b=c");
+        assert_eq!(
+            expand_url("http://h/apps/$APP_NAME?x=${Q}&keep=$OTHER", &scope, false),
+            "http://h/apps/my%20app%2F1?x=a%26b%3Dc&keep=$OTHER"
+        );
+    }
+}
