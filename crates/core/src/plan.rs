@@ -314,12 +314,21 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
     }
 
     // --- started bounds -------------------------------------------------------------------
-    let creates_can_stop = options.capabilities.create_stopped;
-    let mut creates_started = if options.initial_state == InitialState::Started {
-        create_count
-    } else {
-        0
+    // The state creates not needed as started are left in; a backend that cannot create
+    // stopped (or suspended) machines only creates started ones.
+    let caps = options.capabilities;
+    let not_started = match options.initial_state {
+        InitialState::Suspended if caps.suspend => Some(InitialState::Suspended),
+        _ if caps.create_stopped => Some(InitialState::Stopped),
+        _ => None,
     };
+    let creates_can_stop = not_started.is_some();
+    let mut creates_started =
+        if options.initial_state == InitialState::Started || not_started.is_none() {
+            create_count
+        } else {
+            0
+        };
     let mut starts: Vec<Action> = Vec::new();
     let mut stops: Vec<Action> = Vec::new();
     let projected = started + creates_started;
@@ -364,10 +373,16 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
         }
     } else if let Some(max) = targets.started.max.filter(|&max| projected > max) {
         let mut excess = projected - max;
-        if creates_started > 0 && creates_can_stop {
-            let converted = excess.min(creates_started);
-            creates_started -= converted;
-            excess -= converted;
+        if creates_started > 0 {
+            if creates_can_stop {
+                let converted = excess.min(creates_started);
+                creates_started -= converted;
+                excess -= converted;
+            } else {
+                notes.push(format!(
+                    "backend cannot create stopped machines: {creates_started} new machine(s) start and are stopped by a later tick"
+                ));
+            }
         }
         let mut candidates: Vec<&Machine> = live
             .iter()
@@ -398,10 +413,7 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
 
     // --- assemble -------------------------------------------------------------------------
     let mut actions = destroys;
-    let default_not_started = match options.initial_state {
-        InitialState::Started => InitialState::Stopped,
-        other => other,
-    };
+    let default_not_started = not_started.unwrap_or(InitialState::Started);
     for i in 0..create_count {
         let initial_state = if i < creates_started {
             InitialState::Started

@@ -1,0 +1,407 @@
+//! Planner tests: fixed cases for every rule, and property tests over random inventories.
+
+use std::time::{Duration, SystemTime};
+
+use fleetscale_core::plan::{apply_plan, plan_actions, Action, ActionKind, PlanOptions};
+use fleetscale_core::{
+    Bounds, Capabilities, Counts, InitialState, Machine, MachineId, MachineState, Targets,
+};
+use proptest::prelude::*;
+
+fn at(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 + secs)
+}
+
+fn m(id: &str, state: MachineState, age: u64) -> Machine {
+    Machine::new(id, state).with_created_at(at(age))
+}
+
+fn opts() -> PlanOptions {
+    PlanOptions {
+        capabilities: Capabilities {
+            suspend: true,
+            create_needs_template: true,
+            create_stopped: true,
+        },
+        ..PlanOptions::default()
+    }
+}
+
+fn ids(plan: &fleetscale_core::plan::Plan, kind: ActionKind) -> Vec<String> {
+    plan.actions
+        .iter()
+        .filter(|a| a.kind() == kind)
+        .filter_map(|a| a.machine().map(|id| id.to_string()))
+        .collect()
+}
+
+fn created(n: u32) -> Targets {
+    Targets {
+        created: Bounds::exactly(n),
+        started: Bounds::NONE,
+    }
+}
+
+#[test]
+fn creates_clone_the_newest_healthy_machine() {
+    let inv = vec![
+        m("old", MachineState::Started, 1),
+        m("new", MachineState::Stopped, 5),
+        m("broken", MachineState::Failed, 9),
+    ];
+    let plan = plan_actions(&inv, &created(5), &opts());
+    assert_eq!(plan.count(ActionKind::Create), 2);
+    for a in &plan.actions {
+        match a {
+            Action::Create { request, .. } => {
+                assert_eq!(request.template, Some(MachineId::from("new")))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(plan.after.created, 5);
+}
+
+#[test]
+fn explicit_template_wins() {
+    let inv = vec![
+        m("a", MachineState::Started, 1),
+        m("b", MachineState::Started, 2),
+    ];
+    let plan = plan_actions(
+        &inv,
+        &created(3),
+        &PlanOptions {
+            template: Some("a".into()),
+            ..opts()
+        },
+    );
+    match &plan.actions[0] {
+        Action::Create { request, .. } => assert_eq!(request.template, Some("a".into())),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn no_template_no_create_when_backend_needs_one() {
+    let plan = plan_actions(&[], &created(2), &opts());
+    assert!(plan.is_empty());
+    assert!(
+        plan.notes[0].contains("no machine available to clone"),
+        "{:?}",
+        plan.notes
+    );
+
+    let mut o = opts();
+    o.capabilities.create_needs_template = false;
+    let plan = plan_actions(&[], &created(2), &o);
+    assert_eq!(plan.count(ActionKind::Create), 2);
+}
+
+#[test]
+fn destroy_order_failed_stopped_suspended_created_started_newest_first() {
+    let inv = vec![
+        m("s1", MachineState::Started, 1),
+        m("s2", MachineState::Started, 2),
+        m("c1", MachineState::Created, 3),
+        m("x1", MachineState::Stopped, 4),
+        m("x2", MachineState::Stopped, 5),
+        m("p1", MachineState::Suspended, 6),
+        m("f1", MachineState::Failed, 7),
+        m("t1", MachineState::Starting, 8),
+    ];
+    let plan = plan_actions(&inv, &created(2), &opts());
+    assert_eq!(
+        ids(&plan, ActionKind::Destroy),
+        vec!["f1", "x2", "x1", "p1", "c1", "s2"]
+    );
+    assert_eq!(plan.after.created, 2);
+}
+
+#[test]
+fn machines_in_transition_are_never_destroyed() {
+    let inv = vec![
+        m("a", MachineState::Starting, 1),
+        m("b", MachineState::Stopping, 2),
+        m("c", MachineState::Started, 3),
+    ];
+    let plan = plan_actions(&inv, &created(1), &opts());
+    assert_eq!(ids(&plan, ActionKind::Destroy), vec!["c"]);
+    assert!(
+        plan.notes.iter().any(|n| n.contains("only 1 of 2")),
+        "{:?}",
+        plan.notes
+    );
+}
+
+#[test]
+fn never_destroys_the_last_machine() {
+    let inv = vec![
+        m("a", MachineState::Started, 1),
+        m("b", MachineState::Stopped, 2),
+    ];
+    let plan = plan_actions(&inv, &created(0), &opts());
+    assert_eq!(ids(&plan, ActionKind::Destroy), vec!["b"]);
+    assert_eq!(plan.after.created, 1);
+    let plan = plan_actions(&[m("a", MachineState::Started, 1)], &created(0), &opts());
+    assert!(plan.is_empty());
+}
+
+#[test]
+fn unmanageable_machines_are_neither_counted_nor_touched() {
+    let mut sick = m("sick", MachineState::Stopped, 9);
+    sick.manageable = false;
+    let inv = vec![m("a", MachineState::Started, 1), sick];
+    let plan = plan_actions(&inv, &created(1), &opts());
+    assert!(plan.is_empty(), "{plan:?}");
+    let plan = plan_actions(&inv, &created(2), &opts());
+    assert_eq!(plan.count(ActionKind::Create), 1);
+    // The template is never the unmanageable machine.
+    match &plan.actions[0] {
+        Action::Create { request, .. } => assert_eq!(request.template, Some("a".into())),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn start_prefers_stopped_then_suspended_then_created_oldest_first() {
+    let inv = vec![
+        m("c1", MachineState::Created, 1),
+        m("p1", MachineState::Suspended, 2),
+        m("x2", MachineState::Stopped, 4),
+        m("x1", MachineState::Stopped, 3),
+        m("s1", MachineState::Started, 5),
+    ];
+    let t = Targets {
+        created: Bounds::NONE,
+        started: Bounds::exactly(5),
+    };
+    let plan = plan_actions(&inv, &t, &opts());
+    assert_eq!(ids(&plan, ActionKind::Start), vec!["x1", "x2", "p1", "c1"]);
+}
+
+#[test]
+fn stop_prefers_newest_started_and_skips_starting() {
+    let inv = vec![
+        m("s1", MachineState::Started, 1),
+        m("s2", MachineState::Started, 2),
+        m("s3", MachineState::Started, 3),
+        m("t1", MachineState::Starting, 4),
+    ];
+    let t = Targets {
+        created: Bounds::NONE,
+        started: Bounds::exactly(2),
+    };
+    let plan = plan_actions(&inv, &t, &opts());
+    assert_eq!(ids(&plan, ActionKind::Stop), vec!["s3", "s2"]);
+}
+
+#[test]
+fn transitions_count_toward_their_destination() {
+    // Two machines are already starting: no further start is needed for started = 3.
+    let inv = vec![
+        m("s1", MachineState::Started, 1),
+        m("t1", MachineState::Starting, 2),
+        m("t2", MachineState::Starting, 3),
+        m("x1", MachineState::Stopped, 4),
+    ];
+    let t = Targets {
+        created: Bounds::NONE,
+        started: Bounds::exactly(3),
+    };
+    assert!(plan_actions(&inv, &t, &opts()).is_empty());
+    // A stopping machine is not counted as started.
+    let inv = vec![
+        m("s1", MachineState::Started, 1),
+        m("d1", MachineState::Stopping, 2),
+    ];
+    let plan = plan_actions(&inv, &t, &opts());
+    assert!(
+        plan.notes.iter().any(|n| n.contains("not enough stopped")),
+        "{:?}",
+        plan.notes
+    );
+}
+
+#[test]
+fn creates_start_when_the_started_minimum_needs_them() {
+    // The blueprint case: the app must have 3 machines and 3 started; with 1 started and
+    // initial state "stopped" the new machines are created started so the next tick is idle.
+    let inv = vec![m("s1", MachineState::Started, 1)];
+    let t = Targets {
+        created: Bounds::exactly(3),
+        started: Bounds::exactly(3),
+    };
+    let o = PlanOptions {
+        initial_state: InitialState::Stopped,
+        ..opts()
+    };
+    let plan = plan_actions(&inv, &t, &o);
+    let states: Vec<_> = plan
+        .actions
+        .iter()
+        .map(|a| match a {
+            Action::Create { request, .. } => request.initial_state,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(states, vec![InitialState::Started, InitialState::Started]);
+    let after = apply_plan(&inv, &plan);
+    assert!(plan_actions(&after, &t, &o).is_empty());
+}
+
+#[test]
+fn started_creates_become_stopped_when_the_started_maximum_says_so() {
+    let inv = vec![m("s1", MachineState::Started, 1)];
+    let t = Targets {
+        created: Bounds::exactly(3),
+        started: Bounds::exactly(1),
+    };
+    let plan = plan_actions(&inv, &t, &opts());
+    assert_eq!(plan.count(ActionKind::Create), 2);
+    assert_eq!(plan.count(ActionKind::Stop), 0);
+    assert_eq!(plan.after.started, 1);
+}
+
+#[test]
+fn caps_bound_each_kind_and_are_explained() {
+    let inv = vec![m("s1", MachineState::Started, 1)];
+    let plan = plan_actions(
+        &inv,
+        &created(10),
+        &PlanOptions {
+            max_creates: Some(3),
+            ..opts()
+        },
+    );
+    assert_eq!(plan.count(ActionKind::Create), 3);
+    assert!(plan.notes.iter().any(|n| n.contains("capped at 3")));
+}
+
+#[test]
+fn suspended_counts_are_kept_apart() {
+    let inv = vec![
+        m("s1", MachineState::Started, 1),
+        m("p1", MachineState::Suspending, 2),
+    ];
+    let c = Counts::of(&inv);
+    assert_eq!((c.created, c.started, c.suspended), (2, 1, 1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property tests
+
+fn any_state() -> impl Strategy<Value = MachineState> {
+    prop::sample::select(MachineState::ALL.to_vec())
+}
+
+fn inventory() -> impl Strategy<Value = Vec<Machine>> {
+    prop::collection::vec((any_state(), 0u64..50, prop::bool::weighted(0.9)), 0..25).prop_map(|v| {
+        v.into_iter()
+            .enumerate()
+            .map(|(i, (s, age, manageable))| {
+                let mut mm = m(&format!("m{i:02}"), s, age);
+                mm.manageable = manageable;
+                mm
+            })
+            .collect()
+    })
+}
+
+fn bounds() -> impl Strategy<Value = Bounds> {
+    (prop::option::of(0u32..30), prop::option::of(0u32..30)).prop_map(|(a, b)| match (a, b) {
+        (Some(a), Some(b)) if a > b => Bounds::between(b, a),
+        (a, b) => Bounds { min: a, max: b },
+    })
+}
+
+fn options() -> impl Strategy<Value = PlanOptions> {
+    (
+        prop::sample::select(vec![
+            InitialState::Started,
+            InitialState::Stopped,
+            InitialState::Suspended,
+        ]),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(initial_state, needs_template, create_stopped)| PlanOptions {
+                initial_state,
+                capabilities: Capabilities {
+                    suspend: true,
+                    create_needs_template: needs_template,
+                    create_stopped,
+                },
+                ..PlanOptions::default()
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// After applying the plan, both counts are inside their bounds, unless the plan explains
+    /// why not (no template, last machine, too few candidates).
+    #[test]
+    fn applied_plan_lands_inside_bounds(inv in inventory(), c in bounds(), s in bounds(), o in options()) {
+        let t = Targets { created: c, started: s };
+        let plan = plan_actions(&inv, &t, &o);
+        let after = Counts::of(&apply_plan(&inv, &plan));
+        prop_assert_eq!(after, plan.after);
+        if plan.notes.is_empty() {
+            prop_assert!(c.contains(after.created), "created {} not in {:?}: {:?}", after.created, c, plan);
+            prop_assert!(s.contains(after.started), "started {} not in {:?}: {:?}", after.started, s, plan);
+        }
+        // Moving toward the bounds, never away from them.
+        if let Some(max) = c.max { prop_assert!(after.created <= plan.before.created.max(max)); }
+        if let Some(min) = c.min { prop_assert!(after.created >= plan.before.created.min(min)); }
+        let starts_then_stops = plan.notes.iter().any(|n| n.contains("cannot create stopped"));
+        if let Some(max) = s.max.filter(|_| !starts_then_stops) {
+            prop_assert!(after.started <= plan.before.started.max(max));
+        }
+    }
+
+    /// A plan never both starts and stops, and never both creates and destroys.
+    #[test]
+    fn never_starts_and_stops(inv in inventory(), c in bounds(), s in bounds(), o in options()) {
+        let plan = plan_actions(&inv, &Targets { created: c, started: s }, &o);
+        prop_assert!(!(plan.count(ActionKind::Start) > 0 && plan.count(ActionKind::Stop) > 0));
+        prop_assert!(!(plan.count(ActionKind::Create) > 0 && plan.count(ActionKind::Destroy) > 0));
+    }
+
+    /// Replanning an applied plan yields an empty plan.
+    #[test]
+    fn replanning_is_idempotent(inv in inventory(), c in bounds(), s in bounds(), o in options()) {
+        let t = Targets { created: c, started: s };
+        let plan = plan_actions(&inv, &t, &o);
+        let applied = apply_plan(&inv, &plan);
+        let again = plan_actions(&applied, &t, &o);
+        // The one documented two-tick case: a backend that cannot create stopped machines.
+        let starts_then_stops = plan.notes.iter().any(|n| n.contains("cannot create stopped"));
+        prop_assert!(again.is_empty() || (starts_then_stops && again.count(ActionKind::Stop) > 0), "first: {:?}\nagain: {:?}", plan.actions, again.actions);
+    }
+
+    /// Only manageable, existing, listed machines are named; none twice; the last machine and
+    /// machines in transition are never destroyed; planning is deterministic.
+    #[test]
+    fn only_named_listed_machines(inv in inventory(), c in bounds(), s in bounds(), o in options()) {
+        let t = Targets { created: c, started: s };
+        let plan = plan_actions(&inv, &t, &o);
+        prop_assert_eq!(&plan, &plan_actions(&inv, &t, &o));
+        let mut seen = std::collections::BTreeSet::new();
+        for a in &plan.actions {
+            if let Some(id) = a.machine() {
+                let mach = inv.iter().find(|x| &x.id == id);
+                prop_assert!(mach.is_some_and(|x| x.manageable && x.state.exists()));
+                prop_assert!(seen.insert(id.clone()), "{id} named twice");
+                if a.kind() == ActionKind::Destroy {
+                    prop_assert!(!mach.unwrap().state.is_transitional());
+                }
+            }
+        }
+        if plan.before.created > 0 {
+            prop_assert!(plan.after.created >= 1, "destroyed the last machine: {:?}", plan);
+        }
+    }
+}
