@@ -1,1 +1,36 @@
-//! fleetscale weave crate (work in progress).
+//! # fleetscale-weave
+//!
+//! The Weave Net backend of fleetscale, following the Weave Net *autoscaling* procedure
+//! (`weave:site/operational-guide/autoscaling.md`): a fixed cluster of 3 or 5 peers launched
+//! with `weave launch --no-restart $PEERS` and primed with `weave prime`, plus dynamic peers
+//! that join as IPAM observers (`weave launch --no-restart --ipalloc-init=observer $PEERS`,
+//! `$PEERS` = the fixed cluster only), leave with `weave reset`, and, when they vanish without
+//! leaving, have their IP space reclaimed with `rmpeer` on exactly one surviving fixed peer.
+//!
+//! - [`RouterClient`]: the router's HTTP API (`/status*`, `/report`, `DELETE /peer`,
+//!   `DELETE /peer/{name}`, `/connect`, `/forget`, `/ring`), with parsers for every text
+//!   format ([`status`]) and the typed JSON report ([`report`]).
+//! - [`launch`]: exact `weave launch` argument lists, `/etc/sysconfig/weave`, the systemd unit
+//!   and a bootstrap script, for fixed and dynamic peers.
+//! - [`host`]: running `weave launch`/`weave reset` on a host, locally or over `ssh`.
+//! - [`WeaveMembership`]: [`fleetscale_core::ClusterMembership`] for the dynamic peers.
+//! - [`Reclaimer`]: the asynchronous reclaim process, with a write-ahead ledger, an exclusive
+//!   lock and a single designated reclaimer peer.
+//! - `fake` (feature `fake`): a router emulator with real HTTP APIs on loopback.
+
+mod error;
+mod peer;
+
+pub mod client;
+pub mod host;
+pub mod launch;
+pub mod reclaim;
+pub mod report;
+pub mod status;
+
+pub use client::{RmpeerOutcome, RouterClient, DEFAULT_ROUTER_URL};
+pub use error::WeaveError;
+pub use host::{HostRunner, LocalRunner, Output, SshRunner};
+pub use launch::{FixedCluster, LaunchPlan, PeerRole};
+pub use peer::PeerName;
+pub use reclaim::RefusalReason;

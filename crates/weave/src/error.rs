@@ -1,0 +1,277 @@
+//! The one error type of this crate, [`WeaveError`], and its mapping onto
+//! [`fleetscale_core::Error`].
+
+use std::time::Duration;
+
+/// Errors of the Weave Net backend: router HTTP calls, output parsing, host commands, the
+/// reclaim ledger and the safety rules.
+///
+/// Converted into [`fleetscale_core::Error`] at trait boundaries (see the `From` impl), keeping
+/// this error as the `source` where the core variant has one.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WeaveError {
+    /// The HTTP request to a router failed below HTTP (connection refused or reset, DNS, TLS).
+    #[error("router {url}: {operation} failed: {source}")]
+    Http {
+        /// The router's base URL.
+        url: String,
+        /// The call, e.g. `GET /status/ipam`.
+        operation: String,
+        /// The transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+
+    /// The router answered `503 Service Unavailable`: it is up but not ready yet (`GET /status`
+    /// answers 503 until the router is ready).
+    #[error("router {url}: {operation}: not ready (503): {body}")]
+    NotReady {
+        /// The router's base URL.
+        url: String,
+        /// The call.
+        operation: String,
+        /// The body of the answer (the status text while not ready).
+        body: String,
+    },
+
+    /// The router answered an HTTP status the call does not expect.
+    #[error("router {url}: {operation}: unexpected HTTP {status}: {body}")]
+    Status {
+        /// The router's base URL.
+        url: String,
+        /// The call.
+        operation: String,
+        /// The HTTP status code.
+        status: u16,
+        /// The body of the answer, truncated.
+        body: String,
+    },
+
+    /// The call did not finish within its deadline.
+    #[error("{operation} timed out after {after:?}")]
+    Timeout {
+        /// The call or action that timed out.
+        operation: String,
+        /// The deadline that passed.
+        after: Duration,
+    },
+
+    /// A text answer did not have the documented format. Carries the offending line.
+    #[error("cannot parse {what}, line {line_no}: {message}: {line:?}")]
+    Parse {
+        /// What was parsed, e.g. `GET /status/ipam`.
+        what: &'static str,
+        /// 1-based line number in the answer.
+        line_no: usize,
+        /// The offending line, verbatim.
+        line: String,
+        /// What was wrong with it.
+        message: String,
+    },
+
+    /// A JSON answer (`GET /report`) could not be decoded.
+    #[error("cannot decode {context}: {source}")]
+    Json {
+        /// Which answer.
+        context: String,
+        /// The decoding error (with line and column).
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// `DELETE /peer/{name}` answered an empty body: the router runs without IPAM.
+    #[error("router {url}: IPAM is disabled (empty rmpeer answer)")]
+    IpamDisabled {
+        /// The router's base URL.
+        url: String,
+    },
+
+    /// A string is not a Weave peer name (`aa:bb:cc:dd:ee:ff`, or a `::` short form).
+    #[error("invalid peer name {input:?}: {message}")]
+    InvalidPeerName {
+        /// The rejected input.
+        input: String,
+        /// Why.
+        message: String,
+    },
+
+    /// The configuration (URLs, peer lists, ledger path, ...) is invalid.
+    #[error("invalid weave configuration: {message}")]
+    Config {
+        /// What is wrong.
+        message: String,
+    },
+
+    /// A host command could not be started (program missing, permission denied).
+    #[error("host {host}: cannot run {program}: {source}")]
+    Spawn {
+        /// The host.
+        host: String,
+        /// The program that could not be started.
+        program: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A host command ran and exited unsuccessfully.
+    #[error("host {host}: `{command}` exited with {}: {stderr}", code.map(|c| c.to_string()).unwrap_or_else(|| "a signal".into()))]
+    CommandFailed {
+        /// The host.
+        host: String,
+        /// The command line, for humans (shell-quoted).
+        command: String,
+        /// The exit code, `None` when killed by a signal.
+        code: Option<i32>,
+        /// The command's standard error, truncated.
+        stderr: String,
+    },
+
+    /// A safety rule refused the operation (fixed peer, reachable peer, not designated, ...).
+    #[error("refused for safety: {reason}")]
+    Refused {
+        /// Which rule refused it, for metrics.
+        kind: crate::reclaim::RefusalReason,
+        /// The explanation.
+        reason: String,
+    },
+
+    /// The named member, machine or peer is unknown.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
+
+    /// After a `leave` or a reclaim, the peer still owns IP space past the deadline.
+    #[error("peer {peer} still owns {owned} IPs after {after:?}")]
+    StillOwned {
+        /// The peer name.
+        peer: String,
+        /// How many addresses it still owns.
+        owned: u64,
+        /// How long we waited.
+        after: Duration,
+    },
+
+    /// Reading or writing the reclaim ledger (or its lock) failed.
+    #[error("reclaim ledger {path}: {source}")]
+    Ledger {
+        /// The ledger or lock file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A ledger line is not valid; the ledger is never silently skipped over.
+    #[error("reclaim ledger {path}, line {line_no}: {message}: {line:?}")]
+    LedgerCorrupt {
+        /// The ledger file.
+        path: String,
+        /// 1-based line number.
+        line_no: usize,
+        /// The offending line.
+        line: String,
+        /// What was wrong.
+        message: String,
+    },
+
+    /// Another reclaimer process holds the ledger lock.
+    #[error("reclaim ledger lock {path} is held by another process")]
+    Locked {
+        /// The lock file.
+        path: String,
+    },
+}
+
+impl WeaveError {
+    pub(crate) fn refused(kind: crate::reclaim::RefusalReason, reason: impl Into<String>) -> Self {
+        WeaveError::Refused {
+            kind,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        WeaveError::Config {
+            message: message.into(),
+        }
+    }
+}
+
+/// Maps each variant onto the class the engine acts on:
+///
+/// | `WeaveError` | core `Error` |
+/// |---|---|
+/// | `Http`, `NotReady`, HTTP 5xx `Status` | `Unavailable` (retryable) |
+/// | other `Status` (4xx) | `InvalidRequest` |
+/// | `Timeout` | `Timeout` |
+/// | `Parse`, `Json`, `IpamDisabled` | `InvalidResponse` |
+/// | `InvalidPeerName`, `Config` | `Config` |
+/// | `Refused` | `Refused` |
+/// | `NotFound` | `NotFound` |
+/// | `Locked` | `Conflict` |
+/// | `Spawn`, `CommandFailed`, `StillOwned`, `Ledger`, `LedgerCorrupt` | `Backend` (not retryable, except `StillOwned`) |
+impl From<WeaveError> for fleetscale_core::Error {
+    fn from(e: WeaveError) -> Self {
+        use fleetscale_core::Error as E;
+        match e {
+            WeaveError::Http { .. } | WeaveError::NotReady { .. } => E::Unavailable {
+                message: e.to_string(),
+                source: Some(Box::new(e)),
+            },
+            WeaveError::Status { status, .. } if status >= 500 => E::Unavailable {
+                message: e.to_string(),
+                source: Some(Box::new(e)),
+            },
+            WeaveError::Status { .. } => E::InvalidRequest {
+                message: e.to_string(),
+            },
+            WeaveError::Timeout { operation, after } => E::Timeout { operation, after },
+            WeaveError::Parse { what, .. } => E::InvalidResponse {
+                context: what.to_string(),
+                message: e.to_string(),
+                source: Some(Box::new(e)),
+            },
+            WeaveError::Json { ref context, .. } => E::InvalidResponse {
+                context: context.clone(),
+                message: e.to_string(),
+                source: Some(Box::new(e)),
+            },
+            WeaveError::IpamDisabled { ref url } => E::InvalidResponse {
+                context: format!("{url} DELETE /peer/{{name}}"),
+                message: e.to_string(),
+                source: Some(Box::new(e)),
+            },
+            WeaveError::InvalidPeerName { .. } | WeaveError::Config { .. } => E::Config {
+                message: e.to_string(),
+            },
+            WeaveError::Refused { reason, .. } => E::Refused { reason },
+            WeaveError::NotFound { what } => E::NotFound { what },
+            WeaveError::Locked { .. } => E::Conflict {
+                message: e.to_string(),
+            },
+            WeaveError::StillOwned { .. } => E::backend(e.to_string(), true, e),
+            WeaveError::Spawn { .. }
+            | WeaveError::CommandFailed { .. }
+            | WeaveError::Ledger { .. }
+            | WeaveError::LedgerCorrupt { .. } => E::backend(e.to_string(), false, e),
+        }
+    }
+}
+
+/// Truncates an HTTP body or a command's stderr for an error message.
+pub(crate) fn truncate(s: &str) -> String {
+    const MAX: usize = 512;
+    let s = s.trim_end();
+    if s.len() <= MAX {
+        return s.to_string();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
