@@ -333,8 +333,13 @@ impl Engine {
         targets: &[TargetSpec],
         cancel: &CancellationToken,
     ) -> Vec<DecisionRecord> {
-        stream::iter(targets)
+        // Futures are built up front: a `map` closure over borrowed targets makes the stream's
+        // future lose `Send` (rust-lang/rust#102211), and `Engine::run` must be spawnable.
+        let ticks: Vec<_> = targets
+            .iter()
             .map(|t| self.tick_inner(t, self.config.dry_run, cancel))
+            .collect();
+        stream::iter(ticks)
             .buffer_unordered(self.config.concurrency.max(1))
             .collect()
             .await
@@ -477,11 +482,15 @@ impl Engine {
         } else {
             // 5: execute.
             let by_id: HashMap<_, _> = inventory.iter().map(|m| (&m.id, m)).collect();
-            let outcomes: Vec<ActionOutcome> = stream::iter(plan.actions.iter())
+            let calls: Vec<_> = plan
+                .actions
+                .iter()
                 .map(|action| {
                     let machine = action.machine().and_then(|id| by_id.get(id).copied());
                     self.execute(target, action, machine, deadline, cancel)
                 })
+                .collect();
+            let outcomes: Vec<ActionOutcome> = stream::iter(calls)
                 .buffered(self.config.action_concurrency.max(1))
                 .collect()
                 .await;

@@ -1,0 +1,366 @@
+//! Engine tests on the in-memory fakes: ticks, transitions, hooks, faults, deadlines, shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fleetscale_core::engine::{Engine, EngineConfig, TargetSpec};
+use fleetscale_core::plan::ActionKind;
+use fleetscale_core::policy::{CountRule, Policy};
+use fleetscale_core::record::{DecisionObserver, DecisionRecord, TickStatus};
+use fleetscale_core::testing::{
+    FakeMembership, FakeScaler, MembershipCall, Op, StaticMetric, Transitions,
+};
+use fleetscale_core::{
+    Counts, Error, InitialState, Machine, MachineState, MetricSource, Result, Scaler, Scope,
+};
+use tokio_util::sync::CancellationToken;
+
+fn policy(created: &str, started: Option<&str>) -> Policy {
+    Policy {
+        created: CountRule::from_settings("created", Some(created), None, None).unwrap(),
+        started: CountRule::from_settings("started", started, None, None).unwrap(),
+        ..Policy::default()
+    }
+}
+
+fn engine_for(targets: Vec<TargetSpec>, config: EngineConfig) -> Engine {
+    for t in &targets {
+        t.validate().unwrap();
+    }
+    Engine::new(config, Arc::new(targets))
+}
+
+fn target(scaler: Arc<FakeScaler>, metric: Arc<StaticMetric>, p: Policy) -> TargetSpec {
+    TargetSpec::new(Scope::new("app"), scaler, p).with_source(metric)
+}
+
+async fn one_tick(engine: &Engine) -> DecisionRecord {
+    engine.run_once().await.unwrap().remove(0)
+}
+
+#[tokio::test]
+async fn scales_out_and_in_following_the_metric() {
+    let fake = Arc::new(FakeScaler::new().with_machines(1, MachineState::Started));
+    let load = Arc::new(StaticMetric::new("load", 4.0));
+    let engine = engine_for(
+        vec![target(fake.clone(), load.clone(), policy("load", Some("load")))],
+        EngineConfig::default(),
+    );
+    let r = one_tick(&engine).await;
+    assert_eq!(r.status, TickStatus::Scaled, "{r:?}");
+    assert_eq!(r.outcome_count(ActionKind::Create, true), 3);
+    assert_eq!(Counts::of(&fake.machines()).started, 4);
+
+    load.set(2.0);
+    let r = one_tick(&engine).await;
+    assert_eq!(r.outcome_count(ActionKind::Destroy, true), 2);
+    let c = Counts::of(&fake.machines());
+    assert_eq!((c.created, c.started), (2, 2));
+
+    let r = one_tick(&engine).await;
+    assert_eq!(r.status, TickStatus::NoScale);
+    assert_eq!(r.tick, 3);
+}
+
+#[tokio::test]
+async fn transitions_in_flight_never_overshoot_across_ticks() {
+    // Starts take three lists to settle: ticks in between must not start more machines.
+    let fake = Arc::new(
+        FakeScaler::new()
+            .with_transitions(Transitions::AfterLists(3))
+            .with_machines(6, MachineState::Stopped),
+    );
+    let load = Arc::new(StaticMetric::new("load", 4.0));
+    let engine = engine_for(
+        vec![target(fake.clone(), load, policy("6", Some("load")))],
+        EngineConfig::default(),
+    );
+    for _ in 0..6 {
+        one_tick(&engine).await;
+        let started_or_starting = fake
+            .machines()
+            .iter()
+            .filter(|m| matches!(m.state, MachineState::Started | MachineState::Starting))
+            .count();
+        assert!(started_or_starting <= 4, "overshoot: {:?}", fake.machines());
+    }
+    assert_eq!(fake.call_count(Op::Start), 4);
+    assert_eq!(Counts::of(&fake.machines()).started, 4);
+}
+
+#[tokio::test]
+async fn failing_create_is_not_retried_within_a_tick() {
+    let fake = Arc::new(FakeScaler::new().with_machines(1, MachineState::Started));
+    fake.fail_next(Op::Create, 100, || Error::Capacity {
+        message: "no room in ord".into(),
+    });
+    let load = Arc::new(StaticMetric::new("load", 3.0));
+    let engine = engine_for(
+        vec![target(fake.clone(), load, policy("load", None))],
+        EngineConfig::default(),
+    );
+    let r = one_tick(&engine).await;
+    assert_eq!(fake.call_count(Op::Create), 2, "one call per planned create");
+    assert_eq!(r.outcome_count(ActionKind::Create, false), 2);
+    assert_eq!(r.outcomes[0].error.as_ref().unwrap().kind, "capacity");
+    one_tick(&engine).await;
+    assert_eq!(fake.call_count(Op::Create), 4, "the next tick re-plans, once");
+}
+
+#[tokio::test]
+async fn metric_failure_holds_instead_of_scaling_in() {
+    let fake = Arc::new(FakeScaler::new().with_machines(5, MachineState::Started));
+    let load = Arc::new(StaticMetric::new("load", 5.0));
+    let engine = engine_for(
+        vec![target(fake.clone(), load.clone(), policy("load", None))],
+        EngineConfig::default(),
+    );
+    load.fail("prometheus down");
+    let r = one_tick(&engine).await;
+    assert_eq!(r.status, TickStatus::Held);
+    assert_eq!(fake.call_count(Op::Destroy), 0);
+    assert!(matches!(
+        r.metrics["load"],
+        fleetscale_core::record::MetricReading::Failed { .. }
+    ));
+}
+
+#[tokio::test]
+async fn non_finite_metric_is_a_failure() {
+    let fake = Arc::new(FakeScaler::new().with_machines(2, MachineState::Started));
+    let load = Arc::new(StaticMetric::new("load", f64::NAN));
+    let engine = engine_for(
+        vec![target(fake.clone(), load, policy("load", None))],
+        EngineConfig::default(),
+    );
+    assert_eq!(one_tick(&engine).await.status, TickStatus::Held);
+}
+
+#[tokio::test]
+async fn list_failure_is_recorded_and_nothing_happens() {
+    let fake = Arc::new(FakeScaler::new().with_machines(2, MachineState::Started));
+    fake.fail_next(Op::List, 1, || Error::Unavailable {
+        message: "502".into(),
+        source: None,
+    });
+    let engine = engine_for(
+        vec![target(fake.clone(), Arc::new(StaticMetric::new("load", 9.0)), policy("load", None))],
+        EngineConfig::default(),
+    );
+    let r = one_tick(&engine).await;
+    assert!(matches!(r.status, TickStatus::Failed { ref stage, .. } if stage == "list"));
+    assert_eq!(fake.call_count(Op::Create), 0);
+}
+
+#[tokio::test]
+async fn dry_run_plans_but_executes_nothing() {
+    let fake = Arc::new(FakeScaler::new().with_machines(1, MachineState::Started));
+    let engine = engine_for(
+        vec![target(fake.clone(), Arc::new(StaticMetric::new("load", 3.0)), policy("load", None))],
+        EngineConfig {
+            dry_run: true,
+            ..EngineConfig::default()
+        },
+    );
+    let r = one_tick(&engine).await;
+    assert_eq!(r.status, TickStatus::DryRun);
+    assert_eq!(r.plan.as_ref().unwrap().count(ActionKind::Create), 2);
+    assert_eq!(fake.call_count(Op::Create), 0);
+    assert_eq!(fake.machines().len(), 1);
+}
+
+#[tokio::test]
+async fn membership_leave_before_stop_and_join_after_start() {
+    let fake = Arc::new(FakeScaler::new().with_machines(3, MachineState::Stopped));
+    let cluster = Arc::new(FakeMembership::with_fixed(["fixed1"]));
+    let load = Arc::new(StaticMetric::new("load", 2.0));
+    let t = target(fake.clone(), load.clone(), policy("3", Some("load")))
+        .with_membership(cluster.clone());
+    let engine = engine_for(vec![t], EngineConfig::default());
+    one_tick(&engine).await;
+    let joins: Vec<_> = cluster
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c, MembershipCall::Join(_)))
+        .collect();
+    assert_eq!(joins, vec![MembershipCall::Join("m1".into()), MembershipCall::Join("m2".into())]);
+
+    // A failed leave skips the stop: a member that did not hand off is never stopped.
+    cluster.fail_leaves(1, || Error::Unavailable {
+        message: "router down".into(),
+        source: None,
+    });
+    load.set(1.0);
+    let r = one_tick(&engine).await;
+    assert_eq!(r.outcomes.len(), 1);
+    assert_eq!(r.outcomes[0].error.as_ref().unwrap().step, "leave");
+    assert_eq!(fake.call_count(Op::Stop), 0);
+    let r = one_tick(&engine).await;
+    assert_eq!(r.outcome_count(ActionKind::Stop, true), 1);
+    assert_eq!(
+        cluster.calls().last(),
+        Some(&MembershipCall::Leave("m2".into())),
+        "leave of the stopped machine"
+    );
+    assert!(cluster.member("peer-m2").is_none());
+}
+
+#[tokio::test]
+async fn reclaims_lost_members_once_when_enabled() {
+    let fake = Arc::new(FakeScaler::new().with_machines(2, MachineState::Started));
+    let cluster = Arc::new(FakeMembership::with_fixed(["fixed1"]));
+    for m in fake.machines() {
+        fleetscale_core::ClusterMembership::join(cluster.as_ref(), &m).await.unwrap();
+    }
+    let t = target(fake.clone(), Arc::new(StaticMetric::new("load", 2.0)), policy("2", None))
+        .with_membership(cluster.clone());
+    let engine = engine_for(
+        vec![t],
+        EngineConfig {
+            reclaim_lost_members: true,
+            ..EngineConfig::default()
+        },
+    );
+    // m2's host vanishes; a partitioned m1 is unreachable but its machine still exists.
+    fake.vanish(&"m2".into());
+    cluster.set_reachable("peer-m2", false);
+    cluster.set_reachable("peer-m1", false);
+    let r = engine.run_once().await.unwrap().remove(0);
+    assert_eq!(r.reclaims, vec![("peer-m2".to_string(), Ok(1))]);
+    let r = engine.run_once().await.unwrap().remove(0);
+    assert!(r.reclaims.is_empty(), "{:?}", r.reclaims);
+    assert_eq!(cluster.reclaims_done(), 1);
+    assert!(cluster.member("peer-m1").is_some(), "partitioned member kept");
+}
+
+/// A scaler whose list hangs forever.
+struct Hanging;
+
+#[async_trait]
+impl Scaler for Hanging {
+    async fn list(&self) -> Result<Vec<Machine>> {
+        std::future::pending().await
+    }
+    async fn create(&self, _: &fleetscale_core::CreateRequest) -> Result<Machine> {
+        unreachable!("never planned")
+    }
+    async fn start(&self, _: &fleetscale_core::MachineId) -> Result<()> {
+        unreachable!("never planned")
+    }
+    async fn stop(&self, _: &fleetscale_core::MachineId) -> Result<()> {
+        unreachable!("never planned")
+    }
+    async fn destroy(&self, _: &fleetscale_core::MachineId) -> Result<()> {
+        unreachable!("never planned")
+    }
+}
+
+/// A metric that never answers.
+struct Silent;
+
+#[async_trait]
+impl MetricSource for Silent {
+    fn name(&self) -> &str {
+        "silent"
+    }
+    async fn collect(&self, _: &Scope) -> Result<f64> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadlines_bound_list_and_metrics() {
+    let t = TargetSpec::new(Scope::new("app"), Arc::new(Hanging), policy("1", None));
+    let engine = engine_for(vec![t], EngineConfig::default());
+    let r = one_tick(&engine).await;
+    assert!(
+        matches!(r.status, TickStatus::Failed { ref kind, .. } if kind == "timeout"),
+        "{r:?}"
+    );
+
+    let fake = Arc::new(FakeScaler::new().with_machines(3, MachineState::Started));
+    let t = TargetSpec::new(Scope::new("app"), fake.clone(), policy("silent", None))
+        .with_source(Arc::new(Silent));
+    let engine = engine_for(vec![t], EngineConfig::default());
+    let r = one_tick(&engine).await;
+    assert_eq!(r.status, TickStatus::Held);
+    assert!(matches!(
+        &r.metrics["silent"],
+        fleetscale_core::record::MetricReading::Failed { kind, .. } if kind == "timeout"
+    ));
+}
+
+#[derive(Default)]
+struct Records(std::sync::Mutex<Vec<DecisionRecord>>);
+
+impl DecisionObserver for Records {
+    fn observe(&self, record: &DecisionRecord) {
+        self.0.lock().unwrap().push(record.clone());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_ticks_immediately_then_every_interval_and_stops_on_cancel() {
+    let fake = Arc::new(FakeScaler::new().with_machines(1, MachineState::Started));
+    let records = Arc::new(Records::default());
+    let engine = Arc::new(
+        engine_for(
+            vec![target(fake.clone(), Arc::new(StaticMetric::new("load", 1.0)), policy("load", None))],
+            EngineConfig {
+                interval: Duration::from_secs(15),
+                ..EngineConfig::default()
+            },
+        )
+        .with_observer(records.clone()),
+    );
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn({
+        let (e, c) = (engine.clone(), cancel.clone());
+        async move { e.run(c).await }
+    });
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(records.0.lock().unwrap().len(), 1, "first tick is immediate");
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(records.0.lock().unwrap().len(), 3);
+    engine.trigger();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(records.0.lock().unwrap().len(), 4, "trigger runs a pass at once");
+    cancel.cancel();
+    run.await.unwrap().unwrap();
+    let n = records.0.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(records.0.lock().unwrap().len(), n, "no tick after shutdown");
+    assert_eq!(engine.last_decisions().len(), 1);
+}
+
+#[tokio::test]
+async fn initial_state_stopped_creates_spares_for_the_proxy() {
+    // The blueprint: keep one spare stopped machine beyond those running.
+    let fake = Arc::new(FakeScaler::new().with_machines(1, MachineState::Started));
+    let running = Arc::new(StaticMetric::new("running_machines", 1.0));
+    let t = target(
+        fake.clone(),
+        running.clone(),
+        policy("min(running_machines + 1, 10)", None),
+    )
+    .with_initial_state(InitialState::Stopped);
+    let engine = engine_for(vec![t], EngineConfig::default());
+    one_tick(&engine).await;
+    let c = Counts::of(&fake.machines());
+    assert_eq!((c.created, c.started, c.never_started), (2, 1, 1));
+    // The proxy starts the spare: the next tick adds another spare.
+    let spare = fake
+        .machines()
+        .into_iter()
+        .find(|m| m.state == MachineState::Created)
+        .unwrap();
+    fake.set_state(&spare.id, MachineState::Started);
+    running.set(2.0);
+    one_tick(&engine).await;
+    let c = Counts::of(&fake.machines());
+    assert_eq!((c.created, c.started, c.never_started), (3, 2, 1));
+    running.set(40.0);
+    one_tick(&engine).await;
+    assert_eq!(Counts::of(&fake.machines()).created, 10);
+}
