@@ -13,6 +13,10 @@
 //! in the project's `shared/reference/fly-machines-and-fly-autoscaler.md`.
 
 pub mod client;
+mod discovery;
+mod scaler;
+#[cfg(feature = "fake")]
+pub mod fake;
 mod error;
 pub mod pacing;
 mod time;

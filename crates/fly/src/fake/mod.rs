@@ -1,0 +1,43 @@
+//! A fake Fly Machines API (feature `fake`): an HTTP server with Fly's endpoints, state machine,
+//! leases, rate limits and error bodies, plus fault injection and a request log for tests.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use fleetscale_fly::fake::{FakeConfig, FakeFlyServer};
+//! let server = FakeFlyServer::bind("127.0.0.1:0".parse().unwrap(), FakeConfig::default()).await?;
+//! println!("FLY_FLAPS_BASE_URL={}", server.url());
+//! // ... point a MachinesClient (or flyctl/fly-go via FLY_FLAPS_BASE_URL) at it ...
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # What it models (and how faithfully)
+//! - Endpoints: apps (`GET /v1/apps?org_slug=`, `POST /v1/apps`, `GET /v1/apps/{app}`),
+//!   machines list (`include_deleted`, `region`, `state`, `summary`, `metadata.*`), get,
+//!   create (`config`, `region`, `name`, `skip_launch`, `lease_ttl`), start, stop, suspend,
+//!   destroy (`force`/`kill`), wait (`state`, `timeout` ≤ 60 s, 408 on timeout), leases
+//!   (`fly-machine-lease-nonce`), cordon/uncordon, and `/metrics` with
+//!   `fly_instance_up{app,region,instance} 1` per started machine.
+//! - States: `created → starting → started` on create (`skip_launch` stays `created`),
+//!   `starting → started` on start, `stopping → stopped`, `suspending → suspended`,
+//!   `destroying → destroyed`, each transition taking [`Delays`]. Operations the current state
+//!   does not allow answer 412 `unable to <op> machine from current state: '<state>'` (Fly's
+//!   wording, seen in hexclave PR #2060), e.g. starting a started machine or destroying a
+//!   running one without `force`/`kill`.
+//! - Leases: a mutation of a leased machine without its nonce answers 409
+//!   `{"error":"aborted: machine ID … lease currently held by …, expires at …"}`.
+//! - Rate limits per action and machine (or app for create/list), answering 429 with
+//!   `Retry-After` (seconds) when [`FakeConfig::rate_limits`] is set.
+//! - Errors use Fly's body `{"error": "...", "status": "..."}` and every answer carries a
+//!   `fly-request-id` header.
+//!
+//! The HTTP status of `insufficient_capacity` is not documented; the fake answers 412 with
+//! `status: "insufficient_capacity"` (clients classify by the body's `status`, as fly-go does).
+
+mod server;
+mod state;
+
+pub use server::FakeFlyServer;
+pub use state::{
+    Delays, FakeConfig, FakeFly, FakeRateLimits, Fault, FaultKind, RequestRecord,
+};
