@@ -80,7 +80,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         tokio::time::sleep(engine.config().interval).await;
     }
-    println!("done: {actions} actions, {} machines left", fleet.machines().len());
+    println!(
+        "done: {actions} actions, {} machines left",
+        fleet.machines().len()
+    );
     Ok(())
 }
 

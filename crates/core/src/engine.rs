@@ -533,11 +533,10 @@ impl Engine {
         };
         let mut out = Vec::new();
         for member in members {
-            let gone = member.machine.as_ref().is_some_and(|id| {
-                !inventory
-                    .iter()
-                    .any(|m| &m.id == id && m.state.exists())
-            });
+            let gone = member
+                .machine
+                .as_ref()
+                .is_some_and(|id| !inventory.iter().any(|m| &m.id == id && m.state.exists()));
             if member.fixed || member.reachable || member.owned == 0 || !gone {
                 continue;
             }

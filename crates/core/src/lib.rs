@@ -17,8 +17,8 @@
 //!
 //! All decisions are pure functions over data so they can be property-tested without I/O.
 
-mod error;
 pub mod engine;
+mod error;
 pub mod expr;
 mod machine;
 mod membership;
@@ -33,7 +33,9 @@ mod targets;
 pub mod testing;
 
 pub use error::{BoxError, Error, Result};
-pub use machine::{Counts, CreateRequest, Destination, InitialState, Machine, MachineId, MachineState};
+pub use machine::{
+    Counts, CreateRequest, Destination, InitialState, Machine, MachineId, MachineState,
+};
 pub use membership::{ClusterMembership, Member, ReclaimOutcome};
 pub use metric::MetricSource;
 pub use scaler::{Capabilities, Scaler};

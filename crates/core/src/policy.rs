@@ -295,7 +295,11 @@ impl Policy {
 
         let failed: Vec<String> = metrics
             .iter()
-            .filter_map(|(k, v)| v.as_ref().err().map(|e| format!("metric `{k}` failed: {e}")))
+            .filter_map(|(k, v)| {
+                v.as_ref()
+                    .err()
+                    .map(|e| format!("metric `{k}` failed: {e}"))
+            })
             .collect();
         let evaluated = if failed.is_empty() {
             let values: BTreeMap<String, f64> = metrics

@@ -187,7 +187,12 @@ impl DecisionObserver for TracingObserver {
             .unwrap_or_default();
         let counts = r
             .counts
-            .map(|c| format!("created={} started={} stopped={}", c.created, c.started, c.stopped))
+            .map(|c| {
+                format!(
+                    "created={} started={} stopped={}",
+                    c.created, c.started, c.stopped
+                )
+            })
             .unwrap_or_default();
         match &r.status {
             TickStatus::Failed {
@@ -208,7 +213,9 @@ impl DecisionObserver for TracingObserver {
         }
         for o in &r.outcomes {
             match &o.error {
-                None => tracing::info!(target: "fleetscale::decision", app = %r.target, "{}", o.action),
+                None => {
+                    tracing::info!(target: "fleetscale::decision", app = %r.target, "{}", o.action)
+                }
                 Some(e) => tracing::warn!(
                     target: "fleetscale::decision", app = %r.target, step = %e.step, kind = %e.kind,
                     "{} failed: {}", o.action, e.message

@@ -20,7 +20,11 @@ async fn fake_scaler_conforms_with_instant_and_slow_transitions() {
         .with_capabilities(Capabilities::default())
         .with_machines(1, MachineState::Started);
     conformance::scaler(&templated).await.unwrap();
-    assert_eq!(templated.machines().len(), 1, "the suite cleans up after itself");
+    assert_eq!(
+        templated.machines().len(),
+        1,
+        "the suite cleans up after itself"
+    );
 }
 
 #[tokio::test]
@@ -129,11 +133,18 @@ async fn suite_checks_claimed_capabilities() {
 #[tokio::test]
 async fn fake_membership_conforms() {
     let cluster = Arc::new(FakeMembership::with_fixed(["fixed1", "fixed2", "fixed3"]));
-    conformance::membership(cluster.as_ref(), &Machine::new("dyn1", MachineState::Started))
-        .await
-        .unwrap();
+    conformance::membership(
+        cluster.as_ref(),
+        &Machine::new("dyn1", MachineState::Started),
+    )
+    .await
+    .unwrap();
     assert!(cluster.member("peer-dyn1").is_none());
-    assert_eq!(cluster.member("fixed1").unwrap().owned, 2, "the leaver's share moved");
+    assert_eq!(
+        cluster.member("fixed1").unwrap().owned,
+        2,
+        "the leaver's share moved"
+    );
 }
 
 #[tokio::test]
@@ -142,5 +153,7 @@ async fn suite_settings_are_honoured() {
         unknown_id: MachineId::new("zzz"),
         ..ScalerSuite::default()
     };
-    conformance::scaler_with(&FakeScaler::new(), &suite).await.unwrap();
+    conformance::scaler_with(&FakeScaler::new(), &suite)
+        .await
+        .unwrap();
 }

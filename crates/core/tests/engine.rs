@@ -44,7 +44,11 @@ async fn scales_out_and_in_following_the_metric() {
     let fake = Arc::new(FakeScaler::new().with_machines(1, MachineState::Started));
     let load = Arc::new(StaticMetric::new("load", 4.0));
     let engine = engine_for(
-        vec![target(fake.clone(), load.clone(), policy("load", Some("load")))],
+        vec![target(
+            fake.clone(),
+            load.clone(),
+            policy("load", Some("load")),
+        )],
         EngineConfig::default(),
     );
     let r = one_tick(&engine).await;
@@ -101,11 +105,19 @@ async fn failing_create_is_not_retried_within_a_tick() {
         EngineConfig::default(),
     );
     let r = one_tick(&engine).await;
-    assert_eq!(fake.call_count(Op::Create), 2, "one call per planned create");
+    assert_eq!(
+        fake.call_count(Op::Create),
+        2,
+        "one call per planned create"
+    );
     assert_eq!(r.outcome_count(ActionKind::Create, false), 2);
     assert_eq!(r.outcomes[0].error.as_ref().unwrap().kind, "capacity");
     one_tick(&engine).await;
-    assert_eq!(fake.call_count(Op::Create), 4, "the next tick re-plans, once");
+    assert_eq!(
+        fake.call_count(Op::Create),
+        4,
+        "the next tick re-plans, once"
+    );
 }
 
 #[tokio::test]
@@ -145,7 +157,11 @@ async fn list_failure_is_recorded_and_nothing_happens() {
         source: None,
     });
     let engine = engine_for(
-        vec![target(fake.clone(), Arc::new(StaticMetric::new("load", 9.0)), policy("load", None))],
+        vec![target(
+            fake.clone(),
+            Arc::new(StaticMetric::new("load", 9.0)),
+            policy("load", None),
+        )],
         EngineConfig::default(),
     );
     let r = one_tick(&engine).await;
@@ -157,7 +173,11 @@ async fn list_failure_is_recorded_and_nothing_happens() {
 async fn dry_run_plans_but_executes_nothing() {
     let fake = Arc::new(FakeScaler::new().with_machines(1, MachineState::Started));
     let engine = engine_for(
-        vec![target(fake.clone(), Arc::new(StaticMetric::new("load", 3.0)), policy("load", None))],
+        vec![target(
+            fake.clone(),
+            Arc::new(StaticMetric::new("load", 3.0)),
+            policy("load", None),
+        )],
         EngineConfig {
             dry_run: true,
             ..EngineConfig::default()
@@ -184,7 +204,13 @@ async fn membership_leave_before_stop_and_join_after_start() {
         .into_iter()
         .filter(|c| matches!(c, MembershipCall::Join(_)))
         .collect();
-    assert_eq!(joins, vec![MembershipCall::Join("m1".into()), MembershipCall::Join("m2".into())]);
+    assert_eq!(
+        joins,
+        vec![
+            MembershipCall::Join("m1".into()),
+            MembershipCall::Join("m2".into())
+        ]
+    );
 
     // A failed leave skips the stop: a member that did not hand off is never stopped.
     cluster.fail_leaves(1, || Error::Unavailable {
@@ -211,10 +237,16 @@ async fn reclaims_lost_members_once_when_enabled() {
     let fake = Arc::new(FakeScaler::new().with_machines(2, MachineState::Started));
     let cluster = Arc::new(FakeMembership::with_fixed(["fixed1"]));
     for m in fake.machines() {
-        fleetscale_core::ClusterMembership::join(cluster.as_ref(), &m).await.unwrap();
+        fleetscale_core::ClusterMembership::join(cluster.as_ref(), &m)
+            .await
+            .unwrap();
     }
-    let t = target(fake.clone(), Arc::new(StaticMetric::new("load", 2.0)), policy("2", None))
-        .with_membership(cluster.clone());
+    let t = target(
+        fake.clone(),
+        Arc::new(StaticMetric::new("load", 2.0)),
+        policy("2", None),
+    )
+    .with_membership(cluster.clone());
     let engine = engine_for(
         vec![t],
         EngineConfig {
@@ -231,7 +263,10 @@ async fn reclaims_lost_members_once_when_enabled() {
     let r = engine.run_once().await.unwrap().remove(0);
     assert!(r.reclaims.is_empty(), "{:?}", r.reclaims);
     assert_eq!(cluster.reclaims_done(), 1);
-    assert!(cluster.member("peer-m1").is_some(), "partitioned member kept");
+    assert!(
+        cluster.member("peer-m1").is_some(),
+        "partitioned member kept"
+    );
 }
 
 /// A scaler whose list hangs forever.
@@ -306,7 +341,11 @@ async fn run_ticks_immediately_then_every_interval_and_stops_on_cancel() {
     let records = Arc::new(Records::default());
     let engine = Arc::new(
         engine_for(
-            vec![target(fake.clone(), Arc::new(StaticMetric::new("load", 1.0)), policy("load", None))],
+            vec![target(
+                fake.clone(),
+                Arc::new(StaticMetric::new("load", 1.0)),
+                policy("load", None),
+            )],
             EngineConfig {
                 interval: Duration::from_secs(15),
                 ..EngineConfig::default()
@@ -320,12 +359,20 @@ async fn run_ticks_immediately_then_every_interval_and_stops_on_cancel() {
         async move { e.run(c).await }
     });
     tokio::time::sleep(Duration::from_millis(1)).await;
-    assert_eq!(records.0.lock().unwrap().len(), 1, "first tick is immediate");
+    assert_eq!(
+        records.0.lock().unwrap().len(),
+        1,
+        "first tick is immediate"
+    );
     tokio::time::sleep(Duration::from_secs(31)).await;
     assert_eq!(records.0.lock().unwrap().len(), 3);
     engine.trigger();
     tokio::time::sleep(Duration::from_millis(1)).await;
-    assert_eq!(records.0.lock().unwrap().len(), 4, "trigger runs a pass at once");
+    assert_eq!(
+        records.0.lock().unwrap().len(),
+        4,
+        "trigger runs a pass at once"
+    );
     cancel.cancel();
     run.await.unwrap().unwrap();
     let n = records.0.lock().unwrap().len();

@@ -48,7 +48,11 @@ fn fly_autoscaler_validation_rules() {
         CountRule::Undefined
     );
     let p = Policy::default();
-    assert!(p.check(&[]).unwrap_err().to_string().contains("at least one"));
+    assert!(p
+        .check(&[])
+        .unwrap_err()
+        .to_string()
+        .contains("at least one"));
 }
 
 #[test]
@@ -58,7 +62,9 @@ fn metric_names_may_not_shadow_built_ins_and_unknown_variables_fail_at_load() {
         ..Policy::default()
     };
     assert!(p.check(&["running_machines"]).is_ok());
-    let err = p.check(&["created_machines", "running_machines"]).unwrap_err();
+    let err = p
+        .check(&["created_machines", "running_machines"])
+        .unwrap_err();
     assert!(matches!(err, Error::Config { .. }), "{err}");
     assert!(err.to_string().contains("created_machines"));
     let err = p.check(&["other"]).unwrap_err();
@@ -243,9 +249,15 @@ fn scale_in_stabilization_keeps_the_highest_recent_max() {
     let t0 = Instant::now();
     let at = |s: u64| t0 + Duration::from_secs(s);
     let mut decide = |q: f64, s: u64| {
-        p.decide(&scope(), &counts(5, 5), &readings(&[("q", Ok(q))]), &mut st, at(s))
-            .targets
-            .created
+        p.decide(
+            &scope(),
+            &counts(5, 5),
+            &readings(&[("q", Ok(q))]),
+            &mut st,
+            at(s),
+        )
+        .targets
+        .created
     };
     assert_eq!(decide(8.0, 0), Bounds::exactly(8));
     // The recommendation drops, but 8 was seen within the window: max stays 8.
@@ -300,13 +312,31 @@ fn cooldowns_hold_after_actions() {
     let t0 = Instant::now();
     st.record_actions(t0, true, false);
     let r = readings(&[("q", Ok(9.0))]);
-    let d = p.decide(&scope(), &counts(5, 5), &r, &mut st, t0 + Duration::from_secs(30));
+    let d = p.decide(
+        &scope(),
+        &counts(5, 5),
+        &r,
+        &mut st,
+        t0 + Duration::from_secs(30),
+    );
     assert!(d.held);
     assert_eq!(d.targets.created, Bounds::NONE);
-    let d = p.decide(&scope(), &counts(5, 5), &r, &mut st, t0 + Duration::from_secs(61));
+    let d = p.decide(
+        &scope(),
+        &counts(5, 5),
+        &r,
+        &mut st,
+        t0 + Duration::from_secs(61),
+    );
     assert_eq!(d.targets.created, Bounds::exactly(9));
     st.record_actions(t0 + Duration::from_secs(61), false, true);
-    let d = p.decide(&scope(), &counts(9, 9), &r, &mut st, t0 + Duration::from_secs(150));
+    let d = p.decide(
+        &scope(),
+        &counts(9, 9),
+        &r,
+        &mut st,
+        t0 + Duration::from_secs(150),
+    );
     assert!(d.held);
 }
 

@@ -154,15 +154,7 @@ pub async fn scaler_with(s: &dyn Scaler, suite: &ScalerSuite) -> Result<(), Conf
         );
     }
     let id = created.id.clone();
-    wait_for(
-        s,
-        suite,
-        "create-listed",
-        &id,
-        |m| m.is_some(),
-        "listed",
-    )
-    .await?;
+    wait_for(s, suite, "create-listed", &id, |m| m.is_some(), "listed").await?;
     wait_for(
         s,
         suite,
@@ -234,7 +226,10 @@ pub async fn scaler_with(s: &dyn Scaler, suite: &ScalerSuite) -> Result<(), Conf
         )
         .await?;
         if let Err(e) = s.start(&id).await {
-            return fail("resume", format!("start of a suspended machine failed: {e}"));
+            return fail(
+                "resume",
+                format!("start of a suspended machine failed: {e}"),
+            );
         }
         wait_for(
             s,
@@ -271,11 +266,7 @@ pub async fn scaler_with(s: &dyn Scaler, suite: &ScalerSuite) -> Result<(), Conf
             suite,
             "create-stopped",
             &m.id,
-            |x| {
-                x.is_some_and(|x| {
-                    matches!(x.state, MachineState::Created | MachineState::Stopped)
-                })
-            },
+            |x| x.is_some_and(|x| matches!(x.state, MachineState::Created | MachineState::Stopped)),
             "created or stopped",
         )
         .await?;
@@ -283,7 +274,10 @@ pub async fn scaler_with(s: &dyn Scaler, suite: &ScalerSuite) -> Result<(), Conf
             return fail("create-stopped", "machine vanished");
         }
         if let Err(e) = s.destroy(&m.id).await {
-            return fail("destroy", format!("destroy of a stopped create failed: {e}"));
+            return fail(
+                "destroy",
+                format!("destroy of a stopped create failed: {e}"),
+            );
         }
         wait_for(
             s,
@@ -388,7 +382,10 @@ pub async fn membership(
     if !me.reachable || me.fixed {
         return fail(
             "join-visible",
-            format!("joined member {} should be reachable and not fixed: {me:?}", me.name),
+            format!(
+                "joined member {} should be reachable and not fixed: {me:?}",
+                me.name
+            ),
         );
     }
     match m.reclaim(me).await {
@@ -406,7 +403,10 @@ pub async fn membership(
             other => {
                 return fail(
                     "reclaim-fixed-refused",
-                    format!("reclaim of fixed member {} must be Refused, got {other:?}", fixed.name),
+                    format!(
+                        "reclaim of fixed member {} must be Refused, got {other:?}",
+                        fixed.name
+                    ),
                 )
             }
         }
@@ -429,7 +429,10 @@ pub async fn membership(
     {
         return fail(
             "leave-hands-off",
-            format!("after leave, member {} still owns {}", left.name, left.owned),
+            format!(
+                "after leave, member {} still owns {}",
+                left.name, left.owned
+            ),
         );
     }
     Ok(())

@@ -143,7 +143,9 @@ impl ClusterMembership for FakeMembership {
 
     async fn join(&self, machine: &Machine) -> Result<()> {
         let mut inner = self.lock();
-        inner.calls.push(MembershipCall::Join(machine.id.to_string()));
+        inner
+            .calls
+            .push(MembershipCall::Join(machine.id.to_string()));
         if let Some(e) = Self::take_fault(&mut inner.fail_join) {
             return Err(e);
         }
@@ -166,7 +168,9 @@ impl ClusterMembership for FakeMembership {
 
     async fn leave(&self, machine: &Machine) -> Result<()> {
         let mut inner = self.lock();
-        inner.calls.push(MembershipCall::Leave(machine.id.to_string()));
+        inner
+            .calls
+            .push(MembershipCall::Leave(machine.id.to_string()));
         if let Some(e) = Self::take_fault(&mut inner.fail_leave) {
             return Err(e);
         }

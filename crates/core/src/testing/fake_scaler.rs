@@ -158,7 +158,11 @@ impl FakeScaler {
 
     /// Every machine, as stored (without settling transitions).
     pub fn machines(&self) -> Vec<Machine> {
-        self.lock().machines.iter().map(|(m, _)| m.clone()).collect()
+        self.lock()
+            .machines
+            .iter()
+            .map(|(m, _)| m.clone())
+            .collect()
     }
 
     /// One machine, as stored.
@@ -197,12 +201,7 @@ impl FakeScaler {
     }
 
     /// Makes the next `times` calls of `op` fail with the error `make` builds.
-    pub fn fail_next(
-        &self,
-        op: Op,
-        times: u32,
-        make: impl Fn() -> Error + Send + Sync + 'static,
-    ) {
+    pub fn fail_next(&self, op: Op, times: u32, make: impl Fn() -> Error + Send + Sync + 'static) {
         self.lock().faults.push(Fault {
             op,
             remaining: times,
@@ -335,8 +334,7 @@ impl Scaler for FakeScaler {
                         operation: "create stopped",
                     });
                 }
-                if request.initial_state == InitialState::Suspended && !self.capabilities.suspend
-                {
+                if request.initial_state == InitialState::Suspended && !self.capabilities.suspend {
                     return Err(Error::Unsupported {
                         operation: "suspend",
                     });
@@ -345,11 +343,9 @@ impl Scaler for FakeScaler {
                     Some(t) if !inner.machines.iter().any(|(m, _)| &m.id == t) => {
                         Err(Error::not_found(format!("template machine {t}")))
                     }
-                    None if self.capabilities.create_needs_template => {
-                        Err(Error::InvalidRequest {
-                            message: "no template machine given".into(),
-                        })
-                    }
+                    None if self.capabilities.create_needs_template => Err(Error::InvalidRequest {
+                        message: "no template machine given".into(),
+                    }),
                     _ => Ok(()),
                 }
             });
