@@ -104,7 +104,9 @@ mod tests {
 
     #[test]
     fn expands_known_and_keeps_unknown() {
-        let s = Scope::new("app-1").with_group("web").with_var("ORG", "acme");
+        let s = Scope::new("app-1")
+            .with_group("web")
+            .with_var("ORG", "acme");
         assert_eq!(s.expand("$APP_NAME"), "app-1");
         assert_eq!(s.expand("${APP_NAME}x"), "app-1x");
         assert_eq!(s.expand("$APP_NAMEx"), "$APP_NAMEx");
