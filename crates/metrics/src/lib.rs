@@ -26,6 +26,7 @@
 //! - its `errorType` is a closed enum, so an unknown error type from a Prometheus-compatible
 //!   server (VictoriaMetrics, Thanos, Mimir) fails to decode instead of being reported;
 //! - JSON decoding errors do not say which field was wrong or show the body.
+//!
 //! We need only two endpoints (`/api/v1/query`, `/api/v1/query_range`), so the structs are a
 //! few dozen lines ([`prometheus`] module, `result.rs`), unit-tested against canned bodies and
 //! integration-tested against a real Prometheus server.
@@ -38,6 +39,8 @@
 mod constant;
 mod error;
 mod expand;
+#[cfg(feature = "test-harness")]
+pub mod harness;
 mod http;
 mod http_json;
 pub mod prometheus;

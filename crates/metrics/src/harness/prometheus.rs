@@ -1,0 +1,343 @@
+//! [`PrometheusServer`]: the real Prometheus binary, started and stopped by a test.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::HarnessError;
+
+/// The message of [`HarnessError::NotInstalled`].
+pub const INSTALL_HINT: &str =
+    "prometheus not found: run scripts/install-test-deps.sh (apt-get install -y prometheus)";
+
+/// How long to wait for Prometheus to become ready, and for a series to show up. Generous: a
+/// loaded 2-core CI machine may be slow, and this is a deadline, not an expectation.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(90);
+
+/// Finds the Prometheus binary: `$FLEETSCALE_PROMETHEUS` if set, else `prometheus` on `PATH`,
+/// else `/usr/bin/prometheus` (where the Debian package puts it).
+///
+/// # Errors
+/// [`HarnessError::NotInstalled`] (with [`INSTALL_HINT`]) when none exists.
+pub fn prometheus_binary() -> Result<PathBuf, HarnessError> {
+    if let Some(explicit) = std::env::var_os("FLEETSCALE_PROMETHEUS") {
+        let p = PathBuf::from(explicit);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(HarnessError::NotInstalled)
+        };
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join("prometheus");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    let debian = PathBuf::from("/usr/bin/prometheus");
+    if debian.is_file() {
+        Ok(debian)
+    } else {
+        Err(HarnessError::NotInstalled)
+    }
+}
+
+/// A watchdog around Prometheus: the shell starts it in the background, and kills it as soon as
+/// our end of its stdin closes, which happens on [`PrometheusServer`]'s drop and also when the
+/// test process dies in any way (so no Prometheus outlives its test run, even one held in a
+/// `static`). After a requested stop the temp directory is removed too; after a crash it is
+/// kept so the harness can show the log.
+const WATCHDOG: &str = r#"
+exec 3<&0
+"$@" </dev/null >"$DIR/prometheus.log" 2>&1 &
+p=$!
+( read _ <&3; : >"$DIR/.stopping"; kill -TERM "$p" 2>/dev/null ) </dev/null &
+w=$!
+wait "$p"
+rc=$?
+kill "$w" 2>/dev/null
+if [ -e "$DIR/.stopping" ]; then rm -rf -- "$DIR"; fi
+exit "$rc"
+"#;
+
+/// A running Prometheus server on `127.0.0.1:<free port>` with its own configuration and
+/// storage in a temporary directory, scraping the given targets every second.
+///
+/// Killed (SIGTERM, then SIGKILL after 10 s) and its directory removed on drop.
+#[derive(Debug)]
+pub struct PrometheusServer {
+    addr: SocketAddr,
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+    dir: PathBuf,
+}
+
+impl PrometheusServer {
+    /// Starts Prometheus scraping `targets` (each `http://<addr>/metrics`, job `test`,
+    /// `honor_labels: true`) every second, and waits until it is ready.
+    ///
+    /// # Errors
+    /// [`HarnessError::NotInstalled`] when the binary is missing; [`HarnessError::Start`] with
+    /// the end of Prometheus' log when it exits or is not ready within [`DEFAULT_DEADLINE`].
+    pub async fn start(targets: &[SocketAddr]) -> Result<Self, HarnessError> {
+        let binary = prometheus_binary()?;
+        let mut last = None;
+        // The free port is found by binding and releasing it; another process may take it in
+        // between, so retry a few times on "address already in use".
+        for _ in 0..5 {
+            match Self::start_once(&binary, targets).await {
+                Ok(server) => return Ok(server),
+                Err(HarnessError::Start { log, message })
+                    if log.contains("address already in use") =>
+                {
+                    last = Some(HarnessError::Start { log, message });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(HarnessError::Start {
+            message: "could not find a free port".into(),
+            log: String::new(),
+        }))
+    }
+
+    async fn start_once(binary: &Path, targets: &[SocketAddr]) -> Result<Self, HarnessError> {
+        let dir = tempfile::Builder::new()
+            .prefix("fleetscale-prometheus-")
+            .tempdir()?
+            .keep();
+        let port = super::closed_port()?.port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let target_list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: test\n    honor_labels: true\n    static_configs:\n      - targets: [{}]\n",
+            target_list.join(", ")
+        );
+        let config_path = dir.join("prometheus.yml");
+        fs::write(&config_path, config)?;
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("prometheus-watchdog")
+            .arg(binary)
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--storage.tsdb.retention.time=1h")
+            .arg("--log.level=info")
+            .env("DIR", &dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut server = PrometheusServer {
+            addr,
+            stdin: None,
+            child: Some(child),
+            dir,
+        };
+        server.stdin = server.child.as_mut().and_then(|c| c.stdin.take());
+        server.wait_ready(DEFAULT_DEADLINE).await?;
+        Ok(server)
+    }
+
+    async fn wait_ready(&mut self, deadline: Duration) -> Result<(), HarnessError> {
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        let url = format!("{}/-/ready", self.url());
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(HarnessError::Start {
+                        message: format!("prometheus exited early ({status})"),
+                        log: self.log(),
+                    });
+                }
+            }
+            if let Ok(r) = client.get(&url).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if started.elapsed() > deadline {
+                return Err(HarnessError::Start {
+                    message: format!("prometheus not ready after {deadline:?}"),
+                    log: self.log(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>`: the base address for a [`crate::PrometheusSource`].
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The end of Prometheus' log (for failure messages).
+    pub fn log(&self) -> String {
+        let text = fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Runs an instant query and returns `(labels, value)` per series (values as written, so
+    /// NaN is visible). A scalar comes back as one series without labels.
+    ///
+    /// # Errors
+    /// [`HarnessError::Query`] when the server cannot be reached or answers an error.
+    pub async fn query(&self, query: &str) -> Result<Vec<QuerySample>, HarnessError> {
+        #[derive(Deserialize)]
+        struct Envelope {
+            status: String,
+            #[serde(default)]
+            data: Option<Data>,
+            #[serde(default)]
+            error: Option<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
+        enum Data {
+            Vector(Vec<VectorItem>),
+            Scalar((f64, String)),
+            Matrix(serde::de::IgnoredAny),
+            String(serde::de::IgnoredAny),
+        }
+        #[derive(Deserialize)]
+        struct VectorItem {
+            metric: std::collections::BTreeMap<String, String>,
+            value: (f64, String),
+        }
+        let fail = |message: String| HarnessError::Query {
+            query: query.to_owned(),
+            message,
+        };
+        let client = reqwest::Client::new();
+        let response = client
+            .get(format!("{}/api/v1/query", self.url()))
+            .query(&[("query", query)])
+            .send()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let body = response.bytes().await.map_err(|e| fail(e.to_string()))?;
+        let envelope: Envelope =
+            serde_json::from_slice(&body).map_err(|e| fail(format!("bad body: {e}")))?;
+        if envelope.status != "success" {
+            return Err(fail(envelope.error.unwrap_or_default()));
+        }
+        match envelope.data {
+            Some(Data::Vector(items)) => Ok(items
+                .into_iter()
+                .map(|i| QuerySample {
+                    labels: i.metric,
+                    value: i.value.1,
+                })
+                .collect()),
+            Some(Data::Scalar((_, v))) => Ok(vec![QuerySample {
+                labels: Default::default(),
+                value: v,
+            }]),
+            _ => Err(fail("not a vector or scalar".into())),
+        }
+    }
+
+    /// Polls `query` until `done` accepts the result, up to `deadline`. Use it to wait for a
+    /// scrape after a test exporter's gauge was set.
+    ///
+    /// # Errors
+    /// [`HarnessError::Timeout`] with the last result when the deadline passes.
+    pub async fn wait_for(
+        &self,
+        query: &str,
+        deadline: Duration,
+        done: impl Fn(&[QuerySample]) -> bool,
+    ) -> Result<Vec<QuerySample>, HarnessError> {
+        let started = Instant::now();
+        loop {
+            let last = match self.query(query).await {
+                Ok(result) if done(&result) => return Ok(result),
+                Ok(result) => format!("{result:?}"),
+                Err(e) => e.to_string(),
+            };
+            if started.elapsed() > deadline {
+                return Err(HarnessError::Timeout {
+                    what: format!("query `{query}`"),
+                    last,
+                    log: self.log(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits (up to [`DEFAULT_DEADLINE`]) until `query` returns exactly the given values
+    /// (as strings, order-insensitive: `["1", "NaN"]`).
+    ///
+    /// # Errors
+    /// [`HarnessError::Timeout`] when it does not happen.
+    pub async fn wait_for_values(
+        &self,
+        query: &str,
+        values: &[&str],
+    ) -> Result<Vec<QuerySample>, HarnessError> {
+        let mut want: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
+        want.sort();
+        self.wait_for(query, DEFAULT_DEADLINE, |r| {
+            let mut got: Vec<String> = r.iter().map(|s| s.value.clone()).collect();
+            got.sort();
+            got == want
+        })
+        .await
+    }
+
+    /// Stops the server now (what drop does).
+    pub fn stop(&mut self) {
+        // Closing stdin tells the watchdog to SIGTERM Prometheus and clean up.
+        drop(self.stdin.take());
+        if let Some(mut child) = self.child.take() {
+            let started = Instant::now();
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if started.elapsed() > Duration::from_secs(10) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One series of an instant query's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuerySample {
+    /// Its labels (`__name__` included when the query kept it).
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The value as Prometheus wrote it (`"1"`, `"NaN"`).
+    pub value: String,
+}
