@@ -252,7 +252,12 @@ impl From<FlyError> for CoreError {
             FlyError::NameTaken { .. }
             | FlyError::LeaseConflict { .. }
             | FlyError::PreconditionFailed { .. } => CoreError::Conflict { message },
-            FlyError::NotFound { .. } => CoreError::NotFound { what: message },
+            FlyError::NotFound { ctx, .. } => CoreError::NotFound {
+                what: match &ctx.request_id {
+                    Some(id) => format!("{} (fly-request-id {id})", ctx.path),
+                    None => ctx.path.clone(),
+                },
+            },
             FlyError::Unauthorized { .. } => CoreError::Unauthorized { message },
             FlyError::WaitTimeout { ctx, .. } => CoreError::Timeout {
                 operation: format!("{} {}", ctx.method, ctx.path),

@@ -4,8 +4,8 @@
 //! - [`MachinesClient`]: a typed client of the Fly Machines API (machines, leases, wait,
 //!   cordon, apps) with fly-go's token rules, typed errors carrying `fly-request-id`, tolerant
 //!   decoding, pacing to Fly's documented rate limits and retries of idempotent calls only;
-//! - `FlyScaler`: the core `Scaler` for one app and process group;
-//! - `AppDiscovery`: the apps of an organization matching a wildcard, refreshed;
+//! - [`FlyScaler`]: the core `Scaler` for one app and process group;
+//! - [`AppDiscovery`]: the apps of an organization matching a wildcard, refreshed;
 //! - `fake` (feature `fake`): a fake Machines API HTTP server for tests, demos and
 //!   `fleetscale fake fly`.
 //!
@@ -24,6 +24,8 @@ mod token;
 pub mod types;
 
 pub use client::{ClientConfig, DestroyOptions, MachinesClient, WaitOptions};
+pub use discovery::{AppDiscovery, Wildcard};
+pub use scaler::{DestroyPolicy, FlyScaler, FlyScalerConfig, DEFAULT_PROCESS_GROUP};
 pub use error::{ApiContext, FlyError};
 pub use pacing::{PacingConfig, Rate, RetryConfig};
 pub use time::{format_http_date, format_rfc3339, parse_http_date, parse_rfc3339};

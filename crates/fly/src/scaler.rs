@@ -1,0 +1,586 @@
+//! [`FlyScaler`]: the core [`Scaler`] for one Fly app and process group.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fleetscale_core::{
+    Capabilities, CreateRequest, Error, InitialState, Machine, MachineId, Result, Scaler,
+};
+use serde_json::Value;
+
+use crate::client::{DestroyOptions, MachinesClient, WaitOptions};
+use crate::error::FlyError;
+use crate::types::{CreateMachineRequest, FlyMachine, FlyState, ListOptions, StopRequest};
+
+/// The process group fly-autoscaler and `fly deploy` use by default.
+pub const DEFAULT_PROCESS_GROUP: &str = "app";
+
+/// How [`FlyScaler::destroy`] takes a machine down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DestroyPolicy {
+    /// Cordon a running machine first, so the proxy stops sending it traffic. Default `true`.
+    pub cordon: bool,
+    /// Stop a running machine gracefully and wait until it is stopped before destroying it.
+    /// Default `true`. With `false` (and `force` false) destroying a running machine fails
+    /// with a conflict, as on Fly.
+    pub stop_first: bool,
+    /// Signal for the graceful stop; `None` uses the machine's configured kill signal.
+    pub stop_signal: Option<String>,
+    /// Time the machine gets to exit before Fly kills it; `None` uses its kill timeout.
+    pub stop_timeout: Option<Duration>,
+    /// How long to wait for `stopped` (clamped to 60 s, the API maximum). Default 30 s.
+    pub stop_wait: Duration,
+    /// Send `?force=true` (kill if running). Default `false`: only configured force kills.
+    pub force: bool,
+}
+
+impl Default for DestroyPolicy {
+    fn default() -> Self {
+        DestroyPolicy {
+            cordon: true,
+            stop_first: true,
+            stop_signal: None,
+            stop_timeout: None,
+            stop_wait: Duration::from_secs(30),
+            force: false,
+        }
+    }
+}
+
+/// Settings of a [`FlyScaler`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlyScalerConfig {
+    /// The Fly app.
+    pub app: String,
+    /// Only machines of this process group (`config.metadata.fly_process_group`, legacy
+    /// `process_group`); `None` for every machine of the app. Default `Some("app")`.
+    pub process_group: Option<String>,
+    /// Regions for new machines, used round-robin; empty: the template's region.
+    pub regions: Vec<String>,
+    /// How machines are destroyed.
+    pub destroy: DestroyPolicy,
+    /// Lease TTL for destroys. Default 60 s (a cancelled destroy's lease expires by itself).
+    pub lease_ttl: Duration,
+    /// For [`InitialState::Suspended`] creates: how long to wait for `started` before
+    /// suspending (clamped to 60 s). Default 60 s.
+    pub suspend_wait: Duration,
+}
+
+impl FlyScalerConfig {
+    /// Defaults for `app`: process group `app`, template regions, safe destroys.
+    pub fn new(app: impl Into<String>) -> Self {
+        FlyScalerConfig {
+            app: app.into(),
+            process_group: Some(DEFAULT_PROCESS_GROUP.to_owned()),
+            regions: Vec::new(),
+            destroy: DestroyPolicy::default(),
+            lease_ttl: Duration::from_secs(60),
+            suspend_wait: Duration::from_secs(60),
+        }
+    }
+
+    /// Sets the process group (`None`: all machines).
+    pub fn with_process_group(mut self, group: Option<String>) -> Self {
+        self.process_group = group;
+        self
+    }
+
+    /// Sets the regions for new machines.
+    pub fn with_regions(mut self, regions: Vec<String>) -> Self {
+        self.regions = regions;
+        self
+    }
+}
+
+/// The machines of one Fly app (and process group) as a core [`Scaler`].
+///
+/// # Which machines
+/// Those whose process group (`config.metadata.fly_process_group`, else the legacy
+/// `process_group`) is the configured one. Machines **without** a group label belong to the
+/// configured group when every labelled machine of the app is in that group (the app has
+/// one group): fly-autoscaler ignores them, so apps whose machines were created directly
+/// through the API were never scaled (a known bug). For unreachable hosts (`config: null`) the
+/// label is read from `incomplete_config`.
+///
+/// # States
+/// See [`FlyState::to_core`] for the full table of the 17 Fly states.
+///
+/// # Manageable
+/// Machines whose `host_status` is not `ok` (or whose config is `null`) are listed with
+/// [`Machine::manageable`] `false`: reported, counted as unmanageable, and every operation
+/// on them is refused ([`Error::Refused`]).
+///
+/// # Labels
+/// `process_group` (effective group), `image` (`registry/repository:tag@digest`),
+/// `release_id`, `release_version` (from metadata), `fly_state` (the raw Fly state) and
+/// `host_status`. The address is the 6PN `private_ip`.
+///
+/// # Operations
+/// - `create` clones the template machine's config (the request's template, else the newest
+///   healthy machine of the group, started ones first) with `config.image` pinned to the
+///   exact `image_ref` digest, so scale-ups never pick up a different image; region from the
+///   request, else the configured regions round-robin, else the template's. Initial state
+///   `started`, `stopped` (`skip_launch`, the machine stays `created`) or `suspended` (created
+///   started, waited for `started`, then suspended; if that wait or suspend fails the machine
+///   is returned as it is, with a warning). Never retried.
+/// - `start`/`stop`/`suspend` read the machine first and do nothing when it is already there
+///   or on its way (idempotent); `stop` of a suspended, created or failed machine is a no-op
+///   (it is not running, and stopping a suspended machine would discard its snapshot).
+/// - `destroy` takes a lease, cordons and gracefully stops a running machine and waits for
+///   `stopped` (per [`DestroyPolicy`]), then deletes it with the lease nonce (`force` only
+///   when configured). On failure the lease is released. A cancelled destroy leaves at most a
+///   lease that expires after [`FlyScalerConfig::lease_ttl`]. Only the named machine is
+///   touched; a machine of another group is refused.
+///
+/// Every operation is cancel-safe: dropping the future leaves nothing that the next `list`
+/// does not show (see [`crate::client`]).
+#[derive(Debug)]
+pub struct FlyScaler {
+    client: MachinesClient,
+    config: FlyScalerConfig,
+    next_region: AtomicUsize,
+}
+
+fn group_in(cfg: &Option<Value>) -> Option<&str> {
+    let meta = cfg.as_ref()?.get("metadata")?;
+    meta.get("fly_process_group")
+        .and_then(Value::as_str)
+        .filter(|g| !g.is_empty())
+        .or_else(|| meta.get("process_group").and_then(Value::as_str))
+        .filter(|g| !g.is_empty())
+}
+
+fn group_of(m: &FlyMachine) -> Option<&str> {
+    group_in(&m.config).or_else(|| group_in(&m.incomplete_config))
+}
+
+fn manageable(m: &FlyMachine) -> bool {
+    m.host_ok() && m.config.as_ref().is_some_and(|c| !c.is_null())
+}
+
+impl FlyScaler {
+    /// A scaler for `config.app` using `client`.
+    ///
+    /// # Errors
+    /// [`FlyError::Config`] when the app name is empty.
+    pub fn new(client: MachinesClient, config: FlyScalerConfig) -> std::result::Result<Self, FlyError> {
+        if config.app.trim().is_empty() {
+            return Err(FlyError::Config("app name is empty".into()));
+        }
+        Ok(FlyScaler {
+            client,
+            config,
+            next_region: AtomicUsize::new(0),
+        })
+    }
+
+    /// The client.
+    pub fn client(&self) -> &MachinesClient {
+        &self.client
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &FlyScalerConfig {
+        &self.config
+    }
+
+    fn app(&self) -> &str {
+        &self.config.app
+    }
+
+    /// Whether unlabelled machines count as the configured group, given the whole app.
+    fn unlabelled_belong(&self, all: &[FlyMachine]) -> bool {
+        match &self.config.process_group {
+            None => true,
+            Some(g) => {
+                let groups: BTreeSet<&str> = all.iter().filter_map(group_of).collect();
+                groups.iter().all(|x| x == g)
+            }
+        }
+    }
+
+    fn in_group(&self, m: &FlyMachine, unlabelled_belong: bool) -> bool {
+        match (&self.config.process_group, group_of(m)) {
+            (None, _) => true,
+            (Some(g), Some(mg)) => g == mg,
+            (Some(_), None) => unlabelled_belong,
+        }
+    }
+
+    /// The machines of the app in the configured process group, as Fly reports them.
+    ///
+    /// # Errors
+    /// Any [`FlyError`] of the list call.
+    pub async fn list_fly(&self) -> std::result::Result<Vec<FlyMachine>, FlyError> {
+        let all = self
+            .client
+            .list_machines(self.app(), &ListOptions::default())
+            .await?;
+        let unlabelled = self.unlabelled_belong(&all);
+        Ok(all
+            .into_iter()
+            .filter(|m| self.in_group(m, unlabelled))
+            .collect())
+    }
+
+    /// Converts a Fly machine to the core view (see the type docs for labels).
+    pub fn to_core(&self, m: &FlyMachine) -> Machine {
+        let mut out = Machine::new(m.id.as_str(), m.state.to_core());
+        if !m.name.is_empty() {
+            out.name = m.name.clone();
+        }
+        out.region = m.region.clone();
+        out.created_at = m.created_at();
+        out.address = m.private_ip.clone();
+        out.manageable = manageable(m);
+        let group = group_of(m)
+            .map(str::to_owned)
+            .or_else(|| self.config.process_group.clone());
+        if let Some(g) = group {
+            out.labels.insert("process_group".into(), g);
+        }
+        if let Some(image) = m.image_ref.as_ref().and_then(|r| r.full_ref()) {
+            out.labels.insert("image".into(), image);
+        }
+        for (key, label) in [
+            ("fly_release_id", "release_id"),
+            ("fly_release_version", "release_version"),
+        ] {
+            if let Some(v) = m.metadata(key) {
+                out.labels.insert(label.into(), v.to_owned());
+            }
+        }
+        out.labels
+            .insert("fly_state".into(), m.state.as_str().to_owned());
+        if let Some(h) = &m.host_status {
+            out.labels.insert("host_status".into(), h.clone());
+        }
+        out
+    }
+
+    fn not_found(&self, id: &str) -> Error {
+        Error::not_found(format!("machine {id} of app {}", self.app()))
+    }
+
+    /// Reads one machine, mapping 404 and destroyed machines to `NotFound`, and refusing
+    /// machines of other groups and unmanageable ones.
+    async fn get_ours(&self, id: &MachineId) -> Result<FlyMachine> {
+        let m = match self.client.get_machine(self.app(), id.as_str()).await {
+            Ok(m) => m,
+            Err(e) if e.is_not_found() => return Err(self.not_found(id.as_str())),
+            Err(e) => return Err(e.into()),
+        };
+        if matches!(
+            m.state,
+            FlyState::Destroyed | FlyState::Destroying | FlyState::Replaced | FlyState::Migrated
+        ) {
+            return Err(self.not_found(id.as_str()));
+        }
+        let ours = match (&self.config.process_group, group_of(&m)) {
+            (None, _) => true,
+            (Some(g), Some(mg)) => g == mg,
+            (Some(_), None) => {
+                let all = self
+                    .client
+                    .list_machines(self.app(), &ListOptions::default())
+                    .await
+                    .map_err(Error::from)?;
+                self.unlabelled_belong(&all)
+            }
+        };
+        if !ours {
+            return Err(FlyError::Refused {
+                id: id.to_string(),
+                reason: format!(
+                    "it is in process group {:?}, not {:?}",
+                    group_of(&m),
+                    self.config.process_group
+                ),
+            }
+            .into());
+        }
+        if !manageable(&m) {
+            return Err(FlyError::Refused {
+                id: id.to_string(),
+                reason: format!(
+                    "host_status is {:?} (only machines on healthy hosts are managed)",
+                    m.host_status.as_deref().unwrap_or("?")
+                ),
+            }
+            .into());
+        }
+        Ok(m)
+    }
+
+    fn pick_region(&self, template: &FlyMachine, requested: Option<&str>) -> Option<String> {
+        if let Some(r) = requested {
+            return Some(r.to_owned());
+        }
+        if !self.config.regions.is_empty() {
+            let i = self.next_region.fetch_add(1, Ordering::Relaxed) % self.config.regions.len();
+            return Some(self.config.regions[i].clone());
+        }
+        template.region.clone()
+    }
+
+    async fn template(&self, requested: Option<&MachineId>) -> Result<FlyMachine> {
+        if let Some(id) = requested {
+            return self.get_ours(id).await;
+        }
+        let group = self.list_fly().await?;
+        let healthy = |m: &&FlyMachine| {
+            manageable(m)
+                && !matches!(
+                    m.state.to_core(),
+                    fleetscale_core::MachineState::Destroying
+                        | fleetscale_core::MachineState::Destroyed
+                        | fleetscale_core::MachineState::Failed
+                )
+        };
+        // Newest started machine first, else the newest healthy one.
+        let newest = |ms: Vec<&FlyMachine>| {
+            ms.into_iter()
+                .max_by(|a, b| a.created_at().cmp(&b.created_at()).then(a.id.cmp(&b.id)))
+                .cloned()
+        };
+        let started: Vec<&FlyMachine> = group
+            .iter()
+            .filter(healthy)
+            .filter(|m| m.state == FlyState::Started)
+            .collect();
+        let any: Vec<&FlyMachine> = group.iter().filter(healthy).collect();
+        newest(started)
+            .or_else(|| newest(any))
+            .ok_or_else(|| {
+                FlyError::NoTemplate {
+                    app: self.app().to_owned(),
+                    group: self
+                        .config
+                        .process_group
+                        .clone()
+                        .unwrap_or_else(|| "*".into()),
+                }
+                .into()
+            })
+    }
+
+    async fn suspend_after_create(&self, m: &FlyMachine) -> std::result::Result<(), FlyError> {
+        let wait = WaitOptions::new("started", self.config.suspend_wait)
+            .with_instance_id(m.instance_id.clone());
+        self.client.wait_machine(self.app(), &m.id, &wait).await?;
+        self.client.suspend_machine(self.app(), &m.id, None).await
+    }
+}
+
+#[async_trait]
+impl Scaler for FlyScaler {
+    /// Suspend works; creates need a template; stopped creates use `skip_launch`.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            suspend: true,
+            create_needs_template: true,
+            create_stopped: true,
+        }
+    }
+
+    /// One `GET /v1/apps/{app}/machines`, filtered to the process group.
+    async fn list(&self) -> Result<Vec<Machine>> {
+        let ms = self.list_fly().await?;
+        Ok(ms.iter().map(|m| self.to_core(m)).collect())
+    }
+
+    /// Clones the template (see the type docs). Exactly one create call; never retried.
+    async fn create(&self, request: &CreateRequest) -> Result<Machine> {
+        let template = self.template(request.template.as_ref()).await?;
+        let mut config = template.config.clone().unwrap_or(Value::Null);
+        let Some(obj) = config.as_object_mut() else {
+            return Err(FlyError::Refused {
+                id: template.id.clone(),
+                reason: "its config is not an object and cannot be cloned".into(),
+            }
+            .into());
+        };
+        if let Some(pinned) = template
+            .image_ref
+            .as_ref()
+            .filter(|r| !r.digest.is_empty())
+            .and_then(|r| r.full_ref())
+        {
+            obj.insert("image".into(), Value::String(pinned));
+        }
+        if !request.labels.is_empty() {
+            let meta = obj
+                .entry("metadata")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if !meta.is_object() {
+                *meta = Value::Object(Default::default());
+            }
+            if let Some(meta) = meta.as_object_mut() {
+                for (k, v) in &request.labels {
+                    meta.insert(k.clone(), Value::String(v.clone()));
+                }
+            }
+        }
+        let body = CreateMachineRequest {
+            config,
+            region: self.pick_region(&template, request.region.as_deref()),
+            name: request.name.clone(),
+            skip_launch: (request.initial_state == InitialState::Stopped).then_some(true),
+            ..CreateMachineRequest::default()
+        };
+        let created = self.client.create_machine(self.app(), &body).await?;
+        tracing::info!(app = %self.app(), id = %created.id, region = ?created.region,
+            template = %template.id, initial_state = request.initial_state.as_str(), "machine created");
+        if request.initial_state == InitialState::Suspended {
+            if let Err(e) = self.suspend_after_create(&created).await {
+                tracing::warn!(app = %self.app(), id = %created.id, error = %e,
+                    "created machine could not be suspended; it is left as it is");
+            }
+            if let Ok(now) = self.client.get_machine(self.app(), &created.id).await {
+                return Ok(self.to_core(&now));
+            }
+        }
+        Ok(self.to_core(&created))
+    }
+
+    /// Starts (or resumes) a machine unless it is already started or starting.
+    async fn start(&self, id: &MachineId) -> Result<()> {
+        let m = self.get_ours(id).await?;
+        if matches!(
+            m.state,
+            FlyState::Started | FlyState::Starting | FlyState::Restarting
+        ) {
+            return Ok(());
+        }
+        match self.client.start_machine(self.app(), id.as_str(), None).await {
+            Ok(_) => Ok(()),
+            Err(FlyError::PreconditionFailed { .. }) if self.now_in(id, &["started", "starting"]).await => Ok(()),
+            Err(e) if e.is_not_found() => Err(self.not_found(id.as_str())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stops a running machine; a no-op for machines that are not running.
+    async fn stop(&self, id: &MachineId) -> Result<()> {
+        let m = self.get_ours(id).await?;
+        match m.state {
+            FlyState::Stopped
+            | FlyState::Stopping
+            | FlyState::Created
+            | FlyState::Suspended
+            | FlyState::Suspending
+            | FlyState::Failed
+            | FlyState::LaunchFailed => return Ok(()),
+            _ => {}
+        }
+        match self
+            .client
+            .stop_machine(self.app(), id.as_str(), &StopRequest::default(), None)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(FlyError::PreconditionFailed { .. }) if self.now_in(id, &["stopped", "stopping"]).await => Ok(()),
+            Err(e) if e.is_not_found() => Err(self.not_found(id.as_str())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Suspends a started machine; a no-op when it is suspended or suspending.
+    async fn suspend(&self, id: &MachineId) -> Result<()> {
+        let m = self.get_ours(id).await?;
+        if matches!(m.state, FlyState::Suspended | FlyState::Suspending) {
+            return Ok(());
+        }
+        match self.client.suspend_machine(self.app(), id.as_str(), None).await {
+            Ok(()) => Ok(()),
+            Err(FlyError::PreconditionFailed { .. })
+                if self.now_in(id, &["suspended", "suspending"]).await =>
+            {
+                Ok(())
+            }
+            Err(e) if e.is_not_found() => Err(self.not_found(id.as_str())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Destroys exactly this machine under a lease (see the type docs).
+    async fn destroy(&self, id: &MachineId) -> Result<()> {
+        let m = self.get_ours(id).await?;
+        let app = self.app();
+        let policy = &self.config.destroy;
+        let lease = match self
+            .client
+            .acquire_lease(app, id.as_str(), self.config.lease_ttl, Some("fleetscale destroy"))
+            .await
+        {
+            Ok(l) => l,
+            Err(e) if e.is_not_found() => return Err(self.not_found(id.as_str())),
+            Err(e) => return Err(e.into()),
+        };
+        let nonce = lease.nonce.clone();
+        let result = async {
+            let running = matches!(
+                m.state,
+                FlyState::Started | FlyState::Starting | FlyState::Restarting | FlyState::Stopping
+            );
+            if running && policy.cordon {
+                self.client.cordon(app, id.as_str(), Some(&nonce)).await?;
+            }
+            if running && policy.stop_first {
+                if m.state != FlyState::Stopping {
+                    let stop = StopRequest {
+                        signal: policy.stop_signal.clone(),
+                        timeout: policy.stop_timeout.map(|d| format!("{}s", d.as_secs().max(1))),
+                    };
+                    match self.client.stop_machine(app, id.as_str(), &stop, Some(&nonce)).await {
+                        Ok(()) | Err(FlyError::PreconditionFailed { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                let wait = WaitOptions::new("stopped", policy.stop_wait)
+                    .with_instance_id(m.instance_id.clone());
+                match self.client.wait_machine(app, id.as_str(), &wait).await {
+                    Ok(_) => {}
+                    Err(FlyError::WaitTimeout { .. }) if policy.force => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let options = DestroyOptions {
+                force: policy.force,
+                kill: false,
+            };
+            self.client
+                .destroy_machine(app, id.as_str(), options, Some(&nonce))
+                .await
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                tracing::info!(app, id = %id, "machine destroyed");
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(release) = self.client.release_lease(app, id.as_str(), &nonce).await {
+                    tracing::warn!(app, id = %id, error = %release, "could not release lease after failed destroy; it expires by itself");
+                }
+                if e.is_not_found() {
+                    Err(self.not_found(id.as_str()))
+                } else {
+                    Err(e.into())
+                }
+            }
+        }
+    }
+}
+
+impl FlyScaler {
+    /// Whether the machine is now in one of `states` (used after a 412 race).
+    async fn now_in(&self, id: &MachineId, states: &[&str]) -> bool {
+        match self.client.get_machine(self.app(), id.as_str()).await {
+            Ok(m) => states.contains(&m.state.as_str()),
+            Err(_) => false,
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Shared helpers of the integration tests: a fake server on a free loopback port and a client
+//! pointed at it.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use fleetscale_fly::fake::{FakeConfig, FakeFlyServer};
+use fleetscale_fly::types::{CreateAppRequest, CreateMachineRequest};
+use fleetscale_fly::{ClientConfig, FlyMachine, FlyToken, MachinesClient, PacingConfig, RetryConfig};
+use serde_json::{json, Value};
+
+pub async fn server(config: FakeConfig) -> FakeFlyServer {
+    FakeFlyServer::bind("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .expect("bind fake")
+}
+
+/// Fast retries, no client pacing, generous timeout.
+pub fn client_config(server: &FakeFlyServer) -> ClientConfig {
+    ClientConfig {
+        base_url: server.url(),
+        timeout: Duration::from_secs(20),
+        retry: RetryConfig {
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(100),
+            max_retry_after: Duration::from_secs(5),
+        },
+        pacing: PacingConfig::disabled(),
+        ..ClientConfig::default()
+    }
+}
+
+pub fn client(server: &FakeFlyServer) -> MachinesClient {
+    MachinesClient::new(Some(FlyToken::new("FlyV1 fm2_test")), client_config(server)).unwrap()
+}
+
+pub fn app_config(group: Option<&str>) -> Value {
+    let mut c = json!({
+        "image": "registry.fly.io/web:deployment-1",
+        "guest": {"cpu_kind": "shared", "cpus": 1, "memory_mb": 256},
+        "services": [{"protocol": "tcp", "internal_port": 8080, "autostop": "suspend", "autostart": true,
+                      "ports": [{"port": 443, "handlers": ["tls", "http"]}]}],
+        "env": {"FOO": "bar"},
+        "a_field_from_the_future": {"keep": ["me", 1]},
+        "metadata": {"fly_release_id": "rel-1", "fly_release_version": "3"}
+    });
+    if let Some(g) = group {
+        c["metadata"]["fly_process_group"] = json!(g);
+    }
+    c
+}
+
+/// Creates an app and its first machine with the same requests a user sends to Fly.
+pub async fn seed_app(client: &MachinesClient, app: &str, group: Option<&str>) -> FlyMachine {
+    client
+        .create_app(&CreateAppRequest {
+            app_name: app.into(),
+            org_slug: "my-org".into(),
+            network: None,
+        })
+        .await
+        .expect("create app");
+    client
+        .create_machine(
+            app,
+            &CreateMachineRequest {
+                config: app_config(group),
+                region: Some("ams".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create first machine")
+}
+
+/// Polls until `f` holds (generous timeout for loaded CI machines).
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if f().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
