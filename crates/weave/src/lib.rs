@@ -21,6 +21,9 @@
 mod error;
 mod peer;
 
+#[cfg(feature = "fake")]
+pub mod fake;
+
 pub mod client;
 pub mod host;
 pub mod launch;
