@@ -98,10 +98,12 @@ impl FlyScalerConfig {
 ///
 /// # Which machines
 /// Those whose process group (`config.metadata.fly_process_group`, else the legacy
-/// `process_group`) is the configured one. Machines **without** a group label belong to the
-/// configured group when every labelled machine of the app is in that group (the app has
-/// one group): fly-autoscaler ignores them, so apps whose machines were created directly
-/// through the API were never scaled (a known bug). For unreachable hosts (`config: null`) the
+/// `process_group`) is the configured one. Machines **without** a group label are in Fly's
+/// default group `app`: they are included when the configured group is `app` and no machine
+/// of the app is labelled with another group (the app has a single group). fly-autoscaler
+/// ignores them, so apps whose machines were created directly through the API were never
+/// scaled (a known bug). With a second group present, unlabelled machines are ambiguous
+/// and left out. For unreachable hosts (`config: null`) the
 /// label is read from `incomplete_config`.
 ///
 /// # States
@@ -194,10 +196,11 @@ impl FlyScaler {
     fn unlabelled_belong(&self, all: &[FlyMachine]) -> bool {
         match &self.config.process_group {
             None => true,
-            Some(g) => {
+            Some(g) if g == DEFAULT_PROCESS_GROUP => {
                 let groups: BTreeSet<&str> = all.iter().filter_map(group_of).collect();
                 groups.iter().all(|x| x == g)
             }
+            Some(_) => false,
         }
     }
 
