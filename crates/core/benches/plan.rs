@@ -1,0 +1,110 @@
+//! Planner micro-benchmarks: `plan_actions` over inventories of 10, 1,000 and 100,000
+//! machines in mixed states, for a steady state (nothing to do), a scale-up (+10 % created,
+//! 80 % started) and a scale-down (half the machines destroyed, a quarter left started).
+//!
+//! Run: `cargo bench -p fleetscale-core --bench plan -- --sample-size 20 --measurement-time 3`
+//!
+//! Throughput is reported per machine in the inventory, so "linear or better" reads as a flat
+//! or falling time per element across sizes.
+
+use std::hint::black_box;
+use std::time::{Duration, SystemTime};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use fleetscale_core::plan::{plan_actions, ActionKind, PlanOptions};
+use fleetscale_core::{Bounds, Capabilities, Counts, Machine, MachineState, Targets};
+
+/// The state mix, repeated: mostly started and stopped, with every transition and failure.
+const MIX: [MachineState; 12] = [
+    MachineState::Started,
+    MachineState::Started,
+    MachineState::Started,
+    MachineState::Started,
+    MachineState::Stopped,
+    MachineState::Stopped,
+    MachineState::Created,
+    MachineState::Starting,
+    MachineState::Stopping,
+    MachineState::Suspended,
+    MachineState::Failed,
+    MachineState::Destroying,
+];
+
+/// `n` machines in the mixed states, with distinct ids and creation times.
+pub fn inventory(n: usize) -> Vec<Machine> {
+    (0..n)
+        .map(|i| {
+            Machine::new(format!("m{i:08}"), MIX[i % MIX.len()])
+                .with_created_at(
+                    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + i as u64),
+                )
+                .with_region("ams")
+        })
+        .collect()
+}
+
+fn scenarios(c: &Counts) -> [(&'static str, Targets); 3] {
+    [
+        (
+            "steady",
+            Targets {
+                created: Bounds::between(c.created, c.created),
+                started: Bounds::between(c.started, c.started),
+            },
+        ),
+        (
+            "scale_up",
+            Targets {
+                created: Bounds::exactly(c.created + c.created / 10),
+                started: Bounds::exactly(c.created * 8 / 10),
+            },
+        ),
+        (
+            "scale_down",
+            Targets {
+                created: Bounds::exactly((c.created / 2).max(1)),
+                started: Bounds::exactly(c.created / 4),
+            },
+        ),
+    ]
+}
+
+fn bench(c: &mut Criterion) {
+    let options = PlanOptions {
+        capabilities: Capabilities {
+            suspend: true,
+            create_needs_template: true,
+            create_stopped: true,
+        },
+        ..PlanOptions::default()
+    };
+    let mut group = c.benchmark_group("plan_actions");
+    for n in [10usize, 1_000, 100_000] {
+        let inv = inventory(n);
+        let counts = Counts::of(&inv);
+        group.throughput(Throughput::Elements(n as u64));
+        for (name, targets) in scenarios(&counts) {
+            // Sanity: the scenario really plans what its name says.
+            let plan = plan_actions(&inv, &targets, &options);
+            match name {
+                "steady" => assert!(plan.is_empty(), "{:?}", plan.notes),
+                "scale_up" => assert!(plan.count(ActionKind::Create) > 0 || n < 10),
+                _ => assert!(plan.count(ActionKind::Destroy) > 0),
+            }
+            group.bench_with_input(BenchmarkId::new(name, n), &inv, |b, inv| {
+                b.iter(|| plan_actions(black_box(inv), black_box(&targets), &options))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    targets = bench
+}
+criterion_main!(benches);
