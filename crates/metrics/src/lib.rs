@@ -9,6 +9,9 @@
 //!   configured otherwise).
 //! - [`ConstantSource`]: a fixed number.
 //! - [`HttpJsonSource`]: a number picked with a JSON pointer from any HTTP endpoint.
+//! - [`AutoscalerMetrics`]: the autoscaler's own metrics for `/metrics`, with
+//!   fly-autoscaler's `fas_*` names exactly; the [`autoscaler`] module docs say why
+//!   `prometheus-client` and how the names are kept.
 //!
 //! Every source implements [`fleetscale_core::MetricSource`], has a serde configuration struct
 //! for TOML/YAML files, and reports failures as [`MetricsError`], which converts into the
@@ -36,6 +39,7 @@
 //! loopback port with a generated configuration scraping a test exporter. The tests fail (they
 //! never skip) when the binary is missing: run `scripts/install-test-deps.sh`.
 
+pub mod autoscaler;
 mod constant;
 mod error;
 mod expand;
@@ -46,6 +50,7 @@ mod http_json;
 pub mod prometheus;
 mod token;
 
+pub use autoscaler::{AutoscalerMetrics, CONTENT_TYPE, TICK_BUCKETS};
 pub use constant::{ConstantConfig, ConstantSource};
 pub use error::MetricsError;
 pub use http_json::{HttpJsonConfig, HttpJsonSource};
