@@ -175,8 +175,9 @@ impl MachinesClient {
     /// # Errors
     /// [`FlyError::Config`] for an invalid base URL or a token that cannot be a header value.
     pub fn new(token: Option<FlyToken>, config: ClientConfig) -> Result<Self, FlyError> {
-        let base = Url::parse(config.base_url.trim_end_matches('/'))
-            .map_err(|e| FlyError::Config(format!("invalid base URL {:?}: {e}", config.base_url)))?;
+        let base = Url::parse(config.base_url.trim_end_matches('/')).map_err(|e| {
+            FlyError::Config(format!("invalid base URL {:?}: {e}", config.base_url))
+        })?;
         if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
             return Err(FlyError::Config(format!(
                 "invalid base URL {:?}: must be http(s)",
@@ -186,7 +187,9 @@ impl MachinesClient {
         let auth = match token {
             Some(t) if !t.is_empty() => {
                 let mut v = HeaderValue::from_str(&t.authorization_header()).map_err(|_| {
-                    FlyError::Config("the API token contains characters not allowed in a header".into())
+                    FlyError::Config(
+                        "the API token contains characters not allowed in a header".into(),
+                    )
                 })?;
                 v.set_sensitive(true);
                 Some(v)
@@ -226,7 +229,13 @@ impl MachinesClient {
     }
 
     fn machine_call(&self, method: Method, app: &str, id: &str, tail: &[&str]) -> Call {
-        let mut segments = vec!["v1".into(), "apps".into(), app.into(), "machines".into(), id.into()];
+        let mut segments = vec![
+            "v1".into(),
+            "apps".into(),
+            app.into(),
+            "machines".into(),
+            id.into(),
+        ];
         segments.extend(tail.iter().map(|s| (*s).to_owned()));
         Call {
             method,
@@ -521,7 +530,11 @@ impl MachinesClient {
             body: Some(body),
             nonce: None,
             retry: Retry::Never,
-            pace: Some(("create_app", request.org_slug.clone(), self.config.pacing.create)),
+            pace: Some((
+                "create_app",
+                request.org_slug.clone(),
+                self.config.pacing.create,
+            )),
             timeout: self.config.timeout,
         };
         let mut app: App = self.json_or_default(call).await?;
@@ -729,7 +742,10 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let at = crate::time::parse_http_date(v)?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// Turns a non-2xx answer into a [`FlyError`]. The body's `status` field wins over the HTTP
@@ -743,10 +759,7 @@ fn classify(ctx: ApiContext, status: StatusCode, headers: &HeaderMap, body: &[u8
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| {
             if text.trim().is_empty() {
-                status
-                    .canonical_reason()
-                    .unwrap_or("no message")
-                    .to_owned()
+                status.canonical_reason().unwrap_or("no message").to_owned()
             } else {
                 excerpt(text.trim(), 200)
             }
@@ -795,7 +808,10 @@ mod tests {
             &h,
             br#"{"error":"no capacity in iad","status":"insufficient_capacity"}"#,
         );
-        assert!(matches!(cap, FlyError::InsufficientCapacity { .. }), "{cap}");
+        assert!(
+            matches!(cap, FlyError::InsufficientCapacity { .. }),
+            "{cap}"
+        );
         assert_eq!(cap.request_id(), Some("req-1"));
         let taken = classify(
             ctx(409),
@@ -804,7 +820,12 @@ mod tests {
             br#"{"error":"name taken","status":"name_taken"}"#,
         );
         assert!(matches!(taken, FlyError::NameTaken { .. }));
-        let html = classify(ctx(502), StatusCode::BAD_GATEWAY, &h, b"<html>bad gateway</html>");
+        let html = classify(
+            ctx(502),
+            StatusCode::BAD_GATEWAY,
+            &h,
+            b"<html>bad gateway</html>",
+        );
         assert!(matches!(html, FlyError::Server { .. }));
         assert!(html.is_transient());
         let e500 = classify(ctx(500), StatusCode::INTERNAL_SERVER_ERROR, &h, b"");
@@ -828,8 +849,14 @@ mod tests {
             HeaderValue::from_str(&crate::time::format_http_date(at)).unwrap(),
         );
         let d = retry_after(&h).unwrap();
-        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
-        h.insert(RETRY_AFTER, HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"));
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
@@ -839,7 +866,10 @@ mod tests {
     fn bad_base_urls() {
         for bad in ["not a url", "mailto:x@y", "ftp://host"] {
             let cfg = ClientConfig::default().with_base_url(bad);
-            assert!(matches!(MachinesClient::new(None, cfg), Err(FlyError::Config(_))));
+            assert!(matches!(
+                MachinesClient::new(None, cfg),
+                Err(FlyError::Config(_))
+            ));
         }
     }
 }

@@ -14,20 +14,20 @@
 
 pub mod client;
 mod discovery;
-mod scaler;
+mod error;
 #[cfg(feature = "fake")]
 pub mod fake;
-mod error;
 pub mod pacing;
+mod scaler;
 mod time;
 mod token;
 pub mod types;
 
 pub use client::{ClientConfig, DestroyOptions, MachinesClient, WaitOptions};
 pub use discovery::{AppDiscovery, Wildcard};
-pub use scaler::{DestroyPolicy, FlyScaler, FlyScalerConfig, DEFAULT_PROCESS_GROUP};
 pub use error::{ApiContext, FlyError};
 pub use pacing::{PacingConfig, Rate, RetryConfig};
+pub use scaler::{DestroyPolicy, FlyScaler, FlyScalerConfig, DEFAULT_PROCESS_GROUP};
 pub use time::{format_http_date, format_rfc3339, parse_http_date, parse_rfc3339};
 pub use token::FlyToken;
 pub use types::{Autostop, FlyMachine, FlyState, ImageRef, ListOptions};

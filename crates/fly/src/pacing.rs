@@ -162,12 +162,10 @@ impl Limiter {
                 b.tokens + now.duration_since(b.last).as_secs_f64() * per_second < burst
             });
         }
-        let b = buckets
-            .entry((action, scope.to_owned()))
-            .or_insert(Bucket {
-                tokens: burst,
-                last: now,
-            });
+        let b = buckets.entry((action, scope.to_owned())).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+        });
         let elapsed = now.duration_since(b.last).as_secs_f64();
         b.tokens = (b.tokens + elapsed * per_second).min(burst);
         b.last = now;
@@ -201,7 +199,10 @@ mod tests {
             assert_eq!(l.reserve("start", "m1", r), Duration::ZERO);
         }
         let w = l.reserve("start", "m1", r);
-        assert!(w > Duration::from_millis(900) && w <= Duration::from_secs(1), "{w:?}");
+        assert!(
+            w > Duration::from_millis(900) && w <= Duration::from_secs(1),
+            "{w:?}"
+        );
         // Another machine has its own bucket.
         assert_eq!(l.reserve("start", "m2", r), Duration::ZERO);
         // Another action too.

@@ -167,7 +167,10 @@ impl FlyScaler {
     ///
     /// # Errors
     /// [`FlyError::Config`] when the app name is empty.
-    pub fn new(client: MachinesClient, config: FlyScalerConfig) -> std::result::Result<Self, FlyError> {
+    pub fn new(
+        client: MachinesClient,
+        config: FlyScalerConfig,
+    ) -> std::result::Result<Self, FlyError> {
         if config.app.trim().is_empty() {
             return Err(FlyError::Config("app name is empty".into()));
         }
@@ -354,19 +357,17 @@ impl FlyScaler {
             .filter(|m| m.state == FlyState::Started)
             .collect();
         let any: Vec<&FlyMachine> = group.iter().filter(healthy).collect();
-        newest(started)
-            .or_else(|| newest(any))
-            .ok_or_else(|| {
-                FlyError::NoTemplate {
-                    app: self.app().to_owned(),
-                    group: self
-                        .config
-                        .process_group
-                        .clone()
-                        .unwrap_or_else(|| "*".into()),
-                }
-                .into()
-            })
+        newest(started).or_else(|| newest(any)).ok_or_else(|| {
+            FlyError::NoTemplate {
+                app: self.app().to_owned(),
+                group: self
+                    .config
+                    .process_group
+                    .clone()
+                    .unwrap_or_else(|| "*".into()),
+            }
+            .into()
+        })
     }
 
     async fn suspend_after_create(&self, m: &FlyMachine) -> std::result::Result<(), FlyError> {
@@ -457,9 +458,17 @@ impl Scaler for FlyScaler {
         ) {
             return Ok(());
         }
-        match self.client.start_machine(self.app(), id.as_str(), None).await {
+        match self
+            .client
+            .start_machine(self.app(), id.as_str(), None)
+            .await
+        {
             Ok(_) => Ok(()),
-            Err(FlyError::PreconditionFailed { .. }) if self.now_in(id, &["started", "starting"]).await => Ok(()),
+            Err(FlyError::PreconditionFailed { .. })
+                if self.now_in(id, &["started", "starting"]).await =>
+            {
+                Ok(())
+            }
             Err(e) if e.is_not_found() => Err(self.not_found(id.as_str())),
             Err(e) => Err(e.into()),
         }
@@ -484,7 +493,11 @@ impl Scaler for FlyScaler {
             .await
         {
             Ok(()) => Ok(()),
-            Err(FlyError::PreconditionFailed { .. }) if self.now_in(id, &["stopped", "stopping"]).await => Ok(()),
+            Err(FlyError::PreconditionFailed { .. })
+                if self.now_in(id, &["stopped", "stopping"]).await =>
+            {
+                Ok(())
+            }
             Err(e) if e.is_not_found() => Err(self.not_found(id.as_str())),
             Err(e) => Err(e.into()),
         }
@@ -496,7 +509,11 @@ impl Scaler for FlyScaler {
         if matches!(m.state, FlyState::Suspended | FlyState::Suspending) {
             return Ok(());
         }
-        match self.client.suspend_machine(self.app(), id.as_str(), None).await {
+        match self
+            .client
+            .suspend_machine(self.app(), id.as_str(), None)
+            .await
+        {
             Ok(()) => Ok(()),
             Err(FlyError::PreconditionFailed { .. })
                 if self.now_in(id, &["suspended", "suspending"]).await =>
@@ -515,7 +532,12 @@ impl Scaler for FlyScaler {
         let policy = &self.config.destroy;
         let lease = match self
             .client
-            .acquire_lease(app, id.as_str(), self.config.lease_ttl, Some("fleetscale destroy"))
+            .acquire_lease(
+                app,
+                id.as_str(),
+                self.config.lease_ttl,
+                Some("fleetscale destroy"),
+            )
             .await
         {
             Ok(l) => l,
@@ -535,9 +557,15 @@ impl Scaler for FlyScaler {
                 if m.state != FlyState::Stopping {
                     let stop = StopRequest {
                         signal: policy.stop_signal.clone(),
-                        timeout: policy.stop_timeout.map(|d| format!("{}s", d.as_secs().max(1))),
+                        timeout: policy
+                            .stop_timeout
+                            .map(|d| format!("{}s", d.as_secs().max(1))),
                     };
-                    match self.client.stop_machine(app, id.as_str(), &stop, Some(&nonce)).await {
+                    match self
+                        .client
+                        .stop_machine(app, id.as_str(), &stop, Some(&nonce))
+                        .await
+                    {
                         Ok(()) | Err(FlyError::PreconditionFailed { .. }) => {}
                         Err(e) => return Err(e),
                     }

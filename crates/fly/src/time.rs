@@ -58,8 +58,7 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let hour = digits(&b[11..13])?;
     let min = digits(&b[14..16])?;
     let sec = digits(&b[17..19])?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60
-    {
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
         return None;
     }
     let mut i = 19;
@@ -95,8 +94,8 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
         _ => return None,
     };
     let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + i64::from(hour) * 3600 + i64::from(min) * 60 + i64::from(sec)
-        - offset_secs;
+    let secs =
+        days * 86_400 + i64::from(hour) * 3600 + i64::from(min) * 60 + i64::from(sec) - offset_secs;
     to_system_time(secs, nanos)
 }
 
@@ -186,7 +185,10 @@ mod tests {
         assert_eq!(parse_rfc3339("2024-05-01T14:34:56+02:00"), Some(base));
         assert_eq!(parse_rfc3339("2024-05-01T10:34:56-02:00"), Some(base));
         let frac = parse_rfc3339("2024-05-01T12:34:56.250Z").unwrap();
-        assert_eq!(frac.duration_since(base).unwrap(), Duration::from_millis(250));
+        assert_eq!(
+            frac.duration_since(base).unwrap(),
+            Duration::from_millis(250)
+        );
         for bad in [
             "",
             "2024-05-01",

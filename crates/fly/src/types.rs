@@ -430,11 +430,7 @@ impl FlyMachine {
 
     /// A metadata value from `config.metadata`.
     pub fn metadata(&self, key: &str) -> Option<&str> {
-        self.config
-            .as_ref()?
-            .get("metadata")?
-            .get(key)?
-            .as_str()
+        self.config.as_ref()?.get("metadata")?.get(key)?.as_str()
     }
 
     /// The process group label: `config.metadata.fly_process_group`, else the legacy

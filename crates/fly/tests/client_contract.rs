@@ -73,7 +73,11 @@ async fn machine_endpoints_full_lifecycle() {
     assert_eq!(first.config.as_ref().unwrap(), &app_config(Some("app")));
 
     let w = c
-        .wait_machine(APP, &first.id, &WaitOptions::new("started", Duration::from_secs(10)))
+        .wait_machine(
+            APP,
+            &first.id,
+            &WaitOptions::new("started", Duration::from_secs(10)),
+        )
         .await
         .unwrap();
     assert_eq!(w.ok, Some(true));
@@ -104,29 +108,56 @@ async fn machine_endpoints_full_lifecycle() {
     let all = c.list_machines(APP, &ListOptions::default()).await.unwrap();
     assert_eq!(all.len(), 2);
     let by_region = c
-        .list_machines(APP, &ListOptions { region: Some("iad".into()), ..Default::default() })
+        .list_machines(
+            APP,
+            &ListOptions {
+                region: Some("iad".into()),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(ids(&by_region), vec![second.id.clone()]);
     let started = c
-        .list_machines(APP, &ListOptions { states: vec!["started".into()], ..Default::default() })
+        .list_machines(
+            APP,
+            &ListOptions {
+                states: vec!["started".into()],
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(ids(&started), vec![first.id.clone()]);
     let mut meta = ListOptions::default();
-    meta.metadata.insert("fly_process_group".into(), "worker".into());
-    assert_eq!(ids(&c.list_machines(APP, &meta).await.unwrap()), vec![second.id.clone()]);
+    meta.metadata
+        .insert("fly_process_group".into(), "worker".into());
+    assert_eq!(
+        ids(&c.list_machines(APP, &meta).await.unwrap()),
+        vec![second.id.clone()]
+    );
     let summary = c
-        .list_machines(APP, &ListOptions { summary: true, ..Default::default() })
+        .list_machines(
+            APP,
+            &ListOptions {
+                summary: true,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
-    assert!(summary.iter().all(|m| m.config.is_none() && m.host_status.is_none()));
+    assert!(summary
+        .iter()
+        .all(|m| m.config.is_none() && m.host_status.is_none()));
 
     // Stop with signal and timeout, wait for stopped with the instance id.
     c.stop_machine(
         APP,
         &first.id,
-        &StopRequest { signal: Some("SIGTERM".into()), timeout: Some("5s".into()) },
+        &StopRequest {
+            signal: Some("SIGTERM".into()),
+            timeout: Some("5s".into()),
+        },
         None,
     )
     .await
@@ -134,61 +165,117 @@ async fn machine_endpoints_full_lifecycle() {
     c.wait_machine(
         APP,
         &first.id,
-        &WaitOptions::new("stopped", Duration::from_secs(10)).with_instance_id(got.instance_id.clone()),
+        &WaitOptions::new("stopped", Duration::from_secs(10))
+            .with_instance_id(got.instance_id.clone()),
     )
     .await
     .unwrap();
     let started = c.start_machine(APP, &first.id, None).await.unwrap();
     assert_eq!(started.previous_state.as_deref(), Some("stopped"));
-    c.wait_machine(APP, &first.id, &WaitOptions::new("started", Duration::from_secs(10)))
-        .await
-        .unwrap();
+    c.wait_machine(
+        APP,
+        &first.id,
+        &WaitOptions::new("started", Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
 
     // Suspend and resume.
     c.suspend_machine(APP, &first.id, None).await.unwrap();
-    c.wait_machine(APP, &first.id, &WaitOptions::new("suspended", Duration::from_secs(10)))
-        .await
-        .unwrap();
+    c.wait_machine(
+        APP,
+        &first.id,
+        &WaitOptions::new("suspended", Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
     let resumed = c.start_machine(APP, &first.id, None).await.unwrap();
     assert_eq!(resumed.previous_state.as_deref(), Some("suspended"));
 
     // Cordon / uncordon.
     c.cordon(APP, &first.id, None).await.unwrap();
-    assert_eq!(c.get_machine(APP, &first.id).await.unwrap().cordoned, Some(true));
+    assert_eq!(
+        c.get_machine(APP, &first.id).await.unwrap().cordoned,
+        Some(true)
+    );
     c.uncordon(APP, &first.id, None).await.unwrap();
-    assert_eq!(c.get_machine(APP, &first.id).await.unwrap().cordoned, Some(false));
+    assert_eq!(
+        c.get_machine(APP, &first.id).await.unwrap().cordoned,
+        Some(false)
+    );
 
     // Starting a started machine is a 412 on Fly.
-    c.wait_machine(APP, &first.id, &WaitOptions::new("started", Duration::from_secs(10)))
-        .await
-        .unwrap();
+    c.wait_machine(
+        APP,
+        &first.id,
+        &WaitOptions::new("started", Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
     let again = c.start_machine(APP, &first.id, None).await.unwrap_err();
-    assert!(matches!(again, FlyError::PreconditionFailed { .. }), "{again}");
-    assert!(again.to_string().contains("from current state: 'started'"), "{again}");
+    assert!(
+        matches!(again, FlyError::PreconditionFailed { .. }),
+        "{again}"
+    );
+    assert!(
+        again.to_string().contains("from current state: 'started'"),
+        "{again}"
+    );
 
     // Destroying a running machine needs force.
     let running = c
         .destroy_machine(APP, &first.id, DestroyOptions::default(), None)
         .await
         .unwrap_err();
-    assert!(matches!(running, FlyError::PreconditionFailed { .. }), "{running}");
-    c.destroy_machine(APP, &first.id, DestroyOptions { force: true, kill: false }, None)
-        .await
-        .unwrap();
-    c.wait_machine(APP, &first.id, &WaitOptions::new("destroyed", Duration::from_secs(10)))
-        .await
-        .unwrap();
+    assert!(
+        matches!(running, FlyError::PreconditionFailed { .. }),
+        "{running}"
+    );
+    c.destroy_machine(
+        APP,
+        &first.id,
+        DestroyOptions {
+            force: true,
+            kill: false,
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    c.wait_machine(
+        APP,
+        &first.id,
+        &WaitOptions::new("destroyed", Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
     // `kill=true` is accepted as well (what fly-go sends).
-    c.destroy_machine(APP, &second.id, DestroyOptions { force: false, kill: true }, None)
-        .await
-        .unwrap();
+    c.destroy_machine(
+        APP,
+        &second.id,
+        DestroyOptions {
+            force: false,
+            kill: true,
+        },
+        None,
+    )
+    .await
+    .unwrap();
     let remaining = c.list_machines(APP, &ListOptions::default()).await.unwrap();
     assert!(remaining.iter().all(|m| m.id != first.id));
     let deleted = c
-        .list_machines(APP, &ListOptions { include_deleted: true, ..Default::default() })
+        .list_machines(
+            APP,
+            &ListOptions {
+                include_deleted: true,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
-    assert!(deleted.iter().any(|m| m.id == first.id && m.state == FlyState::Destroyed));
+    assert!(deleted
+        .iter()
+        .any(|m| m.id == first.id && m.state == FlyState::Destroyed));
     let gone = c
         .destroy_machine(APP, &first.id, DestroyOptions::default(), None)
         .await
@@ -198,9 +285,15 @@ async fn machine_endpoints_full_lifecycle() {
     // The query strings really went over the wire.
     let log = srv.fake().request_log();
     assert!(log.iter().any(|r| r.query.contains("include_deleted=true")));
-    assert!(log.iter().any(|r| r.query.contains("metadata.fly_process_group=worker")));
-    assert!(log.iter().any(|r| r.path.ends_with("/wait") && r.query.contains("instance_id=")));
-    assert!(log.iter().any(|r| r.method == "DELETE" && r.query.contains("kill=true")));
+    assert!(log
+        .iter()
+        .any(|r| r.query.contains("metadata.fly_process_group=worker")));
+    assert!(log
+        .iter()
+        .any(|r| r.path.ends_with("/wait") && r.query.contains("instance_id=")));
+    assert!(log
+        .iter()
+        .any(|r| r.method == "DELETE" && r.query.contains("kill=true")));
     srv.shutdown().await;
 }
 
@@ -212,18 +305,29 @@ fn ids(ms: &[FlyMachine]) -> Vec<String> {
 async fn skip_launch_stays_created() {
     let srv = server(FakeConfig::instant()).await;
     let c = client(&srv);
-    c.create_app(&CreateAppRequest { app_name: APP.into(), org_slug: "o".into(), network: None })
-        .await
-        .unwrap();
+    c.create_app(&CreateAppRequest {
+        app_name: APP.into(),
+        org_slug: "o".into(),
+        network: None,
+    })
+    .await
+    .unwrap();
     let m = c
         .create_machine(
             APP,
-            &CreateMachineRequest { config: app_config(None), skip_launch: Some(true), ..Default::default() },
+            &CreateMachineRequest {
+                config: app_config(None),
+                skip_launch: Some(true),
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(c.get_machine(APP, &m.id).await.unwrap().state, FlyState::Created);
+    assert_eq!(
+        c.get_machine(APP, &m.id).await.unwrap().state,
+        FlyState::Created
+    );
     srv.shutdown().await;
 }
 
@@ -243,18 +347,30 @@ async fn leases_nonces_and_409() {
         .acquire_lease(APP, &m.id, Duration::from_secs(30), None)
         .await
         .unwrap_err();
-    assert!(matches!(conflict, FlyError::LeaseConflict { .. }), "{conflict}");
+    assert!(
+        matches!(conflict, FlyError::LeaseConflict { .. }),
+        "{conflict}"
+    );
     assert_eq!(conflict.status(), Some(409));
-    assert!(conflict.to_string().contains("lease currently held by"), "{conflict}");
+    assert!(
+        conflict.to_string().contains("lease currently held by"),
+        "{conflict}"
+    );
     assert!(conflict.request_id().is_some());
 
-    let stop = c.stop_machine(APP, &m.id, &StopRequest::default(), None).await.unwrap_err();
+    let stop = c
+        .stop_machine(APP, &m.id, &StopRequest::default(), None)
+        .await
+        .unwrap_err();
     assert!(matches!(stop, FlyError::LeaseConflict { .. }), "{stop}");
     assert!(matches!(
         fleetscale_core::Error::from(stop),
         fleetscale_core::Error::Conflict { .. }
     ));
-    let wrong = c.release_lease(APP, &m.id, "not-the-nonce").await.unwrap_err();
+    let wrong = c
+        .release_lease(APP, &m.id, "not-the-nonce")
+        .await
+        .unwrap_err();
     assert!(matches!(wrong, FlyError::LeaseConflict { .. }));
 
     let refreshed = c
@@ -283,12 +399,19 @@ async fn leases_nonces_and_409() {
     let leased = c
         .create_machine(
             APP,
-            &CreateMachineRequest { config: app_config(None), lease_ttl: Some(30), ..Default::default() },
+            &CreateMachineRequest {
+                config: app_config(None),
+                lease_ttl: Some(30),
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
     let nonce = leased.nonce.clone().expect("nonce with lease_ttl");
-    let e = c.stop_machine(APP, &leased.id, &StopRequest::default(), None).await.unwrap_err();
+    let e = c
+        .stop_machine(APP, &leased.id, &StopRequest::default(), None)
+        .await
+        .unwrap_err();
     assert!(matches!(e, FlyError::LeaseConflict { .. }));
     c.release_lease(APP, &leased.id, &nonce).await.unwrap();
     srv.shutdown().await;
@@ -296,32 +419,52 @@ async fn leases_nonces_and_409() {
 
 #[tokio::test]
 async fn auth_headers_and_401() {
-    let cfg = FakeConfig { token: Some(FlyToken::new("FlyV1 fm2_secret,fm1a_other")), ..FakeConfig::instant() };
+    let cfg = FakeConfig {
+        token: Some(FlyToken::new("FlyV1 fm2_secret,fm1a_other")),
+        ..FakeConfig::instant()
+    };
     let srv = server(cfg).await;
     // The same token with a different spelling produces the same header.
-    let ok = MachinesClient::new(Some(FlyToken::new("fm2_secret, fm1a_other")), client_config(&srv)).unwrap();
+    let ok = MachinesClient::new(
+        Some(FlyToken::new("fm2_secret, fm1a_other")),
+        client_config(&srv),
+    )
+    .unwrap();
     ok.list_apps("o").await.unwrap();
     let bad = MachinesClient::new(Some(FlyToken::new("fm2_wrong")), client_config(&srv)).unwrap();
     let e = bad.list_apps("o").await.unwrap_err();
     assert!(matches!(e, FlyError::Unauthorized { .. }), "{e}");
     assert_eq!(e.status(), Some(401));
     assert!(e.request_id().is_some());
-    assert!(!e.to_string().contains("fm2_wrong"), "no token in errors: {e}");
+    assert!(
+        !e.to_string().contains("fm2_wrong"),
+        "no token in errors: {e}"
+    );
     assert!(matches!(
         fleetscale_core::Error::from(e),
         fleetscale_core::Error::Unauthorized { .. }
     ));
     let none = MachinesClient::new(None, client_config(&srv)).unwrap();
-    assert!(matches!(none.list_apps("o").await.unwrap_err(), FlyError::Unauthorized { .. }));
+    assert!(matches!(
+        none.list_apps("o").await.unwrap_err(),
+        FlyError::Unauthorized { .. }
+    ));
     // 401 is not retried.
     let log = srv.fake().request_log();
     assert_eq!(log.iter().filter(|r| r.status == 401).count(), 2);
     srv.shutdown().await;
 
     // Bearer tokens.
-    let cfg = FakeConfig { token: Some(FlyToken::new("personal-token")), ..FakeConfig::instant() };
+    let cfg = FakeConfig {
+        token: Some(FlyToken::new("personal-token")),
+        ..FakeConfig::instant()
+    };
     let srv = server(cfg).await;
-    let c = MachinesClient::new(Some(FlyToken::new("Bearer personal-token")), client_config(&srv)).unwrap();
+    let c = MachinesClient::new(
+        Some(FlyToken::new("Bearer personal-token")),
+        client_config(&srv),
+    )
+    .unwrap();
     c.list_apps("o").await.unwrap();
     srv.shutdown().await;
 }
@@ -333,9 +476,11 @@ async fn rate_limit_429_with_retry_after_is_waited_and_retried() {
     let m = seed_app(&c, APP, None).await;
     srv.fake().clear_request_log();
     srv.fake().inject(
-        Fault::new(FaultKind::RateLimited { retry_after: Some("1".into()) })
-            .method("GET")
-            .path("/machines/"),
+        Fault::new(FaultKind::RateLimited {
+            retry_after: Some("1".into()),
+        })
+        .method("GET")
+        .path("/machines/"),
     );
     let got = c.get_machine(APP, &m.id).await.unwrap();
     assert_eq!(got.id, m.id);
@@ -343,22 +488,29 @@ async fn rate_limit_429_with_retry_after_is_waited_and_retried() {
     assert_eq!(log.len(), 2, "{log:?}");
     assert_eq!((log[0].status, log[1].status), (429, 200));
     let gap = log[1].at.duration_since(log[0].at).unwrap();
-    assert!(gap >= Duration::from_millis(900), "retried after {gap:?}, before Retry-After");
+    assert!(
+        gap >= Duration::from_millis(900),
+        "retried after {gap:?}, before Retry-After"
+    );
 
     // An HTTP-date Retry-After in the past means "now".
     srv.fake().inject(
-        Fault::new(FaultKind::RateLimited { retry_after: Some("Sun, 06 Nov 1994 08:49:37 GMT".into()) })
-            .method("GET")
-            .path("/machines/"),
+        Fault::new(FaultKind::RateLimited {
+            retry_after: Some("Sun, 06 Nov 1994 08:49:37 GMT".into()),
+        })
+        .method("GET")
+        .path("/machines/"),
     );
     c.get_machine(APP, &m.id).await.unwrap();
 
     // A Retry-After longer than the cap is returned, not waited out.
     srv.fake().clear_request_log();
     srv.fake().inject(
-        Fault::new(FaultKind::RateLimited { retry_after: Some("120".into()) })
-            .method("GET")
-            .path("/machines/"),
+        Fault::new(FaultKind::RateLimited {
+            retry_after: Some("120".into()),
+        })
+        .method("GET")
+        .path("/machines/"),
     );
     let e = c.get_machine(APP, &m.id).await.unwrap_err();
     match &e {
@@ -383,7 +535,11 @@ async fn server_side_rate_limits_and_client_pacing() {
         get_machine: Rate::new(2.0, 1),
         ..FakeRateLimits::default()
     };
-    let srv = server(FakeConfig { rate_limits: Some(limits), ..FakeConfig::instant() }).await;
+    let srv = server(FakeConfig {
+        rate_limits: Some(limits),
+        ..FakeConfig::instant()
+    })
+    .await;
     let unpaced = client(&srv);
     let m = seed_app(&unpaced, APP, None).await;
     srv.fake().clear_request_log();
@@ -391,14 +547,24 @@ async fn server_side_rate_limits_and_client_pacing() {
         unpaced.get_machine(APP, &m.id).await.unwrap();
     }
     let log = srv.fake().request_log();
-    assert!(log.iter().any(|r| r.status == 429), "the fake limits: {log:?}");
-    assert_eq!(log.iter().filter(|r| r.status == 200).count(), 3, "the client retried");
+    assert!(
+        log.iter().any(|r| r.status == 429),
+        "the fake limits: {log:?}"
+    );
+    assert_eq!(
+        log.iter().filter(|r| r.status == 200).count(),
+        3,
+        "the client retried"
+    );
 
     // With client pacing at the server's rate, no 429 is ever seen.
     let paced = MachinesClient::new(
         None,
         ClientConfig {
-            pacing: PacingConfig { get_machine: Rate::new(2.0, 1), ..PacingConfig::default() },
+            pacing: PacingConfig {
+                get_machine: Rate::new(2.0, 1),
+                ..PacingConfig::default()
+            },
             ..client_config(&srv)
         },
     )
@@ -425,19 +591,30 @@ async fn not_found_wait_timeout_invalid_and_capacity() {
     assert_eq!(nf.status(), Some(404));
     assert!(nf.request_id().is_some());
     assert!(fleetscale_core::Error::from(nf).is_not_found());
-    let nf_app = c.list_machines("no-such-app", &ListOptions::default()).await.unwrap_err();
+    let nf_app = c
+        .list_machines("no-such-app", &ListOptions::default())
+        .await
+        .unwrap_err();
     assert!(nf_app.is_not_found());
 
     // 408: waiting for a state that never comes.
     let idle = c
         .create_machine(
             APP,
-            &CreateMachineRequest { config: app_config(None), skip_launch: Some(true), ..Default::default() },
+            &CreateMachineRequest {
+                config: app_config(None),
+                skip_launch: Some(true),
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
     let timeout = c
-        .wait_machine(APP, &idle.id, &WaitOptions::new("started", Duration::from_secs(1)))
+        .wait_machine(
+            APP,
+            &idle.id,
+            &WaitOptions::new("started", Duration::from_secs(1)),
+        )
         .await
         .unwrap_err();
     assert!(matches!(timeout, FlyError::WaitTimeout { .. }), "{timeout}");
@@ -450,25 +627,45 @@ async fn not_found_wait_timeout_invalid_and_capacity() {
     srv.fake().clear_request_log();
     let _ = tokio::time::timeout(
         Duration::from_millis(200),
-        c.wait_machine(APP, &idle.id, &WaitOptions::new("started", Duration::from_secs(600))),
+        c.wait_machine(
+            APP,
+            &idle.id,
+            &WaitOptions::new("started", Duration::from_secs(600)),
+        ),
     )
     .await;
     let log = srv.fake().request_log();
-    assert!(log.is_empty() || log[0].query.contains("timeout=60"), "{log:?}");
+    assert!(
+        log.is_empty() || log[0].query.contains("timeout=60"),
+        "{log:?}"
+    );
 
     // 422 and 400.
     let invalid = c
-        .create_machine(APP, &CreateMachineRequest { config: json!({"env": {}}), ..Default::default() })
+        .create_machine(
+            APP,
+            &CreateMachineRequest {
+                config: json!({"env": {}}),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap_err();
-    assert!(matches!(invalid, FlyError::InvalidRequest { .. }), "{invalid}");
+    assert!(
+        matches!(invalid, FlyError::InvalidRequest { .. }),
+        "{invalid}"
+    );
     assert_eq!(invalid.status(), Some(422));
     assert!(matches!(
         fleetscale_core::Error::from(invalid),
         fleetscale_core::Error::InvalidRequest { .. }
     ));
     let bad_state = c
-        .wait_machine(APP, &m.id, &WaitOptions::new("running", Duration::from_secs(1)))
+        .wait_machine(
+            APP,
+            &m.id,
+            &WaitOptions::new("running", Duration::from_secs(1)),
+        )
         .await
         .unwrap_err();
     assert!(matches!(bad_state, FlyError::InvalidRequest { .. }));
@@ -477,29 +674,52 @@ async fn not_found_wait_timeout_invalid_and_capacity() {
     // insufficient_capacity.
     srv.fake().fail_next_creates(1);
     let cap = c
-        .create_machine(APP, &CreateMachineRequest { config: app_config(None), ..Default::default() })
+        .create_machine(
+            APP,
+            &CreateMachineRequest {
+                config: app_config(None),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap_err();
-    assert!(matches!(cap, FlyError::InsufficientCapacity { .. }), "{cap}");
+    assert!(
+        matches!(cap, FlyError::InsufficientCapacity { .. }),
+        "{cap}"
+    );
     assert!(matches!(
         fleetscale_core::Error::from(cap),
         fleetscale_core::Error::Capacity { .. }
     ));
-    c.create_machine(APP, &CreateMachineRequest { config: app_config(None), ..Default::default() })
-        .await
-        .unwrap();
+    c.create_machine(
+        APP,
+        &CreateMachineRequest {
+            config: app_config(None),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
 
     // name_taken on a machine name.
     c.create_machine(
         APP,
-        &CreateMachineRequest { config: app_config(None), name: Some("n1".into()), ..Default::default() },
+        &CreateMachineRequest {
+            config: app_config(None),
+            name: Some("n1".into()),
+            ..Default::default()
+        },
     )
     .await
     .unwrap();
     let taken = c
         .create_machine(
             APP,
-            &CreateMachineRequest { config: app_config(None), name: Some("n1".into()), ..Default::default() },
+            &CreateMachineRequest {
+                config: app_config(None),
+                name: Some("n1".into()),
+                ..Default::default()
+            },
         )
         .await
         .unwrap_err();
@@ -517,10 +737,13 @@ async fn five_xx_is_retried_for_idempotent_calls_only() {
     // 503 twice, then success.
     fake.clear_request_log();
     fake.inject(
-        Fault::new(FaultKind::Status { status: 503, body: "upstream unavailable".into() })
-            .method("GET")
-            .path("/machines")
-            .times(2),
+        Fault::new(FaultKind::Status {
+            status: 503,
+            body: "upstream unavailable".into(),
+        })
+        .method("GET")
+        .path("/machines")
+        .times(2),
     );
     let list = c.list_machines(APP, &ListOptions::default()).await.unwrap();
     assert_eq!(list.len(), 1);
@@ -530,10 +753,13 @@ async fn five_xx_is_retried_for_idempotent_calls_only() {
     // 502 forever: gives up after max_attempts.
     fake.clear_request_log();
     fake.inject(
-        Fault::new(FaultKind::Status { status: 502, body: "<html>bad gateway</html>".into() })
-            .method("POST")
-            .path("/start")
-            .times(100),
+        Fault::new(FaultKind::Status {
+            status: 502,
+            body: "<html>bad gateway</html>".into(),
+        })
+        .method("POST")
+        .path("/start")
+        .times(100),
     );
     let e = c.start_machine(APP, &m.id, None).await.unwrap_err();
     assert!(matches!(e, FlyError::Server { .. }), "{e}");
@@ -548,8 +774,11 @@ async fn five_xx_is_retried_for_idempotent_calls_only() {
     // 500 is not retried.
     fake.clear_request_log();
     fake.inject(
-        Fault::new(FaultKind::Status { status: 500, body: r#"{"error":"boom"}"#.into() })
-            .method("GET"),
+        Fault::new(FaultKind::Status {
+            status: 500,
+            body: r#"{"error":"boom"}"#.into(),
+        })
+        .method("GET"),
     );
     let e = c.get_machine(APP, &m.id).await.unwrap_err();
     assert!(matches!(e, FlyError::Server { .. }));
@@ -558,13 +787,22 @@ async fn five_xx_is_retried_for_idempotent_calls_only() {
     // A create is never retried, whatever the error.
     fake.clear_request_log();
     fake.inject(
-        Fault::new(FaultKind::Status { status: 503, body: "{}".into() })
-            .method("POST")
-            .path("/machines")
-            .times(5),
+        Fault::new(FaultKind::Status {
+            status: 503,
+            body: "{}".into(),
+        })
+        .method("POST")
+        .path("/machines")
+        .times(5),
     );
     let e = c
-        .create_machine(APP, &CreateMachineRequest { config: app_config(None), ..Default::default() })
+        .create_machine(
+            APP,
+            &CreateMachineRequest {
+                config: app_config(None),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, FlyError::Server { .. }));
@@ -572,20 +810,34 @@ async fn five_xx_is_retried_for_idempotent_calls_only() {
     fake.clear_faults();
 
     // A destroy without a nonce is not retried; with a nonce it is.
-    c.stop_machine(APP, &m.id, &StopRequest::default(), None).await.unwrap();
+    c.stop_machine(APP, &m.id, &StopRequest::default(), None)
+        .await
+        .unwrap();
     fake.clear_request_log();
     fake.inject(
-        Fault::new(FaultKind::Status { status: 503, body: "{}".into() })
-            .method("DELETE")
-            .times(1),
+        Fault::new(FaultKind::Status {
+            status: 503,
+            body: "{}".into(),
+        })
+        .method("DELETE")
+        .times(1),
     );
-    assert!(c.destroy_machine(APP, &m.id, DestroyOptions::default(), None).await.is_err());
+    assert!(c
+        .destroy_machine(APP, &m.id, DestroyOptions::default(), None)
+        .await
+        .is_err());
     assert_eq!(fake.count_requests("DELETE", &m.id), 1);
-    let lease = c.acquire_lease(APP, &m.id, Duration::from_secs(30), None).await.unwrap();
+    let lease = c
+        .acquire_lease(APP, &m.id, Duration::from_secs(30), None)
+        .await
+        .unwrap();
     fake.inject(
-        Fault::new(FaultKind::Status { status: 503, body: "{}".into() })
-            .method("DELETE")
-            .times(1),
+        Fault::new(FaultKind::Status {
+            status: 503,
+            body: "{}".into(),
+        })
+        .method("DELETE")
+        .times(1),
     );
     c.destroy_machine(APP, &m.id, DestroyOptions::default(), Some(&lease.nonce))
         .await
@@ -599,8 +851,15 @@ async fn malformed_bodies_are_invalid_response_errors() {
     let srv = server(FakeConfig::instant()).await;
     let c = client(&srv);
     let m = seed_app(&c, APP, None).await;
-    srv.fake().inject(Fault::new(FaultKind::Malformed).method("GET").path("/machines"));
-    let e = c.list_machines(APP, &ListOptions::default()).await.unwrap_err();
+    srv.fake().inject(
+        Fault::new(FaultKind::Malformed)
+            .method("GET")
+            .path("/machines"),
+    );
+    let e = c
+        .list_machines(APP, &ListOptions::default())
+        .await
+        .unwrap_err();
     match &e {
         FlyError::MalformedBody { ctx, excerpt, .. } => {
             assert_eq!(ctx.method, "GET");
@@ -619,12 +878,17 @@ async fn malformed_bodies_are_invalid_response_errors() {
     }
     // A body of the wrong shape too.
     srv.fake().inject(
-        Fault::new(FaultKind::Status { status: 200, body: r#"{"not":"a list"}"#.into() })
-            .method("GET")
-            .path("/machines"),
+        Fault::new(FaultKind::Status {
+            status: 200,
+            body: r#"{"not":"a list"}"#.into(),
+        })
+        .method("GET")
+        .path("/machines"),
     );
     assert!(matches!(
-        c.list_machines(APP, &ListOptions::default()).await.unwrap_err(),
+        c.list_machines(APP, &ListOptions::default())
+            .await
+            .unwrap_err(),
         FlyError::MalformedBody { .. }
     ));
     // Nothing broke: the next call works.
@@ -640,14 +904,32 @@ async fn dropped_connections_and_hangs() {
     let fake = srv.fake();
 
     fake.clear_request_log();
-    fake.inject(Fault::new(FaultKind::DropConnection).method("GET").path("/machines/"));
+    fake.inject(
+        Fault::new(FaultKind::DropConnection)
+            .method("GET")
+            .path("/machines/"),
+    );
     assert_eq!(c.get_machine(APP, &m.id).await.unwrap().id, m.id);
-    assert_eq!(fake.count_requests("GET", &m.id), 2, "retried after the drop");
+    assert_eq!(
+        fake.count_requests("GET", &m.id),
+        2,
+        "retried after the drop"
+    );
 
     fake.clear_request_log();
-    fake.inject(Fault::new(FaultKind::DropConnection).method("POST").path("/machines"));
+    fake.inject(
+        Fault::new(FaultKind::DropConnection)
+            .method("POST")
+            .path("/machines"),
+    );
     let e = c
-        .create_machine(APP, &CreateMachineRequest { config: app_config(None), ..Default::default() })
+        .create_machine(
+            APP,
+            &CreateMachineRequest {
+                config: app_config(None),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, FlyError::Transport { .. }), "{e}");
@@ -656,14 +938,21 @@ async fn dropped_connections_and_hangs() {
     // A hang hits the per-attempt timeout; idempotent calls retry and succeed.
     let short = MachinesClient::new(
         None,
-        ClientConfig { timeout: Duration::from_millis(300), ..client_config(&srv) },
+        ClientConfig {
+            timeout: Duration::from_millis(300),
+            ..client_config(&srv)
+        },
     )
     .unwrap();
     fake.inject(Fault::new(FaultKind::Hang).method("GET").path("/machines/"));
     assert_eq!(short.get_machine(APP, &m.id).await.unwrap().id, m.id);
     let no_retry = MachinesClient::new(
         None,
-        ClientConfig { timeout: Duration::from_millis(300), retry: RetryConfig::none(), ..client_config(&srv) },
+        ClientConfig {
+            timeout: Duration::from_millis(300),
+            retry: RetryConfig::none(),
+            ..client_config(&srv)
+        },
     )
     .unwrap();
     fake.inject(Fault::new(FaultKind::Hang).method("GET").path("/machines/"));
@@ -685,14 +974,20 @@ async fn cancelled_calls_leave_the_client_usable() {
     let srv = server(FakeConfig::instant()).await;
     let c = client(&srv);
     let m = seed_app(&c, APP, None).await;
-    srv.fake().inject(Fault::new(FaultKind::Hang).method("GET").path("/machines/"));
-    let cancelled = tokio::time::timeout(Duration::from_millis(200), c.get_machine(APP, &m.id)).await;
+    srv.fake()
+        .inject(Fault::new(FaultKind::Hang).method("GET").path("/machines/"));
+    let cancelled =
+        tokio::time::timeout(Duration::from_millis(200), c.get_machine(APP, &m.id)).await;
     assert!(cancelled.is_err(), "the hanging call was dropped");
     // Same for a call waiting in backoff.
     srv.fake().inject(
-        Fault::new(FaultKind::RateLimited { retry_after: Some("3".into()) }).method("GET"),
+        Fault::new(FaultKind::RateLimited {
+            retry_after: Some("3".into()),
+        })
+        .method("GET"),
     );
-    let cancelled = tokio::time::timeout(Duration::from_millis(500), c.get_machine(APP, &m.id)).await;
+    let cancelled =
+        tokio::time::timeout(Duration::from_millis(500), c.get_machine(APP, &m.id)).await;
     assert!(cancelled.is_err());
     assert_eq!(c.get_machine(APP, &m.id).await.unwrap().id, m.id);
     srv.shutdown().await;
@@ -700,13 +995,21 @@ async fn cancelled_calls_leave_the_client_usable() {
 
 #[tokio::test]
 async fn every_answer_has_a_request_id_and_metrics_are_served() {
-    let srv = server(FakeConfig { delays: Delays::ZERO, ..FakeConfig::instant() }).await;
+    let srv = server(FakeConfig {
+        delays: Delays::ZERO,
+        ..FakeConfig::instant()
+    })
+    .await;
     let c = client(&srv);
     let m = seed_app(&c, APP, None).await;
     let idle = c
         .create_machine(
             APP,
-            &CreateMachineRequest { config: app_config(None), skip_launch: Some(true), ..Default::default() },
+            &CreateMachineRequest {
+                config: app_config(None),
+                skip_launch: Some(true),
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
@@ -717,15 +1020,29 @@ async fn every_answer_has_a_request_id_and_metrics_are_served() {
     .await;
     let log = srv.fake().request_log();
     assert!(!log.is_empty());
-    assert!(log.iter().all(|r| r.request_id.starts_with("fake-")), "{log:?}");
+    assert!(
+        log.iter().all(|r| r.request_id.starts_with("fake-")),
+        "{log:?}"
+    );
 
-    let body = reqwest::get(format!("{}/metrics", srv.url())).await.unwrap().text().await.unwrap();
+    let body = reqwest::get(format!("{}/metrics", srv.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(body.contains("# TYPE fly_instance_up gauge"), "{body}");
     assert!(
-        body.contains(&format!("fly_instance_up{{app=\"{APP}\",region=\"ams\",instance=\"{}\"}} 1", m.id)),
+        body.contains(&format!(
+            "fly_instance_up{{app=\"{APP}\",region=\"ams\",instance=\"{}\"}} 1",
+            m.id
+        )),
         "{body}"
     );
-    assert!(!body.contains(&idle.id), "stopped machines are not up: {body}");
+    assert!(
+        !body.contains(&idle.id),
+        "stopped machines are not up: {body}"
+    );
 
     // The Fly Proxy starts the idle machine: now it is up too.
     assert!(srv.fake().proxy_autostart(APP, &idle.id));
@@ -776,5 +1093,8 @@ fn from_env_honours_fly_flaps_base_url() {
     let c = MachinesClient::from_env(None).unwrap();
     assert_eq!(c.base_url().as_str(), "http://127.0.0.1:4280/");
     std::env::remove_var("FLY_FLAPS_BASE_URL");
-    assert_eq!(ClientConfig::from_env().base_url, "https://api.machines.dev");
+    assert_eq!(
+        ClientConfig::from_env().base_url,
+        "https://api.machines.dev"
+    );
 }

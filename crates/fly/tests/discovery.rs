@@ -23,12 +23,19 @@ async fn wildcard_over_an_org_keeps_the_last_good_list() {
     assert_eq!(names, vec!["my-app-1", "my-app-2"]);
     assert_eq!(d.current().unwrap(), names);
     let log = fake.request_log();
-    assert!(log.iter().any(|r| r.path == "/v1/apps" && r.query == "org_slug=acme"), "{log:?}");
+    assert!(
+        log.iter()
+            .any(|r| r.path == "/v1/apps" && r.query == "org_slug=acme"),
+        "{log:?}"
+    );
 
     // A failing refresh keeps the last good list.
     fake.inject(
-        Fault::new(FaultKind::Status { status: 500, body: r#"{"error":"boom"}"#.into() })
-            .path("/v1/apps"),
+        Fault::new(FaultKind::Status {
+            status: 500,
+            body: r#"{"error":"boom"}"#.into(),
+        })
+        .path("/v1/apps"),
     );
     assert!(d.refresh().await.is_err());
     assert_eq!(d.current().unwrap(), vec!["my-app-1", "my-app-2"]);
@@ -54,9 +61,12 @@ async fn background_refresher_publishes_changes_and_stops_on_cancel() {
     .await;
     // Errors in between do not blank the list.
     fake.inject(
-        Fault::new(FaultKind::Status { status: 503, body: "{}".into() })
-            .path("/v1/apps")
-            .times(20),
+        Fault::new(FaultKind::Status {
+            status: 503,
+            body: "{}".into(),
+        })
+        .path("/v1/apps")
+        .times(20),
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(*rx.borrow(), vec!["svc-a".to_string()]);

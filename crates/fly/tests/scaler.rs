@@ -40,7 +40,10 @@ async fn add_machine(c: &MachinesClient, group: Option<&str>, skip_launch: bool)
 }
 
 async fn wait_state(fake: &FakeFly, id: &str, state: FlyState) {
-    eventually(&format!("{id} {state}"), || async { fake.state(APP, id) == Some(state.clone()) }).await;
+    eventually(&format!("{id} {state}"), || async {
+        fake.state(APP, id) == Some(state.clone())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -66,10 +69,19 @@ async fn conformance_suite_passes_with_transitions() {
 async fn conformance_suite_passes_with_fly_rate_limits_and_default_pacing() {
     // Fly's documented limits on the server, the client's default pacing: no 429 surfaces.
     let srv = server(FakeConfig::default()).await;
-    let c = MachinesClient::new(None, ClientConfig { pacing: Default::default(), ..client_config(&srv) }).unwrap();
+    let c = MachinesClient::new(
+        None,
+        ClientConfig {
+            pacing: Default::default(),
+            ..client_config(&srv)
+        },
+    )
+    .unwrap();
     let first = seed_app(&c, APP, None).await;
     wait_state(srv.fake(), &first.id, FlyState::Started).await;
-    conformance::scaler(&scaler(&c)).await.expect("FlyScaler conforms under rate limits");
+    conformance::scaler(&scaler(&c))
+        .await
+        .expect("FlyScaler conforms under rate limits");
     srv.shutdown().await;
 }
 
@@ -86,16 +98,23 @@ async fn a_failing_create_is_attempted_exactly_once_per_call() {
         let e = s.create(&CreateRequest::default()).await.unwrap_err();
         assert!(matches!(e, Error::Capacity { .. }), "{e}");
     }
-    assert_eq!(fake.count_requests("POST", "/machines"), 3, "one POST per create call");
+    assert_eq!(
+        fake.count_requests("POST", "/machines"),
+        3,
+        "one POST per create call"
+    );
 
     // Same for transient errors that other calls would retry.
     fake.fail_next_creates(0);
     fake.clear_request_log();
     fake.inject(
-        Fault::new(FaultKind::Status { status: 503, body: "{}".into() })
-            .method("POST")
-            .path("/machines")
-            .times(100),
+        Fault::new(FaultKind::Status {
+            status: 503,
+            body: "{}".into(),
+        })
+        .method("POST")
+        .path("/machines")
+        .times(100),
     );
     let e = s.create(&CreateRequest::default()).await.unwrap_err();
     assert!(e.is_retryable(), "{e}");
@@ -136,27 +155,40 @@ async fn transitions_in_flight_never_overshoot_across_ticks() {
     }
     for id in &stopped {
         wait_state(srv.fake(), id, FlyState::Started).await;
-        c.stop_machine(APP, id, &StopRequest::default(), None).await.unwrap();
+        c.stop_machine(APP, id, &StopRequest::default(), None)
+            .await
+            .unwrap();
         wait_state(srv.fake(), id, FlyState::Stopped).await;
     }
     wait_state(srv.fake(), &first.id, FlyState::Started).await;
     // Slow transitions from now on: every tick below happens while they are in flight.
-    srv.fake().set_delays(Delays::uniform(Duration::from_secs(30)));
+    srv.fake()
+        .set_delays(Delays::uniform(Duration::from_secs(30)));
     let s = scaler(&c);
     srv.fake().clear_request_log();
 
     // Started: 1 -> 3.
-    let started = Targets { created: Bounds::NONE, started: Bounds::exactly(3) };
+    let started = Targets {
+        created: Bounds::NONE,
+        started: Bounds::exactly(3),
+    };
     let p1 = tick(&s, &started).await;
     assert_eq!(p1.count(ActionKind::Start), 2);
     for _ in 0..3 {
         let p = tick(&s, &started).await;
-        assert!(p.is_empty(), "starting machines count as started: {:?}", p.actions);
+        assert!(
+            p.is_empty(),
+            "starting machines count as started: {:?}",
+            p.actions
+        );
     }
     assert_eq!(srv.fake().count_requests("POST", "/start"), 2);
 
     // Created: 4 -> 6, with creates that stay `created`/`starting` for 30 s.
-    let created = Targets { created: Bounds::exactly(6), started: Bounds::NONE };
+    let created = Targets {
+        created: Bounds::exactly(6),
+        started: Bounds::NONE,
+    };
     let p = tick(&s, &created).await;
     assert_eq!(p.count(ActionKind::Create), 2);
     for _ in 0..3 {
@@ -167,13 +199,20 @@ async fn transitions_in_flight_never_overshoot_across_ticks() {
     assert_eq!(srv.fake().machines(APP).len(), 6);
 
     // Stopping: started (3 starting + 2 new) -> 1; stops are in flight for 30 s.
-    let fewer = Targets { created: Bounds::NONE, started: Bounds::exactly(1) };
+    let fewer = Targets {
+        created: Bounds::NONE,
+        started: Bounds::exactly(1),
+    };
     let p = tick(&s, &fewer).await;
     let stops = p.count(ActionKind::Stop);
     assert!(stops >= 1);
     for _ in 0..3 {
         let p = tick(&s, &fewer).await;
-        assert!(p.is_empty(), "stopping machines count as stopped: {:?}", p.actions);
+        assert!(
+            p.is_empty(),
+            "stopping machines count as stopped: {:?}",
+            p.actions
+        );
     }
     assert_eq!(srv.fake().count_requests("POST", "/stop"), stops);
     srv.shutdown().await;
@@ -181,7 +220,11 @@ async fn transitions_in_flight_never_overshoot_across_ticks() {
 
 #[tokio::test]
 async fn destroy_touches_only_the_named_machine() {
-    let srv = server(FakeConfig { delays: Delays::uniform(Duration::from_millis(20)), ..FakeConfig::instant() }).await;
+    let srv = server(FakeConfig {
+        delays: Delays::uniform(Duration::from_millis(20)),
+        ..FakeConfig::instant()
+    })
+    .await;
     let c = client(&srv);
     let a = seed_app(&c, APP, None).await;
     let b = add_machine(&c, None, false).await;
@@ -197,7 +240,10 @@ async fn destroy_touches_only_the_named_machine() {
     let log = fake.request_log();
     for r in &log {
         let about_machine = r.path.contains("/machines/");
-        assert!(!about_machine || r.path.contains(&b.id), "touched another machine: {r:?}");
+        assert!(
+            !about_machine || r.path.contains(&b.id),
+            "touched another machine: {r:?}"
+        );
     }
     // Lease, cordon, graceful stop, wait, delete with the nonce, in that order.
     let steps: Vec<String> = log
@@ -217,14 +263,25 @@ async fn destroy_touches_only_the_named_machine() {
     );
     let delete = log.iter().find(|r| r.method == "DELETE").unwrap();
     assert!(delete.nonce.is_some(), "destroy carries the lease nonce");
-    assert!(!delete.query.contains("force"), "no force unless configured");
+    assert!(
+        !delete.query.contains("force"),
+        "no force unless configured"
+    );
     assert_eq!(fake.state(APP, &a.id), Some(FlyState::Started));
     assert_eq!(fake.state(APP, &d.id), Some(FlyState::Created));
 
     // Destroying it again, or an unknown machine, is NotFound and deletes nothing.
     fake.clear_request_log();
-    assert!(s.destroy(&MachineId::new(b.id.clone())).await.unwrap_err().is_not_found());
-    assert!(s.destroy(&MachineId::new("0000000000dead")).await.unwrap_err().is_not_found());
+    assert!(s
+        .destroy(&MachineId::new(b.id.clone()))
+        .await
+        .unwrap_err()
+        .is_not_found());
+    assert!(s
+        .destroy(&MachineId::new("0000000000dead"))
+        .await
+        .unwrap_err()
+        .is_not_found());
     assert_eq!(fake.count_requests("DELETE", &b.id), 0);
     assert_eq!(fake.count_requests("DELETE", "dead"), 0);
     srv.shutdown().await;
@@ -241,7 +298,10 @@ async fn destroy_respects_other_leases_groups_and_unhealthy_hosts() {
     let fake = srv.fake();
 
     // Someone else (a deploy) holds a lease on b.
-    let theirs = c.acquire_lease(APP, &b.id, Duration::from_secs(60), Some("deploy")).await.unwrap();
+    let theirs = c
+        .acquire_lease(APP, &b.id, Duration::from_secs(60), Some("deploy"))
+        .await
+        .unwrap();
     fake.clear_request_log();
     let e = s.destroy(&MachineId::new(b.id.clone())).await.unwrap_err();
     assert!(matches!(e, Error::Conflict { .. }), "{e}");
@@ -249,7 +309,10 @@ async fn destroy_respects_other_leases_groups_and_unhealthy_hosts() {
     c.release_lease(APP, &b.id, &theirs.nonce).await.unwrap();
 
     // Another process group is refused.
-    let e = s.destroy(&MachineId::new(worker.id.clone())).await.unwrap_err();
+    let e = s
+        .destroy(&MachineId::new(worker.id.clone()))
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::Refused { .. }), "{e}");
 
     // A machine on an unreachable host is listed, not manageable, and refused.
@@ -257,10 +320,17 @@ async fn destroy_respects_other_leases_groups_and_unhealthy_hosts() {
     let listed = s.list().await.unwrap();
     let ma = listed.iter().find(|m| m.id.as_str() == a.id).unwrap();
     assert!(!ma.manageable);
-    assert_eq!(ma.labels.get("process_group").map(String::as_str), Some("app"), "group read from incomplete_config");
+    assert_eq!(
+        ma.labels.get("process_group").map(String::as_str),
+        Some("app"),
+        "group read from incomplete_config"
+    );
     let e = s.destroy(&MachineId::new(a.id.clone())).await.unwrap_err();
     assert!(matches!(e, Error::Refused { .. }), "{e}");
-    assert!(matches!(s.stop(&MachineId::new(a.id.clone())).await.unwrap_err(), Error::Refused { .. }));
+    assert!(matches!(
+        s.stop(&MachineId::new(a.id.clone())).await.unwrap_err(),
+        Error::Refused { .. }
+    ));
     assert_eq!(fake.count_requests("DELETE", &a.id), 0);
     assert_eq!(fake.count_requests("DELETE", &worker.id), 0);
     assert_eq!(fake.count_requests("POST", "/stop"), 0);
@@ -272,14 +342,22 @@ async fn destroy_respects_other_leases_groups_and_unhealthy_hosts() {
     cfg.destroy.stop_first = false;
     cfg.destroy.cordon = false;
     let blunt = FlyScaler::new(c.clone(), cfg.clone()).unwrap();
-    let e = blunt.destroy(&MachineId::new(a.id.clone())).await.unwrap_err();
+    let e = blunt
+        .destroy(&MachineId::new(a.id.clone()))
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::Conflict { .. }), "{e}");
-    assert!(c.get_lease(APP, &a.id).await.unwrap_err().is_not_found(), "lease released after failure");
+    assert!(
+        c.get_lease(APP, &a.id).await.unwrap_err().is_not_found(),
+        "lease released after failure"
+    );
     cfg.destroy.force = true;
     let forced = FlyScaler::new(c.clone(), cfg).unwrap();
     forced.destroy(&MachineId::new(a.id.clone())).await.unwrap();
     let log = fake.request_log();
-    assert!(log.iter().any(|r| r.method == "DELETE" && r.query.contains("force=true") && r.status == 200));
+    assert!(log
+        .iter()
+        .any(|r| r.method == "DELETE" && r.query.contains("force=true") && r.status == 200));
     srv.shutdown().await;
 }
 
@@ -292,32 +370,74 @@ async fn process_groups_and_unlabelled_machines() {
     // Only unlabelled machines: they are the app's one group (fly-autoscaler ignores them).
     assert_eq!(s.list().await.unwrap().len(), 1);
     // They are the default group `app`, not any group.
-    let web = FlyScaler::new(c.clone(), FlyScalerConfig::new(APP).with_process_group(Some("web".into()))).unwrap();
+    let web = FlyScaler::new(
+        c.clone(),
+        FlyScalerConfig::new(APP).with_process_group(Some("web".into())),
+    )
+    .unwrap();
     assert!(web.list().await.unwrap().is_empty());
     let app_labelled = add_machine(&c, Some("app"), true).await;
-    let listed: Vec<String> = s.list().await.unwrap().into_iter().map(|m| m.id.0).collect();
-    assert_eq!(listed.len(), 2, "unlabelled + app when the only group is app");
+    let listed: Vec<String> = s
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id.0)
+        .collect();
+    assert_eq!(
+        listed.len(),
+        2,
+        "unlabelled + app when the only group is app"
+    );
     // A second group appears: unlabelled machines are no longer attributed.
     let worker = add_machine(&c, Some("worker"), true).await;
-    let listed: Vec<String> = s.list().await.unwrap().into_iter().map(|m| m.id.0).collect();
+    let listed: Vec<String> = s
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id.0)
+        .collect();
     assert_eq!(listed, vec![app_labelled.id.clone()]);
     let workers = FlyScaler::new(
         c.clone(),
         FlyScalerConfig::new(APP).with_process_group(Some("worker".into())),
     )
     .unwrap();
-    let listed: Vec<String> = workers.list().await.unwrap().into_iter().map(|m| m.id.0).collect();
+    let listed: Vec<String> = workers
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id.0)
+        .collect();
     assert_eq!(listed, vec![worker.id.clone()]);
-    let everything = FlyScaler::new(c.clone(), FlyScalerConfig::new(APP).with_process_group(None)).unwrap();
+    let everything = FlyScaler::new(
+        c.clone(),
+        FlyScalerConfig::new(APP).with_process_group(None),
+    )
+    .unwrap();
     assert_eq!(everything.list().await.unwrap().len(), 3);
     // The legacy `process_group` key counts too.
     let mut legacy_cfg = app_config(None);
     legacy_cfg["metadata"]["process_group"] = json!("worker");
-    c.create_machine(APP, &CreateMachineRequest { config: legacy_cfg, skip_launch: Some(true), ..Default::default() })
-        .await
-        .unwrap();
+    c.create_machine(
+        APP,
+        &CreateMachineRequest {
+            config: legacy_cfg,
+            skip_launch: Some(true),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(workers.list().await.unwrap().len(), 2);
-    assert!(!s.list().await.unwrap().iter().any(|m| m.id.as_str() == plain.id));
+    assert!(!s
+        .list()
+        .await
+        .unwrap()
+        .iter()
+        .any(|m| m.id.as_str() == plain.id));
     srv.shutdown().await;
 }
 
@@ -344,7 +464,10 @@ async fn list_maps_all_states_labels_and_addresses() {
     // The list endpoint hides destroyed machines, so read each one through the scaler's view.
     let s = scaler(&c);
     for (i, st) in all.iter().enumerate() {
-        let m = c.get_machine(APP, &format!("{:014x}", 0xabc000 + i)).await.unwrap();
+        let m = c
+            .get_machine(APP, &format!("{:014x}", 0xabc000 + i))
+            .await
+            .unwrap();
         let core = s.to_core(&m);
         let want = match st.as_str() {
             "created" | "creating" => MachineState::Created,
@@ -360,7 +483,10 @@ async fn list_maps_all_states_labels_and_addresses() {
             _ => MachineState::Unknown,
         };
         assert_eq!(core.state, want, "{st}");
-        assert_eq!(core.labels.get("fly_state").map(String::as_str), Some(st.as_str()));
+        assert_eq!(
+            core.labels.get("fly_state").map(String::as_str),
+            Some(st.as_str())
+        );
     }
     let listed = s.list().await.unwrap();
     let m = listed.iter().find(|m| m.id.as_str() == seeded.id).unwrap();
@@ -368,9 +494,18 @@ async fn list_maps_all_states_labels_and_addresses() {
     assert_eq!(m.region.as_deref(), Some("ams"));
     assert!(m.address.as_deref().unwrap().starts_with("fdaa:"));
     assert!(m.created_at.is_some());
-    assert_eq!(m.labels.get("process_group").map(String::as_str), Some("app"));
-    assert_eq!(m.labels.get("release_id").map(String::as_str), Some("rel-1"));
-    assert_eq!(m.labels.get("release_version").map(String::as_str), Some("3"));
+    assert_eq!(
+        m.labels.get("process_group").map(String::as_str),
+        Some("app")
+    );
+    assert_eq!(
+        m.labels.get("release_id").map(String::as_str),
+        Some("rel-1")
+    );
+    assert_eq!(
+        m.labels.get("release_version").map(String::as_str),
+        Some("3")
+    );
     assert!(m.labels.get("image").unwrap().contains("@sha256:"));
     srv.shutdown().await;
 }
@@ -384,7 +519,14 @@ async fn create_clones_the_newest_healthy_machine_with_a_pinned_image() {
     let mut newer_cfg = app_config(None);
     newer_cfg["env"]["FOO"] = json!("newer");
     let newer = c
-        .create_machine(APP, &CreateMachineRequest { config: newer_cfg.clone(), region: Some("lhr".into()), ..Default::default() })
+        .create_machine(
+            APP,
+            &CreateMachineRequest {
+                config: newer_cfg.clone(),
+                region: Some("lhr".into()),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -407,12 +549,19 @@ async fn create_clones_the_newest_healthy_machine_with_a_pinned_image() {
     assert!(pinned.contains("@sha256:"), "{pinned}");
     want["image"] = json!(pinned);
     want["metadata"]["fleetscale"] = json!("yes");
-    assert_eq!(fm1.config.unwrap(), want, "config cloned exactly, image pinned, labels added");
+    assert_eq!(
+        fm1.config.unwrap(),
+        want,
+        "config cloned exactly, image pinned, labels added"
+    );
     assert_eq!(fm1.region.as_deref(), Some("ord"));
     let m2 = s.create(&CreateRequest::default()).await.unwrap();
     assert_eq!(m2.region.as_deref(), Some("cdg"));
     let m3 = s
-        .create(&CreateRequest { region: Some("syd".into()), ..CreateRequest::default() })
+        .create(&CreateRequest {
+            region: Some("syd".into()),
+            ..CreateRequest::default()
+        })
         .await
         .unwrap();
     assert_eq!(m3.region.as_deref(), Some("syd"));
@@ -422,7 +571,10 @@ async fn create_clones_the_newest_healthy_machine_with_a_pinned_image() {
     // An explicit template is honoured; without configured regions its region is used.
     let plain = scaler(&c);
     let from_old = plain
-        .create(&CreateRequest { template: Some(MachineId::new(old.id.clone())), ..CreateRequest::default() })
+        .create(&CreateRequest {
+            template: Some(MachineId::new(old.id.clone())),
+            ..CreateRequest::default()
+        })
         .await
         .unwrap();
     let fm = srv.fake().machine(APP, from_old.id.as_str()).unwrap();
@@ -433,39 +585,66 @@ async fn create_clones_the_newest_healthy_machine_with_a_pinned_image() {
 
 #[tokio::test]
 async fn create_initial_states_and_no_template() {
-    let srv = server(FakeConfig { delays: Delays::uniform(Duration::from_millis(30)), ..FakeConfig::instant() }).await;
+    let srv = server(FakeConfig {
+        delays: Delays::uniform(Duration::from_millis(30)),
+        ..FakeConfig::instant()
+    })
+    .await;
     let c = client(&srv);
     let first = seed_app(&c, APP, None).await;
     wait_state(srv.fake(), &first.id, FlyState::Started).await;
     let s = scaler(&c);
     let stopped = s
-        .create(&CreateRequest { initial_state: InitialState::Stopped, ..CreateRequest::default() })
+        .create(&CreateRequest {
+            initial_state: InitialState::Stopped,
+            ..CreateRequest::default()
+        })
         .await
         .unwrap();
     assert_eq!(stopped.state, MachineState::Created);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(srv.fake().state(APP, stopped.id.as_str()), Some(FlyState::Created));
+    assert_eq!(
+        srv.fake().state(APP, stopped.id.as_str()),
+        Some(FlyState::Created)
+    );
     let log = srv.fake().request_log();
-    let post = log.iter().rev().find(|r| r.method == "POST" && r.path.ends_with("/machines")).unwrap();
+    let post = log
+        .iter()
+        .rev()
+        .find(|r| r.method == "POST" && r.path.ends_with("/machines"))
+        .unwrap();
     assert_eq!(post.status, 200);
 
     let suspended = s
-        .create(&CreateRequest { initial_state: InitialState::Suspended, ..CreateRequest::default() })
+        .create(&CreateRequest {
+            initial_state: InitialState::Suspended,
+            ..CreateRequest::default()
+        })
         .await
         .unwrap();
     assert!(
-        matches!(suspended.state, MachineState::Suspending | MachineState::Suspended),
+        matches!(
+            suspended.state,
+            MachineState::Suspending | MachineState::Suspended
+        ),
         "{:?}",
         suspended.state
     );
     wait_state(srv.fake(), suspended.id.as_str(), FlyState::Suspended).await;
     // Stop of a suspended machine is a no-op (the snapshot is kept); start resumes it.
     s.stop(&suspended.id).await.unwrap();
-    assert_eq!(srv.fake().state(APP, suspended.id.as_str()), Some(FlyState::Suspended));
+    assert_eq!(
+        srv.fake().state(APP, suspended.id.as_str()),
+        Some(FlyState::Suspended)
+    );
     s.start(&suspended.id).await.unwrap();
-    c.wait_machine(APP, suspended.id.as_str(), &WaitOptions::new("started", Duration::from_secs(30)))
-        .await
-        .unwrap();
+    c.wait_machine(
+        APP,
+        suspended.id.as_str(),
+        &WaitOptions::new("started", Duration::from_secs(30)),
+    )
+    .await
+    .unwrap();
 
     // A group with no machine cannot create.
     let empty = FlyScaler::new(

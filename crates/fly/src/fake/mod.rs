@@ -38,6 +38,4 @@ mod server;
 mod state;
 
 pub use server::FakeFlyServer;
-pub use state::{
-    Delays, FakeConfig, FakeFly, FakeRateLimits, Fault, FaultKind, RequestRecord,
-};
+pub use state::{Delays, FakeConfig, FakeFly, FakeRateLimits, Fault, FaultKind, RequestRecord};

@@ -123,7 +123,10 @@ fn router(state: AppState) -> Router {
         )
         .route("/v1/apps/{app}/machines/{id}/start", post(start_machine))
         .route("/v1/apps/{app}/machines/{id}/stop", post(stop_machine))
-        .route("/v1/apps/{app}/machines/{id}/suspend", post(suspend_machine))
+        .route(
+            "/v1/apps/{app}/machines/{id}/suspend",
+            post(suspend_machine),
+        )
         .route("/v1/apps/{app}/machines/{id}/cordon", post(cordon))
         .route("/v1/apps/{app}/machines/{id}/uncordon", post(uncordon))
         .route("/v1/apps/{app}/machines/{id}/wait", get(wait_machine))
@@ -145,7 +148,10 @@ fn reply(r: ApiResult) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
         status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         body.to_string(),
     )
         .into_response()
@@ -200,7 +206,8 @@ async fn frontdoor(State(st): State<AppState>, req: Request, next: Next) -> Resp
         }
         match fault {
             Some(FaultKind::Status { status, body }) => {
-                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 break 'resp (status, body).into_response();
             }
             Some(FaultKind::RateLimited { retry_after }) => {
@@ -224,7 +231,10 @@ async fn frontdoor(State(st): State<AppState>, req: Request, next: Next) -> Resp
             Some(FaultKind::Malformed) => {
                 break 'resp (
                     StatusCode::OK,
-                    [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    )],
                     "{\"id\": \"truncated",
                 )
                     .into_response();
@@ -232,7 +242,9 @@ async fn frontdoor(State(st): State<AppState>, req: Request, next: Next) -> Resp
             Some(FaultKind::DropConnection) => {
                 st.fake.lock().log(record(0));
                 let stream = futures::stream::once(async {
-                    Err::<Bytes, std::io::Error>(std::io::Error::other("connection dropped by fault injection"))
+                    Err::<Bytes, std::io::Error>(std::io::Error::other(
+                        "connection dropped by fault injection",
+                    ))
                 });
                 let mut r = Response::new(Body::from_stream(stream));
                 if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -258,8 +270,15 @@ async fn frontdoor(State(st): State<AppState>, req: Request, next: Next) -> Resp
     response
 }
 
-async fn list_apps(State(st): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
-    reply(st.fake.lock().api_list_apps(q.get("org_slug").map(String::as_str)))
+async fn list_apps(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    reply(
+        st.fake
+            .lock()
+            .api_list_apps(q.get("org_slug").map(String::as_str)),
+    )
 }
 
 async fn create_app(State(st): State<AppState>, body: Bytes) -> Response {
@@ -279,12 +298,19 @@ async fn list_machines(
     reply(st.fake.lock().api_list_machines(&app, &q))
 }
 
-async fn create_machine(State(st): State<AppState>, Path(app): Path<String>, body: Bytes) -> Response {
+async fn create_machine(
+    State(st): State<AppState>,
+    Path(app): Path<String>,
+    body: Bytes,
+) -> Response {
     let r = json_body(&body).and_then(|b| st.fake.lock().api_create_machine(&app, &b));
     reply(r)
 }
 
-async fn get_machine(State(st): State<AppState>, Path((app, id)): Path<(String, String)>) -> Response {
+async fn get_machine(
+    State(st): State<AppState>,
+    Path((app, id)): Path<(String, String)>,
+) -> Response {
     reply(st.fake.lock().api_get_machine(&app, &id))
 }
 
@@ -308,7 +334,11 @@ async fn start_machine(
     Path((app, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    reply(st.fake.lock().api_start(&app, &id, nonce(&headers).as_deref()))
+    reply(
+        st.fake
+            .lock()
+            .api_start(&app, &id, nonce(&headers).as_deref()),
+    )
 }
 
 async fn stop_machine(
@@ -324,7 +354,9 @@ async fn stop_machine(
                 return Err(ApiErr::new(400, "timeout must be a duration"));
             }
         }
-        st.fake.lock().api_stop(&app, &id, nonce(&headers).as_deref())
+        st.fake
+            .lock()
+            .api_stop(&app, &id, nonce(&headers).as_deref())
     });
     reply(r)
 }
@@ -334,7 +366,11 @@ async fn suspend_machine(
     Path((app, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    reply(st.fake.lock().api_suspend(&app, &id, nonce(&headers).as_deref()))
+    reply(
+        st.fake
+            .lock()
+            .api_suspend(&app, &id, nonce(&headers).as_deref()),
+    )
 }
 
 async fn cordon(
@@ -367,7 +403,10 @@ async fn wait_machine(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let state = q.get("state").cloned().unwrap_or_else(|| "started".into());
-    let secs = match q.get("timeout").map(|t| t.trim_end_matches('s').parse::<u64>()) {
+    let secs = match q
+        .get("timeout")
+        .map(|t| t.trim_end_matches('s').parse::<u64>())
+    {
         None => 60,
         Some(Ok(s)) if (1..=60).contains(&s) => s,
         Some(_) => {
@@ -423,7 +462,10 @@ async fn acquire_lease(
     reply(r)
 }
 
-async fn get_lease(State(st): State<AppState>, Path((app, id)): Path<(String, String)>) -> Response {
+async fn get_lease(
+    State(st): State<AppState>,
+    Path((app, id)): Path<(String, String)>,
+) -> Response {
     reply(st.fake.lock().api_lease_get(&app, &id))
 }
 

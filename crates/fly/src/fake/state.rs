@@ -307,7 +307,10 @@ fn image_ref_of(image: &str) -> ImageRef {
         None => {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             h.write(image.as_bytes());
-            (image, format!("sha256:{:016x}{:016x}", h.finish(), h.finish() ^ 0x5a5a))
+            (
+                image,
+                format!("sha256:{:016x}{:016x}", h.finish(), h.finish() ^ 0x5a5a),
+            )
         }
     };
     // The registry is the first component if it looks like a host.
@@ -588,7 +591,14 @@ fn machine_json(m: &FlyMachine, summary: bool) -> Value {
             obj.insert("config".into(), Value::Null);
         }
         if summary {
-            for k in ["config", "checks", "events", "host_status", "nonce", "incomplete_config"] {
+            for k in [
+                "config",
+                "checks",
+                "events",
+                "host_status",
+                "nonce",
+                "incomplete_config",
+            ] {
                 obj.remove(k);
             }
         }
@@ -648,7 +658,9 @@ impl Inner {
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
         let (action, scope, rate) = match (method, segs.as_slice()) {
             ("GET", ["v1", "apps"]) => ("apps".to_owned(), "org".to_owned(), limits.app_action),
-            ("GET", ["v1", "apps", app]) => ("get_app".into(), (*app).to_owned(), limits.app_action),
+            ("GET", ["v1", "apps", app]) => {
+                ("get_app".into(), (*app).to_owned(), limits.app_action)
+            }
             ("GET", ["v1", "apps", app, "machines"]) => {
                 ("list".into(), (*app).to_owned(), limits.app_action)
             }
@@ -767,7 +779,11 @@ impl Inner {
             .ok_or_else(|| ApiErr::new(404, "machine not found"))
     }
 
-    pub(crate) fn api_list_machines(&mut self, app: &str, q: &HashMap<String, String>) -> ApiResult {
+    pub(crate) fn api_list_machines(
+        &mut self,
+        app: &str,
+        q: &HashMap<String, String>,
+    ) -> ApiResult {
         self.advance();
         let a = self.app(app)?;
         let flag = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1");
@@ -838,11 +854,14 @@ impl Inner {
                 ));
             }
         }
-        let skip_launch = body.get("skip_launch").and_then(Value::as_bool).unwrap_or(false);
+        let skip_launch = body
+            .get("skip_launch")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let lease_ttl = body.get("lease_ttl").and_then(Value::as_u64);
         self.next_id += 1;
         let n = self.next_id;
-        let id = format!("{:014x}", 0x3d8d_9000_0000_00u64 + n);
+        let id = format!("{:014x}", 0x003d_8d90_0000_0000_u64 + n);
         let now = SystemTime::now();
         let version = format!("01FAKE{:020}", n);
         let mut m = FlyMachine {
@@ -1017,11 +1036,18 @@ impl Inner {
     }
 
     /// `Ok(Some(answer))` when the wait is over, `Ok(None)` to keep waiting.
-    pub(crate) fn api_wait_check(&mut self, app: &str, id: &str, state: &str) -> Result<Option<Value>, ApiErr> {
+    pub(crate) fn api_wait_check(
+        &mut self,
+        app: &str,
+        id: &str,
+        state: &str,
+    ) -> Result<Option<Value>, ApiErr> {
         if !matches!(state, "started" | "stopped" | "suspended" | "destroyed") {
             return Err(ApiErr::new(
                 400,
-                format!("invalid state {state:?}: expected started, stopped, suspended or destroyed"),
+                format!(
+                    "invalid state {state:?}: expected started, stopped, suspended or destroyed"
+                ),
             ));
         }
         let m = self.machine_mut(app, id)?;
@@ -1078,7 +1104,12 @@ impl Inner {
         }
     }
 
-    pub(crate) fn api_lease_release(&mut self, app: &str, id: &str, nonce: Option<&str>) -> ApiResult {
+    pub(crate) fn api_lease_release(
+        &mut self,
+        app: &str,
+        id: &str,
+        nonce: Option<&str>,
+    ) -> ApiResult {
         let m = self.machine_mut(app, id)?;
         Self::check_lease(m, nonce)?;
         m.lease = None;
@@ -1130,13 +1161,21 @@ mod tests {
         assert_eq!(r.tag, "latest");
         assert!(r.digest.starts_with("sha256:"));
         let r = image_ref_of("localhost:5000/x/y:2");
-        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_str()), ("localhost:5000", "x/y", "2"));
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_str()),
+            ("localhost:5000", "x/y", "2")
+        );
     }
 
     #[test]
     fn faults_are_consumed() {
         let fake = FakeFly::new(FakeConfig::instant());
-        fake.inject(Fault::new(FaultKind::Malformed).method("get").path("/machines").times(2));
+        fake.inject(
+            Fault::new(FaultKind::Malformed)
+                .method("get")
+                .path("/machines")
+                .times(2),
+        );
         let mut g = fake.lock();
         assert!(g.take_fault("POST", "/v1/apps/a/machines").is_none());
         assert!(g.take_fault("GET", "/v1/apps/a/machines").is_some());

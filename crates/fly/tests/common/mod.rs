@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use fleetscale_fly::fake::{FakeConfig, FakeFlyServer};
 use fleetscale_fly::types::{CreateAppRequest, CreateMachineRequest};
-use fleetscale_fly::{ClientConfig, FlyMachine, FlyToken, MachinesClient, PacingConfig, RetryConfig};
+use fleetscale_fly::{
+    ClientConfig, FlyMachine, FlyToken, MachinesClient, PacingConfig, RetryConfig,
+};
 use serde_json::{json, Value};
 
 pub async fn server(config: FakeConfig) -> FakeFlyServer {
@@ -85,7 +87,10 @@ where
         if f().await {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
