@@ -27,6 +27,8 @@ pub mod fake;
 pub mod client;
 pub mod host;
 pub mod launch;
+pub mod ledger;
+pub mod membership;
 pub mod reclaim;
 pub mod report;
 pub mod status;
@@ -35,5 +37,9 @@ pub use client::{RmpeerOutcome, RouterClient, DEFAULT_ROUTER_URL};
 pub use error::WeaveError;
 pub use host::{HostRunner, LocalRunner, Output, SshRunner};
 pub use launch::{FixedCluster, LaunchPlan, PeerRole};
+pub use membership::{WeaveMembership, WeaveMembershipConfig};
 pub use peer::PeerName;
-pub use reclaim::RefusalReason;
+pub use reclaim::{
+    FixedPeer, PassReport, ReclaimConfig, ReclaimMetrics, ReclaimMetricsSnapshot, Reclaimer,
+    RefusalReason,
+};
