@@ -22,8 +22,11 @@ use crate::WeaveError;
 #[derive(Clone, Debug)]
 pub struct EmulatedHosts {
     emu: Emulator,
-    log: Arc<Mutex<Vec<(String, Vec<String>)>>>,
+    log: Arc<Mutex<Vec<Command>>>,
 }
+
+/// A command run on an emulated host: `(host, argv)`.
+pub type Command = (String, Vec<String>);
 
 fn out(code: i32, stdout: &str, stderr: &str) -> Output {
     Output {
@@ -43,7 +46,7 @@ impl EmulatedHosts {
     }
 
     /// Every command run so far, as `(host, argv)`.
-    pub fn commands(&self) -> Vec<(String, Vec<String>)> {
+    pub fn commands(&self) -> Vec<Command> {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 }

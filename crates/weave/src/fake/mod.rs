@@ -703,6 +703,38 @@ impl Emulator {
         Ok(format!("http://{addr}"))
     }
 
+    /// Starts the fixture cluster of `tests/fixtures/CAPTURE.md`: fixed peers
+    /// `00:00:00:00:00:0N(fixedN)` at `192.168.77.N` (N = 1..=3), each targeting all three,
+    /// primed (ring created), and registers observers `dyn4`, `dyn5` (not running; launch them
+    /// with [`Emulator::launch`] or `weave launch` through [`EmulatedHosts`]). Returns the
+    /// fixed peers' specs and API URLs. For `fleetscale fake weave` and quick experiments.
+    pub async fn start_fixture_cluster(&self) -> Result<Vec<(PeerSpec, String)>, FakeError> {
+        let targets: Vec<String> = (1..=3).map(|n| format!("192.168.77.{n}")).collect();
+        let mut out = Vec::new();
+        for n in 1..=3u64 {
+            let name =
+                PeerName::from_u64(n).ok_or_else(|| FakeError::UnknownPeer(n.to_string()))?;
+            let spec = PeerSpec::new(name, format!("fixed{n}"), format!("192.168.77.{n}"));
+            let url = self.start_fixed(spec.clone(), targets.clone()).await?;
+            out.push((spec, url));
+        }
+        {
+            let world = Arc::clone(&self.world);
+            let mut w = self.w();
+            let first = out[0].0.name;
+            w.ensure_ring(first, &world)?;
+        }
+        for n in 4..=5u64 {
+            let name =
+                PeerName::from_u64(n).ok_or_else(|| FakeError::UnknownPeer(n.to_string()))?;
+            self.add_peer(
+                PeerSpec::new(name, format!("dyn{n}"), format!("192.168.77.{n}")),
+                Role::Observer,
+            )?;
+        }
+        Ok(out)
+    }
+
     /// Registers and launches a fixed peer with the given targets.
     pub async fn start_fixed(
         &self,
