@@ -1,1 +1,21 @@
-//! Shared code of the fleetscale binaries (work in progress).
+//! # fleetscale-bin
+//!
+//! The code of the two binaries, as a library so it can be tested:
+//!
+//! - `fly-autoscaler` ([`fas`]): a drop-in replacement for `superfly/fly-autoscaler`
+//!   (same `FAS_*` variables, YAML file, commands, log lines and metric names);
+//! - `fleetscale` ([`cli`]): the native command line: `run` and `eval` a TOML
+//!   configuration of many targets, `demo`, `fake fly` / `fake weave`, `weave reclaim`.
+//!
+//! Shared pieces: Go-compatible parsing ([`gocompat`]), slog-shaped JSON logs
+//! ([`logging`]), the `/metrics` and `/healthz` server ([`http`]) fed by
+//! [`telemetry::TickMetrics`].
+
+pub mod error;
+pub mod fas;
+pub mod gocompat;
+pub mod http;
+pub mod logging;
+pub mod telemetry;
+
+pub use error::{BinError, Result};

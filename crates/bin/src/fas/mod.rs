@@ -1,0 +1,767 @@
+//! `fly-autoscaler`: a drop-in replacement for Fly's Go autoscaler on the fleetscale engine.
+//!
+//! Same environment variables, YAML file, defaults, validation messages, subcommands, log
+//! lines and metric names as `superfly/fly-autoscaler` v0.3.2 (see [`config`] and
+//! [`observer`]); the differences (bug fixes and extras) are listed in the repository's
+//! README, section "fly-autoscaler compatibility".
+
+pub mod config;
+pub mod observer;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use fleetscale_core::engine::{Engine, EngineConfig, TargetProvider, TargetSpec};
+use fleetscale_core::expr::Expr;
+use fleetscale_core::plan::PlanOptions;
+use fleetscale_core::policy::{self, CountRule, Policy, COUNT_VARIABLES};
+use fleetscale_core::{Bounds, Counts, InitialState, MetricSource, Scaler, Scope, Targets};
+use fleetscale_fly::{
+    AppDiscovery, ClientConfig, FlyScaler, FlyScalerConfig, FlyToken, MachinesClient, Wildcard,
+};
+use fleetscale_metrics::{PrometheusConfig, PrometheusSource};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{BinError, Result};
+use crate::gocompat::{format_go_duration, go_quote};
+use crate::http::{Health, MetricsServer};
+use crate::telemetry::TickMetrics;
+use config::Config;
+use observer::{GoLogObserver, RegionMemo};
+
+/// The top-level usage text (the Go tool's, with its commands).
+pub const USAGE: &str = "\
+fly-autoscaler is a metrics-based autoscaler for automatically scaling your
+Fly Machines up. It continuously monitors external metrics to derive the
+appropriate number of machines to run to handle the load.
+
+This is fleetscale's drop-in replacement of superfly/fly-autoscaler: the same
+FAS_* variables, YAML file, commands, logs and metrics.
+
+Usage:
+
+\tfly-autoscaler <command> [arguments]
+
+The commands are:
+
+\teval         collects metrics once and evaluates server count
+\tserve        runs the autoscaler server process (the default)
+\tversion      prints the version
+";
+
+const SERVE_USAGE: &str = "\
+The serve command runs the autoscaler server process and begins managing a fleet
+of Fly machines based on metrics.
+
+Usage:
+
+\tfly-autoscaler serve [arguments]
+
+Arguments:
+  -config string
+    \tPath to config file
+";
+
+const EVAL_USAGE: &str = "\
+The eval command runs collects metrics once and evaluates the given expression.
+No scaling is performed. This command should be used for testing & debugging.
+
+Usage:
+
+\tfly-autoscaler eval [arguments]
+
+Arguments:
+  -config string
+    \tPath to config file
+";
+
+/// `fly-autoscaler version`'s line: `fly-autoscaler <version>, commit=<commit>` as the Go
+/// tool prints it (the commit comes from `FLEETSCALE_COMMIT` at build time).
+pub fn version_string() -> String {
+    format!(
+        "fly-autoscaler {} (fleetscale), commit={}",
+        env!("CARGO_PKG_VERSION"),
+        option_env!("FLEETSCALE_COMMIT").unwrap_or("unknown")
+    )
+}
+
+/// A parsed command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `serve [-config PATH]` (also the default).
+    Serve {
+        /// `-config`.
+        config: Option<PathBuf>,
+    },
+    /// `eval [-config PATH]`.
+    Eval {
+        /// `-config`.
+        config: Option<PathBuf>,
+    },
+    /// `version`.
+    Version,
+    /// Print this usage text and exit with status 2 (Go's `flag.ErrHelp`).
+    Help(&'static str),
+}
+
+/// Parses the arguments (without the program name) like the Go tool: a command, then Go
+/// `flag`-style options (`-config PATH`, `-config=PATH`, `--config PATH`). With no command,
+/// or options first, the command is `serve`.
+///
+/// # Errors
+/// `fly-autoscaler X: unknown command`, `flag provided but not defined: -x`,
+/// `flag needs an argument: -config`, `too many arguments`.
+pub fn parse_args(args: &[String]) -> Result<Command> {
+    let (cmd, rest) = match args.split_first() {
+        None => ("serve", &args[..0]),
+        Some((first, rest)) => match first.as_str() {
+            "serve" | "eval" | "version" => (first.as_str(), rest),
+            "help" | "-h" | "-help" | "--help" => return Ok(Command::Help(USAGE)),
+            f if f.starts_with('-') => ("serve", args),
+            other => {
+                return Err(BinError::Failed(format!(
+                    "fly-autoscaler {other}: unknown command"
+                )))
+            }
+        },
+    };
+    if cmd == "version" {
+        return Ok(Command::Version);
+    }
+    let usage = if cmd == "eval" {
+        EVAL_USAGE
+    } else {
+        SERVE_USAGE
+    };
+    let mut config = None;
+    let mut i = 0;
+    while i < rest.len() {
+        let a = rest[i].as_str();
+        if !a.starts_with('-') || a == "-" {
+            return Err(BinError::Failed("too many arguments".into()));
+        }
+        if a == "--" {
+            if i + 1 < rest.len() {
+                return Err(BinError::Failed("too many arguments".into()));
+            }
+            break;
+        }
+        let name = a.trim_start_matches('-');
+        let (name, inline) = match name.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_owned())),
+            None => (name, None),
+        };
+        match name {
+            "h" | "help" => return Ok(Command::Help(usage)),
+            "config" => {
+                let v = match inline {
+                    Some(v) => v,
+                    None => {
+                        i += 1;
+                        rest.get(i).cloned().ok_or_else(|| {
+                            BinError::Failed("flag needs an argument: -config".into())
+                        })?
+                    }
+                };
+                config = Some(PathBuf::from(v));
+            }
+            other => {
+                return Err(BinError::Failed(format!(
+                    "flag provided but not defined: -{other}"
+                )))
+            }
+        }
+        i += 1;
+    }
+    Ok(if cmd == "eval" {
+        Command::Eval { config }
+    } else {
+        Command::Serve { config }
+    })
+}
+
+/// Loads the configuration: environment (through `getenv`), then the YAML file if given.
+///
+/// # Errors
+/// Environment parse errors, an unreadable file, YAML errors (prefixed with the path).
+pub fn load_config(
+    path: Option<&std::path::Path>,
+    getenv: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config> {
+    let mut c = Config::from_env(getenv)?;
+    if let Some(path) = path {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| BinError::io(format!("open {}", path.display()), e))?;
+        c.apply_yaml(&text, getenv)
+            .map_err(|e| BinError::config(format!("{}: {e}", path.display())))?;
+    }
+    Ok(c)
+}
+
+/// The policy of the configuration: fly-autoscaler's rules, created counts kept at >= 1.
+/// Expressions are compiled now and their variables checked against `metric_names` (the Go
+/// tool only found such mistakes at every reconcile).
+///
+/// # Errors
+/// An expression that does not parse or uses an unknown variable.
+pub fn build_policy(c: &Config, metric_names: &[&str]) -> Result<Policy> {
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let rule = |kind: &str, single: &str, min: &str, max: &str| {
+        CountRule::from_settings(
+            kind,
+            opt(single).as_deref(),
+            opt(min).as_deref(),
+            opt(max).as_deref(),
+        )
+        .map_err(|e| BinError::config(format!("invalid {kind} machine count expression: {e}")))
+    };
+    let policy = Policy {
+        created: rule(
+            "created",
+            &c.created_machine_count,
+            &c.min_created_machine_count,
+            &c.max_created_machine_count,
+        )?,
+        started: rule(
+            "started",
+            &c.started_machine_count,
+            &c.min_started_machine_count,
+            &c.max_started_machine_count,
+        )?,
+        keep_one_created: true,
+        ..Policy::default()
+    };
+    policy
+        .check(metric_names)
+        .map_err(|e| BinError::config(format!("invalid expression: {e}")))?;
+    Ok(policy)
+}
+
+/// The metric sources of the collectors. Prometheus queries expand `$APP_NAME` per app and
+/// other `$VAR`s from the environment at query time, like the Go tool since v0.3.2.
+///
+/// # Errors
+/// A collector that is not supported or whose settings are invalid.
+pub fn build_sources(c: &Config) -> Result<Vec<Arc<dyn MetricSource>>> {
+    let mut out: Vec<Arc<dyn MetricSource>> = Vec::new();
+    for (i, mc) in c.metric_collectors.iter().enumerate() {
+        mc.validate()
+            .map_err(|e| BinError::config(format!("metric collector[{i}]: {e}")))?;
+        let mut pc = PrometheusConfig::new(&mc.metric_name, &mc.address, &mc.query)
+            .with_expand_env(true)
+            .with_timeout(c.timeout);
+        if let Some(t) = &mc.token {
+            pc = pc.with_token(t.clone());
+        }
+        let src = PrometheusSource::new(pc).map_err(|e| {
+            BinError::config(format!(
+                "cannot create metrics collectors: metric collector[{i}]: {e}"
+            ))
+        })?;
+        out.push(Arc::new(src));
+    }
+    Ok(out)
+}
+
+/// A Machines API client with the configured token; the base URL comes from
+/// `FLY_FLAPS_BASE_URL` when set (as fly-go does), else `https://api.machines.dev`.
+///
+/// # Errors
+/// A token that cannot be a header, an invalid base URL.
+pub fn build_client(c: &Config, getenv: &dyn Fn(&str) -> Option<String>) -> Result<MachinesClient> {
+    let mut cfg = ClientConfig::default();
+    if let Some(url) = getenv(fleetscale_fly::client::BASE_URL_ENV) {
+        if !url.trim().is_empty() {
+            cfg.base_url = url.trim().to_owned();
+        }
+    }
+    let token = c
+        .api_token
+        .as_ref()
+        .map(|t| FlyToken::new(t.expose().to_owned()));
+    Ok(MachinesClient::new(token, cfg)?)
+}
+
+fn scaler_config(c: &Config, app: &str) -> FlyScalerConfig {
+    FlyScalerConfig::new(app)
+        .with_process_group((!c.process_group.is_empty()).then(|| c.process_group.clone()))
+        .with_regions(c.regions.clone())
+}
+
+fn initial_state(c: &Config) -> InitialState {
+    if c.initial_machine_state == "stopped" {
+        InitialState::Stopped
+    } else {
+        InitialState::Started
+    }
+}
+
+/// The targets of a configuration: one app, or every app of the organization matching the
+/// wildcard (re-listed every `app-list-refresh-interval` by the engine; a failed listing is
+/// logged as `app list update failed` and the last good list kept).
+pub struct FlyTargets {
+    config: Config,
+    client: MachinesClient,
+    policy: Arc<Policy>,
+    sources: Vec<Arc<dyn MetricSource>>,
+    discovery: Option<AppDiscovery>,
+    scalers: Mutex<HashMap<String, Arc<dyn Scaler>>>,
+    log: Arc<GoLogObserver>,
+}
+
+impl std::fmt::Debug for FlyTargets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlyTargets")
+            .field("app", &self.config.app_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FlyTargets {
+    /// Targets for `config`.
+    pub fn new(
+        config: Config,
+        client: MachinesClient,
+        policy: Policy,
+        sources: Vec<Arc<dyn MetricSource>>,
+        log: Arc<GoLogObserver>,
+    ) -> Self {
+        let discovery = config.is_wildcard().then(|| {
+            AppDiscovery::new(
+                client.clone(),
+                config.org.clone(),
+                Wildcard::new(config.app_name.clone()),
+            )
+        });
+        FlyTargets {
+            config,
+            client,
+            policy: Arc::new(policy),
+            sources,
+            discovery,
+            scalers: Mutex::new(HashMap::new()),
+            log,
+        }
+    }
+
+    fn spec(&self, app: &str) -> Result<TargetSpec> {
+        let scaler = {
+            let mut cache = self.scalers.lock().unwrap_or_else(|e| e.into_inner());
+            match cache.get(app) {
+                Some(s) => s.clone(),
+                None => {
+                    let fly =
+                        FlyScaler::new(self.client.clone(), scaler_config(&self.config, app))?;
+                    let s: Arc<dyn Scaler> =
+                        Arc::new(RegionMemo::new(Arc::new(fly), self.log.clone()));
+                    cache.insert(app.to_owned(), s.clone());
+                    s
+                }
+            }
+        };
+        let mut scope = Scope::new(app);
+        if !self.config.process_group.is_empty() {
+            scope = scope.with_group(self.config.process_group.clone());
+        }
+        if !self.config.org.is_empty() {
+            scope = scope.with_var("ORG", self.config.org.clone());
+        }
+        Ok(TargetSpec {
+            scope,
+            scaler,
+            sources: self.sources.clone(),
+            policy: self.policy.clone(),
+            plan_options: PlanOptions {
+                initial_state: initial_state(&self.config),
+                ..PlanOptions::default()
+            },
+            membership: None,
+        })
+    }
+}
+
+#[async_trait]
+impl TargetProvider for FlyTargets {
+    /// One target per app; the wildcard list is fetched on every call (the engine calls once
+    /// per refresh interval). A failed fetch is logged and the last good list used.
+    async fn targets(&self) -> fleetscale_core::Result<Vec<TargetSpec>> {
+        let apps = match &self.discovery {
+            None => vec![self.config.app_name.clone()],
+            Some(d) => match d.refresh().await {
+                Ok(names) => names,
+                Err(e) => {
+                    tracing::error!(err = %e, "app list update failed");
+                    d.current().unwrap_or_default()
+                }
+            },
+        };
+        let mut cache = self.scalers.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|k, _| apps.contains(k));
+        drop(cache);
+        apps.iter()
+            .map(|a| self.spec(a).map_err(fleetscale_core::Error::from))
+            .collect()
+    }
+}
+
+/// The engine settings of a configuration.
+pub fn engine_config(c: &Config) -> EngineConfig {
+    EngineConfig {
+        interval: c.interval,
+        tick_timeout: c.timeout,
+        metric_timeout: c.timeout,
+        concurrency: usize::try_from(c.concurrency.max(1)).unwrap_or(1),
+        // The Go tool acts on one machine at a time; so do we (the client paces too).
+        action_concurrency: 1,
+        refresh_interval: c.app_list_refresh_interval,
+        dry_run: c.dry_run,
+        reclaim_lost_members: false,
+    }
+}
+
+fn log_pool_initialized(c: &Config, collectors: usize) {
+    let interval = format_go_duration(c.interval);
+    let timeout = format_go_duration(c.timeout);
+    let refresh = format_go_duration(c.app_list_refresh_interval);
+    let regions =
+        (!c.regions.is_empty()).then(|| serde_json::to_string(&c.regions).unwrap_or_default());
+    let (min_c, max_c) = (c.min_created(), c.max_created());
+    let (min_s, max_s) = (c.min_started(), c.max_started());
+    // slog.String("created", …) when min == max, else a group created{min,max}.
+    let created = (min_c == max_c).then_some(min_c);
+    let created_range = (min_c != max_c).then_some((min_c, max_c));
+    let started = (min_s == max_s).then_some(min_s);
+    let started_range = (min_s != max_s).then_some((min_s, max_s));
+    tracing::info!(
+        interval = %interval,
+        timeout = %timeout,
+        appListRefreshInterval = %refresh,
+        collectors = collectors as u64,
+        regions__json = regions.as_deref(),
+        created = created,
+        created.min = created_range.map(|r| r.0),
+        created.max = created_range.map(|r| r.1),
+        started = started,
+        started.min = started_range.map(|r| r.0),
+        started.max = started_range.map(|r| r.1),
+        "reconciler pool initialized, beginning loop"
+    );
+}
+
+/// Waits for SIGINT or SIGTERM (Ctrl-C elsewhere) and returns the signal's name.
+pub async fn wait_for_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => "interrupt",
+                    _ = term.recv() => "terminated",
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+                "interrupt"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "interrupt"
+    }
+}
+
+/// `serve`: validates, connects, starts the metrics server and the engine, and runs until
+/// `shutdown` resolves (with the signal's name); then stops starting ticks, waits for those in
+/// flight and returns.
+///
+/// # Errors
+/// Configuration errors (Go's messages), client construction errors.
+pub async fn serve(
+    config: Config,
+    getenv: &dyn Fn(&str) -> Option<String>,
+    shutdown: impl Future<Output = &'static str>,
+) -> Result<()> {
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        commit = option_env!("FLEETSCALE_COMMIT").unwrap_or(""),
+        "fly-autoscaler"
+    );
+    config.validate()?;
+    config.validate_serve()?;
+    let client = build_client(&config, getenv)
+        .map_err(|e| BinError::Failed(format!("cannot create fly client: {e}")))?;
+    tracing::info!("connected to fly");
+    let sources = build_sources(&config)?;
+    tracing::info!(n = sources.len() as u64, "metrics collectors initialized");
+    let names: Vec<&str> = sources.iter().map(|s| s.name()).collect();
+    let policy = build_policy(&config, &names)?;
+    let metrics_addr = config.metrics_socket_addr()?;
+
+    let log = Arc::new(GoLogObserver::new());
+    let metrics = Arc::new(TickMetrics::new("fas"));
+    let health = Arc::new(Health::new(
+        config.interval * 3 + config.timeout + config.app_list_refresh_interval,
+    ));
+    let provider = Arc::new(FlyTargets::new(
+        config.clone(),
+        client,
+        policy,
+        sources,
+        log.clone(),
+    ));
+    let engine = Arc::new(
+        Engine::new(engine_config(&config), provider)
+            .with_observer(log)
+            .with_observer(metrics.clone())
+            .with_observer(health.clone()),
+    );
+    log_pool_initialized(&config, config.metric_collectors.len());
+
+    let server = match MetricsServer::start(metrics_addr, metrics, health).await {
+        Ok(s) => {
+            let shown = if config.metrics_addr == config::DEFAULT_METRICS_ADDR {
+                config.metrics_addr.clone()
+            } else {
+                s.addr().to_string()
+            };
+            tracing::info!(addr = %shown, "serving metrics");
+            Some(s)
+        }
+        Err(e) => {
+            tracing::error!(err = %e, "cannot serve metrics");
+            None
+        }
+    };
+
+    let cancel = CancellationToken::new();
+    let run = {
+        let engine = engine.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move { engine.run(cancel).await })
+    };
+    let signal = shutdown.await;
+    tracing::info!(signal, "signal received, shutting down");
+    cancel.cancel();
+    let _ = run.await;
+    if let Some(s) = server {
+        s.shutdown().await;
+    }
+    Ok(())
+}
+
+/// `eval`: collects every metric once and evaluates the count expressions, without scaling.
+/// Machine counts (for expressions that use `created_machines` etc.) are read from the
+/// Machines API only when an expression needs them.
+///
+/// # Errors
+/// Go's messages: `metrics collection failed: collect metric ("x"): …`,
+/// `cannot calculate min created machine count: …`.
+pub async fn eval(config: &Config, getenv: &dyn Fn(&str) -> Option<String>) -> Result<Targets> {
+    config.validate()?;
+    let sources = build_sources(config)?;
+    let names: Vec<&str> = sources.iter().map(|s| s.name()).collect();
+    let policy = build_policy(config, &names)?;
+    let app = if config.is_wildcard() {
+        String::new()
+    } else {
+        config.app_name.clone()
+    };
+    let mut scope = Scope::new(app.clone());
+    if !config.process_group.is_empty() {
+        scope = scope.with_group(config.process_group.clone());
+    }
+    let mut values = BTreeMap::new();
+    for s in &sources {
+        let v = tokio::time::timeout(config.timeout, s.collect(&scope))
+            .await
+            .map_err(|_| fleetscale_core::Error::Timeout {
+                operation: format!("metric {}", s.name()),
+                after: config.timeout,
+            })
+            .and_then(|r| r);
+        match v {
+            Ok(v) => {
+                values.insert(s.name().to_owned(), v);
+            }
+            Err(e) => {
+                return Err(BinError::Failed(format!(
+                    "metrics collection failed: collect metric ({}): {e}",
+                    go_quote(s.name())
+                )))
+            }
+        }
+    }
+    let needs_counts = policy
+        .variables()
+        .iter()
+        .any(|v| COUNT_VARIABLES.contains(v));
+    let counts = if needs_counts {
+        if config.is_wildcard() {
+            return Err(BinError::config(
+                "eval cannot read machine counts for a wildcard app name: name one app",
+            ));
+        }
+        if config.api_token.is_none() {
+            return Err(BinError::config(
+                "api token required: an expression uses the current machine counts",
+            ));
+        }
+        let client = build_client(config, getenv)?;
+        let fly = FlyScaler::new(client, scaler_config(config, &app))?;
+        let machines = fly.list().await?;
+        Counts::of(&machines)
+    } else {
+        Counts::default()
+    };
+    let vars = policy::variables(&scope, &counts, &values);
+    let calc = |which: &str, src: &str, clamp: bool| -> Result<Option<u32>> {
+        if src.is_empty() {
+            return Ok(None);
+        }
+        let v = Expr::parse(src)
+            .and_then(|e| e.eval_count(&vars))
+            .map_err(|e| {
+                BinError::Failed(format!("cannot calculate {which} machine count: {e}"))
+            })?;
+        Ok(Some(if clamp { v.max(1) } else { v }))
+    };
+    Ok(Targets {
+        created: Bounds {
+            min: calc("min created", config.min_created(), true)?,
+            max: calc("max created", config.max_created(), true)?,
+        },
+        started: Bounds {
+            min: calc("min started", config.min_started(), false)?,
+            max: calc("max started", config.max_started(), false)?,
+        },
+    })
+}
+
+/// Runs the `fly-autoscaler` command line and returns the process exit status: 0 on
+/// success, 1 on error (`ERROR: …` on stderr, as the Go tool), 2 for usage.
+pub async fn main_with_args(args: Vec<String>) -> i32 {
+    let getenv = |k: &str| std::env::var(k).ok();
+    let cmd = match parse_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ERROR: {e}");
+            return 1;
+        }
+    };
+    let result = match cmd {
+        Command::Help(text) => {
+            println!("{text}");
+            return 2;
+        }
+        Command::Version => {
+            println!("{}", version_string());
+            return 0;
+        }
+        Command::Serve { config } => match load_config(config.as_deref(), &getenv) {
+            Ok(c) => {
+                crate::logging::init_slog_json(if c.verbose {
+                    tracing_subscriber::filter::LevelFilter::DEBUG
+                } else {
+                    tracing_subscriber::filter::LevelFilter::INFO
+                });
+                serve(c, &getenv, wait_for_signal()).await
+            }
+            Err(e) => Err(e),
+        },
+        Command::Eval { config } => match load_config(config.as_deref(), &getenv) {
+            Ok(c) => {
+                crate::logging::init_slog_json(tracing_subscriber::filter::LevelFilter::WARN);
+                eval(&c, &getenv).await.map(|t| {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&t).unwrap_or_else(|_| "{}".into())
+                    );
+                })
+            }
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("ERROR: {e}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn command_lines() {
+        assert_eq!(
+            parse_args(&args(&[])).unwrap(),
+            Command::Serve { config: None }
+        );
+        assert_eq!(
+            parse_args(&args(&["serve", "-config", "a.yml"])).unwrap(),
+            Command::Serve {
+                config: Some("a.yml".into())
+            }
+        );
+        assert_eq!(
+            parse_args(&args(&["eval", "--config=b.yml"])).unwrap(),
+            Command::Eval {
+                config: Some("b.yml".into())
+            }
+        );
+        assert_eq!(
+            parse_args(&args(&["-config", "c.yml"])).unwrap(),
+            Command::Serve {
+                config: Some("c.yml".into())
+            }
+        );
+        assert_eq!(parse_args(&args(&["version"])).unwrap(), Command::Version);
+        assert!(matches!(
+            parse_args(&args(&["help"])).unwrap(),
+            Command::Help(_)
+        ));
+        assert!(matches!(
+            parse_args(&args(&["eval", "-h"])).unwrap(),
+            Command::Help(EVAL_USAGE)
+        ));
+        let e = |a: &[&str]| parse_args(&args(a)).unwrap_err().to_string();
+        assert_eq!(e(&["scale"]), "fly-autoscaler scale: unknown command");
+        assert_eq!(e(&["serve", "-x"]), "flag provided but not defined: -x");
+        assert_eq!(e(&["serve", "-config"]), "flag needs an argument: -config");
+        assert_eq!(e(&["eval", "extra"]), "too many arguments");
+    }
+
+    #[test]
+    fn policy_checks_expressions_at_start() {
+        let c = Config {
+            app_name: "a".into(),
+            created_machine_count: "min(running + 1, 10)".into(),
+            ..Config::default()
+        };
+        let p = build_policy(&c, &["running"]).unwrap();
+        assert!(p.keep_one_created);
+        let e = build_policy(&c, &[]).unwrap_err().to_string();
+        assert!(e.contains("running"), "{e}");
+        let bad = Config {
+            created_machine_count: "min(".into(),
+            ..c
+        };
+        assert!(build_policy(&bad, &["running"]).is_err());
+    }
+}

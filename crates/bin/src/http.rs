@@ -1,0 +1,172 @@
+//! The binaries' small HTTP server: `GET /metrics` (Prometheus text format) and
+//! `GET /healthz`.
+//!
+//! `/healthz` answers `200 ok` while the engine is healthy and `503` with the reason
+//! otherwise (see [`Health`]); it never calls a backend, so it stays cheap for probes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+
+use crate::telemetry::TickMetrics;
+
+/// What `/healthz` reports: healthy until no tick has finished for `stale_after` (after a
+/// first grace period of the same length from start).
+#[derive(Debug)]
+pub struct Health {
+    started: Instant,
+    stale_after: Duration,
+    last_tick: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Health {
+    /// Healthy while a tick finished within `stale_after` (e.g. three intervals plus the tick
+    /// timeout).
+    pub fn new(stale_after: Duration) -> Self {
+        Health {
+            started: Instant::now(),
+            stale_after,
+            last_tick: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Records that a tick finished now.
+    pub fn tick(&self) {
+        if let Ok(mut g) = self.last_tick.lock() {
+            *g = Some(Instant::now());
+        }
+    }
+
+    /// `Ok(summary)` when healthy, `Err(reason)` otherwise.
+    pub fn check(&self) -> Result<String, String> {
+        let last = self.last_tick.lock().ok().and_then(|g| *g);
+        match last {
+            Some(at) if at.elapsed() <= self.stale_after => Ok(format!(
+                "ok: last tick {:.1}s ago",
+                at.elapsed().as_secs_f64()
+            )),
+            Some(at) => Err(format!(
+                "no tick finished for {:.1}s (limit {:?})",
+                at.elapsed().as_secs_f64(),
+                self.stale_after
+            )),
+            None if self.started.elapsed() <= self.stale_after => {
+                Ok("ok: starting, no tick finished yet".into())
+            }
+            None => Err(format!(
+                "no tick finished since start {:.1}s ago",
+                self.started.elapsed().as_secs_f64()
+            )),
+        }
+    }
+}
+
+impl fleetscale_core::record::DecisionObserver for Health {
+    /// Every finished tick, successful or not, proves the loop is alive.
+    fn observe(&self, _record: &fleetscale_core::record::DecisionRecord) {
+        self.tick();
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Arc<TickMetrics>,
+    health: Arc<Health>,
+}
+
+/// The router: `/metrics` and `/healthz`.
+pub fn router(metrics: Arc<TickMetrics>, health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(healthz))
+        .with_state(AppState { metrics, health })
+}
+
+async fn metrics_page(State(st): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.metrics.render(),
+    )
+}
+
+async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
+    match st.health.check() {
+        Ok(s) => (StatusCode::OK, format!("{s}\n")),
+        Err(s) => (StatusCode::SERVICE_UNAVAILABLE, format!("{s}\n")),
+    }
+}
+
+/// A running metrics server.
+#[derive(Debug)]
+pub struct MetricsServer {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MetricsServer {
+    /// Binds `addr` and serves [`router`] in the background.
+    ///
+    /// # Errors
+    /// When the address cannot be bound.
+    pub async fn start(
+        addr: SocketAddr,
+        metrics: Arc<TickMetrics>,
+        health: Arc<Health>,
+    ) -> std::io::Result<MetricsServer> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let app = router(metrics, health);
+        let task = tokio::spawn(async move {
+            let r = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(err = %e, "cannot serve metrics");
+            }
+        });
+        Ok(MetricsServer { addr, stop, task })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_goes_stale() {
+        let h = Health::new(Duration::from_secs(3600));
+        assert!(h.check().unwrap().contains("starting"));
+        h.tick();
+        assert!(h.check().unwrap().contains("last tick"));
+        let stale = Health::new(Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(stale.check().unwrap_err().contains("since start"));
+        stale.tick();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(stale.check().unwrap_err().contains("no tick finished for"));
+    }
+}
