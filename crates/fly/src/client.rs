@@ -863,6 +863,17 @@ mod tests {
     }
 
     #[test]
+    fn debug_never_shows_the_token() {
+        let c = MachinesClient::new(
+            Some(FlyToken::new("FlyV1 fm2_topsecret")),
+            ClientConfig::default(),
+        )
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("topsecret"), "{dbg}");
+    }
+
+    #[test]
     fn bad_base_urls() {
         for bad in ["not a url", "mailto:x@y", "ftp://host"] {
             let cfg = ClientConfig::default().with_base_url(bad);

@@ -9,6 +9,39 @@
 //! - `fake` (feature `fake`): a fake Machines API HTTP server for tests, demos and
 //!   `fleetscale fake fly`.
 //!
+//! ```
+//! # #[cfg(feature = "fake")]
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use fleetscale_core::{CreateRequest, Scaler};
+//! use fleetscale_fly::fake::{FakeConfig, FakeFlyServer};
+//! use fleetscale_fly::types::{CreateAppRequest, CreateMachineRequest};
+//! use fleetscale_fly::{ClientConfig, FlyScaler, FlyScalerConfig, FlyToken, MachinesClient};
+//!
+//! // A fake Machines API on a free port (against Fly, use ClientConfig::from_env()).
+//! let server = FakeFlyServer::bind("127.0.0.1:0".parse().unwrap(), FakeConfig::instant())
+//!     .await
+//!     .unwrap();
+//! let token = FlyToken::new("FlyV1 fm2_example");
+//! let client =
+//!     MachinesClient::new(Some(token), ClientConfig::default().with_base_url(server.url()))
+//!         .unwrap();
+//! // An app and its first machine, created exactly as against Fly.
+//! let app = CreateAppRequest { app_name: "demo".into(), org_slug: "personal".into(), network: None };
+//! client.create_app(&app).await.unwrap();
+//! let config = serde_json::json!({"image": "registry.fly.io/demo:v1", "metadata": {"fly_process_group": "app"}});
+//! client
+//!     .create_machine("demo", &CreateMachineRequest { config, ..Default::default() })
+//!     .await
+//!     .unwrap();
+//!
+//! // The scaler clones it.
+//! let scaler = FlyScaler::new(client, FlyScalerConfig::new("demo")).unwrap();
+//! scaler.create(&CreateRequest::default()).await.unwrap();
+//! assert_eq!(scaler.list().await.unwrap().len(), 2);
+//! server.shutdown().await;
+//! # });
+//! ```
+//!
 //! Facts about the API come from `superfly/fly-go`, Fly's docs and fly-autoscaler, summarised
 //! in the project's `shared/reference/fly-machines-and-fly-autoscaler.md`.
 
