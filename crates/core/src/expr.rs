@@ -103,11 +103,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 
-/// Maximum nesting depth of an expression: parentheses, operators and calls each add a
-/// level (e.g. `1 + 2 + 3` is 3 levels deep, `((x))` is 3). Deeper expressions are
-/// rejected with a [`ExprErrorKind::Syntax`] error; this bounds the recursion of the
-/// parser and evaluator so adversarial input cannot overflow the stack.
+/// Maximum depth of an expression's syntax tree: each operator and call adds a level, a
+/// literal or variable is one level (`1 + 2 * 3` is 3 levels deep, `abs(-x)` is 3), and a
+/// chain of `n` left-associative operators such as `1 + 1 + ... + 1` is `n + 1` deep.
+/// Parentheses do not add to the tree, but parsing allows at most `2 * MAX_DEPTH + 1`
+/// nested levels of parentheses and prefix operators together (enough for the fully
+/// parenthesised [`Expr::to_canonical_string`] of any accepted expression). Deeper
+/// expressions are rejected with a [`ExprErrorKind::Syntax`] error: this bounds the
+/// recursion of the parser and evaluator so adversarial input cannot overflow the stack.
 pub const MAX_DEPTH: usize = 256;
+
+/// Maximum recursion depth of the parser (see [`MAX_DEPTH`]).
+const MAX_PARSE_DEPTH: usize = 2 * MAX_DEPTH + 1;
 
 /// A value an expression operates on or produces.
 #[derive(Clone, Debug, PartialEq)]
@@ -791,284 +798,312 @@ fn shorten(s: &str) -> Cow<'_, str> {
 // Parser (Pratt / precedence climbing with expr-lang's precedences)
 // ---------------------------------------------------------------------------------------
 
+/// Internal results box their error so that the recursive parser and evaluator keep small
+/// stack frames (see [`MAX_DEPTH`]).
+type Fallible<T> = Result<T, Box<ExprError>>;
+
 struct Parser<'s> {
     src: &'s str,
+    /// Never empty: the last token is always [`Tok::Eof`], and `pos` never moves past it.
     toks: Vec<Token>,
     pos: usize,
     depth: usize,
 }
 
+// The recursive functions (`parse_expr`, `parse_unary`, `parse_primary`, `parse_paren`,
+// `parse_var`, `parse_call`, `parse_comparison`, `parse_conditional`) keep their frames small:
+// every error message is built in a `#[cold]` out-of-line function.
 impl<'s> Parser<'s> {
-    fn peek(&self) -> &Token {
-        // The token list always ends with Eof and `pos` never moves past it.
-        &self.toks[self.pos.min(self.toks.len() - 1)]
+    fn tok(&self) -> &Tok {
+        &self.toks[self.pos].tok
     }
 
-    fn advance(&mut self) -> Token {
-        let t = self.peek().clone();
-        if self.pos < self.toks.len() - 1 {
+    fn col(&self) -> usize {
+        self.toks[self.pos].col
+    }
+
+    fn bump(&mut self) {
+        if self.pos + 1 < self.toks.len() {
             self.pos += 1;
         }
-        t
     }
 
-    fn text(&self, t: &Token) -> &'s str {
-        &self.src[t.start..t.end]
+    fn text(&self, i: usize) -> &'s str {
+        let src: &'s str = self.src;
+        let t = &self.toks[i];
+        &src[t.start..t.end]
     }
 
-    fn err(&self, kind: ExprErrorKind, col: usize, msg: impl Into<String>) -> ExprError {
-        error(kind, Some(col), msg, self.src)
+    #[cold]
+    #[inline(never)]
+    fn fail(&self, kind: ExprErrorKind, col: usize, msg: String) -> Box<ExprError> {
+        Box::new(error(kind, Some(col), msg, self.src))
     }
 
-    fn unexpected(&self, t: &Token) -> ExprError {
-        match t.tok {
-            Tok::Eof => self.err(ExprErrorKind::Syntax, t.col, "unexpected end of expression"),
-            Tok::RParen => self.err(
+    /// "unexpected X" for the token at index `i`.
+    #[cold]
+    #[inline(never)]
+    fn unexpected(&self, i: usize) -> Box<ExprError> {
+        let t = &self.toks[i];
+        let msg = match t.tok {
+            Tok::Eof => "unexpected end of expression".to_owned(),
+            Tok::RParen => "unexpected `)` without matching `(`".to_owned(),
+            _ => format!("unexpected `{}`", shorten(self.text(i))),
+        };
+        self.fail(ExprErrorKind::Syntax, t.col, msg)
+    }
+
+    /// "expected W, found X" for the current token; "unclosed `(`" (at the opening
+    /// parenthesis `open`) if the current token is the end.
+    #[cold]
+    #[inline(never)]
+    fn expected(&self, what: &str, open: Option<usize>) -> Box<ExprError> {
+        match (self.tok(), open) {
+            (Tok::Eof, Some(open)) => self.fail(
                 ExprErrorKind::Syntax,
-                t.col,
-                "unexpected `)` without matching `(`",
+                self.toks[open].col,
+                "unclosed `(`".to_owned(),
             ),
-            _ => self.err(
+            _ => self.fail(
                 ExprErrorKind::Syntax,
-                t.col,
-                format!("unexpected `{}`", shorten(self.text(t))),
+                self.col(),
+                format!("expected {what}, found `{}`", shorten(self.text(self.pos))),
             ),
         }
     }
 
-    fn node(&self, col: usize, kind: Kind) -> Result<Node, ExprError> {
-        let height = kind.child_height() + 1;
-        if height > MAX_DEPTH {
-            return Err(self.too_deep(col));
-        }
-        Ok(Node { col, height, kind })
-    }
-
-    fn too_deep(&self, col: usize) -> ExprError {
-        self.err(
+    #[cold]
+    #[inline(never)]
+    fn too_deep(&self, col: usize, limit: usize) -> Box<ExprError> {
+        self.fail(
             ExprErrorKind::Syntax,
             col,
-            format!("expression is nested too deeply (more than {MAX_DEPTH} levels)"),
+            format!("expression is nested too deeply (more than {limit} levels)"),
         )
     }
 
-    fn parse_top(&mut self) -> Result<Node, ExprError> {
+    #[cold]
+    #[inline(never)]
+    fn bad_name(&self, i: usize, kind: ExprErrorKind) -> Box<ExprError> {
+        let name = self.text(i);
+        let msg = match kind {
+            ExprErrorKind::UnknownFunction => {
+                format!(
+                    "unknown function `{}` (known: {FUNCTION_NAMES})",
+                    shorten(name)
+                )
+            }
+            _ => format!("`{name}` is not supported"),
+        };
+        self.fail(kind, self.toks[i].col, msg)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn arity(&self, func: Func, n: usize, col: usize) -> Box<ExprError> {
+        let msg = if func.is_variadic() {
+            format!("`{}` takes at least 1 argument, got {n}", func.name())
+        } else {
+            format!("`{}` takes exactly 1 argument, got {n}", func.name())
+        };
+        self.fail(ExprErrorKind::Arity, col, msg)
+    }
+
+    fn node(&self, col: usize, kind: Kind) -> Fallible<Box<Node>> {
+        let height = kind.child_height() + 1;
+        if height > MAX_DEPTH {
+            return Err(self.too_deep(col, MAX_DEPTH));
+        }
+        Ok(Box::new(Node { col, height, kind }))
+    }
+
+    fn parse_top(&mut self) -> Fallible<Box<Node>> {
         let node = self.parse_expr(0)?;
-        let t = self.peek();
-        if t.tok != Tok::Eof {
-            return Err(self.unexpected(t));
+        if *self.tok() != Tok::Eof {
+            return Err(self.unexpected(self.pos));
         }
         Ok(node)
     }
 
-    fn parse_expr(&mut self, min_prec: u8) -> Result<Node, ExprError> {
+    /// The binary operator at the current token, if it binds at least at `min_prec`.
+    fn binary_at(&self, min_prec: u8) -> Option<BinOp> {
+        match self.tok() {
+            Tok::Op(sym) => binary_op(*sym).filter(|op| op.precedence().0 >= min_prec),
+            _ => None,
+        }
+    }
+
+    fn parse_expr(&mut self, min_prec: u8) -> Fallible<Box<Node>> {
         self.depth += 1;
-        if self.depth > MAX_DEPTH {
-            return Err(self.too_deep(self.peek().col));
+        if self.depth > MAX_PARSE_DEPTH {
+            return Err(self.too_deep(self.col(), MAX_PARSE_DEPTH));
         }
         let mut lhs = self.parse_unary()?;
-        loop {
-            let t = self.peek();
-            let op = match t.tok {
-                Tok::Op(sym) => match binary_op(sym) {
-                    Some(op) => op,
-                    None => break,
-                },
-                _ => break,
+        while let Some(op) = self.binary_at(min_prec) {
+            let col = self.col();
+            self.bump();
+            lhs = if op.is_comparison() {
+                self.parse_comparison(lhs, op, col)?
+            } else {
+                let (prec, right) = op.precedence();
+                let rhs = self.parse_expr(if right { prec } else { prec + 1 })?;
+                self.node(col, Kind::Binary(op, lhs, rhs))?
             };
-            let col = t.col;
-            let (prec, right) = op.precedence();
-            if prec < min_prec {
-                break;
-            }
-            self.advance();
-            if op.is_comparison() {
-                lhs = self.parse_comparison(lhs, op, col)?;
-                continue;
-            }
-            let rhs = self.parse_expr(if right { prec } else { prec + 1 })?;
-            lhs = self.node(col, Kind::Binary(op, Box::new(lhs), Box::new(rhs)))?;
         }
-        if min_prec == 0 {
-            while self.peek().tok == Tok::Question {
-                let q = self.advance();
-                let then = self.parse_expr(0)?;
-                let t = self.peek();
-                match t.tok {
-                    Tok::Colon => {
-                        self.advance();
-                    }
-                    Tok::Eof => {
-                        return Err(self.err(
-                            ExprErrorKind::Syntax,
-                            q.col,
-                            "`?` without matching `:`",
-                        ));
-                    }
-                    _ => {
-                        return Err(self.err(
-                            ExprErrorKind::Syntax,
-                            t.col,
-                            format!("expected `:`, found `{}`", shorten(self.text(t))),
-                        ))
-                    }
-                }
-                let otherwise = self.parse_expr(0)?;
-                lhs = self.node(
-                    q.col,
-                    Kind::Cond(Box::new(lhs), Box::new(then), Box::new(otherwise)),
-                )?;
-            }
+        if min_prec == 0 && *self.tok() == Tok::Question {
+            lhs = self.parse_conditional(lhs)?;
         }
         self.depth -= 1;
         Ok(lhs)
     }
 
+    /// `c ? a : b`, right-associative (the `else` branch is a full expression).
+    #[inline(never)]
+    fn parse_conditional(&mut self, mut cond: Box<Node>) -> Fallible<Box<Node>> {
+        while *self.tok() == Tok::Question {
+            let q = self.col();
+            self.bump();
+            let then = self.parse_expr(0)?;
+            match self.tok() {
+                Tok::Colon => self.bump(),
+                Tok::Eof => {
+                    return Err(self.fail(
+                        ExprErrorKind::Syntax,
+                        q,
+                        "`?` without matching `:`".to_owned(),
+                    ))
+                }
+                _ => return Err(self.expected("`:`", None)),
+            }
+            let otherwise = self.parse_expr(0)?;
+            cond = self.node(q, Kind::Cond(cond, then, otherwise))?;
+        }
+        Ok(cond)
+    }
+
     /// `a < b <= c` becomes `(a < b) && (b <= c)`, as in expr-lang.
+    #[inline(never)]
     fn parse_comparison(
         &mut self,
-        lhs: Node,
+        lhs: Box<Node>,
         first: BinOp,
         first_col: usize,
-    ) -> Result<Node, ExprError> {
+    ) -> Fallible<Box<Node>> {
         let mut prev = lhs;
         let mut op = first;
         let mut col = first_col;
-        let mut root: Option<Node> = None;
+        let mut root: Option<Box<Node>> = None;
         loop {
             let rhs = self.parse_expr(PREC_COMPARISON + 1)?;
-            let cmp = self.node(col, Kind::Binary(op, Box::new(prev), Box::new(rhs.clone())))?;
+            let cmp = self.node(col, Kind::Binary(op, prev, rhs.clone()))?;
             root = Some(match root {
                 None => cmp,
-                Some(r) => self.node(col, Kind::Binary(BinOp::And, Box::new(r), Box::new(cmp)))?,
+                Some(r) => self.node(col, Kind::Binary(BinOp::And, r, cmp))?,
             });
             prev = rhs;
-            let t = self.peek();
-            match t.tok {
-                Tok::Op(sym) => match binary_op(sym) {
-                    Some(next) if next.is_comparison() => {
-                        op = next;
-                        col = t.col;
-                        self.advance();
-                    }
-                    _ => break,
-                },
+            match self.binary_at(PREC_COMPARISON) {
+                Some(next) if next.is_comparison() => {
+                    op = next;
+                    col = self.col();
+                    self.bump();
+                }
                 _ => break,
             }
         }
-        // `root` is always set after the first iteration.
-        root.ok_or_else(|| self.err(ExprErrorKind::Syntax, first_col, "invalid comparison"))
+        // `root` is always set by the first iteration.
+        root.ok_or_else(|| self.unexpected(self.pos))
     }
 
-    fn parse_unary(&mut self) -> Result<Node, ExprError> {
-        let t = self.peek();
-        let (op, prec) = match t.tok {
+    fn parse_unary(&mut self) -> Fallible<Box<Node>> {
+        let (op, prec) = match self.tok() {
             Tok::Op(Sym::Minus) => (UnOp::Neg, PREC_NEG),
             Tok::Op(Sym::Plus) => (UnOp::Plus, PREC_NEG),
             Tok::Op(Sym::Bang) => (UnOp::Not, PREC_NOT),
             _ => return self.parse_primary(),
         };
-        let col = t.col;
-        self.advance();
+        let col = self.col();
+        self.bump();
         let operand = self.parse_expr(prec)?;
-        self.node(col, Kind::Unary(op, Box::new(operand)))
+        self.node(col, Kind::Unary(op, operand))
     }
 
-    fn parse_primary(&mut self) -> Result<Node, ExprError> {
-        let t = self.advance();
-        match t.tok {
-            Tok::Num(v) => self.node(t.col, Kind::Num(v)),
-            Tok::Str(ref s) => self.node(t.col, Kind::Str(s.clone())),
-            Tok::Bool(b) => self.node(t.col, Kind::Bool(b)),
+    fn parse_primary(&mut self) -> Fallible<Box<Node>> {
+        let i = self.pos;
+        let kind = match &self.toks[i].tok {
+            Tok::Num(v) => Kind::Num(*v),
+            Tok::Str(s) => Kind::Str(s.clone()),
+            Tok::Bool(b) => Kind::Bool(*b),
             Tok::Ident => {
-                let name = self.text(&t);
-                if self.peek().tok == Tok::LParen {
-                    return self.parse_call(&t, name);
-                }
-                if matches!(name, "nil" | "let") {
-                    return Err(self.err(
-                        ExprErrorKind::Syntax,
-                        t.col,
-                        format!("`{name}` is not supported"),
-                    ));
-                }
-                self.node(t.col, Kind::Var(name.to_owned()))
+                self.bump();
+                return if *self.tok() == Tok::LParen {
+                    self.parse_call(i)
+                } else {
+                    self.parse_var(i)
+                };
             }
             Tok::LParen => {
-                let inner = self.parse_expr(0)?;
-                let close = self.peek();
-                match close.tok {
-                    Tok::RParen => {
-                        self.advance();
-                        Ok(inner)
-                    }
-                    Tok::Eof => Err(self.err(ExprErrorKind::Syntax, t.col, "unclosed `(`")),
-                    _ => Err(self.err(
-                        ExprErrorKind::Syntax,
-                        close.col,
-                        format!("expected `)`, found `{}`", shorten(self.text(close))),
-                    )),
-                }
+                self.bump();
+                return self.parse_paren(i);
             }
-            _ => {
-                // Report the token we just consumed.
-                Err(self.unexpected(&t))
-            }
-        }
+            _ => return Err(self.unexpected(i)),
+        };
+        self.bump();
+        self.node(self.toks[i].col, kind)
     }
 
-    fn parse_call(&mut self, name_tok: &Token, name: &str) -> Result<Node, ExprError> {
-        let Some(func) = Func::from_name(name) else {
-            return Err(self.err(
-                ExprErrorKind::UnknownFunction,
-                name_tok.col,
-                format!(
-                    "unknown function `{}` (known: {FUNCTION_NAMES})",
-                    shorten(name)
-                ),
-            ));
+    #[inline(never)]
+    fn parse_paren(&mut self, open: usize) -> Fallible<Box<Node>> {
+        let inner = self.parse_expr(0)?;
+        if *self.tok() != Tok::RParen {
+            return Err(self.expected("`)`", Some(open)));
+        }
+        self.bump();
+        Ok(inner)
+    }
+
+    /// A variable; `i` is the name's token.
+    #[inline(never)]
+    fn parse_var(&mut self, i: usize) -> Fallible<Box<Node>> {
+        let name = self.text(i);
+        if matches!(name, "nil" | "let") {
+            return Err(self.bad_name(i, ExprErrorKind::Syntax));
+        }
+        self.node(self.toks[i].col, Kind::Var(name.to_owned()))
+    }
+
+    /// A call; `name` is the name's token and the current token is `(`.
+    #[inline(never)]
+    fn parse_call(&mut self, name: usize) -> Fallible<Box<Node>> {
+        let Some(func) = Func::from_name(self.text(name)) else {
+            return Err(self.bad_name(name, ExprErrorKind::UnknownFunction));
         };
-        let open = self.advance(); // `(`
+        let open = self.pos;
+        self.bump();
         let mut args = Vec::new();
         loop {
-            if self.peek().tok == Tok::RParen {
-                self.advance();
+            if *self.tok() == Tok::RParen {
+                self.bump();
                 break;
             }
             if !args.is_empty() {
-                let t = self.peek();
-                match t.tok {
-                    Tok::Comma => {
-                        self.advance();
-                    }
-                    Tok::Eof => {
-                        return Err(self.err(ExprErrorKind::Syntax, open.col, "unclosed `(`"))
-                    }
-                    _ => {
-                        return Err(self.err(
-                            ExprErrorKind::Syntax,
-                            t.col,
-                            format!("expected `,` or `)`, found `{}`", shorten(self.text(t))),
-                        ))
-                    }
+                if *self.tok() != Tok::Comma {
+                    return Err(self.expected("`,` or `)`", Some(open)));
                 }
-                if self.peek().tok == Tok::RParen {
-                    self.advance();
+                self.bump();
+                // A trailing comma is allowed, as in expr-lang.
+                if *self.tok() == Tok::RParen {
+                    self.bump();
                     break;
                 }
             }
-            args.push(self.parse_expr(0)?);
+            args.push(*self.parse_expr(0)?);
         }
+        let col = self.toks[name].col;
         let n = args.len();
-        let arity_msg = if func.is_variadic() {
-            (n == 0).then(|| format!("`{}` takes at least 1 argument, got 0", func.name()))
-        } else {
-            (n != 1).then(|| format!("`{}` takes exactly 1 argument, got {n}", func.name()))
-        };
-        if let Some(msg) = arity_msg {
-            return Err(self.err(ExprErrorKind::Arity, name_tok.col, msg));
+        if (func.is_variadic() && n == 0) || (!func.is_variadic() && n != 1) {
+            return Err(self.arity(func, n, col));
         }
-        self.node(name_tok.col, Kind::Call(func, args))
+        self.node(col, Kind::Call(func, args))
     }
 }
 
@@ -1215,7 +1250,7 @@ fn rule_message<T>(r: Result<T, String>) -> String {
 #[derive(Clone, PartialEq)]
 pub struct Expr {
     source: String,
-    root: Node,
+    root: Box<Node>,
 }
 
 /// Shows the source only: `Expr("min(x, 2)")`.
@@ -1340,7 +1375,7 @@ impl Expr {
             pos: 0,
             depth: 0,
         };
-        let root = p.parse_top()?;
+        let root = p.parse_top().map_err(|e| *e)?;
         let expr = Expr {
             source: source.to_owned(),
             root,
@@ -1400,9 +1435,10 @@ impl Expr {
         &self,
         type_of: &dyn Fn(&str) -> Option<ValueType>,
     ) -> Result<(), ExprError> {
-        infer(&self.root, type_of)
-            .map(|_| ())
-            .map_err(|(col, msg)| error(ExprErrorKind::Type, Some(col), msg, &self.source))
+        infer(&self.root, type_of).map(|_| ()).map_err(|fail| {
+            let (col, msg) = *fail;
+            error(ExprErrorKind::Type, Some(col), msg, &self.source)
+        })
     }
 
     /// The type of the result if it can be determined without evaluating, given the types
@@ -1433,7 +1469,7 @@ impl Expr {
     /// [`ExprErrorKind::Type`] for an operator or function applied to the wrong type (with
     /// the operator's column). Only evaluated branches can fail.
     pub fn eval(&self, vars: &Variables) -> Result<Value, ExprError> {
-        self.eval_node(&self.root, vars).map(Val::into_value)
+        self.eval_root(vars).map(Val::into_value)
     }
 
     /// Evaluates the expression to a finite number.
@@ -1443,34 +1479,16 @@ impl Expr {
     /// Those of [`Expr::eval`], plus [`ExprErrorKind::Type`] if the result is not a number,
     /// [`ExprErrorKind::NaN`] and [`ExprErrorKind::Infinite`] (no column).
     pub fn eval_number(&self, vars: &Variables) -> Result<f64, ExprError> {
-        let n = match self.eval_node(&self.root, vars)? {
-            Val::Num(n) => n,
-            other => {
-                return Err(error(
-                    ExprErrorKind::Type,
-                    None,
-                    format!("the result must be a number, got a {}", other.ty()),
-                    &self.source,
-                ))
+        match self.eval_root(vars)? {
+            Val::Num(n) if n.is_nan() => {
+                Err(self.result_error(ExprErrorKind::NaN, "number", None, n))
             }
-        };
-        if n.is_nan() {
-            return Err(error(
-                ExprErrorKind::NaN,
-                None,
-                "the result is NaN",
-                &self.source,
-            ));
+            Val::Num(n) if n.is_infinite() => {
+                Err(self.result_error(ExprErrorKind::Infinite, "number", None, n))
+            }
+            Val::Num(n) => Ok(n),
+            other => Err(self.result_error(ExprErrorKind::Type, "number", Some(other.ty()), 0.0)),
         }
-        if n.is_infinite() {
-            return Err(error(
-                ExprErrorKind::Infinite,
-                None,
-                format!("the result is infinite ({n})"),
-                &self.source,
-            ));
-        }
-        Ok(n)
     }
 
     /// Evaluates the expression to a boolean.
@@ -1480,14 +1498,9 @@ impl Expr {
     /// Those of [`Expr::eval`], plus [`ExprErrorKind::Type`] (no column) if the result is
     /// not a boolean.
     pub fn eval_bool(&self, vars: &Variables) -> Result<bool, ExprError> {
-        match self.eval_node(&self.root, vars)? {
+        match self.eval_root(vars)? {
             Val::Bool(b) => Ok(b),
-            other => Err(error(
-                ExprErrorKind::Type,
-                None,
-                format!("the result must be a bool, got a {}", other.ty()),
-                &self.source,
-            )),
+            other => Err(self.result_error(ExprErrorKind::Type, "bool", Some(other.ty()), 0.0)),
         }
     }
 
@@ -1504,163 +1517,222 @@ impl Expr {
         Ok(count_of(self.eval_number(vars)?))
     }
 
-    fn type_error(&self, col: usize, msg: String) -> ExprError {
-        error(ExprErrorKind::Type, Some(col), msg, &self.source)
+    /// Evaluates the root, unboxing the error.
+    fn eval_root<'a>(&'a self, vars: &'a Variables) -> Result<Val<'a>, ExprError> {
+        self.eval_node(&self.root, vars).map_err(|e| *e)
     }
 
-    fn eval_num<'a>(
-        &'a self,
-        node: &'a Node,
-        vars: &'a Variables,
-        f: impl FnOnce(f64) -> f64,
-        op: UnOp,
-        col: usize,
-    ) -> Result<Val<'a>, ExprError> {
-        match self.eval_node(node, vars)? {
-            Val::Num(n) => Ok(Val::Num(f(n))),
-            other => Err(self.type_error(col, rule_message(unary_rule(op, Some(other.ty()))))),
+    // The evaluator recurses through `eval_node` and one helper per node kind; every error
+    // message is built in a `#[cold]` out-of-line function so the frames stay small.
+
+    fn eval_node<'a>(&'a self, node: &'a Node, vars: &'a Variables) -> Fallible<Val<'a>> {
+        match &node.kind {
+            Kind::Num(n) => Ok(Val::Num(*n)),
+            Kind::Bool(b) => Ok(Val::Bool(*b)),
+            Kind::Str(s) => Ok(Val::Str(Cow::Borrowed(s))),
+            Kind::Var(name) => match vars.get(name) {
+                Some(Value::Number(n)) => Ok(Val::Num(*n)),
+                Some(Value::Bool(b)) => Ok(Val::Bool(*b)),
+                Some(Value::Str(s)) => Ok(Val::Str(Cow::Borrowed(s))),
+                None => Err(self.unknown_variable(node)),
+            },
+            Kind::Unary(op, a) => self.eval_unary(node, *op, a, vars),
+            Kind::Binary(op @ (BinOp::And | BinOp::Or), a, b) => {
+                self.eval_logic(node, *op, a, b, vars)
+            }
+            Kind::Binary(op, a, b) => self.eval_binary(node, *op, a, b, vars),
+            Kind::Cond(c, a, b) => self.eval_cond(node, c, a, b, vars),
+            Kind::Call(func, args) => self.eval_call(node, *func, args, vars),
         }
     }
 
-    fn eval_node<'a>(&'a self, node: &'a Node, vars: &'a Variables) -> Result<Val<'a>, ExprError> {
-        Ok(match &node.kind {
-            Kind::Num(n) => Val::Num(*n),
-            Kind::Bool(b) => Val::Bool(*b),
-            Kind::Str(s) => Val::Str(Cow::Borrowed(s)),
-            Kind::Var(name) => match vars.get(name) {
-                Some(Value::Number(n)) => Val::Num(*n),
-                Some(Value::Bool(b)) => Val::Bool(*b),
-                Some(Value::Str(s)) => Val::Str(Cow::Borrowed(s)),
-                None => {
-                    return Err(error(
-                        ExprErrorKind::UnknownVariable,
-                        Some(node.col),
-                        format!("unknown variable `{name}`"),
-                        &self.source,
-                    ))
-                }
-            },
-            Kind::Unary(op, a) => match op {
-                UnOp::Neg => self.eval_num(a, vars, |n| -n, *op, node.col)?,
-                UnOp::Plus => self.eval_num(a, vars, |n| n, *op, node.col)?,
-                UnOp::Not => match self.eval_node(a, vars)? {
-                    Val::Bool(b) => Val::Bool(!b),
-                    other => {
-                        return Err(self
-                            .type_error(node.col, rule_message(unary_rule(*op, Some(other.ty())))))
-                    }
-                },
-            },
-            Kind::Binary(op @ (BinOp::And | BinOp::Or), a, b) => {
-                let short = *op == BinOp::Or;
-                match self.eval_node(a, vars)? {
-                    Val::Bool(x) if x == short => Val::Bool(x),
-                    Val::Bool(_) => match self.eval_node(b, vars)? {
-                        Val::Bool(y) => Val::Bool(y),
-                        other => {
-                            return Err(self.type_error(
-                                node.col,
-                                rule_message(binary_rule(
-                                    *op,
-                                    Some(ValueType::Bool),
-                                    Some(other.ty()),
-                                )),
-                            ))
-                        }
-                    },
-                    other => {
-                        return Err(self.type_error(
-                            node.col,
-                            rule_message(binary_rule(*op, Some(other.ty()), None)),
-                        ))
-                    }
-                }
-            }
-            Kind::Binary(op, a, b) => {
-                let x = self.eval_node(a, vars)?;
-                let y = self.eval_node(b, vars)?;
-                let (tx, ty) = (x.ty(), y.ty());
-                let result = match (x, y) {
-                    (Val::Num(x), Val::Num(y)) => num_binop(*op, x, y),
-                    (Val::Str(x), Val::Str(y)) => str_binop(*op, x, &y),
-                    (Val::Bool(x), Val::Bool(y)) => match op {
-                        BinOp::Eq => Some(Val::Bool(x == y)),
-                        BinOp::Ne => Some(Val::Bool(x != y)),
-                        _ => None,
-                    },
-                    _ => None,
-                };
-                match result {
-                    Some(v) => v,
-                    None => {
-                        return Err(self.type_error(
-                            node.col,
-                            rule_message(binary_rule(*op, Some(tx), Some(ty))),
-                        ))
-                    }
-                }
-            }
-            Kind::Cond(c, a, b) => match self.eval_node(c, vars)? {
-                Val::Bool(true) => self.eval_node(a, vars)?,
-                Val::Bool(false) => self.eval_node(b, vars)?,
-                other => {
-                    return Err(self.type_error(node.col, rule_message(cond_rule(Some(other.ty())))))
-                }
-            },
-            Kind::Call(func, args) => {
-                let mut acc: Option<f64> = None;
-                for (i, arg) in args.iter().enumerate() {
-                    let x = match self.eval_node(arg, vars)? {
-                        Val::Num(x) => x,
-                        Val::Str(s) if func.accepts_strings() => match s.trim().parse::<f64>() {
-                            Ok(x) => x,
-                            Err(_) => {
-                                return Err(self.type_error(
-                                    node.col,
-                                    format!(
-                                        "`{}` cannot convert '{}' to a number",
-                                        func.name(),
-                                        shorten(&s)
-                                    ),
-                                ))
-                            }
-                        },
-                        other => {
-                            return Err(self.type_error(
-                                node.col,
-                                rule_message(arg_rule(*func, i, Some(other.ty()))),
-                            ))
-                        }
-                    };
-                    acc = Some(match (func, acc) {
-                        (Func::Min | Func::Max, Some(a)) if a.is_nan() || x.is_nan() => f64::NAN,
-                        (Func::Min, Some(a)) => {
-                            if x < a {
-                                x
-                            } else {
-                                a
-                            }
-                        }
-                        (Func::Max, Some(a)) => {
-                            if x > a {
-                                x
-                            } else {
-                                a
-                            }
-                        }
-                        (Func::Abs, _) => x.abs(),
-                        (Func::Ceil, _) => x.ceil(),
-                        (Func::Floor, _) => x.floor(),
-                        (Func::Round, _) => x.round(),
-                        (Func::Int, _) => x.trunc(),
-                        (Func::Float, _) | (Func::Min | Func::Max, None) => x,
-                    });
-                }
-                // Arity is checked at parse time, so there is always at least one argument.
-                Val::Num(acc.unwrap_or(f64::NAN))
-            }
-        })
+    #[inline(never)]
+    fn eval_unary<'a>(
+        &'a self,
+        node: &Node,
+        op: UnOp,
+        a: &'a Node,
+        vars: &'a Variables,
+    ) -> Fallible<Val<'a>> {
+        match (op, self.eval_node(a, vars)?) {
+            (UnOp::Neg, Val::Num(n)) => Ok(Val::Num(-n)),
+            (UnOp::Plus, Val::Num(n)) => Ok(Val::Num(n)),
+            (UnOp::Not, Val::Bool(b)) => Ok(Val::Bool(!b)),
+            (_, other) => Err(self.type_error(node.col, TypeError::Unary(op, other.ty()))),
+        }
     }
+
+    /// `&&` and `||`, short-circuiting.
+    #[inline(never)]
+    fn eval_logic<'a>(
+        &'a self,
+        node: &Node,
+        op: BinOp,
+        a: &'a Node,
+        b: &'a Node,
+        vars: &'a Variables,
+    ) -> Fallible<Val<'a>> {
+        let short = op == BinOp::Or;
+        match self.eval_node(a, vars)? {
+            Val::Bool(x) if x == short => Ok(Val::Bool(x)),
+            Val::Bool(_) => match self.eval_node(b, vars)? {
+                Val::Bool(y) => Ok(Val::Bool(y)),
+                other => Err(self.type_error(
+                    node.col,
+                    TypeError::Binary(op, Some(ValueType::Bool), Some(other.ty())),
+                )),
+            },
+            other => Err(self.type_error(node.col, TypeError::Binary(op, Some(other.ty()), None))),
+        }
+    }
+
+    #[inline(never)]
+    fn eval_binary<'a>(
+        &'a self,
+        node: &Node,
+        op: BinOp,
+        a: &'a Node,
+        b: &'a Node,
+        vars: &'a Variables,
+    ) -> Fallible<Val<'a>> {
+        let x = self.eval_node(a, vars)?;
+        let y = self.eval_node(b, vars)?;
+        let (tx, ty) = (x.ty(), y.ty());
+        let result = match (x, y) {
+            (Val::Num(x), Val::Num(y)) => num_binop(op, x, y),
+            (Val::Str(x), Val::Str(y)) => str_binop(op, x, &y),
+            (Val::Bool(x), Val::Bool(y)) => match op {
+                BinOp::Eq => Some(Val::Bool(x == y)),
+                BinOp::Ne => Some(Val::Bool(x != y)),
+                _ => None,
+            },
+            _ => None,
+        };
+        result.ok_or_else(|| self.type_error(node.col, TypeError::Binary(op, Some(tx), Some(ty))))
+    }
+
+    #[inline(never)]
+    fn eval_cond<'a>(
+        &'a self,
+        node: &Node,
+        c: &'a Node,
+        a: &'a Node,
+        b: &'a Node,
+        vars: &'a Variables,
+    ) -> Fallible<Val<'a>> {
+        match self.eval_node(c, vars)? {
+            Val::Bool(true) => self.eval_node(a, vars),
+            Val::Bool(false) => self.eval_node(b, vars),
+            other => Err(self.type_error(node.col, TypeError::Cond(other.ty()))),
+        }
+    }
+
+    #[inline(never)]
+    fn eval_call<'a>(
+        &'a self,
+        node: &Node,
+        func: Func,
+        args: &'a [Node],
+        vars: &'a Variables,
+    ) -> Fallible<Val<'a>> {
+        let mut acc: Option<f64> = None;
+        for (i, arg) in args.iter().enumerate() {
+            let x = match self.eval_node(arg, vars)? {
+                Val::Num(x) => x,
+                Val::Str(s) if func.accepts_strings() => match s.trim().parse::<f64>() {
+                    Ok(x) => x,
+                    Err(_) => return Err(self.type_error(node.col, TypeError::Convert(func, &s))),
+                },
+                other => return Err(self.type_error(node.col, TypeError::Arg(func, i, other.ty()))),
+            };
+            acc = Some(match (func, acc) {
+                (Func::Min | Func::Max, Some(a)) if a.is_nan() || x.is_nan() => f64::NAN,
+                (Func::Min, Some(a)) => {
+                    if x < a {
+                        x
+                    } else {
+                        a
+                    }
+                }
+                (Func::Max, Some(a)) => {
+                    if x > a {
+                        x
+                    } else {
+                        a
+                    }
+                }
+                (Func::Abs, _) => x.abs(),
+                (Func::Ceil, _) => x.ceil(),
+                (Func::Floor, _) => x.floor(),
+                (Func::Round, _) => x.round(),
+                (Func::Int, _) => x.trunc(),
+                (Func::Float, _) | (Func::Min | Func::Max, None) => x,
+            });
+        }
+        // Arity is checked at parse time, so there is always at least one argument.
+        Ok(Val::Num(acc.unwrap_or(f64::NAN)))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn unknown_variable(&self, node: &Node) -> Box<ExprError> {
+        let name = match &node.kind {
+            Kind::Var(name) => name.as_str(),
+            _ => "?",
+        };
+        Box::new(error(
+            ExprErrorKind::UnknownVariable,
+            Some(node.col),
+            format!("unknown variable `{name}`"),
+            &self.source,
+        ))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn type_error(&self, col: usize, e: TypeError<'_>) -> Box<ExprError> {
+        let msg = match e {
+            TypeError::Unary(op, t) => rule_message(unary_rule(op, Some(t))),
+            TypeError::Binary(op, l, r) => rule_message(binary_rule(op, l, r)),
+            TypeError::Cond(t) => rule_message(cond_rule(Some(t))),
+            TypeError::Arg(func, i, t) => rule_message(arg_rule(func, i, Some(t))),
+            TypeError::Convert(func, s) => {
+                format!(
+                    "`{}` cannot convert '{}' to a number",
+                    func.name(),
+                    shorten(s)
+                )
+            }
+        };
+        Box::new(error(ExprErrorKind::Type, Some(col), msg, &self.source))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn result_error(
+        &self,
+        kind: ExprErrorKind,
+        want: &str,
+        got: Option<ValueType>,
+        n: f64,
+    ) -> ExprError {
+        let msg = match (kind, got) {
+            (ExprErrorKind::NaN, _) => "the result is NaN".to_owned(),
+            (ExprErrorKind::Infinite, _) => format!("the result is infinite ({n})"),
+            (_, Some(t)) => format!("the result must be a {want}, got a {t}"),
+            (_, None) => format!("the result must be a {want}"),
+        };
+        error(kind, None, msg, &self.source)
+    }
+}
+
+/// A run-time type error, formatted only when it happens.
+enum TypeError<'a> {
+    Unary(UnOp, ValueType),
+    Binary(BinOp, Ty, Ty),
+    Cond(ValueType),
+    Arg(Func, usize, ValueType),
+    Convert(Func, &'a str),
 }
 
 fn num_binop(op: BinOp, x: f64, y: f64) -> Option<Val<'static>> {
@@ -1729,34 +1801,64 @@ fn visit_vars<'a>(node: &'a Node, f: &mut dyn FnMut(&'a str, usize)) {
     }
 }
 
-fn infer(node: &Node, type_of: &dyn Fn(&str) -> Option<ValueType>) -> Result<Ty, (usize, String)> {
-    let at = |r: Result<Ty, String>| r.map_err(|m| (node.col, m));
-    match &node.kind {
-        Kind::Num(_) => Ok(Some(ValueType::Number)),
-        Kind::Str(_) => Ok(Some(ValueType::Str)),
-        Kind::Bool(_) => Ok(Some(ValueType::Bool)),
-        Kind::Var(name) => Ok(type_of(name)),
-        Kind::Unary(op, a) => at(unary_rule(*op, infer(a, type_of)?)),
+/// A static type error: the column and the message. Boxed to keep `infer`'s frames small.
+type TypeFail = Box<(usize, String)>;
+
+#[cold]
+#[inline(never)]
+fn type_fail(col: usize, msg: String) -> TypeFail {
+    Box::new((col, msg))
+}
+
+/// The static type of `node` (`None` when it depends on variables of unknown type).
+fn infer(node: &Node, type_of: &dyn Fn(&str) -> Option<ValueType>) -> Result<Ty, TypeFail> {
+    let rule = match &node.kind {
+        Kind::Num(_) => return Ok(Some(ValueType::Number)),
+        Kind::Str(_) => return Ok(Some(ValueType::Str)),
+        Kind::Bool(_) => return Ok(Some(ValueType::Bool)),
+        Kind::Var(name) => return Ok(type_of(name)),
+        Kind::Unary(op, a) => {
+            let t = infer(a, type_of)?;
+            unary_rule(*op, t)
+        }
         Kind::Binary(op, a, b) => {
             let l = infer(a, type_of)?;
             let r = infer(b, type_of)?;
-            at(binary_rule(*op, l, r))
+            binary_rule(*op, l, r)
         }
-        Kind::Cond(c, a, b) => {
-            let ct = infer(c, type_of)?;
-            cond_rule(ct).map_err(|m| (node.col, m))?;
-            let x = infer(a, type_of)?;
-            let y = infer(b, type_of)?;
-            Ok(if x == y { x } else { None })
-        }
-        Kind::Call(func, args) => {
-            for (i, arg) in args.iter().enumerate() {
-                let t = infer(arg, type_of)?;
-                arg_rule(*func, i, t).map_err(|m| (node.col, m))?;
-            }
-            Ok(Some(ValueType::Number))
-        }
+        Kind::Cond(c, a, b) => return infer_cond(node, c, a, b, type_of),
+        Kind::Call(func, args) => return infer_call(node, *func, args, type_of),
+    };
+    rule.map_err(|m| type_fail(node.col, m))
+}
+
+#[inline(never)]
+fn infer_cond(
+    node: &Node,
+    c: &Node,
+    a: &Node,
+    b: &Node,
+    type_of: &dyn Fn(&str) -> Option<ValueType>,
+) -> Result<Ty, TypeFail> {
+    let ct = infer(c, type_of)?;
+    cond_rule(ct).map_err(|m| type_fail(node.col, m))?;
+    let x = infer(a, type_of)?;
+    let y = infer(b, type_of)?;
+    Ok(if x == y { x } else { None })
+}
+
+#[inline(never)]
+fn infer_call(
+    node: &Node,
+    func: Func,
+    args: &[Node],
+    type_of: &dyn Fn(&str) -> Option<ValueType>,
+) -> Result<Ty, TypeFail> {
+    for (i, arg) in args.iter().enumerate() {
+        let t = infer(arg, type_of)?;
+        arg_rule(func, i, t).map_err(|m| type_fail(node.col, m))?;
     }
+    Ok(Some(ValueType::Number))
 }
 
 fn write_canonical(node: &Node, out: &mut String) {
@@ -2288,13 +2390,13 @@ mod tests {
     fn nesting_limit() {
         let ok = |n: usize| format!("{}1{}", "(".repeat(n), ")".repeat(n));
         assert_eq!(
-            Expr::parse(&ok(MAX_DEPTH - 1))
+            Expr::parse(&ok(2 * MAX_DEPTH))
                 .unwrap()
                 .eval(&Variables::new()),
             Ok(Value::Number(1.0))
         );
-        let e = parse_err(&ok(MAX_DEPTH));
-        assert_err(&e, ExprErrorKind::Syntax, Some(MAX_DEPTH + 1));
+        let e = parse_err(&ok(2 * MAX_DEPTH + 1));
+        assert_err(&e, ExprErrorKind::Syntax, Some(2 * MAX_DEPTH + 2));
         assert!(e.message.contains("nested too deeply"), "{e}");
         let e = parse_err(&ok(100_000));
         assert_eq!(e.kind, ExprErrorKind::Syntax);
@@ -2473,5 +2575,57 @@ mod tests {
         assert!(serde_json::from_str::<Expr>("true").is_err());
         assert_eq!("x".parse::<Expr>().unwrap(), Expr::try_from("x").unwrap());
         assert_eq!(format!("{:?}", Expr::parse("x").unwrap()), "Expr(\"x\")");
+    }
+}
+
+#[cfg(test)]
+mod stack {
+    use super::*;
+
+    /// The deepest accepted expressions of every shape (and much deeper rejected ones) are
+    /// parsed, checked, evaluated, printed, re-parsed, cloned and dropped on a thread with a
+    /// 1 MiB stack, half the default. Measured in a debug build: this needs between 384 and
+    /// 512 KiB (the recursive functions keep small frames; see `Fallible`).
+    #[test]
+    fn deepest_expressions_fit_in_a_small_stack() {
+        let run = || {
+            let d = MAX_DEPTH - 1;
+            let inputs = [
+                format!(
+                    "{}1{}",
+                    "(".repeat(2 * MAX_DEPTH),
+                    ")".repeat(2 * MAX_DEPTH)
+                ),
+                format!("{}1", "-".repeat(d)),
+                format!("{}1", "!".repeat(d)).replace("!1", "!true"),
+                format!("{}1{}", "abs(".repeat(d), ")".repeat(d)),
+                format!("{}1", "true ? 1 : ".repeat(d)),
+                vec!["2"; MAX_DEPTH / 2].join(" ** "),
+                vec!["1"; MAX_DEPTH].join(" + "),
+                format!("{}1{}", "(".repeat(100_000), ")".repeat(100_000)),
+                format!("{}1", "-".repeat(100_000)),
+            ];
+            let mut parsed = 0;
+            for s in &inputs {
+                if let Ok(e) = Expr::parse(s) {
+                    parsed += 1;
+                    assert!(e.eval(&Variables::new()).is_ok(), "{}", &s[..20]);
+                    assert!(e.check_types(&|_| None).is_ok());
+                    assert!(e.check_variables(&|_| false).is_ok());
+                    assert!(e.variables().is_empty());
+                    let c = e.to_canonical_string();
+                    assert_eq!(Expr::parse(&c).map(|x| x.to_canonical_string()), Ok(c));
+                    assert_eq!(e.clone(), e);
+                }
+            }
+            parsed
+        };
+        let parsed = std::thread::Builder::new()
+            .stack_size(1024 * 1024)
+            .spawn(run)
+            .expect("spawn")
+            .join()
+            .expect("no panic");
+        assert_eq!(parsed, 7);
     }
 }
