@@ -352,3 +352,26 @@ async fn a_range_query_aggregates_over_the_window() {
         Err(MetricsError::Empty { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_dropped_server_is_stopped_and_its_directory_removed() {
+    let exporter = harness::TestExporter::start().unwrap();
+    exporter.set("t11_up", &[], 1.0);
+    let server = harness::PrometheusServer::start(&[exporter.addr()])
+        .await
+        .unwrap();
+    server.wait_for_values("t11_up", &["1"]).await.unwrap();
+    let (addr, dir) = (server.addr(), server.dir().to_path_buf());
+    assert!(dir.join("prometheus.yml").is_file());
+    drop(server);
+    assert!(!dir.exists(), "{} still exists", dir.display());
+    // Nothing answers on its port any more (poll: the kernel may take a moment).
+    let deadline = std::time::Instant::now() + harness::DEFAULT_DEADLINE;
+    while std::net::TcpStream::connect(addr).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "prometheus still listening"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

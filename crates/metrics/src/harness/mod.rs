@@ -32,8 +32,9 @@ pub use prometheus::{
 pub use proxy::{start_proxy, ProxyOptions};
 pub use server::{closed_port, LoopbackServer};
 
-/// Errors of the harness.
-#[derive(Debug, thiserror::Error)]
+/// Errors of the harness. `Debug` prints the same as `Display`, so `unwrap()` in a test shows
+/// the install hint and Prometheus' log readably.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum HarnessError {
     /// The Prometheus binary is not installed.
@@ -70,6 +71,12 @@ pub enum HarnessError {
     /// A local I/O error (temp dir, port, process spawn).
     #[error("harness I/O error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl std::fmt::Debug for HarnessError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// A test exporter and a Prometheus scraping it every second.

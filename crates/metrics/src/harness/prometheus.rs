@@ -189,6 +189,12 @@ impl PrometheusServer {
         format!("http://{}", self.addr)
     }
 
+    /// The temporary directory holding the configuration, the log and the storage (removed when
+    /// the server stops).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The end of Prometheus' log (for failure messages).
     pub fn log(&self) -> String {
         let text = fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
