@@ -34,8 +34,11 @@
 //! function   = "min" | "max" | "abs" | "ceil" | "floor" | "round" | "int" | "float" ;
 //! ```
 //!
-//! Whitespace (any Unicode whitespace) separates tokens and is otherwise ignored. `true`,
-//! `false`, `and`, `or`, `not`, `nil` and `let` are reserved and cannot name variables.
+//! Whitespace (any Unicode whitespace) separates tokens and is otherwise ignored. A number
+//! may not be followed directly by a letter, digit, `_` or `.` (`12abc`, `1.2.3` and `1e`
+//! are errors; so is a literal that overflows `f64`, such as `1e999`). `true`, `false`,
+//! `and`, `or`, `not`, `nil` and `let` are reserved and cannot name variables; a function
+//! name not followed by `(` is an ordinary variable name.
 //!
 //! Precedence, lowest first (this is expr-lang's table):
 //!
@@ -80,7 +83,8 @@
 //!   if any argument is `NaN`; `abs(x)`, `ceil(x)`, `floor(x)`, `round(x)` (half away from
 //!   zero: `round(2.5)` = 3, `round(-2.5)` = -3), `int(x)` (truncates toward zero) and
 //!   `float(x)` (identity) take one number; `int` and `float` also accept a string holding
-//!   a number (`int('42')`).
+//!   a number (`int('42')`, `float(' 2.5 ')`; Rust `f64` syntax after trimming whitespace,
+//!   anything else is a type error).
 //!
 //! # Errors
 //!
