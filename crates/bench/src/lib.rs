@@ -1,0 +1,12 @@
+//! # fleetscale-bench
+//!
+//! The benchmark and reliability harness of fleetscale (not published):
+//! - the `engine_bench` binary: the engine with `FlyScaler` against the fake Machines API on
+//!   loopback, with injected latency and Fly's documented rate limits (see `BENCHMARKS.md`);
+//! - soak and fuzz tests that need several backends (`tests/`).
+//!
+//! This library holds what the binary and the tests share: process statistics read from
+//! `/proc`, seeding of the fake, and request-log summaries.
+
+pub mod fleet;
+pub mod procstat;
