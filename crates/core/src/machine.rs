@@ -45,9 +45,10 @@ impl From<String> for MachineId {
 
 /// The lifecycle state of a machine, normalised across backends.
 ///
-/// Backends map their own states onto these (Fly's `creating`/`replacing`/`updating` become
-/// [`MachineState::Created`]... see the backend's docs); a state the backend does not know
-/// becomes [`MachineState::Unknown`], which the planner never acts on.
+/// Backends map their own states onto these (see each backend's table, e.g. Fly's
+/// `FlyState::to_core`); a state with no safe equivalent (Fly's `updating`, `replacing`) or one
+/// the backend does not know becomes [`MachineState::Unknown`]: counted as existing, never acted
+/// on by the planner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MachineState {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::expr::{Expr, Variables};
+use crate::expr::{Expr, ValueType, Variables};
 use crate::{Bounds, Counts, Error, Result, Scope, Targets};
 
 /// Variables every expression can use besides the metrics.
@@ -251,8 +251,25 @@ impl Policy {
         let known = |v: &str| {
             metric_names.contains(&v) || COUNT_VARIABLES.contains(&v) || v == APP_NAME_VARIABLE
         };
+        let type_of = |v: &str| {
+            Some(if v == APP_NAME_VARIABLE {
+                ValueType::Str
+            } else {
+                ValueType::Number
+            })
+        };
         for e in self.created.exprs().into_iter().chain(self.started.exprs()) {
             e.check_variables(&known)?;
+            e.check_types(&type_of)?;
+            if e.result_type(&type_of).is_some_and(|t| t != ValueType::Number) {
+                return Err(crate::expr::ExprError {
+                    kind: crate::expr::ExprErrorKind::Type,
+                    column: Some(1),
+                    message: "a machine count must be a number".into(),
+                    expression: e.source().to_owned(),
+                }
+                .into());
+            }
         }
         if let ErrorPolicy::Fallback { after_failures, .. } = self.on_error {
             if after_failures == 0 {
