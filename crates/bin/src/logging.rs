@@ -199,11 +199,16 @@ where
     }
 }
 
-/// Installs the slog-style JSON logger on stderr as the global subscriber, at `level` (INFO
-/// for fly-autoscaler, DEBUG with `verbose: true`). `RUST_LOG`, when set, overrides the
-/// level with a full `tracing` filter. Does nothing if a subscriber is already installed.
+/// Installs the slog-style JSON logger on stderr as the global subscriber for
+/// fly-autoscaler: this crate's lines (the Go tool's messages) at `level` (INFO, DEBUG with
+/// `verbose: true`), the libraries' only from WARN up so their own INFO lines do not mix
+/// with the Go tool's. `RUST_LOG`, when set, replaces this with a full `tracing` filter.
+/// Does nothing if a subscriber is already installed.
 pub fn init_slog_json(level: LevelFilter) {
-    let filter = env_filter_or(level);
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(s) if !s.trim().is_empty() => env_filter_or(level),
+        _ => EnvFilter::new(format!("warn,fleetscale_bin={level}")),
+    };
     let _ = tracing_subscriber::registry()
         .with(SlogJsonLayer::new(std::io::stderr).with_filter(filter))
         .try_init();
