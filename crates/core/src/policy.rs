@@ -261,7 +261,9 @@ impl Policy {
         for e in self.created.exprs().into_iter().chain(self.started.exprs()) {
             e.check_variables(&known)?;
             e.check_types(&type_of)?;
-            if e.result_type(&type_of).is_some_and(|t| t != ValueType::Number) {
+            if e.result_type(&type_of)
+                .is_some_and(|t| t != ValueType::Number)
+            {
                 return Err(crate::expr::ExprError {
                     kind: crate::expr::ExprErrorKind::Type,
                     column: Some(1),

@@ -77,7 +77,11 @@ fn metric_names_may_not_shadow_built_ins_and_unknown_variables_fail_at_load() {
         created: rule("created_machines > 2"),
         ..Policy::default()
     };
-    assert!(boolean.check(&[]).unwrap_err().to_string().contains("must be a number"));
+    assert!(boolean
+        .check(&[])
+        .unwrap_err()
+        .to_string()
+        .contains("must be a number"));
     let err = p.check(&["other"]).unwrap_err();
     assert!(matches!(err, Error::Expression(_)), "{err}");
     assert!(err.to_string().contains("running_machines"), "{err}");
