@@ -14,7 +14,7 @@
 //!   `prometheus-client` and how the names are kept.
 //!
 //! Every source implements [`fleetscale_core::MetricSource`], has a serde configuration struct
-//! for TOML/YAML files, and reports failures as [`MetricsError`], which converts into the
+//! for TOML/YAML files ([`SourceConfig`] holds any of them, tagged by `type`), and reports failures as [`MetricsError`], which converts into the
 //! core error classes the engine acts on.
 //!
 //! ## Why hand-written serde structs over reqwest, not `prometheus-http-query`
@@ -40,6 +40,7 @@
 //! never skip) when the binary is missing: run `scripts/install-test-deps.sh`.
 
 pub mod autoscaler;
+mod config;
 mod constant;
 mod error;
 mod expand;
@@ -51,6 +52,7 @@ pub mod prometheus;
 mod token;
 
 pub use autoscaler::{AutoscalerMetrics, CONTENT_TYPE, TICK_BUCKETS};
+pub use config::SourceConfig;
 pub use constant::{ConstantConfig, ConstantSource};
 pub use error::MetricsError;
 pub use http_json::{HttpJsonConfig, HttpJsonSource};

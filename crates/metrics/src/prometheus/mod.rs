@@ -594,6 +594,37 @@ mod tests {
     }
 
     #[test]
+    fn works_inside_an_internally_tagged_enum() {
+        // How a binary's config is likely to hold sources: `type = "prometheus"` plus fields.
+        #[derive(Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        enum Source {
+            Prometheus(PrometheusConfig),
+            Constant(crate::ConstantConfig),
+        }
+        let list: std::collections::BTreeMap<String, Vec<Source>> = toml::from_str(
+            r#"
+            [[sources]]
+            type = "prometheus"
+            name = "load"
+            address = "http://h:9090"
+            query = "up"
+            [[sources]]
+            type = "constant"
+            name = "floor"
+            value = 1
+            "#,
+        )
+        .unwrap();
+        assert!(matches!(&list["sources"][0], Source::Prometheus(c) if c.name == "load"));
+        assert!(matches!(&list["sources"][1], Source::Constant(c) if c.value == 1.0));
+        let bad = toml::from_str::<std::collections::BTreeMap<String, Vec<Source>>>(
+            "[[sources]]\ntype = 'prometheus'\nname = 'x'\naddress = 'a'\nquery = 'q'\ntypo = 1\n",
+        );
+        assert!(bad.is_err());
+    }
+
+    #[test]
     fn range_params() {
         let s = PrometheusSource::new(PrometheusConfig::new("m", "http://h", "up").with_range(
             RangeQuery {
