@@ -53,7 +53,10 @@ async fn blueprint_keeps_one_spare_and_stops_at_ten() {
         .env("FAS_INITIAL_MACHINE_STATE", "stopped")
         .env("FAS_PROMETHEUS_ADDRESS", prometheus.url())
         .env("FAS_PROMETHEUS_METRIC_NAME", "running_machines")
-        .env("FAS_PROMETHEUS_QUERY", "count(fly_instance_up{app='$APP_NAME'})")
+        .env(
+            "FAS_PROMETHEUS_QUERY",
+            "count(fly_instance_up{app='$APP_NAME'})",
+        )
         .env("FAS_INTERVAL", "500ms")
         .env("FAS_METRICS_ADDR", "127.0.0.1:0");
     let mut proc = Proc::spawn(cmd);
@@ -89,7 +92,10 @@ async fn blueprint_keeps_one_spare_and_stops_at_ten() {
     // The proxy starts the spare: another stopped machine appears; repeat up to the cap.
     let mut next = spare;
     for expected_total in 3..=10 {
-        assert!(fake.proxy_autostart(APP, &next), "proxy could not start {next}");
+        assert!(
+            fake.proxy_autostart(APP, &next),
+            "proxy could not start {next}"
+        );
         next = eventually(
             &format!("{expected_total} machines with one spare"),
             || {
@@ -128,7 +134,10 @@ async fn blueprint_keeps_one_spare_and_stops_at_ten() {
     let find = |msg: &str| json.iter().find(|l| l["msg"] == msg).cloned();
     let r = find("reconciling").expect("reconciling line");
     assert_eq!(r["app"], APP);
-    assert!(r["current"]["started"].is_u64() && r["current"]["stopped"].is_u64(), "{r}");
+    assert!(
+        r["current"]["started"].is_u64() && r["current"]["stopped"].is_u64(),
+        "{r}"
+    );
     assert!(r["target"]["created"]["min"].is_u64(), "{r}");
     let c = find("machine created").expect("machine created line");
     assert!(c["id"].is_string() && c["region"] == "iad", "{c}");
@@ -152,18 +161,26 @@ async fn blueprint_keeps_one_spare_and_stops_at_ten() {
         .unwrap();
     let value = |series: &str| -> f64 {
         page.lines()
-            .find_map(|l| l.strip_prefix(series).map(|v| v.trim().parse::<f64>().unwrap()))
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .map(|v| v.trim().parse::<f64>().unwrap())
+            })
             .unwrap_or_else(|| panic!("{series} missing from\n{page}"))
     };
     assert!(value("fas_reconcile_count{status=\"create\"} ") >= 9.0);
     assert!(value("fas_reconcile_count{status=\"no_scale\"} ") >= 8.0);
     assert_eq!(value("fas_machine_create_count{status=\"ok\"} "), 9.0);
     assert_eq!(value("fas_machine_start_count{status=\"ok\"} "), 0.0);
-    let health = reqwest::get(format!("http://{addr}/healthz")).await.unwrap();
+    let health = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
 
     // Every create cloned the first machine with skip_launch, one POST per machine.
-    assert_eq!(fake.count_requests("POST", "/v1/apps/blueprint-app/machines"), 10);
+    assert_eq!(
+        fake.count_requests("POST", "/v1/apps/blueprint-app/machines"),
+        10
+    );
 
     // SIGTERM: graceful shutdown with the Go tool's message, exit status 0.
     proc.signal("TERM");

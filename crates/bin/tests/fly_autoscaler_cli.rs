@@ -1,0 +1,229 @@
+//! The built `fly-autoscaler` as a user runs it: `eval`, `version`, help, and the Go tool's
+//! error messages and exit statuses.
+
+mod common;
+
+use std::process::Command;
+
+use common::run;
+use fleetscale_metrics::harness::Lab;
+use serde_json::{json, Value};
+
+fn fas() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fly-autoscaler"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd
+}
+
+#[test]
+fn eval_prints_the_targets_as_the_go_tool() {
+    let (status, out, err) = run({
+        let mut c = fas();
+        c.arg("eval")
+            .env("FAS_APP_NAME", "my-app")
+            .env("FAS_CREATED_MACHINE_COUNT", "2.6")
+            .env("FAS_MIN_STARTED_MACHINE_COUNT", "0")
+            .env("FAS_MAX_STARTED_MACHINE_COUNT", "max(1, 3 - 5)");
+        c
+    });
+    assert!(status.success(), "{err}");
+    // json.MarshalIndent(out, "", "  ") in the Go tool's eval.go.
+    assert_eq!(
+        out,
+        "{\n  \"created\": {\n    \"min\": 3,\n    \"max\": 3\n  },\n  \"started\": {\n    \"min\": 0,\n    \"max\": 1\n  }\n}\n"
+    );
+    // Created counts are at least 1 (nothing left to clone otherwise); undefined is null.
+    let (status, out, err) = run({
+        let mut c = fas();
+        c.arg("eval")
+            .env("FAS_APP_NAME", "my-app")
+            .env("FAS_CREATED_MACHINE_COUNT", "-2");
+        c
+    });
+    assert!(status.success(), "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v,
+        json!({"created": {"min": 1, "max": 1}, "started": {"min": null, "max": null}})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eval_reads_prometheus_with_app_name_from_a_yaml_file() {
+    let lab = Lab::start().await.unwrap_or_else(|e| panic!("{e}"));
+    lab.exporter
+        .set("queue_depth", &[("app", "worker-app")], 42.0);
+    lab.exporter.set("queue_depth", &[("app", "other")], 1000.0);
+    lab.prometheus
+        .wait_for_values("queue_depth{app='worker-app'}", &["42"])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fly-autoscaler.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "app-name: worker-app\n\
+             started-machine-count: \"ceil(queue_depth / 10)\"\n\
+             metric-collectors:\n\
+             \x20 - type: prometheus\n\
+             \x20   metric-name: queue_depth\n\
+             \x20   address: ${{PROM_URL}}\n\
+             \x20   query: sum(queue_depth{{app='$APP_NAME'}})\n",
+        ),
+    )
+    .unwrap();
+    let (status, out, err) = run({
+        let mut c = fas();
+        c.arg("eval")
+            .arg("-config")
+            .arg(&path)
+            .env("PROM_URL", lab.prometheus.url());
+        c
+    });
+    assert!(status.success(), "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v,
+        json!({"created": {"min": null, "max": null}, "started": {"min": 5, "max": 5}})
+    );
+
+    // A query that matches nothing: the Go tool's message, exit status 1.
+    std::fs::write(
+        &path,
+        format!(
+            "app-name: nobody\nstarted-machine-count: queue_depth\nmetric-collectors:\n  - type: prometheus\n    metric-name: queue_depth\n    address: {}\n    query: sum(queue_depth{{app='$APP_NAME'}})\n",
+            lab.prometheus.url()
+        ),
+    )
+    .unwrap();
+    let (status, _, err) = run({
+        let mut c = fas();
+        c.arg("eval").arg("--config").arg(&path);
+        c
+    });
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("ERROR: metrics collection failed: collect metric (\"queue_depth\"): "),
+        "{err}"
+    );
+}
+
+#[test]
+fn validation_errors_use_the_go_messages() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[], "ERROR: app name required\n"),
+        (
+            &[("FAS_APP_NAME", "a")],
+            "ERROR: must define either created machine count or started machine count\n",
+        ),
+        (
+            &[
+                ("FAS_APP_NAME", "a"),
+                ("FAS_CREATED_MACHINE_COUNT", "1"),
+                ("FAS_MIN_CREATED_MACHINE_COUNT", "1"),
+            ],
+            "ERROR: cannot define created machine count and min/max created machine count\n",
+        ),
+        (
+            &[("FAS_APP_NAME", "a"), ("FAS_MIN_STARTED_MACHINE_COUNT", "1")],
+            "ERROR: max started machine count required if min started machine count is defined\n",
+        ),
+        (
+            &[
+                ("FAS_APP_NAME", "a"),
+                ("FAS_CREATED_MACHINE_COUNT", "1"),
+                ("FAS_INITIAL_MACHINE_STATE", "suspended"),
+            ],
+            "ERROR: initial machine state must be either 'started' or 'stopped'\n",
+        ),
+        (
+            &[("FAS_APP_NAME", "a"), ("FAS_CREATED_MACHINE_COUNT", "1")],
+            "ERROR: cannot create fly client: api token required\n",
+        ),
+        (
+            &[
+                ("FAS_APP_NAME", "a-*"),
+                ("FAS_CREATED_MACHINE_COUNT", "1"),
+                ("FAS_API_TOKEN", "t"),
+            ],
+            "ERROR: cannot initialize reconciler pool: organization required if app name uses a wildcard\n",
+        ),
+        (
+            &[("FAS_INTERVAL", "15")],
+            "ERROR: cannot parse FAS_INTERVAL as duration: \"15\"\n",
+        ),
+        (
+            &[
+                ("FAS_APP_NAME", "a"),
+                ("FAS_CREATED_MACHINE_COUNT", "1"),
+                ("FAS_PROMETHEUS_ADDRESS", "http://127.0.0.1:1"),
+                ("FAS_PROMETHEUS_METRIC_NAME", "x"),
+            ],
+            "ERROR: metric-collectors[0]: prometheus query required\n",
+        ),
+    ];
+    for (env, want) in cases {
+        let mut c = fas();
+        c.arg("serve");
+        for (k, v) in *env {
+            c.env(k, v);
+        }
+        let (status, _, err) = run(c);
+        assert_eq!(status.code(), Some(1), "{env:?}: {err}");
+        // The JSON log lines come first; the error is the last line.
+        let last = err.lines().last().unwrap_or("").to_owned() + "\n";
+        assert_eq!(&last, want, "{env:?}");
+    }
+}
+
+#[test]
+fn an_expression_with_an_unknown_variable_fails_at_start() {
+    let mut c = fas();
+    c.arg("serve")
+        .env("FAS_APP_NAME", "a")
+        .env("FAS_API_TOKEN", "t")
+        .env("FAS_CREATED_MACHINE_COUNT", "queue_depth + 1");
+    let (status, _, err) = run(c);
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("queue_depth"), "{err}");
+}
+
+#[test]
+fn version_help_and_unknown_commands() {
+    let (status, out, _) = run({
+        let mut c = fas();
+        c.arg("version");
+        c
+    });
+    assert!(status.success());
+    assert!(out.starts_with("fly-autoscaler "), "{out}");
+
+    let (status, out, _) = run({
+        let mut c = fas();
+        c.arg("help");
+        c
+    });
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        out.contains("fly-autoscaler <command> [arguments]"),
+        "{out}"
+    );
+
+    let (status, _, err) = run({
+        let mut c = fas();
+        c.arg("frobnicate");
+        c
+    });
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(err, "ERROR: fly-autoscaler frobnicate: unknown command\n");
+
+    let (status, _, err) = run({
+        let mut c = fas();
+        c.args(["serve", "-config", "/nonexistent/fas.yml"]);
+        c
+    });
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("/nonexistent/fas.yml"), "{err}");
+}
