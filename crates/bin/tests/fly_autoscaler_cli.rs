@@ -63,15 +63,13 @@ async fn eval_reads_prometheus_with_app_name_from_a_yaml_file() {
     let path = dir.path().join("fly-autoscaler.yml");
     std::fs::write(
         &path,
-        format!(
-            "app-name: worker-app\n\
-             started-machine-count: \"ceil(queue_depth / 10)\"\n\
-             metric-collectors:\n\
-             \x20 - type: prometheus\n\
-             \x20   metric-name: queue_depth\n\
-             \x20   address: ${{PROM_URL}}\n\
-             \x20   query: sum(queue_depth{{app='$APP_NAME'}})\n",
-        ),
+        "app-name: worker-app\n\
+         started-machine-count: \"ceil(queue_depth / 10)\"\n\
+         metric-collectors:\n\
+         \x20 - type: prometheus\n\
+         \x20   metric-name: queue_depth\n\
+         \x20   address: ${PROM_URL}\n\
+         \x20   query: sum(queue_depth{app='$APP_NAME'})\n",
     )
     .unwrap();
     let (status, out, err) = run({
