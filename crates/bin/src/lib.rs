@@ -19,3 +19,7 @@ pub mod logging;
 pub mod telemetry;
 
 pub use error::{BinError, Result};
+pub mod cli;
+pub mod demo;
+pub mod fakes;
+pub mod native;

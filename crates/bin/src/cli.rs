@@ -1,0 +1,276 @@
+//! The `fleetscale` command line (clap).
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::filter::LevelFilter;
+
+use crate::error::{BinError, Result};
+use crate::logging::LogFormat;
+
+const EXAMPLES: &str = "\
+Examples:
+  # See it work, no account or server needed: the Fly blueprint on the built-in fakes
+  fleetscale demo
+  fleetscale demo --duration 10s --speed 2
+
+  # What would the autoscaler do now, and why? (one tick, no changes)
+  fleetscale eval --config fleetscale.toml
+
+  # Run it (add --dry-run to only log the plans)
+  FLY_API_TOKEN=$(fly tokens create deploy -a my-app) fleetscale run --config fleetscale.toml
+
+  # Local experiments: a fake Fly Machines API, a cluster of emulated Weave routers
+  fleetscale fake fly --listen 127.0.0.1:4280
+  fleetscale fake weave --listen-base 16784 --fixed 3
+
+  # Reclaim the IP space of Weave peers that vanished (daemon, or one pass)
+  fleetscale weave reclaim --fixed NAME=ADDR=http://10.0.0.1:6784 ... --once
+
+The configuration file is described in `fleetscale run --help`.";
+
+const RUN_HELP: &str = "\
+Runs the autoscaler on every target of a TOML file until SIGINT or SIGTERM, serving
+/metrics and /healthz. A minimal file, Fly's \"Autoscale Machines\" blueprint:
+
+  [server]
+  listen = \"127.0.0.1:9090\"
+
+  [[target]]
+  name = \"web\"
+  backend = { type = \"fly\", app = \"my-app\" }   # or app = \"my-app-*\", org = \"my-org\"
+  initial_state = \"stopped\"
+
+  [target.policy]
+  created = \"min(running_machines + 1, 10)\"   # or created_min/created_max, started...
+  on_error = { mode = \"hold\" }
+
+  [target.policy.limits]
+  created = { min = 1, max = 10 }
+  max_step_up = 3
+  cooldown_after_scale_down = \"2m\"
+  scale_in_stabilization = \"5m\"
+
+  [[target.source]]
+  type = \"prometheus\"
+  name = \"running_machines\"
+  address = \"https://api.fly.io/prometheus/my-org\"
+  query = \"count(fly_instance_up{app='$APP_NAME'})\"
+  token = \"${FLY_PROMETHEUS_TOKEN}\"
+
+Expressions may use every source by name and created_machines, started_machines,
+stopped_machines, suspended_machines, app_name. The Fly token is read from the variable
+named by backend.token_env (default FLY_API_TOKEN); FLY_FLAPS_BASE_URL overrides the API.
+`${VAR}` in the file is replaced by the environment variable VAR. An optional [target.weave]
+table makes dynamic peers of a Weave Net cluster join and leave with their machines.";
+
+/// fleetscale: metric-driven autoscaling of Fly.io Machines and Weave Net memberships.
+#[derive(Debug, Parser)]
+#[command(name = "fleetscale", version, after_long_help = EXAMPLES, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: LevelFilter,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    /// Run the autoscaler on a configuration file (see `run --help` for the format).
+    #[command(after_long_help = RUN_HELP)]
+    Run(RunArgs),
+    /// One tick of every target, without changing anything: what would be done and why.
+    Eval(EvalArgs),
+    /// A complete scaling scenario on the built-in fakes (no account, no server).
+    Demo(DemoArgs),
+    /// Start a fake as a server for local experiments.
+    #[command(subcommand)]
+    Fake(FakeCommands),
+    /// Weave Net tools.
+    #[command(subcommand)]
+    Weave(WeaveCommands),
+    /// Print the version.
+    Version,
+}
+
+/// `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The TOML configuration file.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Plan and log every tick, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The TOML configuration file.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Print JSON decision records instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Length of the scenario, e.g. 30s, 2m.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Play the scenario N times faster.
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Plain lines even on a terminal.
+    #[arg(long)]
+    pub plain: bool,
+}
+
+/// `fake …`.
+#[derive(Debug, Subcommand)]
+pub enum FakeCommands {
+    /// A fake Fly Machines API (point FLY_FLAPS_BASE_URL at it).
+    Fly(FakeFlyArgs),
+    /// Emulated Weave Net routers with their HTTP APIs, one port each.
+    Weave(FakeWeaveArgs),
+}
+
+/// `fake fly`.
+#[derive(Debug, Args)]
+pub struct FakeFlyArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:4280")]
+    pub listen: SocketAddr,
+    /// Require this token (`Authorization` as Fly clients send it); default: accept any.
+    #[arg(long, env = "FAKE_FLY_TOKEN")]
+    pub token: Option<String>,
+    /// Create this app with one started machine (repeatable), as `fly launch` would.
+    #[arg(long)]
+    pub app: Vec<String>,
+    /// Transition time of machines (created→started, stopping→stopped, ...).
+    #[arg(long, default_value = "300ms", value_parser = humantime::parse_duration)]
+    pub delay: Duration,
+    /// Turn off Fly's rate limits.
+    #[arg(long)]
+    pub no_rate_limits: bool,
+}
+
+/// `fake weave`.
+#[derive(Debug, Args)]
+pub struct FakeWeaveArgs {
+    /// First port: router i listens on 127.0.0.1:(PORT + i).
+    #[arg(long, default_value_t = 16784)]
+    pub listen_base: u16,
+    /// Fixed peers to launch (the fixed cluster; 3 or 5 in the Weave guide).
+    #[arg(long, default_value_t = 3)]
+    pub fixed: u32,
+    /// Dynamic peers to launch as IPAM observers.
+    #[arg(long, default_value_t = 0)]
+    pub dynamic: u32,
+}
+
+/// `weave …`.
+#[derive(Debug, Subcommand)]
+pub enum WeaveCommands {
+    /// Reclaim the IP space of peers that vanished without `weave reset` (rmpeer, exactly
+    /// once, on the designated fixed peer; never for a reachable peer).
+    Reclaim(ReclaimArgs),
+}
+
+/// `weave reclaim`.
+#[derive(Debug, Args)]
+pub struct ReclaimArgs {
+    /// A fixed peer as NAME=ADDRESS=API_URL (peer name as `weave status` shows it, the
+    /// address in $PEERS, the router API URL); repeat for each fixed peer.
+    #[arg(long, required = true)]
+    pub fixed: Vec<String>,
+    /// The designated reclaimer peer (a fixed peer name); default: the first --fixed.
+    #[arg(long)]
+    pub designated: Option<String>,
+    /// The reclaim ledger file (write-ahead, locked).
+    #[arg(long, default_value = "/var/lib/fleetscale/weave-reclaim.ledger")]
+    pub ledger: PathBuf,
+    /// Reclaim a peer unreachable for this long (without an inventory, the only signal that
+    /// it is gone).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub grace: Option<Duration>,
+    /// Time between passes.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// One pass, then exit (status 1 if a reclaim failed).
+    #[arg(long)]
+    pub once: bool,
+    /// Serve /metrics and /healthz here.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+/// Runs `fleetscale` with `args` (including the program name) and returns the exit status.
+pub async fn main_with_args(args: Vec<String>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    // The demo's view is on stdout; the libraries' INFO lines would only clutter it.
+    let level = match cli.command {
+        Commands::Demo(_) => cli.log_level.min(LevelFilter::WARN),
+        _ => cli.log_level,
+    };
+    crate::logging::init_cli(cli.log_format, level);
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Commands::Version => {
+            println!("fleetscale {}", env!("CARGO_PKG_VERSION"));
+            Ok(0)
+        }
+        Commands::Demo(a) => {
+            let opts = crate::demo::DemoOptions {
+                duration: a.duration,
+                speed: a.speed,
+                live: !a.plain && std::io::stdout().is_terminal(),
+            };
+            let mut out = std::io::stdout();
+            let s = crate::demo::run_demo(&opts, &mut out).await?;
+            Ok(if s.scaled_out_and_in() { 0 } else { 1 })
+        }
+        Commands::Run(a) => crate::native::run(&a.config, a.dry_run).await.map(|()| 0),
+        Commands::Eval(a) => crate::native::eval(&a.config, a.json).await,
+        Commands::Fake(FakeCommands::Fly(a)) => crate::fakes::fake_fly(a).await.map(|()| 0),
+        Commands::Fake(FakeCommands::Weave(a)) => crate::fakes::fake_weave(a).await.map(|()| 0),
+        Commands::Weave(WeaveCommands::Reclaim(a)) => crate::fakes::weave_reclaim(a).await,
+    }
+}
+
+/// Parses a duration for config files and flags (`humantime`: `15s`, `1m30s`, `500ms`).
+///
+/// # Errors
+/// A message naming the value.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    humantime::parse_duration(s)
+        .map_err(|e| BinError::config(format!("invalid duration {s:?}: {e}")))
+}
