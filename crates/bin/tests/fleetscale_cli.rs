@@ -1,0 +1,237 @@
+//! The built `fleetscale` as a user runs it: `demo`, `eval` and `run` on a TOML file against
+//! the fake Machines API, `version`, `--help`.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{eventually, run, Proc};
+use fleetscale_fly::FlyState;
+
+const TOKEN: &str = "FlyV1 fm2_cli-token";
+
+fn fleetscale() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetscale"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd
+}
+
+#[test]
+fn demo_scales_out_and_back_in() {
+    let (status, out, err) = run({
+        let mut c = fleetscale();
+        c.args(["demo", "--duration", "5s"]);
+        c
+    });
+    assert!(status.success(), "exit {status}\n{out}\n{err}");
+    // Not a terminal: plain lines, no escape sequences.
+    assert!(!out.contains('\x1b'), "{out}");
+    let frames: Vec<&str> = out.lines().filter(|l| l.starts_with("t=")).collect();
+    assert!(frames.len() >= 10, "{out}");
+    let machines = |l: &str| -> usize {
+        l.split_whitespace()
+            .find_map(|w| w.strip_prefix("machines="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let peak = frames.iter().map(|l| machines(l)).max().unwrap();
+    let last = machines(frames.last().unwrap());
+    assert!(peak >= 5, "scaled out to {peak}\n{out}");
+    assert!(peak <= 10, "never more than 10\n{out}");
+    assert!(last < peak, "scaled back in\n{out}");
+    assert!(out.contains("summary"), "{out}");
+    assert!(out.contains("Machines API calls: "), "{out}");
+    assert!(out.contains("reaction time"), "{out}");
+    assert!(out.contains("result: scaled out and back in"), "{out}");
+}
+
+#[test]
+fn version_and_help_teach() {
+    let (status, out, _) = run({
+        let mut c = fleetscale();
+        c.arg("version");
+        c
+    });
+    assert!(status.success());
+    assert!(out.starts_with("fleetscale "), "{out}");
+    let (status, out, _) = run({
+        let mut c = fleetscale();
+        c.arg("--help");
+        c
+    });
+    assert!(status.success());
+    assert!(out.contains("fleetscale demo"), "{out}");
+    assert!(out.contains("Examples:"), "{out}");
+    let (status, out, _) = run({
+        let mut c = fleetscale();
+        c.args(["run", "--help"]);
+        c
+    });
+    assert!(status.success());
+    assert!(out.contains("[[target.source]]"), "{out}");
+    let (status, _, err) = run({
+        let mut c = fleetscale();
+        c.arg("frobnicate");
+        c
+    });
+    assert_eq!(status.code(), Some(2));
+    assert!(err.contains("frobnicate"), "{err}");
+}
+
+fn config(dir: &std::path::Path, listen: &str) -> std::path::PathBuf {
+    let path = dir.join("fleetscale.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[engine]
+interval = "300ms"
+
+[server]
+listen = "{listen}"
+
+[[target]]
+name = "web"
+backend = {{ type = "fly", app = "cli-app", token_env = "MY_FLY_TOKEN" }}
+initial_state = "stopped"
+
+[target.policy]
+created = "min(spare_wanted + started_machines, 10)"
+
+[target.policy.limits]
+created = {{ min = 1, max = 4 }}
+
+[[target.source]]
+type = "constant"
+name = "spare_wanted"
+value = 2
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eval_then_run_a_toml_file_against_the_fake() {
+    let server = common::fake_fly(TOKEN).await;
+    let fake = server.fake().clone();
+    common::seed_app(&common::client(&server, TOKEN), "cli-app").await;
+    let started = || {
+        fake.machines("cli-app")
+            .iter()
+            .all(|m| m.state == FlyState::Started)
+            .then_some(())
+    };
+    eventually("the first machine started", started, String::new).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), "127.0.0.1:0");
+
+    // eval: explains, changes nothing.
+    let (status, out, err) = run({
+        let mut c = fleetscale();
+        c.arg("eval")
+            .arg("--config")
+            .arg(&path)
+            .env("FLY_FLAPS_BASE_URL", server.url())
+            .env("MY_FLY_TOKEN", TOKEN);
+        c
+    });
+    assert!(status.success(), "{out}\n{err}");
+    assert!(out.contains("target web"), "{out}");
+    assert!(out.contains("metric spare_wanted = 2"), "{out}");
+    assert!(out.contains("targets: created min 3 max 3"), "{out}");
+    assert_eq!(
+        out.matches("    - create (stopped").count(),
+        2,
+        "two creates planned\n{out}"
+    );
+    assert_eq!(fake.machines("cli-app").len(), 1, "eval changed nothing");
+
+    // A bad file: file, line and key.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[engine]\ninterval = \"soon\"\n").unwrap();
+    let (status, _, err) = run({
+        let mut c = fleetscale();
+        c.arg("eval").arg("--config").arg(&bad);
+        c
+    });
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("bad.toml:2:"), "{err}");
+    assert!(err.contains("interval"), "{err}");
+
+    // run: creates two stopped machines, capped by the hard limit of 4 in total.
+    let mut cmd = fleetscale();
+    cmd.arg("--log-format")
+        .arg("json")
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .env("FLY_FLAPS_BASE_URL", server.url())
+        .env("MY_FLY_TOKEN", TOKEN);
+    let mut proc = Proc::spawn(cmd);
+    let stderr = proc.stderr.clone();
+    let logs = move || stderr.lock().unwrap().join("\n");
+    eventually(
+        "3 machines",
+        || (fake.machines("cli-app").len() == 3).then_some(()),
+        &logs,
+    )
+    .await;
+    let spare = fake
+        .machines("cli-app")
+        .into_iter()
+        .find(|m| m.state == FlyState::Created)
+        .expect("a stopped spare")
+        .id;
+    // Starting a spare raises the target (2 + started), but the hard max is 4.
+    assert!(fake.proxy_autostart("cli-app", &spare));
+    eventually(
+        "4 machines",
+        || (fake.machines("cli-app").len() == 4).then_some(()),
+        &logs,
+    )
+    .await;
+    let served = eventually(
+        "the metrics address in the logs",
+        || {
+            proc.json_logs().iter().find_map(|l| {
+                (l["msg"] == "serving /metrics and /healthz")
+                    .then(|| l["addr"].as_str().map(str::to_owned))
+                    .flatten()
+            })
+        },
+        &logs,
+    )
+    .await;
+    // The gauges show the inventory of the last tick: poll until a tick saw all 4.
+    let t0 = std::time::Instant::now();
+    loop {
+        let page = reqwest::get(format!("http://{served}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if page.contains("fleetscale_machines{app=\"web\",state=\"created\"} 4") {
+            assert!(
+                page.contains("fleetscale_machine_create_count{status=\"ok\"} 3"),
+                "{page}"
+            );
+            break;
+        }
+        assert!(t0.elapsed() < common::DEADLINE, "{page}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let health = reqwest::get(format!("http://{served}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(fake.machines("cli-app").len(), 4, "hard max 4\n{}", logs());
+    proc.signal("INT");
+    let status = proc.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status}\n{}", logs());
+}
