@@ -117,7 +117,9 @@ impl RequestSummary {
     pub fn of(log: &[RequestRecord]) -> RequestSummary {
         let mut s = RequestSummary::default();
         for r in log {
-            *s.by_kind.entry(request_kind(&r.method, &r.path)).or_default() += 1;
+            *s.by_kind
+                .entry(request_kind(&r.method, &r.path))
+                .or_default() += 1;
             s.total += 1;
             if r.status == 429 {
                 s.rate_limited += 1;
@@ -153,9 +155,18 @@ mod tests {
         assert_eq!(request_kind("POST", "/v1/apps/a/machines"), "create");
         assert_eq!(request_kind("GET", "/v1/apps/a/machines/m1"), "get");
         assert_eq!(request_kind("DELETE", "/v1/apps/a/machines/m1"), "destroy");
-        assert_eq!(request_kind("POST", "/v1/apps/a/machines/m1/start"), "start");
-        assert_eq!(request_kind("POST", "/v1/apps/a/machines/m1/lease"), "lease");
-        assert_eq!(request_kind("DELETE", "/v1/apps/a/machines/m1/lease"), "lease");
+        assert_eq!(
+            request_kind("POST", "/v1/apps/a/machines/m1/start"),
+            "start"
+        );
+        assert_eq!(
+            request_kind("POST", "/v1/apps/a/machines/m1/lease"),
+            "lease"
+        );
+        assert_eq!(
+            request_kind("DELETE", "/v1/apps/a/machines/m1/lease"),
+            "lease"
+        );
         assert_eq!(request_kind("GET", "/v1/apps"), "app");
         assert_eq!(request_kind("GET", "/metrics"), "other");
     }

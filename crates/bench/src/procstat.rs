@@ -73,17 +73,26 @@ pub fn name_of_stat(stat: &str) -> Option<&str> {
     stat.get(start + 1..end)
 }
 
-/// CPU time (user + system) of this process's live threads whose name starts with `prefix`
-/// (thread names are truncated to 15 bytes by the kernel).
+/// CPU time of this process's live threads whose name starts with `prefix` (`""`: every
+/// live thread); thread names are truncated to 15 bytes by the kernel. Uses the nanosecond
+/// run time of `/proc/self/task/*/schedstat` when the kernel has it, else the 10 ms ticks of
+/// `stat`.
 pub fn thread_cpu(prefix: &str) -> Duration {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return Duration::ZERO;
     };
     dir.filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter(|s| name_of_stat(s).is_some_and(|n| n.starts_with(prefix)))
-        .filter_map(|s| cpu_of_stat(&s))
-        .map(|(u, s)| u + s)
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            if !name_of_stat(&stat).is_some_and(|n| n.starts_with(prefix)) {
+                return None;
+            }
+            let precise = std::fs::read_to_string(e.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                .map(Duration::from_nanos);
+            precise.or_else(|| cpu_of_stat(&stat).map(|(u, s)| u + s))
+        })
         .sum()
 }
 
@@ -111,7 +120,12 @@ mod tests {
         }
         std::hint::black_box(x);
         let s = ProcStats::read();
-        assert!(s.peak_rss_kib > 0 && s.rss_kib > 0 && s.peak_rss_kib >= s.rss_kib, "{s:?}");
+        assert!(
+            s.peak_rss_kib > 0 && s.rss_kib > 0 && s.peak_rss_kib >= s.rss_kib,
+            "{s:?}"
+        );
         assert!(s.cpu() > Duration::ZERO, "{s:?}");
+        assert!(thread_cpu("") > Duration::ZERO);
+        assert_eq!(thread_cpu("no thread has this name"), Duration::ZERO);
     }
 }

@@ -1,0 +1,174 @@
+//! Parser micro-benchmarks: `GET /report` JSON and the `/status/ipam` and `/status/peers`
+//! texts of a cluster with 3 fixed peers and many dynamic ones (50 and 500 peers in all), as
+//! the fixed peer `fixed1` would report them. The documents are built from the real capture
+//! in `tests/fixtures/report-with-dynamic-peers.json` with the peer lists grown.
+//!
+//! Run: `cargo bench -p fleetscale-weave --bench parse -- --sample-size 20 --measurement-time 3`
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use fleetscale_weave::report::Report;
+use fleetscale_weave::status::{parse_ipam, parse_peers, render_ipam_line, IpamPeerState};
+use fleetscale_weave::PeerName;
+use serde_json::{json, Value};
+
+const FIXTURE: &str = include_str!("../tests/fixtures/report-with-dynamic-peers.json");
+const FIXED: u64 = 3;
+const RANGE: u64 = 1 << 20;
+
+fn name(i: u64) -> PeerName {
+    PeerName::from_u64(i + 1).expect("small peer names are valid")
+}
+
+fn nick(i: u64) -> String {
+    if i < FIXED {
+        format!("fixed{}", i + 1)
+    } else {
+        format!("dyn{}", i + 1)
+    }
+}
+
+fn connection(i: u64, outbound: bool) -> Value {
+    json!({
+        "Name": name(i).to_string(),
+        "NickName": nick(i),
+        "Address": format!("192.168.{}.{}:{}", 77 + i / 250, i % 250 + 1, 40000 + i % 20000),
+        "Outbound": outbound,
+        "Established": true
+    })
+}
+
+/// The fixture's report with `peers` peers: fixed peers connect to everyone, dynamic peers to
+/// the fixed ones; every peer owns an equal share of the range.
+fn report(peers: u64) -> String {
+    let mut doc: Value = serde_json::from_str(FIXTURE).expect("fixture is JSON");
+    let all: Vec<Value> = (0..peers)
+        .map(|i| {
+            let conns: Vec<Value> = if i < FIXED {
+                (0..peers)
+                    .filter(|&j| j != i)
+                    .map(|j| connection(j, j < i))
+                    .collect()
+            } else {
+                (0..FIXED).map(|j| connection(j, true)).collect()
+            };
+            json!({
+                "Name": name(i).to_string(),
+                "NickName": nick(i),
+                "UID": 18_159_662_741_680_847_194u64 - i,
+                "ShortID": 1000 + i,
+                "Version": 8 + i % 5,
+                "Connections": conns
+            })
+        })
+        .collect();
+    let own: Vec<Value> = (1..peers)
+        .map(|j| {
+            json!({
+                "Address": format!("192.168.{}.{}:6783", 77 + j / 250, j % 250 + 1),
+                "Outbound": j < FIXED,
+                "State": "established",
+                "Info": format!("encrypted=false name={}({})", name(j), nick(j)),
+                "Attrs": {"name": "fastdp", "mtu": 1376}
+            })
+        })
+        .collect();
+    let share = RANGE / peers;
+    let entries: Vec<Value> = (0..peers)
+        .map(|i| {
+            let token = 0x0A20_0000 + i * share;
+            json!({
+                "Token": format!("{}.{}.{}.{}", token >> 24, (token >> 16) & 255, (token >> 8) & 255, token & 255),
+                "Size": share,
+                "Peer": name(i).to_string(),
+                "Nickname": nick(i),
+                "IsKnownPeer": true,
+                "Version": i % 4
+            })
+        })
+        .collect();
+    doc["Router"]["Peers"] = Value::Array(all);
+    doc["Router"]["Connections"] = Value::Array(own);
+    doc["IPAM"]["Entries"] = Value::Array(entries);
+    serde_json::to_string_pretty(&doc).expect("serialise")
+}
+
+fn ipam_text(peers: u64) -> String {
+    let share = RANGE / peers;
+    (0..peers)
+        .map(|i| {
+            let state = match i {
+                0 => IpamPeerState::Local { active: 1 },
+                i if i % 50 == 7 => IpamPeerState::Unreachable,
+                _ => IpamPeerState::Reachable,
+            };
+            render_ipam_line(name(i), Some(&nick(i)), share, RANGE, state)
+        })
+        .collect()
+}
+
+fn peers_text(peers: u64) -> String {
+    let mut out = String::new();
+    for i in 0..peers {
+        out.push_str(&format!("{}({})\n", name(i), nick(i)));
+        let others: Vec<u64> = if i < FIXED {
+            (0..peers).filter(|&j| j != i).collect()
+        } else {
+            (0..FIXED).collect()
+        };
+        for j in others {
+            let arrow = if j < i { "<-" } else { "->" };
+            let addr = format!("192.168.{}.{}:6783", 77 + j / 250, j % 250 + 1);
+            out.push_str(&format!(
+                "   {arrow} {addr:<21} {:<37} established\n",
+                format!("{}({})", name(j), nick(j))
+            ));
+        }
+    }
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("weave_parse");
+    for peers in [50u64, 500] {
+        group.throughput(Throughput::Elements(peers));
+        let report = report(peers);
+        let decoded: Report = serde_json::from_str(&report).expect("report decodes");
+        assert_eq!(
+            decoded.router.as_ref().map(|r| r.peers.len()),
+            Some(peers as usize)
+        );
+        group.bench_with_input(BenchmarkId::new("report_json", peers), &report, |b, s| {
+            b.iter(|| serde_json::from_str::<Report>(black_box(s)))
+        });
+        let ipam = ipam_text(peers);
+        assert_eq!(
+            parse_ipam(&ipam).expect("ipam parses").len(),
+            peers as usize
+        );
+        group.bench_with_input(BenchmarkId::new("status_ipam", peers), &ipam, |b, s| {
+            b.iter(|| parse_ipam(black_box(s)))
+        });
+        let text = peers_text(peers);
+        assert_eq!(
+            parse_peers(&text).expect("peers parse").len(),
+            peers as usize
+        );
+        group.bench_with_input(BenchmarkId::new("status_peers", peers), &text, |b, s| {
+            b.iter(|| parse_peers(black_box(s)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    targets = bench
+}
+criterion_main!(benches);
