@@ -10,6 +10,9 @@ mod embedded;
 #[allow(dead_code)]
 #[path = "../examples/fly_blueprint.rs"]
 mod fly_blueprint;
+#[allow(dead_code)]
+#[path = "../examples/weave_autoscaling.rs"]
+mod weave_autoscaling;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_backend_conforms_and_scales() {
@@ -36,6 +39,15 @@ async fn fly_blueprint_keeps_one_spare_up_to_ten() {
         "{}",
         fleetscale_metrics::harness::INSTALL_HINT
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weave_autoscaling_joins_leaves_and_reclaims_once() {
+    let o = weave_autoscaling::run().await.expect("weave_autoscaling");
+    assert_eq!(o.joined, vec!["dyn4", "dyn5", "dyn6"]);
+    assert_eq!(o.owned_after_leave, 0, "reset handed the space over");
+    assert_eq!(o.rmpeers_of_vanished, 1, "reclaimed exactly once");
+    assert_eq!(o.duplicates, 0);
 }
 
 /// `cargo test` builds the examples next to the test binary (`target/<profile>/examples`);
