@@ -235,3 +235,79 @@ async fn eval_then_run_a_toml_file_against_the_fake() {
     let status = proc.wait(Duration::from_secs(60));
     assert!(status.success(), "{status}\n{}", logs());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_fly_and_fake_weave_serve_until_signalled() {
+    // fake fly on a free port, with one app seeded as `fly launch` would.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = fleetscale();
+    cmd.args([
+        "fake",
+        "fly",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--app",
+        "exp-app",
+    ]);
+    let mut proc = Proc::spawn(cmd);
+    let stdout = proc.stdout.clone();
+    let out = move || stdout.lock().unwrap().join("\n");
+    eventually(
+        "the fake to listen",
+        || out().contains("FLY_FLAPS_BASE_URL=").then_some(()),
+        &out,
+    )
+    .await;
+    let client = fleetscale_fly::MachinesClient::new(
+        None,
+        fleetscale_fly::ClientConfig::default().with_base_url(format!("http://127.0.0.1:{port}")),
+    )
+    .unwrap();
+    let machines = client
+        .list_machines("exp-app", &fleetscale_fly::ListOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(machines.len(), 1);
+    proc.signal("INT");
+    assert!(proc.wait(Duration::from_secs(30)).success());
+
+    // fake weave: 3 fixed routers on predictable ports, primed.
+    let base = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .saturating_sub(3);
+    let mut cmd = fleetscale();
+    cmd.args([
+        "fake",
+        "weave",
+        "--listen-base",
+        &base.to_string(),
+        "--dynamic",
+        "1",
+    ]);
+    let mut proc = Proc::spawn(cmd);
+    let stdout = proc.stdout.clone();
+    let out = move || stdout.lock().unwrap().join("\n");
+    eventually(
+        "the routers",
+        || out().contains("reclaimer:").then_some(()),
+        &out,
+    )
+    .await;
+    let router =
+        fleetscale_weave::RouterClient::new(&format!("http://127.0.0.1:{}", base + 1)).unwrap();
+    router.status().await.expect("status of the second router");
+    let ipam = router
+        .status_ipam()
+        .await
+        .expect("ipam of the second router");
+    assert!(ipam.len() >= 3, "{ipam:?}");
+    proc.signal("TERM");
+    assert!(proc.wait(Duration::from_secs(30)).success(), "{}", out());
+}
