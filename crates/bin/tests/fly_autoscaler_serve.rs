@@ -194,3 +194,47 @@ async fn blueprint_keeps_one_spare_and_stops_at_ten() {
         logs()
     );
 }
+
+/// A wildcard app name with an organization: every matching app is scaled, others are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_scales_every_matching_app_of_the_org() {
+    let server = common::fake_fly(TOKEN).await;
+    let fake = server.fake().clone();
+    let client = common::client(&server, TOKEN);
+    for app in ["wild-1", "wild-2", "tame"] {
+        common::seed_app(&client, app).await;
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fly-autoscaler"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("FLY_FLAPS_BASE_URL", server.url())
+        .env("FAS_APP_NAME", "wild-*")
+        .env("FAS_ORG", "my-org")
+        .env("FAS_CONCURRENCY", "2")
+        .env("FAS_API_TOKEN", TOKEN)
+        .env("FAS_CREATED_MACHINE_COUNT", "2")
+        .env("FAS_INTERVAL", "500ms")
+        .env("FAS_METRICS_ADDR", "127.0.0.1:0");
+    let mut proc = Proc::spawn(cmd);
+    let stderr = proc.stderr.clone();
+    let logs = move || stderr.lock().unwrap().join("\n");
+    eventually(
+        "2 machines in each wild app",
+        || (fake.machines("wild-1").len() == 2 && fake.machines("wild-2").len() == 2).then_some(()),
+        &logs,
+    )
+    .await;
+    assert_eq!(fake.machines("tame").len(), 1, "{}", logs());
+    let apps: std::collections::BTreeSet<String> = proc
+        .json_logs()
+        .iter()
+        .filter(|l| l["msg"] == "reconciling")
+        .filter_map(|l| l["app"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        apps.into_iter().collect::<Vec<_>>(),
+        vec!["wild-1".to_owned(), "wild-2".to_owned()]
+    );
+    proc.signal("INT");
+    assert!(proc.wait(Duration::from_secs(60)).success(), "{}", logs());
+}
