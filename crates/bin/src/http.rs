@@ -1,4 +1,5 @@
-//! The binaries' small HTTP server: `GET /metrics` (Prometheus text format) and
+//! The binaries' small HTTP server: `GET /metrics` (OpenMetrics text of
+//! [`AutoscalerMetrics`], with fly-autoscaler's exact `fas_*` sample names) and
 //! `GET /healthz`.
 //!
 //! `/healthz` answers `200 ok` while the engine is healthy and `503` with the reason
@@ -15,7 +16,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
-use crate::telemetry::TickMetrics;
+use fleetscale_metrics::AutoscalerMetrics;
 
 /// What `/healthz` reports: healthy until no tick has finished for `stale_after` (after a
 /// first grace period of the same length from start).
@@ -77,12 +78,12 @@ impl fleetscale_core::record::DecisionObserver for Health {
 
 #[derive(Clone)]
 struct AppState {
-    metrics: Arc<TickMetrics>,
+    metrics: Arc<AutoscalerMetrics>,
     health: Arc<Health>,
 }
 
 /// The router: `/metrics` and `/healthz`.
-pub fn router(metrics: Arc<TickMetrics>, health: Arc<Health>) -> Router {
+pub fn router(metrics: Arc<AutoscalerMetrics>, health: Arc<Health>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(healthz))
@@ -91,11 +92,8 @@ pub fn router(metrics: Arc<TickMetrics>, health: Arc<Health>) -> Router {
 
 async fn metrics_page(State(st): State<AppState>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        st.metrics.render(),
+        [(header::CONTENT_TYPE, fleetscale_metrics::CONTENT_TYPE)],
+        st.metrics.encode(),
     )
 }
 
@@ -121,7 +119,7 @@ impl MetricsServer {
     /// When the address cannot be bound.
     pub async fn start(
         addr: SocketAddr,
-        metrics: Arc<TickMetrics>,
+        metrics: Arc<AutoscalerMetrics>,
         health: Arc<Health>,
     ) -> std::io::Result<MetricsServer> {
         let listener = tokio::net::TcpListener::bind(addr).await?;

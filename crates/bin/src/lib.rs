@@ -9,14 +9,13 @@
 //!
 //! Shared pieces: Go-compatible parsing ([`gocompat`]), slog-shaped JSON logs
 //! ([`logging`]), the `/metrics` and `/healthz` server ([`http`]) fed by
-//! [`telemetry::TickMetrics`].
+//! `fleetscale_metrics::AutoscalerMetrics`.
 
 pub mod error;
 pub mod fas;
 pub mod gocompat;
 pub mod http;
 pub mod logging;
-pub mod telemetry;
 
 pub use error::{BinError, Result};
 pub mod cli;

@@ -28,7 +28,7 @@ use toml::Spanned;
 
 use crate::error::{BinError, Result};
 use crate::http::{Health, MetricsServer};
-use crate::telemetry::TickMetrics;
+use fleetscale_metrics::AutoscalerMetrics;
 
 fn d15() -> Duration {
     Duration::from_secs(15)
@@ -583,7 +583,7 @@ fn getenv(k: &str) -> Option<String> {
 pub async fn run(path: &Path, dry_run: bool) -> Result<()> {
     let (cfg, text) = load(path, &getenv)?;
     let provider = Arc::new(NativeTargets::build(path, &text, &cfg, &getenv)?);
-    let metrics = Arc::new(TickMetrics::new("fleetscale"));
+    let metrics = Arc::new(AutoscalerMetrics::new());
     let health = Arc::new(Health::new(
         cfg.engine.interval * 3 + cfg.engine.tick_timeout + cfg.engine.refresh_interval,
     ));

@@ -215,9 +215,9 @@ async fn eval_then_run_a_toml_file_against_the_fake() {
             .text()
             .await
             .unwrap();
-        if page.contains("fleetscale_machines{app=\"web\",state=\"created\"} 4") {
+        if page.contains("fleetscale_machines{target=\"web\",state=\"created\"} 4") {
             assert!(
-                page.contains("fleetscale_machine_create_count{status=\"ok\"} 3"),
+                page.contains("fleetscale_machine_actions_total{target=\"web\",action=\"create\",status=\"ok\"} 3"),
                 "{page}"
             );
             break;

@@ -169,7 +169,10 @@ async fn blueprint_keeps_one_spare_and_stops_at_ten() {
     };
     assert!(value("fas_reconcile_count{status=\"create\"} ") >= 9.0);
     assert!(value("fas_reconcile_count{status=\"no_scale\"} ") >= 8.0);
-    assert_eq!(value("fas_machine_create_count{status=\"ok\"} "), 9.0);
+    assert_eq!(
+        value("fleetscale_machine_actions_total{target=\"blueprint-app\",action=\"create\",status=\"ok\"} "),
+        9.0
+    );
     assert_eq!(value("fas_machine_start_count{status=\"ok\"} "), 0.0);
     let health = reqwest::get(format!("http://{addr}/healthz"))
         .await

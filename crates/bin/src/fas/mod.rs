@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{BinError, Result};
 use crate::gocompat::{format_go_duration, go_quote};
 use crate::http::{Health, MetricsServer};
-use crate::telemetry::TickMetrics;
 use config::Config;
+use fleetscale_metrics::AutoscalerMetrics;
 use observer::{GoLogObserver, RegionMemo};
 
 /// The top-level usage text (the Go tool's, with its commands).
@@ -507,7 +507,7 @@ pub async fn serve(
     let metrics_addr = config.metrics_socket_addr()?;
 
     let log = Arc::new(GoLogObserver::new());
-    let metrics = Arc::new(TickMetrics::new("fas"));
+    let metrics = Arc::new(AutoscalerMetrics::new());
     let health = Arc::new(Health::new(
         config.interval * 3 + config.timeout + config.app_list_refresh_interval,
     ));
