@@ -231,7 +231,8 @@ pub fn located(path: &Path, text: &str, offset: usize, message: &str) -> String 
 }
 
 /// Replaces `${NAME}` with the environment variable (not `$NAME`, which PromQL queries use;
-/// `${APP_NAME}`, `${TARGET}`, `${GROUP}` are left for query-time expansion).
+/// `${APP_NAME}`, `${TARGET}`, `${GROUP}` are left for query-time expansion). Comment lines
+/// (first non-blank character `#`) are left alone.
 ///
 /// # Errors
 /// An unset variable, with its position.
@@ -241,36 +242,47 @@ pub fn expand_braced_env(
     getenv: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String> {
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    let mut consumed = 0usize;
-    while let Some(i) = rest.find("${") {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 2..];
-        let Some(end) = after.find('}') else {
-            out.push_str(&rest[i..]);
-            return Ok(out);
-        };
-        let name = &after[..end];
-        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if valid && !matches!(name, "APP_NAME" | "TARGET" | "GROUP") {
-            match getenv(name) {
-                Some(v) => out.push_str(&v),
-                None => {
-                    return Err(BinError::config(located(
-                        path,
-                        text,
-                        consumed + i,
-                        &format!("environment variable {name} is not set"),
-                    )))
-                }
-            }
-        } else {
-            out.push_str(&rest[i..i + 2 + end + 1]);
+    let mut line_start = 0usize;
+    for line in text.split_inclusive('\n') {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+            line_start += line.len();
+            continue;
         }
-        consumed += i + 2 + end + 1;
-        rest = &after[end + 1..];
+        let mut rest = line;
+        let mut consumed = line_start;
+        while let Some(i) = rest.find("${") {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 2..];
+            let Some(end) = after.find('}') else {
+                out.push_str(&rest[i..]);
+                rest = "";
+                break;
+            };
+            let name = &after[..end];
+            let valid =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if valid && !matches!(name, "APP_NAME" | "TARGET" | "GROUP") {
+                match getenv(name) {
+                    Some(v) => out.push_str(&v),
+                    None => {
+                        return Err(BinError::config(located(
+                            path,
+                            text,
+                            consumed + i,
+                            &format!("environment variable {name} is not set"),
+                        )))
+                    }
+                }
+            } else {
+                out.push_str(&rest[i..i + 2 + end + 1]);
+            }
+            consumed += i + 2 + end + 1;
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        line_start += line.len();
     }
-    out.push_str(rest);
     Ok(out)
 }
 
@@ -809,6 +821,26 @@ token = "${TOKEN}"
             .unwrap()
             .to_string();
         assert!(e.contains("queue_depth") && e.contains("\"web\""), "{e}");
+    }
+
+    #[test]
+    fn the_example_file_and_a_weave_section_build() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fleetscale.example.toml"
+        ));
+        let env = |k: &str| (k == "FLY_PROMETHEUS_TOKEN").then(|| "FlyV1 fm2_x".to_owned());
+        let (cfg, text) = load(path, &env).unwrap();
+        assert_eq!(cfg.targets.len(), 2);
+        NativeTargets::build(path, &text, &cfg, &env).unwrap();
+
+        let weave = format!(
+            "{GOOD}\n[target.weave]\nfixed = [{{ name = \"00:00:00:00:00:01\", address = \"10.0.0.1\", api_url = \"http://10.0.0.1:6784\" }}]\nledger = \"/tmp/l.jsonl\"\n"
+        );
+        let cfg = parse(&weave).unwrap();
+        let w = cfg.targets[0].get_ref().weave.as_ref().unwrap();
+        assert_eq!(w.router_port, 6784);
+        assert_eq!(w.fixed.len(), 1);
     }
 
     #[test]
