@@ -2,7 +2,8 @@
 //! state, membership hooks, dry runs and graceful shutdown.
 //!
 //! One **tick** of one target:
-//! 1. list the inventory (one [`Scaler::list`] call);
+//! 1. list the inventory (one [`Scaler::list`] call) and ask the backend whether the target is
+//!    paused ([`Scaler::paused`], e.g. a deploy in progress: the tick is then skipped);
 //! 2. collect every metric concurrently, each within [`EngineConfig::metric_timeout`];
 //! 3. let the [`Policy`] decide the [`Targets`](crate::Targets);
 //! 4. [`plan_actions`];
@@ -422,7 +423,23 @@ impl Engine {
                 (name, r)
             }
         }));
-        let (inventory, readings) = tokio::join!(list, metrics);
+        let paused = with_deadline(deadline, "paused", target.scaler.paused());
+        let (inventory, readings, paused) = tokio::join!(list, metrics, paused);
+        match paused {
+            Ok(None) => {}
+            Ok(Some(reason)) => {
+                record.status = TickStatus::Paused { reason };
+                return finish(record);
+            }
+            Err(e) => {
+                record.status = TickStatus::Failed {
+                    stage: "paused".into(),
+                    kind: e.kind().into(),
+                    message: e.to_string(),
+                };
+                return finish(record);
+            }
+        }
         let mut policy_readings = MetricReadings::new();
         for (name, r) in readings {
             match r {

@@ -68,6 +68,11 @@ pub enum TickStatus {
     DryRun,
     /// The policy held the counts (metric failure or cooldown) and nothing was done.
     Held,
+    /// The backend asked to leave the target alone this tick ([`crate::Scaler::paused`]).
+    Paused {
+        /// The backend's reason, e.g. `release in progress`.
+        reason: String,
+    },
     /// The tick failed before planning.
     Failed {
         /// Where: `list`, `deadline`, `cancelled`.
@@ -80,13 +85,14 @@ pub enum TickStatus {
 }
 
 impl TickStatus {
-    /// A stable label: `no_scale`, `scaled`, `dry_run`, `held`, `failed`.
+    /// A stable label: `no_scale`, `scaled`, `dry_run`, `held`, `paused`, `failed`.
     pub fn as_str(&self) -> &'static str {
         match self {
             TickStatus::NoScale => "no_scale",
             TickStatus::Scaled => "scaled",
             TickStatus::DryRun => "dry_run",
             TickStatus::Held => "held",
+            TickStatus::Paused { .. } => "paused",
             TickStatus::Failed { .. } => "failed",
         }
     }

@@ -163,6 +163,18 @@ pub trait Scaler: Send + Sync {
 
     /// Destroys a machine. [`Error::NotFound`] if it is already gone.
     async fn destroy(&self, id: &MachineId) -> Result<()>;
+
+    /// Whether the backend asks the engine to leave the target alone this tick, and why: e.g.
+    /// a Fly deploy in progress, during which scaling would fight the deployer. Called once per
+    /// tick, concurrently with [`Scaler::list`].
+    ///
+    /// `Ok(Some(reason))` skips the tick (recorded as
+    /// [`TickStatus::Paused`](crate::record::TickStatus::Paused)); an error skips it too (stage
+    /// `paused`), since the check could not rule a deploy out. Read-only and idempotent.
+    /// Defaults to `Ok(None)`: never paused.
+    async fn paused(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 #[async_trait]
@@ -187,5 +199,8 @@ impl<T: Scaler + ?Sized> Scaler for std::sync::Arc<T> {
     }
     async fn destroy(&self, id: &MachineId) -> Result<()> {
         (**self).destroy(id).await
+    }
+    async fn paused(&self) -> Result<Option<String>> {
+        (**self).paused().await
     }
 }

@@ -411,3 +411,28 @@ async fn initial_state_stopped_creates_spares_for_the_proxy() {
     one_tick(&engine).await;
     assert_eq!(Counts::of(&fake.machines()).created, 10);
 }
+
+#[tokio::test]
+async fn a_paused_target_is_left_alone() {
+    let fake = Arc::new(FakeScaler::new().with_machines(1, MachineState::Started));
+    let engine = engine_for(
+        vec![target(
+            fake.clone(),
+            Arc::new(StaticMetric::new("load", 5.0)),
+            policy("load", None),
+        )],
+        EngineConfig::default(),
+    );
+    fake.set_paused(Some("release in progress"));
+    let r = one_tick(&engine).await;
+    assert_eq!(
+        r.status,
+        TickStatus::Paused {
+            reason: "release in progress".into()
+        }
+    );
+    assert_eq!(fake.call_count(Op::Create), 0);
+    fake.set_paused(None);
+    let r = one_tick(&engine).await;
+    assert_eq!(r.outcome_count(ActionKind::Create, true), 4);
+}

@@ -60,6 +60,7 @@ struct Inner {
     next_id: u64,
     calls: Vec<ScalerCall>,
     faults: Vec<Fault>,
+    paused: Option<String>,
 }
 
 /// An in-memory [`Scaler`] following the lifecycle state machine, with fault injection.
@@ -108,6 +109,7 @@ impl FakeScaler {
                 next_id: 0,
                 calls: Vec::new(),
                 faults: Vec::new(),
+                paused: None,
             }),
             capabilities: Capabilities {
                 suspend: true,
@@ -207,6 +209,11 @@ impl FakeScaler {
             remaining: times,
             make: Arc::new(make),
         });
+    }
+
+    /// Makes [`Scaler::paused`] answer `reason` (e.g. a deploy in progress); `None` resumes.
+    pub fn set_paused(&self, reason: Option<&str>) {
+        self.lock().paused = reason.map(str::to_owned);
     }
 
     /// Removes every pending fault.
@@ -446,6 +453,10 @@ impl Scaler for FakeScaler {
                 message: format!("machine {} is {other}", m.id),
             }),
         })
+    }
+
+    async fn paused(&self) -> Result<Option<String>> {
+        Ok(self.lock().paused.clone())
     }
 
     async fn destroy(&self, id: &MachineId) -> Result<()> {
