@@ -39,5 +39,5 @@ pub use machine::{
 pub use membership::{ClusterMembership, Member, ReclaimOutcome};
 pub use metric::MetricSource;
 pub use scaler::{Capabilities, Scaler};
-pub use scope::Scope;
+pub use scope::{expand_vars, Scope};
 pub use targets::{Bounds, Targets};

@@ -62,40 +62,55 @@ impl Scope {
     /// );
     /// ```
     pub fn expand(&self, template: &str) -> String {
-        let mut out = String::with_capacity(template.len());
-        let mut rest = template;
-        while let Some(pos) = rest.find('$') {
-            out.push_str(&rest[..pos]);
-            let after = &rest[pos + 1..];
-            if let Some(inner) = after.strip_prefix('{') {
-                if let Some(end) = inner.find('}') {
-                    let name = &inner[..end];
-                    if let Some(v) = self.var(name) {
-                        out.push_str(v);
-                        rest = &inner[end + 1..];
-                        continue;
-                    }
-                }
-            } else {
-                let len = after
-                    .char_indices()
-                    .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_'))
-                    .map(|(i, _)| i)
-                    .unwrap_or(after.len());
-                if len > 0 {
-                    if let Some(v) = self.var(&after[..len]) {
-                        out.push_str(v);
-                        rest = &after[len..];
-                        continue;
-                    }
+        expand_vars(template, |name| self.var(name).map(str::to_owned))
+    }
+}
+
+/// The expansion grammar behind [`Scope::expand`], with any lookup: `${NAME}` (any characters
+/// up to `}`) and `$NAME` (ASCII alphanumerics and `_`). A name `lookup` does not know is left
+/// exactly as written. One pass: a substituted value is never expanded again.
+///
+/// Sources use it to add their own variables (the process environment, percent-encoding for
+/// URLs) while keeping one grammar.
+///
+/// ```
+/// use fleetscale_core::expand_vars;
+/// let out = expand_vars("${A}-$B-$C", |n| (n != "C").then(|| n.to_lowercase()));
+/// assert_eq!(out, "a-b-$C");
+/// ```
+pub fn expand_vars(template: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(inner) = after.strip_prefix('{') {
+            if let Some(end) = inner.find('}') {
+                if let Some(v) = lookup(&inner[..end]) {
+                    out.push_str(&v);
+                    rest = &inner[end + 1..];
+                    continue;
                 }
             }
-            out.push('$');
-            rest = after;
+        } else {
+            let len = after
+                .char_indices()
+                .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_'))
+                .map(|(i, _)| i)
+                .unwrap_or(after.len());
+            if len > 0 {
+                if let Some(v) = lookup(&after[..len]) {
+                    out.push_str(&v);
+                    rest = &after[len..];
+                    continue;
+                }
+            }
         }
-        out.push_str(rest);
-        out
+        out.push('$');
+        rest = after;
     }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]

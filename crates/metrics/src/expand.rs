@@ -1,6 +1,6 @@
 //! `$VAR` / `${VAR}` expansion of queries and URLs at collect time.
 
-use fleetscale_core::Scope;
+use fleetscale_core::{expand_vars, Scope};
 
 /// Expands `$NAME` / `${NAME}` in `template`: scope variables first ([`Scope::var`]: `APP_NAME`,
 /// `TARGET`, `GROUP`, the scope's own vars), then, when `env` is true, the process environment.
@@ -13,7 +13,7 @@ pub(crate) fn expand(template: &str, scope: &Scope, env: bool) -> String {
     if !env {
         return scope.expand(template);
     }
-    expand_with(template, |name| {
+    expand_vars(template, |name| {
         scope
             .var(name)
             .map(str::to_owned)
@@ -24,7 +24,7 @@ pub(crate) fn expand(template: &str, scope: &Scope, env: bool) -> String {
 /// Like [`expand`], but every substituted value is percent-encoded (RFC 3986 unreserved
 /// characters kept), for use inside a URL.
 pub(crate) fn expand_url(template: &str, scope: &Scope, env: bool) -> String {
-    expand_with(template, |name| {
+    expand_vars(template, |name| {
         let raw = scope.var(name).map(str::to_owned).or_else(|| {
             if env {
                 std::env::var(name).ok()
@@ -34,43 +34,6 @@ pub(crate) fn expand_url(template: &str, scope: &Scope, env: bool) -> String {
         })?;
         Some(percent_encode(&raw))
     })
-}
-
-/// The expansion loop, with the same grammar as [`Scope::expand`]: `${NAME}` (any characters up
-/// to `}`) and `$NAME` (ASCII alphanumerics and `_`).
-pub(crate) fn expand_with(template: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos + 1..];
-        if let Some(inner) = after.strip_prefix('{') {
-            if let Some(end) = inner.find('}') {
-                if let Some(v) = lookup(&inner[..end]) {
-                    out.push_str(&v);
-                    rest = &inner[end + 1..];
-                    continue;
-                }
-            }
-        } else {
-            let len = after
-                .char_indices()
-                .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_'))
-                .map(|(i, _)| i)
-                .unwrap_or(after.len());
-            if len > 0 {
-                if let Some(v) = lookup(&after[..len]) {
-                    out.push_str(&v);
-                    rest = &after[len..];
-                    continue;
-                }
-            }
-        }
-        out.push('$');
-        rest = after;
-    }
-    out.push_str(rest);
-    out
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
@@ -106,7 +69,7 @@ mod tests {
         ] {
             assert_eq!(expand(t, &scope, false), scope.expand(t), "{t}");
             assert_eq!(
-                expand_with(t, |n| scope.var(n).map(str::to_owned)),
+                expand_vars(t, |n| scope.var(n).map(str::to_owned)),
                 scope.expand(t)
             );
         }
