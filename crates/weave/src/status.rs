@@ -120,10 +120,10 @@ fn parse_ipam_line(line: &str, line_no: usize, first: bool) -> Result<IpamLine, 
         .rfind(MARK)
         .ok_or_else(|| parse_err(IPAM, line_no, line, "missing ` IPs (`"))?;
     let left = line[..at].trim_end();
-    let digits_start = left
-        .rfind(|c: char| !c.is_ascii_digit())
-        .map(|p| p + 1)
-        .unwrap_or(0);
+    // Digits are one byte each, so counting them from the end stays on a char boundary even
+    // when a multi-byte character precedes them (a fuzzer found the `rfind(..) + 1` version
+    // slicing inside such a character).
+    let digits_start = left.len() - left.bytes().rev().take_while(u8::is_ascii_digit).count();
     let ips: u64 = left[digits_start..]
         .parse()
         .map_err(|_| parse_err(IPAM, line_no, line, "missing IP count"))?;
@@ -512,6 +512,17 @@ pub fn parse_connections(text: &str) -> Result<Vec<ConnectionStatus>, WeaveError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multibyte_before_the_ip_count_is_an_error_not_a_panic() {
+        let line = "00:00:00:00:00:01(fixed1)               3\u{e9}27680 IPs (06.2% of total) (1 active)\n";
+        assert!(parse_ipam(line).is_err());
+        let ok = parse_ipam(
+            "00:00:00:00:00:01(fix\u{e9}d1)    327680 IPs (06.2% of total) (1 active)\n",
+        )
+        .unwrap();
+        assert_eq!(ok[0].ips, 327680);
+    }
 
     #[test]
     fn renders_percentages_like_go() {
