@@ -751,24 +751,38 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// Turns a non-2xx answer into a [`FlyError`]. The body's `status` field wins over the HTTP
 /// code for `insufficient_capacity` and `name_taken` (as in fly-go `flaps_error.go`).
 fn classify(ctx: ApiContext, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> FlyError {
-    let text = String::from_utf8_lossy(body);
     let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
     let message = parsed
         .as_ref()
         .and_then(|b| b.error.clone().or_else(|| b.message.clone()))
         .filter(|m| !m.is_empty())
-        .unwrap_or_else(|| {
-            if text.trim().is_empty() {
-                status.canonical_reason().unwrap_or("no message").to_owned()
-            } else {
-                excerpt(text.trim(), 200)
-            }
-        });
+        .unwrap_or_else(|| fallback_message(status, body));
     match parsed.as_ref().and_then(|b| b.status.as_deref()) {
         Some("insufficient_capacity") => return FlyError::InsufficientCapacity { ctx, message },
         Some("name_taken") => return FlyError::NameTaken { ctx, message },
         _ => {}
     }
+    classify_status(ctx, status, headers, message)
+}
+
+/// The message of an error answer without a usable JSON message: a body excerpt, or the
+/// status's reason phrase for an empty body.
+pub(crate) fn fallback_message(status: StatusCode, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("no message").to_owned()
+    } else {
+        excerpt(text.trim(), 200)
+    }
+}
+
+/// The [`FlyError`] of a non-2xx status, by the status alone.
+pub(crate) fn classify_status(
+    ctx: ApiContext,
+    status: StatusCode,
+    headers: &HeaderMap,
+    message: String,
+) -> FlyError {
     match status.as_u16() {
         400 | 422 => FlyError::InvalidRequest { ctx, message },
         401 | 403 => FlyError::Unauthorized { ctx, message },

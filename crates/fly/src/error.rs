@@ -32,6 +32,70 @@ impl fmt::Display for ApiContext {
     }
 }
 
+/// One entry of a GraphQL answer's `errors` array (GraphQL spec, section 7.1.2 "Errors"):
+/// `message`, optional `path` and `extensions` (Fly's API puts a `code` there; which codes it
+/// uses is not documented).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GraphqlError {
+    /// The message.
+    #[serde(default)]
+    pub message: String,
+    /// The response path of the field that failed, e.g. `["app"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path: Vec<serde_json::Value>,
+    /// Server-specific details, e.g. `{"code": "NOT_FOUND"}`.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub extensions: serde_json::Value,
+}
+
+impl GraphqlError {
+    /// An error with only a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        GraphqlError {
+            message: message.into(),
+            ..GraphqlError::default()
+        }
+    }
+
+    /// `extensions.code`, when it is a string.
+    pub fn code(&self) -> Option<&str> {
+        self.extensions.get("code")?.as_str()
+    }
+}
+
+impl fmt::Display for GraphqlError {
+    /// The message, then the code and path when present: `Could not find App "x" (NOT_FOUND
+    /// at app)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        let path: Vec<String> = self
+            .path
+            .iter()
+            .map(|p| match p {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        match (self.code(), path.is_empty()) {
+            (Some(code), true) => write!(f, " ({code})"),
+            (Some(code), false) => write!(f, " ({code} at {})", path.join(".")),
+            (None, false) => write!(f, " (at {})", path.join(".")),
+            (None, true) => Ok(()),
+        }
+    }
+}
+
+fn join_graphql(errors: &[GraphqlError]) -> String {
+    if errors.is_empty() {
+        return "no message".into();
+    }
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Errors of the Fly backend. Each API error carries its [`ApiContext`] (method, path, status,
 /// `fly-request-id`).
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +193,15 @@ pub enum FlyError {
         /// Fly's message or a body excerpt.
         message: String,
     },
+    /// Fly's GraphQL API answered with a non-empty `errors` array (the query failed, at least
+    /// in part; partial `data` is ignored, as fly-go does).
+    #[error("{ctx}: GraphQL error: {}", join_graphql(errors))]
+    Graphql {
+        /// The call (`POST /graphql`).
+        ctx: ApiContext,
+        /// The errors, in the server's order.
+        errors: Vec<GraphqlError>,
+    },
     /// A 2xx answer whose body could not be decoded.
     #[error("{ctx}: malformed response body ({source}); body starts with {excerpt:?}")]
     MalformedBody {
@@ -204,6 +277,7 @@ impl FlyError {
             | FlyError::Server { ctx, .. }
             | FlyError::UnexpectedStatus { ctx, .. }
             | FlyError::MalformedBody { ctx, .. }
+            | FlyError::Graphql { ctx, .. }
             | FlyError::Transport { ctx, .. }
             | FlyError::Timeout { ctx, .. } => Some(ctx),
             _ => None,
@@ -243,7 +317,9 @@ impl From<FlyError> for CoreError {
     /// `Conflict`; 404 → `NotFound`; 401/403 → `Unauthorized`; 408 and client timeouts →
     /// `Timeout`; 400/422 → `InvalidRequest`; 429 → `RateLimited`; 5xx and transport errors →
     /// `Unavailable`; malformed bodies → `InvalidResponse`; configuration → `Config`; refusals
-    /// → `Refused`; the rest → `Backend`. The Fly error is kept as the `source` where the core
+    /// → `Refused`; GraphQL errors by their first `extensions.code` (`UNAUTHORIZED`,
+    /// `UNAUTHENTICATED`, `FORBIDDEN` → `Unauthorized`; `NOT_FOUND` → `NotFound`; others
+    /// `Backend`); the rest → `Backend`. The Fly error is kept as the `source` where the core
     /// variant has one, and its message (with method, path and `fly-request-id`) otherwise.
     fn from(e: FlyError) -> Self {
         let message = e.to_string();
@@ -278,6 +354,23 @@ impl From<FlyError> for CoreError {
                 message,
                 source: Some(Box::new(e)),
             },
+            FlyError::Graphql { ref errors, .. } => {
+                let code = errors
+                    .iter()
+                    .find_map(GraphqlError::code)
+                    .map(str::to_ascii_uppercase);
+                match code.as_deref() {
+                    Some("UNAUTHORIZED" | "UNAUTHENTICATED" | "FORBIDDEN") => {
+                        CoreError::Unauthorized { message }
+                    }
+                    Some("NOT_FOUND") => CoreError::NotFound { what: message },
+                    _ => CoreError::Backend {
+                        message,
+                        retryable: false,
+                        source: Some(Box::new(e)),
+                    },
+                }
+            }
             FlyError::Config(_) => CoreError::Config { message },
             FlyError::NoTemplate { .. } => CoreError::InvalidRequest { message },
             FlyError::Refused { .. } => CoreError::Refused { reason: message },

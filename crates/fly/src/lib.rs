@@ -4,10 +4,12 @@
 //! - [`MachinesClient`]: a typed client of the Fly Machines API (machines, leases, wait,
 //!   cordon, apps) with fly-go's token rules, typed errors carrying `fly-request-id`, tolerant
 //!   decoding, pacing to Fly's documented rate limits and retries of idempotent calls only;
-//! - [`FlyScaler`]: the core `Scaler` for one app and process group;
+//! - [`FlyScaler`]: the core `Scaler` for one app and process group, with an optional deploy
+//!   guard that pauses it while a release is in progress;
+//! - [`FlyGraphql`]: the one GraphQL query that guard needs (the app's current release);
 //! - [`AppDiscovery`]: the apps of an organization matching a wildcard, refreshed;
-//! - `fake` (feature `fake`): a fake Machines API HTTP server for tests, demos and
-//!   `fleetscale fake fly`.
+//! - `fake` (feature `fake`): a fake Machines API HTTP server (with the release query of the
+//!   GraphQL API) for tests, demos and `fleetscale fake fly`.
 //!
 //! ```
 //! # #[cfg(feature = "fake")]
@@ -50,6 +52,7 @@ mod discovery;
 mod error;
 #[cfg(feature = "fake")]
 pub mod fake;
+pub mod graphql;
 pub mod pacing;
 mod scaler;
 mod time;
@@ -58,9 +61,12 @@ pub mod types;
 
 pub use client::{ClientConfig, DestroyOptions, MachinesClient, WaitOptions};
 pub use discovery::{AppDiscovery, Wildcard};
-pub use error::{ApiContext, FlyError};
+pub use error::{ApiContext, FlyError, GraphqlError};
+pub use graphql::{FlyGraphql, GraphqlConfig, Release};
 pub use pacing::{PacingConfig, Rate, RetryConfig};
-pub use scaler::{DestroyPolicy, FlyScaler, FlyScalerConfig, DEFAULT_PROCESS_GROUP};
+pub use scaler::{
+    DestroyPolicy, FlyScaler, FlyScalerConfig, DEFAULT_PROCESS_GROUP, RELEASE_IN_PROGRESS,
+};
 pub use time::{format_http_date, format_rfc3339, parse_http_date, parse_rfc3339};
 pub use token::FlyToken;
 pub use types::{Autostop, FlyMachine, FlyState, ImageRef, ListOptions};

@@ -12,7 +12,11 @@ use serde_json::Value;
 
 use crate::client::{DestroyOptions, MachinesClient, WaitOptions};
 use crate::error::FlyError;
+use crate::graphql::FlyGraphql;
 use crate::types::{CreateMachineRequest, FlyMachine, FlyState, ListOptions, StopRequest};
+
+/// The reason [`FlyScaler::paused`](Scaler::paused) gives while a deploy is in progress.
+pub const RELEASE_IN_PROGRESS: &str = "release in progress";
 
 /// The process group fly-autoscaler and `fly deploy` use by default.
 pub const DEFAULT_PROCESS_GROUP: &str = "app";
@@ -136,6 +140,14 @@ impl FlyScalerConfig {
 ///   lease that expires after [`FlyScalerConfig::lease_ttl`]. Only the named machine is
 ///   touched; a machine of another group is refused.
 ///
+/// # Deploy guard
+/// With [`FlyScaler::with_release_guard`], [`Scaler::paused`] asks Fly's GraphQL API for the
+/// app's current release once per tick and answers `Some("release in progress")`
+/// ([`RELEASE_IN_PROGRESS`]) while its status is `running`, so the engine leaves the app alone
+/// while `fly deploy` replaces its machines, as fly-autoscaler does (see [`crate::graphql`]).
+/// An app without any release is not paused; a failed query is an error (the engine skips the
+/// tick: a deploy cannot be ruled out). Without a guard, `paused` is always `Ok(None)`.
+///
 /// Every operation is cancel-safe: dropping the future leaves nothing that the next `list`
 /// does not show (see [`crate::client`]).
 #[derive(Debug)]
@@ -143,6 +155,7 @@ pub struct FlyScaler {
     client: MachinesClient,
     config: FlyScalerConfig,
     next_region: AtomicUsize,
+    release_guard: Option<FlyGraphql>,
 }
 
 fn group_in(cfg: &Option<Value>) -> Option<&str> {
@@ -178,7 +191,20 @@ impl FlyScaler {
             client,
             config,
             next_region: AtomicUsize::new(0),
+            release_guard: None,
         })
+    }
+
+    /// Enables the deploy guard: [`Scaler::paused`] skips ticks while the app's current release
+    /// is `running` (see the type docs), using `graphql` (same token as the Machines API).
+    pub fn with_release_guard(mut self, graphql: FlyGraphql) -> Self {
+        self.release_guard = Some(graphql);
+        self
+    }
+
+    /// The GraphQL client of the deploy guard, when enabled.
+    pub fn release_guard(&self) -> Option<&FlyGraphql> {
+        self.release_guard.as_ref()
     }
 
     /// The client.
@@ -393,6 +419,26 @@ impl Scaler for FlyScaler {
     async fn list(&self) -> Result<Vec<Machine>> {
         let ms = self.list_fly().await?;
         Ok(ms.iter().map(|m| self.to_core(m)).collect())
+    }
+
+    /// With the deploy guard: one GraphQL query of the app's current release;
+    /// `Some("release in progress")` while its status is `running`, `None` for any other
+    /// status or when the app has no release. Without a guard: `None`, no call.
+    ///
+    /// # Errors
+    /// The query's [`FlyError`] mapped onto the core classes (GraphQL errors by their
+    /// `extensions.code`, e.g. an unknown app → `NotFound`).
+    async fn paused(&self) -> Result<Option<String>> {
+        let Some(guard) = &self.release_guard else {
+            return Ok(None);
+        };
+        match guard.current_release(self.app()).await? {
+            Some(r) if r.is_running() => {
+                tracing::debug!(app = %self.app(), version = ?r.version, "release in progress");
+                Ok(Some(RELEASE_IN_PROGRESS.to_owned()))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Clones the template (see the type docs). Exactly one create call; never retried.

@@ -65,6 +65,28 @@ impl FlyToken {
         }
     }
 
+    /// The value of the `Authorization` header for Fly's **GraphQL** API, as fly-go builds it
+    /// (`tokens.go`, `Tokens.GraphQLHeader`): every part, macaroons first, then the others
+    /// (OAuth/personal tokens), joined by `,`; scheme `FlyV1` when any part is a macaroon, else
+    /// `Bearer`. (The GraphQL API is the only Fly service that accepts both kinds in one
+    /// header; for a token of macaroons only it equals [`FlyToken::authorization_header`].)
+    pub fn graphql_authorization_header(&self) -> String {
+        let parts: Vec<&str> = strip_scheme(&self.0)
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect();
+        let (macaroons, others): (Vec<&str>, Vec<&str>) =
+            parts.into_iter().partition(|p| is_macaroon_part(p));
+        let scheme = if macaroons.is_empty() {
+            "Bearer"
+        } else {
+            "FlyV1"
+        };
+        let all: Vec<&str> = macaroons.into_iter().chain(others).collect();
+        format!("{scheme} {}", all.join(","))
+    }
+
     /// The raw token, for callers that must hand it to another client. Never log it.
     pub fn expose_secret(&self) -> &str {
         &self.0
@@ -126,6 +148,25 @@ mod tests {
         assert!(FlyToken::new("FlyV1 fm2_x").is_macaroon());
         assert!(!FlyToken::new("personal").is_macaroon());
         assert!(FlyToken::new("FlyV1 ").is_empty());
+    }
+
+    #[test]
+    fn graphql_header_rules_match_fly_go() {
+        let cases = [
+            ("fm2_abc", "FlyV1 fm2_abc"),
+            ("FlyV1 fm2_a, fm1r_b", "FlyV1 fm2_a,fm1r_b"),
+            ("fm2_a,other", "FlyV1 fm2_a,other"),
+            ("other,fm2_a", "FlyV1 fm2_a,other"),
+            ("Bearer abc123", "Bearer abc123"),
+            ("  abc  ", "Bearer abc"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                FlyToken::new(input).graphql_authorization_header(),
+                want,
+                "{input}"
+            );
+        }
     }
 
     #[test]

@@ -16,8 +16,11 @@
 //!   machines list (`include_deleted`, `region`, `state`, `summary`, `metadata.*`), get,
 //!   create (`config`, `region`, `name`, `skip_launch`, `lease_ttl`), start, stop, suspend,
 //!   destroy (`force`/`kill`), wait (`state`, `timeout` ≤ 60 s, 408 on timeout), leases
-//!   (`fly-machine-lease-nonce`), cordon/uncordon, and `/metrics` with
-//!   `fly_instance_up{app,region,instance} 1` per started machine.
+//!   (`fly-machine-lease-nonce`), cordon/uncordon, `/metrics` with
+//!   `fly_instance_up{app,region,instance} 1` per started machine, and `POST /graphql` for
+//!   an app's current release (fly-go's `GetAppCurrentReleaseMachines`, the deploy guard's
+//!   query; see [`FakeFly::set_release_status`]; the token there is checked in its GraphQL
+//!   form). Faults match `/graphql` like any other path; it is not rate limited.
 //! - States: `created → starting → started` on create (`skip_launch` stays `created`),
 //!   `starting → started` on start, `stopping → stopped`, `suspending → suspended`,
 //!   `destroying → destroyed`, each transition taking [`Delays`]. Operations the current state
@@ -34,8 +37,11 @@
 //! The HTTP status of `insufficient_capacity` is not documented; the fake answers 412 with
 //! `status: "insufficient_capacity"` (clients classify by the body's `status`, as fly-go does).
 
+mod graphql;
 mod server;
 mod state;
 
 pub use server::FakeFlyServer;
-pub use state::{Delays, FakeConfig, FakeFly, FakeRateLimits, Fault, FaultKind, RequestRecord};
+pub use state::{
+    Delays, FakeConfig, FakeFly, FakeRateLimits, FakeRelease, Fault, FaultKind, RequestRecord,
+};

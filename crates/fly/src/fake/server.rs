@@ -135,6 +135,7 @@ fn router(state: AppState) -> Router {
             get(get_lease).post(acquire_lease).delete(release_lease),
         )
         .route("/metrics", get(metrics))
+        .route("/graphql", post(graphql))
         .fallback(|| async { reply(Err(ApiErr::new(404, "not found"))) })
         .layer(middleware::from_fn_with_state(state.clone(), frontdoor))
         .with_state(state)
@@ -200,7 +201,17 @@ async fn frontdoor(State(st): State<AppState>, req: Request, next: Next) -> Resp
 
     let mut response = 'resp: {
         if path != "/metrics" {
-            if let Err(e) = st.fake.lock().check_auth(auth.as_deref()) {
+            let graphql = path == "/graphql";
+            if let Err(e) = st.fake.lock().check_auth(auth.as_deref(), graphql) {
+                if graphql {
+                    // GraphQL clients read `errors`, not Fly's REST `error`.
+                    let msg = e.body.get("error").cloned().unwrap_or_default();
+                    let body = serde_json::json!({ "errors": [{ "message": msg }] });
+                    break 'resp reply(Err(ApiErr {
+                        status: e.status,
+                        body,
+                    }));
+                }
                 break 'resp reply(Err(e));
             }
         }
@@ -479,6 +490,11 @@ async fn release_lease(
             .lock()
             .api_lease_release(&app, &id, nonce(&headers).as_deref()),
     )
+}
+
+async fn graphql(State(st): State<AppState>, body: Bytes) -> Response {
+    let (status, value) = super::graphql::execute(&st.fake.lock(), &body);
+    reply(Ok((status, value)))
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {

@@ -253,6 +253,39 @@ struct FakeApp {
     name: String,
     org: String,
     machines: BTreeMap<String, FakeMachine>,
+    /// The current release (`currentReleaseUnprocessed`); `None` until the first one.
+    release: Option<FakeRelease>,
+}
+
+/// An app's current release as the fake's GraphQL API reports it
+/// (`app { currentReleaseUnprocessed { … } }`). Set with [`FakeFly::set_release_status`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FakeRelease {
+    /// Release ID.
+    pub id: String,
+    /// Version, 1 for the app's first release.
+    pub version: u64,
+    /// `running` during a deploy; `complete`, `failed`, `interrupted` after (flyctl's values).
+    pub status: String,
+    /// Description.
+    pub description: String,
+    /// Reason (`deploy`).
+    pub reason: String,
+    /// Image.
+    pub image_ref: String,
+    /// Whether it is stable (`complete`).
+    pub stable: bool,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+}
+
+/// What the GraphQL resolver sees of an app.
+#[derive(Clone, Debug)]
+pub(crate) struct GqlApp {
+    pub id: String,
+    pub name: String,
+    pub org: String,
+    pub release: Option<FakeRelease>,
 }
 
 #[derive(Debug)]
@@ -504,6 +537,58 @@ impl FakeFly {
         }
     }
 
+    /// Sets the status of `app`'s current release, as `fly deploy` does through the GraphQL API:
+    /// - `None`: the app has no release (its machines were created with the Machines API
+    ///   only); the API answers `currentReleaseUnprocessed: null`. This is the default.
+    /// - `Some(status)`: with no release yet, release v1 gets `status`; when the current
+    ///   release is `running` (or already has `status`), its status changes; otherwise (a
+    ///   finished release and a new status) a new release, one version up, begins, as a new
+    ///   deploy does. So `Some("running")` then `Some("complete")` is one deploy.
+    ///
+    /// Returns `false` when the app does not exist.
+    pub fn set_release_status(&self, app: &str, status: Option<&str>) -> bool {
+        let mut g = self.lock();
+        let Some(a) = g.apps.get_mut(app) else {
+            return false;
+        };
+        let Some(status) = status else {
+            a.release = None;
+            return true;
+        };
+        let image = a
+            .machines
+            .values()
+            .filter_map(|m| m.m.config.as_ref()?.get("image")?.as_str())
+            .next_back()
+            .unwrap_or("registry.fly.io/app:deployment-1")
+            .to_owned();
+        match &mut a.release {
+            Some(r) if r.status == "running" || r.status == status => {
+                r.status = status.to_owned();
+                r.stable = status == "complete";
+            }
+            current => {
+                let version = current.as_ref().map_or(1, |r| r.version + 1);
+                *current = Some(FakeRelease {
+                    id: format!("rel_{}", random_hex(12)),
+                    version,
+                    status: status.to_owned(),
+                    description: "Deploy image".into(),
+                    reason: "deploy".into(),
+                    image_ref: image,
+                    stable: status == "complete",
+                    created_at: crate::time::format_rfc3339(SystemTime::now()),
+                });
+            }
+        }
+        true
+    }
+
+    /// The current release of `app`, if any.
+    pub fn release(&self, app: &str) -> Option<FakeRelease> {
+        self.lock().apps.get(app)?.release.clone()
+    }
+
     /// The next `n` creates fail with `insufficient_capacity`.
     pub fn fail_next_creates(&self, n: u32) {
         self.lock().capacity_failures = n;
@@ -697,12 +782,36 @@ impl Inner {
         }
     }
 
-    pub(crate) fn check_auth(&self, header: Option<&str>) -> Result<(), ApiErr> {
+    /// Checks the `Authorization` header: the Machines API form of the token
+    /// ([`FlyToken::authorization_header`]), or for `/graphql` the GraphQL form
+    /// ([`FlyToken::graphql_authorization_header`]).
+    pub(crate) fn check_auth(&self, header: Option<&str>, graphql: bool) -> Result<(), ApiErr> {
         match &self.config.token {
             None => Ok(()),
-            Some(t) if header == Some(t.authorization_header().as_str()) => Ok(()),
-            Some(_) => Err(ApiErr::new(401, "Authenticate: token validation error")),
+            Some(t) => {
+                let want = if graphql {
+                    t.graphql_authorization_header()
+                } else {
+                    t.authorization_header()
+                };
+                if header == Some(want.as_str()) {
+                    Ok(())
+                } else {
+                    Err(ApiErr::new(401, "Authenticate: token validation error"))
+                }
+            }
         }
+    }
+
+    /// A snapshot of an app for the GraphQL resolver.
+    pub(crate) fn gql_app(&self, name: &str) -> Option<GqlApp> {
+        let a = self.apps.get(name)?;
+        Some(GqlApp {
+            id: a.id.clone(),
+            name: a.name.clone(),
+            org: a.org.clone(),
+            release: a.release.clone(),
+        })
     }
 
     fn create_app(&mut self, name: &str, org: &str) -> ApiResult {
@@ -724,6 +833,7 @@ impl Inner {
                 name: name.to_owned(),
                 org: org.to_owned(),
                 machines: BTreeMap::new(),
+                release: None,
             },
         );
         Ok((201, app_json(&id, name, org)))
