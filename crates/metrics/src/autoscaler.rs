@@ -36,7 +36,7 @@
 //! | `fleetscale_metric_value` | gauge | `target`, `metric` (absent after a failed read) |
 //! | `fleetscale_machine_actions_total` | counter | `target`, `action` = create, destroy, start, stop, `status` = ok, failed |
 //! | `fleetscale_errors_total` | counter | `target`, `kind` ([`fleetscale_core::Error::kind`]) |
-//! | `fleetscale_ticks_total` | counter | `target`, `status` = no_scale, scaled, dry_run, held, failed |
+//! | `fleetscale_ticks_total` | counter | `target`, `status` = no_scale, scaled, dry_run, held, paused, failed |
 //! | `fleetscale_member_reclaims_total` | counter | `target`, `status` = ok, failed |
 //! | `fleetscale_tick_duration_seconds` | histogram | none (per-target durations are in the logs; a label would multiply the buckets by the number of apps a wildcard matches) |
 //! | `fleetscale_last_success_timestamp_seconds` | gauge | `target` |
@@ -76,7 +76,7 @@ const MACHINE_STATES: [&str; 8] = [
     "transitioning",
     "unmanageable",
 ];
-const TICK_STATUSES: [&str; 5] = ["no_scale", "scaled", "dry_run", "held", "failed"];
+const TICK_STATUSES: [&str; 6] = ["no_scale", "scaled", "dry_run", "held", "paused", "failed"];
 const ACTIONS: [ActionKind; 4] = [
     ActionKind::Create,
     ActionKind::Destroy,
@@ -454,7 +454,7 @@ impl AutoscalerMetrics {
     }
 
     /// Records one finished tick of `target`: its status (`no_scale`, `scaled`, `dry_run`,
-    /// `held`, `failed`; anything else is counted as `failed`), its duration, and, when
+    /// `held`, `paused`, `failed`; anything else is counted as `failed`), its duration, and, when
     /// `success`, the time it ended as the last success.
     pub fn record_tick(
         &self,
@@ -551,7 +551,8 @@ impl AutoscalerMetrics {
 /// - `fleetscale_ticks_total{status}` and the duration histogram, always;
 /// - `fas_reconcile_count`: once per tick that did not fail, with the first executed action's
 ///   kind or `no_scale` ([`DecisionRecord::reconcile_status`]; a dry run executes nothing and
-///   counts as `no_scale`); a failed tick counts nothing, as in fly-autoscaler;
+///   counts as `no_scale`); a failed tick counts nothing, and neither does a paused one (a
+///   deploy in progress: fly-autoscaler skips the app before reconciling, counting nothing);
 /// - `fleetscale_machines` from the inventory counts, `fleetscale_target_machines` from the
 ///   decision's targets, when present;
 /// - each metric reading sets `fleetscale_metric_value`, or removes it and counts
@@ -600,7 +601,8 @@ impl DecisionObserver for AutoscalerMetrics {
             }
             _ => false,
         };
-        if !failed {
+        let paused = matches!(r.status, TickStatus::Paused { .. });
+        if !failed && !paused {
             self.record_reconcile(r.outcomes.first().map(|o| o.action.kind()));
         }
         self.record_tick(

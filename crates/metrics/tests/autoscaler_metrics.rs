@@ -360,6 +360,14 @@ fn decision_records_map_onto_the_series() {
         },
     ));
 
+    // A paused tick (a deploy in progress) counts no reconcile either (the totals below).
+    m.observe(&record(
+        "deploying",
+        TickStatus::Paused {
+            reason: "release in progress".into(),
+        },
+    ));
+
     // A clean no-scale tick of another target sets its last success.
     let mut ok = record("worker", TickStatus::NoScale);
     ok.metrics.insert("load".into(), MetricReading::Value(1.0));
@@ -471,6 +479,14 @@ fn decision_records_map_onto_the_series() {
         ),
         1.0
     );
+    assert_eq!(
+        v(
+            &e,
+            "fleetscale_ticks_total",
+            &[("target", "deploying"), ("status", "paused")]
+        ),
+        1.0
+    );
     // api never had a clean tick (a metric and an action failed); worker did.
     assert_eq!(
         e.value(
@@ -485,7 +501,7 @@ fn decision_records_map_onto_the_series() {
         &[("target", "worker")],
     );
     assert!((worker - 1_800_000_000.04).abs() < 1e-3, "{worker}");
-    assert_eq!(v(&e, "fleetscale_tick_duration_seconds_count", &[]), 6.0);
+    assert_eq!(v(&e, "fleetscale_tick_duration_seconds_count", &[]), 7.0);
 }
 
 fn serve(metrics: Arc<AutoscalerMetrics>) -> LoopbackServer {
