@@ -64,6 +64,8 @@ Runs the autoscaler on every target of a TOML file until SIGINT or SIGTERM, serv
 Expressions may use every source by name and created_machines, started_machines,
 stopped_machines, suspended_machines, app_name. The Fly token is read from the variable
 named by backend.token_env (default FLY_API_TOKEN); FLY_FLAPS_BASE_URL overrides the API.
+Ticks of an app are skipped while a deploy of it runs (backend.release_guard, default true;
+Fly's GraphQL API, FLY_API_BASE_URL overrides it).
 `${VAR}` in the file is replaced by the environment variable VAR. An optional [target.weave]
 table makes dynamic peers of a Weave Net cluster join and leave with their machines.";
 

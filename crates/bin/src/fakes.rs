@@ -70,6 +70,10 @@ pub async fn fake_fly(a: FakeFlyArgs) -> Result<()> {
     }
     println!("fake Fly Machines API listening on {}", server.url());
     println!("  export FLY_FLAPS_BASE_URL={}", server.url());
+    println!(
+        "  export FLY_API_BASE_URL={}   # its GraphQL API (release status)",
+        server.url()
+    );
     println!("  metrics (fly_instance_up): {}/metrics", server.url());
     for app in &a.app {
         println!("  app {app}: 1 started machine");

@@ -16,7 +16,8 @@ use fleetscale_core::policy::{CountRule, ErrorPolicy, Limits, Policy};
 use fleetscale_core::record::{MetricReading, TickStatus, TracingObserver};
 use fleetscale_core::{ClusterMembership, InitialState, MetricSource, Scaler, Scope};
 use fleetscale_fly::{
-    AppDiscovery, ClientConfig, FlyScaler, FlyScalerConfig, FlyToken, MachinesClient, Wildcard,
+    AppDiscovery, ClientConfig, FlyGraphql, FlyScaler, FlyScalerConfig, FlyToken, GraphqlConfig,
+    MachinesClient, Wildcard,
 };
 use fleetscale_metrics::SourceConfig;
 use fleetscale_weave::{
@@ -95,6 +96,9 @@ fn default_group() -> Option<String> {
 fn default_token_env() -> String {
     "FLY_API_TOKEN".into()
 }
+fn default_true() -> bool {
+    true
+}
 
 /// `backend = { type = "fly", … }`.
 #[derive(Clone, Debug, Deserialize)]
@@ -117,6 +121,15 @@ pub struct FlyBackend {
     /// The Machines API base URL (default `FLY_FLAPS_BASE_URL`, else Fly's).
     #[serde(default)]
     pub base_url: Option<String>,
+    /// Skip the app's ticks while a deploy of it is in progress (its current release is
+    /// `running`, asked from Fly's GraphQL API each tick), as fly-autoscaler does. Default
+    /// `true`.
+    #[serde(default = "default_true")]
+    pub release_guard: bool,
+    /// The GraphQL API base URL of the release guard (default `FLY_API_BASE_URL`, else
+    /// `https://api.fly.io`).
+    #[serde(default)]
+    pub graphql_base_url: Option<String>,
 }
 
 /// The backends (`type = "fly"`; more can be registered by adding variants).
@@ -311,6 +324,7 @@ struct Template {
     name: Option<String>,
     fly: FlyBackend,
     client: MachinesClient,
+    release_guard: Option<FlyGraphql>,
     policy: Arc<Policy>,
     sources: Vec<Arc<dyn MetricSource>>,
     initial_state: InitialState,
@@ -432,6 +446,22 @@ impl NativeTargets {
             {
                 cc.base_url = url;
             }
+            let release_guard = if fly.release_guard {
+                let mut gc = GraphqlConfig::from_getenv(getenv);
+                if let Some(url) = fly
+                    .graphql_base_url
+                    .clone()
+                    .filter(|u| !u.trim().is_empty())
+                {
+                    gc.base_url = url;
+                }
+                Some(
+                    FlyGraphql::new(token.clone(), gc)
+                        .map_err(|e| here(format!("target {label:?}: {e}")))?,
+                )
+            } else {
+                None
+            };
             let client = MachinesClient::new(token, cc)
                 .map_err(|e| here(format!("target {label:?}: {e}")))?;
             let discovery = fly.app.contains('*').then(|| {
@@ -445,6 +475,7 @@ impl NativeTargets {
                 name: t.name.clone(),
                 fly: fly.clone(),
                 client,
+                release_guard,
                 policy: Arc::new(policy),
                 sources,
                 initial_state: t.initial_state,
@@ -469,7 +500,11 @@ impl NativeTargets {
                     let cfg = FlyScalerConfig::new(app)
                         .with_process_group(group)
                         .with_regions(t.fly.regions.clone());
-                    let s: Arc<dyn Scaler> = Arc::new(FlyScaler::new(t.client.clone(), cfg)?);
+                    let mut fly = FlyScaler::new(t.client.clone(), cfg)?;
+                    if let Some(g) = &t.release_guard {
+                        fly = fly.with_release_guard(g.clone());
+                    }
+                    let s: Arc<dyn Scaler> = Arc::new(fly);
                     cache.insert(name.clone(), s.clone());
                     s
                 }
@@ -588,6 +623,19 @@ fn getenv(k: &str) -> Option<String> {
     std::env::var(k).ok()
 }
 
+/// Logs why a tick was skipped by its backend (e.g. `release in progress`) at WARN; the
+/// [`TracingObserver`] line only says `status=paused`.
+#[derive(Debug)]
+struct PauseLog;
+
+impl fleetscale_core::record::DecisionObserver for PauseLog {
+    fn observe(&self, r: &fleetscale_core::record::DecisionRecord) {
+        if let TickStatus::Paused { reason } = &r.status {
+            tracing::warn!(app = %r.target, reason = %reason, "tick skipped: {reason}");
+        }
+    }
+}
+
 /// `fleetscale run`.
 ///
 /// # Errors
@@ -602,6 +650,7 @@ pub async fn run(path: &Path, dry_run: bool) -> Result<()> {
     let engine = Arc::new(
         Engine::new(engine_config(&cfg.engine, dry_run), provider)
             .with_observer(Arc::new(TracingObserver))
+            .with_observer(Arc::new(PauseLog))
             .with_observer(metrics.clone())
             .with_observer(health.clone()),
     );
@@ -716,8 +765,12 @@ pub async fn eval(path: &Path, json: bool) -> Result<i32> {
                 println!("  plan note: {n}");
             }
         }
-        if let TickStatus::Failed { stage, message, .. } = &r.status {
-            println!("  FAILED at {stage}: {message}");
+        match &r.status {
+            TickStatus::Failed { stage, message, .. } => {
+                println!("  FAILED at {stage}: {message}")
+            }
+            TickStatus::Paused { reason } => println!("  paused: {reason}"),
+            _ => {}
         }
     }
     Ok(if failed { 1 } else { 0 })
@@ -841,6 +894,40 @@ token = "${TOKEN}"
         let w = cfg.targets[0].get_ref().weave.as_ref().unwrap();
         assert_eq!(w.router_port, 6784);
         assert_eq!(w.fixed.len(), 1);
+    }
+
+    #[test]
+    fn the_release_guard_is_on_by_default_and_can_be_turned_off() {
+        let path = Path::new("f.toml");
+        let env = |k: &str| match k {
+            "FLY_API_BASE_URL" => Some("http://127.0.0.1:9".to_owned()),
+            _ => None,
+        };
+        let cfg = parse(GOOD).unwrap();
+        let BackendConfig::Fly(fly) = &cfg.targets[0].get_ref().backend;
+        assert!(fly.release_guard);
+        let built = NativeTargets::build(path, GOOD, &cfg, &env).unwrap();
+        let guard = built.templates[0].release_guard.as_ref().expect("guard");
+        assert_eq!(guard.url().as_str(), "http://127.0.0.1:9/graphql");
+
+        let own = GOOD.replace(
+            "app = \"my-app\" }",
+            "app = \"my-app\", graphql_base_url = \"http://127.0.0.1:8\" }",
+        );
+        let cfg = parse(&own).unwrap();
+        let built = NativeTargets::build(path, &own, &cfg, &env).unwrap();
+        let guard = built.templates[0].release_guard.as_ref().expect("guard");
+        assert_eq!(guard.url().as_str(), "http://127.0.0.1:8/graphql");
+
+        let off = GOOD.replace(
+            "app = \"my-app\" }",
+            "app = \"my-app\", release_guard = false }",
+        );
+        let cfg = parse(&off).unwrap();
+        let BackendConfig::Fly(fly) = &cfg.targets[0].get_ref().backend;
+        assert!(!fly.release_guard);
+        let built = NativeTargets::build(path, &off, &cfg, &env).unwrap();
+        assert!(built.templates[0].release_guard.is_none());
     }
 
     #[test]

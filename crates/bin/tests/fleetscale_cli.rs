@@ -130,15 +130,25 @@ async fn eval_then_run_a_toml_file_against_the_fake() {
     let path = config(dir.path(), "127.0.0.1:0");
 
     // eval: explains, changes nothing.
-    let (status, out, err) = run({
+    let eval = || {
         let mut c = fleetscale();
         c.arg("eval")
             .arg("--config")
             .arg(&path)
             .env("FLY_FLAPS_BASE_URL", server.url())
+            .env("FLY_API_BASE_URL", server.url())
             .env("MY_FLY_TOKEN", TOKEN);
         c
-    });
+    };
+    // During a deploy (the app's current release is `running`): paused, nothing planned.
+    assert!(fake.set_release_status("cli-app", Some("running")));
+    let (status, out, err) = run(eval());
+    assert!(status.success(), "{out}\n{err}");
+    assert!(out.contains("target web"), "{out}");
+    assert!(out.contains("  paused: release in progress"), "{out}");
+    assert!(!out.contains("would do"), "{out}");
+    assert!(fake.set_release_status("cli-app", Some("complete")));
+    let (status, out, err) = run(eval());
     assert!(status.success(), "{out}\n{err}");
     assert!(out.contains("target web"), "{out}");
     assert!(out.contains("metric spare_wanted = 2"), "{out}");
@@ -170,6 +180,7 @@ async fn eval_then_run_a_toml_file_against_the_fake() {
         .arg("--config")
         .arg(&path)
         .env("FLY_FLAPS_BASE_URL", server.url())
+        .env("FLY_API_BASE_URL", server.url())
         .env("MY_FLY_TOKEN", TOKEN);
     let mut proc = Proc::spawn(cmd);
     let stderr = proc.stderr.clone();

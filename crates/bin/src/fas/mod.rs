@@ -20,7 +20,8 @@ use fleetscale_core::plan::PlanOptions;
 use fleetscale_core::policy::{self, CountRule, Policy, COUNT_VARIABLES};
 use fleetscale_core::{Bounds, Counts, InitialState, MetricSource, Scaler, Scope, Targets};
 use fleetscale_fly::{
-    AppDiscovery, ClientConfig, FlyScaler, FlyScalerConfig, FlyToken, MachinesClient, Wildcard,
+    AppDiscovery, ClientConfig, FlyGraphql, FlyScaler, FlyScalerConfig, FlyToken, GraphqlConfig,
+    MachinesClient, Wildcard,
 };
 use fleetscale_metrics::{PrometheusConfig, PrometheusSource};
 use tokio_util::sync::CancellationToken;
@@ -285,6 +286,22 @@ pub fn build_client(c: &Config, getenv: &dyn Fn(&str) -> Option<String>) -> Resu
     Ok(MachinesClient::new(token, cfg)?)
 }
 
+/// The GraphQL client of the deploy guard ("release in progress, skipping reconciliation"):
+/// `https://api.fly.io/graphql` as fly-autoscaler, or `$FLY_API_BASE_URL/graphql` when that
+/// variable is set (flyctl's override; fly-autoscaler has none), with the configured token and
+/// the reconcile timeout.
+///
+/// # Errors
+/// A token that cannot be a header, an invalid base URL.
+pub fn build_graphql(c: &Config, getenv: &dyn Fn(&str) -> Option<String>) -> Result<FlyGraphql> {
+    let cfg = GraphqlConfig::from_getenv(getenv).with_timeout(c.timeout);
+    let token = c
+        .api_token
+        .as_ref()
+        .map(|t| FlyToken::new(t.expose().to_owned()));
+    Ok(FlyGraphql::new(token, cfg)?)
+}
+
 fn scaler_config(c: &Config, app: &str) -> FlyScalerConfig {
     FlyScalerConfig::new(app)
         .with_process_group((!c.process_group.is_empty()).then(|| c.process_group.clone()))
@@ -301,10 +318,12 @@ fn initial_state(c: &Config) -> InitialState {
 
 /// The targets of a configuration: one app, or every app of the organization matching the
 /// wildcard (re-listed every `app-list-refresh-interval` by the engine; a failed listing is
-/// logged as `app list update failed` and the last good list kept).
+/// logged as `app list update failed` and the last good list kept). With a release guard
+/// ([`FlyTargets::with_release_guard`]) each app's scaler pauses while a deploy of it runs.
 pub struct FlyTargets {
     config: Config,
     client: MachinesClient,
+    release_guard: Option<FlyGraphql>,
     policy: Arc<Policy>,
     sources: Vec<Arc<dyn MetricSource>>,
     discovery: Option<AppDiscovery>,
@@ -339,6 +358,7 @@ impl FlyTargets {
         FlyTargets {
             config,
             client,
+            release_guard: None,
             policy: Arc::new(policy),
             sources,
             discovery,
@@ -347,14 +367,24 @@ impl FlyTargets {
         }
     }
 
+    /// Checks each app's current release before every tick, as fly-autoscaler does (see
+    /// [`FlyScaler::with_release_guard`]).
+    pub fn with_release_guard(mut self, graphql: FlyGraphql) -> Self {
+        self.release_guard = Some(graphql);
+        self
+    }
+
     fn spec(&self, app: &str) -> Result<TargetSpec> {
         let scaler = {
             let mut cache = self.scalers.lock().unwrap_or_else(|e| e.into_inner());
             match cache.get(app) {
                 Some(s) => s.clone(),
                 None => {
-                    let fly =
+                    let mut fly =
                         FlyScaler::new(self.client.clone(), scaler_config(&self.config, app))?;
+                    if let Some(g) = &self.release_guard {
+                        fly = fly.with_release_guard(g.clone());
+                    }
                     let s: Arc<dyn Scaler> =
                         Arc::new(RegionMemo::new(Arc::new(fly), self.log.clone()));
                     cache.insert(app.to_owned(), s.clone());
@@ -499,6 +529,8 @@ pub async fn serve(
     config.validate_serve()?;
     let client = build_client(&config, getenv)
         .map_err(|e| BinError::Failed(format!("cannot create fly client: {e}")))?;
+    let graphql = build_graphql(&config, getenv)
+        .map_err(|e| BinError::Failed(format!("cannot create fly client: {e}")))?;
     tracing::info!("connected to fly");
     let sources = build_sources(&config)?;
     tracing::info!(n = sources.len() as u64, "metrics collectors initialized");
@@ -511,13 +543,10 @@ pub async fn serve(
     let health = Arc::new(Health::new(
         config.interval * 3 + config.timeout + config.app_list_refresh_interval,
     ));
-    let provider = Arc::new(FlyTargets::new(
-        config.clone(),
-        client,
-        policy,
-        sources,
-        log.clone(),
-    ));
+    let provider = Arc::new(
+        FlyTargets::new(config.clone(), client, policy, sources, log.clone())
+            .with_release_guard(graphql),
+    );
     let engine = Arc::new(
         Engine::new(engine_config(&config), provider)
             .with_observer(log)
@@ -558,7 +587,9 @@ pub async fn serve(
     Ok(())
 }
 
-/// `eval`: collects every metric once and evaluates the count expressions, without scaling.
+/// `eval`: collects every metric once and evaluates the count expressions, without scaling
+/// (and without the release check: like the Go tool's `eval`, it reports what would be wanted
+/// even during a deploy).
 /// Machine counts (for expressions that use `created_machines` etc.) are read from the
 /// Machines API only when an expression needs them.
 ///

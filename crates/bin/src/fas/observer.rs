@@ -14,6 +14,8 @@
 //! | `bulk create completed` … | `app`, `n` | after the actions of one kind |
 //! | `metrics collection failed` | `app`, `err` | ERROR, a metric failed (nothing is scaled in) |
 //! | `reconciliation failed` | `app`, `err` | ERROR, listing failed, an expression failed, or nothing to clone |
+//! | `release in progress, skipping reconciliation` | `app` | WARN, the tick was paused: the app's current release is `running` (a deploy) |
+//! | `get current release failed` | `app`, `err` | ERROR, the release check (GraphQL) failed; the app is skipped this tick |
 //!
 //! Ours, beyond the Go tool: `dry run: would …` (INFO) per planned action with
 //! `FAS_DRY_RUN`, and `plan note` (WARN) for the planner's other notes (caps, transitions).
@@ -65,7 +67,16 @@ fn bound(v: Option<u32>) -> u64 {
 impl DecisionObserver for GoLogObserver {
     fn observe(&self, r: &DecisionRecord) {
         let app = r.target.as_str();
+        if let TickStatus::Paused { .. } = &r.status {
+            // The only pause of fly-autoscaler's scalers is the release guard.
+            tracing::warn!(app, "release in progress, skipping reconciliation");
+            return;
+        }
         if let TickStatus::Failed { stage, message, .. } = &r.status {
+            if stage == "paused" {
+                tracing::error!(app, err = %message, "get current release failed");
+                return;
+            }
             let err = if stage == "list" {
                 format!("list machines: {message}")
             } else {
@@ -255,5 +266,9 @@ impl fleetscale_core::Scaler for RegionMemo {
     /// Passes through.
     async fn destroy(&self, id: &MachineId) -> fleetscale_core::Result<()> {
         self.inner.destroy(id).await
+    }
+    /// Passes through (the release guard).
+    async fn paused(&self) -> fleetscale_core::Result<Option<String>> {
+        self.inner.paused().await
     }
 }

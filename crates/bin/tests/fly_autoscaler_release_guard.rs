@@ -1,0 +1,169 @@
+//! End to end: the built `fly-autoscaler serve` and its deploy guard against the fake Machines
+//! API and the fake's GraphQL endpoint (`FLY_API_BASE_URL`). While the app's current release is
+//! `running` nothing is done and the Go tool's warning is logged; while the release check fails
+//! nothing is done either ("get current release failed"); once the deploy completes the app
+//! scales to the constant target.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{eventually, Proc};
+use fleetscale_fly::fake::{Fault, FaultKind};
+
+const APP: &str = "deploying-app";
+const TOKEN: &str = "FlyV1 fm2_guard-token";
+
+fn lines_with(p: &Proc, msg: &str) -> Vec<serde_json::Value> {
+    p.json_logs()
+        .into_iter()
+        .filter(|l| l["msg"] == msg)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_scaling_while_a_release_is_running() {
+    let server = common::fake_fly(TOKEN).await;
+    let fake = server.fake().clone();
+    common::seed_app(&common::client(&server, TOKEN), APP).await;
+    assert!(fake.set_release_status(APP, Some("running")));
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fly-autoscaler"));
+    cmd.arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("FLY_FLAPS_BASE_URL", server.url())
+        .env("FLY_API_BASE_URL", server.url())
+        .env("FAS_APP_NAME", APP)
+        .env("FAS_API_TOKEN", TOKEN)
+        .env("FAS_CREATED_MACHINE_COUNT", "3")
+        .env("FAS_INTERVAL", "300ms")
+        .env("FAS_METRICS_ADDR", "127.0.0.1:0");
+    let mut proc = Proc::spawn(cmd);
+    let stderr = proc.stderr.clone();
+    let logs = move || stderr.lock().unwrap().join("\n");
+
+    // 1. A deploy is running: several ticks, each skipped with the Go tool's warning.
+    eventually(
+        "three skipped ticks",
+        || {
+            (lines_with(&proc, "release in progress, skipping reconciliation").len() >= 3)
+                .then_some(())
+        },
+        &logs,
+    )
+    .await;
+    for l in lines_with(&proc, "release in progress, skipping reconciliation") {
+        assert_eq!(l["level"], "WARN", "{l}");
+        assert_eq!(l["app"], APP, "{l}");
+    }
+    assert_eq!(
+        fake.machines(APP).len(),
+        1,
+        "no create during a deploy\n{}",
+        logs()
+    );
+    assert_eq!(
+        fake.count_requests("POST", &format!("/v1/apps/{APP}/machines")),
+        1,
+        "only the seeding create"
+    );
+    assert!(
+        lines_with(&proc, "reconciling").is_empty(),
+        "nothing reconciled\n{}",
+        logs()
+    );
+    assert!(fake.count_requests("POST", "/graphql") >= 3);
+
+    // The metrics: skipped ticks count no reconcile (as in the Go tool), but are visible.
+    let serving = lines_with(&proc, "serving metrics");
+    let addr = serving[0]["addr"].as_str().unwrap().to_owned();
+    let page = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |page: &str, series: &str| -> f64 {
+        page.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .map(|v| v.trim().parse::<f64>().unwrap())
+            })
+            .unwrap_or_else(|| panic!("{series} missing from\n{page}"))
+    };
+    for status in ["create", "destroy", "start", "stop", "no_scale"] {
+        assert_eq!(
+            value(
+                &page,
+                &format!("fas_reconcile_count{{status=\"{status}\"}} ")
+            ),
+            0.0,
+            "{status}"
+        );
+    }
+    assert!(
+        value(
+            &page,
+            &format!("fleetscale_ticks_total{{target=\"{APP}\",status=\"paused\"}} ")
+        ) >= 3.0
+    );
+
+    // 2. The deploy completed but the release check fails: still nothing done, an ERROR each
+    //    tick (a 400 is not retried, so one fault per tick).
+    fake.inject(
+        Fault::new(FaultKind::Status {
+            status: 400,
+            body: r#"{"errors":[{"message":"injected failure"}]}"#.into(),
+        })
+        .path("/graphql")
+        .times(1_000),
+    );
+    assert!(fake.set_release_status(APP, Some("complete")));
+    eventually(
+        "two failed release checks",
+        || (lines_with(&proc, "get current release failed").len() >= 2).then_some(()),
+        &logs,
+    )
+    .await;
+    let failed = lines_with(&proc, "get current release failed");
+    assert_eq!(failed[0]["level"], "ERROR", "{}", failed[0]);
+    assert_eq!(failed[0]["app"], APP);
+    assert!(
+        failed[0]["err"]
+            .as_str()
+            .unwrap()
+            .contains("injected failure"),
+        "{}",
+        failed[0]
+    );
+    assert_eq!(
+        fake.machines(APP).len(),
+        1,
+        "no create without a release check"
+    );
+
+    // 3. The check works again and the release is complete: the app scales to 3.
+    fake.clear_faults();
+    eventually(
+        "3 machines",
+        || (fake.machines(APP).len() == 3).then_some(()),
+        &logs,
+    )
+    .await;
+    assert!(!lines_with(&proc, "reconciling").is_empty());
+    assert_eq!(lines_with(&proc, "bulk create completed")[0]["n"], 2);
+    // And stays there: a few more ticks, no overshoot.
+    let seen = lines_with(&proc, "reconciling").len();
+    eventually(
+        "three more ticks",
+        || (lines_with(&proc, "reconciling").len() >= seen + 3).then_some(()),
+        &logs,
+    )
+    .await;
+    assert_eq!(fake.machines(APP).len(), 3, "{}", logs());
+
+    proc.signal("TERM");
+    assert!(proc.wait(Duration::from_secs(60)).success(), "{}", logs());
+}
