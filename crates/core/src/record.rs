@@ -210,6 +210,10 @@ impl DecisionObserver for TracingObserver {
                 app = %r.target, tick = r.tick, stage = %stage, kind = %kind,
                 "tick failed: {message}"
             ),
+            TickStatus::Paused { reason } => tracing::warn!(
+                target: "fleetscale::decision",
+                app = %r.target, tick = r.tick, "skipping the tick: {reason}"
+            ),
             status => tracing::info!(
                 target: "fleetscale::decision",
                 app = %r.target, tick = r.tick, status = status.as_str(), counts = %counts,

@@ -166,7 +166,9 @@ pub trait Scaler: Send + Sync {
 
     /// Whether the backend asks the engine to leave the target alone this tick, and why: e.g.
     /// a Fly deploy in progress, during which scaling would fight the deployer. Called once per
-    /// tick, concurrently with [`Scaler::list`].
+    /// tick, concurrently with [`Scaler::list`] and the metric reads (a pause is rare, so the
+    /// tick does not pay a sequential round trip for it; the metric reads of a paused tick are
+    /// discarded).
     ///
     /// `Ok(Some(reason))` skips the tick (recorded as
     /// [`TickStatus::Paused`](crate::record::TickStatus::Paused)); an error skips it too (stage
