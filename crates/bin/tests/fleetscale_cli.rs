@@ -322,3 +322,77 @@ async fn fake_fly_and_fake_weave_serve_until_signalled() {
     proc.signal("TERM");
     assert!(proc.wait(Duration::from_secs(30)).success(), "{}", out());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_dry_run_plans_but_never_calls_a_mutating_endpoint() {
+    let server = common::fake_fly(TOKEN).await;
+    let fake = server.fake().clone();
+    common::seed_app(&common::client(&server, TOKEN), "cli-app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), "127.0.0.1:0");
+    let mut cmd = fleetscale();
+    cmd.arg("--log-format")
+        .arg("json")
+        .arg("run")
+        .arg("--dry-run")
+        .arg("--config")
+        .arg(&path)
+        .env("FLY_FLAPS_BASE_URL", server.url())
+        .env("FLY_API_BASE_URL", server.url())
+        .env("MY_FLY_TOKEN", TOKEN);
+    let mut proc = Proc::spawn(cmd);
+    let stderr = proc.stderr.clone();
+    let logs = move || stderr.lock().unwrap().join("\n");
+    let served = eventually(
+        "the metrics address in the logs",
+        || {
+            proc.json_logs().iter().find_map(|l| {
+                (l["msg"] == "serving /metrics and /healthz")
+                    .then(|| l["addr"].as_str().map(str::to_owned))
+                    .flatten()
+            })
+        },
+        &logs,
+    )
+    .await;
+    // Wait for three dry-run ticks: each planned two creates and executed none.
+    let t0 = std::time::Instant::now();
+    loop {
+        let page = reqwest::get(format!("http://{served}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let ticks = page
+            .lines()
+            .find(|l| {
+                l.starts_with("fleetscale_ticks_total{")
+                    && l.contains("target=\"web\"")
+                    && l.contains("status=\"dry_run\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if ticks >= 3.0 {
+            break;
+        }
+        assert!(t0.elapsed() < common::DEADLINE, "{page}\n{}", logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        fake.machines("cli-app").len(),
+        1,
+        "dry run created nothing\n{}",
+        logs()
+    );
+    let mutating: Vec<_> = fake
+        .request_log()
+        .into_iter()
+        .filter(|r| r.method != "GET" && !r.path.ends_with("/graphql"))
+        .filter(|r| r.path.contains("/apps/cli-app/machines"))
+        .collect();
+    assert_eq!(mutating.len(), 1, "only the seed create: {mutating:?}");
+    proc.signal("INT");
+    let status = proc.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status}\n{}", logs());
+}
