@@ -1,6 +1,7 @@
-//! Planner micro-benchmarks: `plan_actions` over inventories of 10, 1,000 and 100,000
+//! Planner micro-benchmarks: `plan_actions` over inventories of 10, 1,000, 10,000 and 100,000
 //! machines in mixed states, for a steady state (nothing to do), a scale-up (+10 % created,
-//! 80 % started) and a scale-down (half the machines destroyed, a quarter left started).
+//! 80 % started) and a scale-down (half the machines destroyed, a quarter left started), each
+//! also with per-tick caps of 10 actions per kind (`*_capped`).
 //!
 //! Run: `cargo bench -p fleetscale-core --bench plan -- --sample-size 20 --measurement-time 3`
 //!
@@ -78,22 +79,50 @@ fn bench(c: &mut Criterion) {
         },
         ..PlanOptions::default()
     };
+    // The same with per-tick caps of 10 actions of each kind (what a paced backend can do in
+    // one tick anyway): the cost of the counting and sorting alone.
+    let capped = PlanOptions {
+        max_creates: Some(10),
+        max_destroys: Some(10),
+        max_starts: Some(10),
+        max_stops: Some(10),
+        ..options.clone()
+    };
     let mut group = c.benchmark_group("plan_actions");
-    for n in [10usize, 1_000, 100_000] {
+    for n in [10usize, 1_000, 10_000, 100_000] {
         let inv = inventory(n);
         let counts = Counts::of(&inv);
         group.throughput(Throughput::Elements(n as u64));
         for (name, targets) in scenarios(&counts) {
-            // Sanity: the scenario really plans what its name says.
-            let plan = plan_actions(&inv, &targets, &options);
-            match name {
-                "steady" => assert!(plan.is_empty(), "{:?}", plan.notes),
-                "scale_up" => assert!(plan.count(ActionKind::Create) > 0 || n < 10),
-                _ => assert!(plan.count(ActionKind::Destroy) > 0),
-            }
+            // Sanity, once per selected benchmark: the scenario plans what its name says.
+            let mut checked = false;
             group.bench_with_input(BenchmarkId::new(name, n), &inv, |b, inv| {
+                if !checked {
+                    let plan = plan_actions(inv, &targets, &options);
+                    match name {
+                        "steady" => assert!(plan.is_empty(), "{:?}", plan.notes),
+                        "scale_up" => assert!(plan.count(ActionKind::Create) > 0 || n < 10),
+                        _ => assert!(plan.count(ActionKind::Destroy) > 0),
+                    }
+                    checked = true;
+                }
                 b.iter(|| plan_actions(black_box(inv), black_box(&targets), &options))
             });
+            if name != "steady" {
+                let mut checked = false;
+                group.bench_with_input(
+                    BenchmarkId::new(format!("{name}_capped"), n),
+                    &inv,
+                    |b, inv| {
+                        if !checked {
+                            let plan = plan_actions(inv, &targets, &capped);
+                            assert!(!plan.is_empty() && plan.actions.len() <= 40, "caps hold");
+                            checked = true;
+                        }
+                        b.iter(|| plan_actions(black_box(inv), black_box(&targets), &capped))
+                    },
+                );
+            }
         }
     }
     group.finish();
