@@ -302,7 +302,13 @@ async fn reclaimer_never_double_reclaims_nor_reclaims_live_peers_and_reclaims_al
         // Events.
         for _ in 0..1 + rng.below(3) {
             match rng.below(10) {
-                0 | 1 if w.peers.len() < 60 => {
+                0 | 1
+                    if w.peers
+                        .values()
+                        .filter(|f| **f != Fate::Lost && **f != Fate::Left)
+                        .count()
+                        < 20 =>
+                {
                     w.join().await;
                     *events.entry("join").or_default() += 1;
                 }
