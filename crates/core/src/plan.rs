@@ -20,6 +20,7 @@
 //!   a missing candidate leaves undone is explained in [`Plan::notes`].
 
 use std::cmp::Reverse;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -241,7 +242,7 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
     let mut created = before.created;
     let mut started = before.started;
     let mut destroys: Vec<Action> = Vec::new();
-    let mut destroyed: Vec<&MachineId> = Vec::new();
+    let mut destroyed: HashSet<&MachineId> = HashSet::new();
     let mut create_count: u32 = 0;
     let mut template: Option<MachineId> = None;
 
@@ -305,7 +306,7 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
                 from: m.state,
                 reason: format!("created {} > max {max}", before.created),
             });
-            destroyed.push(&m.id);
+            destroyed.insert(&m.id);
             created -= 1;
             if m.state.destination() == Destination::Started {
                 started -= 1;
@@ -344,7 +345,7 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
         let mut candidates: Vec<&Machine> = live
             .iter()
             .copied()
-            .filter(|m| rank(m.state).is_some() && !destroyed.contains(&&m.id))
+            .filter(|m| rank(m.state).is_some() && !destroyed.contains(&m.id))
             .collect();
         candidates.sort_by(|a, b| rank(a.state).cmp(&rank(b.state)).then(oldest_first(a, b)));
         let from_existing = cap(
@@ -387,7 +388,7 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
         let mut candidates: Vec<&Machine> = live
             .iter()
             .copied()
-            .filter(|m| m.state == MachineState::Started && !destroyed.contains(&&m.id))
+            .filter(|m| m.state == MachineState::Started && !destroyed.contains(&m.id))
             .collect();
         candidates.sort_by(newest_first);
         let want = cap(
@@ -452,9 +453,21 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
 /// Created machines get ids `new-0`, `new-1`, ... This is what the property tests and dry runs
 /// use to show the result of a plan.
 pub fn apply_plan(inventory: &[Machine], plan: &Plan) -> Vec<Machine> {
+    apply_actions(inventory, &plan.actions)
+}
+
+/// [`apply_plan`] over a slice of actions, in O(machines + actions): one index by id, one
+/// final pass for the destroys.
+fn apply_actions(inventory: &[Machine], actions: &[Action]) -> Vec<Machine> {
     let mut out: Vec<Machine> = inventory.to_vec();
-    let mut fresh = 0usize;
-    for action in &plan.actions {
+    let index: HashMap<MachineId, usize> = out
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.id.clone(), i))
+        .collect();
+    let mut gone: HashSet<&MachineId> = HashSet::new();
+    let mut fresh = Vec::new();
+    for action in actions {
         match action {
             Action::Create { request, .. } => {
                 let state = match request.initial_state {
@@ -462,31 +475,31 @@ pub fn apply_plan(inventory: &[Machine], plan: &Plan) -> Vec<Machine> {
                     InitialState::Stopped => MachineState::Created,
                     InitialState::Suspended => MachineState::Suspended,
                 };
-                let mut m = Machine::new(format!("new-{fresh}"), state);
+                let mut m = Machine::new(format!("new-{}", fresh.len()), state);
                 m.region = request.region.clone();
-                fresh += 1;
-                out.push(m);
+                fresh.push(m);
             }
-            Action::Start { id, .. } => set_state(&mut out, id, MachineState::Started),
-            Action::Stop { id, .. } => set_state(&mut out, id, MachineState::Stopped),
-            Action::Destroy { id, .. } => out.retain(|m| &m.id != id),
+            Action::Start { id, .. } | Action::Stop { id, .. } => {
+                if let Some(&i) = index.get(id) {
+                    out[i].state = if action.kind() == ActionKind::Start {
+                        MachineState::Started
+                    } else {
+                        MachineState::Stopped
+                    };
+                }
+            }
+            Action::Destroy { id, .. } => {
+                gone.insert(id);
+            }
         }
     }
+    if !gone.is_empty() {
+        out.retain(|m| !gone.contains(&m.id));
+    }
+    out.extend(fresh);
     out
 }
 
-fn set_state(machines: &mut [Machine], id: &MachineId, state: MachineState) {
-    if let Some(m) = machines.iter_mut().find(|m| &m.id == id) {
-        m.state = state;
-    }
-}
-
 fn project(inventory: &[Machine], actions: &[Action]) -> Counts {
-    Counts::of(&apply_plan(
-        inventory,
-        &Plan {
-            actions: actions.to_vec(),
-            ..Plan::default()
-        },
-    ))
+    Counts::of(&apply_actions(inventory, actions))
 }
