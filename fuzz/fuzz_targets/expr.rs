@@ -24,5 +24,9 @@ fuzz_target!(|data: &[u8]| {
     // Same value, or the same kind of error (columns differ in the canonical text).
     let a = a.map_err(|e| e.kind);
     let b = b.map_err(|e| e.kind);
-    assert_eq!(format!("{a:?}"), format!("{b:?}"), "{src:?} -> {canonical:?}");
+    assert_eq!(
+        format!("{a:?}"),
+        format!("{b:?}"),
+        "{src:?} -> {canonical:?}"
+    );
 });
