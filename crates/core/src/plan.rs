@@ -12,8 +12,8 @@
 //!   the newest healthy machine. Above `max`: destroy the difference in the order
 //!   failed → stopped → suspended → created (never started) → started, newest first within a
 //!   state; machines in transition are never destroyed; **the last machine is never destroyed**.
-//! - **Started** below `min`: start stopped, then suspended, then never-started machines (oldest
-//!   first), then let creates of this plan start. Above `max`: first turn this plan's creates
+//! - **Started** below `min`: start stopped, then suspended, then never-started, then failed
+//!   machines (oldest first), then let creates of this plan start. Above `max`: first turn this plan's creates
 //!   into stopped creates (when the backend can create stopped), then stop the newest started
 //!   machines. A plan never both starts and stops.
 //! - Per-action caps ([`PlanOptions::max_creates`], ...) bound each kind of action; what a cap or
@@ -179,7 +179,7 @@ impl fmt::Display for Action {
 /// The outcome of planning: the actions, and the counts before and (projected) after.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
-    /// The actions in execution order: destroys, creates, starts, stops.
+    /// The actions in execution order: destroys, stops, creates, starts.
     pub actions: Vec<Action>,
     /// Counts of the inventory planned from.
     pub before: Counts,
@@ -336,10 +336,13 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
 
     if let Some(min) = targets.started.min.filter(|&min| projected < min) {
         let need = min - projected;
+        // Failed machines come last: a start is how they recover (Fly restarts a failed
+        // machine on `start`); without them a fleet with failed machines stays short forever.
         let rank = |s: MachineState| match s {
             MachineState::Stopped => Some(0),
             MachineState::Suspended => Some(1),
             MachineState::Created => Some(2),
+            MachineState::Failed => Some(3),
             _ => None,
         };
         let mut candidates: Vec<&Machine> = live
@@ -413,7 +416,10 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
     }
 
     // --- assemble -------------------------------------------------------------------------
+    // Scale-down first: stops and destroys free capacity before creates claim it, and a failed
+    // create then never leaves the target above its started max for a tick.
     let mut actions = destroys;
+    actions.extend(stops);
     let default_not_started = not_started.unwrap_or(InitialState::Started);
     for i in 0..create_count {
         let initial_state = if i < creates_started {
@@ -435,7 +441,6 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
         });
     }
     actions.extend(starts);
-    actions.extend(stops);
 
     let after = project(inventory, &actions);
     debug_assert_eq!(after.created, created);

@@ -226,6 +226,11 @@ impl FakeScaler {
         self.lock().calls.clone()
     }
 
+    /// Forgets the call log (long soaks keep memory flat this way).
+    pub fn clear_calls(&self) {
+        self.lock().calls.clear();
+    }
+
     /// How many calls of `op` were made (successful or not).
     pub fn call_count(&self, op: Op) -> usize {
         self.lock().calls.iter().filter(|c| c.op == op).count()
