@@ -1,14 +1,17 @@
 //! [`FlyScaler`]: the core [`Scaler`] for one Fly app and process group.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use fleetscale_core::{
-    Capabilities, CreateRequest, Error, InitialState, Machine, MachineId, Result, Scaler,
+    Capabilities, CreateRequest, Error, InitialState, Machine, MachineId, MachineState, Result,
+    Scaler,
 };
 use serde_json::Value;
+use tokio::time::Instant;
 
 use crate::client::{DestroyOptions, MachinesClient, WaitOptions};
 use crate::error::FlyError;
@@ -20,6 +23,11 @@ pub const RELEASE_IN_PROGRESS: &str = "release in progress";
 
 /// The process group fly-autoscaler and `fly deploy` use by default.
 pub const DEFAULT_PROCESS_GROUP: &str = "app";
+
+/// Default of [`FlyScalerConfig::launch_grace`]: 5 minutes, the time after which Fly's machine
+/// states documentation (`machines/machine-states`) suggests treating a machine as stuck in a
+/// transitional state.
+pub const DEFAULT_LAUNCH_GRACE: Duration = Duration::from_secs(5 * 60);
 
 /// How [`FlyScaler::destroy`] takes a machine down.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,6 +78,10 @@ pub struct FlyScalerConfig {
     /// For [`InitialState::Suspended`] creates: how long to wait for `started` before
     /// suspending (clamped to 60 s). Default 60 s.
     pub suspend_wait: Duration,
+    /// How long a machine this scaler created to be started may still list as `created` and be
+    /// reported as [`MachineState::Starting`] (see [`FlyScaler`], "Launching creates").
+    /// Default [`DEFAULT_LAUNCH_GRACE`] (5 minutes).
+    pub launch_grace: Duration,
 }
 
 impl FlyScalerConfig {
@@ -82,6 +94,7 @@ impl FlyScalerConfig {
             destroy: DestroyPolicy::default(),
             lease_ttl: Duration::from_secs(60),
             suspend_wait: Duration::from_secs(60),
+            launch_grace: DEFAULT_LAUNCH_GRACE,
         }
     }
 
@@ -111,7 +124,22 @@ impl FlyScalerConfig {
 /// label is read from `incomplete_config`.
 ///
 /// # States
-/// See [`FlyState::to_core`] for the full table of the 17 Fly states.
+/// See [`FlyState::to_core`] for the full table of the 17 Fly states, with one exception:
+///
+/// **Launching creates.** Right after `POST /v1/apps/{app}/machines` without `skip_launch`,
+/// Fly lists the new machine as `created` before `starting`, and `created` means "never
+/// started" to the planner, which would count it as not started and start *another* machine
+/// on the next tick (an overshoot the soak test found). So the scaler remembers the machines it
+/// created to be started (id and time) and [`list`](Scaler::list) reports them as
+/// [`MachineState::Starting`] while they are still `created`, until they leave `created` or
+/// [`FlyScalerConfig::launch_grace`] (default 5 minutes) has passed; after that a machine still
+/// `created` is reported as `created` again (its launch evidently did not happen) and may be
+/// started. The `fly_state` label always shows the raw Fly state. The memory is per scaler
+/// value (not shared between processes or restarts) and holds only machines still listed
+/// `created`, so it stays as small as the number of launches in flight. A create whose answer
+/// was lost is not remembered (its id is unknown); the planner may then start one more machine,
+/// which a later tick stops. Starts need no such care: the API (and the fake) show `starting`
+/// as soon as a start is accepted.
 ///
 /// # Manageable
 /// Machines whose `host_status` is not `ok` (or whose config is `null`) are listed with
@@ -128,11 +156,12 @@ impl FlyScalerConfig {
 ///   healthy machine of the group, started ones first) with `config.image` pinned to the
 ///   exact `image_ref` digest, so scale-ups never pick up a different image; region from the
 ///   request, else the configured regions round-robin, else the template's. Initial state
-///   `started`, `stopped` (`skip_launch`, the machine stays `created`) or `suspended` (created
+///   `started` (returned and listed as `starting` while Fly still shows `created`, see
+///   "Launching creates"), `stopped` (`skip_launch`, the machine stays `created`) or `suspended` (created
 ///   started, waited for `started`, then suspended; if that wait or suspend fails the machine
 ///   is returned as it is, with a warning). Never retried.
 /// - `start`/`stop`/`suspend` read the machine first and do nothing when it is already there
-///   or on its way (idempotent); `stop` of a suspended, created or failed machine is a no-op
+///   or on its way (idempotent; a launching create is on its way to started); `stop` of a suspended, created or failed machine is a no-op
 ///   (it is not running, and stopping a suspended machine would discard its snapshot).
 /// - `destroy` takes a lease, cordons and gracefully stops a running machine and waits for
 ///   `stopped` (per [`DestroyPolicy`]), then deletes it with the lease nonce (`force` only
@@ -156,6 +185,13 @@ pub struct FlyScaler {
     config: FlyScalerConfig,
     next_region: AtomicUsize,
     release_guard: Option<FlyGraphql>,
+    /// Machines created to be started, by id, with the time of the create (see "Launching
+    /// creates" above). Never held across an `.await`.
+    launching: Mutex<HashMap<String, Instant>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn group_in(cfg: &Option<Value>) -> Option<&str> {
@@ -192,6 +228,7 @@ impl FlyScaler {
             config,
             next_region: AtomicUsize::new(0),
             release_guard: None,
+            launching: Mutex::new(HashMap::new()),
         })
     }
 
@@ -396,6 +433,49 @@ impl FlyScaler {
         })
     }
 
+    /// Remembers a machine created to be started (see "Launching creates").
+    fn note_launching(&self, id: &str) {
+        let now = Instant::now();
+        let grace = self.config.launch_grace;
+        let mut launching = lock(&self.launching);
+        launching.retain(|_, since| now.duration_since(*since) < grace);
+        launching.insert(id.to_owned(), now);
+    }
+
+    /// Whether `id` is a machine created to be started that may still list as `created`.
+    fn is_launching(&self, id: &str) -> bool {
+        let grace = self.config.launch_grace;
+        lock(&self.launching)
+            .get(id)
+            .is_some_and(|since| since.elapsed() < grace)
+    }
+
+    /// Forgets launching machines that left `created`, are gone or are past the grace time,
+    /// given a fresh list of the group; returns the ids still launching.
+    fn prune_launching(&self, listed: &[FlyMachine]) -> HashSet<String> {
+        let mut launching = lock(&self.launching);
+        if launching.is_empty() {
+            return HashSet::new();
+        }
+        let created: HashSet<&str> = listed
+            .iter()
+            .filter(|m| m.state == FlyState::Created)
+            .map(|m| m.id.as_str())
+            .collect();
+        let grace = self.config.launch_grace;
+        launching.retain(|id, since| since.elapsed() < grace && created.contains(id.as_str()));
+        launching.keys().cloned().collect()
+    }
+
+    /// [`FlyScaler::to_core`], with a launching machine reported as starting.
+    fn to_core_launching(&self, m: &FlyMachine, launching: bool) -> Machine {
+        let mut out = self.to_core(m);
+        if launching && m.state == FlyState::Created {
+            out.state = MachineState::Starting;
+        }
+        out
+    }
+
     async fn suspend_after_create(&self, m: &FlyMachine) -> std::result::Result<(), FlyError> {
         let wait = WaitOptions::new("started", self.config.suspend_wait)
             .with_instance_id(m.instance_id.clone());
@@ -415,10 +495,16 @@ impl Scaler for FlyScaler {
         }
     }
 
-    /// One `GET /v1/apps/{app}/machines`, filtered to the process group.
+    /// One `GET /v1/apps/{app}/machines`, filtered to the process group. Machines this scaler
+    /// created to be started that still list as `created` are reported as `starting` (see
+    /// "Launching creates" in the type docs).
     async fn list(&self) -> Result<Vec<Machine>> {
         let ms = self.list_fly().await?;
-        Ok(ms.iter().map(|m| self.to_core(m)).collect())
+        let launching = self.prune_launching(&ms);
+        Ok(ms
+            .iter()
+            .map(|m| self.to_core_launching(m, launching.contains(&m.id)))
+            .collect())
     }
 
     /// With the deploy guard: one GraphQL query of the app's current release;
@@ -483,6 +569,11 @@ impl Scaler for FlyScaler {
         let created = self.client.create_machine(self.app(), &body).await?;
         tracing::info!(app = %self.app(), id = %created.id, region = ?created.region,
             template = %template.id, initial_state = request.initial_state.as_str(), "machine created");
+        let launching =
+            request.initial_state == InitialState::Started && created.state == FlyState::Created;
+        if launching {
+            self.note_launching(&created.id);
+        }
         if request.initial_state == InitialState::Suspended {
             if let Err(e) = self.suspend_after_create(&created).await {
                 tracing::warn!(app = %self.app(), id = %created.id, error = %e,
@@ -492,16 +583,18 @@ impl Scaler for FlyScaler {
                 return Ok(self.to_core(&now));
             }
         }
-        Ok(self.to_core(&created))
+        Ok(self.to_core_launching(&created, launching))
     }
 
-    /// Starts (or resumes) a machine unless it is already started or starting.
+    /// Starts (or resumes) a machine unless it is already started or starting (a machine this
+    /// scaler created to be started that still lists `created` counts as starting).
     async fn start(&self, id: &MachineId) -> Result<()> {
         let m = self.get_ours(id).await?;
         if matches!(
             m.state,
             FlyState::Started | FlyState::Starting | FlyState::Restarting
-        ) {
+        ) || (m.state == FlyState::Created && self.is_launching(id.as_str()))
+        {
             return Ok(());
         }
         match self
