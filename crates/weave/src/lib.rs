@@ -41,5 +41,5 @@ pub use membership::{WeaveMembership, WeaveMembershipConfig};
 pub use peer::PeerName;
 pub use reclaim::{
     FixedPeer, PassReport, ReclaimConfig, ReclaimMetrics, ReclaimMetricsSnapshot, Reclaimer,
-    RefusalReason,
+    RefusalReason, DEFAULT_MIN_UNREACHABLE,
 };

@@ -120,7 +120,11 @@ impl WeaveMembershipConfig {
 /// - [`reclaim`](ClusterMembership::reclaim): refuses fixed and reachable members, then the
 ///   [`Reclaimer`]'s single-peer path with all its checks (ledger, lock, designated peer). The
 ///   machine being gone is taken from the engine's contract (it only reclaims members whose
-///   machine left the inventory).
+///   machine left the inventory). The reclaimer's minimum unreachable time
+///   ([`crate::ReclaimConfig::min_unreachable`], default 60 s) still applies: the first call
+///   for a member starts its clock and is refused with
+///   [`RefusalReason::TooRecentlyUnreachable`]; a later tick reclaims it once the member has
+///   stayed unreachable that long.
 pub struct WeaveMembership {
     config: WeaveMembershipConfig,
     clients: Vec<(FixedPeer, RouterClient)>,
@@ -454,8 +458,10 @@ impl ClusterMembership for WeaveMembership {
         Ok(self.leave_inner(machine).await?)
     }
 
-    /// `Refused` for fixed or reachable members; otherwise the reclaimer's single-peer path.
-    /// `Unsupported` when no reclaimer is configured.
+    /// `Refused` for fixed or reachable members; otherwise the reclaimer's single-peer path
+    /// (`Refused` too while the member has been unreachable for less than the reclaimer's
+    /// minimum unreachable time: retry on a later tick). `Unsupported` when no reclaimer is
+    /// configured.
     async fn reclaim(&self, member: &Member) -> fleetscale_core::Result<ReclaimOutcome> {
         if member.fixed || self.is_fixed(&member.name) {
             return Err(WeaveError::refused(

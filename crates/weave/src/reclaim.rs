@@ -14,10 +14,53 @@
 //!    to the inventory (no nickname, no address) is never "gone" by inventory.
 //! 5. The **designated** reclaimer peer ([`ReclaimConfig::designated`], a fixed peer) answers.
 //!    If it does not, nothing is done and the refusal is reported and counted.
+//! 6. It has been **unreachable long enough**: observed unreachable (rule 2) continuously, by
+//!    this process, for at least [`ReclaimConfig::min_unreachable`] (default 60 s) — on every
+//!    path, even when the inventory says its host is gone and even when the caller confirms it
+//!    ([`Reclaimer::reclaim_peer`] with `gone_confirmed`, the engine's path). Until then it is
+//!    refused with [`RefusalReason::TooRecentlyUnreachable`] and reclaimed on a later pass.
 //!
 //! Partitioned-but-alive peers look exactly like dead ones in IPAM (`weave-net.md` §2.1); rule
 //! 4 is what keeps them safe: their machine is still in the inventory, and a grace, when set,
 //! should be longer than any partition you tolerate.
+//!
+//! # The minimum unreachable time (rule 6)
+//! Acting on the very first observation of unreachability is fragile: right after a host
+//! disappears, gossip and the mesh have not settled. The chaos soak
+//! (`crates/bench/tests/weave_soak.rs`, BENCHMARKS.md) found that a `weave reset` followed at
+//! once by the host being killed can leave the departed peer's hand-off undelivered, so the
+//! fixed peers still show it owning space; a flapping link makes a live peer drop out of the
+//! topology for a moment. Waiting lets the hand-off arrive (the peer then owns nothing and
+//! rule 1 stops the reclaim) and lets a flapping peer reappear (which restarts its clock).
+//!
+//! The default, **60 s**, is two of Weave's periodic gossip intervals and its dead-connection
+//! timeout: mesh (the version Weave 2.8 vendors) re-gossips its whole state every 30 s
+//! (`defaultGossipInterval = 30 * time.Second`, `mesh:router.go`; `weave-net.md` §6), which is
+//! what repairs a lost broadcast such as an undelivered hand-off; it sends a heartbeat every
+//! 30 s on each connection and drops a connection that has been silent for twice that
+//! (`tcpHeartbeat = 30 * time.Second`, read deadline `tcpHeartbeat * 2`, `mesh:connection.go`);
+//! and a failed connection is retried after 2 s, growing ×1.5 (`weave-net.md` §6), i.e. about
+//! six reconnection attempts in 60 s. Choosing exactly two gossip intervals (rather than one or
+//! three) is a judgement: long enough for two anti-entropy rounds, short enough that lost space
+//! comes back within a couple of reclaimer passes.
+//!
+//! How the clock works, honestly:
+//! - It is **per process** and in memory: it starts when this [`Reclaimer`] first observes the
+//!   peer owning space and unreachable (a pass of [`Reclaimer::run_once`], or the fresh
+//!   observation every reclaim attempt makes under the ledger lock). A restart of the process
+//!   restarts every clock, which only delays reclaims (errs on the safe side).
+//! - "Continuously" means at every observation this process made: an observation in which any
+//!   answering fixed peer reaches the peer, or in which the peer owns nothing, clears its clock;
+//!   an observation that fails (no fixed peer answers, or no IPAM view) clears every clock, since
+//!   nothing proves the peer stayed unreachable meanwhile. A peer that came back and vanished
+//!   again *between* two observations is not noticed: observations are samples, one per
+//!   [`ReclaimConfig::interval`]. With the defaults (60 s interval, 60 s minimum) a peer needs
+//!   two consecutive passes seeing it unreachable, 60 s apart.
+//! - [`ReclaimConfig::grace`] (reclaim by time alone, without the inventory) is the weaker
+//!   signal, so it must not be shorter than the minimum: [`Reclaimer::new`] rejects
+//!   `grace < min_unreachable`.
+//! - `min_unreachable = 0` reclaims at the first observation (the behaviour before this
+//!   setting existed); meant for tests and emulators whose gossip is instant.
 //!
 //! # Exactly once
 //! - **Write-ahead ledger** ([`crate::ledger`]): under an exclusive file lock, the `intent` line
@@ -88,6 +131,9 @@ pub enum RefusalReason {
     IntentOnOtherPeer,
     /// The ledger says it was reclaimed, yet it owns space again (it came back with old data).
     ReclaimedButOwnsAgain,
+    /// It has been observed unreachable for less than [`ReclaimConfig::min_unreachable`]
+    /// (by this process): it is reclaimed on a later pass if it stays unreachable.
+    TooRecentlyUnreachable,
     /// The peer is unknown to the cluster.
     Unknown,
 }
@@ -106,6 +152,7 @@ impl RefusalReason {
             RefusalReason::LockHeld => "lock_held",
             RefusalReason::IntentOnOtherPeer => "intent_on_other_peer",
             RefusalReason::ReclaimedButOwnsAgain => "reclaimed_but_owns_again",
+            RefusalReason::TooRecentlyUnreachable => "too_recently_unreachable",
             RefusalReason::Unknown => "unknown",
         }
     }
@@ -148,8 +195,15 @@ pub struct ReclaimConfig {
     /// The inventory: a peer whose host it no longer lists is gone.
     pub inventory: Option<Arc<dyn Scaler>>,
     /// Reclaim a peer unreachable for longer than this even if the inventory still lists it
-    /// (or there is none). `None` (the default): never by time alone.
+    /// (or there is none). `None` (the default): never by time alone. Must be at least
+    /// [`min_unreachable`](Self::min_unreachable) ([`Reclaimer::new`] rejects it otherwise).
     pub grace: Option<Duration>,
+    /// Minimum time a peer must have been observed continuously unreachable (from every
+    /// answering fixed peer, by this process) before it is reclaimed, on every path, even when
+    /// the inventory says its host is gone (default 60 s: two of Weave's 30 s gossip intervals;
+    /// see the module docs). The clock is in memory: a restart restarts it. `Duration::ZERO`
+    /// reclaims at the first observation.
+    pub min_unreachable: Duration,
     /// Time between passes of [`Reclaimer::run`] (default 60 s).
     pub interval: Duration,
     /// How long to wait for the space to be seen moved after `rmpeer` (default 30 s).
@@ -168,6 +222,7 @@ impl std::fmt::Debug for ReclaimConfig {
             .field("ledger_path", &self.ledger_path)
             .field("inventory", &self.inventory.as_ref().map(|_| "<scaler>"))
             .field("grace", &self.grace)
+            .field("min_unreachable", &self.min_unreachable)
             .field("interval", &self.interval)
             .field("verify_timeout", &self.verify_timeout)
             .field("lock_wait", &self.lock_wait)
@@ -178,7 +233,8 @@ impl std::fmt::Debug for ReclaimConfig {
 
 impl ReclaimConfig {
     /// Settings with the defaults: no inventory, no grace (so nothing is reclaimed until one
-    /// of them is set), 60 s interval, 30 s verification, 60 s lock wait, 10 s calls.
+    /// of them is set), 60 s minimum unreachable time, 60 s interval, 30 s verification, 60 s
+    /// lock wait, 10 s calls.
     pub fn new(
         fixed: Vec<FixedPeer>,
         designated: PeerName,
@@ -190,6 +246,7 @@ impl ReclaimConfig {
             ledger_path: ledger_path.into(),
             inventory: None,
             grace: None,
+            min_unreachable: DEFAULT_MIN_UNREACHABLE,
             interval: Duration::from_secs(60),
             verify_timeout: Duration::from_secs(30),
             lock_wait: Duration::from_secs(60),
@@ -208,7 +265,17 @@ impl ReclaimConfig {
         self.grace = Some(grace);
         self
     }
+
+    /// Sets the minimum unreachable time.
+    pub fn with_min_unreachable(mut self, min_unreachable: Duration) -> Self {
+        self.min_unreachable = min_unreachable;
+        self
+    }
 }
+
+/// The default [`ReclaimConfig::min_unreachable`]: 60 s, two of mesh's 30 s gossip intervals
+/// (see the module docs).
+pub const DEFAULT_MIN_UNREACHABLE: Duration = Duration::from_secs(60);
 
 /// Counters and gauges of the reclaimer (the caller exports them).
 #[derive(Debug, Default)]
@@ -300,8 +367,51 @@ pub struct Observation {
 
 #[derive(Default)]
 struct Memory {
-    unreachable_since: HashMap<PeerName, Instant>,
+    unreachable: UnreachableClock,
     addresses: HashMap<String, String>,
+}
+
+/// Since when each peer has been observed continuously unreachable (owning space, absent from
+/// every answering fixed peer's topology), by this process.
+#[derive(Debug, Default)]
+struct UnreachableClock {
+    since: HashMap<PeerName, Instant>,
+}
+
+impl UnreachableClock {
+    /// One successful observation at `now`: `unreachable` are the peers seen owning space and
+    /// unreachable. Their clocks start (if not running); every other clock stops.
+    fn observed(&mut self, unreachable: &HashSet<PeerName>, now: Instant) {
+        self.since.retain(|p, _| unreachable.contains(p));
+        for p in unreachable {
+            self.since.entry(*p).or_insert(now);
+        }
+    }
+
+    /// An observation failed: nothing shows the peers stayed unreachable, so every clock stops.
+    fn lost_sight(&mut self) {
+        self.since.clear();
+    }
+
+    /// How long `peer` has been unreachable at `now`; `None` when it is not (yet) observed so.
+    fn unreachable_for(&self, peer: PeerName, now: Instant) -> Option<Duration> {
+        self.since
+            .get(&peer)
+            .map(|since| now.saturating_duration_since(*since))
+    }
+}
+
+/// The peers an observation shows owning space and reachable from no answering fixed peer;
+/// `None` when it has no IPAM view.
+fn unreachable_owners(obs: &Observation) -> Option<HashSet<PeerName>> {
+    let ipam = obs.ipam.as_ref()?;
+    Some(
+        ipam.owners()
+            .into_iter()
+            .filter(|o| o.ips > 0 && !obs.alive.contains(&o.peer))
+            .filter_map(|o| o.peer.parse::<PeerName>().ok())
+            .collect(),
+    )
 }
 
 /// The reclaimer. See the module docs for the rules. Cheap to share (`Arc`).
@@ -326,6 +436,14 @@ fn refused(kind: RefusalReason, reason: impl Into<String>) -> WeaveError {
     WeaveError::refused(kind, reason)
 }
 
+/// A duration for messages, to the millisecond (`60s`, `1.2s`, `200ms`).
+fn humanize(d: Duration) -> String {
+    format!(
+        "{:?}",
+        Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    )
+}
+
 fn strip_port(addr: &str) -> String {
     match addr.rsplit_once(':') {
         Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h.to_string(),
@@ -338,10 +456,23 @@ impl Reclaimer {
     ///
     /// # Errors
     /// [`WeaveError::Config`] when there are no fixed peers, the designated peer is not one of
-    /// them, names repeat, or an API URL is invalid.
+    /// them, names repeat, an API URL is invalid, or [`ReclaimConfig::grace`] is shorter than
+    /// [`ReclaimConfig::min_unreachable`] (the time-only path would then be refused anyway
+    /// until the minimum passed; rejecting it says so instead of silently waiting longer).
     pub fn new(config: ReclaimConfig) -> Result<Self, WeaveError> {
         if config.fixed.is_empty() {
             return Err(WeaveError::config("the reclaimer needs the fixed peers"));
+        }
+        if let Some(grace) = config.grace {
+            if grace < config.min_unreachable {
+                return Err(WeaveError::config(format!(
+                    "the grace ({}) is shorter than the minimum unreachable time ({}): a peer is \
+                     never reclaimed before the minimum, so set the grace to at least the \
+                     minimum (or lower the minimum)",
+                    humanize(grace),
+                    humanize(config.min_unreachable)
+                )));
+            }
         }
         let mut clients = Vec::new();
         for (i, f) in config.fixed.iter().enumerate() {
@@ -391,13 +522,28 @@ impl Reclaimer {
         self.config.fixed.iter().any(|f| f.name == name)
     }
 
-    /// Reads every fixed peer's `/report` (concurrently) and combines them.
+    /// Reads every fixed peer's `/report` (concurrently) and combines them. Every observation
+    /// also advances the unreachable clocks ([`ReclaimConfig::min_unreachable`]): peers it
+    /// shows owning space and unreachable keep (or start) their clock, all others lose it; a
+    /// failed observation, or one without an IPAM view, stops every clock.
     ///
     /// # Errors
     /// [`WeaveError::Refused`] ([`RefusalReason::NoFixedPeerReachable`]) when none answers;
     /// [`WeaveError::Config`] when an answering router's name is not the configured one (a
     /// wrong URL must never make a fixed peer look unreachable).
     pub async fn observe(&self) -> Result<Observation, WeaveError> {
+        let r = self.observe_fixed().await;
+        let now = Instant::now();
+        if let Ok(mut m) = self.memory.lock() {
+            match r.as_ref().ok().and_then(unreachable_owners) {
+                Some(set) => m.unreachable.observed(&set, now),
+                None => m.unreachable.lost_sight(),
+            }
+        }
+        r
+    }
+
+    async fn observe_fixed(&self) -> Result<Observation, WeaveError> {
         let reports: Vec<Result<Report, WeaveError>> =
             futures::future::join_all(self.clients.iter().map(|(_, c)| c.report())).await;
         let mut obs = Observation {
@@ -512,14 +658,43 @@ impl Reclaimer {
                 ),
             ));
         }
+        let unreachable_for = self
+            .memory
+            .lock()
+            .ok()
+            .and_then(|m| m.unreachable.unreachable_for(peer, Instant::now()));
+        self.gone(peer, nickname, gone_confirmed, inventory, unreachable_for)?;
+        let min = self.config.min_unreachable;
+        match unreachable_for {
+            Some(d) if d >= min => Ok(()),
+            _ if min.is_zero() => Ok(()),
+            d => Err((
+                RefusalReason::TooRecentlyUnreachable,
+                format!(
+                    "{peer} has been unreachable for {} (observed by this process), less than \
+                     the minimum of {}",
+                    humanize(d.unwrap_or_default()),
+                    humanize(min)
+                ),
+            )),
+        }
+    }
+
+    /// Rule 4: whether the peer's host is gone (confirmed by the caller, absent from the
+    /// inventory, or unreachable for longer than the grace).
+    fn gone(
+        &self,
+        peer: PeerName,
+        nickname: Option<&str>,
+        gone_confirmed: bool,
+        inventory: &Option<Result<Vec<Machine>, String>>,
+        unreachable_for: Option<Duration>,
+    ) -> Result<(), (RefusalReason, String)> {
         if gone_confirmed {
             return Ok(());
         }
-        let grace_elapsed = match (self.config.grace, self.memory.lock()) {
-            (Some(g), Ok(m)) => m
-                .unreachable_since
-                .get(&peer)
-                .is_some_and(|since| since.elapsed() > g),
+        let grace_elapsed = match (self.config.grace, unreachable_for) {
+            (Some(g), Some(d)) => d > g,
             _ => false,
         };
         if grace_elapsed {
@@ -577,7 +752,6 @@ impl Reclaimer {
             report.errors.push("no IPAM on the fixed peers".into());
             return report;
         };
-        let now = Instant::now();
         let mut unreachable_ips = 0;
         let mut candidates = Vec::new();
         for o in ipam.owners() {
@@ -593,13 +767,6 @@ impl Reclaimer {
             unreachable_ips += o.ips;
             report.unreachable.push((peer, o.nickname.clone(), o.ips));
             candidates.push((peer, o.nickname));
-        }
-        if let Ok(mut m) = self.memory.lock() {
-            let set: HashSet<PeerName> = candidates.iter().map(|(p, _)| *p).collect();
-            m.unreachable_since.retain(|p, _| set.contains(p));
-            for p in set {
-                m.unreachable_since.entry(p).or_insert(now);
-            }
         }
         let m = &self.metrics;
         m.unreachable_peers
@@ -864,5 +1031,106 @@ impl Reclaimer {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pn(n: u64) -> PeerName {
+        PeerName::from_u64(n).unwrap()
+    }
+
+    fn config() -> ReclaimConfig {
+        ReclaimConfig::new(
+            vec![FixedPeer::new(pn(1), "10.0.0.1", "http://127.0.0.1:9")],
+            pn(1),
+            "/nonexistent/ledger.jsonl",
+        )
+    }
+
+    #[test]
+    fn min_unreachable_defaults_to_60s_and_bounds_the_grace() {
+        let c = config();
+        assert_eq!(c.min_unreachable, Duration::from_secs(60));
+        assert_eq!(c.min_unreachable, DEFAULT_MIN_UNREACHABLE);
+        assert!(format!("{c:?}").contains("min_unreachable: 60s"));
+        // A grace shorter than the minimum is a configuration error that names both.
+        let e = Reclaimer::new(config().with_grace(Duration::from_secs(30))).unwrap_err();
+        assert!(matches!(e, WeaveError::Config { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("30s") && msg.contains("60s"), "{msg}");
+        // Equal, longer, or a lower minimum: accepted.
+        Reclaimer::new(config().with_grace(Duration::from_secs(60))).unwrap();
+        Reclaimer::new(config().with_grace(Duration::from_secs(600))).unwrap();
+        let c = config()
+            .with_grace(Duration::from_secs(30))
+            .with_min_unreachable(Duration::from_secs(10));
+        assert_eq!(
+            Reclaimer::new(c).unwrap().config().min_unreachable,
+            Duration::from_secs(10)
+        );
+        Reclaimer::new(config().with_min_unreachable(Duration::ZERO)).unwrap();
+    }
+
+    #[test]
+    fn the_clock_runs_only_while_every_observation_shows_the_peer_unreachable() {
+        let mut c = UnreachableClock::default();
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let set = |ps: &[u64]| ps.iter().map(|n| pn(*n)).collect::<HashSet<_>>();
+        assert_eq!(c.unreachable_for(pn(4), t0), None, "never observed");
+        c.observed(&set(&[4, 5]), t0);
+        assert_eq!(c.unreachable_for(pn(4), t0 + s(10)), Some(s(10)));
+        // Seen again: the clock keeps its start.
+        c.observed(&set(&[4, 5]), t0 + s(30));
+        assert_eq!(c.unreachable_for(pn(4), t0 + s(60)), Some(s(60)));
+        // dyn5 reachable (or owning nothing) at one observation: its clock stops, and starts
+        // again from zero when it is next seen unreachable.
+        c.observed(&set(&[4]), t0 + s(40));
+        assert_eq!(c.unreachable_for(pn(5), t0 + s(45)), None);
+        c.observed(&set(&[4, 5]), t0 + s(50));
+        assert_eq!(c.unreachable_for(pn(5), t0 + s(60)), Some(s(10)));
+        assert_eq!(c.unreachable_for(pn(4), t0 + s(60)), Some(s(60)));
+        // A failed observation stops every clock.
+        c.lost_sight();
+        assert_eq!(c.unreachable_for(pn(4), t0 + s(70)), None);
+        c.observed(&set(&[4]), t0 + s(80));
+        assert_eq!(c.unreachable_for(pn(4), t0 + s(90)), Some(s(10)));
+        // A clock never reads negative.
+        assert_eq!(c.unreachable_for(pn(4), t0), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn unreachable_owners_are_the_owners_no_fixed_peer_reaches() {
+        let mut obs = Observation {
+            reachable_fixed: vec![pn(1)],
+            alive: HashSet::from([pn(1).to_string(), pn(6).to_string()]),
+            ipam: None,
+            designated_reachable: true,
+            addresses: HashMap::new(),
+        };
+        assert_eq!(
+            unreachable_owners(&obs),
+            None,
+            "no IPAM view: no observation"
+        );
+        let entry = |peer: u64, size: u64| crate::report::IpamEntry {
+            token: format!("10.32.{peer}.0"),
+            size,
+            peer: pn(peer).to_string(),
+            nickname: format!("n{peer}"),
+            is_known_peer: peer != 4,
+            version: 1,
+        };
+        obs.ipam = Some(IpamReport {
+            range_num_ips: 1 << 20,
+            // fixed1 reachable, dyn4 unreachable, dyn5 unreachable but owning nothing, dyn6
+            // reachable from a fixed peer.
+            entries: vec![entry(1, 100), entry(4, 50), entry(5, 0), entry(6, 20)],
+            ..IpamReport::default()
+        });
+        assert_eq!(unreachable_owners(&obs), Some(HashSet::from([pn(4)])));
     }
 }

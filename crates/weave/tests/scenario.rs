@@ -1,9 +1,10 @@
 //! The fixture scenario on the emulator, driven through `WeaveMembership` and the
 //! `Reclaimer`: a fixed cluster of 3, two observers join, one leaves with reset, one is killed
-//! and reclaimed exactly once; partitioned and fixed peers are never reclaimed.
+//! and reclaimed exactly once; partitioned and fixed peers are never reclaimed; a peer is
+//! reclaimed only after it stayed unreachable for the minimum unreachable time.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use fleetscale_core::{
@@ -131,6 +132,9 @@ impl World {
         .with_inventory(self.inventory.clone());
         c.verify_timeout = Duration::from_secs(30);
         c.lock_wait = Duration::from_secs(60);
+        // These scenarios test the other rules: reclaim at the first observation (the
+        // emulator's gossip is instant). The minimum has its own tests below.
+        c.min_unreachable = Duration::ZERO;
         c
     }
 
@@ -547,4 +551,191 @@ async fn fixture_cluster_helper_and_emulated_weave_launch() {
         .success());
     assert!(!emu.is_running(pn(4)));
     assert_eq!(emu.owned(pn(1), pn(4)), 0);
+}
+
+/// Runs passes (100 ms apart) until one reclaims something; returns it with the time it ended,
+/// and the refusals of `peer` seen before. Panics after a generous deadline.
+async fn pass_until_reclaimed(
+    r: &Reclaimer,
+    peer: PeerName,
+) -> (Vec<(PeerName, u64)>, Instant, Vec<RefusalReason>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut refusals = Vec::new();
+    loop {
+        let p = r.run_once().await;
+        if !p.reclaimed.is_empty() {
+            return (p.reclaimed, Instant::now(), refusals);
+        }
+        assert!(p.errors.is_empty(), "{p:?}");
+        refusals.extend(p.refused.iter().filter(|x| x.0 == peer).map(|x| x.1));
+        assert!(Instant::now() < deadline, "never reclaimed: {p:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_peer_unreachable_for_less_than_the_minimum_is_refused_then_reclaimed_once() {
+    let w = World::new(EmulatorConfig::default()).await;
+    let m = w.membership(None);
+    w.join_both(&m).await;
+    let owned5 = w.emu.owned(pn(1), pn(5));
+    // dyn5's host vanishes and the inventory says so at once.
+    w.emu.kill(pn(5)).unwrap();
+    w.inventory.remove("dyn5");
+    let min = Duration::from_secs(1);
+    let r = Reclaimer::new(w.reclaim_config(1, "l.jsonl").with_min_unreachable(min)).unwrap();
+
+    // First sight: gone by the inventory, unreachable, but only just: refused.
+    let t0 = Instant::now();
+    let p = r.run_once().await;
+    assert!(p.reclaimed.is_empty(), "{p:?}");
+    assert_eq!(p.refused.len(), 1, "{p:?}");
+    assert_eq!(p.refused[0].0, pn(5));
+    assert_eq!(p.refused[0].1, RefusalReason::TooRecentlyUnreachable);
+    assert!(
+        p.refused[0].2.contains("less than the minimum of 1s"),
+        "{}",
+        p.refused[0].2
+    );
+    assert!(w.emu.rmpeer_log().is_empty());
+    assert_eq!(
+        r.metrics().snapshot().refusals[&RefusalReason::TooRecentlyUnreachable],
+        1
+    );
+    // The single-peer path (the engine's, with the machine confirmed gone) obeys it too, as
+    // long as the minimum has not passed since the first sighting.
+    if t0.elapsed() < min / 2 {
+        match r.reclaim_peer(pn(5), true).await {
+            Err(fleetscale_weave::WeaveError::Refused {
+                kind: RefusalReason::TooRecentlyUnreachable,
+                ..
+            }) => {}
+            // A machine slow enough for the minimum to pass meanwhile may reclaim here.
+            other => assert!(t0.elapsed() >= min, "{other:?}"),
+        }
+    }
+
+    // Later passes reclaim it once the minimum has passed, never before, exactly once.
+    let (reclaimed, at, refusals) = if w.emu.rmpeer_log().is_empty() {
+        pass_until_reclaimed(&r, pn(5)).await
+    } else {
+        (vec![(pn(5), owned5)], Instant::now(), Vec::new())
+    };
+    assert_eq!(reclaimed, [(pn(5), owned5)]);
+    assert!(at.duration_since(t0) >= min, "reclaimed before the minimum");
+    assert!(
+        refusals
+            .iter()
+            .all(|k| *k == RefusalReason::TooRecentlyUnreachable),
+        "{refusals:?}"
+    );
+    for _ in 0..3 {
+        let p = r.run_once().await;
+        assert!(p.reclaimed.is_empty() && p.errors.is_empty(), "{p:?}");
+    }
+    let log = w.emu.rmpeer_log();
+    assert_eq!(log.len(), 1, "exactly once: {log:?}");
+    assert_eq!(log[0].by, pn(1));
+    assert_eq!(log[0].taken_over, owned5);
+    assert!(w.emu.duplicate_ownership().is_empty());
+    // A fresh process (a restart) starts its own clock but the ledger says it is done.
+    let p = Reclaimer::new(w.reclaim_config(1, "l.jsonl").with_min_unreachable(min))
+        .unwrap()
+        .run_once()
+        .await;
+    assert!(p.reclaimed.is_empty() && p.errors.is_empty(), "{p:?}");
+    assert_eq!(w.emu.rmpeer_log().len(), 1);
+}
+
+#[tokio::test]
+async fn a_peer_seen_reachable_again_restarts_its_clock() {
+    let w = World::new(EmulatorConfig::default()).await;
+    let m = w.membership(None);
+    w.join_both(&m).await;
+    let owned5 = w.emu.owned(pn(1), pn(5));
+    // A flapping link: dyn5 drops out of the fixed cluster's topology while the inventory (here
+    // wrongly) already says its host is gone.
+    w.inventory.remove("dyn5");
+    w.emu.partition(pn(5)).unwrap();
+    let min = Duration::from_secs(1);
+    let r = Reclaimer::new(w.reclaim_config(1, "l.jsonl").with_min_unreachable(min)).unwrap();
+    let p = r.run_once().await;
+    assert_eq!(
+        p.refused[0].1,
+        RefusalReason::TooRecentlyUnreachable,
+        "{p:?}"
+    );
+    // Longer than the minimum later, the link is back for one observation...
+    tokio::time::sleep(min + Duration::from_millis(200)).await;
+    w.emu.heal(pn(5)).unwrap();
+    let p = r.run_once().await;
+    assert!(p.unreachable.is_empty() && p.refused.is_empty(), "{p:?}");
+    // ...and drops again: the clock starts from zero, so this is no reclaim.
+    w.emu.partition(pn(5)).unwrap();
+    let t1 = Instant::now();
+    let p = r.run_once().await;
+    assert!(p.reclaimed.is_empty(), "{p:?}");
+    assert_eq!(
+        p.refused[0].1,
+        RefusalReason::TooRecentlyUnreachable,
+        "{p:?}"
+    );
+    assert!(w.emu.rmpeer_log().is_empty());
+    // The host really dies now; it is reclaimed once the minimum has passed since it was
+    // last seen reachable.
+    w.emu.kill(pn(5)).unwrap();
+    let (reclaimed, at, _) = pass_until_reclaimed(&r, pn(5)).await;
+    assert_eq!(reclaimed, [(pn(5), owned5)]);
+    assert!(at.duration_since(t1) >= min);
+    assert_eq!(w.emu.rmpeer_log().len(), 1);
+    assert!(w.emu.duplicate_ownership().is_empty());
+}
+
+#[tokio::test]
+async fn the_membership_reclaim_waits_for_the_minimum_too() {
+    let w = World::new(EmulatorConfig::default()).await;
+    let min = Duration::from_secs(1);
+    let reclaimer =
+        Arc::new(Reclaimer::new(w.reclaim_config(1, "l.jsonl").with_min_unreachable(min)).unwrap());
+    let m = w.membership(Some(reclaimer.clone()));
+    w.join_both(&m).await;
+    let owned5 = w.emu.owned(pn(1), pn(5));
+    w.emu.kill(pn(5)).unwrap();
+    w.inventory.remove("dyn5");
+    let member = m
+        .members()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|x| x.name == pn(5).to_string())
+        .unwrap();
+    assert!(!member.reachable && member.owned > 0);
+    // What the engine does each tick for a lost member: the first call starts the clock.
+    let t0 = Instant::now();
+    let e = m.reclaim(&member).await.unwrap_err();
+    assert!(matches!(e, Error::Refused { .. }), "{e}");
+    assert!(e.to_string().contains("less than the minimum"), "{e}");
+    assert!(w.emu.rmpeer_log().is_empty());
+    // Later ticks: refused until the minimum has passed, then reclaimed once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let out = loop {
+        match m.reclaim(&member).await {
+            Ok(o) => break o,
+            Err(Error::Refused { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+        assert!(Instant::now() < deadline, "never reclaimed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(t0.elapsed() >= min);
+    assert_eq!(out.reclaimed, owned5);
+    assert!(!out.already_reclaimed);
+    let again = m.reclaim(&member).await.unwrap();
+    assert!(again.already_reclaimed && again.reclaimed == 0);
+    assert_eq!(w.emu.rmpeer_log().len(), 1);
+    assert_eq!(
+        reclaimer.metrics().snapshot().reclaims,
+        1,
+        "exactly one rmpeer"
+    );
 }
