@@ -465,11 +465,18 @@ pub fn apply_plan(inventory: &[Machine], plan: &Plan) -> Vec<Machine> {
 /// final pass for the destroys.
 fn apply_actions(inventory: &[Machine], actions: &[Action]) -> Vec<Machine> {
     let mut out: Vec<Machine> = inventory.to_vec();
-    let index: HashMap<MachineId, usize> = out
+    // The index is only needed (and only paid for) when machines change state.
+    let index: HashMap<MachineId, usize> = if actions
         .iter()
-        .enumerate()
-        .map(|(i, m)| (m.id.clone(), i))
-        .collect();
+        .any(|a| matches!(a.kind(), ActionKind::Start | ActionKind::Stop))
+    {
+        out.iter()
+            .enumerate()
+            .map(|(i, m)| (m.id.clone(), i))
+            .collect()
+    } else {
+        HashMap::new()
+    };
     let mut gone: HashSet<&MachineId> = HashSet::new();
     let mut fresh = Vec::new();
     for action in actions {
@@ -506,5 +513,8 @@ fn apply_actions(inventory: &[Machine], actions: &[Action]) -> Vec<Machine> {
 }
 
 fn project(inventory: &[Machine], actions: &[Action]) -> Counts {
+    if actions.is_empty() {
+        return Counts::of(inventory);
+    }
     Counts::of(&apply_actions(inventory, actions))
 }
