@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,6 +28,11 @@ pub const DEFAULT_PROCESS_GROUP: &str = "app";
 /// states documentation (`machines/machine-states`) suggests treating a machine as stuck in a
 /// transitional state.
 pub const DEFAULT_LAUNCH_GRACE: Duration = Duration::from_secs(5 * 60);
+
+/// Default of [`FlyScalerConfig::template_max_age`]: 30 s, two default engine intervals
+/// (15 s): long enough for every create of a tick, short enough that a manual `create` long
+/// after the last `list` reads the template afresh.
+pub const DEFAULT_TEMPLATE_MAX_AGE: Duration = Duration::from_secs(30);
 
 /// How [`FlyScaler::destroy`] takes a machine down.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,6 +87,11 @@ pub struct FlyScalerConfig {
     /// reported as [`MachineState::Starting`] (see [`FlyScaler`], "Launching creates").
     /// Default [`DEFAULT_LAUNCH_GRACE`] (5 minutes).
     pub launch_grace: Duration,
+    /// How long the machines of the last [`list`](Scaler::list) may serve as templates for
+    /// `create` instead of reading the template again (see [`FlyScaler`], "Templates").
+    /// Default [`DEFAULT_TEMPLATE_MAX_AGE`] (30 s); `Duration::ZERO` reads the template for
+    /// every create.
+    pub template_max_age: Duration,
 }
 
 impl FlyScalerConfig {
@@ -95,6 +105,7 @@ impl FlyScalerConfig {
             lease_ttl: Duration::from_secs(60),
             suspend_wait: Duration::from_secs(60),
             launch_grace: DEFAULT_LAUNCH_GRACE,
+            template_max_age: DEFAULT_TEMPLATE_MAX_AGE,
         }
     }
 
@@ -159,7 +170,8 @@ impl FlyScalerConfig {
 ///   `started` (returned and listed as `starting` while Fly still shows `created`, see
 ///   "Launching creates"), `stopped` (`skip_launch`, the machine stays `created`) or `suspended` (created
 ///   started, waited for `started`, then suspended; if that wait or suspend fails the machine
-///   is returned as it is, with a warning). Never retried.
+///   is returned as it is, with a warning). Never retried. The template comes from the last
+///   list when recent (see "Templates").
 /// - `start`/`stop`/`suspend` read the machine first and do nothing when it is already there
 ///   or on its way (idempotent; a launching create is on its way to started); `stop` of a suspended, created or failed machine is a no-op
 ///   (it is not running, and stopping a suspended machine would discard its snapshot).
@@ -168,6 +180,20 @@ impl FlyScalerConfig {
 ///   when configured). On failure the lease is released. A cancelled destroy leaves at most a
 ///   lease that expires after [`FlyScalerConfig::lease_ttl`]. Only the named machine is
 ///   touched; a machine of another group is refused.
+///
+/// # Templates
+/// The engine lists the machines right before it plans, and the planner names a listed machine
+/// as the template of its creates, so `create` takes the template from the scaler's last
+/// successful `list` (its config, `image_ref` and region as listed) when that list is younger
+/// than [`FlyScalerConfig::template_max_age`] (30 s by default) and holds the template in a
+/// usable state (not destroyed or destroying, healthy host). A scale-up of N machines then
+/// costs the tick's list and N creates, instead of a `GET` of the template (and, for apps
+/// whose machines carry no process-group label, another list) before every create. Otherwise
+/// (no recent list, template not in it) the template is read as before. A failed create
+/// forgets the listing, so the creates after it read the template afresh. The listing is held
+/// until the next list replaces it (about one list answer of memory per scaler). A template
+/// changed between the list and the create (a deploy that `updates` it; the deploy guard
+/// skips such ticks) is cloned as listed, as it would have been a moment earlier.
 ///
 /// # Deploy guard
 /// With [`FlyScaler::with_release_guard`], [`Scaler::paused`] asks Fly's GraphQL API for the
@@ -188,6 +214,9 @@ pub struct FlyScaler {
     /// Machines created to be started, by id, with the time of the create (see "Launching
     /// creates" above). Never held across an `.await`.
     launching: Mutex<HashMap<String, Instant>>,
+    /// The group's machines from the last successful list, and when they were listed (see
+    /// "Templates" above). Never held across an `.await`.
+    listed: Mutex<Option<(Instant, Arc<Vec<FlyMachine>>)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -229,6 +258,7 @@ impl FlyScaler {
             next_region: AtomicUsize::new(0),
             release_guard: None,
             launching: Mutex::new(HashMap::new()),
+            listed: Mutex::new(None),
         })
     }
 
@@ -394,11 +424,60 @@ impl FlyScaler {
         template.region.clone()
     }
 
-    async fn template(&self, requested: Option<&MachineId>) -> Result<FlyMachine> {
-        if let Some(id) = requested {
-            return self.get_ours(id).await;
+    /// Keeps a fresh listing of the group for templates.
+    fn remember_listing(&self, machines: Arc<Vec<FlyMachine>>) {
+        *lock(&self.listed) = Some((Instant::now(), machines));
+    }
+
+    /// Forgets the listing (after a failed create).
+    fn forget_listing(&self) {
+        *lock(&self.listed) = None;
+    }
+
+    /// The last listing, if younger than the configured maximum age.
+    fn recent_listing(&self) -> Option<Arc<Vec<FlyMachine>>> {
+        let max_age = self.config.template_max_age;
+        let mut listed = lock(&self.listed);
+        match &*listed {
+            Some((at, ms)) if at.elapsed() < max_age => Some(ms.clone()),
+            Some(_) => {
+                *listed = None;
+                None
+            }
+            None => None,
         }
-        let group = self.list_fly().await?;
+    }
+
+    async fn template(&self, requested: Option<&MachineId>) -> Result<FlyMachine> {
+        let recent = self.recent_listing();
+        if let Some(id) = requested {
+            // The same checks as `get_ours`; anything unusual is read afresh.
+            let usable = recent.as_ref().and_then(|ms| {
+                ms.iter().find(|m| {
+                    m.id == id.as_str()
+                        && manageable(m)
+                        && !matches!(
+                            m.state,
+                            FlyState::Destroyed
+                                | FlyState::Destroying
+                                | FlyState::Replaced
+                                | FlyState::Migrated
+                        )
+                })
+            });
+            return match usable {
+                Some(m) => Ok(m.clone()),
+                None => self.get_ours(id).await,
+            };
+        }
+        let group = match recent {
+            Some(ms) => ms,
+            None => {
+                let ms = Arc::new(self.list_fly().await?);
+                self.remember_listing(ms.clone());
+                ms
+            }
+        };
         let healthy = |m: &&FlyMachine| {
             manageable(m)
                 && !matches!(
@@ -501,10 +580,12 @@ impl Scaler for FlyScaler {
     async fn list(&self) -> Result<Vec<Machine>> {
         let ms = self.list_fly().await?;
         let launching = self.prune_launching(&ms);
-        Ok(ms
+        let out = ms
             .iter()
             .map(|m| self.to_core_launching(m, launching.contains(&m.id)))
-            .collect())
+            .collect();
+        self.remember_listing(Arc::new(ms));
+        Ok(out)
     }
 
     /// With the deploy guard: one GraphQL query of the app's current release;
@@ -527,7 +608,8 @@ impl Scaler for FlyScaler {
         }
     }
 
-    /// Clones the template (see the type docs). Exactly one create call; never retried.
+    /// Clones the template (see the type docs): the template from the last list when it is
+    /// recent, else one read of it; then exactly one create call, never retried.
     async fn create(&self, request: &CreateRequest) -> Result<Machine> {
         let template = self.template(request.template.as_ref()).await?;
         let mut config = template.config.clone().unwrap_or(Value::Null);
@@ -566,7 +648,13 @@ impl Scaler for FlyScaler {
             skip_launch: (request.initial_state == InitialState::Stopped).then_some(true),
             ..CreateMachineRequest::default()
         };
-        let created = self.client.create_machine(self.app(), &body).await?;
+        let created = match self.client.create_machine(self.app(), &body).await {
+            Ok(m) => m,
+            Err(e) => {
+                self.forget_listing();
+                return Err(e.into());
+            }
+        };
         tracing::info!(app = %self.app(), id = %created.id, region = ?created.region,
             template = %template.id, initial_state = request.initial_state.as_str(), "machine created");
         let launching =

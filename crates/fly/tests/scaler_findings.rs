@@ -13,8 +13,11 @@ use std::time::Duration;
 
 use common::{app_config, client, eventually, seed_app, server};
 use fleetscale_core::plan::{plan_actions, Action, ActionKind, Plan, PlanOptions};
-use fleetscale_core::{Bounds, Destination, InitialState, MachineState, Scaler, Targets};
-use fleetscale_fly::fake::{Delays, FakeConfig, FakeFly, FakeFlyServer};
+use fleetscale_core::{
+    Bounds, CreateRequest, Destination, Error, InitialState, MachineId, MachineState, Scaler,
+    Targets,
+};
+use fleetscale_fly::fake::{Delays, FakeConfig, FakeFly, FakeFlyServer, Fault, FaultKind};
 use fleetscale_fly::types::{CreateMachineRequest, StopRequest};
 use fleetscale_fly::{FlyScaler, FlyScalerConfig, FlyState, MachinesClient};
 
@@ -27,11 +30,11 @@ async fn wait_state(fake: &FakeFly, id: &str, state: FlyState) {
     .await;
 }
 
-async fn add_machine(c: &MachinesClient) -> String {
+async fn add_machine(c: &MachinesClient, group: Option<&str>) -> String {
     c.create_machine(
         APP,
         &CreateMachineRequest {
-            config: app_config(None),
+            config: app_config(group),
             region: Some("ams".into()),
             ..Default::default()
         },
@@ -77,8 +80,8 @@ async fn two_started_one_stopped(fake_delays_after: Delays) -> (FakeFlyServer, F
     let srv = server(FakeConfig::instant()).await;
     let c = client(&srv);
     let first = seed_app(&c, APP, None).await.id;
-    let second = add_machine(&c).await;
-    let third = add_machine(&c).await;
+    let second = add_machine(&c, None).await;
+    let third = add_machine(&c, None).await;
     for id in [&first, &second, &third] {
         wait_state(srv.fake(), id, FlyState::Started).await;
     }
@@ -181,5 +184,133 @@ async fn a_launch_that_never_happens_is_counted_as_created_again_after_the_grace
     );
     let p2 = tick(&s, &targets(4)).await;
     assert_eq!(p2.count(ActionKind::Start), 2, "{:?}", p2.actions);
+    srv.shutdown().await;
+}
+
+/// `(list calls, GETs of one machine, create POSTs)` in the fake's request log.
+fn calls(fake: &FakeFly) -> (usize, usize, usize) {
+    let log = fake.request_log();
+    let is_list = |p: &str| p.ends_with("/machines");
+    (
+        log.iter()
+            .filter(|r| r.method == "GET" && is_list(&r.path))
+            .count(),
+        log.iter()
+            .filter(|r| r.method == "GET" && r.path.contains("/machines/"))
+            .count(),
+        log.iter()
+            .filter(|r| r.method == "POST" && is_list(&r.path))
+            .count(),
+    )
+}
+
+#[tokio::test]
+async fn a_bulk_scale_up_costs_one_list_and_one_post_per_create() {
+    for group in [Some("app"), None] {
+        let srv = server(FakeConfig::instant()).await;
+        let c = client(&srv);
+        let first = seed_app(&c, APP, group).await.id;
+        wait_state(srv.fake(), &first, FlyState::Started).await;
+        let fake = srv.fake();
+        let s = FlyScaler::new(c.clone(), FlyScalerConfig::new(APP)).unwrap();
+        fake.clear_request_log();
+        let up = Targets {
+            created: Bounds::exactly(6),
+            started: Bounds::NONE,
+        };
+        let p = tick(&s, &up).await;
+        assert_eq!(p.count(ActionKind::Create), 5);
+        assert!(p.actions.iter().all(|a| matches!(a,
+            Action::Create { request, .. } if request.template.as_ref().map(MachineId::as_str) == Some(first.as_str()))));
+        assert_eq!(
+            calls(fake),
+            (1, 0, 5),
+            "group {group:?}: the tick's list, then one POST per create and no template read"
+        );
+        assert_eq!(fake.machines(APP).len(), 6);
+        // Every clone carries the template's config with the image pinned.
+        let pinned = fake
+            .machine(APP, &first)
+            .unwrap()
+            .image_ref
+            .unwrap()
+            .full_ref()
+            .unwrap();
+        for m in fake.machines(APP).iter().filter(|m| m.id != first) {
+            let cfg = m.config.clone().unwrap();
+            assert_eq!(cfg["image"], serde_json::json!(pinned));
+            assert_eq!(cfg["env"]["FOO"], serde_json::json!("bar"));
+        }
+        srv.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn the_template_is_read_again_without_a_fresh_list_or_after_a_failed_create() {
+    let srv = server(FakeConfig::instant()).await;
+    let c = client(&srv);
+    let first = seed_app(&c, APP, Some("app")).await.id;
+    wait_state(srv.fake(), &first, FlyState::Started).await;
+    let fake = srv.fake();
+    let template = CreateRequest {
+        template: Some(MachineId::new(first.clone())),
+        ..CreateRequest::default()
+    };
+
+    // A scaler that never listed reads the template.
+    let s = FlyScaler::new(c.clone(), FlyScalerConfig::new(APP)).unwrap();
+    fake.clear_request_log();
+    s.create(&template).await.unwrap();
+    assert_eq!(calls(fake), (0, 1, 1));
+
+    // After a list, the listed template is used.
+    s.list().await.unwrap();
+    fake.clear_request_log();
+    s.create(&template).await.unwrap();
+    assert_eq!(calls(fake), (0, 0, 1));
+
+    // A failed create forgets it: the next create reads the template again.
+    fake.inject(
+        Fault::new(FaultKind::Status {
+            status: 422,
+            body: r#"{"error":"invalid config"}"#.into(),
+        })
+        .method("POST")
+        .path("/machines"),
+    );
+    fake.clear_request_log();
+    let e = s.create(&template).await.unwrap_err();
+    assert!(matches!(e, Error::InvalidRequest { .. }), "{e}");
+    s.create(&template).await.unwrap();
+    assert_eq!(calls(fake), (0, 1, 2));
+
+    // A template that is not in the last list (here: created since) is read.
+    let newer = add_machine(&c, Some("app")).await;
+    s.list().await.unwrap();
+    let other = add_machine(&c, Some("app")).await;
+    fake.clear_request_log();
+    for id in [&newer, &other] {
+        s.create(&CreateRequest {
+            template: Some(MachineId::new(id.clone())),
+            ..CreateRequest::default()
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(calls(fake), (0, 1, 2), "only the unlisted template is read");
+
+    // A listing older than `template_max_age` is not used (zero: never).
+    let always = FlyScaler::new(
+        c.clone(),
+        FlyScalerConfig {
+            template_max_age: Duration::ZERO,
+            ..FlyScalerConfig::new(APP)
+        },
+    )
+    .unwrap();
+    always.list().await.unwrap();
+    fake.clear_request_log();
+    always.create(&template).await.unwrap();
+    assert_eq!(calls(fake), (0, 1, 1));
     srv.shutdown().await;
 }
