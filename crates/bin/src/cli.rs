@@ -205,9 +205,15 @@ pub struct ReclaimArgs {
     #[arg(long, default_value = "/var/lib/fleetscale/weave-reclaim.ledger")]
     pub ledger: PathBuf,
     /// Reclaim a peer unreachable for this long (without an inventory, the only signal that
-    /// it is gone).
+    /// it is gone). At least --min-unreachable.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub grace: Option<Duration>,
+    /// Never reclaim a peer before it has been seen unreachable, continuously, for this long
+    /// (two of Weave's 30 s gossip intervals by default, so that gossip and the mesh settle and
+    /// a flapping link is not taken for a dead peer). The clock is kept in memory: a restart
+    /// restarts it. 0s reclaims at first sight.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub min_unreachable: Duration,
     /// Time between passes.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub interval: Duration,

@@ -177,7 +177,7 @@ pub async fn fake_weave(a: FakeWeaveArgs) -> Result<()> {
     }
     println!("try: curl {}/status/ipam", rows[0].3);
     println!(
-        "reclaimer: fleetscale weave reclaim{fixed_flags} --grace 30s --ledger /tmp/reclaim.ledger"
+        "reclaimer: fleetscale weave reclaim{fixed_flags} --min-unreachable 10s --grace 30s --ledger /tmp/reclaim.ledger"
     );
     let signal = wait_for_signal().await;
     println!("{signal}: shutting down");
@@ -290,6 +290,7 @@ pub async fn weave_reclaim(a: ReclaimArgs) -> Result<i32> {
     let mut config = ReclaimConfig::new(fixed, designated, a.ledger.clone());
     config.interval = a.interval;
     config.grace = a.grace;
+    config.min_unreachable = a.min_unreachable;
     let reclaimer = Arc::new(Reclaimer::new(config)?);
     if a.once {
         let report = reclaimer.run_once().await;

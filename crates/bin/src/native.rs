@@ -184,6 +184,10 @@ pub struct WeaveSection {
     /// The designated reclaimer (default: the first fixed peer).
     #[serde(default)]
     pub designated: Option<PeerName>,
+    /// Minimum time a lost member must have been seen unreachable, continuously, before it is
+    /// reclaimed (default 60s; see `fleetscale_weave::ReclaimConfig::min_unreachable`).
+    #[serde(default, with = "humantime_serde")]
+    pub min_unreachable: Option<Duration>,
 }
 
 /// One `[[target]]`.
@@ -543,9 +547,12 @@ impl NativeTargets {
                                 .ok_or_else(|| {
                                     fleetscale_core::Error::config("weave.fixed is empty")
                                 })?;
-                            let rc =
+                            let mut rc =
                                 ReclaimConfig::new(w.fixed.clone(), designated, ledger.clone())
                                     .with_inventory(scaler.clone());
+                            if let Some(d) = w.min_unreachable {
+                                rc = rc.with_min_unreachable(d);
+                            }
                             mc = mc.with_reclaimer(Arc::new(Reclaimer::new(rc)?));
                         }
                         let m: Arc<dyn ClusterMembership> = Arc::new(WeaveMembership::new(mc)?);
@@ -894,6 +901,10 @@ token = "${TOKEN}"
         let w = cfg.targets[0].get_ref().weave.as_ref().unwrap();
         assert_eq!(w.router_port, 6784);
         assert_eq!(w.fixed.len(), 1);
+        assert_eq!(w.min_unreachable, None, "the reclaimer's default applies");
+        let cfg = parse(&format!("{weave}min_unreachable = \"90s\"\n")).unwrap();
+        let w = cfg.targets[0].get_ref().weave.as_ref().unwrap();
+        assert_eq!(w.min_unreachable, Some(Duration::from_secs(90)));
     }
 
     #[test]

@@ -50,7 +50,14 @@ async fn reclaim_daemon_reclaims_a_vanished_peer_exactly_once() {
         c
     };
 
-    let mut proc = Proc::spawn(reclaim_cmd(&["--grace", "1s", "--interval", "300ms"]));
+    let mut proc = Proc::spawn(reclaim_cmd(&[
+        "--grace",
+        "1s",
+        "--min-unreachable",
+        "1s",
+        "--interval",
+        "300ms",
+    ]));
     let stderr = proc.stderr.clone();
     let logs = move || stderr.lock().unwrap().join("\n");
     let rmpeers_of_dyn4 = || {
@@ -88,7 +95,13 @@ async fn reclaim_daemon_reclaims_a_vanished_peer_exactly_once() {
     assert!(proc.wait(Duration::from_secs(60)).success(), "{}", logs());
 
     // A one-shot pass afterwards: nothing left to reclaim, exit 0, no second rmpeer.
-    let (status, out, err) = run(reclaim_cmd(&["--grace", "1s", "--once"]));
+    let (status, out, err) = run(reclaim_cmd(&[
+        "--grace",
+        "1s",
+        "--min-unreachable",
+        "1s",
+        "--once",
+    ]));
     assert!(status.success(), "{out}\n{err}");
     let report: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON report");
     assert_eq!(report["reclaimed"], serde_json::json!([]), "{out}");
