@@ -9,13 +9,22 @@
 //! a lease nonce (a repeated destroy of the same leased machine cannot hit another machine and
 //! answers 404 once it is gone).
 //!
-//! **`create` is never retried**, whatever the error: a create whose answer was lost may have
-//! created a machine, and repeating it would overshoot. fly-autoscaler's create loop retried
-//! forever on any error without decrementing its counter (`reconciler.go` `createN`, PR #37
-//! closed unmerged), spinning on capacity, auth or timeout errors; here a failed create is
-//! returned to the caller once and the next tick re-reads the inventory. Lease *acquisition*
-//! and app creation are not retried either (a lost answer would leave us unable to use what
-//! we got, or create twice).
+//! **`create` is retried only when answered 429**, never after any other error: a create whose
+//! answer was lost (timeout, connection dropped after the request was sent) or that failed on
+//! the server side (5xx: the machine may exist) may have created a machine, and repeating it
+//! would overshoot. A 429 is different: it is the rate limiter's refusal, given *instead of*
+//! executing the request (RFC 6585 §4: the client "has sent too many requests in a given
+//! amount of time"; Fly documents per-action limits for the Machines API, and the fake answers
+//! 429 before touching its state), so the create did not happen and repeating it after
+//! `Retry-After` cannot create twice. It is retried like any other call: up to
+//! [`RetryConfig::max_attempts`], waiting `Retry-After` (a longer wait than
+//! [`RetryConfig::max_retry_after`] is returned to the caller instead) or the backoff without
+//! one, paced again. A 429 whose body says `insufficient_capacity` is a capacity error, not
+//! retried. fly-autoscaler's create loop retried forever on any error without decrementing its
+//! counter (`reconciler.go` `createN`, PR #37 closed unmerged), spinning on capacity, auth or
+//! timeout errors; here any other failed create is returned to the caller once and the next
+//! tick re-reads the inventory. Lease *acquisition* and app creation are not retried (a lost
+//! answer would leave us unable to use what we got, or create twice).
 //!
 //! # Timeouts and cancellation
 //! Every attempt runs under [`ClientConfig::timeout`] (for `wait`, the wait timeout plus that).
@@ -144,7 +153,11 @@ impl WaitOptions {
 /// Whether a call may be repeated after a transient failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Retry {
+    /// Any transient failure ([`FlyError::is_transient`]).
     Idempotent,
+    /// Only a 429 (the request was refused, not executed): creates.
+    RateLimitedOnly,
+    /// Never.
     Never,
 }
 
@@ -285,7 +298,8 @@ impl MachinesClient {
         self.json(call).await
     }
 
-    /// `POST /v1/apps/{app}/machines`. **Never retried** (see the module docs).
+    /// `POST /v1/apps/{app}/machines`. **Retried only when answered 429** (not executed; see
+    /// the module docs); never after a 5xx, a timeout or a connection error.
     ///
     /// # Errors
     /// [`FlyError::InsufficientCapacity`], [`FlyError::NameTaken`],
@@ -303,7 +317,7 @@ impl MachinesClient {
             query: Vec::new(),
             body: Some(body),
             nonce: None,
-            retry: Retry::Never,
+            retry: Retry::RateLimitedOnly,
             pace: Some(("create", app.to_owned(), self.config.pacing.create)),
             timeout: self.config.timeout,
         };
@@ -616,7 +630,7 @@ impl MachinesClient {
         let path = url.path().to_owned();
         let retry_cfg = &self.config.retry;
         let max_attempts = match call.retry {
-            Retry::Idempotent => retry_cfg.max_attempts.max(1),
+            Retry::Idempotent | Retry::RateLimitedOnly => retry_cfg.max_attempts.max(1),
             Retry::Never => 1,
         };
         let mut attempt = 0u32;
@@ -632,7 +646,12 @@ impl MachinesClient {
                 Ok(ok) => return Ok(ok),
                 Err(e) => e,
             };
-            if attempt >= max_attempts || !err.is_transient() {
+            let retryable = match call.retry {
+                Retry::Idempotent => err.is_transient(),
+                Retry::RateLimitedOnly => matches!(err, FlyError::RateLimited { .. }),
+                Retry::Never => false,
+            };
+            if attempt >= max_attempts || !retryable {
                 return Err(err);
             }
             let delay = match &err {

@@ -296,7 +296,8 @@ impl FlyError {
 
     /// Whether the same call may succeed if repeated *and the call is idempotent*: 429,
     /// 502/503/504, transport errors and timeouts. The client consults this only for
-    /// idempotent calls.
+    /// idempotent calls; creates are retried on [`FlyError::RateLimited`] alone (a 429 was not
+    /// executed, see [`crate::client`]).
     pub fn is_transient(&self) -> bool {
         match self {
             FlyError::RateLimited { .. } | FlyError::Transport { .. } => true,

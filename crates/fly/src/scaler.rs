@@ -170,7 +170,8 @@ impl FlyScalerConfig {
 ///   `started` (returned and listed as `starting` while Fly still shows `created`, see
 ///   "Launching creates"), `stopped` (`skip_launch`, the machine stays `created`) or `suspended` (created
 ///   started, waited for `started`, then suspended; if that wait or suspend fails the machine
-///   is returned as it is, with a warning). Never retried. The template comes from the last
+///   is returned as it is, with a warning). Retried only when answered 429 (not executed, see
+///   [`crate::client`]), never after other errors. The template comes from the last
 ///   list when recent (see "Templates").
 /// - `start`/`stop`/`suspend` read the machine first and do nothing when it is already there
 ///   or on its way (idempotent; a launching create is on its way to started); `stop` of a suspended, created or failed machine is a no-op
@@ -609,7 +610,8 @@ impl Scaler for FlyScaler {
     }
 
     /// Clones the template (see the type docs): the template from the last list when it is
-    /// recent, else one read of it; then exactly one create call, never retried.
+    /// recent, else one read of it; then one create call, repeated only when answered 429 (the
+    /// request was not executed; see [`crate::client`]), so at most one machine is created.
     async fn create(&self, request: &CreateRequest) -> Result<Machine> {
         let template = self.template(request.template.as_ref()).await?;
         let mut config = template.config.clone().unwrap_or(Value::Null);

@@ -785,7 +785,7 @@ async fn five_xx_is_retried_for_idempotent_calls_only() {
     assert!(matches!(e, FlyError::Server { .. }));
     assert_eq!(fake.request_log().len(), 1);
 
-    // A create is never retried, whatever the error.
+    // A create is never retried after an error that may follow its execution (429 only is).
     fake.clear_request_log();
     fake.inject(
         Fault::new(FaultKind::Status {

@@ -314,3 +314,86 @@ async fn the_template_is_read_again_without_a_fresh_list_or_after_a_failed_creat
     assert_eq!(calls(fake), (0, 1, 1));
     srv.shutdown().await;
 }
+
+fn post_statuses(fake: &FakeFly) -> Vec<u16> {
+    fake.request_log()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/machines"))
+        .map(|r| r.status)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_create_answered_429_is_retried_and_creates_exactly_one_machine() {
+    let srv = server(FakeConfig::instant()).await;
+    let c = client(&srv);
+    let first = seed_app(&c, APP, Some("app")).await.id;
+    wait_state(srv.fake(), &first, FlyState::Started).await;
+    let fake = srv.fake();
+    let s = FlyScaler::new(c.clone(), FlyScalerConfig::new(APP)).unwrap();
+    let post_429 = |retry_after: Option<&str>| {
+        Fault::new(FaultKind::RateLimited {
+            retry_after: retry_after.map(str::to_owned),
+        })
+        .method("POST")
+        .path("/machines")
+    };
+
+    // 429 with `Retry-After: 0`, then with no header (backoff): each retried once.
+    let mut machines = 1;
+    for retry_after in [Some("0"), None] {
+        fake.inject(post_429(retry_after));
+        fake.clear_request_log();
+        let m = s.create(&CreateRequest::default()).await.unwrap();
+        machines += 1;
+        assert_eq!(post_statuses(fake), vec![429, 200], "{retry_after:?}");
+        assert_eq!(fake.machines(APP).len(), machines, "exactly one created");
+        assert!(fake.machine(APP, m.id.as_str()).is_some());
+    }
+
+    // A `Retry-After` beyond the client's maximum (5 s in these tests) is returned at once.
+    fake.inject(post_429(Some("60")));
+    fake.clear_request_log();
+    let e = s.create(&CreateRequest::default()).await.unwrap_err();
+    assert!(
+        matches!(e, Error::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(60)),
+        "{e}"
+    );
+    assert_eq!(post_statuses(fake), vec![429]);
+
+    // 429 on every attempt: as many POSTs as `max_attempts` (4), none executed.
+    fake.inject(post_429(Some("0")).times(10));
+    fake.clear_request_log();
+    let e = s.create(&CreateRequest::default()).await.unwrap_err();
+    assert!(matches!(e, Error::RateLimited { .. }), "{e}");
+    assert_eq!(post_statuses(fake), vec![429; 4]);
+    fake.clear_faults();
+    assert_eq!(fake.machines(APP).len(), machines, "nothing else created");
+
+    // Errors after which the create may have been executed are never retried.
+    for kind in [
+        FaultKind::Status {
+            status: 503,
+            body: r#"{"error":"service unavailable"}"#.into(),
+        },
+        FaultKind::Status {
+            status: 502,
+            body: "<html>bad gateway</html>".into(),
+        },
+        FaultKind::DropConnection,
+    ] {
+        fake.inject(
+            Fault::new(kind.clone())
+                .method("POST")
+                .path("/machines")
+                .times(10),
+        );
+        fake.clear_request_log();
+        let e = s.create(&CreateRequest::default()).await.unwrap_err();
+        assert!(e.is_retryable(), "{kind:?}: {e}");
+        assert_eq!(post_statuses(fake).len(), 1, "{kind:?}: one POST");
+        fake.clear_faults();
+    }
+    assert_eq!(fake.machines(APP).len(), machines);
+    srv.shutdown().await;
+}
