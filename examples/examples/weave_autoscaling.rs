@@ -155,7 +155,10 @@ pub async fn run() -> std::result::Result<Outcome, BoxError> {
     std::fs::create_dir_all(&dir)?;
     let reclaimer = Reclaimer::new(
         ReclaimConfig::new(fixed.clone(), pn(1), dir.join("ledger.jsonl"))
-            .with_inventory(pool.clone()),
+            .with_inventory(pool.clone())
+            // The emulator's gossip is instant, so reclaim at first sight; on a real cluster
+            // keep the default (60 s: two of Weave's gossip intervals).
+            .with_min_unreachable(Duration::ZERO),
     )?;
     let mut mc = WeaveMembershipConfig::new(fixed.clone())
         .with_runner(Arc::new(EmulatedHosts::new(emu.clone())))
