@@ -461,23 +461,10 @@ pub fn apply_plan(inventory: &[Machine], plan: &Plan) -> Vec<Machine> {
     apply_actions(inventory, &plan.actions)
 }
 
-/// [`apply_plan`] over a slice of actions, in O(machines + actions): one index by id, one
-/// final pass for the destroys.
+/// [`apply_plan`] over a slice of actions, in O(machines + actions): the changes are keyed by
+/// id (a map as large as the plan, not the fleet) and applied in one pass.
 fn apply_actions(inventory: &[Machine], actions: &[Action]) -> Vec<Machine> {
-    let mut out: Vec<Machine> = inventory.to_vec();
-    // The index is only needed (and only paid for) when machines change state.
-    let index: HashMap<MachineId, usize> = if actions
-        .iter()
-        .any(|a| matches!(a.kind(), ActionKind::Start | ActionKind::Stop))
-    {
-        out.iter()
-            .enumerate()
-            .map(|(i, m)| (m.id.clone(), i))
-            .collect()
-    } else {
-        HashMap::new()
-    };
-    let mut gone: HashSet<&MachineId> = HashSet::new();
+    let mut changes: HashMap<&MachineId, Option<MachineState>> = HashMap::new();
     let mut fresh = Vec::new();
     for action in actions {
         match action {
@@ -491,22 +478,28 @@ fn apply_actions(inventory: &[Machine], actions: &[Action]) -> Vec<Machine> {
                 m.region = request.region.clone();
                 fresh.push(m);
             }
-            Action::Start { id, .. } | Action::Stop { id, .. } => {
-                if let Some(&i) = index.get(id) {
-                    out[i].state = if action.kind() == ActionKind::Start {
-                        MachineState::Started
-                    } else {
-                        MachineState::Stopped
-                    };
-                }
+            Action::Start { id, .. } => {
+                changes.insert(id, Some(MachineState::Started));
+            }
+            Action::Stop { id, .. } => {
+                changes.insert(id, Some(MachineState::Stopped));
             }
             Action::Destroy { id, .. } => {
-                gone.insert(id);
+                changes.insert(id, None);
             }
         }
     }
-    if !gone.is_empty() {
-        out.retain(|m| !gone.contains(&m.id));
+    let mut out: Vec<Machine> = Vec::with_capacity(inventory.len() + fresh.len());
+    for m in inventory {
+        match changes.get(&m.id) {
+            None => out.push(m.clone()),
+            Some(None) => {}
+            Some(Some(state)) => {
+                let mut m = m.clone();
+                m.state = *state;
+                out.push(m);
+            }
+        }
     }
     out.extend(fresh);
     out
