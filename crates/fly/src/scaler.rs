@@ -13,7 +13,7 @@ use fleetscale_core::{
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::client::{DestroyOptions, MachinesClient, WaitOptions};
+use crate::client::{DestroyOptions, MachinesClient, WaitOptions, MAX_WAIT};
 use crate::error::FlyError;
 use crate::graphql::FlyGraphql;
 use crate::types::{CreateMachineRequest, FlyMachine, FlyState, ListOptions, StopRequest};
@@ -28,6 +28,12 @@ pub const DEFAULT_PROCESS_GROUP: &str = "app";
 /// states documentation (`machines/machine-states`) suggests treating a machine as stuck in a
 /// transitional state.
 pub const DEFAULT_LAUNCH_GRACE: Duration = Duration::from_secs(5 * 60);
+
+/// Default of [`FlyScalerConfig::lease_ttl`]: 10 s, shorter than the default engine interval
+/// (15 s), so a lease left behind by a destroy that failed and could not release it has expired
+/// before the next tick. Destroys refresh it while they wait for a stop, so the TTL does not
+/// bound how long a destroy may take.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 
 /// Default of [`FlyScalerConfig::template_max_age`]: 30 s, two default engine intervals
 /// (15 s): long enough for every create of a tick, short enough that a manual `create` long
@@ -78,7 +84,11 @@ pub struct FlyScalerConfig {
     pub regions: Vec<String>,
     /// How machines are destroyed.
     pub destroy: DestroyPolicy,
-    /// Lease TTL for destroys. Default 60 s (a cancelled destroy's lease expires by itself).
+    /// TTL of the lease a destroy takes. Default [`DEFAULT_LEASE_TTL`] (10 s). The destroy
+    /// refreshes it whenever half of it has passed (so a slow stop keeps the machine leased);
+    /// a lease left behind (cancelled destroy, failed release) blocks other clients for at
+    /// most this long. Values below 2 s cannot be refreshed in time (the API counts in
+    /// seconds).
     pub lease_ttl: Duration,
     /// For [`InitialState::Suspended`] creates: how long to wait for `started` before
     /// suspending (clamped to 60 s). Default 60 s.
@@ -102,7 +112,7 @@ impl FlyScalerConfig {
             process_group: Some(DEFAULT_PROCESS_GROUP.to_owned()),
             regions: Vec::new(),
             destroy: DestroyPolicy::default(),
-            lease_ttl: Duration::from_secs(60),
+            lease_ttl: DEFAULT_LEASE_TTL,
             suspend_wait: Duration::from_secs(60),
             launch_grace: DEFAULT_LAUNCH_GRACE,
             template_max_age: DEFAULT_TEMPLATE_MAX_AGE,
@@ -178,9 +188,22 @@ impl FlyScalerConfig {
 ///   (it is not running, and stopping a suspended machine would discard its snapshot).
 /// - `destroy` takes a lease, cordons and gracefully stops a running machine and waits for
 ///   `stopped` (per [`DestroyPolicy`]), then deletes it with the lease nonce (`force` only
-///   when configured). On failure the lease is released. A cancelled destroy leaves at most a
-///   lease that expires after [`FlyScalerConfig::lease_ttl`]. Only the named machine is
-///   touched; a machine of another group is refused.
+///   when configured). On failure the lease is released. Only the named machine is touched;
+///   a machine of another group is refused. See "Leases".
+///
+/// # Leases
+/// A destroy holds a lease of [`FlyScalerConfig::lease_ttl`] (10 s by default), refreshed
+/// whenever half of it has passed, so the machine stays leased however long the stop takes.
+/// While a lease is held, the API refuses every other client's mutations of the machine with
+/// 409, which the scaler reports as [`Error::Conflict`] (not retried: one refused call per
+/// operation, and the engine's next tick may try again). A lease outlives its destroy only
+/// when the destroy is cancelled or fails and its release fails too; it then expires after
+/// at most the TTL, before the next tick at the default 15 s interval. This scaler remembers
+/// such a lease (nonce and time, until it expires) and sends its nonce with its own `start`,
+/// `stop` and `suspend` of that machine and refreshes it for the next `destroy`, so a lease
+/// it left does not block it; other clients and other scaler values meet the 409 until it
+/// expires. A 409 answered to the release means the lease is not ours any more: nothing is
+/// remembered.
 ///
 /// # Templates
 /// The engine lists the machines right before it plans, and the planner names a listed machine
@@ -218,6 +241,9 @@ pub struct FlyScaler {
     /// The group's machines from the last successful list, and when they were listed (see
     /// "Templates" above). Never held across an `.await`.
     listed: Mutex<Option<(Instant, Arc<Vec<FlyMachine>>)>>,
+    /// Leases left by failed destroys whose release failed, by machine id, until they expire
+    /// (see "Leases" above). Never held across an `.await`.
+    leases: Mutex<HashMap<String, HeldLease>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -260,6 +286,7 @@ impl FlyScaler {
             release_guard: None,
             launching: Mutex::new(HashMap::new()),
             listed: Mutex::new(None),
+            leases: Mutex::new(HashMap::new()),
         })
     }
 
@@ -687,9 +714,10 @@ impl Scaler for FlyScaler {
         {
             return Ok(());
         }
+        let nonce = self.held_lease(id.as_str());
         match self
             .client
-            .start_machine(self.app(), id.as_str(), None)
+            .start_machine(self.app(), id.as_str(), nonce.as_deref())
             .await
         {
             Ok(_) => Ok(()),
@@ -716,9 +744,15 @@ impl Scaler for FlyScaler {
             | FlyState::LaunchFailed => return Ok(()),
             _ => {}
         }
+        let nonce = self.held_lease(id.as_str());
         match self
             .client
-            .stop_machine(self.app(), id.as_str(), &StopRequest::default(), None)
+            .stop_machine(
+                self.app(),
+                id.as_str(),
+                &StopRequest::default(),
+                nonce.as_deref(),
+            )
             .await
         {
             Ok(()) => Ok(()),
@@ -738,9 +772,10 @@ impl Scaler for FlyScaler {
         if matches!(m.state, FlyState::Suspended | FlyState::Suspending) {
             return Ok(());
         }
+        let nonce = self.held_lease(id.as_str());
         match self
             .client
-            .suspend_machine(self.app(), id.as_str(), None)
+            .suspend_machine(self.app(), id.as_str(), nonce.as_deref())
             .await
         {
             Ok(()) => Ok(()),
@@ -758,72 +793,63 @@ impl Scaler for FlyScaler {
     async fn destroy(&self, id: &MachineId) -> Result<()> {
         let m = self.get_ours(id).await?;
         let app = self.app();
-        let policy = &self.config.destroy;
-        let lease = match self
-            .client
-            .acquire_lease(
-                app,
-                id.as_str(),
-                self.config.lease_ttl,
-                Some("fleetscale destroy"),
-            )
-            .await
-        {
-            Ok(l) => l,
-            Err(e) if e.is_not_found() => return Err(self.not_found(id.as_str())),
-            Err(e) => return Err(e.into()),
+        let ttl = self.config.lease_ttl;
+        // Our own lease left by an earlier failed destroy is refreshed, not fought.
+        let since = Instant::now();
+        let acquired = match self.held_lease(id.as_str()) {
+            Some(nonce) => {
+                self.client
+                    .refresh_lease(app, id.as_str(), &nonce, ttl)
+                    .await
+            }
+            None => {
+                self.client
+                    .acquire_lease(app, id.as_str(), ttl, Some("fleetscale destroy"))
+                    .await
+            }
         };
-        let nonce = lease.nonce.clone();
-        let result = async {
-            let running = matches!(
-                m.state,
-                FlyState::Started | FlyState::Starting | FlyState::Restarting | FlyState::Stopping
-            );
-            if running && policy.cordon {
-                self.client.cordon(app, id.as_str(), Some(&nonce)).await?;
-            }
-            if running && policy.stop_first {
-                if m.state != FlyState::Stopping {
-                    let stop = StopRequest {
-                        signal: policy.stop_signal.clone(),
-                        timeout: policy
-                            .stop_timeout
-                            .map(|d| format!("{}s", d.as_secs().max(1))),
-                    };
-                    match self
-                        .client
-                        .stop_machine(app, id.as_str(), &stop, Some(&nonce))
-                        .await
-                    {
-                        Ok(()) | Err(FlyError::PreconditionFailed { .. }) => {}
-                        Err(e) => return Err(e),
-                    }
+        let mut lease = match acquired {
+            Ok(l) if !l.nonce.is_empty() => HeldLease {
+                nonce: l.nonce,
+                since,
+            },
+            Ok(_) => {
+                return Err(FlyError::UnexpectedState {
+                    id: id.to_string(),
+                    message: "the lease answer carries no nonce".into(),
                 }
-                let wait = WaitOptions::new("stopped", policy.stop_wait)
-                    .with_instance_id(m.instance_id.clone());
-                match self.client.wait_machine(app, id.as_str(), &wait).await {
-                    Ok(_) => {}
-                    Err(FlyError::WaitTimeout { .. }) if policy.force => {}
-                    Err(e) => return Err(e),
-                }
+                .into())
             }
-            let options = DestroyOptions {
-                force: policy.force,
-                kill: false,
-            };
-            self.client
-                .destroy_machine(app, id.as_str(), options, Some(&nonce))
-                .await
-        }
-        .await;
+            Err(e) => {
+                self.forget_lease(id.as_str());
+                return Err(if e.is_not_found() {
+                    self.not_found(id.as_str())
+                } else {
+                    e.into()
+                });
+            }
+        };
+        let result = self.destroy_leased(&m, &mut lease).await;
         match result {
             Ok(()) => {
+                self.forget_lease(id.as_str());
                 tracing::info!(app, id = %id, "machine destroyed");
                 Ok(())
             }
             Err(e) => {
-                if let Err(release) = self.client.release_lease(app, id.as_str(), &nonce).await {
-                    tracing::warn!(app, id = %id, error = %release, "could not release lease after failed destroy; it expires by itself");
+                match self
+                    .client
+                    .release_lease(app, id.as_str(), &lease.nonce)
+                    .await
+                {
+                    Ok(()) => self.forget_lease(id.as_str()),
+                    // Not (or no longer) ours: someone else holds the machine.
+                    Err(FlyError::LeaseConflict { .. }) => self.forget_lease(id.as_str()),
+                    Err(release) => {
+                        tracing::warn!(app, id = %id, error = %release, ttl = ?ttl,
+                            "could not release lease after failed destroy; it expires by itself, and this scaler uses it until then");
+                        self.keep_lease(id.as_str(), lease);
+                    }
                 }
                 if e.is_not_found() {
                     Err(self.not_found(id.as_str()))
@@ -835,7 +861,116 @@ impl Scaler for FlyScaler {
     }
 }
 
+/// A lease this scaler holds: its nonce and when it was (re)acquired (the request was sent at
+/// or after this instant, so the lease lives at least `lease_ttl` from it).
+#[derive(Clone, Debug)]
+struct HeldLease {
+    nonce: String,
+    since: Instant,
+}
+
 impl FlyScaler {
+    /// The steps of a destroy under `lease`: cordon, graceful stop and wait (refreshing the
+    /// lease whenever half its TTL has passed), delete with the nonce.
+    async fn destroy_leased(
+        &self,
+        m: &FlyMachine,
+        lease: &mut HeldLease,
+    ) -> std::result::Result<(), FlyError> {
+        let app = self.app();
+        let id = m.id.as_str();
+        let policy = &self.config.destroy;
+        let running = matches!(
+            m.state,
+            FlyState::Started | FlyState::Starting | FlyState::Restarting | FlyState::Stopping
+        );
+        if running && policy.cordon {
+            self.client.cordon(app, id, Some(&lease.nonce)).await?;
+        }
+        if running && policy.stop_first {
+            if m.state != FlyState::Stopping {
+                self.keep_alive(id, lease).await?;
+                let stop = StopRequest {
+                    signal: policy.stop_signal.clone(),
+                    timeout: policy
+                        .stop_timeout
+                        .map(|d| format!("{}s", d.as_secs().max(1))),
+                };
+                match self
+                    .client
+                    .stop_machine(app, id, &stop, Some(&lease.nonce))
+                    .await
+                {
+                    Ok(()) | Err(FlyError::PreconditionFailed { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            // Wait in chunks of half the lease TTL (at least 1 s, the API's unit), refreshing
+            // the lease in between, so a stop slower than the TTL keeps the machine leased.
+            let deadline = Instant::now() + policy.stop_wait.min(MAX_WAIT);
+            let chunk = Duration::from_secs((self.config.lease_ttl.as_secs() / 2).max(1));
+            loop {
+                self.keep_alive(id, lease).await?;
+                let left = deadline.saturating_duration_since(Instant::now());
+                let wait = WaitOptions::new("stopped", left.min(chunk))
+                    .with_instance_id(m.instance_id.clone());
+                match self.client.wait_machine(app, id, &wait).await {
+                    Ok(_) => break,
+                    Err(FlyError::WaitTimeout { .. }) if Instant::now() < deadline => {}
+                    Err(FlyError::WaitTimeout { .. }) if policy.force => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.keep_alive(id, lease).await?;
+        let options = DestroyOptions {
+            force: policy.force,
+            kill: false,
+        };
+        self.client
+            .destroy_machine(app, id, options, Some(&lease.nonce))
+            .await
+    }
+
+    /// Refreshes `lease` when half its TTL has passed (no call otherwise).
+    async fn keep_alive(
+        &self,
+        id: &str,
+        lease: &mut HeldLease,
+    ) -> std::result::Result<(), FlyError> {
+        let ttl = self.config.lease_ttl;
+        if lease.since.elapsed() < ttl / 2 {
+            return Ok(());
+        }
+        let since = Instant::now();
+        let fresh = self
+            .client
+            .refresh_lease(self.app(), id, &lease.nonce, ttl)
+            .await?;
+        if !fresh.nonce.is_empty() {
+            lease.nonce = fresh.nonce;
+        }
+        lease.since = since;
+        Ok(())
+    }
+
+    /// The nonce of a lease this scaler still holds on `id` (left by a failed destroy whose
+    /// release failed), while it has not expired.
+    fn held_lease(&self, id: &str) -> Option<String> {
+        let ttl = self.config.lease_ttl;
+        let mut leases = lock(&self.leases);
+        leases.retain(|_, l| l.since.elapsed() < ttl);
+        leases.get(id).map(|l| l.nonce.clone())
+    }
+
+    fn keep_lease(&self, id: &str, lease: HeldLease) {
+        lock(&self.leases).insert(id.to_owned(), lease);
+    }
+
+    fn forget_lease(&self, id: &str) {
+        lock(&self.leases).remove(id);
+    }
+
     /// Whether the machine is now in one of `states` (used after a 412 race).
     async fn now_in(&self, id: &MachineId, states: &[&str]) -> bool {
         match self.client.get_machine(self.app(), id.as_str()).await {

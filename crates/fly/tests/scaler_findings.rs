@@ -397,3 +397,148 @@ async fn a_create_answered_429_is_retried_and_creates_exactly_one_machine() {
     assert_eq!(fake.machines(APP).len(), machines);
     srv.shutdown().await;
 }
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn a_lease_left_by_a_failed_destroy_is_short_and_does_not_block_the_scaler() {
+    let srv = server(FakeConfig {
+        delays: Delays::uniform(Duration::from_millis(20)),
+        ..FakeConfig::instant()
+    })
+    .await;
+    let c = client(&srv);
+    let first = seed_app(&c, APP, Some("app")).await.id;
+    let b = add_machine(&c, Some("app")).await;
+    for id in [&first, &b] {
+        wait_state(srv.fake(), id, FlyState::Started).await;
+    }
+    let fake = srv.fake();
+    let s = FlyScaler::new(c.clone(), FlyScalerConfig::new(APP)).unwrap();
+    let id = MachineId::new(b.clone());
+
+    // The delete fails, and so does the release of the lease (500s are not retried).
+    fake.inject(
+        Fault::new(FaultKind::Status {
+            status: 500,
+            body: r#"{"error":"internal error"}"#.into(),
+        })
+        .method("DELETE")
+        .path(&b)
+        .times(2),
+    );
+    let e = s.destroy(&id).await.unwrap_err();
+    assert!(matches!(e, Error::Unavailable { .. }), "{e}");
+    let release = fake
+        .request_log()
+        .into_iter()
+        .filter(|r| r.method == "DELETE" && r.path.ends_with("/lease"))
+        .map(|r| r.status)
+        .collect::<Vec<_>>();
+    assert_eq!(release, vec![500], "the release failed");
+
+    // The lease left behind is short (the default TTL is 10 s).
+    let lease = c.get_lease(APP, &b).await.expect("a lease is left");
+    let expires = lease.expires_at.unwrap();
+    assert!(
+        expires <= unix_now() + 10,
+        "lease expires in {} s",
+        expires.saturating_sub(unix_now())
+    );
+
+    // Anyone else meets a lease conflict: `Error::Conflict`, one call, not retried.
+    let other = FlyScaler::new(c.clone(), FlyScalerConfig::new(APP)).unwrap();
+    fake.clear_request_log();
+    let e = other.start(&id).await.unwrap_err();
+    assert!(matches!(e, Error::Conflict { .. }), "{e}");
+    let e = other.destroy(&id).await.unwrap_err();
+    assert!(matches!(e, Error::Conflict { .. }), "{e}");
+    let log = fake.request_log();
+    let mutations: Vec<String> = log
+        .iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r.method,
+                r.path.rsplit('/').next().unwrap(),
+                r.status
+            )
+        })
+        .collect();
+    assert_eq!(mutations, vec!["POST start 409", "POST lease 409"]);
+
+    // The scaler that holds the lease is not blocked by it: it starts the machine, then
+    // destroys it, with its nonce.
+    fake.clear_request_log();
+    s.start(&id).await.unwrap();
+    wait_state(fake, &b, FlyState::Started).await;
+    s.destroy(&id).await.unwrap();
+    wait_state(fake, &b, FlyState::Destroyed).await;
+    let log = fake.request_log();
+    assert!(
+        log.iter()
+            .filter(|r| r.method != "GET")
+            .all(|r| r.status == 200 && r.nonce.is_some()),
+        "{log:#?}"
+    );
+    assert_eq!(fake.state(APP, &first), Some(FlyState::Started));
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_destroy_keeps_its_short_lease_alive_while_it_waits_for_the_stop() {
+    // The machine takes 6 s to stop, longer than the 4 s lease: the scaler waits in chunks
+    // of half the TTL and refreshes the lease in between, so the machine stays leased.
+    let srv = server(FakeConfig {
+        delays: Delays {
+            stop: Duration::from_secs(6),
+            ..Delays::uniform(Duration::from_millis(20))
+        },
+        ..FakeConfig::instant()
+    })
+    .await;
+    let c = client(&srv);
+    let first = seed_app(&c, APP, Some("app")).await.id;
+    let b = add_machine(&c, Some("app")).await;
+    for id in [&first, &b] {
+        wait_state(srv.fake(), id, FlyState::Started).await;
+    }
+    let fake = srv.fake();
+    let s = FlyScaler::new(
+        c.clone(),
+        FlyScalerConfig {
+            lease_ttl: Duration::from_secs(4),
+            ..FlyScalerConfig::new(APP)
+        },
+    )
+    .unwrap();
+    fake.clear_request_log();
+    let destroy = tokio::spawn({
+        let id = MachineId::new(b.clone());
+        async move { s.destroy(&id).await }
+    });
+    // Past the first lease's expiry, while the machine is still stopping.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let held = c.get_lease(APP, &b).await;
+    destroy.await.unwrap().unwrap();
+    assert!(held.is_ok(), "leased throughout the destroy: {held:?}");
+    wait_state(fake, &b, FlyState::Destroyed).await;
+    let log = fake.request_log();
+    let refreshes = log
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/lease") && r.nonce.is_some())
+        .count();
+    assert!(refreshes >= 1, "the lease was refreshed: {log:#?}");
+    let delete = log
+        .iter()
+        .find(|r| r.method == "DELETE" && r.path.ends_with(&b))
+        .unwrap();
+    assert_eq!(delete.status, 200);
+    srv.shutdown().await;
+}
