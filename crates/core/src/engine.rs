@@ -558,7 +558,21 @@ impl Engine {
                 continue;
             }
             let r = with_deadline(deadline, "reclaim", membership.reclaim(&member)).await;
-            tracing::warn!(member = %member.name, result = ?r, "reclaimed lost member");
+            match &r {
+                Ok(o) if o.already_reclaimed => {
+                    tracing::info!(member = %member.name, "lost member was already reclaimed")
+                }
+                Ok(o) => tracing::warn!(
+                    member = %member.name, reclaimed = o.reclaimed, by = %o.by,
+                    "reclaimed lost member"
+                ),
+                Err(e @ Error::Refused { .. }) => {
+                    tracing::info!(member = %member.name, "reclaim of lost member refused: {e}")
+                }
+                Err(e) => {
+                    tracing::warn!(member = %member.name, error = %e, "reclaim of lost member failed")
+                }
+            }
             out.push((
                 member.name.clone(),
                 r.map(|o| o.reclaimed).map_err(|e| e.to_string()),
