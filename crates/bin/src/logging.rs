@@ -221,7 +221,7 @@ pub enum LogFormat {
     /// Human-readable lines.
     #[default]
     Text,
-    /// The slog-style JSON lines of [`SlogJsonLayer`].
+    /// JSON lines in the shape of Go's log/slog (`level`, `msg`, attributes; no time).
     Json,
 }
 
