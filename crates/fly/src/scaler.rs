@@ -2,13 +2,13 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use fleetscale_core::{
-    Capabilities, CreateRequest, Error, InitialState, Machine, MachineId, MachineState, Result,
-    Scaler,
+    Capabilities, CreateRequest, Destination, Error, InitialState, Machine, MachineId,
+    MachineState, Result, Scaler,
 };
 use serde_json::Value;
 use tokio::time::Instant;
@@ -36,8 +36,8 @@ pub const DEFAULT_LAUNCH_GRACE: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 
 /// Default of [`FlyScalerConfig::template_max_age`]: 30 s, two default engine intervals
-/// (15 s): long enough for every create of a tick, short enough that a manual `create` long
-/// after the last `list` reads the template afresh.
+/// (15 s): long enough for every create of a tick, short enough that a `create` long after
+/// the last `list` reads the template afresh.
 pub const DEFAULT_TEMPLATE_MAX_AGE: Duration = Duration::from_secs(30);
 
 /// How [`FlyScaler::destroy`] takes a machine down.
@@ -97,8 +97,8 @@ pub struct FlyScalerConfig {
     /// reported as [`MachineState::Starting`] (see [`FlyScaler`], "Launching creates").
     /// Default [`DEFAULT_LAUNCH_GRACE`] (5 minutes).
     pub launch_grace: Duration,
-    /// How long the machines of the last [`list`](Scaler::list) may serve as templates for
-    /// `create` instead of reading the template again (see [`FlyScaler`], "Templates").
+    /// How long a template kept from a [`list`](Scaler::list) or an earlier read may be
+    /// cloned by `create` without reading it again (see [`FlyScaler`], "Templates").
     /// Default [`DEFAULT_TEMPLATE_MAX_AGE`] (30 s); `Duration::ZERO` reads the template for
     /// every create.
     pub template_max_age: Duration,
@@ -207,17 +207,20 @@ impl FlyScalerConfig {
 ///
 /// # Templates
 /// The engine lists the machines right before it plans, and the planner names a listed machine
-/// as the template of its creates, so `create` takes the template from the scaler's last
-/// successful `list` (its config, `image_ref` and region as listed) when that list is younger
-/// than [`FlyScalerConfig::template_max_age`] (30 s by default) and holds the template in a
-/// usable state (not destroyed or destroying, healthy host). A scale-up of N machines then
-/// costs the tick's list and N creates, instead of a `GET` of the template (and, for apps
-/// whose machines carry no process-group label, another list) before every create. Otherwise
-/// (no recent list, template not in it) the template is read as before. A failed create
-/// forgets the listing, so the creates after it read the template afresh. The listing is held
-/// until the next list replaces it (about one list answer of memory per scaler). A template
-/// changed between the list and the create (a deploy that `updates` it; the deploy guard
-/// skips such ticks) is cloned as listed, as it would have been a moment earlier.
+/// as the template of its creates (the newest healthy one, unless configured otherwise). So
+/// each [`list`](Scaler::list) keeps, from what it read, the machines a create is likely to
+/// clone: the one the core planner picks by default and the one `create` picks when no
+/// template is named (newest started, else newest healthy); at most two machines, not the
+/// whole listing. A template that is neither is read once (`GET`) and kept too. `create`
+/// uses a kept template (its config, `image_ref` and region as read) while it is younger than
+/// [`FlyScalerConfig::template_max_age`] (30 s by default) and usable (not destroyed or
+/// destroying, healthy host); otherwise it reads the template as before. A scale-up of N
+/// machines then costs the tick's list and N creates, instead of a `GET` of the template
+/// (and, for apps whose machines carry no process-group label, another list) before every
+/// create. A failed create forgets every kept template, so the creates after it read the
+/// template afresh. A template changed between the read and the create (a deploy that
+/// updates it; the deploy guard skips such ticks) is cloned as read, as it would have been a
+/// moment earlier.
 ///
 /// # Deploy guard
 /// With [`FlyScaler::with_release_guard`], [`Scaler::paused`] asks Fly's GraphQL API for the
@@ -238,12 +241,30 @@ pub struct FlyScaler {
     /// Machines created to be started, by id, with the time of the create (see "Launching
     /// creates" above). Never held across an `.await`.
     launching: Mutex<HashMap<String, Instant>>,
-    /// The group's machines from the last successful list, and when they were listed (see
-    /// "Templates" above). Never held across an `.await`.
-    listed: Mutex<Option<(Instant, Arc<Vec<FlyMachine>>)>>,
+    /// Templates for `create` (see "Templates" above). Never held across an `.await`.
+    templates: Mutex<TemplateCache>,
     /// Leases left by failed destroys whose release failed, by machine id, until they expire
     /// (see "Leases" above). Never held across an `.await`.
     leases: Mutex<HashMap<String, HeldLease>>,
+}
+
+/// Templates kept for `create` (see "Templates" in the [`FlyScaler`] docs).
+#[derive(Debug, Default)]
+struct TemplateCache {
+    /// From the last list: the machines a create is likely to clone, and when listed.
+    listed: Option<(Instant, Vec<FlyMachine>)>,
+    /// Templates read by id, and when.
+    fetched: HashMap<String, (Instant, FlyMachine)>,
+}
+
+/// What [`FlyScaler::cached_template`] found.
+enum CachedTemplate {
+    /// The requested template.
+    One(Box<FlyMachine>),
+    /// The last listing's picks (no template requested).
+    Picks(Vec<FlyMachine>),
+    /// Nothing usable.
+    None,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -285,7 +306,7 @@ impl FlyScaler {
             next_region: AtomicUsize::new(0),
             release_guard: None,
             launching: Mutex::new(HashMap::new()),
-            listed: Mutex::new(None),
+            templates: Mutex::new(TemplateCache::default()),
             leases: Mutex::new(HashMap::new()),
         })
     }
@@ -452,82 +473,132 @@ impl FlyScaler {
         template.region.clone()
     }
 
-    /// Keeps a fresh listing of the group for templates.
-    fn remember_listing(&self, machines: Arc<Vec<FlyMachine>>) {
-        *lock(&self.listed) = Some((Instant::now(), machines));
-    }
-
-    /// Forgets the listing (after a failed create).
-    fn forget_listing(&self) {
-        *lock(&self.listed) = None;
-    }
-
-    /// The last listing, if younger than the configured maximum age.
-    fn recent_listing(&self) -> Option<Arc<Vec<FlyMachine>>> {
-        let max_age = self.config.template_max_age;
-        let mut listed = lock(&self.listed);
-        match &*listed {
-            Some((at, ms)) if at.elapsed() < max_age => Some(ms.clone()),
-            Some(_) => {
-                *listed = None;
-                None
+    /// The machines a create is likely to clone, from a listing of the group and its core
+    /// view (same order): the core planner's default template (the newest healthy machine)
+    /// and [`FlyScaler::default_template`]'s pick. At most two.
+    fn template_picks(ms: &[FlyMachine], core: &[Machine]) -> Vec<FlyMachine> {
+        // The planner's rule (`fleetscale_core::plan`): manageable, existing, not heading to
+        // failed or unknown; newest by creation time, then id.
+        let planner = ms
+            .iter()
+            .zip(core)
+            .filter(|(_, c)| {
+                c.manageable
+                    && c.state.exists()
+                    && !matches!(
+                        c.state.destination(),
+                        Destination::Failed | Destination::Unknown
+                    )
+            })
+            .max_by(|(_, a), (_, b)| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)))
+            .map(|(m, _)| m);
+        let mut picks: Vec<FlyMachine> = planner.into_iter().cloned().collect();
+        if let Some(own) = Self::default_template(ms) {
+            if picks.iter().all(|p| p.id != own.id) {
+                picks.push(own.clone());
             }
-            None => None,
         }
+        picks
     }
 
-    async fn template(&self, requested: Option<&MachineId>) -> Result<FlyMachine> {
-        let recent = self.recent_listing();
-        if let Some(id) = requested {
-            // The same checks as `get_ours`; anything unusual is read afresh.
-            let usable = recent.as_ref().and_then(|ms| {
-                ms.iter().find(|m| {
-                    m.id == id.as_str()
-                        && manageable(m)
-                        && !matches!(
-                            m.state,
-                            FlyState::Destroyed
-                                | FlyState::Destroying
-                                | FlyState::Replaced
-                                | FlyState::Migrated
-                        )
-                })
-            });
-            return match usable {
-                Some(m) => Ok(m.clone()),
-                None => self.get_ours(id).await,
-            };
-        }
-        let group = match recent {
-            Some(ms) => ms,
-            None => {
-                let ms = Arc::new(self.list_fly().await?);
-                self.remember_listing(ms.clone());
-                ms
-            }
-        };
+    /// The template of a create that names none: the newest started healthy machine, else the
+    /// newest healthy one. Over [`FlyScaler::template_picks`] it picks what it picks over the
+    /// whole listing (that pick is one of them and the maximum of this rule).
+    fn default_template(group: &[FlyMachine]) -> Option<&FlyMachine> {
         let healthy = |m: &&FlyMachine| {
             manageable(m)
                 && !matches!(
                     m.state.to_core(),
-                    fleetscale_core::MachineState::Destroying
-                        | fleetscale_core::MachineState::Destroyed
-                        | fleetscale_core::MachineState::Failed
+                    MachineState::Destroying | MachineState::Destroyed | MachineState::Failed
                 )
         };
-        // Newest started machine first, else the newest healthy one.
-        let newest = |ms: Vec<&FlyMachine>| {
-            ms.into_iter()
-                .max_by(|a, b| a.created_at().cmp(&b.created_at()).then(a.id.cmp(&b.id)))
-                .cloned()
+        let newest = |a: &&FlyMachine, b: &&FlyMachine| {
+            a.created_at().cmp(&b.created_at()).then(a.id.cmp(&b.id))
         };
-        let started: Vec<&FlyMachine> = group
+        group
             .iter()
             .filter(healthy)
             .filter(|m| m.state == FlyState::Started)
-            .collect();
-        let any: Vec<&FlyMachine> = group.iter().filter(healthy).collect();
-        newest(started).or_else(|| newest(any)).ok_or_else(|| {
+            .max_by(newest)
+            .or_else(|| group.iter().filter(healthy).max_by(newest))
+    }
+
+    /// Keeps the template picks of a fresh listing.
+    fn remember_listing(&self, ms: &[FlyMachine], core: &[Machine]) {
+        let picks = Self::template_picks(ms, core);
+        lock(&self.templates).listed = Some((Instant::now(), picks));
+    }
+
+    /// Forgets every cached template (after a failed create).
+    fn forget_templates(&self) {
+        let mut cache = lock(&self.templates);
+        cache.listed = None;
+        cache.fetched.clear();
+    }
+
+    /// A usable cached template: `id` from the last listing's picks or from an earlier read,
+    /// younger than the configured maximum age; with `id` `None`, the listing's picks.
+    fn cached_template(&self, id: Option<&str>) -> CachedTemplate {
+        let max_age = self.config.template_max_age;
+        let mut cache = lock(&self.templates);
+        if cache
+            .listed
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() >= max_age)
+        {
+            cache.listed = None;
+        }
+        cache.fetched.retain(|_, (at, _)| at.elapsed() < max_age);
+        let Some(id) = id else {
+            return match &cache.listed {
+                Some((_, picks)) => CachedTemplate::Picks(picks.clone()),
+                None => CachedTemplate::None,
+            };
+        };
+        // The same checks as `get_ours`; anything unusual is read afresh.
+        let usable = |m: &FlyMachine| {
+            m.id == id
+                && manageable(m)
+                && !matches!(
+                    m.state,
+                    FlyState::Destroyed
+                        | FlyState::Destroying
+                        | FlyState::Replaced
+                        | FlyState::Migrated
+                )
+        };
+        cache
+            .listed
+            .iter()
+            .flat_map(|(_, picks)| picks.iter())
+            .chain(cache.fetched.get(id).map(|(_, m)| m))
+            .find(|m| usable(m))
+            .map_or(CachedTemplate::None, |m| {
+                CachedTemplate::One(Box::new(m.clone()))
+            })
+    }
+
+    async fn template(&self, requested: Option<&MachineId>) -> Result<FlyMachine> {
+        if let Some(id) = requested {
+            if let CachedTemplate::One(m) = self.cached_template(Some(id.as_str())) {
+                return Ok(*m);
+            }
+            let m = self.get_ours(id).await?;
+            lock(&self.templates)
+                .fetched
+                .insert(m.id.clone(), (Instant::now(), m.clone()));
+            return Ok(m);
+        }
+        let group = match self.cached_template(None) {
+            CachedTemplate::Picks(picks) => picks,
+            _ => {
+                let ms = self.list_fly().await?;
+                let core: Vec<Machine> = ms.iter().map(|m| self.to_core(m)).collect();
+                self.remember_listing(&ms, &core);
+                ms
+            }
+        };
+        Self::default_template(&group).cloned().ok_or_else(|| {
             FlyError::NoTemplate {
                 app: self.app().to_owned(),
                 group: self
@@ -608,11 +679,11 @@ impl Scaler for FlyScaler {
     async fn list(&self) -> Result<Vec<Machine>> {
         let ms = self.list_fly().await?;
         let launching = self.prune_launching(&ms);
-        let out = ms
+        let out: Vec<Machine> = ms
             .iter()
             .map(|m| self.to_core_launching(m, launching.contains(&m.id)))
             .collect();
-        self.remember_listing(Arc::new(ms));
+        self.remember_listing(&ms, &out);
         Ok(out)
     }
 
@@ -680,7 +751,7 @@ impl Scaler for FlyScaler {
         let created = match self.client.create_machine(self.app(), &body).await {
             Ok(m) => m,
             Err(e) => {
-                self.forget_listing();
+                self.forget_templates();
                 return Err(e.into());
             }
         };

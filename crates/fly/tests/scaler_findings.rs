@@ -284,7 +284,8 @@ async fn the_template_is_read_again_without_a_fresh_list_or_after_a_failed_creat
     s.create(&template).await.unwrap();
     assert_eq!(calls(fake), (0, 1, 2));
 
-    // A template that is not in the last list (here: created since) is read.
+    // A template that is not among the machines kept from the last list (here: created
+    // since) is read.
     let newer = add_machine(&c, Some("app")).await;
     s.list().await.unwrap();
     let other = add_machine(&c, Some("app")).await;
@@ -298,6 +299,15 @@ async fn the_template_is_read_again_without_a_fresh_list_or_after_a_failed_creat
         .unwrap();
     }
     assert_eq!(calls(fake), (0, 1, 2), "only the unlisted template is read");
+    // ... once: a template read is kept like a listed one.
+    fake.clear_request_log();
+    s.create(&CreateRequest {
+        template: Some(MachineId::new(other.clone())),
+        ..CreateRequest::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(calls(fake), (0, 0, 1));
 
     // A listing older than `template_max_age` is not used (zero: never).
     let always = FlyScaler::new(
