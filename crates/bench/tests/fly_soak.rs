@@ -196,7 +196,11 @@ fn check_pass(
         let allowed = match kind {
             "list" | "get" | "app" => true,
             "create" => {
-                create_attempts += 1;
+                // A create answered 429 was refused by the rate limiter, not executed: the
+                // client retries exactly those, so only the others count as attempts.
+                if r.status != 429 {
+                    create_attempts += 1;
+                }
                 true
             }
             "destroy" | "lease" | "cordon" | "wait" => destroys.contains(&id),
