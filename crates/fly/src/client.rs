@@ -680,7 +680,7 @@ impl MachinesClient {
         url: &Url,
         path: &str,
     ) -> Result<(ApiContext, Vec<u8>), FlyError> {
-        let mut ctx = ApiContext {
+        let ctx = ApiContext {
             method: call.method.to_string(),
             path: path.to_owned(),
             status: 0,
@@ -702,42 +702,7 @@ impl MachinesClient {
         if let Some(body) = &call.body {
             req = req.json(body);
         }
-        let fut = async {
-            let resp = req.send().await?;
-            let status = resp.status();
-            let headers = resp.headers().clone();
-            let bytes = resp.bytes().await;
-            Ok::<_, reqwest::Error>((status, headers, bytes))
-        };
-        let (status, headers, bytes) = match tokio::time::timeout(call.timeout, fut).await {
-            Err(_) => {
-                return Err(FlyError::Timeout {
-                    ctx,
-                    after: call.timeout,
-                })
-            }
-            Ok(Err(e)) => {
-                return Err(FlyError::Transport {
-                    ctx,
-                    source: e.without_url(),
-                })
-            }
-            Ok(Ok(v)) => v,
-        };
-        ctx.status = status.as_u16();
-        ctx.request_id = headers
-            .get(REQUEST_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = match bytes {
-            Ok(b) => b.to_vec(),
-            Err(e) => {
-                return Err(FlyError::Transport {
-                    ctx,
-                    source: e.without_url(),
-                })
-            }
-        };
+        let (ctx, status, headers, body) = send_once(req, call.timeout, ctx).await?;
         if status.is_success() {
             Ok((ctx, body))
         } else {
@@ -816,6 +781,59 @@ pub(crate) fn classify_status(
         },
         500..=599 => FlyError::Server { ctx, message },
         _ => FlyError::UnexpectedStatus { ctx, message },
+    }
+}
+
+/// Sends one request and reads its whole body within `timeout`, filling `ctx` with the status
+/// and `fly-request-id`. Transport failures and the deadline become [`FlyError::Transport`] and
+/// [`FlyError::Timeout`]; the status is left for the caller to classify. Shared by the Machines
+/// API client and the GraphQL client.
+pub(crate) async fn send_once(
+    req: reqwest::RequestBuilder,
+    timeout: Duration,
+    mut ctx: ApiContext,
+) -> Result<
+    (
+        ApiContext,
+        reqwest::StatusCode,
+        reqwest::header::HeaderMap,
+        Vec<u8>,
+    ),
+    FlyError,
+> {
+    let fut = async {
+        let resp = req.send().await?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await;
+        Ok::<_, reqwest::Error>((status, headers, bytes))
+    };
+    let (status, headers, bytes) = match tokio::time::timeout(timeout, fut).await {
+        Err(_) => {
+            return Err(FlyError::Timeout {
+                ctx,
+                after: timeout,
+            })
+        }
+        Ok(Err(e)) => {
+            return Err(FlyError::Transport {
+                ctx,
+                source: e.without_url(),
+            })
+        }
+        Ok(Ok(v)) => v,
+    };
+    ctx.status = status.as_u16();
+    ctx.request_id = headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    match bytes {
+        Ok(b) => Ok((ctx, status, headers, b.to_vec())),
+        Err(e) => Err(FlyError::Transport {
+            ctx,
+            source: e.without_url(),
+        }),
     }
 }
 

@@ -77,7 +77,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use url::Url;
 
-use crate::client::{classify_status, fallback_message, REQUEST_ID_HEADER};
+use crate::client::{classify_status, fallback_message, send_once};
 use crate::error::{excerpt, ApiContext, FlyError, GraphqlError};
 use crate::pacing::RetryConfig;
 use crate::token::FlyToken;
@@ -388,7 +388,7 @@ impl FlyGraphql {
     }
 
     async fn attempt(&self, body: &Value) -> Result<(ApiContext, Vec<u8>), FlyError> {
-        let mut ctx = self.context(0);
+        let ctx = self.context(0);
         let mut req = self
             .http
             .post(self.url.clone())
@@ -397,43 +397,7 @@ impl FlyGraphql {
         if let Some(auth) = &self.auth {
             req = req.header(AUTHORIZATION, auth.clone());
         }
-        let fut = async {
-            let resp = req.send().await?;
-            let status = resp.status();
-            let headers = resp.headers().clone();
-            let bytes = resp.bytes().await;
-            Ok::<_, reqwest::Error>((status, headers, bytes))
-        };
-        let timeout = self.config.timeout;
-        let (status, headers, bytes) = match tokio::time::timeout(timeout, fut).await {
-            Err(_) => {
-                return Err(FlyError::Timeout {
-                    ctx,
-                    after: timeout,
-                })
-            }
-            Ok(Err(e)) => {
-                return Err(FlyError::Transport {
-                    ctx,
-                    source: e.without_url(),
-                })
-            }
-            Ok(Ok(v)) => v,
-        };
-        ctx.status = status.as_u16();
-        ctx.request_id = headers
-            .get(REQUEST_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let bytes = match bytes {
-            Ok(b) => b.to_vec(),
-            Err(e) => {
-                return Err(FlyError::Transport {
-                    ctx,
-                    source: e.without_url(),
-                })
-            }
-        };
+        let (ctx, status, headers, bytes) = send_once(req, self.config.timeout, ctx).await?;
         if status.is_success() {
             return Ok((ctx, bytes));
         }
