@@ -80,6 +80,44 @@ fn version_and_help_teach() {
     assert!(err.contains("frobnicate"), "{err}");
 }
 
+/// The address `fleetscale run` serves /metrics and /healthz on, from its JSON logs.
+async fn served_addr(proc: &Proc, logs: &impl Fn() -> String) -> String {
+    eventually(
+        "the metrics address in the logs",
+        || {
+            proc.json_logs().iter().find_map(|l| {
+                (l["msg"] == "serving /metrics and /healthz")
+                    .then(|| l["addr"].as_str().map(str::to_owned))
+                    .flatten()
+            })
+        },
+        logs,
+    )
+    .await
+}
+
+/// Polls `/metrics` until `ready` holds for the page, and returns that page.
+async fn metrics_page_until(
+    served: &str,
+    logs: &impl Fn() -> String,
+    ready: impl Fn(&str) -> bool,
+) -> String {
+    let t0 = std::time::Instant::now();
+    loop {
+        let page = reqwest::get(format!("http://{served}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if ready(&page) {
+            return page;
+        }
+        assert!(t0.elapsed() < common::DEADLINE, "{page}\n{}", logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn config(dir: &std::path::Path, listen: &str) -> std::path::PathBuf {
     let path = dir.join("fleetscale.toml");
     std::fs::write(
@@ -205,37 +243,18 @@ async fn eval_then_run_a_toml_file_against_the_fake() {
         &logs,
     )
     .await;
-    let served = eventually(
-        "the metrics address in the logs",
-        || {
-            proc.json_logs().iter().find_map(|l| {
-                (l["msg"] == "serving /metrics and /healthz")
-                    .then(|| l["addr"].as_str().map(str::to_owned))
-                    .flatten()
-            })
-        },
-        &logs,
-    )
-    .await;
+    let served = served_addr(&proc, &logs).await;
     // The gauges show the inventory of the last tick: poll until a tick saw all 4.
-    let t0 = std::time::Instant::now();
-    loop {
-        let page = reqwest::get(format!("http://{served}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if page.contains("fleetscale_machines{target=\"web\",state=\"created\"} 4") {
-            assert!(
-                page.contains("fleetscale_machine_actions_total{target=\"web\",action=\"create\",status=\"ok\"} 3"),
-                "{page}"
-            );
-            break;
-        }
-        assert!(t0.elapsed() < common::DEADLINE, "{page}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let page = metrics_page_until(&served, &logs, |page| {
+        page.contains("fleetscale_machines{target=\"web\",state=\"created\"} 4")
+    })
+    .await;
+    assert!(
+        page.contains(
+            "fleetscale_machine_actions_total{target=\"web\",action=\"create\",status=\"ok\"} 3"
+        ),
+        "{page}"
+    );
     let health = reqwest::get(format!("http://{served}/healthz"))
         .await
         .unwrap();
@@ -343,42 +362,19 @@ async fn run_dry_run_plans_but_never_calls_a_mutating_endpoint() {
     let mut proc = Proc::spawn(cmd);
     let stderr = proc.stderr.clone();
     let logs = move || stderr.lock().unwrap().join("\n");
-    let served = eventually(
-        "the metrics address in the logs",
-        || {
-            proc.json_logs().iter().find_map(|l| {
-                (l["msg"] == "serving /metrics and /healthz")
-                    .then(|| l["addr"].as_str().map(str::to_owned))
-                    .flatten()
-            })
-        },
-        &logs,
-    )
-    .await;
+    let served = served_addr(&proc, &logs).await;
     // Wait for three dry-run ticks: each planned two creates and executed none.
-    let t0 = std::time::Instant::now();
-    loop {
-        let page = reqwest::get(format!("http://{served}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let ticks = page
-            .lines()
+    metrics_page_until(&served, &logs, |page| {
+        page.lines()
             .find(|l| {
                 l.starts_with("fleetscale_ticks_total{")
                     && l.contains("target=\"web\"")
                     && l.contains("status=\"dry_run\"")
             })
             .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if ticks >= 3.0 {
-            break;
-        }
-        assert!(t0.elapsed() < common::DEADLINE, "{page}\n{}", logs());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            .is_some_and(|ticks| ticks >= 3.0)
+    })
+    .await;
     assert_eq!(
         fake.machines("cli-app").len(),
         1,
