@@ -204,9 +204,20 @@ pub struct ReclaimArgs {
     /// The reclaim ledger file (write-ahead, locked).
     #[arg(long, default_value = "/var/lib/fleetscale/weave-reclaim.ledger")]
     pub ledger: PathBuf,
-    /// Reclaim a peer unreachable for this long (without an inventory, the only signal that
-    /// it is gone). At least --min-unreachable.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    /// Where the hosts that exist are listed: a peer is reclaimed only when its host is gone
+    /// from it (required). `fly:APP[/GROUP]` (the app's machines; FLY_API_TOKEN),
+    /// `http(s)://HOST/PATH` (an endpoint answering the hosts) or `command:PROGRAM ARGS`
+    /// (a program printing them, run without a shell). A listing: one host per line, its id
+    /// first, then its host names and addresses; or JSON
+    /// `[{"id", "names", "addresses", "state": "live"|"gone"}]`.
+    #[arg(long, value_name = "SPEC")]
+    pub inventory: Option<String>,
+    /// Deadline of one inventory read.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub inventory_timeout: Duration,
+    /// No longer accepted (refused with the reason): time alone never proves that a peer is
+    /// dead. Use --inventory.
+    #[arg(long, value_parser = humantime::parse_duration, hide = true)]
     pub grace: Option<Duration>,
     /// Never reclaim a peer before it has been seen unreachable, continuously, for this long
     /// (two of Weave's 30 s gossip intervals by default, so that gossip and the mesh settle and
@@ -270,7 +281,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Commands::Eval(a) => crate::native::eval(&a.config, a.json).await,
         Commands::Fake(FakeCommands::Fly(a)) => crate::fakes::fake_fly(a).await.map(|()| 0),
         Commands::Fake(FakeCommands::Weave(a)) => crate::fakes::fake_weave(a).await.map(|()| 0),
-        Commands::Weave(WeaveCommands::Reclaim(a)) => crate::fakes::weave_reclaim(a).await,
+        Commands::Weave(WeaveCommands::Reclaim(a)) => crate::weave::weave_reclaim(a).await,
     }
 }
 

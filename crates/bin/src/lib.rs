@@ -22,3 +22,4 @@ pub mod cli;
 pub mod demo;
 pub mod fakes;
 pub mod native;
+pub mod weave;

@@ -529,8 +529,9 @@ impl NativeTargets {
                     Some(m) => Some(m.clone()),
                     None => {
                         let port = w.router_port;
+                        // Peers are bound to this target's machines under its own name.
                         let mut mc = WeaveMembershipConfig::new(w.fixed.clone())
-                            .with_inventory(scaler.clone());
+                            .with_inventory_source(format!("fleetscale-target:{name}"));
                         mc.router_url = Some(Arc::new(move |m: &fleetscale_core::Machine| {
                             m.address.as_ref().map(|a| {
                                 if a.contains(':') {
@@ -548,8 +549,7 @@ impl NativeTargets {
                                     fleetscale_core::Error::config("weave.fixed is empty")
                                 })?;
                             let mut rc =
-                                ReclaimConfig::new(w.fixed.clone(), designated, ledger.clone())
-                                    .with_inventory(scaler.clone());
+                                ReclaimConfig::new(w.fixed.clone(), designated, ledger.clone());
                             if let Some(d) = w.min_unreachable {
                                 rc = rc.with_min_unreachable(d);
                             }

@@ -544,33 +544,44 @@ impl Engine {
         inventory: &[Machine],
         deadline: Instant,
     ) -> Vec<(String, std::result::Result<u64, String>)> {
-        let members = match with_deadline(deadline, "members", membership.members()).await {
+        let members = match with_deadline(deadline, "members", membership.members(inventory)).await
+        {
             Ok(m) => m,
-            Err(e) => return vec![("*".into(), Err(format!("listing members failed: {e}")))],
+            Err(e) => {
+                tracing::warn!(error = %e, "reclaim: listing members failed");
+                return vec![("*".into(), Err(format!("listing members failed: {e}")))];
+            }
         };
         let mut out = Vec::new();
         for member in members {
-            let gone = member
-                .machine
-                .as_ref()
-                .is_some_and(|id| !inventory.iter().any(|m| &m.id == id && m.state.exists()));
-            if member.fixed || member.reachable || member.owned == 0 || !gone {
+            if member.fixed || member.reachable || member.owned == 0 {
                 continue;
             }
-            let r = with_deadline(deadline, "reclaim", membership.reclaim(&member)).await;
+            // A member no machine is known for cannot be shown gone by this inventory; the
+            // membership says so itself when asked (it may know more), so it is logged here.
+            let Some(id) = member.machine.as_ref() else {
+                tracing::debug!(member = %member.name, owned = member.owned, "unreachable member not tied to a machine: not a reclaim candidate");
+                continue;
+            };
+            let gone = !inventory.iter().any(|m| &m.id == id && m.state.exists());
+            if !gone {
+                continue;
+            }
+            let r =
+                with_deadline(deadline, "reclaim", membership.reclaim(&member, inventory)).await;
             match &r {
                 Ok(o) if o.already_reclaimed => {
                     tracing::info!(member = %member.name, "lost member was already reclaimed")
                 }
                 Ok(o) => tracing::warn!(
-                    member = %member.name, reclaimed = o.reclaimed, by = %o.by,
+                    member = %member.name, machine = %id, reclaimed = o.reclaimed, by = %o.by,
                     "reclaimed lost member"
                 ),
                 Err(e @ Error::Refused { .. }) => {
-                    tracing::info!(member = %member.name, "reclaim of lost member refused: {e}")
+                    tracing::info!(member = %member.name, machine = %id, "reclaim of lost member refused: {e}")
                 }
                 Err(e) => {
-                    tracing::warn!(member = %member.name, error = %e, "reclaim of lost member failed")
+                    tracing::warn!(member = %member.name, machine = %id, error = %e, "reclaim of lost member failed")
                 }
             }
             out.push((

@@ -341,13 +341,15 @@ fn is_member_of(member: &Member, machine: &Machine) -> bool {
 /// 1. `members` works;
 /// 2. `join` twice succeeds and the machine then appears as a reachable, non-fixed member
 ///    (matched by [`Member::machine`], nickname = machine name, or address);
-/// 3. `reclaim` of that live member, and of any fixed member, is [`Error::Refused`];
+/// 3. `reclaim` of that live member, and of any fixed member, is [`Error::Refused`] (or
+///    [`Error::Unsupported`] for a membership without forced removal);
 /// 4. `leave` twice succeeds, and afterwards the machine is no member or owns nothing.
 pub async fn membership(
     m: &dyn ClusterMembership,
     joinable: &Machine,
 ) -> Result<(), ConformanceError> {
-    let before = match m.members().await {
+    let inventory = std::slice::from_ref(joinable);
+    let before = match m.members(inventory).await {
         Ok(v) => v,
         Err(e) => return fail("members", format!("members failed: {e}")),
     };
@@ -359,7 +361,7 @@ pub async fn membership(
             );
         }
     }
-    let members = match m.members().await {
+    let members = match m.members(inventory).await {
         Ok(v) => v,
         Err(e) => return fail("members", format!("members failed: {e}")),
     };
@@ -388,8 +390,8 @@ pub async fn membership(
             ),
         );
     }
-    match m.reclaim(me).await {
-        Err(Error::Refused { .. }) => {}
+    match m.reclaim(me, inventory).await {
+        Err(Error::Refused { .. } | Error::Unsupported { .. }) => {}
         other => {
             return fail(
                 "reclaim-live-refused",
@@ -398,8 +400,8 @@ pub async fn membership(
         }
     }
     if let Some(fixed) = before.iter().chain(members.iter()).find(|x| x.fixed) {
-        match m.reclaim(fixed).await {
-            Err(Error::Refused { .. }) => {}
+        match m.reclaim(fixed, inventory).await {
+            Err(Error::Refused { .. } | Error::Unsupported { .. }) => {}
             other => {
                 return fail(
                     "reclaim-fixed-refused",
@@ -419,7 +421,7 @@ pub async fn membership(
             );
         }
     }
-    let after = match m.members().await {
+    let after = match m.members(inventory).await {
         Ok(v) => v,
         Err(e) => return fail("members", format!("members failed: {e}")),
     };
