@@ -37,7 +37,7 @@ pub use prometheus::{
 pub use proxy::{start_proxy, ProxyOptions};
 pub use server::{closed_port, LoopbackServer};
 pub use temporal::{
-    temporal_binary, Fault, FakeTemporal, ServerTls, TemporalDevServer, TestPki, TlsProxy,
+    temporal_binary, FakeTemporal, Fault, ServerTls, TemporalDevServer, TestPki, TlsProxy,
     TEMPORAL_INSTALL_HINT,
 };
 

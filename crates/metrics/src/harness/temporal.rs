@@ -259,7 +259,13 @@ impl FakeTemporal {
     }
 
     /// Starts (records) a running execution in `namespace` (created if missing).
-    pub fn start_workflow(&self, namespace: &str, workflow_id: &str, workflow_type: &str, task_queue: &str) {
+    pub fn start_workflow(
+        &self,
+        namespace: &str,
+        workflow_id: &str,
+        workflow_type: &str,
+        task_queue: &str,
+    ) {
         self.state()
             .namespaces
             .entry(namespace.into())
@@ -317,7 +323,10 @@ impl FakeTemporal {
 
     /// The calls of one method.
     pub fn calls_to(&self, path: &str) -> Vec<Call> {
-        self.calls().into_iter().filter(|c| c.path == path).collect()
+        self.calls()
+            .into_iter()
+            .filter(|c| c.path == path)
+            .collect()
     }
 }
 
@@ -387,7 +396,13 @@ impl tonic::server::NamedService for WorkflowService {
 
 impl WorkflowService {
     /// Records the call and returns the delay and the fault to apply, or the auth refusal.
-    fn begin<T>(&self, path: &str, req: &tonic::Request<T>, namespace: &str, query: &str) -> (Duration, Option<Status>) {
+    fn begin<T>(
+        &self,
+        path: &str,
+        req: &tonic::Request<T>,
+        namespace: &str,
+        query: &str,
+    ) -> (Duration, Option<Status>) {
         let header = |k: &str| {
             req.metadata()
                 .get(k)
@@ -421,7 +436,10 @@ impl WorkflowService {
                 Code::PermissionDenied,
                 "Request unauthorized.",
                 "temporal.api.errordetails.v1.PermissionDeniedFailure",
-                PermissionDeniedFailure { reason: String::new() }.encode_to_vec(),
+                PermissionDeniedFailure {
+                    reason: String::new(),
+                }
+                .encode_to_vec(),
             ));
         }
         (delay, status)
@@ -443,7 +461,10 @@ impl WorkflowService {
         let expr = if query.trim().is_empty() {
             None
         } else {
-            Some(visibility::parse(query).map_err(|m| Status::invalid_argument(format!("invalid query: {m}")))?)
+            Some(
+                visibility::parse(query)
+                    .map_err(|m| Status::invalid_argument(format!("invalid query: {m}")))?,
+            )
         };
         Ok(executions
             .iter()
@@ -476,8 +497,10 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for WorkflowServic
                         .await
                 }
                 SYSTEM_INFO_PATH => {
-                    let codec =
-                        tonic_prost::ProstCodec::<GetSystemInfoResponse, GetSystemInfoRequest>::default();
+                    let codec = tonic_prost::ProstCodec::<
+                        GetSystemInfoResponse,
+                        GetSystemInfoRequest,
+                    >::default();
                     tonic::server::Grpc::new(codec)
                         .unary(SystemInfoHandler(this), req)
                         .await
@@ -566,7 +589,11 @@ mod visibility {
     }
 
     pub(super) enum Expr {
-        Cmp { attr: String, negate: bool, value: String },
+        Cmp {
+            attr: String,
+            negate: bool,
+            value: String,
+        },
         And(Box<Expr>, Box<Expr>),
         Or(Box<Expr>, Box<Expr>),
     }
@@ -574,7 +601,11 @@ mod visibility {
     impl Expr {
         pub(super) fn matches(&self, e: &Execution) -> bool {
             match self {
-                Expr::Cmp { attr, negate, value } => {
+                Expr::Cmp {
+                    attr,
+                    negate,
+                    value,
+                } => {
                     let actual = match attr.as_str() {
                         "ExecutionStatus" => e.status.name(),
                         "WorkflowType" => &e.workflow_type,
@@ -705,7 +736,11 @@ mod visibility {
                 let negate = match t.get(*pos + 1) {
                     Some(Token::Eq) => false,
                     Some(Token::Ne) => true,
-                    other => return Err(format!("syntax error: expected = or != after {attr}, got {other:?}")),
+                    other => {
+                        return Err(format!(
+                            "syntax error: expected = or != after {attr}, got {other:?}"
+                        ))
+                    }
                 };
                 let Some(Token::Str(value)) = t.get(*pos + 2) else {
                     return Err(format!("syntax error: expected a string after {attr}"));
@@ -767,18 +802,29 @@ impl TestPki {
     /// # Errors
     /// When `rcgen` fails.
     pub fn new() -> Result<Self, HarnessError> {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
         let err = |e: rcgen::Error| HarnessError::Io(std::io::Error::other(format!("rcgen: {e}")));
         let ca = |cn: &str| -> Result<(String, Issuer<'static, KeyPair>), HarnessError> {
             let mut p = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
             p.distinguished_name.push(DnType::CommonName, cn);
             p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+            p.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
             let key = KeyPair::generate().map_err(err)?;
             let cert = p.self_signed(&key).map_err(err)?;
             Ok((cert.pem(), Issuer::new(p, key)))
         };
-        let leaf = |issuer: &Issuer<'_, KeyPair>, names: Vec<String>, cn: &str, server: bool| -> Result<(String, String), HarnessError> {
+        let leaf = |issuer: &Issuer<'_, KeyPair>,
+                    names: Vec<String>,
+                    cn: &str,
+                    server: bool|
+         -> Result<(String, String), HarnessError> {
             let mut p = CertificateParams::new(names).map_err(err)?;
             p.distinguished_name.push(DnType::CommonName, cn);
             p.extended_key_usages = vec![if server {
@@ -835,7 +881,9 @@ pub struct TlsProxy {
 
 impl std::fmt::Debug for TlsProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsProxy").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("TlsProxy")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -848,10 +896,12 @@ impl TlsProxy {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let bad = |m: String| HarnessError::Io(std::io::Error::other(m));
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(tls.cert_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| bad(format!("proxy cert: {e}")))?;
-        let key = PrivateKeyDer::from_pem_slice(tls.key_pem.as_bytes()).map_err(|e| bad(format!("proxy key: {e}")))?;
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(tls.cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .map_err(|e| bad(format!("proxy cert: {e}")))?;
+        let key = PrivateKeyDer::from_pem_slice(tls.key_pem.as_bytes())
+            .map_err(|e| bad(format!("proxy key: {e}")))?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -861,22 +911,31 @@ impl TlsProxy {
             Some(ca) => {
                 let mut roots = rustls::RootCertStore::empty();
                 for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
-                    roots.add(c.map_err(|e| bad(format!("proxy CA: {e}")))?).map_err(|e| bad(format!("proxy CA: {e}")))?;
+                    roots
+                        .add(c.map_err(|e| bad(format!("proxy CA: {e}")))?)
+                        .map_err(|e| bad(format!("proxy CA: {e}")))?;
                 }
-                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .map_err(|e| bad(format!("proxy client verifier: {e}")))?;
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|e| bad(format!("proxy client verifier: {e}")))?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
-        let mut config = builder.with_single_cert(certs, key).map_err(|e| bad(format!("proxy TLS: {e}")))?;
+        let mut config = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| bad(format!("proxy TLS: {e}")))?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
 
         let listener = TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let (tx, mut rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name(format!("tls-proxy-{}", addr.port()))
@@ -984,7 +1043,9 @@ pub struct TemporalDevServer {
 
 impl std::fmt::Debug for TemporalDevServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TemporalDevServer").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("TemporalDevServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -1004,7 +1065,9 @@ impl TemporalDevServer {
         for _ in 0..3 {
             match Self::start_once(&binary, namespaces).await {
                 Ok(s) => return Ok(s),
-                Err(HarnessError::TemporalStart { message, log }) if log.contains("address already in use") => {
+                Err(HarnessError::TemporalStart { message, log })
+                    if log.contains("address already in use") =>
+                {
                     last = Some(HarnessError::TemporalStart { message, log });
                 }
                 Err(e) => return Err(e),
@@ -1016,8 +1079,13 @@ impl TemporalDevServer {
         }))
     }
 
-    async fn start_once(binary: &std::path::Path, namespaces: &[&str]) -> Result<Self, HarnessError> {
-        let dir = tempfile::Builder::new().prefix("fleetscale-temporal-").tempdir()?;
+    async fn start_once(
+        binary: &std::path::Path,
+        namespaces: &[&str],
+    ) -> Result<Self, HarnessError> {
+        let dir = tempfile::Builder::new()
+            .prefix("fleetscale-temporal-")
+            .tempdir()?;
         let port = |_: ()| super::closed_port().map(|a| a.port());
         let (grpc, http, metrics) = (port(())?, port(())?, port(())?);
         let addr = SocketAddr::from(([127, 0, 0, 1], grpc));
@@ -1086,7 +1154,8 @@ impl TemporalDevServer {
 
     /// The end of the server's log.
     pub fn log(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join("temporal.log")).unwrap_or_default();
+        let text =
+            std::fs::read_to_string(self.dir.path().join("temporal.log")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
@@ -1097,7 +1166,9 @@ impl TemporalDevServer {
     /// [`HarnessError::TemporalCli`] when it fails.
     pub async fn cli(&self, args: &[&str]) -> Result<String, HarnessError> {
         let mut cmd = tokio::process::Command::new(&self.binary);
-        cmd.args(args).args(["--address", &self.host_port()]).kill_on_drop(true);
+        cmd.args(args)
+            .args(["--address", &self.host_port()])
+            .kill_on_drop(true);
         let out = tokio::time::timeout(TEMPORAL_DEADLINE, cmd.output())
             .await
             .map_err(|_| HarnessError::TemporalCli {
@@ -1122,9 +1193,24 @@ impl TemporalDevServer {
     ///
     /// # Errors
     /// See [`TemporalDevServer::cli`].
-    pub async fn start_workflow(&self, namespace: &str, workflow_id: &str, workflow_type: &str, task_queue: &str) -> Result<(), HarnessError> {
+    pub async fn start_workflow(
+        &self,
+        namespace: &str,
+        workflow_id: &str,
+        workflow_type: &str,
+        task_queue: &str,
+    ) -> Result<(), HarnessError> {
         self.cli(&[
-            "workflow", "start", "--namespace", namespace, "--workflow-id", workflow_id, "--type", workflow_type, "--task-queue", task_queue,
+            "workflow",
+            "start",
+            "--namespace",
+            namespace,
+            "--workflow-id",
+            workflow_id,
+            "--type",
+            workflow_type,
+            "--task-queue",
+            task_queue,
         ])
         .await
         .map(drop)
@@ -1134,10 +1220,23 @@ impl TemporalDevServer {
     ///
     /// # Errors
     /// See [`TemporalDevServer::cli`].
-    pub async fn terminate_workflow(&self, namespace: &str, workflow_id: &str) -> Result<(), HarnessError> {
-        self.cli(&["workflow", "terminate", "--namespace", namespace, "--workflow-id", workflow_id, "--reason", "test"])
-            .await
-            .map(drop)
+    pub async fn terminate_workflow(
+        &self,
+        namespace: &str,
+        workflow_id: &str,
+    ) -> Result<(), HarnessError> {
+        self.cli(&[
+            "workflow",
+            "terminate",
+            "--namespace",
+            namespace,
+            "--workflow-id",
+            workflow_id,
+            "--reason",
+            "test",
+        ])
+        .await
+        .map(drop)
     }
 
     /// `temporal workflow count`: the official CLI's count for `query` (empty: all).
@@ -1151,7 +1250,11 @@ impl TemporalDevServer {
         }
         let out = self.cli(&args).await?;
         out.lines()
-            .find_map(|l| l.trim().strip_prefix("Total:").and_then(|n| n.trim().parse().ok()))
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("Total:")
+                    .and_then(|n| n.trim().parse().ok())
+            })
             .ok_or_else(|| HarnessError::TemporalCli {
                 args: args.join(" "),
                 message: format!("no `Total: N` in {out:?}"),
@@ -1163,7 +1266,12 @@ impl TemporalDevServer {
     ///
     /// # Errors
     /// [`HarnessError::TemporalCli`] with the last count when it never gets there.
-    pub async fn wait_for_count(&self, namespace: &str, query: &str, want: i64) -> Result<(), HarnessError> {
+    pub async fn wait_for_count(
+        &self,
+        namespace: &str,
+        query: &str,
+        want: i64,
+    ) -> Result<(), HarnessError> {
         let started = Instant::now();
         loop {
             let last = self.count(namespace, query).await;

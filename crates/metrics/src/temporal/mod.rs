@@ -477,14 +477,20 @@ impl TemporalSource {
     /// Reads the count for `scope`. See the type's docs for behaviour and errors.
     pub async fn read(&self, scope: &Scope) -> Result<i64, MetricsError> {
         let deadline = Instant::now() + self.config.timeout;
-        let work = self.run(scope, deadline);
-        match tokio::time::timeout_at(deadline, work).await {
+        let timeout = || MetricsError::Timeout {
+            metric: self.config.name.clone(),
+            operation: format!("temporal CountWorkflowExecutions at {}", self.shown),
+            after: self.config.timeout,
+        };
+        match tokio::time::timeout_at(deadline, self.run(scope, deadline)).await {
+            // The channel enforces the `grpc-timeout` we send and may notice first: its
+            // `CANCELLED: Timeout expired` is our deadline too.
+            Err(_) => Err(timeout()),
+            Ok(Err(MetricsError::Temporal {
+                code: "CANCELLED" | "DEADLINE_EXCEEDED",
+                ..
+            })) if Instant::now() >= deadline => Err(timeout()),
             Ok(r) => r,
-            Err(_) => Err(MetricsError::Timeout {
-                metric: self.config.name.clone(),
-                operation: format!("temporal CountWorkflowExecutions at {}", self.shown),
-                after: self.config.timeout,
-            }),
         }
     }
 
@@ -521,12 +527,13 @@ impl TemporalSource {
     }
 
     async fn run(&self, scope: &Scope, deadline: Instant) -> Result<i64, MetricsError> {
-        let query = self.expanded_query(scope);
-        // An environment value may have unbalanced the expanded query: refuse to send it.
-        query::check(&query).map_err(|e| MetricsError::Config {
+        // An environment value may have unbalanced the filter: refuse to send it.
+        let filter = crate::expand::expand(&self.config.query, scope, self.config.expand_env);
+        query::check(&filter).map_err(|e| MetricsError::Config {
             metric: self.config.name.clone(),
-            message: format!("temporal query {query:?} after expansion: {e}"),
+            message: format!("temporal query {filter:?} after expansion: {e}"),
         })?;
+        let query = self.expanded_query(scope);
         let differentiates = self.ensure_initialized(deadline).await?;
         tracing::debug!(metric = %self.config.name, target = %scope.target, %query, "temporal count");
         let request = CountWorkflowExecutionsRequest {
