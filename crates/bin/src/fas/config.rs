@@ -951,12 +951,18 @@ metric-collectors:
         assert_eq!(mc.metric_name, "workflows");
         assert_eq!(mc.query, "TaskQueue = '$APP_NAME'");
         // The Temporal CLI's variable wins, as in the Go tool.
-        assert_eq!(mc.cert_data.as_ref().unwrap().expose(), "cert-from-temporal-cli");
+        assert_eq!(
+            mc.cert_data.as_ref().unwrap().expose(),
+            "cert-from-temporal-cli"
+        );
         assert_eq!(mc.key_data.as_ref().unwrap().expose(), "key-secret-1");
         assert_eq!(mc.ca_data.as_ref().unwrap().expose(), "ca-pem");
         assert_eq!(mc.api_key.as_ref().unwrap().expose(), "api-secret-2");
         let shown = format!("{c:?}");
-        assert!(!shown.contains("key-secret-1") && !shown.contains("api-secret-2"), "{shown}");
+        assert!(
+            !shown.contains("key-secret-1") && !shown.contains("api-secret-2"),
+            "{shown}"
+        );
         // No FAS_TEMPORAL_ADDRESS: no collector, whatever else is set.
         let c = Config::from_env(&env(&[("FAS_TEMPORAL_NAMESPACE", "x")])).unwrap();
         assert!(c.metric_collectors.is_empty());
@@ -969,7 +975,11 @@ metric-collectors:
         .unwrap();
         let mc = &c.metric_collectors[0];
         assert_eq!(
-            (mc.kind.as_str(), mc.metric_name.as_str(), mc.namespace.as_str()),
+            (
+                mc.kind.as_str(),
+                mc.metric_name.as_str(),
+                mc.namespace.as_str()
+            ),
             ("temporal", "workflow_count", "default")
         );
         assert_eq!(mc.query, "WorkflowType=\"my_workflow_type\"");

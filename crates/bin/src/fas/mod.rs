@@ -284,14 +284,22 @@ pub fn build_sources(c: &Config) -> Result<Vec<Arc<dyn MetricSource>>> {
 ///
 /// # Errors
 /// The Go tool's message alone (`temporal namespace required`, `tls: …`), or ours.
-fn build_temporal(c: &Config, mc: &config::CollectorConfig) -> std::result::Result<Arc<dyn MetricSource>, String> {
+fn build_temporal(
+    c: &Config,
+    mc: &config::CollectorConfig,
+) -> std::result::Result<Arc<dyn MetricSource>, String> {
     let secret = |t: &Option<fleetscale_metrics::Token>| {
-        t.as_ref().filter(|t| !t.is_empty()).map(|t| t.expose().to_owned())
+        t.as_ref()
+            .filter(|t| !t.is_empty())
+            .map(|t| t.expose().to_owned())
     };
     let mut tc = TemporalConfig::new(&mc.metric_name, &mc.address, &mc.namespace)
         .with_query(&mc.query)
         .with_expand_env(true)
-        .with_timeout((c.timeout / 2).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(10)));
+        .with_timeout((c.timeout / 2).clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(10),
+        ));
     tc.cert = secret(&mc.cert_data);
     tc.key = mc.key_data.clone().filter(|t| !t.is_empty());
     tc.ca = secret(&mc.ca_data);

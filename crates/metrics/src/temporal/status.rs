@@ -120,7 +120,13 @@ pub(crate) fn error(
         status.message().to_owned()
     };
     if let Some(cause) = std::error::Error::source(&status) {
-        message = format!("{message}: {}", chain(cause));
+        // A transport error's status message repeats a link of its source chain.
+        let causes = chain(cause);
+        message = if causes.contains(status.message()) {
+            causes
+        } else {
+            format!("{message}: {causes}")
+        };
     }
     if let Some(d) = details(&status) {
         message = format!("{message} ({d})");
