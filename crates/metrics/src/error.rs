@@ -179,14 +179,12 @@ pub enum MetricsError {
     /// namespace does not exist) to [`Error::NotFound`]; `INVALID_ARGUMENT` (a query Temporal
     /// rejects) and `UNIMPLEMENTED` to [`Error::InvalidRequest`]; anything else to
     /// [`Error::Metric`].
-    #[error("metric `{metric}`: temporal {call} at {address} (namespace {namespace}): {code}: {message}")]
+    #[error("metric `{metric}`: temporal {call} (namespace {namespace}): {code}: {message}")]
     Temporal {
         /// The metric's name.
         metric: String,
-        /// The gRPC method, e.g. `CountWorkflowExecutions`.
-        call: &'static str,
-        /// The endpoint, e.g. `https://my-ns.tmprl.cloud:7233`.
-        address: String,
+        /// The gRPC method and endpoint, e.g. `CountWorkflowExecutions at https://h:7233`.
+        call: String,
         /// The namespace asked about.
         namespace: String,
         /// gRPC's canonical code name, e.g. `UNAVAILABLE`.

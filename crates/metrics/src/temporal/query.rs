@@ -78,13 +78,11 @@ pub fn check(query: &str) -> Result<(), QueryError> {
         match c {
             '\'' | '"' | '`' => quote = Some((c, column)),
             '(' => open.push(column),
-            ')' => {
-                if open.pop().is_none() {
-                    return Err(QueryError {
-                        column,
-                        message: "`)` without a matching `(`".into(),
-                    });
-                }
+            ')' if open.pop().is_none() => {
+                return Err(QueryError {
+                    column,
+                    message: "`)` without a matching `(`".into(),
+                });
             }
             _ => {}
         }

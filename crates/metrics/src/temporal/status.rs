@@ -136,8 +136,7 @@ pub(crate) fn error(
     }
     MetricsError::Temporal {
         metric: metric.to_owned(),
-        call,
-        address: address.to_owned(),
+        call: format!("{call} at {address}"),
         namespace: namespace.to_owned(),
         code: code_name(status.code()),
         message: truncate(&message, 600),
