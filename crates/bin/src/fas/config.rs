@@ -40,30 +40,37 @@ fn err(msg: impl Into<String>) -> ConfigError {
 /// One `metric-collectors` entry (or the collector defined by `FAS_PROMETHEUS_*`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CollectorConfig {
-    /// `prometheus` (supported) or `temporal` (recognised, refused).
+    /// `prometheus` or `temporal`.
     pub kind: String,
     /// The variable name in expressions.
     pub metric_name: String,
-    /// PromQL (`$APP_NAME` expanded per app at query time).
+    /// PromQL, or Temporal's visibility filter (`$APP_NAME` expanded per app at query time).
     pub query: String,
-    /// Base URL of the Prometheus API.
+    /// Base URL of the Prometheus API, or the Temporal frontend's `host:port`.
     pub address: String,
     /// Optional token (`Fly…` sent verbatim, else `Bearer`).
     pub token: Option<Token>,
-    /// Temporal namespace (not supported).
+    /// Temporal namespace.
     pub namespace: String,
-    /// Temporal mTLS certificate (not supported).
+    /// Temporal mTLS client certificate (PEM).
     pub cert_data: Option<Token>,
-    /// Temporal mTLS key (not supported).
+    /// Temporal mTLS client key (PEM).
     pub key_data: Option<Token>,
+    /// Ours: Temporal CA certificates (PEM) verifying the server (`ca-data`,
+    /// `FAS_TEMPORAL_CA_DATA`); the system roots otherwise.
+    pub ca_data: Option<Token>,
+    /// Ours: a Temporal Cloud API key (`api-key`, `FAS_TEMPORAL_API_KEY`).
+    pub api_key: Option<Token>,
 }
 
 impl CollectorConfig {
-    /// The Go tool's `MetricCollectorConfig.Validate`, plus our refusal of Temporal.
+    /// The Go tool's `MetricCollectorConfig.Validate`. Like it, nothing is checked here for
+    /// Temporal (its `validateTemporal` returns nil): `temporal address required`, `temporal
+    /// namespace required` and the TLS key pair errors come when the collector is built.
     ///
     /// # Errors
     /// `metric name required`, `type required`, `invalid type: "x"`, `prometheus address
-    /// required`, `prometheus query required`, or the Temporal refusal.
+    /// required`, `prometheus query required`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.metric_name.is_empty() {
             return Err(err("metric name required"));
@@ -78,10 +85,7 @@ impl CollectorConfig {
                 }
                 Ok(())
             }
-            "temporal" => Err(err(
-                "temporal collectors are not supported by this fly-autoscaler (fleetscale); \
-                 export the count to Prometheus and use a prometheus collector",
-            )),
+            "temporal" => Ok(()),
             "" => Err(err("type required")),
             other => Err(err(format!("invalid type: {}", go_quote(other)))),
         }
@@ -283,7 +287,11 @@ impl Config {
                 cert_data: token(pick("TEMPORAL_TLS_CERT_DATA", "FAS_TEMPORAL_CERT_DATA")),
                 key_data: token(pick("TEMPORAL_TLS_KEY_DATA", "FAS_TEMPORAL_KEY_DATA")),
                 query: get("FAS_TEMPORAL_QUERY"),
-                token: None,
+                // Ours, read in the same order as the certificate (the Temporal CLI's name
+                // first): a CA bundle and an API key.
+                ca_data: token(pick("TEMPORAL_TLS_CA_DATA", "FAS_TEMPORAL_CA_DATA")),
+                api_key: token(pick("TEMPORAL_API_KEY", "FAS_TEMPORAL_API_KEY")),
+                ..CollectorConfig::default()
             });
         }
         Ok(c)
@@ -363,6 +371,8 @@ impl Config {
                     namespace: c.namespace.unwrap_or_default(),
                     cert_data: c.cert_data.and_then(token),
                     key_data: c.key_data.and_then(token),
+                    ca_data: c.ca_data.and_then(token),
+                    api_key: c.api_key.and_then(token),
                 })
                 .collect();
         }
@@ -621,6 +631,10 @@ struct YamlCollector {
     cert_data: Option<String>,
     #[serde(default, deserialize_with = "scalar")]
     key_data: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    ca_data: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    api_key: Option<String>,
 }
 
 #[cfg(test)]
@@ -914,6 +928,64 @@ metric-collectors:
         // An empty file changes nothing.
         c.apply_yaml("\n", &getenv).unwrap();
         assert_eq!(c.created_machine_count, "2");
+    }
+
+    #[test]
+    fn temporal_from_env_and_yaml() {
+        let getenv = env(&[
+            ("FAS_TEMPORAL_ADDRESS", "temporal:7233"),
+            ("FAS_TEMPORAL_NAMESPACE", "orders"),
+            ("FAS_TEMPORAL_METRIC_NAME", "workflows"),
+            ("FAS_TEMPORAL_QUERY", "TaskQueue = '$APP_NAME'"),
+            ("FAS_TEMPORAL_CERT_DATA", "cert-from-fas"),
+            ("TEMPORAL_TLS_CERT_DATA", "cert-from-temporal-cli"),
+            ("FAS_TEMPORAL_KEY_DATA", "key-secret-1"),
+            ("FAS_TEMPORAL_CA_DATA", "ca-pem"),
+            ("FAS_TEMPORAL_API_KEY", "api-secret-2"),
+        ]);
+        let c = Config::from_env(&getenv).unwrap();
+        let mc = &c.metric_collectors[0];
+        assert_eq!(mc.kind, "temporal");
+        assert_eq!(mc.address, "temporal:7233");
+        assert_eq!(mc.namespace, "orders");
+        assert_eq!(mc.metric_name, "workflows");
+        assert_eq!(mc.query, "TaskQueue = '$APP_NAME'");
+        // The Temporal CLI's variable wins, as in the Go tool.
+        assert_eq!(
+            mc.cert_data.as_ref().unwrap().expose(),
+            "cert-from-temporal-cli"
+        );
+        assert_eq!(mc.key_data.as_ref().unwrap().expose(), "key-secret-1");
+        assert_eq!(mc.ca_data.as_ref().unwrap().expose(), "ca-pem");
+        assert_eq!(mc.api_key.as_ref().unwrap().expose(), "api-secret-2");
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("key-secret-1") && !shown.contains("api-secret-2"),
+            "{shown}"
+        );
+        // No FAS_TEMPORAL_ADDRESS: no collector, whatever else is set.
+        let c = Config::from_env(&env(&[("FAS_TEMPORAL_NAMESPACE", "x")])).unwrap();
+        assert!(c.metric_collectors.is_empty());
+
+        let mut c = Config::default();
+        c.apply_yaml(
+            "metric-collectors:\n  - type: temporal\n    metric-name: workflow_count\n    address: localhost:7233\n    namespace: default\n    cert-data: C\n    key-data: K\n    ca-data: CA\n    api-key: AK\n    query: 'WorkflowType=\"my_workflow_type\"'\n",
+            &env(&[]),
+        )
+        .unwrap();
+        let mc = &c.metric_collectors[0];
+        assert_eq!(
+            (
+                mc.kind.as_str(),
+                mc.metric_name.as_str(),
+                mc.namespace.as_str()
+            ),
+            ("temporal", "workflow_count", "default")
+        );
+        assert_eq!(mc.query, "WorkflowType=\"my_workflow_type\"");
+        assert_eq!(mc.api_key.as_ref().unwrap().expose(), "AK");
+        assert_eq!(mc.ca_data.as_ref().unwrap().expose(), "CA");
+        assert_eq!(mc.validate(), Ok(()));
     }
 
     #[test]

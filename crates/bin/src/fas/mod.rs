@@ -23,7 +23,9 @@ use fleetscale_fly::{
     AppDiscovery, ClientConfig, FlyGraphql, FlyScaler, FlyScalerConfig, FlyToken, GraphqlConfig,
     MachinesClient, Wildcard,
 };
-use fleetscale_metrics::{PrometheusConfig, PrometheusSource};
+use fleetscale_metrics::{
+    MetricsError, PrometheusConfig, PrometheusSource, TemporalConfig, TemporalSource,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{BinError, Result};
@@ -251,6 +253,14 @@ pub fn build_sources(c: &Config) -> Result<Vec<Arc<dyn MetricSource>>> {
     for (i, mc) in c.metric_collectors.iter().enumerate() {
         mc.validate()
             .map_err(|e| BinError::config(format!("metric collector[{i}]: {e}")))?;
+        if mc.kind == "temporal" {
+            out.push(build_temporal(c, mc).map_err(|e| {
+                BinError::config(format!(
+                    "cannot create metrics collectors: metric collector[{i}]: {e}"
+                ))
+            })?);
+            continue;
+        }
         let mut pc = PrometheusConfig::new(&mc.metric_name, &mc.address, &mc.query)
             .with_expand_env(true)
             .with_timeout(c.timeout);
@@ -265,6 +275,41 @@ pub fn build_sources(c: &Config) -> Result<Vec<Arc<dyn MetricSource>>> {
         out.push(Arc::new(src));
     }
     Ok(out)
+}
+
+/// A Temporal collector as fly-autoscaler builds it (`newTemporalMetricCollector`): address,
+/// namespace, client certificate and key, query; the query's `$VAR`s expanded per app (and
+/// from the environment) at query time. Its deadline is the Go SDK's for a call made under the
+/// reconcile timeout: half of it, clamped to 1–10 s (`newGRPCContext`).
+///
+/// # Errors
+/// The Go tool's message alone (`temporal namespace required`, `tls: …`), or ours.
+fn build_temporal(
+    c: &Config,
+    mc: &config::CollectorConfig,
+) -> std::result::Result<Arc<dyn MetricSource>, String> {
+    let secret = |t: &Option<fleetscale_metrics::Token>| {
+        t.as_ref()
+            .filter(|t| !t.is_empty())
+            .map(|t| t.expose().to_owned())
+    };
+    let mut tc = TemporalConfig::new(&mc.metric_name, &mc.address, &mc.namespace)
+        .with_query(&mc.query)
+        .with_expand_env(true)
+        .with_timeout((c.timeout / 2).clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(10),
+        ));
+    tc.cert = secret(&mc.cert_data);
+    tc.key = mc.key_data.clone().filter(|t| !t.is_empty());
+    tc.ca = secret(&mc.ca_data);
+    tc.api_key = mc.api_key.clone().filter(|t| !t.is_empty());
+    match TemporalSource::new(tc) {
+        Ok(s) => Ok(Arc::new(s)),
+        // The message alone, as the Go tool's `Open()` errors read.
+        Err(MetricsError::Config { message, .. }) => Err(message),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// A Machines API client with the configured token; the base URL comes from
@@ -794,5 +839,49 @@ mod tests {
             ..c
         };
         assert!(build_policy(&bad, &["running"]).is_err());
+    }
+
+    /// fly-autoscaler's `newTemporalMetricCollector` errors, behind `cannot create metrics
+    /// collectors: metric collector[i]: `, word for word.
+    #[test]
+    fn temporal_collectors_fail_with_the_go_messages() {
+        let with = |mc: config::CollectorConfig| Config {
+            app_name: "a".into(),
+            created_machine_count: "workflows".into(),
+            metric_collectors: vec![mc],
+            ..Config::default()
+        };
+        let temporal = |address: &str, namespace: &str| config::CollectorConfig {
+            kind: "temporal".into(),
+            metric_name: "workflows".into(),
+            address: address.into(),
+            namespace: namespace.into(),
+            ..config::CollectorConfig::default()
+        };
+        let msg = |c: Config| match build_sources(&c) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("built"),
+        };
+        assert_eq!(
+            msg(with(temporal("", "default"))),
+            "cannot create metrics collectors: metric collector[0]: temporal address required"
+        );
+        assert_eq!(
+            msg(with(temporal("localhost:7233", ""))),
+            "cannot create metrics collectors: metric collector[0]: temporal namespace required"
+        );
+        let mut cert_only = temporal("localhost:7233", "default");
+        cert_only.cert_data = Some(fleetscale_metrics::Token::new(
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----",
+        ));
+        assert_eq!(
+            msg(with(cert_only)),
+            "cannot create metrics collectors: metric collector[0]: tls: failed to find any PEM data in key input"
+        );
+        // Valid: built without connecting; Go's Validate has nothing to say about Temporal.
+        let ok = with(temporal("localhost:7233", "default"));
+        assert_eq!(ok.validate(), Ok(()));
+        let sources = build_sources(&ok).unwrap();
+        assert_eq!(sources[0].name(), "workflows");
     }
 }
