@@ -267,12 +267,9 @@ impl SimFleet {
             clock: start_ms,
             ledger: Ledger::default(),
         };
-        for state in std::iter::repeat_n(SimState::Started, config.initial_started as usize)
-            .chain(std::iter::repeat_n(
-                SimState::Stopped,
-                config.initial_stopped as usize,
-            ))
-        {
+        for state in std::iter::repeat_n(SimState::Started, config.initial_started as usize).chain(
+            std::iter::repeat_n(SimState::Stopped, config.initial_stopped as usize),
+        ) {
             let id = fleet.new_id();
             fleet.machines.push(SimMachine {
                 id,
@@ -411,7 +408,10 @@ impl SimFleet {
             }
         }
         let c = |s: SimState| i64::from(census[&s]);
-        if SimState::ALL.iter().all(|s| !s.is_spare() || census[s] == 0) {
+        if SimState::ALL
+            .iter()
+            .all(|s| !s.is_spare() || census[s] == 0)
+        {
             self.ledger.no_spare_ms += dt;
         }
         if let Some(t) = self.ledger.targets {
@@ -437,10 +437,7 @@ impl SimFleet {
 
     fn after_change(&mut self, now: i64) {
         self.ledger.peak_machines = self.ledger.peak_machines.max(self.machines.len() as u32);
-        self.ledger.peak_started = self
-            .ledger
-            .peak_started
-            .max(self.count(SimState::Started));
+        self.ledger.peak_started = self.ledger.peak_started.max(self.count(SimState::Started));
         if self.quantity(FleetQuantity::Spare) > 0 {
             if let Some(since) = self.ledger.open_wait.take() {
                 self.ledger.spare_waits_ms.push(now - since);
@@ -469,7 +466,12 @@ impl SimFleet {
             return false;
         }
         let start = ms(self.latencies.start);
-        self.schedule(id, now, SimState::Starting, &[(start, Some(SimState::Started))]);
+        self.schedule(
+            id,
+            now,
+            SimState::Starting,
+            &[(start, Some(SimState::Started))],
+        );
         true
     }
 
@@ -477,10 +479,7 @@ impl SimFleet {
     /// wait for the next spare begins.
     pub fn proxy_start(&mut self, id: &str, now: i64) -> bool {
         let ok = self.start(id, now);
-        if ok
-            && self.quantity(FleetQuantity::Spare) == 0
-            && self.ledger.open_wait.is_none()
-        {
+        if ok && self.quantity(FleetQuantity::Spare) == 0 && self.ledger.open_wait.is_none() {
             self.ledger.open_wait = Some(now);
         }
         ok
@@ -493,7 +492,12 @@ impl SimFleet {
             return false;
         }
         let stop = ms(self.latencies.stop);
-        self.schedule(id, now, SimState::Stopping, &[(stop, Some(SimState::Stopped))]);
+        self.schedule(
+            id,
+            now,
+            SimState::Stopping,
+            &[(stop, Some(SimState::Stopped))],
+        );
         true
     }
 
@@ -604,7 +608,10 @@ mod tests {
         let mut f = fleet(1, 0);
         let id = f.create(InitialState::Stopped, 0);
         assert_eq!(f.count(SimState::Creating), 1);
-        assert!(f.proxy_view().len() == 1, "creating is invisible to the proxy");
+        assert!(
+            f.proxy_view().len() == 1,
+            "creating is invisible to the proxy"
+        );
         assert_eq!(f.inventory()[1].state, MachineState::Created);
         f.advance(10_000);
         assert_eq!(f.count(SimState::Created), 1);

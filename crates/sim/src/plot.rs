@@ -149,7 +149,10 @@ fn draw_load<DB: DrawingBackend>(
         .label_style((FAMILY, 13))
         .draw()?;
     if !points.is_empty() {
-        chart.draw_series(LineSeries::new(steps(&points, span.end), LOAD.stroke_width(2)))?;
+        chart.draw_series(LineSeries::new(
+            steps(&points, span.end),
+            LOAD.stroke_width(2),
+        ))?;
     }
     Ok(())
 }
@@ -199,7 +202,11 @@ fn draw_run<DB: DrawingBackend>(
             .map(|f| (hours(f.at_ms, span.t0), census_sum(f, &states)))
             .collect();
         chart
-            .draw_series(AreaSeries::new(steps(&points, span.end), 0.0, color.mix(0.85)))?
+            .draw_series(AreaSeries::new(
+                steps(&points, span.end),
+                0.0,
+                color.mix(0.85),
+            ))?
             .label(name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
     }
@@ -207,10 +214,26 @@ fn draw_run<DB: DrawingBackend>(
     // The targets of the created count (min; max when it differs), and of the started count.
     type Pick = fn(&fleetscale_core::Targets) -> Option<u32>;
     let target_lines: [(&str, Pick, ShapeStyle); 4] = [
-        ("target created min", |t| t.created.min, TARGET.stroke_width(2)),
-        ("target created max", |t| t.created.max, TARGET.mix(0.5).stroke_width(1)),
-        ("target started min", |t| t.started.min, NEEDED.mix(0.5).stroke_width(1)),
-        ("target started max", |t| t.started.max, NEEDED.mix(0.3).stroke_width(1)),
+        (
+            "target created min",
+            |t| t.created.min,
+            TARGET.stroke_width(2),
+        ),
+        (
+            "target created max",
+            |t| t.created.max,
+            TARGET.mix(0.5).stroke_width(1),
+        ),
+        (
+            "target started min",
+            |t| t.started.min,
+            NEEDED.mix(0.5).stroke_width(1),
+        ),
+        (
+            "target started max",
+            |t| t.started.max,
+            NEEDED.mix(0.3).stroke_width(1),
+        ),
     ];
     for (i, (name, pick, style)) in target_lines.into_iter().enumerate() {
         let points: Vec<(f64, f64)> = r
@@ -284,7 +307,10 @@ fn draw_run<DB: DrawingBackend>(
             }))?
             .label(label)
             .legend(move |(x, y)| {
-                Polygon::new(vec![(x, y + 4), (x + 8, y + 4), (x + 4, y - 4)], color.filled())
+                Polygon::new(
+                    vec![(x, y + 4), (x + 8, y + 4), (x + 4, y - 4)],
+                    color.filled(),
+                )
             });
     }
     chart
@@ -377,8 +403,8 @@ pub fn svg(replays: &[&Replay]) -> Result<String> {
     register_font();
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, (WIDTH, height(replays.len())))
-            .into_drawing_area();
+        let root =
+            SVGBackend::with_string(&mut out, (WIDTH, height(replays.len()))).into_drawing_area();
         draw(root, replays).map_err(|e| SimError::Plot {
             what: "plot.svg".into(),
             message: e.to_string(),

@@ -261,7 +261,11 @@ mod tests {
         assert_eq!(autostop(&cfg, 19.0, &two), Some(MachineId::new("m1")));
         assert_eq!(autostop(&cfg, 20.0, &two), None, "one at the soft limit");
         let one = fleet(&[Started, Stopped]);
-        assert_eq!(autostop(&cfg, 0.5, &one), None, "a single machine with traffic");
+        assert_eq!(
+            autostop(&cfg, 0.5, &one),
+            None,
+            "a single machine with traffic"
+        );
         assert_eq!(autostop(&cfg, 0.0, &one), Some(MachineId::new("m0")));
         let keep = ProxyConfig {
             min_machines_running: 1,
@@ -283,7 +287,10 @@ mod tests {
         use MachineState::*;
         let mut p = FlyProxy::new(ProxyConfig::new("load"));
         let f = fleet(&[Started, Started, Started]);
-        assert!(p.pass(0, 0.0, &f).is_empty(), "first pass starts the period");
+        assert!(
+            p.pass(0, 0.0, &f).is_empty(),
+            "first pass starts the period"
+        );
         assert!(p.pass(299_999, 0.0, &f).is_empty());
         assert_eq!(
             p.pass(300_000, 0.0, &f),

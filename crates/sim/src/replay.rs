@@ -84,7 +84,9 @@ impl ReplayConfig {
     /// [`SimError::Config`] naming what is missing.
     pub fn check(&self, trace: &Trace) -> Result<()> {
         if self.interval.is_zero() {
-            return Err(SimError::Config("the tick interval must be greater than zero".into()));
+            return Err(SimError::Config(
+                "the tick interval must be greater than zero".into(),
+            ));
         }
         if trace.is_empty() {
             return Err(SimError::Config("the trace has no sample".into()));
@@ -199,9 +201,9 @@ pub fn replay(trace: &Trace, config: &ReplayConfig) -> Result<Replay> {
     config.check(trace)?;
     let times = trace.timestamps();
     let t0 = times[0];
-    let step = trace.step_ms().unwrap_or_else(|| {
-        i64::try_from(config.interval.as_millis()).unwrap_or(i64::MAX)
-    });
+    let step = trace
+        .step_ms()
+        .unwrap_or_else(|| i64::try_from(config.interval.as_millis()).unwrap_or(i64::MAX));
     let end = times[times.len() - 1] + step;
     let interval = i64::try_from(config.interval.as_millis()).unwrap_or(i64::MAX);
     // The policy's cooldowns and stabilization window compare `Instant`s: one fixed base

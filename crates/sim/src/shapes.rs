@@ -65,7 +65,10 @@ pub fn diurnal_day(start_unix: i64, step: u32) -> Vec<(i64, f64)> {
     (0..86_400 / step)
         .map(|k| {
             let s = k * step;
-            ((start_unix + i64::from(s)) * 1000, diurnal_load(s, u64::from(k)))
+            (
+                (start_unix + i64::from(s)) * 1000,
+                diurnal_load(s, u64::from(k)),
+            )
         })
         .collect()
 }
@@ -75,7 +78,10 @@ pub fn diurnal_trace(start_unix: i64, step: u32) -> Trace {
     let day = diurnal_day(start_unix, step);
     let timestamps = day.iter().map(|(t, _)| *t).collect();
     let mut series = BTreeMap::new();
-    series.insert("load".to_owned(), day.iter().map(|(_, v)| Some(*v)).collect());
+    series.insert(
+        "load".to_owned(),
+        day.iter().map(|(_, v)| Some(*v)).collect(),
+    );
     // Increasing timestamps, one identifier, finite values: always valid.
     Trace::new(timestamps, series).unwrap_or_default()
 }

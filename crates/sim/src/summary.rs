@@ -142,7 +142,9 @@ fn rule(r: &CountRule) -> Option<String> {
     match r {
         CountRule::Undefined => None,
         CountRule::Exact(e) => Some(e.source().to_owned()),
-        CountRule::Range { min, max } => Some(format!("min: {}, max: {}", min.source(), max.source())),
+        CountRule::Range { min, max } => {
+            Some(format!("min: {}, max: {}", min.source(), max.source()))
+        }
     }
 }
 
@@ -163,7 +165,10 @@ impl Summary {
             kinds
                 .iter()
                 .map(|k| {
-                    let n = actions.iter().filter(|a| a.by == by && a.kind == *k).count();
+                    let n = actions
+                        .iter()
+                        .filter(|a| a.by == by && a.kind == *k)
+                        .count();
                     (k.as_str().to_owned(), n as u64)
                 })
                 .collect()
@@ -254,7 +259,11 @@ impl Summary {
 
     /// Machine-hours in `state`.
     pub fn machine_hours(&self, state: SimState) -> f64 {
-        self.machine_seconds.get(state.as_str()).copied().unwrap_or(0.0) / 3600.0
+        self.machine_seconds
+            .get(state.as_str())
+            .copied()
+            .unwrap_or(0.0)
+            / 3600.0
     }
 }
 
@@ -318,7 +327,10 @@ fn rows(s: &Summary) -> Vec<(&'static str, String)> {
             "peak machines (started)",
             format!("{} ({})", s.peak_machines, s.peak_started),
         ),
-        ("time with no spare ready", format_seconds(s.no_spare_seconds)),
+        (
+            "time with no spare ready",
+            format_seconds(s.no_spare_seconds),
+        ),
         (
             "time above max: created / started",
             format!(
@@ -364,8 +376,15 @@ fn rows(s: &Summary) -> Vec<(&'static str, String)> {
 /// ```
 pub fn table(summaries: &[&Summary]) -> String {
     let all: Vec<Vec<(&str, String)>> = summaries.iter().map(|s| rows(s)).collect();
-    let names: Vec<&str> = all.first().map_or(Vec::new(), |r| r.iter().map(|(n, _)| *n).collect());
-    let first = names.iter().map(|n| n.chars().count()).max().unwrap_or(0).max(6);
+    let names: Vec<&str> = all
+        .first()
+        .map_or(Vec::new(), |r| r.iter().map(|(n, _)| *n).collect());
+    let first = names
+        .iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(6);
     let widths: Vec<usize> = summaries
         .iter()
         .zip(&all)

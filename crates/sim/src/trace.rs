@@ -119,10 +119,7 @@ impl Trace {
     /// # Errors
     /// [`SimError::InvalidTrace`] for timestamps that do not increase, a series of another
     /// length, a name that is not an identifier, or a value that is not finite.
-    pub fn new(
-        timestamps: Vec<i64>,
-        series: BTreeMap<String, Vec<Option<f64>>>,
-    ) -> Result<Trace> {
+    pub fn new(timestamps: Vec<i64>, series: BTreeMap<String, Vec<Option<f64>>>) -> Result<Trace> {
         if let Some(w) = timestamps.windows(2).find(|w| w[1] <= w[0]) {
             return Err(SimError::InvalidTrace(format!(
                 "timestamps must increase: {} is followed by {}",
@@ -159,7 +156,10 @@ impl Trace {
                 self.timestamps.len()
             )));
         }
-        if let Some(i) = values.iter().position(|v| v.is_some_and(|v| !v.is_finite())) {
+        if let Some(i) = values
+            .iter()
+            .position(|v| v.is_some_and(|v| !v.is_finite()))
+        {
             return Err(SimError::InvalidTrace(format!(
                 "series {name} has a value that is not finite at {}",
                 format_time(self.timestamps[i])
@@ -186,7 +186,11 @@ impl Trace {
             .map(|(i, l)| (i + 1, l.trim_end_matches('\r')))
             .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
         let Some((header_line, header)) = lines.next() else {
-            return Err(err(1, 1, "the trace is empty: expected a header `timestamp,metric,…`".into()));
+            return Err(err(
+                1,
+                1,
+                "the trace is empty: expected a header `timestamp,metric,…`".into(),
+            ));
         };
         let names: Vec<String> = split_cells(header)
             .into_iter()
@@ -200,7 +204,11 @@ impl Trace {
             ));
         }
         if names.len() < 2 {
-            return Err(err(header_line, 2, "the header names no metric column".into()));
+            return Err(err(
+                header_line,
+                2,
+                "the header names no metric column".into(),
+            ));
         }
         for (i, n) in names.iter().enumerate().skip(1) {
             if !is_identifier(n) {
@@ -245,9 +253,9 @@ impl Trace {
                 let v = if cell.is_empty() {
                     None
                 } else {
-                    let v: f64 = cell.parse().map_err(|_| {
-                        err(line_no, col + 1, format!("{cell:?} is not a number"))
-                    })?;
+                    let v: f64 = cell
+                        .parse()
+                        .map_err(|_| err(line_no, col + 1, format!("{cell:?} is not a number")))?;
                     if !v.is_finite() {
                         return Err(err(line_no, col + 1, format!("{cell:?} is not finite")));
                     }
@@ -257,7 +265,11 @@ impl Trace {
             }
         }
         if timestamps.is_empty() {
-            return Err(err(header_line, 1, "the trace has a header but no sample".into()));
+            return Err(err(
+                header_line,
+                1,
+                "the trace has a header but no sample".into(),
+            ));
         }
         let series = names.into_iter().skip(1).zip(columns).collect();
         Ok(Trace { timestamps, series })
@@ -322,7 +334,9 @@ impl Trace {
 
     /// The value of `name` at sample `i` (`None` when missing or out of range).
     pub fn value(&self, name: &str, i: usize) -> Option<f64> {
-        self.series.get(name).and_then(|s| s.get(i).copied().flatten())
+        self.series
+            .get(name)
+            .and_then(|s| s.get(i).copied().flatten())
     }
 
     /// The usual distance between samples: the median of the gaps (`None` for one sample).
@@ -384,7 +398,9 @@ mod tests {
         assert!(e("timestamp,a,a\n0,1,1\n").contains("column a appears twice"));
         assert!(e("timestamp,a\n0,1\n15,x\n").starts_with("trace line 3, column 2: \"x\""));
         assert!(e("timestamp,a\n0,1\n15\n").contains("line 3"));
-        assert!(e("timestamp,a\n15,1\n15,2\n").contains("line 3, column 1: timestamps must increase"));
+        assert!(
+            e("timestamp,a\n15,1\n15,2\n").contains("line 3, column 1: timestamps must increase")
+        );
         assert!(e("timestamp,a\nyesterday,1\n").contains("neither Unix seconds"));
         assert!(e("timestamp,a\n0,inf\n").contains("not finite"));
         assert!(e("timestamp,a\n").contains("no sample"));

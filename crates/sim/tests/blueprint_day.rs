@@ -2,7 +2,9 @@
 
 use fleetscale_core::policy::{CountRule, Policy};
 use fleetscale_core::InitialState;
-use fleetscale_sim::{replay, shapes, write_outputs, FleetQuantity, ProxyConfig, ReplayConfig, Trace};
+use fleetscale_sim::{
+    replay, shapes, write_outputs, FleetQuantity, ProxyConfig, ReplayConfig, Trace,
+};
 
 const SHIPPED: &str = include_str!("../traces/diurnal-day.csv");
 
@@ -23,15 +25,27 @@ fn blueprint(label: &str, rule: &str) -> ReplayConfig {
 #[test]
 fn outputs_are_written_and_byte_identical_for_the_same_inputs() {
     let trace = Trace::from_csv(SHIPPED).unwrap();
-    let a = replay(&trace, &blueprint("blueprint", "min(running_machines + 1, 10)")).unwrap();
-    let b = replay(&trace, &blueprint("two spares", "min(running_machines + 2, 12)")).unwrap();
+    let a = replay(
+        &trace,
+        &blueprint("blueprint", "min(running_machines + 1, 10)"),
+    )
+    .unwrap();
+    let b = replay(
+        &trace,
+        &blueprint("two spares", "min(running_machines + 2, 12)"),
+    )
+    .unwrap();
     let dir = match std::env::var_os("FLEETSCALE_KEEP_PLOT") {
         Some(d) => std::path::PathBuf::from(d),
         None => tempfile::tempdir().unwrap().keep(),
     };
     let out = write_outputs(&dir, &[&a, &b]).unwrap();
     let first = std::fs::read(&out.summary).unwrap();
-    let again = replay(&trace, &blueprint("blueprint", "min(running_machines + 1, 10)")).unwrap();
+    let again = replay(
+        &trace,
+        &blueprint("blueprint", "min(running_machines + 1, 10)"),
+    )
+    .unwrap();
     assert_eq!(first, again.summary.to_json().into_bytes());
     let png = std::fs::read(&out.png).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");

@@ -14,7 +14,10 @@ fn the_shipped_trace_is_the_generators_output() {
         )
         .unwrap();
     }
-    assert_eq!(SHIPPED, generated, "regenerate with FLEETSCALE_WRITE_TRACE=1");
+    assert_eq!(
+        SHIPPED, generated,
+        "regenerate with FLEETSCALE_WRITE_TRACE=1"
+    );
     let t = Trace::from_csv(SHIPPED).unwrap();
     assert_eq!(t.len(), 5760, "a day at a 15 s step");
     assert_eq!(t.step_ms(), Some(15_000));
