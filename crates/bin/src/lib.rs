@@ -18,6 +18,7 @@ pub mod http;
 pub mod logging;
 
 pub use error::{BinError, Result};
+pub mod backtest;
 pub mod cli;
 pub mod demo;
 pub mod fakes;

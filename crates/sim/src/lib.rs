@@ -55,7 +55,7 @@ pub use fleet::{FleetConfig, FleetQuantity, Latencies, SimFleet, SimState};
 pub use proxy::{FlyProxy, ProxyAction, ProxyConfig};
 pub use replay::{replay, ActionEvent, Actor, Frame, Replay, ReplayConfig};
 pub use summary::{table, Summary};
-pub use trace::{format_time, Trace};
+pub use trace::{format_time, unix_ms, Trace};
 
 /// The files [`write_outputs`] wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]

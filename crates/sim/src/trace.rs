@@ -60,11 +60,11 @@ fn parse_timestamp(cell: &str) -> std::result::Result<i64, String> {
         .map_err(|e| {
             format!("timestamp {cell:?} is neither Unix seconds nor an RFC 3339 time ({e})")
         })?;
-    Ok(system_time_ms(t))
+    Ok(unix_ms(t))
 }
 
-/// Milliseconds since the Unix epoch (negative before it).
-pub(crate) fn system_time_ms(t: SystemTime) -> i64 {
+/// Milliseconds since the Unix epoch (negative before it): the clock of traces.
+pub fn unix_ms(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_millis() as i64,
         Err(e) => -(e.duration().as_millis() as i64),
