@@ -417,11 +417,13 @@ async fn read_history(
                 t.insert(pc.name.clone(), h.values)?;
             }
             SourceConfig::Constant(c) => constants.push((c.name.clone(), c.value)),
-            other => return Err(BinError::config(format!(
+            other => {
+                return Err(BinError::config(format!(
                 "source {:?} cannot be read over the past: give --trace FILE.csv with a column {}",
                 other.name(),
                 other.name()
-            ))),
+            )))
+            }
         }
     }
     let mut trace = match trace {
