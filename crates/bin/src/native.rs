@@ -654,12 +654,14 @@ pub async fn run(path: &Path, dry_run: bool) -> Result<()> {
     let health = Arc::new(Health::new(
         cfg.engine.interval * 3 + cfg.engine.tick_timeout + cfg.engine.refresh_interval,
     ));
+    let status = crate::http::status_board("fleetscale", cfg.engine.interval);
     let engine = Arc::new(
         Engine::new(engine_config(&cfg.engine, dry_run), provider)
             .with_observer(Arc::new(TracingObserver))
             .with_observer(Arc::new(PauseLog))
             .with_observer(metrics.clone())
-            .with_observer(health.clone()),
+            .with_observer(health.clone())
+            .with_observer(status.clone()),
     );
     let server = if cfg.server.listen.trim() == "off" {
         None
@@ -672,7 +674,7 @@ pub async fn run(path: &Path, dry_run: bool) -> Result<()> {
                     cfg.server.listen
                 ))
             })?;
-        let s = MetricsServer::start(addr, metrics, health)
+        let s = MetricsServer::start_with_status(addr, metrics, health, Some(status))
             .await
             .map_err(|e| BinError::io(format!("listen on {addr}"), e))?;
         tracing::info!(addr = %s.addr(), "serving /metrics and /healthz");

@@ -592,29 +592,32 @@ pub async fn serve(
         FlyTargets::new(config.clone(), client, policy, sources, log.clone())
             .with_release_guard(graphql),
     );
+    let status = crate::http::status_board("fly-autoscaler", config.interval);
     let engine = Arc::new(
         Engine::new(engine_config(&config), provider)
             .with_observer(log)
             .with_observer(metrics.clone())
-            .with_observer(health.clone()),
+            .with_observer(health.clone())
+            .with_observer(status.clone()),
     );
     log_pool_initialized(&config, config.metric_collectors.len());
 
-    let server = match MetricsServer::start(metrics_addr, metrics, health).await {
-        Ok(s) => {
-            let shown = if config.metrics_addr == config::DEFAULT_METRICS_ADDR {
-                config.metrics_addr.clone()
-            } else {
-                s.addr().to_string()
-            };
-            tracing::info!(addr = %shown, "serving metrics");
-            Some(s)
-        }
-        Err(e) => {
-            tracing::error!(err = %e, "cannot serve metrics");
-            None
-        }
-    };
+    let server =
+        match MetricsServer::start_with_status(metrics_addr, metrics, health, Some(status)).await {
+            Ok(s) => {
+                let shown = if config.metrics_addr == config::DEFAULT_METRICS_ADDR {
+                    config.metrics_addr.clone()
+                } else {
+                    s.addr().to_string()
+                };
+                tracing::info!(addr = %shown, "serving metrics");
+                Some(s)
+            }
+            Err(e) => {
+                tracing::error!(err = %e, "cannot serve metrics");
+                None
+            }
+        };
 
     let cancel = CancellationToken::new();
     let run = {
