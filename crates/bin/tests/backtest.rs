@@ -319,3 +319,33 @@ async fn a_real_prometheus_gives_the_same_figures_as_the_same_history_in_a_trace
         "{from_csv}"
     );
 }
+
+#[test]
+fn the_readme_table_is_what_the_readme_command_prints() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = tempfile::tempdir().unwrap();
+    let (status, out, err) = run({
+        let mut c = fleetscale();
+        c.current_dir(&root)
+            .args(["backtest", "--config", "crates/sim/traces/blueprint.toml"])
+            .args(["--compare", "crates/sim/traces/two-spares.toml"])
+            .args(["--trace", "crates/sim/traces/diurnal-day.csv", "--out"])
+            .arg(dir.path());
+        c
+    });
+    assert!(status.success(), "{out}\n{err}");
+    let table = std::fs::read_to_string(dir.path().join("table.txt")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("```text\n{table}```")),
+        "README.md's backtest table is out of date; the command prints:\n{table}"
+    );
+    // The committed plot is a PNG of the same size as the one produced.
+    let committed = std::fs::read(root.join("docs/backtest.png")).unwrap();
+    let produced = std::fs::read(dir.path().join("plot.png")).unwrap();
+    assert_eq!(
+        committed[..24],
+        produced[..24],
+        "PNG signature and IHDR (width, height)"
+    );
+}
