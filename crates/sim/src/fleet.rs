@@ -462,7 +462,7 @@ impl SimFleet {
     /// Starts a spare (created, stopped or suspended) at `now`. Returns whether it applied.
     pub fn start(&mut self, id: &str, now: i64) -> bool {
         self.advance(now);
-        if !self.find(id).is_some_and(|m| m.state.is_spare()) {
+        if self.find(id).is_none_or(|m| !m.state.is_spare()) {
             return false;
         }
         let start = ms(self.latencies.start);
@@ -488,7 +488,7 @@ impl SimFleet {
     /// Stops a started machine at `now`. Returns whether it applied.
     pub fn stop(&mut self, id: &str, now: i64) -> bool {
         self.advance(now);
-        if !self.find(id).is_some_and(|m| m.state == SimState::Started) {
+        if self.find(id).is_none_or(|m| m.state != SimState::Started) {
             return false;
         }
         let stop = ms(self.latencies.stop);
@@ -528,11 +528,10 @@ impl SimFleet {
     /// Destroys a machine that is not in transition at `now`. Returns whether it applied.
     pub fn destroy(&mut self, id: &str, now: i64) -> bool {
         self.advance(now);
-        if !self
-            .find(id)
-            .is_some_and(|m| !matches!(m.state, SimState::Creating | SimState::Destroying))
-            || self.find(id).is_some_and(|m| !m.pending.is_empty())
-        {
+        // Never a machine in transition: being created, started, stopped or destroyed.
+        if self.find(id).is_none_or(|m| {
+            !m.pending.is_empty() || matches!(m.state, SimState::Creating | SimState::Destroying)
+        }) {
             return false;
         }
         let destroy = ms(self.latencies.destroy);
