@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use clap::Args;
 use fleetscale_core::policy::{CountRule, Policy};
 use fleetscale_core::{InitialState, Scope};
-use fleetscale_metrics::{PrometheusConfig, PrometheusSource, SourceConfig};
+use fleetscale_metrics::{PrometheusConfig, SourceConfig};
 use fleetscale_sim::{
     replay, write_outputs, FleetConfig, FleetQuantity, Latencies, ProxyConfig, ReplayConfig, Trace,
 };
@@ -401,47 +401,22 @@ async fn read_history(
         wanted.push(SourceConfig::Prometheus(pc));
     }
     let mut trace: Option<Trace> = None;
-    let mut constants = Vec::new();
     for src in &wanted {
-        match src {
-            SourceConfig::Prometheus(pc) => {
-                let h = PrometheusSource::new(pc.clone())?
-                    .history(scope, from, to, step)
-                    .await?;
-                for w in &h.warnings {
-                    eprintln!("warning: prometheus ({}): {w}", pc.name);
-                }
-                let t = trace.get_or_insert_with(|| {
-                    Trace::new(h.timestamps.clone(), BTreeMap::new()).unwrap_or_default()
-                });
-                t.insert(pc.name.clone(), h.values)?;
-            }
-            SourceConfig::Constant(c) => constants.push((c.name.clone(), c.value)),
-            other => {
-                return Err(BinError::config(format!(
-                "source {:?} cannot be read over the past: give --trace FILE.csv with a column {}",
-                other.name(),
-                other.name()
-            )))
-            }
+        let h = src.history(scope, from, to, step).await?;
+        for w in &h.warnings {
+            eprintln!("warning: prometheus ({}): {w}", src.name());
         }
+        let t = match &mut trace {
+            Some(t) => t,
+            None => trace.insert(Trace::new(h.timestamps, BTreeMap::new())?),
+        };
+        t.insert(src.name(), h.values)?;
     }
-    let mut trace = match trace {
-        Some(t) => t,
-        None => {
-            // No Prometheus source: a grid of the range carries the constants.
-            let (a, b) = (fleetscale_sim::unix_ms(from), fleetscale_sim::unix_ms(to));
-            let step_ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX).max(1);
-            let ts: Vec<i64> = (0..)
-                .map(|k| a + k * step_ms)
-                .take_while(|t| *t <= b)
-                .collect();
-            Trace::new(ts, BTreeMap::new())?
-        }
-    };
-    for (name, v) in constants {
-        trace.insert(name, vec![Some(v); trace.len()])?;
-    }
+    let trace = trace.ok_or_else(|| {
+        BinError::config(
+            "no metric to read: the rules use none, and no --load or --load-query names one",
+        )
+    })?;
     Ok(trace)
 }
 

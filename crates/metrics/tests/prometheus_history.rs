@@ -148,3 +148,51 @@ async fn history_reads_past_samples_per_target_with_aggregation_and_gaps() {
         "the last sample stays visible"
     );
 }
+
+#[tokio::test]
+async fn constants_repeat_and_sources_without_a_past_are_named() {
+    use fleetscale_metrics::{SourceConfig, TemporalConfig};
+    let constant: SourceConfig =
+        toml::from_str("type = \"constant\"\nname = \"spare\"\nvalue = 2").unwrap();
+    let h = constant
+        .history(
+            &Scope::new("a"),
+            at(DAY),
+            at(DAY + 60),
+            Duration::from_secs(15),
+        )
+        .await
+        .unwrap();
+    assert_eq!(h.timestamps.len(), 5);
+    assert_eq!(h.values, vec![Some(2.0); 5]);
+    let temporal = SourceConfig::Temporal(TemporalConfig::new(
+        "workflows",
+        "127.0.0.1:7233",
+        "default",
+    ));
+    let e = temporal
+        .history(
+            &Scope::new("a"),
+            at(DAY),
+            at(DAY + 60),
+            Duration::from_secs(15),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cannot be read over the past") && e.contains("workflows"),
+        "{e}"
+    );
+    let e = constant
+        .history(
+            &Scope::new("a"),
+            at(DAY + 60),
+            at(DAY),
+            Duration::from_secs(15),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ends before it starts"), "{e}");
+}

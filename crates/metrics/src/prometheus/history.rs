@@ -10,6 +10,7 @@ use super::result::{self, label_set, Ctx, QueryData};
 use super::{seconds, Aggregation, EmptyResult, PrometheusSource, QueryMethod};
 use crate::error::{display_url, truncate, MetricsError};
 use crate::http::{self, bounded};
+use crate::SourceConfig;
 
 /// Prometheus refuses a range query of more than 11,000 points per series; requests are cut
 /// into chunks of at most this many steps.
@@ -47,6 +48,73 @@ fn combine(values: &[f64], aggregate: Option<Aggregation>) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
+/// The evaluation times `start + k × step` up to `end`, Unix milliseconds.
+fn grid(
+    metric: &str,
+    start: SystemTime,
+    end: SystemTime,
+    step: Duration,
+) -> Result<Vec<i64>, MetricsError> {
+    let bad = |message: &str| MetricsError::Config {
+        metric: metric.to_owned(),
+        message: message.to_owned(),
+    };
+    let (start, end) = (unix_ms(start), unix_ms(end));
+    let step_ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX);
+    if step_ms <= 0 {
+        return Err(bad("the history step must be at least 1 ms"));
+    }
+    if end < start {
+        return Err(bad("the history ends before it starts"));
+    }
+    let n = usize::try_from((end - start) / step_ms + 1).unwrap_or(usize::MAX);
+    Ok((0..n).map(|k| start + k as i64 * step_ms).collect())
+}
+
+impl SourceConfig {
+    /// The source's values at every `step` from `start` to `end`, for a backtest: a
+    /// Prometheus source runs [`PrometheusSource::history`], a constant source repeats its
+    /// value.
+    ///
+    /// # Errors
+    /// Those of [`PrometheusSource::history`]; [`MetricsError::Config`] for a source whose
+    /// past cannot be read (Temporal, HTTP JSON: they only know the present), naming it.
+    pub async fn history(
+        &self,
+        scope: &Scope,
+        start: SystemTime,
+        end: SystemTime,
+        step: Duration,
+    ) -> Result<History, MetricsError> {
+        match self {
+            SourceConfig::Prometheus(c) => {
+                PrometheusSource::new(c.clone())?
+                    .history(scope, start, end, step)
+                    .await
+            }
+            SourceConfig::Constant(c) => {
+                let timestamps = grid(&c.name, start, end, step)?;
+                Ok(History {
+                    values: vec![Some(c.value); timestamps.len()],
+                    timestamps,
+                    warnings: Vec::new(),
+                })
+            }
+            other => Err(MetricsError::Config {
+                metric: other.name().to_owned(),
+                message: format!(
+                    "a {} source cannot be read over the past: record it and give its values as a trace column {}",
+                    match other {
+                        SourceConfig::Temporal(_) => "temporal",
+                        _ => "http_json",
+                    },
+                    other.name()
+                ),
+            }),
+        }
+    }
+}
+
 impl PrometheusSource {
     /// The query for `scope` at every `step` from `start` to `end`
     /// (`/api/v1/query_range`), as the live source would have read it at each of those
@@ -70,20 +138,7 @@ impl PrometheusSource {
         end: SystemTime,
         step: Duration,
     ) -> Result<History, MetricsError> {
-        let bad = |message: String| MetricsError::Config {
-            metric: self.config.name.clone(),
-            message,
-        };
-        let (start, end) = (unix_ms(start), unix_ms(end));
-        let step_ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX);
-        if step_ms <= 0 {
-            return Err(bad("the history step must be at least 1 ms".into()));
-        }
-        if end < start {
-            return Err(bad("the history ends before it starts".into()));
-        }
-        let n = usize::try_from((end - start) / step_ms + 1).unwrap_or(usize::MAX);
-        let timestamps: Vec<i64> = (0..n).map(|k| start + k as i64 * step_ms).collect();
+        let timestamps = grid(&self.config.name, start, end, step)?;
         let query = self.expanded_query(scope);
         let mut by_time: BTreeMap<i64, Vec<(String, f64)>> = BTreeMap::new();
         let mut warnings = Vec::new();
