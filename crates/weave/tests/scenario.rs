@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use fleetscale_core::engine::{Engine, EngineConfig, TargetSpec};
 use fleetscale_core::policy::Policy;
-use fleetscale_core::testing::FakeScaler;
+use fleetscale_core::testing::{FakeScaler, Op};
 use fleetscale_core::{ClusterMembership, Error, Machine, MachineState, Scope};
 use fleetscale_weave::fake::{EmulatedHosts, Emulator, EmulatorConfig, PeerSpec, Role};
 use fleetscale_weave::inventory::{HostInventory, HostSnapshot};
@@ -475,10 +475,12 @@ async fn finding_2_the_engine_reclaims_peers_it_never_joined_also_after_a_restar
         scaler.insert(machine(n, &format!("dyn{n}")));
     }
 
-    // Process A: one tick binds both peers to their machines; nothing is reclaimed.
+    // Process A: one tick binds both peers to their machines; nothing is reclaimed. The tick
+    // lists the machines once: the membership and the reclaimer use the engine's list.
     let (a, _) = engine_for(scaler.clone());
     let r = a.run_once().await.unwrap().remove(0);
     assert!(r.reclaims.is_empty(), "{:?}", r.reclaims);
+    assert_eq!(scaler.call_count(Op::List), 1, "one list per tick");
     drop(a);
     let rec = w.records("engine.jsonl").await;
     assert_eq!(rec[&pn(5)].host.as_ref().unwrap().host, "m-dyn5");
@@ -493,8 +495,11 @@ async fn finding_2_the_engine_reclaims_peers_it_never_joined_also_after_a_restar
     let (b, reclaimer) = engine_for(scaler.clone());
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut refusals = Vec::new();
+    let mut ticks = 1;
     loop {
         let r = b.run_once().await.unwrap().remove(0);
+        ticks += 1;
+        assert_eq!(scaler.call_count(Op::List), ticks, "one list per tick");
         match r.reclaims.as_slice() {
             [(name, Ok(n))] if *name == pn(5).to_string() => {
                 assert_eq!(*n, owned5);
