@@ -59,6 +59,16 @@ impl SourceConfig {
         }
     }
 
+    /// The credential the source sends, if any: callers that print text from the source's
+    /// answers (logs, errors) redact it.
+    pub fn token(&self) -> Option<&crate::Token> {
+        match self {
+            SourceConfig::Prometheus(c) => c.token.as_ref(),
+            SourceConfig::Constant(_) => None,
+            SourceConfig::HttpJson(c) => c.token.as_ref(),
+        }
+    }
+
     /// Builds the source.
     ///
     /// # Errors
