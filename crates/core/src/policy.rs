@@ -234,9 +234,7 @@ pub fn check_duration(name: &str, d: Duration, zero_ok: bool) -> Result<()> {
     }
     if d > MAX_SETTING_DURATION {
         return Err(Error::config(format!(
-            "{name} = {} is longer than the maximum of {} (7 days)",
-            humantime::format_duration(d),
-            humantime::format_duration(MAX_SETTING_DURATION)
+            "{name} is longer than the maximum of 7 days (168h)"
         )));
     }
     Ok(())
