@@ -114,10 +114,12 @@ where
             return Err(e);
         }
     };
+    // fly-autoscaler's message; the grace and the second-signal rule as attributes.
     tracing::info!(
         signal,
-        "signal received: stopping; ticks in flight get {} to finish (a second signal exits at once)",
-        fleetscale_core::format_seconds(grace)
+        grace_seconds = grace.as_secs_f64(),
+        second_signal = "exits at once",
+        "signal received, shutting down"
     );
     cancel.cancel();
     let margin = grace + Duration::from_secs(2);
