@@ -913,7 +913,9 @@ impl NativeTargets {
                 }
             }
         };
-        let mut scope = Scope::new(app);
+        // `$APP_NAME` in queries and `app_name` in expressions are the app, whatever the
+        // target's display name.
+        let mut scope = Scope::new(app).with_var("APP_NAME", app);
         if let Some(g) = t.fly.process_group.clone().filter(|g| !g.is_empty()) {
             scope = scope.with_group(g);
         }

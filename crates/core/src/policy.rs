@@ -592,6 +592,6 @@ pub fn variables(scope: &Scope, counts: &Counts, metrics: &BTreeMap<String, f64>
     vars.set_number("started_machines", f64::from(counts.started));
     vars.set_number("stopped_machines", f64::from(counts.stopped));
     vars.set_number("suspended_machines", f64::from(counts.suspended));
-    vars.set_str(APP_NAME_VARIABLE, scope.target.clone());
+    vars.set_str(APP_NAME_VARIABLE, scope.app_name().to_owned());
     vars
 }

@@ -261,7 +261,10 @@ impl From<MetricsError> for Error {
                 _ if status >= 400 => Error::InvalidRequest { message },
                 _ => Error::Metric {
                     metric: err.metric().to_owned(),
-                    message,
+                    message: message
+                        .strip_prefix(&format!("metric `{}`: ", err.metric()))
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| message.clone()),
                     source: None,
                 },
             },
@@ -272,13 +275,17 @@ impl From<MetricsError> for Error {
                 message,
                 source,
             },
+            // `Error::Metric` names the metric itself: its message is the rest.
             MetricsError::Empty { ref metric, .. }
             | MetricsError::MultipleSeries { ref metric, .. }
             | MetricsError::NotFinite { ref metric, .. }
             | MetricsError::UnexpectedResultType { ref metric, .. }
             | MetricsError::Pointer { ref metric, .. } => Error::Metric {
                 metric: metric.clone(),
-                message,
+                message: message
+                    .strip_prefix(&format!("metric `{metric}`: "))
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| message.clone()),
                 source: None,
             },
         }

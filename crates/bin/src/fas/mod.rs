@@ -739,6 +739,20 @@ pub async fn main_with_args(args: Vec<String>) -> i32 {
             return 1;
         }
     };
+    // The tokens are secrets before anything is parsed: a value put in the wrong variable by
+    // mistake is then never echoed by a parse error either.
+    for name in [
+        "FAS_API_TOKEN",
+        "FAS_PROMETHEUS_TOKEN",
+        "FAS_TEMPORAL_CERT_DATA",
+        "FAS_TEMPORAL_KEY_DATA",
+        "TEMPORAL_TLS_CERT_DATA",
+        "TEMPORAL_TLS_KEY_DATA",
+    ] {
+        if let Some(v) = getenv(name) {
+            crate::redact::register(&v);
+        }
+    }
     let loaded = |path: Option<&std::path::Path>| {
         check_env_utf8(std::env::vars_os())?;
         let c = load_config(path, &getenv)?;
