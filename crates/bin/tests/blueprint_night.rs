@@ -12,7 +12,6 @@
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
 
 use common::{eventually, Proc};
 use fleetscale_fly::FlyState;
