@@ -63,7 +63,13 @@ Runs the autoscaler on every target of a TOML file until SIGINT or SIGTERM, serv
 
 Expressions may use every source by name and created_machines, started_machines,
 stopped_machines, suspended_machines, app_name. The Fly token is read from the variable
-named by backend.token_env (default FLY_API_TOKEN); FLY_FLAPS_BASE_URL overrides the API.
+named by backend.token_env (default FLY_API_TOKEN; required); FLY_FLAPS_BASE_URL overrides
+the API. An empty result of count(...) or sum(...) without grouping reads as 0; set
+empty = \"error\" (or \"zero\") on a source to change that.
+[engine] also takes shutdown_grace (default \"3s\": ticks in flight after SIGTERM, a second
+signal exits at once) and max_actions_per_tick (default 100 creates, starts, stops and
+destroys per target and tick). Counts saturate at 10,000. Two targets may not manage the
+same machines (same app and overlapping process groups).
 Ticks of an app are skipped while a deploy of it runs (backend.release_guard, default true;
 Fly's GraphQL API, FLY_API_BASE_URL overrides it).
 `${VAR}` in the file is replaced by the environment variable VAR. An optional [target.weave]
