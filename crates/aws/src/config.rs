@@ -777,10 +777,20 @@ mod tests {
                 "unknown variant",
             ),
         ];
+        // As a binary embeds it: a table of a larger file, whose errors carry a position.
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct File {
+            name: String,
+            backend: Ec2PoolConfig,
+        }
         for (text, want) in cases {
             let err = parse(text).unwrap_err();
             assert!(err.contains(want), "{text:?}: {err}");
-            assert!(err.contains("line"), "no position in {err}");
+            let file = format!("name = \"t\"\n\n[backend]\n{text}\n");
+            let err = toml::from_str::<File>(&file).unwrap_err().to_string();
+            assert!(err.contains(want), "{file:?}: {err}");
+            assert!(err.contains("line "), "no position in {err}");
         }
     }
 

@@ -242,6 +242,21 @@ impl AwsError {
         E: ProvideErrorMetadata + RequestId + std::error::Error + Send + Sync + 'static,
     {
         match err {
+            SdkError::ServiceError(ctx) if ctx.err().code().is_none() => {
+                // Not an EC2 error document (no code): e.g. an HTML page from a gateway.
+                let status = ctx.raw().status().as_u16();
+                let excerpt: String = ctx
+                    .raw()
+                    .body()
+                    .bytes()
+                    .map(|b| String::from_utf8_lossy(b).chars().take(200).collect())
+                    .unwrap_or_default();
+                AwsError::InvalidResponse {
+                    operation,
+                    message: format!("HTTP {status} without an EC2 error code: {excerpt:?}"),
+                    source: Some(Box::new(SdkError::ServiceError(ctx))),
+                }
+            }
             SdkError::ServiceError(ctx) => {
                 let status = ctx.raw().status().as_u16();
                 let e = ctx.err();

@@ -97,6 +97,14 @@ pub fn to_machine(i: &Instance) -> Option<Machine> {
     })
 }
 
+/// The spot request to cancel before terminating `i`: its `SpotInstanceRequestId`, when it has
+/// one. EC2 relaunches the instance of a *persistent* request whose instance is terminated
+/// unless the request is cancelled first (EC2 user guide, "Terminate a Spot Instance");
+/// cancelling a fulfilled one-time request is harmless, so every request is cancelled.
+pub fn spot_request_to_cancel(i: &Instance) -> Option<&str> {
+    i.spot_instance_request_id().filter(|r| !r.is_empty())
+}
+
 /// The subnet for the next launch: among `subnets` (in configuration order), those not
 /// `avoided` (a recent capacity error), the one with the fewest pool instances (`counts`);
 /// ties go to the earlier one. When every subnet is avoided, all are candidates again.
@@ -239,6 +247,22 @@ mod tests {
         assert_eq!(m.state, MachineState::Unknown);
         assert!(!m.manageable);
         assert!(to_machine(&Instance::builder().build()).is_none());
+    }
+
+    #[test]
+    fn spot_requests_are_cancelled_before_termination() {
+        let spot = Instance::builder()
+            .instance_id("i-1")
+            .spot_instance_request_id("sir-123")
+            .build();
+        assert_eq!(spot_request_to_cancel(&spot), Some("sir-123"));
+        let on_demand = Instance::builder().instance_id("i-2").build();
+        assert_eq!(spot_request_to_cancel(&on_demand), None);
+        let empty = Instance::builder()
+            .instance_id("i-3")
+            .spot_instance_request_id("")
+            .build();
+        assert_eq!(spot_request_to_cancel(&empty), None);
     }
 
     #[test]

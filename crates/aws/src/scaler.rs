@@ -305,6 +305,9 @@ impl Ec2Scaler {
                     .operation_attempt_timeout(config.timeouts.attempt)
                     .build(),
             );
+        if sdk.behavior_version().is_none() {
+            builder = builder.behavior_version(BehaviorVersion::latest());
+        }
         if let Some(r) = &config.region {
             builder = builder.region(Region::new(r.clone()));
         }
@@ -943,7 +946,7 @@ impl Ec2Scaler {
         if state == "shutting-down" {
             return Ok(());
         }
-        if let Some(request) = i.spot_instance_request_id().filter(|r| !r.is_empty()) {
+        if let Some(request) = inventory::spot_request_to_cancel(&i) {
             // A persistent spot request would launch a replacement once its instance is gone.
             tracing::info!(pool = %self.config.pool, instance = %id, request, "cancelling the spot request of an instance before terminating it");
             let cancelled = self

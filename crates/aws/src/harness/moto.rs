@@ -60,14 +60,15 @@ pub fn moto_server_binary() -> Result<PathBuf, HarnessError> {
     Err(HarnessError::NotInstalled)
 }
 
-/// A watchdog around moto: the shell starts it in the background and kills it as soon as our
-/// end of its stdin closes, which happens on [`MotoServer`]'s drop and also when the test
+/// A watchdog around moto: the shell starts it in the background and kills it (SIGKILL: moto
+/// keeps its state in memory only, and its web server takes seconds to honour SIGTERM) as soon
+/// as our end of its stdin closes, which happens on [`MotoServer`]'s drop and also when the test
 /// process dies in any way, so no moto outlives its test run.
 const WATCHDOG: &str = r#"
 exec 3<&0
 "$@" </dev/null >"$DIR/moto.log" 2>&1 &
 p=$!
-( read _ <&3; : >"$DIR/.stopping"; kill -TERM "$p" 2>/dev/null; sleep 5; kill -KILL "$p" 2>/dev/null ) </dev/null &
+( read _ <&3; : >"$DIR/.stopping"; kill -KILL "$p" 2>/dev/null ) </dev/null &
 w=$!
 wait "$p"
 rc=$?
@@ -77,7 +78,7 @@ exit "$rc"
 "#;
 
 /// A running `moto_server` on `127.0.0.1:<free port>`, with its log in a temporary directory.
-/// Killed on drop (SIGTERM, then SIGKILL after 5 s).
+/// Killed on drop.
 #[derive(Debug)]
 pub struct MotoServer {
     port: u16,

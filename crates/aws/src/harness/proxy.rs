@@ -44,6 +44,14 @@ pub enum Fault {
     /// Forwards the request (it takes effect), then holds the answer this long: long enough,
     /// the client times out or is cancelled without seeing it.
     ForwardThenDelay(Duration),
+    /// Answers this body as-is without forwarding (a malformed answer, e.g. an HTML error page
+    /// from something in between).
+    Raw {
+        /// HTTP status.
+        status: u16,
+        /// The body.
+        body: String,
+    },
 }
 
 impl Fault {
@@ -273,6 +281,11 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
     }) = &fault
     {
         return error_response(*status, code, message);
+    }
+    if let Some(Fault::Raw { status, body }) = &fault {
+        let mut r = Response::new(Body::from(body.clone()));
+        *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+        return r;
     }
     let mut upstream = state
         .client
