@@ -437,9 +437,12 @@ impl Ec2PoolConfig {
             (Market::OnDemand, Some(_)) => {
                 return bad("spot settings are given but market is \"on-demand\"".into())
             }
-            (Market::Spot, Some(SpotSettings {
-                max_price: Some(p), ..
-            })) => {
+            (
+                Market::Spot,
+                Some(SpotSettings {
+                    max_price: Some(p), ..
+                }),
+            ) => {
                 let ok = p.parse::<f64>().is_ok_and(|v| v.is_finite() && v > 0.0)
                     && p.chars().all(|c| c.is_ascii_digit() || c == '.');
                 if !ok {
@@ -704,13 +707,16 @@ mod tests {
             });
             n
         });
-        let spot = parse("pool = \"p\"\nlaunch_template = { id = \"lt-1\" }\nmarket = \"spot\"")
-            .unwrap();
+        let spot =
+            parse("pool = \"p\"\nlaunch_template = { id = \"lt-1\" }\nmarket = \"spot\"").unwrap();
         assert_eq!(
             spot.spot_settings().unwrap().interruption,
             Interruption::Terminate
         );
-        assert!(!spot.can_stop(), "one-time spot instances cannot be stopped");
+        assert!(
+            !spot.can_stop(),
+            "one-time spot instances cannot be stopped"
+        );
     }
 
     #[test]
@@ -817,7 +823,11 @@ mod tests {
         for retry in 0..40 {
             let b = r.backoff(retry);
             assert!(b <= r.max_backoff);
-            assert!(b <= r.initial_backoff.saturating_mul(2u32.saturating_pow(retry.min(30))));
+            assert!(
+                b <= r
+                    .initial_backoff
+                    .saturating_mul(2u32.saturating_pow(retry.min(30)))
+            );
             distinct.insert(b);
         }
         assert!(distinct.len() > 10, "backoffs are jittered: {distinct:?}");

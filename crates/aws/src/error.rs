@@ -319,16 +319,16 @@ impl From<AwsError> for CoreError {
         let message = e.to_string();
         match &e {
             AwsError::Config { .. } => CoreError::config(message),
-            AwsError::NotInPool { id, pool, reason } => CoreError::not_found(if reason.is_empty() {
-                format!("instance {id} in pool {pool}")
-            } else {
-                format!("instance {id} in pool {pool} ({reason})")
-            }),
+            AwsError::NotInPool { id, pool, reason } => {
+                CoreError::not_found(if reason.is_empty() {
+                    format!("instance {id} in pool {pool}")
+                } else {
+                    format!("instance {id} in pool {pool} ({reason})")
+                })
+            }
             AwsError::Unsupported { operation, .. } => {
                 tracing::warn!(error = %message, "EC2 operation not supported");
-                CoreError::Unsupported {
-                    operation,
-                }
+                CoreError::Unsupported { operation }
             }
             AwsError::WrongState { .. } => CoreError::Conflict { message },
             AwsError::LaunchedButGone { .. } => CoreError::Capacity { message },
@@ -406,7 +406,10 @@ mod tests {
     fn retry_classes() {
         assert_eq!(api("RequestLimitExceeded", 503).retry(), Retry::Refused);
         assert_eq!(api("InternalError", 500).retry(), Retry::Ambiguous);
-        assert_eq!(api("InsufficientInstanceCapacity", 500).retry(), Retry::Final);
+        assert_eq!(
+            api("InsufficientInstanceCapacity", 500).retry(),
+            Retry::Final
+        );
         assert_eq!(api("InvalidParameterValue", 400).retry(), Retry::Final);
         let t = AwsError::Transport {
             operation: "DescribeInstances",

@@ -13,8 +13,8 @@ use aws_sdk_ec2::config::timeout::TimeoutConfig;
 use aws_sdk_ec2::config::Region;
 use aws_sdk_ec2::types::{
     Filter, IamInstanceProfileSpecification, Instance, InstanceInterruptionBehavior,
-    InstanceMarketOptionsRequest, InstanceType, LaunchTemplateSpecification, MarketType,
-    Placement, ResourceType, SpotInstanceType, SpotMarketOptions, Tag, TagSpecification,
+    InstanceMarketOptionsRequest, InstanceType, LaunchTemplateSpecification, MarketType, Placement,
+    ResourceType, SpotInstanceType, SpotMarketOptions, Tag, TagSpecification,
 };
 use aws_sdk_ec2::Client;
 use fleetscale_core::{
@@ -432,7 +432,9 @@ impl Ec2Scaler {
                     if !seen_tokens.insert(t.to_string()) {
                         return Err(AwsError::InvalidResponse {
                             operation: "DescribeInstances",
-                            message: format!("NextToken {t:?} came back twice: the listing would never end"),
+                            message: format!(
+                                "NextToken {t:?} came back twice: the listing would never end"
+                            ),
                             source: None,
                         });
                     }
@@ -700,7 +702,10 @@ impl Ec2Scaler {
     }
 
     /// Launches one instance for `request`, never twice.
-    async fn launch(&self, request: &CreateRequest) -> Result<(Instance, Option<String>), AwsError> {
+    async fn launch(
+        &self,
+        request: &CreateRequest,
+    ) -> Result<(Instance, Option<String>), AwsError> {
         let (launch, reused) = self.prepare_launch(request);
         let tags = self.launch_tags(&launch)?;
         let mut guard = LaunchGuard {
@@ -789,13 +794,12 @@ impl Ec2Scaler {
             match state_name(&i) {
                 "running" => {
                     self.send_stop(id).await?;
-                    let mut m = inventory::to_machine(&i).ok_or_else(|| {
-                        AwsError::InvalidResponse {
+                    let mut m =
+                        inventory::to_machine(&i).ok_or_else(|| AwsError::InvalidResponse {
                             operation: "DescribeInstances",
                             message: "an instance without an instance id".into(),
                             source: None,
-                        }
-                    })?;
+                        })?;
                     m.state = fleetscale_core::MachineState::Stopping;
                     return Ok(m);
                 }
@@ -857,11 +861,12 @@ impl Ec2Scaler {
             });
         }
         let (instance, subnet) = self.launch(request).await?;
-        let machine = inventory::to_machine(&instance).ok_or_else(|| AwsError::InvalidResponse {
-            operation: "RunInstances",
-            message: "the new instance has no instance id".into(),
-            source: None,
-        })?;
+        let machine =
+            inventory::to_machine(&instance).ok_or_else(|| AwsError::InvalidResponse {
+                operation: "RunInstances",
+                message: "the new instance has no instance id".into(),
+                source: None,
+            })?;
         if !machine.state.exists() {
             let reason = instance
                 .state_reason()
@@ -964,7 +969,9 @@ impl Ec2Scaler {
                 .await;
             match cancelled {
                 Ok(_) => {}
-                Err(e) if e.code().is_some_and(|c| c.starts_with("InvalidSpotInstanceRequestID")) => {}
+                Err(e)
+                    if e.code()
+                        .is_some_and(|c| c.starts_with("InvalidSpotInstanceRequestID")) => {}
                 Err(e) => return Err(e),
             }
         }

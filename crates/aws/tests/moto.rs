@@ -103,7 +103,12 @@ impl Lab {
         let out = self
             .ec2
             .describe_instances()
-            .filters(Filter::builder().name(format!("tag:{POOL_TAG}")).values(pool).build())
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{POOL_TAG}"))
+                    .values(pool)
+                    .build(),
+            )
             .send()
             .await
             .unwrap();
@@ -232,10 +237,22 @@ async fn on_demand_create_sets_tags_user_data_and_a_client_token() {
     let m = scaler.create(&request).await.unwrap();
 
     assert!(m.id.as_str().starts_with("i-"), "{}", m.id);
-    assert_eq!(m.state, MachineState::Starting, "RunInstances answers pending");
-    assert!(m.name.ends_with(".ec2.internal"), "private DNS name: {}", m.name);
+    assert_eq!(
+        m.state,
+        MachineState::Starting,
+        "RunInstances answers pending"
+    );
+    assert!(
+        m.name.ends_with(".ec2.internal"),
+        "private DNS name: {}",
+        m.name
+    );
     let ip = m.address.clone().unwrap();
-    assert!(m.name.starts_with(&format!("ip-{}", ip.replace('.', "-"))), "{} / {ip}", m.name);
+    assert!(
+        m.name.starts_with(&format!("ip-{}", ip.replace('.', "-"))),
+        "{} / {ip}",
+        m.name
+    );
     assert_eq!(m.labels["lifecycle"], "on-demand");
     assert_eq!(m.labels["instance-type"], "t3.micro");
     assert_eq!(Some(&m.labels["az"]), m.region.as_ref());
@@ -289,7 +306,10 @@ async fn spot_creates_send_market_options_and_report_capabilities_honestly() {
         max_price: Some("0.02".into()),
     });
     let scaler = lab.scaler(config.clone()).await;
-    assert!(!scaler.capabilities().create_stopped, "one-time spot instances cannot be stopped");
+    assert!(
+        !scaler.capabilities().create_stopped,
+        "one-time spot instances cannot be stopped"
+    );
     assert!(!scaler.capabilities().create_needs_template);
     assert!(!scaler.capabilities().suspend);
 
@@ -307,7 +327,10 @@ async fn spot_creates_send_market_options_and_report_capabilities_honestly() {
         run.param("InstanceMarketOptions.SpotOptions.InstanceInterruptionBehavior"),
         Some("terminate")
     );
-    assert_eq!(run.param("InstanceMarketOptions.SpotOptions.MaxPrice"), Some("0.02"));
+    assert_eq!(
+        run.param("InstanceMarketOptions.SpotOptions.MaxPrice"),
+        Some("0.02")
+    );
 
     // A stopped create is refused before anything is launched.
     lab.proxy.reset_counts();
@@ -341,7 +364,9 @@ async fn spot_creates_send_market_options_and_report_capabilities_honestly() {
         run.param("InstanceMarketOptions.SpotOptions.InstanceInterruptionBehavior"),
         Some("stop")
     );
-    assert!(run.param("InstanceMarketOptions.SpotOptions.MaxPrice").is_none());
+    assert!(run
+        .param("InstanceMarketOptions.SpotOptions.MaxPrice")
+        .is_none());
 }
 
 #[tokio::test]
@@ -360,14 +385,21 @@ async fn a_lost_answer_is_found_by_the_launch_token_not_launched_again() {
         .proxy
         .requests_of("DescribeInstances")
         .into_iter()
-        .filter(|r| r.params.iter().any(|(_, v)| v == "tag:fleetscale:launch-token"))
+        .filter(|r| {
+            r.params
+                .iter()
+                .any(|(_, v)| v == "tag:fleetscale:launch-token")
+        })
         .collect();
     assert_eq!(lookups.len(), 1, "one lookup by the launch token");
 
     // 2. The launch happens, the answer never comes (the attempt times out).
     lab.proxy.reset_counts();
-    lab.proxy
-        .inject("RunInstances", Fault::ForwardThenDelay(Duration::from_secs(6)), 1);
+    lab.proxy.inject(
+        "RunInstances",
+        Fault::ForwardThenDelay(Duration::from_secs(6)),
+        1,
+    );
     let n = scaler.create(&started()).await.unwrap();
     assert_ne!(n.id, m.id);
     let mut want = vec![m.id.to_string(), n.id.to_string()];
@@ -378,17 +410,26 @@ async fn a_lost_answer_is_found_by_the_launch_token_not_launched_again() {
     // 3. A retry after throttling or a lost answer reuses the client token.
     lab.proxy.reset_counts();
     lab.proxy.inject("RunInstances", Fault::throttled(), 1);
-    lab.proxy.inject("RunInstances", Fault::Error {
-        status: 503,
-        code: "Unavailable".into(),
-        message: "The server is overloaded".into(),
-    }, 1);
+    lab.proxy.inject(
+        "RunInstances",
+        Fault::Error {
+            status: 503,
+            code: "Unavailable".into(),
+            message: "The server is overloaded".into(),
+        },
+        1,
+    );
     let o = scaler.create(&started()).await.unwrap();
     let runs = lab.proxy.requests_of("RunInstances");
     assert_eq!(runs.len(), 3);
     let token = runs[0].param("ClientToken").unwrap().to_string();
-    assert!(runs.iter().all(|r| r.param("ClientToken") == Some(token.as_str())));
-    assert_eq!(lab.tags(o.id.as_str()).await["fleetscale:launch-token"], token);
+    assert!(runs
+        .iter()
+        .all(|r| r.param("ClientToken") == Some(token.as_str())));
+    assert_eq!(
+        lab.tags(o.id.as_str()).await["fleetscale:launch-token"],
+        token
+    );
     assert_eq!(lab.pool_ids("lost").await.len(), 3);
 }
 
@@ -396,8 +437,11 @@ async fn a_lost_answer_is_found_by_the_launch_token_not_launched_again() {
 async fn a_cancelled_create_is_finished_by_the_next_create() {
     let lab = Lab::start().await;
     let scaler = lab.scaler(lab.config("cancel").await).await;
-    lab.proxy
-        .inject("RunInstances", Fault::ForwardThenDelay(Duration::from_secs(5)), 1);
+    lab.proxy.inject(
+        "RunInstances",
+        Fault::ForwardThenDelay(Duration::from_secs(5)),
+        1,
+    );
     let cancelled = tokio::time::timeout(Duration::from_secs(2), scaler.create(&started())).await;
     assert!(cancelled.is_err(), "the create was cancelled mid-call");
     // The launch reached moto before the answer was held back.
@@ -409,7 +453,11 @@ async fn a_cancelled_create_is_finished_by_the_next_create() {
         .to_string();
 
     let again = scaler.create(&started()).await.unwrap();
-    assert_eq!(again.id.to_string(), launched[0], "the same instance, found by its token");
+    assert_eq!(
+        again.id.to_string(),
+        launched[0],
+        "the same instance, found by its token"
+    );
     assert_eq!(lab.proxy.count("RunInstances"), 1, "no second launch");
     assert_eq!(lab.pool_ids("cancel").await, launched);
 
@@ -493,10 +541,20 @@ async fn capacity_errors_map_to_capacity_and_move_to_another_subnet() {
         .inject("RunInstances", Fault::insufficient_capacity(), 1);
     let err = scaler.create(&started()).await.unwrap_err();
     assert!(matches!(err, Error::Capacity { .. }), "{err:?}");
-    assert!(err.to_string().contains("InsufficientInstanceCapacity"), "{err}");
+    assert!(
+        err.to_string().contains("InsufficientInstanceCapacity"),
+        "{err}"
+    );
     assert!(!err.is_retryable());
-    assert_eq!(lab.proxy.count("RunInstances"), 1, "a capacity error is not retried");
-    assert!(lab.pool_ids("capacity").await.is_empty(), "nothing launched");
+    assert_eq!(
+        lab.proxy.count("RunInstances"),
+        1,
+        "a capacity error is not retried"
+    );
+    assert!(
+        lab.pool_ids("capacity").await.is_empty(),
+        "nothing launched"
+    );
 
     // The next create avoids the subnet that had no capacity.
     let m = scaler.create(&started()).await.unwrap();
@@ -510,7 +568,11 @@ async fn capacity_errors_map_to_capacity_and_move_to_another_subnet() {
     );
 
     // Spot capacity and quota codes too.
-    for code in ["MaxSpotInstanceCountExceeded", "SpotMaxPriceTooLow", "VcpuLimitExceeded"] {
+    for code in [
+        "MaxSpotInstanceCountExceeded",
+        "SpotMaxPriceTooLow",
+        "VcpuLimitExceeded",
+    ] {
         lab.proxy.inject(
             "RunInstances",
             Fault::Error {
@@ -550,7 +612,11 @@ async fn states_map_through_the_whole_lifecycle_and_operations_are_idempotent() 
     );
     lab.proxy.reset_counts();
     scaler.start(&m.id).await.unwrap();
-    assert_eq!(lab.proxy.count("StartInstances"), 0, "already running: nothing sent");
+    assert_eq!(
+        lab.proxy.count("StartInstances"),
+        0,
+        "already running: nothing sent"
+    );
 
     scaler.stop(&m.id).await.unwrap();
     assert_eq!(lab.proxy.count("StopInstances"), 1);
@@ -560,7 +626,11 @@ async fn states_map_through_the_whole_lifecycle_and_operations_are_idempotent() 
         Some(MachineState::Stopped)
     );
     scaler.stop(&m.id).await.unwrap();
-    assert_eq!(lab.proxy.count("StopInstances"), 1, "already stopped: nothing sent");
+    assert_eq!(
+        lab.proxy.count("StopInstances"),
+        1,
+        "already stopped: nothing sent"
+    );
 
     scaler.start(&m.id).await.unwrap();
     assert_eq!(lab.proxy.count("StartInstances"), 1);
@@ -585,10 +655,18 @@ async fn states_map_through_the_whole_lifecycle_and_operations_are_idempotent() 
         assert!(result.unwrap_err().is_not_found());
     }
     assert_eq!(lab.proxy.count("TerminateInstances"), 1);
-    assert_eq!(lab.proxy.count("StartInstances"), 1, "moto would restart a terminated instance; the scaler never asks");
+    assert_eq!(
+        lab.proxy.count("StartInstances"),
+        1,
+        "moto would restart a terminated instance; the scaler never asks"
+    );
     let unknown = MachineId::new("i-0123456789abcdef0");
     assert!(scaler.destroy(&unknown).await.unwrap_err().is_not_found());
-    assert!(scaler.start(&MachineId::new("not-an-id")).await.unwrap_err().is_not_found());
+    assert!(scaler
+        .start(&MachineId::new("not-an-id"))
+        .await
+        .unwrap_err()
+        .is_not_found());
 }
 
 #[tokio::test]
@@ -631,7 +709,9 @@ async fn a_spot_instance_terminated_behind_the_scalers_back_is_gone_from_the_inv
     let listed = scaler.list().await.unwrap();
     assert_eq!(ids(&listed), vec![kept.id.to_string()]);
     assert!(
-        !listed.iter().any(|m| m.name == lost.name || m.address == lost.address),
+        !listed
+            .iter()
+            .any(|m| m.name == lost.name || m.address == lost.address),
         "neither its name nor its address is in the inventory any more"
     );
     assert!(scaler.destroy(&lost.id).await.unwrap_err().is_not_found());
@@ -652,7 +732,11 @@ async fn malformed_answers_are_errors_with_context() {
     let err = scaler.list().await.unwrap_err();
     assert_eq!(err.kind(), "invalid_response", "{err:?}");
     assert!(err.to_string().contains("DescribeInstances"), "{err}");
-    assert_eq!(lab.proxy.count("DescribeInstances"), 5, "retried, then reported");
+    assert_eq!(
+        lab.proxy.count("DescribeInstances"),
+        5,
+        "retried, then reported"
+    );
 }
 
 #[tokio::test]
@@ -669,7 +753,11 @@ async fn no_region_is_a_configuration_error() {
     let mut with_region = config;
     with_region.region = Some("eu-west-1".into());
     assert_eq!(
-        Ec2Scaler::from_sdk_config(&sdk, with_region).unwrap().config().region.as_deref(),
+        Ec2Scaler::from_sdk_config(&sdk, with_region)
+            .unwrap()
+            .config()
+            .region
+            .as_deref(),
         Some("eu-west-1")
     );
 }

@@ -27,8 +27,7 @@ pub const TEST_REGION: &str = "us-east-1";
 /// Where `scripts/install-test-deps.sh` puts `moto_server`: the virtual environment
 /// `.test-deps/moto` at the root of the repository (ignored by git).
 fn venv_binary() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../.test-deps/moto/bin/moto_server")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.test-deps/moto/bin/moto_server")
 }
 
 /// Finds `moto_server`: `$FLEETSCALE_MOTO_SERVER` if set, else the repository's
@@ -234,7 +233,9 @@ impl MotoServer {
             .owners("amazon")
             .send()
             .await
-            .map_err(|e| HarnessError::Setup(aws_sdk_ec2::error::DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| {
+                HarnessError::Setup(aws_sdk_ec2::error::DisplayErrorContext(e).to_string())
+            })?;
         out.images()
             .iter()
             .filter_map(|i| i.image_id())
