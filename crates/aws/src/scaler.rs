@@ -98,15 +98,20 @@ impl ApiCalls {
     /// The calls made since `earlier`.
     pub fn since(&self, earlier: &ApiCalls) -> ApiCalls {
         ApiCalls {
-            describe_instances: self.describe_instances - earlier.describe_instances,
-            run_instances: self.run_instances - earlier.run_instances,
-            start_instances: self.start_instances - earlier.start_instances,
-            stop_instances: self.stop_instances - earlier.stop_instances,
-            terminate_instances: self.terminate_instances - earlier.terminate_instances,
-            cancel_spot_instance_requests: self.cancel_spot_instance_requests
-                - earlier.cancel_spot_instance_requests,
-            retries: self.retries - earlier.retries,
-            throttled: self.throttled - earlier.throttled,
+            describe_instances: self
+                .describe_instances
+                .saturating_sub(earlier.describe_instances),
+            run_instances: self.run_instances.saturating_sub(earlier.run_instances),
+            start_instances: self.start_instances.saturating_sub(earlier.start_instances),
+            stop_instances: self.stop_instances.saturating_sub(earlier.stop_instances),
+            terminate_instances: self
+                .terminate_instances
+                .saturating_sub(earlier.terminate_instances),
+            cancel_spot_instance_requests: self
+                .cancel_spot_instance_requests
+                .saturating_sub(earlier.cancel_spot_instance_requests),
+            retries: self.retries.saturating_sub(earlier.retries),
+            throttled: self.throttled.saturating_sub(earlier.throttled),
         }
     }
 }
@@ -783,19 +788,18 @@ impl Ec2Scaler {
         }
     }
 
-    /// Waits until `id` runs, then stops it (create with `initial_state = stopped`).
+    /// Waits until `id` runs, then stops it (create with `initial_state = stopped`). An
+    /// instance `DescribeInstances` does not show yet (eventual consistency) is waited for too.
     async fn stop_when_running(&self, id: &MachineId) -> Result<Machine, AwsError> {
         let started = Instant::now();
         loop {
-            let i = self
-                .pool_instance(id)
-                .await?
-                .ok_or_else(|| self.not_in_pool(id, "gone while waiting for it to run"))?;
-            match state_name(&i) {
-                "running" => {
+            let found = self.pool_instance(id).await?;
+            let state = found.as_ref().map(state_name).unwrap_or("not yet visible");
+            match (state, &found) {
+                ("running", Some(i)) => {
                     self.send_stop(id).await?;
                     let mut m =
-                        inventory::to_machine(&i).ok_or_else(|| AwsError::InvalidResponse {
+                        inventory::to_machine(i).ok_or_else(|| AwsError::InvalidResponse {
                             operation: "DescribeInstances",
                             message: "an instance without an instance id".into(),
                             source: None,
@@ -803,8 +807,8 @@ impl Ec2Scaler {
                     m.state = fleetscale_core::MachineState::Stopping;
                     return Ok(m);
                 }
-                "pending" => {}
-                other => {
+                ("pending" | "not yet visible", _) => {}
+                (other, _) => {
                     return Err(AwsError::WrongState {
                         id: id.to_string(),
                         state: other.to_string(),
@@ -815,7 +819,7 @@ impl Ec2Scaler {
             if started.elapsed() >= self.config.create_stopped_timeout {
                 return Err(AwsError::LaunchWait {
                     id: id.to_string(),
-                    state: "pending".into(),
+                    state: state.to_string(),
                     after: self.config.create_stopped_timeout,
                 });
             }
