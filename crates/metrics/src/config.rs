@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     ConstantConfig, ConstantSource, HttpJsonConfig, HttpJsonSource, MetricsError, PrometheusConfig,
-    PrometheusSource,
+    PrometheusSource, TemporalConfig, TemporalSource,
 };
 
 /// One metric source in a configuration file, tagged by `type`.
@@ -34,9 +34,19 @@ use crate::{
 ///     name = "backlog"
 ///     url = "http://jobs.internal/stats/$APP_NAME"
 ///     pointer = "/pending"
+///
+///     [[sources]]
+///     type = "temporal"
+///     name = "workflows"
+///     address = "temporal.internal:7233"
+///     namespace = "default"
+///     query = "TaskQueue = '$APP_NAME'"
 /// "#).unwrap();
 /// let built: Vec<_> = file.sources.iter().map(|s| s.build().unwrap()).collect();
-/// assert_eq!(built.iter().map(|s| s.name()).collect::<Vec<_>>(), ["load", "spare", "backlog"]);
+/// assert_eq!(
+///     built.iter().map(|s| s.name()).collect::<Vec<_>>(),
+///     ["load", "spare", "backlog", "workflows"]
+/// );
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -47,6 +57,8 @@ pub enum SourceConfig {
     Constant(ConstantConfig),
     /// An [`HttpJsonSource`].
     HttpJson(HttpJsonConfig),
+    /// A [`TemporalSource`].
+    Temporal(TemporalConfig),
 }
 
 impl SourceConfig {
@@ -56,6 +68,18 @@ impl SourceConfig {
             SourceConfig::Prometheus(c) => &c.name,
             SourceConfig::Constant(c) => &c.name,
             SourceConfig::HttpJson(c) => &c.name,
+            SourceConfig::Temporal(c) => &c.name,
+        }
+    }
+
+    /// The secrets the source holds (credentials it sends, private keys): callers that print
+    /// text from the source's answers (logs, errors) redact them.
+    pub fn secrets(&self) -> Vec<&crate::Token> {
+        match self {
+            SourceConfig::Prometheus(c) => c.token.iter().collect(),
+            SourceConfig::Constant(_) => Vec::new(),
+            SourceConfig::HttpJson(c) => c.token.iter().collect(),
+            SourceConfig::Temporal(c) => c.key.iter().chain(c.api_key.iter()).collect(),
         }
     }
 
@@ -68,6 +92,7 @@ impl SourceConfig {
             SourceConfig::Prometheus(c) => Arc::new(PrometheusSource::new(c.clone())?),
             SourceConfig::Constant(c) => Arc::new(ConstantSource::from_config(c)?),
             SourceConfig::HttpJson(c) => Arc::new(HttpJsonSource::new(c.clone())?),
+            SourceConfig::Temporal(c) => Arc::new(TemporalSource::new(c.clone())?),
         })
     }
 }

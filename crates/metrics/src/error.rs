@@ -24,7 +24,7 @@ pub enum MetricsError {
     },
 
     /// The query did not finish within the configured timeout. Maps to [`Error::Timeout`].
-    #[error("metric `{metric}`: {operation} timed out after {after:?}")]
+    #[error("metric `{metric}`: {operation}: no answer within {}", fleetscale_core::format_seconds(*after))]
     Timeout {
         /// The metric's name.
         metric: String,
@@ -42,8 +42,12 @@ pub enum MetricsError {
     },
 
     /// The server could not be reached, or the connection broke before an answer was read.
-    /// Maps to [`Error::Unavailable`].
-    #[error("metric `{metric}`: cannot reach {url}: {source}")]
+    /// Maps to [`Error::Unavailable`]. The message names the address and the cause
+    /// (connection refused, DNS, TLS, ...).
+    #[error(
+        "metric `{metric}`: cannot reach {url}: {}",
+        crate::http::describe_transport(source)
+    )]
     Connect {
         /// The metric's name.
         metric: String,
@@ -172,6 +176,27 @@ pub enum MetricsError {
         hint: &'static str,
     },
 
+    /// A Temporal frontend call failed with a gRPC status (also connection failures, which
+    /// the channel reports as `UNAVAILABLE`). `UNAVAILABLE`, `RESOURCE_EXHAUSTED`, `ABORTED`,
+    /// `INTERNAL`, `UNKNOWN`, `DEADLINE_EXCEEDED`, `CANCELLED` map to [`Error::Unavailable`];
+    /// `PERMISSION_DENIED` and `UNAUTHENTICATED` to [`Error::Unauthorized`]; `NOT_FOUND` (the
+    /// namespace does not exist) to [`Error::NotFound`]; `INVALID_ARGUMENT` (a query Temporal
+    /// rejects) and `UNIMPLEMENTED` to [`Error::InvalidRequest`]; anything else to
+    /// [`Error::Metric`].
+    #[error("metric `{metric}`: temporal {call} (namespace {namespace}): {code}: {message}")]
+    Temporal {
+        /// The metric's name.
+        metric: String,
+        /// The gRPC method and endpoint, e.g. `CountWorkflowExecutions at https://h:7233`.
+        call: String,
+        /// The namespace asked about.
+        namespace: String,
+        /// gRPC's canonical code name, e.g. `UNAVAILABLE`.
+        code: &'static str,
+        /// The server's message and decoded error details, or the connection error.
+        message: String,
+    },
+
     /// An HTTP JSON source's pointer matched nothing, or something that is not a number.
     /// Maps to [`Error::Metric`].
     #[error("metric `{metric}`: JSON pointer `{pointer}` in the answer of {url}: {message}")]
@@ -204,7 +229,8 @@ impl MetricsError {
             | MetricsError::MultipleSeries { metric, .. }
             | MetricsError::NotFinite { metric, .. }
             | MetricsError::UnexpectedResultType { metric, .. }
-            | MetricsError::Pointer { metric, .. } => metric,
+            | MetricsError::Pointer { metric, .. }
+            | MetricsError::Temporal { metric, .. } => metric,
         }
     }
 }
@@ -257,6 +283,31 @@ impl From<MetricsError> for Error {
                 _ if status >= 400 => Error::InvalidRequest { message },
                 _ => Error::Metric {
                     metric: err.metric().to_owned(),
+                    message: message
+                        .strip_prefix(&format!("metric `{}`: ", err.metric()))
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| message.clone()),
+                    source: None,
+                },
+            },
+            MetricsError::Temporal {
+                code,
+                ref namespace,
+                ref metric,
+                ..
+            } => match code {
+                "UNAVAILABLE" | "RESOURCE_EXHAUSTED" | "ABORTED" | "INTERNAL" | "UNKNOWN"
+                | "DEADLINE_EXCEEDED" | "CANCELLED" => Error::Unavailable {
+                    message,
+                    source: None,
+                },
+                "PERMISSION_DENIED" | "UNAUTHENTICATED" => Error::Unauthorized { message },
+                "NOT_FOUND" => Error::NotFound {
+                    what: format!("temporal namespace {namespace:?} ({message})"),
+                },
+                "INVALID_ARGUMENT" | "UNIMPLEMENTED" => Error::InvalidRequest { message },
+                _ => Error::Metric {
+                    metric: metric.clone(),
                     message,
                     source: None,
                 },
@@ -268,13 +319,17 @@ impl From<MetricsError> for Error {
                 message,
                 source,
             },
+            // `Error::Metric` names the metric itself: its message is the rest.
             MetricsError::Empty { ref metric, .. }
             | MetricsError::MultipleSeries { ref metric, .. }
             | MetricsError::NotFinite { ref metric, .. }
             | MetricsError::UnexpectedResultType { ref metric, .. }
             | MetricsError::Pointer { ref metric, .. } => Error::Metric {
                 metric: metric.clone(),
-                message,
+                message: message
+                    .strip_prefix(&format!("metric `{metric}`: "))
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| message.clone()),
                 source: None,
             },
         }

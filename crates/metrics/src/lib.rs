@@ -9,6 +9,9 @@
 //!   configured otherwise).
 //! - [`ConstantSource`]: a fixed number.
 //! - [`HttpJsonSource`]: a number picked with a JSON pointer from any HTTP endpoint.
+//! - [`TemporalSource`]: the number of running workflow executions of a Temporal namespace
+//!   (`CountWorkflowExecutions` over gRPC, TLS and mutual TLS, API keys), as
+//!   fly-autoscaler's Temporal collector.
 //! - [`AutoscalerMetrics`]: the autoscaler's own metrics for `/metrics`, with
 //!   fly-autoscaler's `fas_*` names exactly; the [`autoscaler`] module docs say why
 //!   `prometheus-client` and how the names are kept.
@@ -49,6 +52,7 @@ pub mod harness;
 mod http;
 mod http_json;
 pub mod prometheus;
+pub mod temporal;
 mod token;
 
 pub use autoscaler::{AutoscalerMetrics, CONTENT_TYPE, TICK_BUCKETS};
@@ -57,9 +61,10 @@ pub use constant::{ConstantConfig, ConstantSource};
 pub use error::MetricsError;
 pub use http_json::{HttpJsonConfig, HttpJsonSource};
 pub use prometheus::{
-    Aggregation, EmptyResult, PrometheusConfig, PrometheusSource, QueryMethod, RangeQuery, Reading,
-    WindowAggregation,
+    is_total_without_grouping, Aggregation, EmptyResult, PrometheusConfig, PrometheusSource,
+    QueryMethod, RangeQuery, Reading, WindowAggregation,
 };
+pub use temporal::{TemporalConfig, TemporalSource};
 pub use token::Token;
 
 /// Checks that a metric name can be an expression variable: `[A-Za-z_][A-Za-z0-9_]*`.

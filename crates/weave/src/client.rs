@@ -107,7 +107,9 @@ impl RouterClient {
     /// A client of the router whose API is at `base_url` (`http://host:port`, no path).
     ///
     /// # Errors
-    /// [`WeaveError::Config`] when `base_url` is not an `http://` or `https://` URL.
+    /// [`WeaveError::Config`] when `base_url` is not an `http://` or `https://` URL of a host
+    /// and port alone: a path, query, fragment or credentials would be silently dropped or
+    /// mangled by every call (`/report` is appended to the base), so they are refused.
     pub fn new(base_url: &str) -> Result<Self, WeaveError> {
         let base = base_url.trim_end_matches('/');
         let parsed = reqwest::Url::parse(base)
@@ -115,6 +117,17 @@ impl RouterClient {
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
             return Err(WeaveError::config(format!(
                 "router URL {base_url:?}: expected http://host:port"
+            )));
+        }
+        if !matches!(parsed.path(), "" | "/")
+            || parsed.query().is_some()
+            || parsed.fragment().is_some()
+            || !parsed.username().is_empty()
+            || parsed.password().is_some()
+        {
+            return Err(WeaveError::config(format!(
+                "router URL {base_url:?}: expected http://host:port with no path, query or \
+                 credentials (the router's API paths are added to it)"
             )));
         }
         Ok(RouterClient {
@@ -155,12 +168,26 @@ impl RouterClient {
     ) -> Result<(StatusCode, String), WeaveError> {
         let url = format!("{}{}", self.base, path);
         let operation = format!("{label} on {}", self.base);
+        let retry = method == Method::GET;
         let req = build(self.http.request(method, &url).timeout(timeout));
-        let fut = async {
+        let send = |req: reqwest::RequestBuilder| async {
             let resp = req.send().await?;
             let status = resp.status();
             let body = resp.text().await?;
             Ok::<_, reqwest::Error>((status, body))
+        };
+        let fut = async {
+            // A read (GET) is sent again once when the connection broke before any answer:
+            // a router that restarted leaves pooled connections that fail on first use.
+            match req.try_clone() {
+                Some(again) if retry => match send(req).await {
+                    Err(e) if !e.is_timeout() && (e.is_request() || e.is_connect()) => {
+                        send(again).await
+                    }
+                    r => r,
+                },
+                _ => send(req).await,
+            }
         };
         match tokio::time::timeout(timeout, fut).await {
             Err(_) => Err(WeaveError::Timeout {

@@ -12,7 +12,7 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum WeaveError {
     /// The HTTP request to a router failed below HTTP (connection refused or reset, DNS, TLS).
-    #[error("router {url}: {operation} failed: {source}")]
+    #[error("router {url}: {operation} failed: {}", transport_cause(source))]
     Http {
         /// The router's base URL.
         url: String,
@@ -184,6 +184,29 @@ pub enum WeaveError {
         /// The lock file.
         path: String,
     },
+
+    /// A host inventory could not be read (the command failed, the endpoint did not answer,
+    /// the listing was malformed, the backend's list failed).
+    #[error("inventory {source_name}: {message}")]
+    Inventory {
+        /// The inventory's name ([`crate::inventory::HostInventory::source`]).
+        source_name: String,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// `rmpeer` answered that it took over nothing although the designated peer's view showed
+    /// the peer owning space: nothing was reclaimed (the ledger records it; a later pass may
+    /// try again on the same evidence).
+    #[error("rmpeer of {peer} on {designated} took over nothing (it owned {owned} IPs in that peer's view)")]
+    NothingTakenOver {
+        /// The peer that was to be reclaimed.
+        peer: String,
+        /// The designated peer that ran `rmpeer`.
+        designated: String,
+        /// What the peer owned in the designated peer's view just before.
+        owned: u64,
+    },
 }
 
 impl WeaveError {
@@ -213,6 +236,7 @@ impl WeaveError {
 /// | `Refused` | `Refused` |
 /// | `NotFound` | `NotFound` |
 /// | `Locked` | `Conflict` |
+/// | `Inventory`, `NothingTakenOver` | `Unavailable` (retryable: a later pass may succeed) |
 /// | `Spawn`, `CommandFailed`, `StillOwned`, `Ledger`, `LedgerCorrupt` | `Backend` (not retryable, except `StillOwned`) |
 impl From<WeaveError> for fleetscale_core::Error {
     fn from(e: WeaveError) -> Self {
@@ -253,12 +277,41 @@ impl From<WeaveError> for fleetscale_core::Error {
             WeaveError::Locked { .. } => E::Conflict {
                 message: e.to_string(),
             },
+            WeaveError::Inventory { .. } | WeaveError::NothingTakenOver { .. } => E::Unavailable {
+                message: e.to_string(),
+                source: Some(Box::new(e)),
+            },
             WeaveError::StillOwned { .. } => E::backend(e.to_string(), true, e),
             WeaveError::Spawn { .. }
             | WeaveError::CommandFailed { .. }
             | WeaveError::Ledger { .. }
             | WeaveError::LedgerCorrupt { .. } => E::backend(e.to_string(), false, e),
         }
+    }
+}
+
+/// The cause of a transport error in words a user can act on (`connection refused`, a DNS
+/// failure, a timeout), from the innermost source, instead of reqwest's generic
+/// `error sending request`.
+pub(crate) fn transport_cause(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    let what = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        format!("cannot connect: {cause}")
+    } else {
+        cause.to_string()
+    };
+    match e.url() {
+        Some(u) => format!(
+            "{}{}: {what}",
+            u.host_str().unwrap_or(""),
+            u.port().map(|p| format!(":{p}")).unwrap_or_default()
+        ),
+        None => what,
     }
 }
 

@@ -1,16 +1,29 @@
-//! The reclaim ledger: a write-ahead, append-only JSON-lines file keyed by peer **name**, with
-//! an exclusive OS file lock.
+//! The reclaim ledger: a write-ahead, append-only JSON-lines file keyed by peer **name** and
+//! **incarnation**, with an exclusive OS file lock. It holds everything a reclaimer must not
+//! forget across restarts: which host each peer was seen on, and what was reclaimed.
 //!
 //! # Format
 //! One JSON object per line, e.g.
-//! `{"peer":"00:00:00:00:00:05","state":"intent","designated":"00:00:00:00:00:01",...}`.
-//! A peer's state is its **last** line: `intent` (about to run `rmpeer` on `designated`),
-//! `done` (`rmpeer` answered), `verified` (the designated peer's IPAM no longer lists it).
+//! `{"peer":"00:00:00:00:00:05","state":"intent","incarnation":1,"designated":"00:00:00:00:00:01",...}`.
+//! A peer's record is the fold of its lines in order ([`fold`]):
+//! - `seen`: the peer was seen reachable: its per-start `uid` (Weave's `/report` gives every
+//!   peer a random UID on each start), nickname, address, and the host it runs on
+//!   (`host` + `source`: a host id of the inventory named `source`), or no host when none
+//!   matched. Each `seen` line is complete (it replaces the previous one).
+//! - `intent` (about to run `rmpeer` on `designated`), `done` (`rmpeer` answered and took
+//!   space), `noop` (`rmpeer` answered that it took nothing: no reclaim happened),
+//!   `verified` (the designated peer's IPAM no longer lists the peer).
+//! - `incarnation` numbers a peer name's lives: it starts at 1 and grows by one when a name
+//!   that was reclaimed comes back (seen reachable with another UID, or owning space again). A
+//!   line with a higher number starts a new, empty record; a line with a lower one is stale
+//!   and ignored. Reclaims are exactly once **per incarnation**.
+//!
 //! Lines are never rewritten. A torn last line (a crash in the middle of a write, no trailing
 //! newline) is cut off under the lock: the action it announced never started, because every
 //! line is written and `fsync`ed (file, then directory) **before** acting on it.
 //! Any other malformed line is an error ([`WeaveError::LedgerCorrupt`]): the ledger is never
-//! skipped over.
+//! skipped over. Lines written before incarnations and bindings existed (no `incarnation`)
+//! read as incarnation 1.
 //!
 //! # Lock
 //! `<ledger>.lock` is locked with `flock(LOCK_EX)` (the `fs4` crate). The OS releases the lock
@@ -29,34 +42,59 @@ use serde::{Deserialize, Serialize};
 
 use crate::{PeerName, WeaveError};
 
-/// A peer's reclaim state.
+/// What a ledger line records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LedgerState {
+    /// The peer was seen reachable (its UID, nickname, address and host binding).
+    Seen,
     /// `rmpeer` is about to be (or was being) run on the designated peer.
     Intent,
-    /// `rmpeer` answered.
+    /// `rmpeer` answered and took space over.
     Done,
+    /// `rmpeer` answered that it took nothing over: no reclaim happened.
+    Noop,
     /// The space was seen to have moved.
     Verified,
+}
+
+fn first_incarnation() -> u32 {
+    1
+}
+
+fn is_first(n: &u32) -> bool {
+    *n == 1
 }
 
 /// One ledger line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerEntry {
-    /// The reclaimed peer's name (the key).
+    /// The peer's name (the key).
     pub peer: PeerName,
-    /// The state this line records.
+    /// What this line records.
     pub state: LedgerState,
-    /// The peer's nickname when seen (for humans only; never used to act).
+    /// Which life of the peer name this line is about (1 = the first).
+    #[serde(default = "first_incarnation", skip_serializing_if = "is_first")]
+    pub incarnation: u32,
+    /// The peer's per-start UID, when seen (`seen` lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u64>,
+    /// The id of the host the peer runs on (`seen` lines; `None`: no host matched).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The inventory `host` belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The peer's nickname when seen (for matching and for humans; never used to act).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nickname: Option<String>,
-    /// The designated peer that runs (ran) `rmpeer`.
-    pub designated: PeerName,
+    /// The designated peer that runs (ran) `rmpeer` (reclaim lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub designated: Option<PeerName>,
     /// Addresses the peer owned when the intent was written / addresses taken over (done).
     #[serde(default)]
     pub ips: u64,
-    /// The peer's last known address (for `forget`), when known.
+    /// The peer's last known address (for matching and `forget`), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// Milliseconds since the Unix epoch.
@@ -69,13 +107,17 @@ pub struct LedgerEntry {
 }
 
 impl LedgerEntry {
-    /// A line for `peer` in `state`, stamped now.
-    pub fn new(peer: PeerName, state: LedgerState, designated: PeerName) -> Self {
+    /// A line for `peer` in `state` about its first incarnation, stamped now.
+    pub fn new(peer: PeerName, state: LedgerState) -> Self {
         LedgerEntry {
             peer,
             state,
+            incarnation: 1,
+            uid: None,
+            host: None,
+            source: None,
             nickname: None,
-            designated,
+            designated: None,
             ips: 0,
             address: None,
             at_unix_ms: SystemTime::now()
@@ -86,6 +128,152 @@ impl LedgerEntry {
             note: None,
         }
     }
+
+    /// A reclaim line (`intent`, `done`, `noop`, `verified`) run on `designated`.
+    pub fn reclaim(
+        peer: PeerName,
+        state: LedgerState,
+        designated: PeerName,
+        incarnation: u32,
+    ) -> Self {
+        LedgerEntry {
+            designated: Some(designated),
+            incarnation,
+            ..LedgerEntry::new(peer, state)
+        }
+    }
+}
+
+/// Where a peer's current incarnation stands in its reclaim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReclaimStage {
+    /// `rmpeer` may have run; its answer was not recorded.
+    Intent,
+    /// `rmpeer` took the space over; not yet seen moved.
+    Done,
+    /// The space was seen moved.
+    Verified,
+}
+
+impl ReclaimStage {
+    /// Whether `rmpeer` is known to have taken the space (done or verified).
+    pub fn finished(self) -> bool {
+        matches!(self, ReclaimStage::Done | ReclaimStage::Verified)
+    }
+}
+
+/// The host a peer incarnation was seen running on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostBinding {
+    /// The host's id in its inventory.
+    pub host: String,
+    /// The inventory ([`crate::inventory::HostSnapshot::source`]).
+    pub source: String,
+}
+
+/// A peer name's current incarnation, folded from its ledger lines.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRecord {
+    /// The peer name.
+    pub peer: PeerName,
+    /// Which life (1 = the first).
+    pub incarnation: u32,
+    /// Its UID when last seen reachable in this incarnation.
+    pub uid: Option<u64>,
+    /// Its nickname, when known.
+    pub nickname: Option<String>,
+    /// Its last known address, when known.
+    pub address: Option<String>,
+    /// The host it was seen on in this incarnation.
+    pub host: Option<HostBinding>,
+    /// The reclaim of this incarnation, if one started.
+    pub stage: Option<ReclaimStage>,
+    /// The designated peer of that reclaim.
+    pub designated: Option<PeerName>,
+    /// What the intent recorded as owned, or what `rmpeer` took over.
+    pub ips: u64,
+}
+
+impl PeerRecord {
+    /// An empty record of `peer`'s incarnation `incarnation`.
+    pub fn new(peer: PeerName, incarnation: u32) -> Self {
+        PeerRecord {
+            peer,
+            incarnation,
+            uid: None,
+            nickname: None,
+            address: None,
+            host: None,
+            stage: None,
+            designated: None,
+            ips: 0,
+        }
+    }
+
+    /// Applies one more line of this peer (in file order): a line of a later incarnation
+    /// starts a new record, a line of an earlier one is ignored.
+    pub fn absorb(&mut self, e: &LedgerEntry) {
+        if e.peer != self.peer || e.incarnation < self.incarnation {
+            return;
+        }
+        if e.incarnation > self.incarnation {
+            *self = PeerRecord::new(e.peer, e.incarnation);
+        }
+        match e.state {
+            LedgerState::Seen => {
+                self.uid = e.uid.or(self.uid);
+                if e.nickname.is_some() {
+                    self.nickname = e.nickname.clone();
+                }
+                if e.address.is_some() {
+                    self.address = e.address.clone();
+                }
+                self.host = match (&e.host, &e.source) {
+                    (Some(host), Some(source)) => Some(HostBinding {
+                        host: host.clone(),
+                        source: source.clone(),
+                    }),
+                    _ => None,
+                };
+            }
+            LedgerState::Intent => {
+                self.stage = Some(ReclaimStage::Intent);
+                self.designated = e.designated;
+                self.ips = e.ips;
+                if e.address.is_some() {
+                    self.address = e.address.clone();
+                }
+                if e.nickname.is_some() {
+                    self.nickname = e.nickname.clone();
+                }
+            }
+            LedgerState::Done => {
+                self.stage = Some(ReclaimStage::Done);
+                self.designated = e.designated.or(self.designated);
+                self.ips = e.ips;
+            }
+            LedgerState::Noop => {
+                self.stage = None;
+                self.designated = None;
+            }
+            LedgerState::Verified => {
+                self.stage = Some(ReclaimStage::Verified);
+                self.designated = e.designated.or(self.designated);
+            }
+        }
+    }
+}
+
+/// Folds ledger lines (in file order) into each peer's current incarnation.
+pub fn fold(entries: &[LedgerEntry]) -> BTreeMap<PeerName, PeerRecord> {
+    let mut m: BTreeMap<PeerName, PeerRecord> = BTreeMap::new();
+    for e in entries {
+        m.entry(e.peer)
+            .or_insert_with(|| PeerRecord::new(e.peer, e.incarnation))
+            .absorb(e);
+    }
+    m
 }
 
 /// The ledger file and its lock file.
@@ -221,13 +409,9 @@ impl LedgerGuard {
             .collect()
     }
 
-    /// Each peer's last line.
-    pub fn states(&self) -> Result<BTreeMap<PeerName, LedgerEntry>, WeaveError> {
-        let mut m = BTreeMap::new();
-        for e in self.entries()? {
-            m.insert(e.peer, e);
-        }
-        Ok(m)
+    /// Each peer's current incarnation ([`fold`] of every line).
+    pub fn records(&self) -> Result<BTreeMap<PeerName, PeerRecord>, WeaveError> {
+        Ok(fold(&self.entries()?))
     }
 
     /// Appends one line and makes it durable: write, `fsync` the file, `fsync` the directory
@@ -270,14 +454,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Ledger::new(dir.path().join("sub/reclaim.jsonl"));
         let g = ledger.lock(Duration::from_secs(5)).await.unwrap();
-        assert!(g.states().unwrap().is_empty());
-        let mut e = LedgerEntry::new(p(5), LedgerState::Intent, p(1));
+        assert!(g.records().unwrap().is_empty());
+        let mut e = LedgerEntry::reclaim(p(5), LedgerState::Intent, p(1), 1);
         e.ips = 262144;
         g.append(&e).unwrap();
-        g.append(&LedgerEntry::new(p(5), LedgerState::Done, p(1)))
+        g.append(&LedgerEntry::reclaim(p(5), LedgerState::Done, p(1), 1))
             .unwrap();
-        let s = g.states().unwrap();
-        assert_eq!(s[&p(5)].state, LedgerState::Done);
+        let s = g.records().unwrap();
+        assert_eq!(s[&p(5)].stage, Some(ReclaimStage::Done));
         assert_eq!(g.entries().unwrap()[0].ips, 262144);
         // A second lock (even from this process: flock locks are per open file) waits, then
         // gives up.
@@ -295,7 +479,7 @@ mod tests {
         let ledger = Ledger::new(&path);
         {
             let g = ledger.lock(Duration::from_secs(5)).await.unwrap();
-            g.append(&LedgerEntry::new(p(5), LedgerState::Intent, p(1)))
+            g.append(&LedgerEntry::reclaim(p(5), LedgerState::Intent, p(1), 1))
                 .unwrap();
         }
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
@@ -315,5 +499,66 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    fn seen(peer: u64, inc: u32, uid: u64, host: Option<&str>) -> LedgerEntry {
+        let mut e = LedgerEntry::new(p(peer), LedgerState::Seen);
+        e.incarnation = inc;
+        e.uid = Some(uid);
+        e.host = host.map(str::to_string);
+        e.source = host.map(|_| "inv".to_string());
+        e.nickname = Some(format!("dyn{peer}"));
+        e
+    }
+
+    #[test]
+    fn fold_tracks_bindings_reclaims_and_incarnations() {
+        let r = |state, inc| LedgerEntry::reclaim(p(4), state, p(1), inc);
+        let lines = vec![
+            seen(4, 1, 11, Some("m-4")),
+            seen(5, 1, 55, None),
+            r(LedgerState::Intent, 1),
+            r(LedgerState::Done, 1),
+            r(LedgerState::Verified, 1),
+        ];
+        let m = fold(&lines);
+        let d4 = &m[&p(4)];
+        assert_eq!(d4.incarnation, 1);
+        assert_eq!(d4.stage, Some(ReclaimStage::Verified));
+        assert_eq!(d4.uid, Some(11));
+        assert_eq!(
+            d4.host,
+            Some(HostBinding {
+                host: "m-4".into(),
+                source: "inv".into()
+            })
+        );
+        assert_eq!(m[&p(5)].host, None, "seen without a matching host");
+
+        // The name comes back: a new incarnation starts empty (no binding, no reclaim).
+        let mut more = lines.clone();
+        more.push(seen(4, 2, 12, None));
+        let d4 = &fold(&more)[&p(4)];
+        assert_eq!((d4.incarnation, d4.stage, d4.uid), (2, None, Some(12)));
+        assert_eq!(d4.host, None);
+        // A stale line of incarnation 1 written later changes nothing.
+        more.push(r(LedgerState::Verified, 1));
+        assert_eq!(fold(&more)[&p(4)].stage, None);
+        // A no-op rmpeer clears the stage: nothing was reclaimed.
+        more.push(r(LedgerState::Intent, 2));
+        more.push(r(LedgerState::Noop, 2));
+        let d4 = &fold(&more)[&p(4)];
+        assert_eq!((d4.incarnation, d4.stage), (2, None));
+    }
+
+    #[test]
+    fn lines_without_incarnation_read_as_the_first() {
+        let old = r#"{"peer":"00:00:00:00:00:05","state":"intent","designated":"00:00:00:00:00:01","ips":262144,"at_unix_ms":1,"pid":7}"#;
+        let e: LedgerEntry = serde_json::from_str(old).unwrap();
+        assert_eq!(e.incarnation, 1);
+        assert_eq!(e.designated, Some(p(1)));
+        // And the first incarnation is written without the field.
+        let line = serde_json::to_string(&LedgerEntry::new(p(5), LedgerState::Seen)).unwrap();
+        assert!(!line.contains("incarnation"), "{line}");
     }
 }

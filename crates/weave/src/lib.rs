@@ -14,8 +14,9 @@
 //!   and a bootstrap script, for fixed and dynamic peers.
 //! - [`host`]: running `weave launch`/`weave reset` on a host, locally or over `ssh`.
 //! - [`WeaveMembership`]: [`fleetscale_core::ClusterMembership`] for the dynamic peers.
-//! - [`Reclaimer`]: the asynchronous reclaim process, with a write-ahead ledger, an exclusive
-//!   lock and a single designated reclaimer peer.
+//! - [`Reclaimer`]: the asynchronous reclaim process: reclaims a peer only when an inventory
+//!   of hosts ([`inventory`]) says its host is gone and the mesh agrees, once per incarnation,
+//!   with a write-ahead ledger, an exclusive lock and a single designated reclaimer peer.
 //! - `fake` (feature `fake`): a router emulator with real HTTP APIs on loopback.
 
 mod error;
@@ -26,9 +27,11 @@ pub mod fake;
 
 pub mod client;
 pub mod host;
+pub mod inventory;
 pub mod launch;
 pub mod ledger;
 pub mod membership;
+pub mod observe;
 pub mod reclaim;
 pub mod report;
 pub mod status;
@@ -36,10 +39,14 @@ pub mod status;
 pub use client::{RmpeerOutcome, RouterClient, DEFAULT_ROUTER_URL};
 pub use error::WeaveError;
 pub use host::{HostRunner, LocalRunner, Output, SshRunner};
+pub use inventory::{
+    CommandInventory, Host, HostInventory, HostSnapshot, HttpInventory, ScalerInventory,
+};
 pub use launch::{FixedCluster, LaunchPlan, PeerRole};
 pub use membership::{WeaveMembership, WeaveMembershipConfig};
+pub use observe::{Observation, Observer, SeenPeer};
 pub use peer::PeerName;
 pub use reclaim::{
     FixedPeer, PassReport, ReclaimConfig, ReclaimMetrics, ReclaimMetricsSnapshot, Reclaimer,
-    RefusalReason, DEFAULT_MIN_UNREACHABLE,
+    RefusalReason, Survey, DEFAULT_MIN_UNREACHABLE,
 };

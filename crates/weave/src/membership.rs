@@ -1,16 +1,17 @@
 //! [`WeaveMembership`]: [`ClusterMembership`] for the dynamic peers of a Weave Net cluster.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use fleetscale_core::{ClusterMembership, Machine, MachineId, Member, ReclaimOutcome, Scaler};
+use fleetscale_core::{ClusterMembership, Machine, Member, ReclaimOutcome};
 
 use crate::host::HostRunner;
+use crate::inventory::HostSnapshot;
 use crate::launch::{FixedCluster, LaunchPlan};
-use crate::reclaim::{FixedPeer, RefusalReason};
-use crate::report::Report;
+use crate::observe::{Observation, Observer};
+use crate::reclaim::{FixedPeer, RefusalReason, Survey};
 use crate::{PeerName, Reclaimer, RouterClient, WeaveError};
 
 /// Maps a machine to something (its router API URL, its host, its nickname).
@@ -37,8 +38,10 @@ pub struct WeaveMembershipConfig {
     pub nickname: Option<MachineFn>,
     /// Extra `weave launch` flags for dynamic peers.
     pub launch_args: Vec<String>,
-    /// The inventory used to map members to machines in [`ClusterMembership::members`].
-    pub inventory: Option<Arc<dyn Scaler>>,
+    /// The name of the inventory the engine hands over (recorded with every peer bound to one
+    /// of its machines; see [`crate::inventory::HostSnapshot::source`]). Give each target its
+    /// own, stable name (default `engine`).
+    pub inventory_source: String,
     /// The reclaimer behind [`ClusterMembership::reclaim`]; `None`: reclaim is unsupported.
     pub reclaimer: Option<Arc<Reclaimer>>,
     /// How long `join` waits for the peer to be seen by a fixed peer (default 120 s).
@@ -75,7 +78,7 @@ impl WeaveMembershipConfig {
             host: None,
             nickname: None,
             launch_args: Vec::new(),
-            inventory: None,
+            inventory_source: "engine".into(),
             reclaimer: None,
             join_deadline: Duration::from_secs(120),
             leave_deadline: Duration::from_secs(60),
@@ -96,9 +99,9 @@ impl WeaveMembershipConfig {
         self
     }
 
-    /// Sets the inventory.
-    pub fn with_inventory(mut self, inventory: Arc<dyn Scaler>) -> Self {
-        self.inventory = Some(inventory);
+    /// Sets the name of the engine's inventory.
+    pub fn with_inventory_source(mut self, source: impl Into<String>) -> Self {
+        self.inventory_source = source.into();
         self
     }
 }
@@ -106,10 +109,13 @@ impl WeaveMembershipConfig {
 /// The Weave Net autoscaling procedure as a [`ClusterMembership`]:
 ///
 /// - [`members`](ClusterMembership::members): every peer in the topology of any answering fixed
-///   peer or in the IPAM ring, with `reachable` (in some fixed peer's topology), `owned` (IPs in
-///   the ring), `fixed` (peer name in the configuration), the address learned from the fixed
-///   peers' connections, and the machine (inventory: nickname = machine name or id, or address;
-///   else machines joined through this value).
+///   peer or in the IPAM ring, with `reachable` (in some fixed peer's topology), `owned` (the
+///   most IPs any fixed peer's ring view gives it), `fixed` (peer name in the configuration),
+///   the address learned from the fixed peers' connections, and the machine of the tick's
+///   inventory it runs on: with a reclaimer, the host it was bound to (persisted in the
+///   reclaim ledger, so a restarted process, or one that never joined the peer, still knows
+///   it); otherwise the one machine whose name, id or address matches the peer's nickname or
+///   address.
 /// - [`join`](ClusterMembership::join): if no fixed peer sees a peer with the machine's
 ///   nickname yet, runs `weave launch --no-restart --ipalloc-init=observer $PEERS` (the fixed
 ///   cluster only) on the machine's host, then waits until a fixed peer sees it. Idempotent.
@@ -118,18 +124,16 @@ impl WeaveMembershipConfig {
 ///   nothing; [`WeaveError::StillOwned`] after the deadline (the engine then does not stop the
 ///   machine). Leaving a non-member succeeds. Fixed peers are refused.
 /// - [`reclaim`](ClusterMembership::reclaim): refuses fixed and reachable members, then the
-///   [`Reclaimer`]'s single-peer path with all its checks (ledger, lock, designated peer). The
-///   machine being gone is taken from the engine's contract (it only reclaims members whose
-///   machine left the inventory). The reclaimer's minimum unreachable time
-///   ([`crate::ReclaimConfig::min_unreachable`], default 60 s) still applies: the first call
-///   for a member starts its clock and is refused with
-///   [`RefusalReason::TooRecentlyUnreachable`]; a later tick reclaims it once the member has
-///   stayed unreachable that long.
+///   [`Reclaimer`]'s single-peer path with every rule of [`crate::reclaim`], judging the
+///   host's death by the tick's inventory itself (the engine's pre-selection is not trusted
+///   as proof). The reclaimer's minimum unreachable time
+///   ([`crate::ReclaimConfig::min_unreachable`], default 60 s) applies: the first call for a
+///   member starts its clock and is refused with [`RefusalReason::TooRecentlyUnreachable`]; a
+///   later tick reclaims it once the member has stayed unreachable that long.
 pub struct WeaveMembership {
     config: WeaveMembershipConfig,
-    clients: Vec<(FixedPeer, RouterClient)>,
+    observer: Observer,
     plan: LaunchPlan,
-    joined: Mutex<HashMap<String, MachineId>>,
 }
 
 impl std::fmt::Debug for WeaveMembership {
@@ -140,55 +144,8 @@ impl std::fmt::Debug for WeaveMembership {
     }
 }
 
-struct View {
-    reports: Vec<(PeerName, Report)>,
-}
-
-impl View {
-    fn alive(&self) -> HashSet<String> {
-        self.reports
-            .iter()
-            .filter_map(|(_, r)| r.router.as_ref())
-            .flat_map(|r| r.peers.iter().map(|p| p.name.clone()))
-            .collect()
-    }
-
-    fn ipam(&self) -> Option<&crate::report::IpamReport> {
-        self.reports.iter().find_map(|(_, r)| r.ipam.as_ref())
-    }
-
-    /// The peer name of the peer with this nickname (topology first, then IPAM).
-    fn by_nickname(&self, nick: &str) -> Option<String> {
-        self.reports
-            .iter()
-            .filter_map(|(_, r)| r.router.as_ref())
-            .flat_map(|r| r.peers.iter())
-            .find(|p| p.nick_name == nick)
-            .map(|p| p.name.clone())
-            .or_else(|| {
-                self.ipam()?
-                    .entries
-                    .iter()
-                    .find(|e| e.nickname == nick)
-                    .map(|e| e.peer.clone())
-            })
-    }
-
-    fn sees_nickname(&self, nick: &str) -> bool {
-        self.reports
-            .iter()
-            .filter_map(|(_, r)| r.router.as_ref())
-            .any(|r| r.peers.iter().any(|p| p.nick_name == nick))
-    }
-
-    fn owned_by(&self, peer: &str) -> u64 {
-        self.reports
-            .iter()
-            .filter_map(|(_, r)| r.ipam.as_ref())
-            .map(|i| i.owned_by(peer))
-            .max()
-            .unwrap_or(0)
-    }
+fn sees_nickname(obs: &Observation, nick: &str) -> bool {
+    obs.peers.values().any(|p| p.nickname == nick)
 }
 
 impl WeaveMembership {
@@ -202,19 +159,11 @@ impl WeaveMembership {
             cluster.remove(r);
         }
         let plan = LaunchPlan::dynamic(&cluster).with_extra_args(config.launch_args.clone())?;
-        let clients = config
-            .fixed
-            .iter()
-            .map(|f| {
-                RouterClient::new(&f.api_url)
-                    .map(|c| (f.clone(), c.with_timeout(config.http_timeout)))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let observer = Observer::new(&config.fixed, None, config.http_timeout)?;
         Ok(WeaveMembership {
             config,
-            clients,
+            observer,
             plan,
-            joined: Mutex::default(),
         })
     }
 
@@ -245,31 +194,15 @@ impl WeaveMembership {
             .is_ok_and(|n| self.config.fixed.iter().any(|f| f.name == n))
     }
 
-    async fn view(&self) -> Result<View, WeaveError> {
-        let results = futures::future::join_all(self.clients.iter().map(|(_, c)| c.report())).await;
-        let mut reports = Vec::new();
-        let mut last_err = None;
-        for ((f, _), r) in self.clients.iter().zip(results) {
-            match r {
-                Ok(r) => reports.push((f.name, r)),
-                Err(e) => last_err = Some(e),
-            }
-        }
-        if reports.is_empty() {
-            return Err(last_err.unwrap_or_else(|| WeaveError::config("no fixed peers")));
-        }
-        Ok(View { reports })
-    }
-
     async fn wait_for(
         &self,
         what: &str,
         deadline: Duration,
-        mut done: impl FnMut(&View) -> bool,
+        mut done: impl FnMut(&Observation) -> bool,
     ) -> Result<(), WeaveError> {
         let started = Instant::now();
         loop {
-            if let Ok(v) = self.view().await {
+            if let Ok(v) = self.observer.observe().await {
                 if done(&v) {
                     return Ok(());
                 }
@@ -286,31 +219,28 @@ impl WeaveMembership {
 
     async fn join_inner(&self, machine: &Machine) -> Result<(), WeaveError> {
         let nick = self.nickname(machine);
-        if let Ok(mut j) = self.joined.lock() {
-            j.insert(nick.clone(), machine.id.clone());
-        }
-        if self.view().await?.sees_nickname(&nick) {
+        if sees_nickname(&self.observer.observe().await?, &nick) {
             return Ok(());
         }
         if let Some(runner) = &self.config.runner {
             let host = self.host(machine);
             let argv = self.plan.launch_argv();
             let out = runner.run(&host, &argv).await?;
-            if !out.success() && !self.view().await?.sees_nickname(&nick) {
+            if !out.success() && !sees_nickname(&self.observer.observe().await?, &nick) {
                 out.check(&host, &argv)?;
             }
         }
         self.wait_for(
             &format!("join of {} (peer {nick})", machine.id),
             self.config.join_deadline,
-            |v| v.sees_nickname(&nick),
+            |v| sees_nickname(v, &nick),
         )
         .await
     }
 
     async fn leave_inner(&self, machine: &Machine) -> Result<(), WeaveError> {
         let nick = self.nickname(machine);
-        let view = self.view().await?;
+        let view = self.observer.observe().await?;
         let Some(name) = view.by_nickname(&nick) else {
             return Ok(()); // not a member
         };
@@ -323,7 +253,7 @@ impl WeaveMembership {
                 ),
             ));
         }
-        if view.owned_by(&name) == 0 && !view.alive().contains(&name) {
+        if view.owned_max.get(&name).copied().unwrap_or(0) == 0 && !view.reachable(&name) {
             return Ok(()); // already left
         }
         let mut via_api = false;
@@ -352,7 +282,7 @@ impl WeaveMembership {
         let mut last = 0;
         let r = self
             .wait_for(&format!("leave of {}", machine.id), deadline, |v| {
-                last = v.owned_by(&name);
+                last = v.owned_max.get(&name).copied().unwrap_or(0);
                 last == 0
             })
             .await;
@@ -366,70 +296,44 @@ impl WeaveMembership {
         }
     }
 
-    async fn members_inner(&self) -> Result<Vec<Member>, WeaveError> {
-        let view = self.view().await?;
-        let alive = view.alive();
-        let mut names: Vec<(String, String)> = Vec::new();
-        let mut addresses: HashMap<String, String> = HashMap::new();
-        for (_, r) in &view.reports {
-            let Some(router) = r.router.as_ref() else {
-                continue;
-            };
-            for p in &router.peers {
-                if !names.iter().any(|(n, _)| *n == p.name) {
-                    names.push((p.name.clone(), p.nick_name.clone()));
-                }
-                if p.name == router.name {
-                    for c in &p.connections {
-                        let ip = c
-                            .address
-                            .rsplit_once(':')
-                            .map(|(h, _)| h)
-                            .unwrap_or(&c.address);
-                        addresses
-                            .entry(c.name.clone())
-                            .or_insert_with(|| ip.to_string());
-                    }
-                }
-            }
-        }
-        if let Some(ipam) = view.ipam() {
-            for o in ipam.owners() {
-                if !names.iter().any(|(n, _)| *n == o.peer) {
-                    names.push((o.peer.clone(), o.nickname.clone()));
-                }
-            }
-        }
-        let machines = match &self.config.inventory {
-            Some(inv) => Some(inv.list().await.map_err(|e| WeaveError::Config {
-                message: format!("inventory: {e}"),
-            })?),
-            None => None,
+    async fn members_inner(&self, inventory: &[Machine]) -> Result<Vec<Member>, WeaveError> {
+        let hosts = HostSnapshot::from_machines(self.config.inventory_source.clone(), inventory);
+        let survey = match &self.config.reclaimer {
+            Some(r) => r.survey(Some(&hosts)).await?,
+            None => Survey {
+                observation: self.observer.observe().await?,
+                records: BTreeMap::new(),
+            },
         };
-        let joined = self.joined.lock().map(|j| j.clone()).unwrap_or_default();
+        let obs = &survey.observation;
+        let mut names: Vec<String> = obs.peers.keys().cloned().collect();
+        if let Some(ipam) = &obs.ipam {
+            for o in ipam.owners() {
+                if !names.contains(&o.peer) {
+                    names.push(o.peer);
+                }
+            }
+        }
         let mut out = Vec::new();
-        for (name, nick) in names {
-            let address = addresses.get(&name).cloned();
-            let machine = machines
-                .as_ref()
-                .and_then(|ms| {
-                    ms.iter()
-                        .filter(|m| m.state.exists())
-                        .find(|m| {
-                            (!nick.is_empty()
-                                && (self.nickname(m) == nick || m.id.as_str() == nick))
-                                || (address.is_some() && m.address == address)
-                        })
-                        .map(|m| m.id.clone())
-                })
-                .or_else(|| joined.get(&nick).cloned());
+        for name in names {
+            let record = name
+                .parse::<PeerName>()
+                .ok()
+                .and_then(|p| survey.records.get(&p));
+            let address = obs
+                .peers
+                .get(&name)
+                .and_then(|p| p.addresses.first().cloned())
+                .or_else(|| record.and_then(|r| r.address.clone()));
             out.push(Member {
-                reachable: alive.contains(&name),
+                reachable: obs.reachable(&name),
                 fixed: self.is_fixed(&name),
-                owned: view.owned_by(&name),
-                nickname: (!nick.is_empty()).then_some(nick),
+                owned: obs.owned_max.get(&name).copied().unwrap_or(0),
+                nickname: obs.nickname(&name),
                 address,
-                machine,
+                machine: survey
+                    .host_of(&name, &hosts)
+                    .map(fleetscale_core::MachineId::new),
                 name,
             });
         }
@@ -439,10 +343,10 @@ impl WeaveMembership {
 
 #[async_trait]
 impl ClusterMembership for WeaveMembership {
-    /// Every peer the fixed cluster knows (topology or IPAM). Errors with `Unavailable` when
-    /// no fixed peer answers.
-    async fn members(&self) -> fleetscale_core::Result<Vec<Member>> {
-        Ok(self.members_inner().await?)
+    /// Every peer the fixed cluster knows (topology or IPAM), tied to the machines of
+    /// `inventory`. Errors with `Refused` when no fixed peer answers.
+    async fn members(&self, inventory: &[Machine]) -> fleetscale_core::Result<Vec<Member>> {
+        Ok(self.members_inner(inventory).await?)
     }
 
     /// Observer launch with the fixed list, then waits until a fixed peer sees the peer.
@@ -459,10 +363,14 @@ impl ClusterMembership for WeaveMembership {
     }
 
     /// `Refused` for fixed or reachable members; otherwise the reclaimer's single-peer path
-    /// (`Refused` too while the member has been unreachable for less than the reclaimer's
-    /// minimum unreachable time: retry on a later tick). `Unsupported` when no reclaimer is
-    /// configured.
-    async fn reclaim(&self, member: &Member) -> fleetscale_core::Result<ReclaimOutcome> {
+    /// (`Refused` too whenever a rule does not hold yet, e.g. while the member has been
+    /// unreachable for less than the reclaimer's minimum unreachable time: a later tick
+    /// retries). `Unsupported` when no reclaimer is configured.
+    async fn reclaim(
+        &self,
+        member: &Member,
+        inventory: &[Machine],
+    ) -> fleetscale_core::Result<ReclaimOutcome> {
         if member.fixed || self.is_fixed(&member.name) {
             return Err(WeaveError::refused(
                 RefusalReason::Fixed,
@@ -483,6 +391,7 @@ impl ClusterMembership for WeaveMembership {
                 operation: "reclaim",
             });
         };
-        Ok(reclaimer.reclaim_peer(peer, true).await?)
+        let hosts = HostSnapshot::from_machines(self.config.inventory_source.clone(), inventory);
+        Ok(reclaimer.reclaim_peer(peer, &hosts).await?)
     }
 }

@@ -42,8 +42,8 @@ struct Inner {
 /// cluster.join(&m).await.unwrap();
 /// cluster.set_reachable("peer-m1", false);
 /// let lost = cluster.member("peer-m1").unwrap();
-/// assert_eq!(cluster.reclaim(&lost).await.unwrap().reclaimed, 1);
-/// assert!(cluster.reclaim(&lost).await.unwrap().already_reclaimed);
+/// assert_eq!(cluster.reclaim(&lost, &[]).await.unwrap().reclaimed, 1);
+/// assert!(cluster.reclaim(&lost, &[]).await.unwrap().already_reclaimed);
 /// # });
 /// ```
 #[derive(Default)]
@@ -137,7 +137,7 @@ impl FakeMembership {
 
 #[async_trait]
 impl ClusterMembership for FakeMembership {
-    async fn members(&self) -> Result<Vec<Member>> {
+    async fn members(&self, _inventory: &[Machine]) -> Result<Vec<Member>> {
         Ok(self.lock().members.clone())
     }
 
@@ -189,7 +189,7 @@ impl ClusterMembership for FakeMembership {
         Ok(())
     }
 
-    async fn reclaim(&self, member: &Member) -> Result<ReclaimOutcome> {
+    async fn reclaim(&self, member: &Member, _inventory: &[Machine]) -> Result<ReclaimOutcome> {
         let mut inner = self.lock();
         if inner.ledger.contains(&member.name) {
             inner

@@ -158,6 +158,23 @@ impl FakeScaler {
         id
     }
 
+    /// Adds `machine` as given (its id, name, state, address, labels): machines made outside
+    /// the autoscaler, or fixtures with chosen names. Returns its id.
+    ///
+    /// # Panics
+    /// If a machine with the same id exists: a scaler never lists one id twice.
+    pub fn insert(&self, machine: Machine) -> MachineId {
+        let mut inner = self.lock();
+        assert!(
+            inner.machines.iter().all(|(m, _)| m.id != machine.id),
+            "FakeScaler::insert: machine {} exists already",
+            machine.id
+        );
+        let id = machine.id.clone();
+        inner.machines.push((machine, 0));
+        id
+    }
+
     /// Every machine, as stored (without settling transitions).
     pub fn machines(&self) -> Vec<Machine> {
         self.lock()

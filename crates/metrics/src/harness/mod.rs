@@ -15,6 +15,10 @@
 //! - [`Lab`] / [`shared_lab`]: one exporter plus one Prometheus scraping it, shared by all the
 //!   tests of a test binary (starting Prometheus once keeps a 2-core machine responsive).
 //!
+//! - [`temporal`]: a fake Temporal frontend ([`FakeTemporal`]), a test PKI ([`TestPki`]), a
+//!   TLS-terminating proxy ([`TlsProxy`]) and the real Temporal dev server
+//!   ([`TemporalDevServer`], from the Temporal CLI).
+//!
 //! When the binary is missing every entry point fails with [`HarnessError::NotInstalled`],
 //! whose message is the install hint; tests must fail on it, never skip.
 
@@ -23,6 +27,7 @@ pub mod exposition;
 mod prometheus;
 mod proxy;
 mod server;
+pub mod temporal;
 
 pub use exporter::TestExporter;
 pub use exposition::{Exposition, ParseError};
@@ -31,6 +36,10 @@ pub use prometheus::{
 };
 pub use proxy::{start_proxy, ProxyOptions};
 pub use server::{closed_port, LoopbackServer};
+pub use temporal::{
+    temporal_binary, FakeTemporal, Fault, ServerTls, TemporalDevServer, TestPki, TlsProxy,
+    TEMPORAL_INSTALL_HINT,
+};
 
 /// Errors of the harness. `Debug` prints the same as `Display`, so `unwrap()` in a test shows
 /// the install hint and Prometheus' log readably.
@@ -67,6 +76,25 @@ pub enum HarnessError {
         last: String,
         /// The end of Prometheus' log.
         log: String,
+    },
+    /// The Temporal CLI (with its dev server) is not installed.
+    #[error("{}", temporal::TEMPORAL_INSTALL_HINT)]
+    TemporalNotInstalled,
+    /// The Temporal dev server did not start.
+    #[error("temporal dev server did not start: {message}\n--- temporal log (end) ---\n{log}")]
+    TemporalStart {
+        /// What happened.
+        message: String,
+        /// The end of its log.
+        log: String,
+    },
+    /// A Temporal CLI command failed.
+    #[error("temporal {args} failed: {message}")]
+    TemporalCli {
+        /// The command's arguments.
+        args: String,
+        /// Its status and output.
+        message: String,
     },
     /// A local I/O error (temp dir, port, process spawn).
     #[error("harness I/O error: {0}")]

@@ -101,7 +101,7 @@ fn connection(w: &World, of: PeerName, other: PeerName) -> (bool, String) {
 /// The local connection list: (outbound, address, state, info, attrs).
 fn local_connections(w: &World, me: PeerName) -> Vec<(bool, String, String, String, String)> {
     let mut out = Vec::new();
-    let peers: Vec<PeerName> = w.group_of(me).into_iter().filter(|p| *p != me).collect();
+    let peers: Vec<PeerName> = w.seen_group(me).into_iter().filter(|p| *p != me).collect();
     for p in &peers {
         let (outbound, addr) = connection(w, me, *p);
         out.push((
@@ -169,7 +169,7 @@ fn ipam_status_line(w: &World, me: PeerName) -> String {
         .ranges()
         .iter()
         .filter(|(_, s, _)| *s > 0)
-        .all(|(_, _, e)| e.peer != me && !w.knows(me, e.peer));
+        .all(|(_, _, e)| e.peer != me && !w.sees(me, e.peer));
     if all_unreachable {
         "all IP ranges owned by unreachable peers - use 'rmpeer' if they are dead".into()
     } else if r.waiting > 0 {
@@ -196,7 +196,7 @@ fn status_text(w: &World, me: PeerName) -> String {
             states.push(format!("{n} {s}"));
         }
     }
-    let group = w.group_of(me);
+    let group = w.seen_group(me);
     let n = group.len();
     let line = |k: &str, v: &str| format!("{k:>15}: {v}\n");
     let mut s = String::new();
@@ -250,10 +250,12 @@ async fn status_ipam(State(ctx): State<Ctx>) -> Response {
 
 fn peers_text(w: &World, me: PeerName) -> String {
     let mut s = String::new();
-    for p in w.group_of(me) {
+    let group = w.seen_group(me);
+    for p in &group {
+        let p = *p;
         s.push_str(&name_nick(w, p));
         s.push('\n');
-        for q in w.group_of(me).into_iter().filter(|q| *q != p) {
+        for q in w.seen_group(me).into_iter().filter(|q| *q != p) {
             let (outbound, addr) = connection(w, p, q);
             let dir = if outbound { "->" } else { "<-" };
             s.push_str(&format!(
@@ -304,14 +306,14 @@ fn report_json(w: &World, me: PeerName) -> Value {
     let Some(r) = w.routers.get(&me) else {
         return Value::Null;
     };
-    let group = w.group_of(me);
+    let group = w.seen_group(me);
     let peers: Vec<Value> = group
         .iter()
         .map(|p| {
             let pr = &w.routers[p];
             let conns: Vec<Value> = group
                 .iter()
-                .filter(|q| *q != p)
+                .filter(|q| *q != p && w.sees(*p, **q))
                 .map(|q| {
                     let (outbound, addr) = connection(w, *p, *q);
                     json!({"Name": q.to_string(), "NickName": w.routers[q].spec.nickname,
@@ -344,7 +346,7 @@ fn report_json(w: &World, me: PeerName) -> Value {
                 .map(|x| x.spec.nickname.clone())
                 .unwrap_or_default();
             json!({"Token": fmt_ip(t), "Size": s, "Peer": e.peer.to_string(), "Nickname": nick,
-                   "IsKnownPeer": w.knows(me, e.peer), "Version": e.version})
+                   "IsKnownPeer": w.sees(me, e.peer), "Version": e.version})
         })
         .collect();
     let paxos = if r.ring.is_empty() && r.waiting > 0 {
@@ -356,16 +358,64 @@ fn report_json(w: &World, me: PeerName) -> Value {
     } else {
         Value::Null
     };
+    // Routes and MACs as real 2.8 routers list them (`tests/fixtures/real-2/`).
+    let unicast: Vec<Value> = group
+        .iter()
+        .map(|p| {
+            let via = if *p == me {
+                PeerName::from_u64(0)
+            } else {
+                Some(*p)
+            };
+            json!({"Dest": p.to_string(), "Via": via.map(|v| v.to_string()).unwrap_or_default()})
+        })
+        .collect();
+    let broadcast: Vec<Value> = group
+        .iter()
+        .map(|p| {
+            let via: Value = if *p == me {
+                group
+                    .iter()
+                    .filter(|q| **q != me)
+                    .map(|q| q.to_string())
+                    .collect()
+            } else {
+                Value::Null
+            };
+            json!({"Source": p.to_string(), "Via": via})
+        })
+        .collect();
+    let macs: Vec<Value> = group
+        .iter()
+        .filter(|p| **p != me)
+        .map(|p| {
+            let x = p.as_u64().wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let mac: Vec<String> = (0..6)
+                .map(|i| {
+                    let b = (x >> (8 * i)) as u8;
+                    format!("{:02x}", if i == 0 { (b | 0x02) & 0xfe } else { b })
+                })
+                .collect();
+            json!({"Mac": mac.join(":"), "Name": p.to_string(),
+                   "NickName": w.routers[p].spec.nickname,
+                   "LastSeen": rfc3339(w.routers[p].started_at)})
+        })
+        .collect();
     json!({
         "Ready": r.ready,
-        "Version": "fleetscale-weave-emulator",
+        "Version": "unreleased",
+        "VersionCheck": {"Enabled": true, "Success": false, "NewVersion": "",
+                         "NextCheckAt": rfc3339(r.started_at + Duration::from_secs(5 * 3600))},
         "Router": {
             "Protocol": "weave", "ProtocolMinVersion": 1, "ProtocolMaxVersion": 2,
             "Encryption": false, "PeerDiscovery": true,
             "Name": me.to_string(), "NickName": r.spec.nickname, "Port": 6783,
-            "Peers": peers, "UnicastRoutes": null, "BroadcastRoutes": null,
+            "Peers": peers, "UnicastRoutes": unicast, "BroadcastRoutes": broadcast,
             "Connections": connections, "TerminationCount": 0, "Targets": r.targets,
             "OverlayDiagnostics": {"sleeve": null}, "TrustedSubnets": [],
+            "Interface": "vethwe-pcap (via pcap)",
+            "CaptureStats": {"PacketsDropped": 0, "PacketsIfDropped": 0, "PacketsReceived": 9},
+            "MACs": macs,
         },
         "IPAM": {
             "Paxos": paxos, "Range": cidr(w), "RangeNumIPs": w.end - w.start,
@@ -374,6 +424,11 @@ fn report_json(w: &World, me: PeerName) -> Value {
             "PendingClaims": null, "PendingAllocates": null,
         }
     })
+}
+
+/// `2026-12-01T09:42:18.270465811Z`, as Go's `time.Time` marshals.
+fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_nanos(t).to_string()
 }
 
 /// The `/report` JSON of `viewer`, as the router would serve it.
@@ -469,6 +524,7 @@ async fn forget(State(ctx): State<Ctx>, body: String) -> Response {
         if let Some(r) = w.routers.get_mut(&ctx.me) {
             r.targets.retain(|t| !peers.contains(t));
         }
+        w.forget_log.push((ctx.me, peers));
     })
     .map(|_| StatusCode::OK.into_response())
     .unwrap_or_else(stopped)

@@ -26,12 +26,23 @@
 //!   version + 100; answers `"<n> IPs taken over from <id>\n"`. Every call is logged
 //!   ([`Emulator::rmpeer_log`]).
 //! - **Faults**: [`Emulator::kill`] (the host vanishes: its HTTP server stops, the others see it
-//!   unreachable), [`Emulator::partition`] (alive, its API still answers, unreachable from the
-//!   fixed cluster), [`Emulator::heal`], [`Emulator::restart`] (same peer name, new UID,
-//!   persisted ring kept unless it was reset).
+//!   unreachable after [`EmulatorConfig::detection_delay`] + jitter, as mesh only drops a
+//!   silent connection after its heartbeat timeout), [`Emulator::partition`] (alive, its API
+//!   still answers, it keeps allocating from its own ranges while the others keep allocating
+//!   from theirs, unreachable from the fixed cluster after the detection delay),
+//!   [`Emulator::heal`] (reconnects after [`EmulatorConfig::reconnect_delay`]; a ring
+//!   conflict — its space was taken while it lived — drops its connections for good, as real
+//!   routers do), [`Emulator::restart`] (same peer name, new UID, persisted ring kept unless
+//!   it was reset; reconnects after the reconnect delay).
+//! - **Irregular output**, as real routers: `/status/ipam` lines after the local one,
+//!   `/status/peers` and the `/report` peer lists in Go map order, different on every call
+//!   (unless [`EmulatorConfig::ordered_output`]); consensus may leave a fixed peer owning
+//!   nothing ([`EmulatorConfig::consensus_quorum_only`]); `/report` has the fields real 2.8
+//!   routers send (`VersionCheck`, `Interface`, `CaptureStats`, `MACs`, route lists).
 //! - **Hazard detection**: [`Emulator::duplicate_ownership`] lists ranges that two live routers
-//!   each believe they own, and [`Emulator::merge_errors`] the ring conflicts Weave would log
-//!   and drop connections over.
+//!   each believe they own, [`Emulator::duplicate_addresses`] addresses handed out by two live
+//!   routers, and [`Emulator::merge_errors`] the ring conflicts Weave would log and drop
+//!   connections over.
 //! - **Output formats** match the captured Weave Net 2.8 outputs byte for byte
 //!   (`/status/ipam` trailing spaces, `06.2%`), checked by the crate's tests.
 
@@ -42,7 +53,7 @@ mod ring;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -67,6 +78,28 @@ pub struct EmulatorConfig {
     pub gossip_delay: Duration,
     /// How long blocking calls (`GET /ring`, `POST /ip/{id}`) wait before answering 503.
     pub block_limit: Duration,
+    /// How long a router keeps listing a peer it lost without notice (a killed host, a
+    /// partition) as reachable: mesh only drops a silent connection after its heartbeat
+    /// timeout. Real Weave 2.8 routers took 36 s (partition) and 53 s (kill); zero (the
+    /// default) makes the loss visible at once. Graceful stops (`weave stop`, `weave reset`)
+    /// close the connection and are seen at once.
+    pub detection_delay: Duration,
+    /// A random extra delay, up to this much, added to [`Self::detection_delay`] per pair of
+    /// routers (the real routers saw the same loss at different times).
+    pub detection_jitter: Duration,
+    /// How long a (re)started or healed router stays unconnected before it reconnects and
+    /// exchanges rings with the mesh (mesh retries a failed connection after 2 s, growing
+    /// ×1.5); zero (the default) reconnects at once.
+    pub reconnect_delay: Duration,
+    /// Consensus divides the range among a quorum of electors only (the first ones, sorted),
+    /// leaving the other fixed peers owning nothing, as real Paxos does when a quorum agrees
+    /// before the last votes arrive (seen on real routers). Default: every reachable elector.
+    pub consensus_quorum_only: bool,
+    /// Print `/status/ipam` non-local lines, `/status/peers` and the `/report` peer lists in
+    /// a fixed order instead of Weave's Go-map order (which varies from call to call).
+    pub ordered_output: bool,
+    /// Seed of the emulator's randomness (output order, detection jitter).
+    pub seed: u64,
 }
 
 impl Default for EmulatorConfig {
@@ -77,6 +110,12 @@ impl Default for EmulatorConfig {
             consensus: None,
             gossip_delay: Duration::ZERO,
             block_limit: Duration::from_secs(600),
+            detection_delay: Duration::ZERO,
+            detection_jitter: Duration::ZERO,
+            reconnect_delay: Duration::ZERO,
+            consensus_quorum_only: false,
+            ordered_output: false,
+            seed: 0x5eed,
         }
     }
 }
@@ -177,6 +216,13 @@ struct Router {
     waiting: usize,
     addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
+    /// Bumped by every launch, kill, partition and heal: a pending reconnection of an older
+    /// generation does nothing.
+    generation: u64,
+    /// Its ring conflicts with the mesh's: every connection it makes is dropped.
+    conflicted: bool,
+    /// When it was launched (its `/report` `MACs` `LastSeen`).
+    started_at: std::time::SystemTime,
 }
 
 struct World {
@@ -188,7 +234,11 @@ struct World {
     next_group: u64,
     next_uid: u64,
     rmpeer_log: Vec<RmpeerRecord>,
+    forget_log: Vec<(PeerName, Vec<String>)>,
     merge_errors: Vec<String>,
+    /// Until when `(viewer, peer)` still lists a peer it lost without notice.
+    fading: BTreeMap<(PeerName, PeerName), Instant>,
+    rng: std::sync::atomic::AtomicU64,
 }
 
 /// The emulator: a handle to the shared world. Cheap to clone.
@@ -234,6 +284,129 @@ impl World {
             .copied()
             .filter(|p| self.knows(viewer, *p))
             .collect()
+    }
+
+    /// Whether `viewer`'s topology lists `peer`: connected now, or lost without notice less
+    /// than the detection delay ago.
+    fn sees(&self, viewer: PeerName, peer: PeerName) -> bool {
+        if self.knows(viewer, peer) {
+            return true;
+        }
+        self.routers.get(&viewer).is_some_and(|v| v.alive)
+            && self
+                .fading
+                .get(&(viewer, peer))
+                .is_some_and(|until| Instant::now() < *until)
+    }
+
+    /// Every peer in `viewer`'s topology, in Weave's varying (Go map) order unless
+    /// [`EmulatorConfig::ordered_output`].
+    fn seen_group(&self, viewer: PeerName) -> Vec<PeerName> {
+        let peers: Vec<PeerName> = self
+            .routers
+            .keys()
+            .copied()
+            .filter(|p| self.sees(viewer, *p))
+            .collect();
+        self.map_order(peers)
+    }
+
+    /// The next pseudo-random number (SplitMix64).
+    fn random(&self) -> u64 {
+        let mut z = self
+            .rng
+            .fetch_add(0x9e37_79b9_7f4a_7c15, std::sync::atomic::Ordering::Relaxed)
+            .wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// `items` in Go map iteration order: shuffled on every call, unless output is ordered.
+    fn map_order<T>(&self, mut items: Vec<T>) -> Vec<T> {
+        if !self.config.ordered_output {
+            for i in (1..items.len()).rev() {
+                let j = (self.random() % (i as u64 + 1)) as usize;
+                items.swap(i, j);
+            }
+        }
+        items
+    }
+
+    /// `peer` is about to lose its connections without notice (killed, partitioned away from
+    /// everyone but `keep`): every router connected to it keeps listing it, and it them, for
+    /// the detection delay.
+    fn cut(&mut self, peer: PeerName, keep: &[PeerName]) {
+        let now = Instant::now();
+        let others: Vec<PeerName> = self
+            .group_of(peer)
+            .into_iter()
+            .filter(|p| *p != peer && !keep.contains(p))
+            .collect();
+        for other in others {
+            for pair in [(other, peer), (peer, other)] {
+                let jitter = self.config.detection_jitter.as_nanos() as u64;
+                let extra = if jitter == 0 {
+                    0
+                } else {
+                    self.random() % (jitter + 1)
+                };
+                let until = now + self.config.detection_delay + Duration::from_nanos(extra);
+                self.fading.insert(pair, until);
+            }
+        }
+    }
+
+    /// `peer` (re)connects to the mesh: rings are exchanged; a ring conflict drops its
+    /// connections again (Weave logs `Received update for IP range I own ...` and closes the
+    /// connection, forever while the conflict lasts).
+    fn join_mesh(&mut self, peer: PeerName) {
+        let Some(r) = self.routers.get_mut(&peer) else {
+            return;
+        };
+        r.group = 0;
+        r.generation += 1;
+        self.fading.retain(|(a, b), _| *a != peer && *b != peer);
+        let before = self.merge_errors.len();
+        self.sync_group(peer);
+        if self.merge_errors.len() > before {
+            let g = self.next_group;
+            self.next_group += 1;
+            if let Some(r) = self.routers.get_mut(&peer) {
+                r.group = g;
+                r.conflicted = true;
+            }
+        } else if let Some(r) = self.routers.get_mut(&peer) {
+            r.conflicted = false;
+        }
+    }
+
+    /// Isolates `peer` now and joins it to the mesh after the reconnect delay.
+    fn reconnect_later(&mut self, peer: PeerName, world: &Arc<Mutex<World>>) {
+        let delay = self.config.reconnect_delay;
+        if delay.is_zero() {
+            self.join_mesh(peer);
+            return;
+        }
+        let g = self.next_group;
+        self.next_group += 1;
+        let Some(r) = self.routers.get_mut(&peer) else {
+            return;
+        };
+        r.group = g;
+        r.generation += 1;
+        let generation = r.generation;
+        let world = Arc::clone(world);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let mut w = lock(&world);
+            if w.routers
+                .get(&peer)
+                .is_some_and(|r| r.alive && r.generation == generation)
+            {
+                w.join_mesh(peer);
+            }
+        });
     }
 
     fn merge_into(&mut self, to: PeerName, incoming: &Ring) {
@@ -302,8 +475,13 @@ impl World {
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
                 let mut w = lock(&world);
+                // A message already sent arrives even if its sender stopped meanwhile (a
+                // `weave reset` hands its ranges over, then the script stops the router); a
+                // partition in between drops it.
+                let sender_gone = w.routers.get(&from).is_some_and(|r| !r.alive);
                 for t in targets {
-                    if w.knows(from, t) {
+                    let receiver_alive = w.routers.get(&t).is_some_and(|r| r.alive);
+                    if w.knows(from, t) || (sender_gone && receiver_alive) {
                         w.merge_into(t, &snapshot);
                     }
                 }
@@ -357,10 +535,16 @@ impl World {
                 electors.len()
             )));
         }
-        // The first elector (sorted) runs ClaimForPeers and broadcasts the ring.
+        // The first elector (sorted) runs ClaimForPeers over the electors Paxos agreed on
+        // (every reachable one, or only the first quorum) and broadcasts the ring.
         let leader = electors[0];
+        let agreed: &[PeerName] = if self.config.consensus_quorum_only {
+            &electors[..quorum as usize]
+        } else {
+            &electors
+        };
         let mut ring = Ring::new(self.start, self.end);
-        ring.claim_for_peers(&electors);
+        ring.claim_for_peers(agreed);
         if let Some(r) = self.routers.get_mut(&leader) {
             r.ring = ring;
         }
@@ -537,7 +721,7 @@ impl World {
     }
 
     fn is_known_in_ipam(&self, viewer: PeerName, peer: PeerName) -> bool {
-        self.knows(viewer, peer)
+        self.sees(viewer, peer)
     }
 
     fn ipam_text(&self, viewer: PeerName) -> String {
@@ -565,7 +749,8 @@ impl World {
                 },
             ));
         }
-        for (p, ips) in per.iter().filter(|x| x.0 != viewer) {
+        let others: Vec<&(PeerName, u64)> = per.iter().filter(|x| x.0 != viewer).collect();
+        for (p, ips) in self.map_order(others) {
             let state = if self.is_known_in_ipam(viewer, *p) {
                 IpamPeerState::Reachable
             } else {
@@ -592,6 +777,7 @@ fn lock(world: &Arc<Mutex<World>>) -> MutexGuard<'_, World> {
 impl Emulator {
     /// An empty emulated network.
     pub fn new(config: EmulatorConfig) -> Self {
+        let seed = config.seed;
         let start = u64::from(u32::from_be_bytes(config.range_start));
         let end = start + (1u64 << (32 - u32::from(config.range_prefix.min(32))));
         Emulator {
@@ -604,7 +790,10 @@ impl Emulator {
                 next_group: 1,
                 next_uid: 0x9e37_79b9_7f4a_7c15,
                 rmpeer_log: Vec::new(),
+                forget_log: Vec::new(),
                 merge_errors: Vec::new(),
+                fading: BTreeMap::new(),
+                rng: std::sync::atomic::AtomicU64::new(seed),
             })),
         }
     }
@@ -643,6 +832,9 @@ impl Emulator {
                 waiting: 0,
                 addr: None,
                 stop: None,
+                generation: 0,
+                conflicted: false,
+                started_at: std::time::SystemTime::now(),
             },
         );
         Ok(())
@@ -660,11 +852,22 @@ impl Emulator {
             }
             r.addr
         };
+        // A restarted router comes back on its previous address (its API URL is configured
+        // elsewhere); the previous server may take a moment to release the port.
         let listener = match prev {
-            Some(a) => match tokio::net::TcpListener::bind(a).await {
-                Ok(l) => l,
-                Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
-            },
+            Some(a) => {
+                let mut tries = 0;
+                loop {
+                    match tokio::net::TcpListener::bind(a).await {
+                        Ok(l) => break l,
+                        Err(_) if tries < 100 => {
+                            tries += 1;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(_) => break tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+                    }
+                }
+            }
             None => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
         };
         let addr = listener.local_addr()?;
@@ -690,7 +893,9 @@ impl Emulator {
             r.addr = Some(addr);
             r.stop = Some(tx);
             r.waiting = 0;
-            w.sync_group(name);
+            r.started_at = std::time::SystemTime::now();
+            let world = Arc::clone(&self.world);
+            w.reconnect_later(name, &world);
         }
         let app = http::app(self.clone(), name);
         tokio::spawn(async move {
@@ -787,61 +992,82 @@ impl Emulator {
         self.w().routers.get(&name).is_some_and(|r| r.alive)
     }
 
-    /// The host vanishes without notice: its HTTP server stops, the others lose it.
+    /// The host vanishes without notice: its HTTP server stops; the others lose it after the
+    /// detection delay ([`EmulatorConfig::detection_delay`]).
     pub fn kill(&self, name: PeerName) -> Result<(), FakeError> {
         let mut w = self.w();
+        w.router(name)?;
+        w.cut(name, &[]);
+        Self::down(&mut w, name)
+    }
+
+    fn down(w: &mut World, name: PeerName) -> Result<(), FakeError> {
         let r = w
             .routers
             .get_mut(&name)
             .ok_or_else(|| FakeError::UnknownPeer(name.to_string()))?;
         r.alive = false;
+        r.generation += 1;
         if let Some(tx) = r.stop.take() {
             let _ = tx.send(());
         }
         Ok(())
     }
 
-    /// `weave stop`-like: same as [`Emulator::kill`] for the emulator (ownership is kept).
+    /// `weave stop`: the router stops and closes its connections (the others see it gone at
+    /// once); its ownership is kept (persisted).
     pub fn stop(&self, name: PeerName) -> Result<(), FakeError> {
-        self.kill(name)
+        let mut w = self.w();
+        Self::down(&mut w, name)
     }
 
-    /// Cuts the peer off from everyone else: it keeps running and answering its API, but no
-    /// other peer reaches it (and it reaches none).
+    /// Cuts the peer off from everyone else: it keeps running and answering its API (and
+    /// allocating from its own ranges), but no other peer reaches it (and it reaches none),
+    /// after the detection delay.
     pub fn partition(&self, name: PeerName) -> Result<(), FakeError> {
-        let mut w = self.w();
-        let g = w.next_group;
-        w.next_group += 1;
-        w.routers
-            .get_mut(&name)
-            .ok_or_else(|| FakeError::UnknownPeer(name.to_string()))?
-            .group = g;
-        Ok(())
+        self.partition_together(&[name])
     }
 
     /// Puts several peers in a partition of their own, together.
     pub fn partition_together(&self, names: &[PeerName]) -> Result<(), FakeError> {
         let mut w = self.w();
+        for n in names {
+            w.router(*n)?;
+        }
+        for n in names {
+            w.cut(*n, names);
+        }
         let g = w.next_group;
         w.next_group += 1;
         for n in names {
-            w.routers
-                .get_mut(n)
-                .ok_or_else(|| FakeError::UnknownPeer(n.to_string()))?
-                .group = g;
+            if let Some(r) = w.routers.get_mut(n) {
+                r.group = g;
+                r.generation += 1;
+            }
         }
         Ok(())
     }
 
-    /// Ends a partition: the peer reconnects and views are exchanged.
+    /// Ends a partition: the peer reconnects (after [`EmulatorConfig::reconnect_delay`]) and
+    /// views are exchanged. When its ring conflicts with the mesh's (its space was taken by
+    /// `rmpeer` while it was alive), the connections are dropped again, as Weave does, and it
+    /// stays cut off ([`Emulator::conflicted`]).
     pub fn heal(&self, name: PeerName) -> Result<(), FakeError> {
+        let world = Arc::clone(&self.world);
         let mut w = self.w();
-        w.routers
-            .get_mut(&name)
-            .ok_or_else(|| FakeError::UnknownPeer(name.to_string()))?
-            .group = 0;
-        w.sync_group(name);
+        w.router(name)?;
+        w.reconnect_later(name, &world);
         Ok(())
+    }
+
+    /// Whether the router's ring conflicts with the mesh's, so that it cannot rejoin.
+    pub fn conflicted(&self, name: PeerName) -> bool {
+        self.w().routers.get(&name).is_some_and(|r| r.conflicted)
+    }
+
+    /// Whether `viewer`'s topology lists `peer` right now (what its `/report` says).
+    pub fn sees(&self, viewer: PeerName, peer: PeerName) -> bool {
+        self.w().sees(viewer, peer)
     }
 
     /// Restarts a router that was killed or stopped, with its previous targets.
@@ -879,6 +1105,39 @@ impl Emulator {
         w.try_allocate(name, ident, donor, &world)
     }
 
+    /// `POST /ip/{ident}/{ip}/{prefix}` on `name` now: an address inside that subnet, from the
+    /// router's own free space only (what `weave attach net:<cidr>` does; used to show two
+    /// live routers handing out the same address). [`FakeError::WouldBlock`] when it owns
+    /// no free address there.
+    pub fn allocate_in(
+        &self,
+        name: PeerName,
+        ident: &str,
+        subnet: [u8; 4],
+        prefix: u8,
+    ) -> Result<String, FakeError> {
+        let mut w = self.w();
+        let r = w.router(name)?;
+        if !r.alive {
+            return Err(FakeError::NotRunning(name.to_string()));
+        }
+        let lo = u64::from(u32::from_be_bytes(subnet));
+        let hi = lo + (1u64 << (32 - u32::from(prefix.min(32))));
+        let addr = free_chunks(&r.ring, name, &r.allocated)
+            .into_iter()
+            .flat_map(|(a, b)| a.max(lo)..b.min(hi))
+            .find(|x| *x != lo && *x != hi - 1)
+            .ok_or_else(|| {
+                FakeError::WouldBlock(format!("no free address in the subnet on {name}"))
+            })?;
+        if let Some(r) = w.routers.get_mut(&name) {
+            r.allocated.insert(addr);
+            r.idents.insert(ident.to_string(), addr);
+        }
+        w.report_free(name);
+        Ok(format!("{}/{prefix}", fmt_ip(addr)))
+    }
+
     /// `DELETE /peer` on `name` (the router keeps running, as after the HTTP call alone).
     /// Returns the heir.
     pub fn reset(&self, name: PeerName) -> Result<Option<PeerName>, FakeError> {
@@ -894,7 +1153,7 @@ impl Emulator {
         } else {
             None
         };
-        self.kill(name)?;
+        self.stop(name)?;
         let mut w = self.w();
         let (start, end) = (w.start, w.end);
         if let Some(r) = w.routers.get_mut(&name) {
@@ -933,6 +1192,11 @@ impl Emulator {
         http::report_value(self, viewer)
     }
 
+    /// Every `POST /forget` served so far: (router, addresses).
+    pub fn forget_log(&self) -> Vec<(PeerName, Vec<String>)> {
+        self.w().forget_log.clone()
+    }
+
     /// Every `DELETE /peer/{id}` served so far.
     pub fn rmpeer_log(&self) -> Vec<RmpeerRecord> {
         self.w().rmpeer_log.clone()
@@ -941,6 +1205,23 @@ impl Emulator {
     /// Ring conflicts routers hit while merging (Weave logs them and drops the connection).
     pub fn merge_errors(&self) -> Vec<String> {
         self.w().merge_errors.clone()
+    }
+
+    /// Addresses that two or more **live** routers have each handed out: duplicate IPs on
+    /// live hosts, the harm a wrongful `rmpeer` does. Empty when all is well.
+    pub fn duplicate_addresses(&self) -> Vec<(String, Vec<PeerName>)> {
+        let w = self.w();
+        let mut by_addr: BTreeMap<u64, Vec<PeerName>> = BTreeMap::new();
+        for (name, r) in w.routers.iter().filter(|(_, r)| r.alive) {
+            for a in &r.allocated {
+                by_addr.entry(*a).or_default().push(*name);
+            }
+        }
+        by_addr
+            .into_iter()
+            .filter(|(_, owners)| owners.len() > 1)
+            .map(|(a, owners)| (fmt_ip(a), owners))
+            .collect()
     }
 
     /// Ranges that two or more **live** routers each believe they own: the duplicate-IP

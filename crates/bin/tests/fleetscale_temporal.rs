@@ -1,0 +1,139 @@
+//! The built `fleetscale` with a `[[target.source]] type = "temporal"`: `eval` and `run` on a
+//! TOML file, the source reading the fake Temporal frontend over mutual TLS with certificate
+//! files, and the located error of a bad Temporal source.
+
+mod common;
+
+use std::process::Command;
+
+use common::{eventually, run, Proc};
+use fleetscale_metrics::harness::{FakeTemporal, TestPki};
+use fleetscale_metrics::temporal::COUNT_PATH;
+
+const TOKEN: &str = "FlyV1 fm2_fleetscale-temporal";
+const APP: &str = "wf-app";
+
+fn fleetscale() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetscale"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eval_and_run_scale_on_a_temporal_source() {
+    let server = common::fake_fly(TOKEN).await;
+    let fly = server.fake().clone();
+    common::seed_app(&common::client(&server, TOKEN), APP).await;
+    let pki = TestPki::new().unwrap();
+    let temporal = FakeTemporal::start_with(Some(pki.server_tls(true))).unwrap();
+    temporal.add_namespace("batch");
+    for i in 0..3 {
+        temporal.start_workflow("batch", &format!("w{i}"), "resize", APP);
+    }
+    temporal.start_workflow("batch", "x", "resize", "another-app");
+
+    let dir = tempfile::tempdir().unwrap();
+    for (name, pem) in [
+        ("ca.pem", &pki.ca_pem),
+        ("client.pem", &pki.client_cert_pem),
+        ("client.key", &pki.client_key_pem),
+    ] {
+        std::fs::write(dir.path().join(name), pem).unwrap();
+    }
+    let d = dir.path().display();
+    let path = dir.path().join("fleetscale.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[engine]
+interval = "300ms"
+
+[server]
+listen = "127.0.0.1:0"
+
+# Unnamed: the target is the app, so `$APP_NAME` is `{APP}`.
+[[target]]
+backend = {{ type = "fly", app = "{APP}", token_env = "MY_FLY_TOKEN" }}
+
+[target.policy]
+created = "max(workflows, 1)"
+
+[target.policy.limits]
+created = {{ min = 1, max = 5 }}
+
+[[target.source]]
+type = "temporal"
+name = "workflows"
+address = "{addr}"
+namespace = "batch"
+query = "TaskQueue = '$APP_NAME'"
+ca_file = "{d}/ca.pem"
+cert_file = "{d}/client.pem"
+key_file = "{d}/client.key"
+timeout = "3s"
+"#,
+            addr = temporal.localhost_port()
+        ),
+    )
+    .unwrap();
+    let with_env = |mut c: Command| {
+        c.env("FLY_FLAPS_BASE_URL", server.url())
+            .env("FLY_API_BASE_URL", server.url())
+            .env("MY_FLY_TOKEN", TOKEN);
+        c
+    };
+
+    let (status, out, err) = run(with_env({
+        let mut c = fleetscale();
+        c.arg("eval").arg("--config").arg(&path);
+        c
+    }));
+    assert!(status.success(), "{out}\n{err}");
+    assert!(
+        out.contains("metric workflows = 3"),
+        "{out}\n{:?}",
+        temporal.calls()
+    );
+    assert!(out.contains("targets: created min 3 max 3"), "{out}");
+    assert_eq!(fly.machines(APP).len(), 1, "eval changed nothing");
+    assert_eq!(
+        temporal.calls_to(COUNT_PATH)[0].query,
+        "ExecutionStatus=\"Running\" AND (TaskQueue = 'wf-app')"
+    );
+
+    let proc = Proc::spawn(with_env({
+        let mut c = fleetscale();
+        c.arg("--log-format")
+            .arg("json")
+            .arg("run")
+            .arg("--config")
+            .arg(&path);
+        c
+    }));
+    let stderr = proc.stderr.clone();
+    let logs = move || stderr.lock().unwrap().join("\n");
+    eventually(
+        "3 machines",
+        || (fly.machines(APP).len() == 3).then_some(()),
+        &logs,
+    )
+    .await;
+    drop(proc);
+
+    // A Temporal source without a namespace: the file, the line of the target, the message.
+    let bad = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("namespace = \"batch\"", "namespace = \"\"");
+    std::fs::write(&bad, text).unwrap();
+    let (status, _, err) = run(with_env({
+        let mut c = fleetscale();
+        c.arg("eval").arg("--config").arg(&bad);
+        c
+    }));
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("bad.toml:"), "{err}");
+    assert!(err.contains("temporal namespace required"), "{err}");
+}

@@ -1,0 +1,313 @@
+//! End to end: the built `fly-autoscaler`, configured only with `FAS_*` variables whose metric
+//! comes from `FAS_TEMPORAL_*`, scaling an app on the fake Machines API from a count of running
+//! Temporal workflow executions:
+//! - from the fake Temporal frontend over mutual TLS with a test CA (scale out, cap, scale in,
+//!   hold while Temporal is unreachable);
+//! - from the real Temporal dev server (workflows started and terminated with the Temporal CLI);
+//! - `eval` from a YAML `type: temporal` collector, and the Go tool's start-up errors.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{eventually, run, Proc};
+use fleetscale_fly::FlyState;
+use fleetscale_metrics::harness::temporal::ExecutionStatus;
+use fleetscale_metrics::harness::{FakeTemporal, TemporalDevServer, TestPki};
+use fleetscale_metrics::temporal::COUNT_PATH;
+
+const TOKEN: &str = "FlyV1 fm2_temporal-e2e";
+
+fn machines(fake: &fleetscale_fly::fake::FakeFly, app: &str) -> (usize, usize) {
+    let ms = fake.machines(app);
+    let live: Vec<_> = ms
+        .iter()
+        .filter(|m| m.state != FlyState::Destroyed)
+        .collect();
+    let started = live.iter().filter(|m| m.state == FlyState::Started).count();
+    (live.len(), started)
+}
+
+fn fas(server: &fleetscale_fly::fake::FakeFlyServer, app: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fly-autoscaler"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("FLY_FLAPS_BASE_URL", server.url())
+        .env("FLY_API_BASE_URL", server.url())
+        .env("FAS_APP_NAME", app)
+        .env("FAS_API_TOKEN", TOKEN)
+        .env("FAS_METRICS_ADDR", "127.0.0.1:0");
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scales_on_running_workflows_over_mutual_tls() {
+    const APP: &str = "temporal-app";
+    const NS: &str = "jobs";
+    let server = common::fake_fly(TOKEN).await;
+    let fly = server.fake().clone();
+    common::seed_app(&common::client(&server, TOKEN), APP).await;
+
+    let pki = TestPki::new().unwrap();
+    let temporal = FakeTemporal::start_with(Some(pki.server_tls(true))).unwrap();
+    temporal.add_namespace(NS);
+    // Another app's workflows and finished ones are never counted.
+    temporal.start_workflow(NS, "other-1", "render", "other-app");
+    temporal.start_workflow(NS, "done-1", "render", APP);
+    temporal.set_status(NS, "done-1", ExecutionStatus::Completed);
+
+    let mut cmd = fas(&server, APP);
+    cmd.arg("serve")
+        .env(
+            "FAS_CREATED_MACHINE_COUNT",
+            "min(max(workflow_count, 1), 6)",
+        )
+        .env("FAS_INTERVAL", "300ms")
+        .env("FAS_TIMEOUT", "2s")
+        .env("FAS_TEMPORAL_ADDRESS", temporal.localhost_port())
+        .env("FAS_TEMPORAL_NAMESPACE", NS)
+        .env("FAS_TEMPORAL_METRIC_NAME", "workflow_count")
+        .env("FAS_TEMPORAL_QUERY", "TaskQueue = '$APP_NAME'")
+        .env("FAS_TEMPORAL_CERT_DATA", &pki.client_cert_pem)
+        .env("FAS_TEMPORAL_KEY_DATA", &pki.client_key_pem)
+        .env("FAS_TEMPORAL_CA_DATA", &pki.ca_pem);
+    let mut proc = Proc::spawn(cmd);
+    let stderr = proc.stderr.clone();
+    let logs = move || stderr.lock().unwrap().join("\n");
+
+    // No running workflow of this app: the one machine stays.
+    eventually(
+        "a count of 0 read",
+        || (!temporal.calls_to(COUNT_PATH).is_empty()).then_some(()),
+        &logs,
+    )
+    .await;
+    assert_eq!(machines(&fly, APP).0, 1, "{}", logs());
+
+    for i in 0..3 {
+        temporal.start_workflow(NS, &format!("job-{i}"), "render", APP);
+    }
+    eventually(
+        "3 machines",
+        || (machines(&fly, APP) == (3, 3)).then_some(()),
+        &logs,
+    )
+    .await;
+
+    for i in 3..9 {
+        temporal.start_workflow(NS, &format!("job-{i}"), "render", APP);
+    }
+    eventually(
+        "6 machines (the cap)",
+        || (machines(&fly, APP).0 == 6).then_some(()),
+        &logs,
+    )
+    .await;
+    let seen = temporal.calls_to(COUNT_PATH).len();
+    eventually(
+        "four more reads",
+        || (temporal.calls_to(COUNT_PATH).len() >= seen + 4).then_some(()),
+        &logs,
+    )
+    .await;
+    assert_eq!(machines(&fly, APP).0, 6, "never past the cap\n{}", logs());
+
+    // Work finishes: 2 running left, so 2 machines.
+    for i in 0..7 {
+        temporal.set_status(NS, &format!("job-{i}"), ExecutionStatus::Completed);
+    }
+    eventually(
+        "2 machines",
+        || (machines(&fly, APP).0 == 2).then_some(()),
+        &logs,
+    )
+    .await;
+
+    // Temporal stops answering in time: the count is held, nothing is scaled in.
+    temporal.set_delay(Some(Duration::from_secs(60)));
+    for i in 7..9 {
+        temporal.set_status(NS, &format!("job-{i}"), ExecutionStatus::Completed);
+    }
+    let failed = |p: &Proc| {
+        p.stderr_lines()
+            .iter()
+            .filter(|l| l.contains("workflow_count") && l.contains("timed out"))
+            .count()
+    };
+    eventually(
+        "three failed reads",
+        || (failed(&proc) >= 3).then_some(()),
+        &logs,
+    )
+    .await;
+    assert_eq!(
+        machines(&fly, APP).0,
+        2,
+        "a failed metric never scales in\n{}",
+        logs()
+    );
+
+    // What crossed the wire: the Go tool's query, the namespace header, over mutual TLS.
+    let call = temporal.calls_to(COUNT_PATH).remove(0);
+    assert_eq!(
+        call.query,
+        "ExecutionStatus=\"Running\" AND (TaskQueue = 'temporal-app')"
+    );
+    assert_eq!(call.namespace, NS);
+    assert_eq!(call.namespace_header.as_deref(), Some(NS));
+    // The key never reaches the logs.
+    let key_body = pki.client_key_pem.lines().nth(1).unwrap().to_owned();
+    assert!(!logs().contains(&key_body), "client key in the logs");
+
+    proc.signal("TERM");
+    let status = proc.wait(Duration::from_secs(60));
+    assert!(status.success(), "exit status {status}\n{}", logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scales_on_the_real_temporal_server() {
+    const APP: &str = "real-temporal-app";
+    const NS: &str = "scaling";
+    let temporal = TemporalDevServer::start(&[NS])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let server = common::fake_fly(TOKEN).await;
+    let fly = server.fake().clone();
+    common::seed_app(&common::client(&server, TOKEN), APP).await;
+
+    let mut cmd = fas(&server, APP);
+    cmd.arg("serve")
+        .env(
+            "FAS_CREATED_MACHINE_COUNT",
+            "min(max(workflow_count, 1), 5)",
+        )
+        .env("FAS_INTERVAL", "300ms")
+        .env("FAS_TEMPORAL_ADDRESS", temporal.host_port())
+        .env("FAS_TEMPORAL_NAMESPACE", NS)
+        .env("FAS_TEMPORAL_METRIC_NAME", "workflow_count")
+        .env("FAS_TEMPORAL_QUERY", "TaskQueue = '$APP_NAME'");
+    let proc = Proc::spawn(cmd);
+    let stderr = proc.stderr.clone();
+    let t = &temporal;
+    let logs = move || {
+        format!(
+            "{}\n--- temporal ---\n{}",
+            stderr.lock().unwrap().join("\n"),
+            t.log()
+        )
+    };
+
+    for i in 0..4 {
+        temporal
+            .start_workflow(NS, &format!("wf-{i}"), "ingest", APP)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    eventually(
+        "4 machines",
+        || (machines(&fly, APP).0 == 4).then_some(()),
+        &logs,
+    )
+    .await;
+    for i in 0..3 {
+        temporal
+            .terminate_workflow(NS, &format!("wf-{i}"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    eventually(
+        "1 machine",
+        || (machines(&fly, APP).0 == 1).then_some(()),
+        &logs,
+    )
+    .await;
+    assert_eq!(
+        temporal
+            .count(NS, "ExecutionStatus = 'Running'")
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        1
+    );
+    drop(proc);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eval_reads_a_yaml_temporal_collector() {
+    let temporal = FakeTemporal::start().unwrap();
+    for (id, queue) in [
+        ("a", "yaml-app"),
+        ("b", "yaml-app"),
+        ("c", "yaml-app"),
+        ("d", "elsewhere"),
+    ] {
+        temporal.start_workflow("default", id, "my_workflow_type", queue);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fly-autoscaler.yml");
+    std::fs::write(
+        &path,
+        "app-name: yaml-app\n\
+         created-machine-count: \"workflow_count * 2\"\n\
+         metric-collectors:\n\
+         \x20 - type: temporal\n\
+         \x20   metric-name: workflow_count\n\
+         \x20   address: ${TEMPORAL_ADDR}\n\
+         \x20   namespace: default\n\
+         \x20   query: 'WorkflowType=\"my_workflow_type\" AND TaskQueue=\"$APP_NAME\"'\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fly-autoscaler"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TEMPORAL_ADDR", temporal.host_port())
+        .arg("eval")
+        .arg("-config")
+        .arg(&path);
+    let (status, out, err) = tokio::task::spawn_blocking(move || run(cmd)).await.unwrap();
+    assert!(status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["created"]["min"], 6, "{out}");
+    assert_eq!(
+        temporal.calls_to(COUNT_PATH)[0].query,
+        "ExecutionStatus=\"Running\" AND (WorkflowType=\"my_workflow_type\" AND TaskQueue=\"yaml-app\")"
+    );
+}
+
+#[test]
+fn start_up_errors_are_the_go_tools() {
+    let cases: [(&[(&str, &str)], &str); 3] = [
+        (
+            &[("FAS_TEMPORAL_ADDRESS", "localhost:7233"), ("FAS_TEMPORAL_METRIC_NAME", "w")],
+            "ERROR: cannot create metrics collectors: metric collector[0]: temporal namespace required",
+        ),
+        (
+            &[("FAS_TEMPORAL_ADDRESS", "localhost:7233"), ("FAS_TEMPORAL_NAMESPACE", "default")],
+            "ERROR: metric-collectors[0]: metric name required",
+        ),
+        (
+            &[
+                ("FAS_TEMPORAL_ADDRESS", "localhost:7233"),
+                ("FAS_TEMPORAL_NAMESPACE", "default"),
+                ("FAS_TEMPORAL_METRIC_NAME", "w"),
+                ("FAS_TEMPORAL_KEY_DATA", "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----"),
+            ],
+            "ERROR: cannot create metrics collectors: metric collector[0]: tls: failed to find any PEM data in certificate input",
+        ),
+    ];
+    for (vars, want) in cases {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fly-autoscaler"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("FAS_APP_NAME", "a")
+            .env("FAS_API_TOKEN", TOKEN)
+            .env("FAS_CREATED_MACHINE_COUNT", "1")
+            .env("FAS_METRICS_ADDR", "127.0.0.1:0")
+            .envs(vars.iter().copied())
+            .arg("serve");
+        let (status, _out, err) = run(cmd);
+        assert_eq!(status.code(), Some(1), "{err}");
+        assert!(err.lines().any(|l| l == want), "wanted {want:?} in\n{err}");
+        assert!(!err.contains("AAAA"), "key material in the error:\n{err}");
+    }
+}
