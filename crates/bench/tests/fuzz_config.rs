@@ -62,7 +62,7 @@ name = "spare_wanted"
 value = 2
 
 [[target]]
-backend = { type = "fly", app = "${APP}" }
+backend = { type = "fly", app = "${APP}", token_env = "MY_FLY_TOKEN" }
 [target.policy]
 started = "queue"
 [[target.source]]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args;
-use fleetscale_core::policy::{CountRule, Policy};
+use fleetscale_core::policy::Policy;
 use fleetscale_core::{InitialState, Scope};
 use fleetscale_metrics::{PrometheusConfig, SourceConfig};
 use fleetscale_sim::{
@@ -196,38 +196,19 @@ fn native_subject(path: &Path, target: Option<&str>) -> Result<Subject> {
         }
     };
     let p = &t.policy;
-    let rule = |kind: &str,
-                single: &Option<toml::Spanned<String>>,
-                min: &Option<toml::Spanned<String>>,
-                max: &Option<toml::Spanned<String>>| {
-        let first = [single, min, max].into_iter().flatten().next();
-        CountRule::from_settings(
-            kind,
-            single.as_ref().map(|s| s.get_ref().as_str()),
-            min.as_ref().map(|s| s.get_ref().as_str()),
-            max.as_ref().map(|s| s.get_ref().as_str()),
-        )
-        .map_err(|e| {
-            let offset = first.map_or(at, |s| s.span().start);
-            BinError::config(crate::native::located(
-                path,
-                &text,
-                offset,
-                &format!("policy.{kind}: {e}"),
-            ))
-        })
-    };
+    let rule = |kind, single, min, max| crate::native::rule(path, &text, kind, single, min, max);
     let policy = Policy {
         created: rule("created", &p.created, &p.created_min, &p.created_max)?,
         started: rule("started", &p.started, &p.started_min, &p.started_max)?,
-        limits: p.limits,
+        limits: p.limits.as_ref().map(|l| *l.get_ref()).unwrap_or_default(),
         on_error: p.on_error,
         keep_one_created: true,
     };
-    let names: Vec<&str> = t.sources.iter().map(SourceConfig::name).collect();
+    let sources: Vec<SourceConfig> = t.sources.iter().map(|s| s.get_ref().clone()).collect();
+    let names: Vec<&str> = sources.iter().map(SourceConfig::name).collect();
     policy
         .check(&names)
-        .map_err(|e| BinError::config(crate::native::located(path, &text, at, &e.to_string())))?;
+        .map_err(|e| BinError::config(text.located(path, at, &e.to_string())))?;
     let mut scope = Scope::new(app.clone());
     if let Some(g) = fly.process_group.clone().filter(|g| !g.is_empty()) {
         scope = scope.with_group(g);
@@ -241,8 +222,8 @@ fn native_subject(path: &Path, target: Option<&str>) -> Result<Subject> {
         scope,
         policy,
         initial_state: t.initial_state,
-        interval: cfg.engine.interval,
-        sources: t.sources.clone(),
+        interval: cfg.engine().interval,
+        sources,
     })
 }
 

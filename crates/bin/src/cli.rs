@@ -63,7 +63,13 @@ Runs the autoscaler on every target of a TOML file until SIGINT or SIGTERM, serv
 
 Expressions may use every source by name and created_machines, started_machines,
 stopped_machines, suspended_machines, app_name. The Fly token is read from the variable
-named by backend.token_env (default FLY_API_TOKEN); FLY_FLAPS_BASE_URL overrides the API.
+named by backend.token_env (default FLY_API_TOKEN; required); FLY_FLAPS_BASE_URL overrides
+the API. An empty result of count(...) or sum(...) without grouping reads as 0; set
+empty = \"error\" (or \"zero\") on a source to change that.
+[engine] also takes shutdown_grace (default \"3s\": ticks in flight after SIGTERM, a second
+signal exits at once) and max_actions_per_tick (default 100 creates, starts, stops and
+destroys per target and tick). Counts saturate at 10,000. Two targets may not manage the
+same machines (same app and overlapping process groups).
 Ticks of an app are skipped while a deploy of it runs (backend.release_guard, default true;
 Fly's GraphQL API, FLY_API_BASE_URL overrides it).
 `${VAR}` in the file is replaced by the environment variable VAR. An optional [target.weave]
@@ -129,14 +135,51 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
+/// The fastest `demo --speed`: every period of the scenario is divided by it, and below a few
+/// milliseconds the fake's transitions and the tick interval stop meaning anything.
+pub const MAX_DEMO_SPEED: f64 = 100.0;
+/// The slowest `demo --speed`.
+pub const MIN_DEMO_SPEED: f64 = 0.01;
+/// The longest `demo --duration`.
+pub const MAX_DEMO_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Parses `--speed`: a finite number from [`MIN_DEMO_SPEED`] to [`MAX_DEMO_SPEED`].
+///
+/// # Errors
+/// A message naming the accepted range (clap prints it with the flag).
+pub fn parse_demo_speed(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if !v.is_finite() || !(MIN_DEMO_SPEED..=MAX_DEMO_SPEED).contains(&v) {
+        return Err(format!(
+            "{s} is not a speed from {MIN_DEMO_SPEED} to {MAX_DEMO_SPEED} (times faster than real time)"
+        ));
+    }
+    Ok(v)
+}
+
+/// Parses `--duration`: from 1 s to [`MAX_DEMO_DURATION`].
+///
+/// # Errors
+/// A message naming the accepted range.
+pub fn parse_demo_duration(s: &str) -> std::result::Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))?;
+    if d < Duration::from_secs(1) || d > MAX_DEMO_DURATION {
+        return Err(format!("{s} is not a duration from 1s to 24h"));
+    }
+    Ok(d)
+}
+
 /// `demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Length of the scenario, e.g. 30s, 2m.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    /// Length of the scenario, from 1s to 24h, e.g. 30s, 2m.
+    #[arg(long, default_value = "30s", value_parser = parse_demo_duration)]
     pub duration: Duration,
-    /// Play the scenario N times faster.
-    #[arg(long, default_value_t = 1.0)]
+    /// Play the scenario N times faster (0.01 to 100).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_demo_speed)]
     pub speed: f64,
     /// Plain lines even on a terminal.
     #[arg(long)]
@@ -159,7 +202,7 @@ pub struct FakeFlyArgs {
     #[arg(long, default_value = "127.0.0.1:4280")]
     pub listen: SocketAddr,
     /// Require this token (`Authorization` as Fly clients send it); default: accept any.
-    #[arg(long, env = "FAKE_FLY_TOKEN")]
+    #[arg(long, env = "FAKE_FLY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Create this app with one started machine (repeatable), as `fly launch` would.
     #[arg(long)]
@@ -258,7 +301,7 @@ pub async fn main_with_args(args: Vec<String>) -> i32 {
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::redact::eprint_line(&format!("error: {e}"));
             1
         }
     }

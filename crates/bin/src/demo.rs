@@ -133,13 +133,8 @@ impl MetricSource for InstanceUp {
             .lines()
             .filter(|l| l.starts_with(&prefix) && l.trim_end().ends_with(" 1"))
             .count();
-        if n == 0 {
-            // Prometheus answers an empty vector for count() of nothing.
-            return Err(fleetscale_core::Error::metric(
-                "running_machines",
-                "empty result",
-            ));
-        }
+        // Prometheus answers an empty vector for `count()` of no series, which
+        // `PrometheusSource` reads as 0 (no series to count); so does this stand-in.
         Ok(n as f64)
     }
 }
@@ -201,13 +196,15 @@ fn api_kind(method: &str, path: &str) -> String {
 /// Runs the demo, writing the live view to `out`, and returns the summary (also printed).
 ///
 /// # Errors
-/// When the fake cannot be started or seeded, or the engine cannot be built.
+/// A speed or duration outside what `fleetscale demo` accepts
+/// ([`crate::cli::parse_demo_speed`], [`crate::cli::parse_demo_duration`]); when the fake
+/// cannot be started or seeded, or the engine cannot be built.
 pub async fn run_demo(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSummary> {
-    let speed = if opts.speed.is_finite() && opts.speed > 0.0 {
-        opts.speed
-    } else {
-        1.0
-    };
+    let speed = opts.speed;
+    crate::cli::parse_demo_speed(&speed.to_string())
+        .map_err(|e| BinError::config(format!("demo speed: {e}")))?;
+    crate::cli::parse_demo_duration(&humantime::format_duration(opts.duration).to_string())
+        .map_err(|e| BinError::config(format!("demo duration: {e}")))?;
     let wall = opts.duration.div_f64(speed).max(Duration::from_millis(500));
     // How much faster than the 30 s reference this run is.
     let k = REFERENCE.as_secs_f64() / wall.as_secs_f64();

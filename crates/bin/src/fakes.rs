@@ -22,6 +22,9 @@ use crate::fas::wait_for_signal;
 /// # Errors
 /// When the address cannot be bound or seeding fails.
 pub async fn fake_fly(a: FakeFlyArgs) -> Result<()> {
+    if let Some(t) = &a.token {
+        crate::redact::register(t);
+    }
     let server = FakeFlyServer::bind(
         a.listen,
         FakeConfig {

@@ -75,6 +75,11 @@ impl fleetscale_core::record::DecisionObserver for Health {
     fn observe(&self, _record: &fleetscale_core::record::DecisionRecord) {
         self.tick();
     }
+
+    /// So does every finished pass, also over no target (a wildcard matching no app).
+    fn pass_finished(&self, _targets: usize) {
+        self.tick();
+    }
 }
 
 #[derive(Clone)]

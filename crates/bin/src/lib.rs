@@ -16,6 +16,8 @@ pub mod fas;
 pub mod gocompat;
 pub mod http;
 pub mod logging;
+pub mod redact;
+pub mod supervise;
 
 pub use error::{BinError, Result};
 pub mod backtest;

@@ -13,7 +13,7 @@
 //! embedded as JSON under `<name>` (for slog's `slog.Any` of lists).
 
 use std::fmt::Write as _;
-use std::io::Write as _;
+use std::io::{IsTerminal, Write as _};
 
 use serde_json::Value;
 use tracing::field::{Field, Visit};
@@ -23,6 +23,8 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::redact::RedactedStderr;
 
 /// A `tracing` layer writing one slog-style JSON object per event (see the module docs).
 #[derive(Debug)]
@@ -204,13 +206,16 @@ where
 /// `verbose: true`), the libraries' only from WARN up so their own INFO lines do not mix
 /// with the Go tool's. `RUST_LOG`, when set, replaces this with a full `tracing` filter.
 /// Does nothing if a subscriber is already installed.
+///
+/// Every line goes through [`crate::redact`]: no registered secret reaches stderr.
 pub fn init_slog_json(level: LevelFilter) {
     let filter = match std::env::var("RUST_LOG") {
         Ok(s) if !s.trim().is_empty() => env_filter_or(level),
+        // The core's saturation WARN (`fleetscale::expr`) is a line the operator must see.
         _ => EnvFilter::new(format!("warn,fleetscale_bin={level}")),
     };
     let _ = tracing_subscriber::registry()
-        .with(SlogJsonLayer::new(std::io::stderr).with_filter(filter))
+        .with(SlogJsonLayer::new(RedactedStderr).with_filter(filter))
         .try_init();
 }
 
@@ -226,18 +231,20 @@ pub enum LogFormat {
 }
 
 /// Installs `fleetscale`'s logger on stderr: text or JSON, at `level` unless `RUST_LOG` is
-/// set. Does nothing if a subscriber is already installed.
+/// set. Text has ANSI colours only when stderr is a terminal. Every line goes through
+/// [`crate::redact`]. Does nothing if a subscriber is already installed.
 pub fn init_cli(format: LogFormat, level: LevelFilter) {
     let filter = env_filter_or(level);
     match format {
         LogFormat::Json => {
             let _ = tracing_subscriber::registry()
-                .with(SlogJsonLayer::new(std::io::stderr).with_filter(filter))
+                .with(SlogJsonLayer::new(RedactedStderr).with_filter(filter))
                 .try_init();
         }
         LogFormat::Text => {
             let _ = tracing_subscriber::fmt()
-                .with_writer(std::io::stderr)
+                .with_writer(RedactedStderr)
+                .with_ansi(std::io::stderr().is_terminal())
                 .with_target(false)
                 .with_env_filter(filter)
                 .try_init();

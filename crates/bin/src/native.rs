@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use fleetscale_core::engine::{Engine, EngineConfig, TargetProvider, TargetSpec};
 use fleetscale_core::plan::PlanOptions;
 use fleetscale_core::policy::{CountRule, ErrorPolicy, Limits, Policy};
-use fleetscale_core::record::{MetricReading, TickStatus, TracingObserver};
+use fleetscale_core::record::{MetricReading, TickStatus, TracingObserver, MAX_LOGGED_ACTIONS};
 use fleetscale_core::{ClusterMembership, InitialState, MetricSource, Scaler, Scope};
 use fleetscale_fly::{
     AppDiscovery, ClientConfig, FlyGraphql, FlyScaler, FlyScalerConfig, FlyToken, GraphqlConfig,
@@ -57,6 +57,13 @@ pub struct EngineSection {
     pub refresh_interval: Duration,
     /// Reclaim lost cluster members whose machine is gone (default false).
     pub reclaim_lost_members: bool,
+    /// How long ticks in flight may go on after SIGINT/SIGTERM before they are cancelled
+    /// (default 3s, under the 5 s Fly gives a Machine before killing it).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// The most creates (and the most starts, stops, destroys) one tick of one target sends
+    /// (default 100; at most 10,000).
+    pub max_actions_per_tick: u32,
 }
 
 impl Default for EngineSection {
@@ -69,7 +76,62 @@ impl Default for EngineSection {
             action_concurrency: 2,
             refresh_interval: Duration::from_secs(60),
             reclaim_lost_members: false,
+            shutdown_grace: fleetscale_core::engine::DEFAULT_SHUTDOWN_GRACE,
+            max_actions_per_tick: fleetscale_core::plan::DEFAULT_MAX_ACTIONS_PER_KIND,
         }
+    }
+}
+
+impl EngineSection {
+    /// Checks the settings: durations neither zero (but the grace) nor longer than 7 days,
+    /// concurrencies and the action cap at least 1, the cap at most 10,000. Returns the key at
+    /// fault with the message.
+    ///
+    /// # Errors
+    /// `(key, message)`.
+    pub fn check(&self) -> std::result::Result<(), (&'static str, String)> {
+        use fleetscale_core::policy::check_duration;
+        for (key, d, zero_ok) in [
+            ("interval", self.interval, false),
+            ("tick_timeout", self.tick_timeout, false),
+            ("metric_timeout", self.metric_timeout, false),
+            ("refresh_interval", self.refresh_interval, false),
+            ("shutdown_grace", self.shutdown_grace, true),
+        ] {
+            check_duration(&format!("engine.{key}"), d, zero_ok).map_err(|e| (key, bare(&e)))?;
+        }
+        if self.concurrency == 0 {
+            return Err((
+                "concurrency",
+                "engine.concurrency must be at least 1".into(),
+            ));
+        }
+        if self.action_concurrency == 0 {
+            return Err((
+                "action_concurrency",
+                "engine.action_concurrency must be at least 1".into(),
+            ));
+        }
+        let most = fleetscale_core::expr::MAX_MACHINE_COUNT;
+        if !(1..=most).contains(&self.max_actions_per_tick) {
+            return Err((
+                "max_actions_per_tick",
+                format!(
+                    "engine.max_actions_per_tick must be from 1 to {most}, got {}",
+                    self.max_actions_per_tick
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A core configuration error's message without the `invalid configuration: ` prefix (the
+/// binaries' messages are all about configuration).
+fn bare(e: &fleetscale_core::Error) -> String {
+    match e {
+        fleetscale_core::Error::Config { message } => message.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -158,7 +220,7 @@ pub struct PolicyConfig {
     pub started_max: Option<Spanned<String>>,
     /// Hard limits, steps, cooldowns, stabilization.
     #[serde(default)]
-    pub limits: Limits,
+    pub limits: Option<Spanned<Limits>>,
     /// `{ mode = "hold" }` (default) or `{ mode = "fallback", after_failures = 3, count = 2 }`.
     #[serde(default)]
     pub on_error: ErrorPolicy,
@@ -207,7 +269,7 @@ pub struct TargetConfig {
     pub policy: PolicyConfig,
     /// Metric sources (`[[target.source]]`, tagged by `type`).
     #[serde(default, rename = "source")]
-    pub sources: Vec<SourceConfig>,
+    pub sources: Vec<Spanned<SourceConfig>>,
     /// Optional Weave Net membership.
     #[serde(default)]
     pub weave: Option<WeaveSection>,
@@ -219,7 +281,7 @@ pub struct TargetConfig {
 pub struct FileConfig {
     /// `[engine]`.
     #[serde(default)]
-    pub engine: EngineSection,
+    pub engine: Option<Spanned<EngineSection>>,
     /// `[server]`.
     #[serde(default)]
     pub server: ServerSection,
@@ -228,9 +290,22 @@ pub struct FileConfig {
     pub targets: Vec<Spanned<TargetConfig>>,
 }
 
+impl FileConfig {
+    /// The `[engine]` settings (the defaults when the table is absent).
+    pub fn engine(&self) -> EngineSection {
+        self.engine
+            .as_ref()
+            .map(|e| e.get_ref().clone())
+            .unwrap_or_default()
+    }
+}
+
 /// 1-based line and column of a byte offset.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
@@ -247,73 +322,228 @@ pub fn located(path: &Path, text: &str, offset: usize, message: &str) -> String 
     )
 }
 
-/// Replaces `${NAME}` with the environment variable (not `$NAME`, which PromQL queries use;
-/// `${APP_NAME}`, `${TARGET}`, `${GROUP}` are left for query-time expansion). Comment lines
-/// (first non-blank character `#`) are left alone.
-///
-/// # Errors
-/// An unset variable, with its position.
-pub fn expand_braced_env(
-    path: &Path,
-    text: &str,
-    getenv: &dyn Fn(&str) -> Option<String>,
-) -> Result<String> {
-    let mut out = String::with_capacity(text.len());
-    let mut line_start = 0usize;
-    for line in text.split_inclusive('\n') {
-        if line.trim_start().starts_with('#') {
-            out.push_str(line);
-            line_start += line.len();
-            continue;
+/// One `${NAME}` replaced by its value: where it was in the file and where its value is in the
+/// expanded text.
+#[derive(Clone, Debug)]
+struct Substitution {
+    raw: std::ops::Range<usize>,
+    expanded: std::ops::Range<usize>,
+    name: String,
+    value: String,
+}
+
+/// A configuration file as written and as parsed (`${VAR}` replaced), with the map between
+/// the two so that every message quotes the file as written: an error never shows the value
+/// of a variable (a token, typically), only `${NAME}`.
+#[derive(Clone, Debug)]
+pub struct ConfigText {
+    /// The file as written (a leading byte order mark removed).
+    pub raw: String,
+    /// The text that is parsed.
+    pub expanded: String,
+    substitutions: Vec<Substitution>,
+}
+
+impl ConfigText {
+    /// A text without any substitution (tests, strings built in code).
+    pub fn plain(text: &str) -> ConfigText {
+        ConfigText {
+            raw: text.to_owned(),
+            expanded: text.to_owned(),
+            substitutions: Vec::new(),
         }
-        let mut rest = line;
-        let mut consumed = line_start;
-        while let Some(i) = rest.find("${") {
-            out.push_str(&rest[..i]);
-            let after = &rest[i + 2..];
-            let Some(end) = after.find('}') else {
-                out.push_str(&rest[i..]);
-                rest = "";
-                break;
+    }
+
+    /// Replaces `${NAME}` with the environment variable `NAME` (not `$NAME`, which PromQL
+    /// queries use; `${APP_NAME}`, `${TARGET}`, `${GROUP}` are left for query-time
+    /// expansion). Nothing is replaced inside TOML comments (`# …` outside strings). A leading
+    /// UTF-8 byte order mark is dropped.
+    ///
+    /// # Errors
+    /// An unset variable, with its position in the file as written.
+    pub fn expand(
+        path: &Path,
+        text: &str,
+        getenv: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ConfigText> {
+        let raw = text.strip_prefix('\u{feff}').unwrap_or(text).to_owned();
+        let mut out = String::with_capacity(raw.len());
+        let mut subs = Vec::new();
+        let b = raw.as_bytes();
+        let comments = comment_mask(&raw);
+        let mut i = 0;
+        let mut copied = 0;
+        while i < b.len() {
+            if comments[i] || b[i] != b'$' || b.get(i + 1) != Some(&b'{') {
+                i += 1;
+                continue;
+            }
+            let Some(len) = raw[i + 2..].find('}') else {
+                i += 1;
+                continue;
             };
-            let name = &after[..end];
+            let name = &raw[i + 2..i + 2 + len];
             let valid =
                 !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let end = i + 2 + len + 1;
             if valid && !matches!(name, "APP_NAME" | "TARGET" | "GROUP") {
-                match getenv(name) {
-                    Some(v) => out.push_str(&v),
-                    None => {
-                        return Err(BinError::config(located(
-                            path,
-                            text,
-                            consumed + i,
-                            &format!("environment variable {name} is not set"),
-                        )))
+                let Some(value) = getenv(name) else {
+                    return Err(BinError::config(located(
+                        path,
+                        &raw,
+                        i,
+                        &format!("environment variable {name} is not set"),
+                    )));
+                };
+                out.push_str(&raw[copied..i]);
+                let at = out.len();
+                out.push_str(&value);
+                subs.push(Substitution {
+                    raw: i..end,
+                    expanded: at..out.len(),
+                    name: name.to_owned(),
+                    value,
+                });
+                copied = end;
+                i = end;
+            } else {
+                i += 1;
+            }
+        }
+        out.push_str(&raw[copied..]);
+        Ok(ConfigText {
+            raw,
+            expanded: out,
+            substitutions: subs,
+        })
+    }
+
+    /// The offset in the file as written of an offset in the expanded text (the start of
+    /// `${NAME}` for an offset inside a substituted value).
+    pub fn raw_offset(&self, expanded: usize) -> usize {
+        let mut delta: isize = 0;
+        for s in &self.substitutions {
+            if expanded < s.expanded.start {
+                break;
+            }
+            if expanded < s.expanded.end {
+                return s.raw.start;
+            }
+            delta = s.raw.end as isize - s.expanded.end as isize;
+        }
+        (expanded as isize + delta).max(0) as usize
+    }
+
+    /// `message` with every substituted value written back as `${NAME}`.
+    pub fn unexpand(&self, message: &str) -> String {
+        let subs: Vec<(String, String)> = self
+            .substitutions
+            .iter()
+            .map(|s| (s.name.clone(), s.value.clone()))
+            .collect();
+        crate::redact::unexpand(message, &subs)
+    }
+
+    /// `path:line:col: message` and the line as written in the file, for an offset in the
+    /// expanded text.
+    pub fn located(&self, path: &Path, expanded_offset: usize, message: &str) -> String {
+        located(
+            path,
+            &self.raw,
+            self.raw_offset(expanded_offset),
+            &self.unexpand(message),
+        )
+    }
+
+    /// The offset of the line of `key = …` in the table that starts at `table` (an
+    /// expanded-text span whose start is the table's header or first key), up to the next
+    /// table header; the table's start when the key is not found there.
+    pub fn key_offset(&self, table: std::ops::Range<usize>, key: &str) -> usize {
+        let start = table.start.min(self.expanded.len());
+        let mut at = start;
+        for (i, line) in self.expanded[start..].split_inclusive('\n').enumerate() {
+            let t = line.trim_start();
+            if i > 0 && t.starts_with('[') {
+                break;
+            }
+            if let Some(rest) = t.strip_prefix(key) {
+                if rest.trim_start().starts_with('=') {
+                    return at + (line.len() - t.len());
+                }
+            }
+            at += line.len();
+        }
+        start
+    }
+}
+
+/// Which bytes of a TOML text are inside comments (`# …` outside of strings): just enough of
+/// TOML's lexical structure (basic and literal strings, single and multi-line, escapes) to
+/// leave `${VAR}` in comments alone.
+fn comment_mask(text: &str) -> Vec<bool> {
+    let b = text.as_bytes();
+    let mut mask = vec![false; b.len()];
+    let starts = |i: usize, pat: &[u8]| b.get(i..i + pat.len()) == Some(pat);
+    // The end of a string whose content starts at `i`: just past the closing delimiter.
+    let string_end = |mut i: usize, delim: &[u8], escapes: bool, multiline: bool| -> usize {
+        while i < b.len() {
+            if escapes && b[i] == b'\\' {
+                i += 2;
+                continue;
+            }
+            if !multiline && b[i] == b'\n' {
+                return i;
+            }
+            if starts(i, delim) {
+                i += delim.len();
+                // Up to two quotes right before a closing `"""` belong to the content.
+                if multiline {
+                    let mut extra = 0;
+                    while extra < 2 && b.get(i) == Some(&delim[0]) {
+                        i += 1;
+                        extra += 1;
                     }
                 }
-            } else {
-                out.push_str(&rest[i..i + 2 + end + 1]);
+                return i;
             }
-            consumed += i + 2 + end + 1;
-            rest = &after[end + 1..];
+            i += 1;
         }
-        out.push_str(rest);
-        line_start += line.len();
+        b.len()
+    };
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    mask[i] = true;
+                    i += 1;
+                }
+            }
+            b'"' if starts(i, b"\"\"\"") => i = string_end(i + 3, b"\"\"\"", true, true),
+            b'"' => i = string_end(i + 1, b"\"", true, false),
+            b'\'' if starts(i, b"\'\'\'") => i = string_end(i + 3, b"\'\'\'", false, true),
+            b'\'' => i = string_end(i + 1, b"\'", false, false),
+            _ => i += 1,
+        }
     }
-    Ok(out)
+    mask
 }
 
 /// Reads and parses a file.
 ///
 /// # Errors
-/// The file cannot be read; a TOML or type error (file, line, column, key).
-pub fn load(path: &Path, getenv: &dyn Fn(&str) -> Option<String>) -> Result<(FileConfig, String)> {
+/// The file cannot be read; a TOML or type error (file, line, column, key, the line quoted as
+/// written, never an expanded value).
+pub fn load(
+    path: &Path,
+    getenv: &dyn Fn(&str) -> Option<String>,
+) -> Result<(FileConfig, ConfigText)> {
     let raw = std::fs::read_to_string(path)
         .map_err(|e| BinError::io(format!("read {}", path.display()), e))?;
-    let text = expand_braced_env(path, &raw, getenv)?;
-    let cfg: FileConfig = toml::from_str(&text).map_err(|e| {
+    let text = ConfigText::expand(path, &raw, getenv)?;
+    let cfg: FileConfig = toml::from_str(&text.expanded).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
-        BinError::config(located(path, &text, offset, e.message().trim()))
+        BinError::config(text.located(path, offset, e.message().trim()))
     })?;
     if cfg.targets.is_empty() {
         return Err(BinError::config(format!(
@@ -327,13 +557,38 @@ pub fn load(path: &Path, getenv: &dyn Fn(&str) -> Option<String>) -> Result<(Fil
 struct Template {
     name: Option<String>,
     fly: FlyBackend,
+    /// The Machines API base URL the target's client uses (targets on different APIs never
+    /// overlap).
+    api: String,
     client: MachinesClient,
     release_guard: Option<FlyGraphql>,
     policy: Arc<Policy>,
     sources: Vec<Arc<dyn MetricSource>>,
     initial_state: InitialState,
+    max_actions_per_tick: u32,
     weave: Option<WeaveSection>,
     discovery: Option<AppDiscovery>,
+}
+
+impl Template {
+    fn label(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.fly.app.clone())
+    }
+
+    /// The process group, `None` for every machine of the app.
+    fn group(&self) -> Option<&str> {
+        self.fly.process_group.as_deref().filter(|g| !g.is_empty())
+    }
+
+    /// Whether this template and `other` would manage the same machines of `app`: same API,
+    /// and process groups that overlap (one of them every group, or the same group).
+    fn shares_machines_with(&self, other: &Template) -> bool {
+        self.api == other.api
+            && match (self.group(), other.group()) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
 }
 
 /// The targets of a file: fixed apps and wildcards (re-listed at every refresh).
@@ -341,6 +596,11 @@ pub struct NativeTargets {
     templates: Vec<Template>,
     scalers: Mutex<HashMap<String, Arc<dyn Scaler>>>,
     memberships: Mutex<HashMap<String, Arc<dyn ClusterMembership>>>,
+    /// Apps claimed by two targets at a refresh, already logged (logged again only once the
+    /// conflict has gone away and come back).
+    conflicts: Mutex<std::collections::BTreeSet<String>>,
+    /// Wildcard templates whose last listing matched no app (logged once per change).
+    matched_none: Mutex<std::collections::BTreeSet<usize>>,
 }
 
 impl std::fmt::Debug for NativeTargets {
@@ -351,17 +611,35 @@ impl std::fmt::Debug for NativeTargets {
     }
 }
 
-fn rule(
+/// A count rule of `[target.policy]`: each expression is parsed on its own so that an error
+/// points at its own key (and column), and the messages use this file's key names
+/// (`created_min`, not fly-autoscaler's `min-created-machine-count`).
+pub(crate) fn rule(
     path: &Path,
-    text: &str,
+    text: &ConfigText,
     kind: &str,
     single: &Option<Spanned<String>>,
     min: &Option<Spanned<String>>,
     max: &Option<Spanned<String>>,
 ) -> Result<CountRule> {
-    let first = [single, min, max]
-        .into_iter()
-        .flatten()
+    let keys = [
+        (kind.to_owned(), single),
+        (format!("{kind}_min"), min),
+        (format!("{kind}_max"), max),
+    ];
+    for (key, value) in &keys {
+        let Some(v) = value else { continue };
+        if let Err(e) = fleetscale_core::expr::Expr::parse(v.get_ref()) {
+            return Err(BinError::config(text.located(
+                path,
+                expr_offset(text, v, e.column),
+                &format!("policy.{key}: {e}"),
+            )));
+        }
+    }
+    let first = keys
+        .iter()
+        .filter_map(|(_, v)| v.as_ref())
         .map(|s| s.span().start)
         .next()
         .unwrap_or(0);
@@ -372,28 +650,66 @@ fn rule(
         max.as_ref().map(|s| s.get_ref().as_str()),
     )
     .map_err(|e| {
-        let msg = e.to_string().replace("invalid configuration: ", "");
-        BinError::config(located(path, text, first, &format!("policy.{kind}: {msg}")))
+        let msg = bare(&e)
+            .replace(
+                &format!("min/max-{kind}-machine-count"),
+                &format!("{kind}_min/{kind}_max"),
+            )
+            .replace(&format!("min-{kind}-machine-count"), &format!("{kind}_min"))
+            .replace(&format!("max-{kind}-machine-count"), &format!("{kind}_max"))
+            .replace(&format!("{kind}-machine-count"), kind);
+        BinError::config(text.located(path, first, &format!("policy: {msg}")))
     })
+}
+
+/// The offset of character `column` (1-based) of an expression written as a TOML string at
+/// `value`'s span (just past the opening quote; exact unless the string has escapes).
+fn expr_offset(text: &ConfigText, value: &Spanned<String>, column: Option<usize>) -> usize {
+    let start = value.span().start;
+    let Some(col) = column else { return start };
+    let quote = text.expanded[start..]
+        .chars()
+        .next()
+        .map_or(0, char::len_utf8);
+    let inner: usize = value
+        .get_ref()
+        .chars()
+        .take(col.saturating_sub(1))
+        .map(char::len_utf8)
+        .sum();
+    (start + quote + inner).min(value.span().end)
 }
 
 impl NativeTargets {
     /// Builds every target of `cfg` (sources, policies, clients), checking expressions
-    /// against the metric names.
+    /// against the metric names, the `[engine]` settings, and that no two targets manage the
+    /// same machines. Every secret of the file (the Fly tokens, the sources' tokens) is
+    /// registered with [`crate::redact`].
     ///
     /// # Errors
-    /// Located configuration errors; a missing token variable.
+    /// Located configuration errors (the line as written in the file); a missing or empty
+    /// Fly token; two targets for the same app and process group, or a wildcard that matches
+    /// an app another target names.
     pub fn build(
         path: &Path,
-        text: &str,
+        text: &ConfigText,
         cfg: &FileConfig,
         getenv: &dyn Fn(&str) -> Option<String>,
     ) -> Result<NativeTargets> {
-        let mut templates = Vec::new();
+        if let Some(engine) = &cfg.engine {
+            if let Err((key, message)) = engine.get_ref().check() {
+                let at = text.key_offset(engine.span(), key);
+                return Err(BinError::config(text.located(path, at, &message)));
+            }
+        }
+        let engine = cfg.engine();
+        let mut templates: Vec<Template> = Vec::new();
+        let mut names: HashMap<String, usize> = HashMap::new();
         for t in &cfg.targets {
-            let at = t.span().start;
+            let span = t.span();
+            let at = span.start;
             let t = t.get_ref();
-            let here = |msg: String| BinError::config(located(path, text, at, &msg));
+            let here = |msg: String| BinError::config(text.located(path, at, &msg));
             let BackendConfig::Fly(fly) = &t.backend;
             let label = t.name.clone().unwrap_or_else(|| fly.app.clone());
             if fly.app.trim().is_empty() {
@@ -404,7 +720,14 @@ impl NativeTargets {
                     "target {label:?}: backend.org is required when backend.app has a wildcard"
                 )));
             }
+            if let Some(first) = names.insert(label.clone(), at) {
+                let (line, _) = line_col(&text.raw, text.raw_offset(first));
+                return Err(here(format!(
+                    "target {label:?}: a target of this name is already defined at line {line}; names must be unique (set `name`)"
+                )));
+            }
             let p = &t.policy;
+            let limits = p.limits.as_ref().map(|l| *l.get_ref()).unwrap_or_default();
             let policy = Policy {
                 created: rule(
                     path,
@@ -422,25 +745,93 @@ impl NativeTargets {
                     &p.started_min,
                     &p.started_max,
                 )?,
-                limits: p.limits,
+                limits,
                 on_error: p.on_error,
                 keep_one_created: true,
             };
             let mut sources: Vec<Arc<dyn MetricSource>> = Vec::new();
             for s in &t.sources {
-                sources.push(
-                    s.build().map_err(|e| {
-                        here(format!("target {label:?}: source {:?}: {e}", s.name()))
-                    })?,
-                );
+                let source_at = s.span().start;
+                let s = s.get_ref();
+                for secret in s.secrets() {
+                    crate::redact::register(secret.expose());
+                }
+                sources.push(s.build().map_err(|e| {
+                    BinError::config(text.located(
+                        path,
+                        source_at,
+                        &format!(
+                            "target {label:?}: source {:?}: {}",
+                            s.name(),
+                            e.to_string()
+                                .replace(&format!("metric `{}`: ", s.name()), "")
+                        ),
+                    ))
+                })?);
             }
-            let names: Vec<&str> = sources.iter().map(|s| s.name()).collect();
-            policy
-                .check(&names)
-                .map_err(|e| here(format!("target {label:?}: {e}")))?;
-            let token = getenv(&fly.token_env)
-                .filter(|t| !t.trim().is_empty())
-                .map(FlyToken::new);
+            let metric_names: Vec<&str> = sources.iter().map(|s| s.name()).collect();
+            if let Err(e) = policy.check(&metric_names) {
+                // Point at the expression or the limits at fault when it can be found.
+                let exprs = [
+                    &p.created,
+                    &p.created_min,
+                    &p.created_max,
+                    &p.started,
+                    &p.started_min,
+                    &p.started_max,
+                ];
+                let culprit = match &e {
+                    fleetscale_core::Error::Expression(x) => exprs
+                        .iter()
+                        .filter_map(|v| v.as_ref())
+                        .find(|v| *v.get_ref() == x.expression)
+                        .map(|v| expr_offset(text, v, x.column)),
+                    _ if bare(&e).starts_with("limits") => p.limits.as_ref().map(|l| {
+                        // `limits.cooldown_after_scale_up is …` or `limits: created min …`.
+                        let message = bare(&e);
+                        let key = message
+                            .trim_start_matches("limits")
+                            .trim_start_matches(['.', ':', ' '])
+                            .split([' ', '.'])
+                            .next()
+                            .unwrap_or("")
+                            .to_owned();
+                        text.key_offset(l.span(), &key)
+                    }),
+                    _ => None,
+                };
+                let message = match &e {
+                    fleetscale_core::Error::Config { .. } => bare(&e),
+                    e => e.to_string(),
+                };
+                return Err(BinError::config(text.located(
+                    path,
+                    culprit.unwrap_or(at),
+                    &format!("target {label:?}: {message}"),
+                )));
+            }
+            if let Some(w) = &t.weave {
+                if let Some(d) = w.min_unreachable {
+                    fleetscale_core::policy::check_duration("weave.min_unreachable", d, true)
+                        .map_err(|e| here(format!("target {label:?}: {}", bare(&e))))?;
+                }
+            }
+            // An autoscaler without credentials can do nothing; say so at start, as
+            // fly-autoscaler does ("api token required"), rather than at every tick.
+            let token = match getenv(&fly.token_env) {
+                Some(t) if !t.trim().is_empty() => {
+                    crate::redact::register(&t);
+                    FlyToken::new(t)
+                }
+                _ => {
+                    return Err(here(format!(
+                        "target {label:?}: Fly API token required: set the environment variable {} (backend.token_env names it), e.g. to the output of `fly tokens create deploy -a {}`",
+                        fly.token_env,
+                        if fly.app.contains('*') { "<app>" } else { fly.app.as_str() }
+                    )))
+                }
+            };
+            let token = Some(token);
             let mut cc = ClientConfig::default();
             if let Some(url) = fly
                 .base_url
@@ -450,6 +841,7 @@ impl NativeTargets {
             {
                 cc.base_url = url;
             }
+            let api = cc.base_url.trim_end_matches('/').to_owned();
             let release_guard = if fly.release_guard {
                 let mut gc = GraphqlConfig::from_getenv(getenv);
                 if let Some(url) = fly
@@ -475,25 +867,32 @@ impl NativeTargets {
                     Wildcard::new(fly.app.clone()),
                 )
             });
-            templates.push(Template {
+            let template = Template {
                 name: t.name.clone(),
                 fly: fly.clone(),
+                api,
                 client,
                 release_guard,
                 policy: Arc::new(policy),
                 sources,
                 initial_state: t.initial_state,
+                max_actions_per_tick: engine.max_actions_per_tick,
                 weave: t.weave.clone(),
                 discovery,
-            });
+            };
+            if let Some(message) = overlap(&templates, &template) {
+                return Err(here(format!("target {label:?}: {message}")));
+            }
+            templates.push(template);
         }
         Ok(NativeTargets {
             templates,
             scalers: Mutex::new(HashMap::new()),
             memberships: Mutex::new(HashMap::new()),
+            conflicts: Mutex::new(std::collections::BTreeSet::new()),
+            matched_none: Mutex::new(std::collections::BTreeSet::new()),
         })
     }
-
     fn spec(&self, t: &Template, app: &str, name: String) -> fleetscale_core::Result<TargetSpec> {
         let scaler = {
             let mut cache = self.scalers.lock().unwrap_or_else(|e| e.into_inner());
@@ -514,7 +913,9 @@ impl NativeTargets {
                 }
             }
         };
-        let mut scope = Scope::new(app);
+        // `$APP_NAME` in queries and `app_name` in expressions are the app, whatever the
+        // target's display name.
+        let mut scope = Scope::new(app).with_var("APP_NAME", app);
         if let Some(g) = t.fly.process_group.clone().filter(|g| !g.is_empty()) {
             scope = scope.with_group(g);
         }
@@ -573,24 +974,59 @@ impl NativeTargets {
             plan_options: PlanOptions {
                 initial_state: t.initial_state,
                 ..PlanOptions::default()
-            },
+            }
+            .with_max_actions_per_kind(Some(t.max_actions_per_tick)),
             membership,
         })
     }
+}
+
+/// Why `new` would manage machines an earlier template manages, if it would: two fixed
+/// targets of one app, a wildcard that matches a named app, or two identical wildcards, with
+/// process groups that overlap. (Two different wildcards can match the same app only at run
+/// time; [`NativeTargets`] then keeps the app with the first target and logs the conflict.)
+fn overlap(earlier: &[Template], new: &Template) -> Option<String> {
+    let group = |t: &Template| {
+        t.group().map_or("every process group".to_owned(), |g| {
+            format!("process group {g:?}")
+        })
+    };
+    for old in earlier.iter().filter(|o| o.shares_machines_with(new)) {
+        let (a, b) = (&old.fly.app, &new.fly.app);
+        let clash = match (a.contains('*'), b.contains('*')) {
+            (false, false) => a == b,
+            (true, false) => Wildcard::new(a.clone()).matches(b),
+            (false, true) => Wildcard::new(b.clone()).matches(a),
+            (true, true) => a == b,
+        };
+        if clash {
+            return Some(format!(
+                "manages the same machines as target {:?} (app {b:?}, {}; the other: app {a:?}, {}): two targets would fight over them, each scaling what the other just scaled; give them different apps or different process groups",
+                old.label(),
+                group(new),
+                group(old),
+            ));
+        }
+    }
+    None
 }
 
 #[async_trait]
 impl TargetProvider for NativeTargets {
     /// Every fixed target, and for wildcards every matching app (the last good list when a
     /// refresh fails).
+    ///
+    /// An app matched by two targets whose process groups overlap (two different wildcards)
+    /// is kept with the first of them and skipped by the other, with an ERROR once; a
+    /// wildcard that matches no app says so at WARN once.
     async fn targets(&self) -> fleetscale_core::Result<Vec<TargetSpec>> {
         let mut out = Vec::new();
-        for t in &self.templates {
-            match &t.discovery {
-                None => {
-                    let name = t.name.clone().unwrap_or_else(|| t.fly.app.clone());
-                    out.push(self.spec(t, &t.fly.app, name)?);
-                }
+        // (app, template index) of every app taken so far.
+        let mut taken: Vec<(String, usize)> = Vec::new();
+        let mut conflicts = std::collections::BTreeSet::new();
+        for (i, t) in self.templates.iter().enumerate() {
+            let apps = match &t.discovery {
+                None => vec![t.fly.app.clone()],
                 Some(d) => {
                     let apps = match d.refresh().await {
                         Ok(a) => a,
@@ -599,15 +1035,59 @@ impl TargetProvider for NativeTargets {
                             d.current().unwrap_or_default()
                         }
                     };
-                    for app in apps {
-                        let name = match &t.name {
-                            Some(n) => format!("{n}/{app}"),
-                            None => app.clone(),
-                        };
-                        out.push(self.spec(t, &app, name)?);
+                    let mut none = self.matched_none.lock().unwrap_or_else(|e| e.into_inner());
+                    if apps.is_empty() {
+                        if none.insert(i) {
+                            tracing::warn!(
+                                target_name = %t.label(),
+                                pattern = %t.fly.app,
+                                org = %t.fly.org.as_deref().unwrap_or(""),
+                                "app pattern {:?} matches no app of organization {:?}: nothing to scale for target {:?}",
+                                t.fly.app,
+                                t.fly.org.as_deref().unwrap_or(""),
+                                t.label()
+                            );
+                        }
+                    } else {
+                        none.remove(&i);
                     }
+                    apps
                 }
+            };
+            for app in apps {
+                if let Some((_, j)) = taken
+                    .iter()
+                    .find(|(a, j)| *a == app && self.templates[*j].shares_machines_with(t))
+                {
+                    let key = format!("{app}\u{0}{i}");
+                    let logged = self
+                        .conflicts
+                        .lock()
+                        .map(|c| c.contains(&key))
+                        .unwrap_or(true);
+                    if !logged {
+                        tracing::error!(
+                            app = %app,
+                            "app {app:?} is matched by target {:?} and by target {:?}, whose process groups overlap: only {:?} manages it",
+                            self.templates[*j].label(),
+                            t.label(),
+                            self.templates[*j].label()
+                        );
+                    }
+                    conflicts.insert(key);
+                    continue;
+                }
+                taken.push((app.clone(), i));
+                let name = match (&t.name, &t.discovery) {
+                    (Some(n), Some(_)) => format!("{n}/{app}"),
+                    (Some(n), None) => n.clone(),
+                    (None, _) => app.clone(),
+                };
+                out.push(self.spec(t, &app, name)?);
             }
+        }
+        if let Ok(mut c) = self.conflicts.lock() {
+            *c = conflicts;
         }
         Ok(out)
     }
@@ -623,11 +1103,68 @@ fn engine_config(e: &EngineSection, dry_run: bool) -> EngineConfig {
         refresh_interval: e.refresh_interval,
         dry_run,
         reclaim_lost_members: e.reclaim_lost_members,
+        shutdown_grace: e.shutdown_grace,
     }
 }
 
 fn getenv(k: &str) -> Option<String> {
     std::env::var(k).ok()
+}
+
+/// Refuses a variable the file uses (`${NAME}`, outside comments) or a target's token
+/// variable when it is set but not valid UTF-8: reading it as unset would report it "not set".
+///
+/// # Errors
+/// `environment variable X is set but its value is not valid UTF-8`.
+pub fn check_env_utf8(raw: &str) -> Result<()> {
+    let comments = comment_mask(raw);
+    let mut names: Vec<&str> = Vec::new();
+    let mut rest = raw;
+    let mut base = 0;
+    while let Some(i) = rest.find("${") {
+        let at = base + i;
+        let after = &rest[i + 2..];
+        if let Some(end) = after.find('}') {
+            if !comments[at] {
+                names.push(&after[..end]);
+            }
+        }
+        base = at + 2;
+        rest = &raw[base..];
+    }
+    names.extend(["FLY_API_TOKEN", "FLY_FLAPS_BASE_URL", "FLY_API_BASE_URL"]);
+    // `token_env = "X"` values.
+    for line in raw.lines() {
+        if let Some(i) = line.find("token_env") {
+            let tail = &line[i..];
+            if let Some(q) = tail.split('"').nth(1) {
+                names.push(q);
+            }
+        }
+    }
+    for name in names {
+        if name.is_empty() || name.contains('=') || name.contains('\0') {
+            continue;
+        }
+        if let Some(v) = std::env::var_os(name) {
+            if v.to_str().is_none() {
+                return Err(BinError::config(format!(
+                    "environment variable {name} is set but its value is not valid UTF-8"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads, checks and builds a configuration file with the process environment.
+fn load_and_build(path: &Path) -> Result<(FileConfig, NativeTargets)> {
+    if let Ok(raw) = std::fs::read_to_string(path) {
+        check_env_utf8(&raw)?;
+    }
+    let (cfg, text) = load(path, &getenv)?;
+    let provider = NativeTargets::build(path, &text, &cfg, &getenv)?;
+    Ok((cfg, provider))
 }
 
 /// Logs why a tick was skipped by its backend (e.g. `release in progress`) at WARN; the
@@ -645,19 +1182,25 @@ impl fleetscale_core::record::DecisionObserver for PauseLog {
 
 /// `fleetscale run`.
 ///
+/// Runs until SIGINT or SIGTERM; ticks in flight then get `engine.shutdown_grace`, a second
+/// signal exits at once, and an engine that stops on its own ends the process with an error
+/// (see [`crate::supervise`]).
+///
 /// # Errors
-/// Configuration errors; a listen address that cannot be bound.
+/// Configuration errors; a listen address that cannot be bound; an engine that stopped on
+/// its own; a second signal.
 pub async fn run(path: &Path, dry_run: bool) -> Result<()> {
-    let (cfg, text) = load(path, &getenv)?;
-    let provider = Arc::new(NativeTargets::build(path, &text, &cfg, &getenv)?);
+    let (cfg, provider) = load_and_build(path)?;
+    let provider = Arc::new(provider);
+    let engine_cfg = cfg.engine();
     let metrics = Arc::new(AutoscalerMetrics::new());
     let health = Arc::new(Health::new(
-        cfg.engine.interval * 3 + cfg.engine.tick_timeout + cfg.engine.refresh_interval,
+        engine_cfg.interval * 3 + engine_cfg.tick_timeout + engine_cfg.refresh_interval,
     ));
-    let status = crate::http::status_board("fleetscale", cfg.engine.interval);
+    let status = crate::http::status_board("fleetscale", cfg.engine().interval);
     let engine = Arc::new(
-        Engine::new(engine_config(&cfg.engine, dry_run), provider)
-            .with_observer(Arc::new(TracingObserver))
+        Engine::new(engine_config(&engine_cfg, dry_run), provider)
+            .with_observer(Arc::new(TracingObserver::new()))
             .with_observer(Arc::new(PauseLog))
             .with_observer(metrics.clone())
             .with_observer(health.clone())
@@ -676,14 +1219,14 @@ pub async fn run(path: &Path, dry_run: bool) -> Result<()> {
             })?;
         let s = MetricsServer::start_with_status(addr, metrics, health, Some(status))
             .await
-            .map_err(|e| BinError::io(format!("listen on {addr}"), e))?;
+            .map_err(|e| BinError::io(format!("listen on {addr} (server.listen)"), e))?;
         tracing::info!(addr = %s.addr(), "serving /metrics and /healthz");
         Some(s)
     };
     tracing::info!(
         targets = cfg.targets.len(),
         dry_run,
-        interval = ?cfg.engine.interval,
+        interval_seconds = engine_cfg.interval.as_secs_f64(),
         "fleetscale running"
     );
     let cancel = CancellationToken::new();
@@ -692,45 +1235,45 @@ pub async fn run(path: &Path, dry_run: bool) -> Result<()> {
         let cancel = cancel.clone();
         tokio::spawn(async move { engine.run(cancel).await })
     };
-    let signal = crate::fas::wait_for_signal().await;
-    tracing::info!(signal, "signal received, finishing ticks in flight");
-    cancel.cancel();
-    let _ = task.await;
+    let result = crate::supervise::run_until_signal(task, cancel, engine_cfg.shutdown_grace).await;
     if let Some(s) = server {
         s.shutdown().await;
     }
-    Ok(())
+    result
 }
 
 /// `fleetscale eval`: one dry-run tick per target, printed; exit status 1 when a tick failed.
+/// Plans of many actions are shown in part ([`MAX_LOGGED_ACTIONS`] actions, the rest counted by
+/// kind); `--json` prints the whole record, times in RFC 3339 and durations in seconds.
 ///
 /// # Errors
 /// Configuration errors; the target list cannot be built.
 pub async fn eval(path: &Path, json: bool) -> Result<i32> {
-    let (cfg, text) = load(path, &getenv)?;
-    let provider = Arc::new(NativeTargets::build(path, &text, &cfg, &getenv)?);
+    let (cfg, provider) = load_and_build(path)?;
+    let provider = Arc::new(provider);
     let targets = provider.targets().await?;
-    let engine = Engine::new(engine_config(&cfg.engine, true), provider);
+    let engine = Engine::new(engine_config(&cfg.engine(), true), provider);
     let mut failed = false;
+    let say = |line: String| crate::redact::print_line(&line);
     for t in &targets {
         let r = engine.tick(t, true).await;
         failed |= matches!(r.status, TickStatus::Failed { .. });
         if json {
-            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            say(serde_json::to_string(&r).unwrap_or_default());
             continue;
         }
-        println!("target {}", r.target);
+        say(format!("target {}", r.target));
         if let Some(c) = r.counts {
-            println!(
+            say(format!(
                 "  machines: {} created, {} started, {} stopped, {} suspended, {} in transition, {} unmanageable",
                 c.created, c.started, c.stopped, c.suspended, c.transitioning, c.unmanageable
-            );
+            ));
         }
         for (name, m) in &r.metrics {
             match m {
-                MetricReading::Value(v) => println!("  metric {name} = {v}"),
+                MetricReading::Value(v) => say(format!("  metric {name} = {v}")),
                 MetricReading::Failed { kind, message } => {
-                    println!("  metric {name} FAILED ({kind}): {message}")
+                    say(format!("  metric {name} FAILED ({kind}): {message}"))
                 }
             }
         }
@@ -743,42 +1286,53 @@ pub async fn eval(path: &Path, json: bool) -> Result<i32> {
                 )
             };
             if let Some(raw) = d.raw {
-                println!(
+                say(format!(
                     "  rules: created {}, started {}",
                     b(raw.created),
                     b(raw.started)
-                );
+                ));
             }
-            println!(
+            say(format!(
                 "  targets: created {}, started {}{}",
                 b(d.targets.created),
                 b(d.targets.started),
                 if d.held { " (held)" } else { "" }
-            );
+            ));
             for n in &d.notes {
-                println!("  note: {n}");
+                say(format!("  note: {n}"));
             }
         }
         match &r.plan {
             Some(p) if !p.is_empty() => {
-                println!("  would do:");
-                for a in &p.actions {
-                    println!("    - {a}");
+                say(format!(
+                    "  would do ({}):",
+                    fleetscale_core::record::summarize_actions(&p.actions)
+                ));
+                for a in p.actions.iter().take(MAX_LOGGED_ACTIONS) {
+                    say(format!("    - {a}"));
+                }
+                if p.actions.len() > MAX_LOGGED_ACTIONS {
+                    let rest = &p.actions[MAX_LOGGED_ACTIONS..];
+                    say(format!(
+                        "    ... and {} more ({})",
+                        rest.len(),
+                        fleetscale_core::record::summarize_actions(rest)
+                    ));
                 }
             }
-            Some(_) => println!("  would do: nothing"),
+            Some(_) => say("  would do: nothing".into()),
             None => {}
         }
         if let Some(p) = &r.plan {
             for n in &p.notes {
-                println!("  plan note: {n}");
+                say(format!("  plan note: {n}"));
             }
         }
         match &r.status {
             TickStatus::Failed { stage, message, .. } => {
-                println!("  FAILED at {stage}: {message}")
+                say(format!("  FAILED at {stage}: {message}"))
             }
-            TickStatus::Paused { reason } => println!("  paused: {reason}"),
+            TickStatus::Paused { reason } => say(format!("  paused: {reason}")),
             _ => {}
         }
     }
@@ -789,17 +1343,36 @@ pub async fn eval(path: &Path, json: bool) -> Result<i32> {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<FileConfig> {
+    const TOKEN: &str = "FlyV1 fm2_unit_test_token_value";
+
+    /// The variables the tests' files use.
+    fn env(k: &str) -> Option<String> {
+        match k {
+            "TOKEN" => Some("s3cret-prom-token".into()),
+            "FLY_API_TOKEN" => Some(TOKEN.into()),
+            _ => None,
+        }
+    }
+
+    fn parse(text: &str) -> Result<(FileConfig, ConfigText)> {
         let path = Path::new("fleetscale.toml");
-        let text = expand_braced_env(path, text, &|k| (k == "TOKEN").then(|| "s3cret".into()))?;
-        toml::from_str::<FileConfig>(&text).map_err(|e| {
-            BinError::config(located(
-                path,
-                &text,
-                e.span().map_or(0, |s| s.start),
-                e.message(),
-            ))
-        })
+        let text = ConfigText::expand(path, text, &env)?;
+        let cfg = toml::from_str::<FileConfig>(&text.expanded).map_err(|e| {
+            BinError::config(text.located(path, e.span().map_or(0, |s| s.start), e.message()))
+        })?;
+        Ok((cfg, text))
+    }
+
+    fn build(text: &str) -> Result<NativeTargets> {
+        let (cfg, t) = parse(text)?;
+        NativeTargets::build(Path::new("fleetscale.toml"), &t, &cfg, &env)
+    }
+
+    fn build_err(text: &str) -> String {
+        match build(text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        }
     }
 
     const GOOD: &str = r#"
@@ -829,13 +1402,18 @@ token = "${TOKEN}"
 
     #[test]
     fn parses_a_full_file() {
-        let cfg = parse(GOOD).unwrap();
-        assert_eq!(cfg.engine.interval, Duration::from_secs(5));
+        let (cfg, _) = parse(GOOD).unwrap();
+        assert_eq!(cfg.engine().interval, Duration::from_secs(5));
+        assert_eq!(cfg.engine().max_actions_per_tick, 100);
+        assert_eq!(cfg.engine().shutdown_grace, Duration::from_secs(3));
         let t = cfg.targets[0].get_ref();
         assert_eq!(t.initial_state, InitialState::Stopped);
-        assert_eq!(t.policy.limits.created.max, Some(10));
+        assert_eq!(
+            t.policy.limits.as_ref().unwrap().get_ref().created.max,
+            Some(10)
+        );
         assert_eq!(t.sources.len(), 1);
-        let nt = NativeTargets::build(Path::new("f.toml"), GOOD, &cfg, &|_| None).unwrap();
+        let nt = build(GOOD).unwrap();
         assert_eq!(nt.templates.len(), 1);
     }
 
@@ -861,28 +1439,254 @@ token = "${TOKEN}"
             "{e}"
         );
 
-        // Semantic errors: the expression's own line.
+        // An expression error points at the expression's own line and column.
         let bad = GOOD.replace(
             "min(running_machines + 1, 10)",
             "min(running_machines + , 10)",
         );
-        let cfg = parse(&bad);
-        let text = expand_braced_env(Path::new("f.toml"), &bad, &|_| Some("x".into())).unwrap();
-        let e = NativeTargets::build(Path::new("f.toml"), &text, &cfg.unwrap(), &|_| None)
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.starts_with("f.toml:11:"), "{e}");
+        let e = build_err(&bad);
+        assert!(e.starts_with("fleetscale.toml:11:"), "{e}");
         assert!(e.contains("policy.created"), "{e}");
-        // An unknown variable names the target.
+        // An unknown variable names the target and points at the expression.
         let bad = GOOD.replace("min(running_machines + 1, 10)", "queue_depth");
-        let text = expand_braced_env(Path::new("f.toml"), &bad, &|_| Some("x".into())).unwrap();
-        let cfg = parse(&bad).unwrap();
-        let e = NativeTargets::build(Path::new("f.toml"), &text, &cfg, &|_| None)
+        let e = build_err(&bad);
+        assert!(e.contains("queue_depth") && e.contains("\"web\""), "{e}");
+        assert!(e.starts_with("fleetscale.toml:11:"), "{e}");
+        // The error of a max expression points at created_max, not at the first key.
+        let range = GOOD.replace(
+            "created = \"min(running_machines + 1, 10)\"",
+            "created_min = \"1\"\ncreated_max = \"max(1,\"",
+        );
+        let e = build_err(&range);
+        assert!(e.starts_with("fleetscale.toml:12:"), "{e}");
+        assert!(e.contains("policy.created_max"), "{e}");
+        // Messages use this file's key names, not fly-autoscaler's.
+        let half = GOOD.replace(
+            "created = \"min(running_machines + 1, 10)\"",
+            "created_min = \"1\"",
+        );
+        let e = build_err(&half);
+        assert!(e.contains("created_min requires created_max"), "{e}");
+        assert!(!e.contains("machine-count"), "{e}");
+    }
+
+    #[test]
+    fn errors_quote_the_file_as_written_never_an_expanded_value() {
+        // The secret lands in a value of the wrong type: TOML's message would quote it.
+        let bad = GOOD.replace("interval = \"5s\"", "interval = \"${TOKEN}\"");
+        let e = parse(&bad).unwrap_err().to_string();
+        assert!(!e.contains("s3cret-prom-token"), "{e}");
+        assert!(
+            e.contains("interval = \"${TOKEN}\""),
+            "the line as written: {e}"
+        );
+        // A syntax error on a line with a substitution.
+        let bad = GOOD.replace("token = \"${TOKEN}\"", "token = ${TOKEN}");
+        let e = parse(&bad).unwrap_err().to_string();
+        assert!(!e.contains("s3cret-prom-token"), "{e}");
+        assert!(e.contains("token = ${TOKEN}"), "{e}");
+        // A column after a substitution is the column in the file as written.
+        let bad = GOOD.replace(
+            "token = \"${TOKEN}\"",
+            "token = \"${TOKEN}\"\nextra = \"${TOKEN}\" bogus",
+        );
+        let e = parse(&bad).unwrap_err().to_string();
+        assert!(e.starts_with("fleetscale.toml:24:"), "{e}");
+        assert!(!e.contains("s3cret-prom-token"), "{e}");
+    }
+
+    #[test]
+    fn comments_are_not_expanded_and_a_byte_order_mark_is_fine() {
+        let commented = GOOD.replace(
+            "interval = \"5s\"",
+            "interval = \"5s\" # was ${UNSET_VARIABLE}\n# ${ALSO_UNSET}",
+        );
+        let (cfg, text) = parse(&commented).unwrap();
+        assert_eq!(cfg.engine().interval, Duration::from_secs(5));
+        assert!(text.expanded.contains("${UNSET_VARIABLE}"));
+        // `#` inside a string is not a comment.
+        let hash = GOOD.replace("http://127.0.0.1:9090", "http://127.0.0.1:9090/#${TOKEN}");
+        let (_, text) = parse(&hash).unwrap();
+        assert!(
+            text.expanded.contains("/#s3cret-prom-token"),
+            "{}",
+            text.expanded
+        );
+        let bom = format!("\u{feff}{GOOD}");
+        build(&bom).unwrap();
+    }
+
+    #[test]
+    fn overlapping_targets_are_refused() {
+        let target = |name: &str, backend: &str| {
+            format!(
+                "\n[[target]]\nname = \"{name}\"\nbackend = {{ type = \"fly\", {backend} }}\n[target.policy]\ncreated = \"2\"\n"
+            )
+        };
+        let file = |targets: &[String]| targets.concat();
+        let e = build_err(&file(&[
+            target("a", "app = \"my-app\""),
+            target("b", "app = \"my-app\""),
+        ]));
+        assert!(
+            e.contains("manages the same machines as target \"a\""),
+            "{e}"
+        );
+        assert!(
+            e.starts_with("fleetscale.toml:8:"),
+            "points at the second target: {e}"
+        );
+        // Every process group ("") overlaps any group.
+        let e = build_err(&file(&[
+            target("a", "app = \"my-app\", process_group = \"web\""),
+            target("b", "app = \"my-app\", process_group = \"\""),
+        ]));
+        assert!(e.contains("every process group"), "{e}");
+        // A wildcard that matches an app named elsewhere, in either order.
+        let e = build_err(&file(&[
+            target("a", "app = \"my-app\""),
+            target("b", "app = \"my-*\", org = \"o\""),
+        ]));
+        assert!(e.contains("\"my-*\""), "{e}");
+        let e = build_err(&file(&[
+            target("a", "app = \"my-*\", org = \"o\""),
+            target("b", "app = \"my-app\""),
+        ]));
+        assert!(e.contains("same machines"), "{e}");
+        // Two names for the same target.
+        let e = build_err(&file(&[
+            target("a", "app = \"one\""),
+            target("a", "app = \"two\""),
+        ]));
+        assert!(e.contains("already defined at line 2"), "{e}");
+        // Different process groups, different apps, different APIs: fine.
+        build(&file(&[
+            target("a", "app = \"my-app\", process_group = \"web\""),
+            target("b", "app = \"my-app\", process_group = \"worker\""),
+            target("c", "app = \"other-*\", org = \"o\""),
+            target(
+                "d",
+                "app = \"my-app\", base_url = \"http://127.0.0.1:4280\"",
+            ),
+        ]))
+        .unwrap();
+    }
+
+    #[test]
+    fn zero_and_absurd_settings_are_refused_with_their_line() {
+        for (from, to, key, line) in [
+            (
+                "interval = \"5s\"",
+                "interval = \"0s\"",
+                "engine.interval",
+                3,
+            ),
+            (
+                "interval = \"5s\"",
+                "interval = \"5s\"\ntick_timeout = \"0s\"",
+                "engine.tick_timeout",
+                4,
+            ),
+            (
+                "interval = \"5s\"",
+                "interval = \"5s\"\nmetric_timeout = \"0ms\"",
+                "engine.metric_timeout",
+                4,
+            ),
+            (
+                "interval = \"5s\"",
+                "interval = \"5s\"\nrefresh_interval = \"0s\"",
+                "engine.refresh_interval",
+                4,
+            ),
+            (
+                "interval = \"5s\"",
+                "interval = \"10000h\"",
+                "engine.interval",
+                3,
+            ),
+            (
+                "interval = \"5s\"",
+                "interval = \"5s\"\nshutdown_grace = \"30d\"",
+                "engine.shutdown_grace",
+                4,
+            ),
+            (
+                "interval = \"5s\"",
+                "interval = \"5s\"\nmax_actions_per_tick = 0",
+                "engine.max_actions_per_tick",
+                4,
+            ),
+            (
+                "interval = \"5s\"",
+                "interval = \"5s\"\nmax_actions_per_tick = 1000000",
+                "engine.max_actions_per_tick",
+                4,
+            ),
+            (
+                "scale_in_stabilization = \"5m\"",
+                "scale_in_stabilization = \"99999h\"",
+                "limits.scale_in_stabilization",
+                16,
+            ),
+            (
+                "scale_in_stabilization = \"5m\"",
+                "cooldown_after_scale_up = \"400d\"",
+                "limits.cooldown_after_scale_up",
+                16,
+            ),
+        ] {
+            let bad = GOOD.replace(from, to);
+            let e = build_err(&bad);
+            assert!(e.contains(key), "{key}: {e}");
+            assert!(
+                e.starts_with(&format!("fleetscale.toml:{line}:")),
+                "{key}: {e}"
+            );
+        }
+        // A grace of zero is allowed (cancel at once); cooldowns of zero are off.
+        build(&GOOD.replace(
+            "interval = \"5s\"",
+            "interval = \"5s\"\nshutdown_grace = \"0s\"",
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn inverted_bounds_are_refused() {
+        let bad = GOOD.replace(
+            "created = { min = 1, max = 10 }",
+            "created = { min = 5, max = 2 }",
+        );
+        let e = build_err(&bad);
+        assert!(
+            e.contains("created min 5 is greater than created max 2"),
+            "{e}"
+        );
+        assert!(e.starts_with("fleetscale.toml:15:"), "{e}");
+        let bad = GOOD.replace(
+            "created = \"min(running_machines + 1, 10)\"",
+            "started_min = \"4\"\nstarted_max = \"1\"",
+        );
+        let e = build_err(&bad);
+        assert!(
+            e.contains("started min 4 is greater than started max 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_fly_token_is_refused_at_load() {
+        let (cfg, text) = parse(GOOD).unwrap();
+        let no_token = |k: &str| (k == "TOKEN").then(|| "x".to_owned());
+        let e = NativeTargets::build(Path::new("f.toml"), &text, &cfg, &no_token)
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("queue_depth") && e.contains("\"web\""), "{e}");
+        assert!(e.contains("Fly API token required"), "{e}");
+        assert!(e.contains("FLY_API_TOKEN"), "{e}");
+        let empty = |k: &str| Some(if k == "FLY_API_TOKEN" { " " } else { "x" }.to_owned());
+        assert!(NativeTargets::build(Path::new("f.toml"), &text, &cfg, &empty).is_err());
     }
 
     #[test]
@@ -891,7 +1695,11 @@ token = "${TOKEN}"
             env!("CARGO_MANIFEST_DIR"),
             "/fleetscale.example.toml"
         ));
-        let env = |k: &str| (k == "FLY_PROMETHEUS_TOKEN").then(|| "FlyV1 fm2_x".to_owned());
+        let env = |k: &str| match k {
+            "FLY_PROMETHEUS_TOKEN" => Some("FlyV1 fm2_x".to_owned()),
+            "FLY_API_TOKEN" => Some(TOKEN.to_owned()),
+            _ => None,
+        };
         let (cfg, text) = load(path, &env).unwrap();
         assert_eq!(cfg.targets.len(), 2);
         NativeTargets::build(path, &text, &cfg, &env).unwrap();
@@ -899,14 +1707,16 @@ token = "${TOKEN}"
         let weave = format!(
             "{GOOD}\n[target.weave]\nfixed = [{{ name = \"00:00:00:00:00:01\", address = \"10.0.0.1\", api_url = \"http://10.0.0.1:6784\" }}]\nledger = \"/tmp/l.jsonl\"\n"
         );
-        let cfg = parse(&weave).unwrap();
+        let (cfg, _) = parse(&weave).unwrap();
         let w = cfg.targets[0].get_ref().weave.as_ref().unwrap();
         assert_eq!(w.router_port, 6784);
         assert_eq!(w.fixed.len(), 1);
         assert_eq!(w.min_unreachable, None, "the reclaimer's default applies");
-        let cfg = parse(&format!("{weave}min_unreachable = \"90s\"\n")).unwrap();
+        let (cfg, _) = parse(&format!("{weave}min_unreachable = \"90s\"\n")).unwrap();
         let w = cfg.targets[0].get_ref().weave.as_ref().unwrap();
         assert_eq!(w.min_unreachable, Some(Duration::from_secs(90)));
+        let e = build_err(&format!("{weave}min_unreachable = \"9999h\"\n"));
+        assert!(e.contains("weave.min_unreachable"), "{e}");
     }
 
     #[test]
@@ -914,12 +1724,14 @@ token = "${TOKEN}"
         let path = Path::new("f.toml");
         let env = |k: &str| match k {
             "FLY_API_BASE_URL" => Some("http://127.0.0.1:9".to_owned()),
+            "FLY_API_TOKEN" => Some(TOKEN.to_owned()),
+            "TOKEN" => Some("t".to_owned()),
             _ => None,
         };
-        let cfg = parse(GOOD).unwrap();
+        let (cfg, text) = parse(GOOD).unwrap();
         let BackendConfig::Fly(fly) = &cfg.targets[0].get_ref().backend;
         assert!(fly.release_guard);
-        let built = NativeTargets::build(path, GOOD, &cfg, &env).unwrap();
+        let built = NativeTargets::build(path, &text, &cfg, &env).unwrap();
         let guard = built.templates[0].release_guard.as_ref().expect("guard");
         assert_eq!(guard.url().as_str(), "http://127.0.0.1:9/graphql");
 
@@ -927,8 +1739,8 @@ token = "${TOKEN}"
             "app = \"my-app\" }",
             "app = \"my-app\", graphql_base_url = \"http://127.0.0.1:8\" }",
         );
-        let cfg = parse(&own).unwrap();
-        let built = NativeTargets::build(path, &own, &cfg, &env).unwrap();
+        let (cfg, text) = parse(&own).unwrap();
+        let built = NativeTargets::build(path, &text, &cfg, &env).unwrap();
         let guard = built.templates[0].release_guard.as_ref().expect("guard");
         assert_eq!(guard.url().as_str(), "http://127.0.0.1:8/graphql");
 
@@ -936,10 +1748,10 @@ token = "${TOKEN}"
             "app = \"my-app\" }",
             "app = \"my-app\", release_guard = false }",
         );
-        let cfg = parse(&off).unwrap();
+        let (cfg, text) = parse(&off).unwrap();
         let BackendConfig::Fly(fly) = &cfg.targets[0].get_ref().backend;
         assert!(!fly.release_guard);
-        let built = NativeTargets::build(path, &off, &cfg, &env).unwrap();
+        let built = NativeTargets::build(path, &text, &cfg, &env).unwrap();
         assert!(built.templates[0].release_guard.is_none());
     }
 
@@ -947,5 +1759,16 @@ token = "${TOKEN}"
     fn line_and_column() {
         assert_eq!(line_col("ab\ncd", 0), (1, 1));
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
+        assert_eq!(line_col("é", 1), (1, 1), "inside a character");
+    }
+
+    #[test]
+    fn offsets_map_back_to_the_file_as_written() {
+        let env = |k: &str| (k == "V").then(|| "0123456789".to_owned());
+        let t = ConfigText::expand(Path::new("f"), "a = \"${V}\" x", &env).unwrap();
+        assert_eq!(t.expanded, "a = \"0123456789\" x");
+        assert_eq!(t.raw_offset(3), 3);
+        assert_eq!(t.raw_offset(8), 5, "inside the value: the start of ${{V}}");
+        assert_eq!(t.raw_offset(17), 11, "after it: shifted back");
     }
 }

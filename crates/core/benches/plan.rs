@@ -78,7 +78,9 @@ fn bench(c: &mut Criterion) {
             create_stopped: true,
         },
         ..PlanOptions::default()
-    };
+    }
+    // Uncapped: the cost of planning a whole fleet's worth of actions.
+    .with_max_actions_per_kind(None);
     // The same with per-tick caps of 10 actions of each kind (what a paced backend can do in
     // one tick anyway): the cost of the counting and sorting alone.
     let capped = PlanOptions {

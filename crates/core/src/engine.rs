@@ -23,11 +23,17 @@
 //!   [`Engine::trigger`].
 //! - At most [`EngineConfig::concurrency`] targets tick at once; a target never ticks twice at
 //!   once.
-//! - On cancellation no new tick or action starts; actions already in flight finish (within the
-//!   deadline) and are recorded; then [`Engine::run`] returns.
+//! - On cancellation no new tick or action starts; ticks in flight get
+//!   [`EngineConfig::shutdown_grace`] to finish (their actions are then recorded as usual);
+//!   after the grace they are dropped, which cancels their calls, and every action that was
+//!   already sent is logged at WARN as sent with an unknown outcome (the next run re-reads the
+//!   inventory); then [`Engine::run`] returns.
+//! - Every pass ends with [`DecisionObserver::pass_finished`], also a pass over no target, so
+//!   a health check can tell a live loop from a dead one.
 //! - Only machines named by the plan are touched.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -37,6 +43,7 @@ use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::coordination::{ActionNote, Coordinator, SingleProcess};
 use crate::plan::{plan_actions, Action, ActionKind, PlanOptions};
 use crate::policy::{MetricReadings, Policy, PolicyState};
 use crate::record::{
@@ -180,7 +187,14 @@ pub struct EngineConfig {
     pub dry_run: bool,
     /// Reclaim members that are unreachable, own something, and whose machine is gone.
     pub reclaim_lost_members: bool,
+    /// How long ticks in flight may go on once [`Engine::run`] is cancelled, before they are
+    /// dropped (default [`DEFAULT_SHUTDOWN_GRACE`]).
+    pub shutdown_grace: Duration,
 }
+
+/// The default [`EngineConfig::shutdown_grace`]: 3 s, so that a process asked to stop ends
+/// well within the 5 s Fly gives a Machine between its stop signal and the kill.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -193,6 +207,7 @@ impl Default for EngineConfig {
             refresh_interval: Duration::from_secs(60),
             dry_run: false,
             reclaim_lost_members: false,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }
@@ -207,10 +222,12 @@ struct TargetState {
 pub struct Engine {
     config: EngineConfig,
     provider: Arc<dyn TargetProvider>,
+    coordinator: Arc<dyn Coordinator>,
     observers: Vec<Arc<dyn DecisionObserver>>,
     states: StdMutex<HashMap<String, Arc<Mutex<TargetState>>>>,
     last: RwLock<BTreeMap<String, DecisionRecord>>,
     trigger: Notify,
+    ticks_in_flight: AtomicUsize,
 }
 
 impl std::fmt::Debug for Engine {
@@ -218,6 +235,48 @@ impl std::fmt::Debug for Engine {
         f.debug_struct("Engine")
             .field("config", &self.config)
             .finish_non_exhaustive()
+    }
+}
+
+/// An action handed to the backend. Dropped before its call returned (the tick was cancelled
+/// at shutdown), it logs that the action was sent and its outcome is unknown: the backend may
+/// have carried it out, and the next run re-reads the inventory before planning anything.
+struct SentAction<'a> {
+    target: &'a str,
+    action: &'a Action,
+    done: bool,
+}
+
+impl Drop for SentAction<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            tracing::warn!(
+                app = %self.target,
+                action = %self.action,
+                "shutdown: {} was sent and cancelled before it answered; its outcome is unknown",
+                self.action.kind()
+            );
+        }
+    }
+}
+
+/// Counts a tick as in flight while alive.
+struct TickInFlight<'a>(&'a AtomicUsize);
+
+impl Drop for TickInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The message of a failed metric without a leading ``metric `name`: `` (the name is shown
+/// beside it wherever the message goes, and the policy prefixes it once).
+fn metric_failure(name: &str, e: &Error) -> String {
+    let text = e.to_string();
+    let prefix = format!("metric `{name}`: ");
+    match text.strip_prefix(&prefix) {
+        Some(rest) => rest.to_owned(),
+        None => text,
     }
 }
 
@@ -250,11 +309,22 @@ impl Engine {
         Engine {
             config,
             provider,
+            coordinator: Arc::new(SingleProcess),
             observers: Vec::new(),
             states: StdMutex::new(HashMap::new()),
             last: RwLock::new(BTreeMap::new()),
             trigger: Notify::new(),
+            ticks_in_flight: AtomicUsize::new(0),
         }
+    }
+
+    /// Shares the targets with other replicas through `coordinator` (default
+    /// [`SingleProcess`]: this engine owns every target): each pass acts only on the targets
+    /// [`Coordinator::acquire`] returns, and every create, start, stop, destroy and leave is
+    /// sent only after [`Coordinator::fence`] allowed it, and only while that fence is valid.
+    pub fn with_coordinator(mut self, coordinator: Arc<dyn Coordinator>) -> Self {
+        self.coordinator = coordinator;
+        self
     }
 
     /// Adds an observer of decision records.
@@ -282,8 +352,16 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    /// Runs passes until `cancel` fires, then returns once in-flight work has finished.
+    /// Runs passes until `cancel` fires, then gives the ticks in flight
+    /// [`EngineConfig::shutdown_grace`] to finish, drops those that did not, and returns.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when [`EngineConfig::interval`] is zero (a timer cannot tick every
+    /// 0 s); nothing else: tick failures are recorded, not returned.
     pub async fn run(&self, cancel: CancellationToken) -> Result<()> {
+        if self.config.interval.is_zero() {
+            return Err(Error::config("engine interval must be greater than zero"));
+        }
         let mut targets: Vec<TargetSpec> = Vec::new();
         let mut last_refresh: Option<Instant> = None;
         let mut ticker = tokio::time::interval(self.config.interval);
@@ -296,19 +374,51 @@ impl Engine {
                 _ = self.trigger.notified() => {}
             }
             if last_refresh.is_none_or(|at| at.elapsed() >= self.config.refresh_interval) {
-                match self.provider.targets().await {
-                    Ok(t) => {
+                let listing =
+                    tokio::time::timeout(self.config.tick_timeout, self.provider.targets());
+                let refreshed = tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => break,
+                    r = listing => r,
+                };
+                match refreshed {
+                    Ok(Ok(t)) => {
                         self.forget_missing(&t);
                         targets = t;
                         last_refresh = Some(Instant::now());
                     }
-                    Err(e) => {
+                    // Retry at the next pass rather than waiting a whole refresh interval.
+                    Ok(Err(e)) => {
                         tracing::error!(error = %e, "app list update failed; keeping the last good list");
-                        // Retry at the next pass rather than waiting a whole refresh interval.
                     }
+                    Err(_) => tracing::error!(
+                        "app list update failed: no answer within {}; keeping the last good list",
+                        crate::format_seconds(self.config.tick_timeout)
+                    ),
                 }
             }
-            self.run_pass(&targets, &cancel).await;
+            let pass = self.run_pass(&targets, &cancel);
+            tokio::pin!(pass);
+            let finished = tokio::select! {
+                _ = &mut pass => true,
+                _ = cancel.cancelled() => false,
+            };
+            if !finished {
+                let grace = self.config.shutdown_grace;
+                if tokio::time::timeout(grace, &mut pass).await.is_err() {
+                    tracing::warn!(
+                        ticks = self.ticks_in_flight.load(Ordering::Relaxed) as u64,
+                        "shutdown: ticks still in flight after the grace of {}; cancelling them",
+                        crate::format_seconds(grace)
+                    );
+                }
+                // Dropping the pass (here, if it did not finish) cancels its calls; actions
+                // already sent log themselves as such (see `SentAction`).
+                break;
+            }
+            for o in &self.observers {
+                o.pass_finished(targets.len());
+            }
         }
         Ok(())
     }
@@ -334,10 +444,20 @@ impl Engine {
         targets: &[TargetSpec],
         cancel: &CancellationToken,
     ) -> Vec<DecisionRecord> {
+        let names: Vec<String> = targets.iter().map(|t| t.name().to_owned()).collect();
+        let owned: std::collections::HashSet<String> = match self.coordinator.acquire(&names).await
+        {
+            Ok(owned) => owned.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "coordination unavailable: acting on no target this pass");
+                return Vec::new();
+            }
+        };
         // Futures are built up front: a `map` closure over borrowed targets makes the stream's
         // future lose `Send` (rust-lang/rust#102211), and `Engine::run` must be spawnable.
         let ticks: Vec<_> = targets
             .iter()
+            .filter(|t| owned.contains(t.name()))
             .map(|t| self.tick_inner(t, self.config.dry_run, cancel))
             .collect();
         stream::iter(ticks)
@@ -368,6 +488,8 @@ impl Engine {
         };
         let mut state = state.lock().await;
         state.ticks += 1;
+        self.ticks_in_flight.fetch_add(1, Ordering::Relaxed);
+        let _in_flight = TickInFlight(&self.ticks_in_flight);
         let record = self.tick_locked(target, dry_run, cancel, &mut state).await;
         for o in &self.observers {
             o.observe(&record);
@@ -406,24 +528,35 @@ impl Engine {
         };
 
         // 1 + 2: inventory and metrics, concurrently.
-        let list = with_deadline(deadline, "list", target.scaler.list());
+        let list = with_deadline(deadline, "listing the machines", target.scaler.list());
         let metrics = futures::future::join_all(target.sources.iter().map(|s| {
             let metric_deadline = deadline.min(Instant::now() + self.config.metric_timeout);
             let name = s.name().to_owned();
             async move {
-                let r = with_deadline(metric_deadline, &format!("metric {name}"), async {
-                    let v = s.collect(&target.scope).await?;
-                    if v.is_finite() {
-                        Ok(v)
-                    } else {
-                        Err(Error::metric(&name, format!("value is not finite: {v}")))
-                    }
-                })
+                let r = with_deadline(
+                    metric_deadline,
+                    &format!("reading metric `{name}`"),
+                    async {
+                        let v = s.collect(&target.scope).await?;
+                        if v.is_finite() {
+                            Ok(v)
+                        } else {
+                            Err(Error::metric(
+                                &name,
+                                format!("value is not a finite number: {v}"),
+                            ))
+                        }
+                    },
+                )
                 .await;
                 (name, r)
             }
         }));
-        let paused = with_deadline(deadline, "paused", target.scaler.paused());
+        let paused = with_deadline(
+            deadline,
+            "checking whether the target is paused",
+            target.scaler.paused(),
+        );
         let (inventory, readings, paused) = tokio::join!(list, metrics, paused);
         match paused {
             Ok(None) => {}
@@ -448,14 +581,15 @@ impl Engine {
                     policy_readings.insert(name, Ok(v));
                 }
                 Err(e) => {
+                    let message = metric_failure(&name, &e);
                     record.metrics.insert(
                         name.clone(),
                         MetricReading::Failed {
                             kind: e.kind().to_owned(),
-                            message: e.to_string(),
+                            message: message.clone(),
                         },
                     );
-                    policy_readings.insert(name, Err(e.to_string()));
+                    policy_readings.insert(name, Err(message));
                 }
             }
         }
@@ -613,51 +747,105 @@ impl Engine {
         }
         let scaler = &target.scaler;
         let membership = target.membership.as_deref();
+        // Every mutating call goes out only under a valid fence (see `with_coordinator`).
+        let fence = |kind: ActionKind, machine: Option<&crate::MachineId>| {
+            let note = ActionNote::new(target.name(), kind, machine.cloned());
+            async move {
+                let f = with_deadline(
+                    deadline,
+                    "proving ownership of the target",
+                    self.coordinator.fence(&note),
+                )
+                .await
+                .map_err(|e| outcome_err(&e, "fence"))?;
+                if f.valid() {
+                    Ok(())
+                } else {
+                    Err(outcome_err(
+                        &Error::Refused {
+                            reason: format!(
+                                "the fence on target {} expired before the call was sent",
+                                note.target
+                            ),
+                        },
+                        "fence",
+                    ))
+                }
+            }
+        };
+        let mut sent = SentAction {
+            target: target.name(),
+            action,
+            done: false,
+        };
         let result: std::result::Result<(), ActionError> = async {
             match action {
                 Action::Stop { id, .. } | Action::Destroy { id, .. } => {
                     if let (Some(ms), Some(m)) = (membership, machine) {
-                        with_deadline(deadline, "leave", ms.leave(m))
-                            .await
-                            .map_err(|e| outcome_err(&e, "leave"))?;
+                        fence(action.kind(), Some(id)).await?;
+                        with_deadline(
+                            deadline,
+                            &format!("leaving the cluster before acting on {id}"),
+                            ms.leave(m),
+                        )
+                        .await
+                        .map_err(|e| outcome_err(&e, "leave"))?;
                     }
+                    fence(action.kind(), Some(id)).await?;
                     if action.kind() == ActionKind::Stop {
-                        with_deadline(deadline, "stop", scaler.stop(id))
+                        with_deadline(deadline, &format!("stopping {id}"), scaler.stop(id))
                             .await
                             .map_err(|e| outcome_err(&e, "stop"))
                     } else {
-                        match with_deadline(deadline, "destroy", scaler.destroy(id)).await {
+                        match with_deadline(
+                            deadline,
+                            &format!("destroying {id}"),
+                            scaler.destroy(id),
+                        )
+                        .await
+                        {
                             Err(e) if e.is_not_found() => Ok(()),
                             r => r.map_err(|e| outcome_err(&e, "destroy")),
                         }
                     }
                 }
                 Action::Create { request, .. } => {
-                    let m = with_deadline(deadline, "create", scaler.create(request))
+                    fence(ActionKind::Create, None).await?;
+                    let m = with_deadline(deadline, "creating a machine", scaler.create(request))
                         .await
                         .map_err(|e| outcome_err(&e, "create"))?;
                     outcome.created = Some(m.id.clone());
                     if let (Some(ms), InitialState::Started) = (membership, request.initial_state) {
-                        with_deadline(deadline, "join", ms.join(&m))
-                            .await
-                            .map_err(|e| outcome_err(&e, "join"))?;
+                        with_deadline(
+                            deadline,
+                            &format!("joining the cluster with {}", m.id),
+                            ms.join(&m),
+                        )
+                        .await
+                        .map_err(|e| outcome_err(&e, "join"))?;
                     }
                     Ok(())
                 }
                 Action::Start { id, .. } => {
-                    with_deadline(deadline, "start", scaler.start(id))
+                    fence(ActionKind::Start, Some(id)).await?;
+                    with_deadline(deadline, &format!("starting {id}"), scaler.start(id))
                         .await
                         .map_err(|e| outcome_err(&e, "start"))?;
                     if let (Some(ms), Some(m)) = (membership, machine) {
-                        with_deadline(deadline, "join", ms.join(m))
-                            .await
-                            .map_err(|e| outcome_err(&e, "join"))?;
+                        with_deadline(
+                            deadline,
+                            &format!("joining the cluster with {id}"),
+                            ms.join(m),
+                        )
+                        .await
+                        .map_err(|e| outcome_err(&e, "join"))?;
                     }
                     Ok(())
                 }
             }
         }
         .await;
+        sent.done = true;
         outcome.error = result.err();
         outcome.duration = t0.elapsed();
         outcome

@@ -41,7 +41,7 @@ pub enum Error {
     },
 
     /// The backend asked us to slow down (HTTP 429). Retryable after `retry_after`.
-    #[error("rate limited{}", retry_after.map(|d| format!(" (retry after {d:?})")).unwrap_or_default())]
+    #[error("rate limited{}", retry_after.map(|d| format!(" (retry after {})", format_seconds(d))).unwrap_or_default())]
     RateLimited {
         /// How long the backend asked us to wait, when it said.
         retry_after: Option<Duration>,
@@ -81,11 +81,14 @@ pub enum Error {
     },
 
     /// The operation did not finish within its deadline.
-    #[error("`{operation}` timed out after {after:?}")]
+    ///
+    /// Displays as `<operation> timed out after <seconds>` (`reading metric `load` timed out
+    /// after 10 s`), or without the duration when it is unknown (zero).
+    #[error("{operation} timed out{}", if after.is_zero() { String::new() } else { format!(" after {}", format_seconds(*after)) })]
     Timeout {
-        /// The operation that timed out.
+        /// What timed out, in words (`listing the machines`, `reading metric `load``).
         operation: String,
-        /// The deadline that passed.
+        /// The deadline that passed (zero when unknown).
         after: Duration,
     },
 
@@ -230,6 +233,52 @@ impl Error {
     }
 }
 
+/// A duration in seconds for messages: `30 s`, `2.5 s`, `0.25 s`, `0.001 s` (at most three
+/// decimals, trailing zeros dropped).
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(fleetscale_core::format_seconds(Duration::from_secs(30)), "30 s");
+/// assert_eq!(fleetscale_core::format_seconds(Duration::from_millis(2500)), "2.5 s");
+/// assert_eq!(fleetscale_core::format_seconds(Duration::from_micros(9_998_720)), "9.999 s");
+/// ```
+pub fn format_seconds(d: Duration) -> String {
+    let text = format!("{:.3}", d.as_secs_f64());
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text} s")
+}
+
+/// The causes of an error, outermost first, joined with `: `, leaving out a cause whose text
+/// the previous one already contains. Transport errors of HTTP clients say only `error sending
+/// request` at the top; the cause (`Connection refused (os error 111)`, a DNS or TLS failure)
+/// is further down the chain.
+///
+/// ```
+/// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+/// let outer = std::io::Error::other(io);
+/// assert_eq!(fleetscale_core::error_causes(&outer), "connection refused");
+/// ```
+pub fn error_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        let text = text.trim();
+        if !text.is_empty() && parts.last().is_none_or(|last| !last.contains(text)) {
+            // A cause that repeats the outer text with more detail replaces it.
+            if parts
+                .last()
+                .is_some_and(|last| text.contains(last.as_str()))
+            {
+                parts.pop();
+            }
+            parts.push(text.to_owned());
+        }
+        next = err.source();
+    }
+    parts.join(": ")
+}
+
 /// `Result` with the core [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -270,7 +319,7 @@ mod tests {
                 retry_after: Some(Duration::from_secs(1))
             }
             .to_string(),
-            "rate limited (retry after 1s)"
+            "rate limited (retry after 1 s)"
         );
     }
 }

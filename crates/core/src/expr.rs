@@ -117,6 +117,16 @@ use std::str::FromStr;
 /// recursion of the parser and evaluator so adversarial input cannot overflow the stack.
 pub const MAX_DEPTH: usize = 256;
 
+/// The largest machine count [`Expr::eval_count`] returns: larger results saturate here, with
+/// a WARN naming the expression and the value.
+///
+/// A metric spike (`1e300` under `created = running_machines`) or a typo (`1e12`) must never
+/// make the autoscaler do work or allocate memory in proportion to a number: 10,000 is far
+/// above any single target fleetscale scales (Fly apps run tens to hundreds of Machines) and
+/// small enough that a plan, a log line per machine and a decision record stay cheap. Plans
+/// are further bounded per tick ([`crate::plan::DEFAULT_MAX_ACTIONS_PER_KIND`]).
+pub const MAX_MACHINE_COUNT: u32 = 10_000;
+
 /// Maximum recursion depth of the parser (see [`MAX_DEPTH`]).
 const MAX_PARSE_DEPTH: usize = 2 * MAX_DEPTH + 1;
 
@@ -1509,8 +1519,17 @@ impl Expr {
     }
 
     /// Evaluates the expression to a machine count, as fly-autoscaler does: the result is
-    /// rounded half away from zero (`2.5` → 3, `2.4` → 2, `-0.5` → 0), negative results
-    /// become 0, and results above `u32::MAX` saturate.
+    /// rounded half away from zero (`2.5` → 3, `2.4` → 2, `-0.5` → 0) and negative results
+    /// become 0. Results above [`MAX_MACHINE_COUNT`] saturate at it, logged at WARN with the
+    /// expression and the value (target `fleetscale::expr`).
+    ///
+    /// ```
+    /// use fleetscale_core::expr::{Expr, Variables, MAX_MACHINE_COUNT};
+    /// let mut vars = Variables::new();
+    /// vars.set_number("running", 1e300);
+    /// let e = Expr::parse("running + 1").unwrap();
+    /// assert_eq!(e.eval_count(&vars), Ok(MAX_MACHINE_COUNT));
+    /// ```
     ///
     /// # Errors
     ///
@@ -1518,7 +1537,19 @@ impl Expr {
     /// ([`ExprErrorKind::NaN`], e.g. `0 / 0`), infinity ([`ExprErrorKind::Infinite`], e.g.
     /// `1 / 0`).
     pub fn eval_count(&self, vars: &Variables) -> Result<u32, ExprError> {
-        Ok(count_of(self.eval_number(vars)?))
+        let n = self.eval_number(vars)?;
+        let count = count_of(n);
+        if count == MAX_MACHINE_COUNT && n.round() > f64::from(MAX_MACHINE_COUNT) {
+            tracing::warn!(
+                target: "fleetscale::expr",
+                expression = %self.source,
+                value = n,
+                ceiling = MAX_MACHINE_COUNT,
+                "machine count {n} of `{}` saturated at the ceiling of {MAX_MACHINE_COUNT}",
+                self.source
+            );
+        }
+        Ok(count)
     }
 
     /// Evaluates the root, unboxing the error.
@@ -1779,8 +1810,8 @@ fn count_of(n: f64) -> u32 {
     let r = n.round();
     if r <= 0.0 {
         0
-    } else if r >= f64::from(u32::MAX) {
-        u32::MAX
+    } else if r >= f64::from(MAX_MACHINE_COUNT) {
+        MAX_MACHINE_COUNT
     } else {
         // In range and integral: the conversion is exact.
         r as u32
@@ -2211,9 +2242,11 @@ mod tests {
         assert_eq!(count("x + y + 2", &vars(&[("x", 3.0), ("y", 4.0)])), Ok(9));
         assert_eq!(count("min(x, y)", &vars(&[("x", 3.0), ("y", 4.0)])), Ok(3));
         assert_eq!(count("max(x, y)", &vars(&[("x", 3.0), ("y", 4.0)])), Ok(4));
-        assert_eq!(count("1e12", &none), Ok(u32::MAX));
-        assert_eq!(count("4294967295.4", &none), Ok(u32::MAX));
-        assert_eq!(count("4294967294.4", &none), Ok(u32::MAX - 1));
+        // Counts saturate at the documented ceiling.
+        assert_eq!(count("1e12", &none), Ok(MAX_MACHINE_COUNT));
+        assert_eq!(count("1e300", &none), Ok(MAX_MACHINE_COUNT));
+        assert_eq!(count("10000.4", &none), Ok(MAX_MACHINE_COUNT));
+        assert_eq!(count("9999.4", &none), Ok(MAX_MACHINE_COUNT - 1));
         assert_err(&count("0/0", &none).unwrap_err(), ExprErrorKind::NaN, None);
         assert_err(
             &count("1 / 0", &none).unwrap_err(),

@@ -16,7 +16,41 @@
 //!   injection, and conformance suites that check your implementation with one call.
 //!
 //! All decisions are pure functions over data so they can be property-tested without I/O.
+//!
+//! # Implementing the traits: `#[async_trait]`
+//!
+//! The traits are object-safe (the engine holds `Arc<dyn Scaler>`), so their async methods are
+//! written with the [`async_trait`](macro@async_trait) macro, re-exported here: put
+//! `#[fleetscale_core::async_trait]` on your `impl` block and write `async fn` as usual, no
+//! extra dependency needed. Which methods are async:
+//!
+//! | trait | async (`#[async_trait]`) | plain |
+//! |---|---|---|
+//! | [`Scaler`] | `list`, `create`, `start`, `stop`, `suspend`, `destroy`, `paused` | `capabilities` |
+//! | [`MetricSource`] | `collect` | `name` |
+//! | [`ClusterMembership`] | `members`, `join`, `leave`, `reclaim` | |
+//! | [`engine::TargetProvider`] | `targets` | |
+//! | [`coordination::Coordinator`] | `acquire`, `fence` | |
+//! | [`coordination::LedgerStore`] / [`coordination::LedgerLock`] | `lock` / `records`, `append` | `describe` |
+//! | [`record::DecisionObserver`] | | `observe`, `pass_finished` (not `#[async_trait]`) |
+//!
+//! ```
+//! use fleetscale_core::{async_trait, MetricSource, Result, Scope};
+//!
+//! struct Two;
+//!
+//! #[async_trait]
+//! impl MetricSource for Two {
+//!     fn name(&self) -> &str {
+//!         "two"
+//!     }
+//!     async fn collect(&self, _scope: &Scope) -> Result<f64> {
+//!         Ok(2.0)
+//!     }
+//! }
+//! ```
 
+pub mod coordination;
 pub mod engine;
 mod error;
 pub mod expr;
@@ -32,7 +66,10 @@ mod targets;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use error::{BoxError, Error, Result};
+/// The attribute macro the traits' async methods are written with (crate `async-trait`);
+/// see [Implementing the traits](crate#implementing-the-traits-async_trait).
+pub use async_trait::async_trait;
+pub use error::{error_causes, format_seconds, BoxError, Error, Result};
 pub use machine::{
     Counts, CreateRequest, Destination, InitialState, Machine, MachineId, MachineState,
 };

@@ -185,8 +185,9 @@ pub struct Machine {
     /// cluster memberships such as Weave Net.
     pub address: Option<String>,
     /// Whether fleetscale may act on this machine. `false` for machines the backend cannot
-    /// manage right now (e.g. Fly `host_status != ok`): they are reported, not counted, and
-    /// never started, stopped or destroyed.
+    /// manage right now (e.g. Fly `host_status != ok`): they still exist, so they are counted
+    /// (against the hard maximum and step limits too), but never started, stopped, destroyed
+    /// or cloned.
     pub manageable: bool,
     /// Free-form labels (process group, release, image); the planner ignores them.
     pub labels: BTreeMap<String, String>,
@@ -236,10 +237,14 @@ impl Machine {
 
 /// How many machines a target has, by destination, as the planner and expressions see it.
 ///
-/// Only manageable machines that exist are counted; `unmanageable` counts the rest that exist.
+/// Every machine that exists is counted, manageable or not: a machine the backend cannot act
+/// on right now still exists, costs money and may come back, so it occupies its place under
+/// every maximum (a backend whose new machines are briefly unmanageable must not make the
+/// engine create more every tick). `unmanageable` says how many of the counted machines may
+/// not be acted on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
-    /// Machines that exist (every destination but gone and unknown is included; unknown too).
+    /// Machines that exist (every destination but gone; unknown and unmanageable included).
     pub created: u32,
     /// Machines started or starting.
     pub started: u32,
@@ -253,7 +258,7 @@ pub struct Counts {
     pub failed: u32,
     /// Machines in any transition (starting, stopping, suspending).
     pub transitioning: u32,
-    /// Machines that exist but may not be acted on (not counted above).
+    /// Machines counted above that may not be acted on ([`Machine::manageable`] `false`).
     pub unmanageable: u32,
 }
 
@@ -267,7 +272,6 @@ impl Counts {
             }
             if !m.manageable {
                 c.unmanageable += 1;
-                continue;
             }
             c.created += 1;
             if m.state.is_transitional() {
@@ -370,8 +374,11 @@ mod tests {
             },
         ];
         let c = Counts::of(&inv);
-        assert_eq!(c.created, 4);
-        assert_eq!(c.started, 2);
+        assert_eq!(
+            c.created, 5,
+            "the unmanageable machine exists and is counted"
+        );
+        assert_eq!(c.started, 3);
         assert_eq!(c.stopped, 1);
         assert_eq!(c.never_started, 1);
         assert_eq!(c.transitioning, 2);

@@ -9,6 +9,9 @@ use crate::{Result, Scope};
 ///
 /// The value is made available to policy expressions under [`MetricSource::name`].
 ///
+/// Implement it with `#[fleetscale_core::async_trait]` on the `impl` block: `collect` is
+/// `async`, `name` is a plain method.
+///
 /// # Guarantees the engine gives
 /// - `collect` is called at most once per target per tick, concurrently with the target's other
 ///   sources, inside a deadline; when the deadline passes the future is dropped.
@@ -31,7 +34,7 @@ use crate::{Result, Scope};
 ///
 /// # Example
 /// ```
-/// use async_trait::async_trait;
+/// use fleetscale_core::async_trait;
 /// use fleetscale_core::{MetricSource, Result, Scope};
 ///
 /// /// Reports the length of the target's name: a stand-in for a queue depth.

@@ -7,17 +7,24 @@
 //! - Machines are counted by [`Destination`]: a `starting` machine already counts as started, a
 //!   `stopping` one as stopped, a `destroying` one as gone. Consecutive ticks therefore never
 //!   overshoot while transitions are in flight.
-//! - Machines that are not [`Machine::manageable`] are neither counted nor touched.
+//! - Every machine that exists is counted, [`Machine::manageable`] or not (see [`Counts`]): a
+//!   machine the backend cannot act on still occupies its place under `max`, so a backend that
+//!   lists new machines as unmanageable for a while never makes consecutive plans create past
+//!   `max`. Machines that are not manageable are never touched (started, stopped, destroyed)
+//!   nor cloned.
 //! - **Created** below `min`: create the difference, cloning [`PlanOptions::template`] or else
 //!   the newest healthy machine. Above `max`: destroy the difference in the order
 //!   failed → stopped → suspended → created (never started) → started, newest first within a
-//!   state; machines in transition are never destroyed; **the last machine is never destroyed**.
+//!   state; machines in transition are never destroyed; **the last manageable machine is never
+//!   destroyed** (so neither is the last machine).
 //! - **Started** below `min`: start stopped, then suspended, then never-started, then failed
 //!   machines (oldest first), then let creates of this plan start. Above `max`: first turn this plan's creates
 //!   into stopped creates (when the backend can create stopped), then stop the newest started
 //!   machines. A plan never both starts and stops.
-//! - Per-action caps ([`PlanOptions::max_creates`], ...) bound each kind of action; what a cap or
-//!   a missing candidate leaves undone is explained in [`Plan::notes`].
+//! - Per-action caps ([`PlanOptions::max_creates`], ...) bound each kind of action, by default to
+//!   [`DEFAULT_MAX_ACTIONS_PER_KIND`] per plan, so that no number (a metric spike, a typo in an
+//!   expression) makes one tick do or allocate work in proportion to it; what a cap or a
+//!   missing candidate leaves undone is explained in [`Plan::notes`].
 
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
@@ -30,8 +37,16 @@ use crate::{
     MachineState, Targets,
 };
 
+/// The default cap on actions of each kind (creates, starts, stops, destroys) in one plan.
+///
+/// A plan is one tick's work: 100 creates is far beyond what a paced backend does in a tick
+/// (Fly allows one create per second per app, sustained), while any count a policy may produce
+/// ([`crate::expr::MAX_MACHINE_COUNT`] at most) is reached in a bounded number of ticks.
+/// Override it per target with [`PlanOptions`] (both binaries have a setting).
+pub const DEFAULT_MAX_ACTIONS_PER_KIND: u32 = 100;
+
 /// What the planner may do, besides the targets.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanOptions {
     /// The state new machines are left in, unless the started bounds need otherwise.
     pub initial_state: InitialState,
@@ -39,14 +54,42 @@ pub struct PlanOptions {
     pub template: Option<MachineId>,
     /// What the backend can do.
     pub capabilities: Capabilities,
-    /// At most this many creates (`None`: unbounded).
+    /// At most this many creates (default [`DEFAULT_MAX_ACTIONS_PER_KIND`]; `None`: only the
+    /// targets bound them).
     pub max_creates: Option<u32>,
-    /// At most this many destroys.
+    /// At most this many destroys (default [`DEFAULT_MAX_ACTIONS_PER_KIND`]).
     pub max_destroys: Option<u32>,
-    /// At most this many starts.
+    /// At most this many starts (default [`DEFAULT_MAX_ACTIONS_PER_KIND`]).
     pub max_starts: Option<u32>,
-    /// At most this many stops.
+    /// At most this many stops (default [`DEFAULT_MAX_ACTIONS_PER_KIND`]).
     pub max_stops: Option<u32>,
+}
+
+impl Default for PlanOptions {
+    /// Started creates, the newest healthy machine as template, the most conservative
+    /// capabilities, and [`DEFAULT_MAX_ACTIONS_PER_KIND`] actions of each kind.
+    fn default() -> Self {
+        PlanOptions {
+            initial_state: InitialState::default(),
+            template: None,
+            capabilities: Capabilities::default(),
+            max_creates: Some(DEFAULT_MAX_ACTIONS_PER_KIND),
+            max_destroys: Some(DEFAULT_MAX_ACTIONS_PER_KIND),
+            max_starts: Some(DEFAULT_MAX_ACTIONS_PER_KIND),
+            max_stops: Some(DEFAULT_MAX_ACTIONS_PER_KIND),
+        }
+    }
+}
+
+impl PlanOptions {
+    /// Sets the same cap on every kind of action (`None`: uncapped).
+    pub fn with_max_actions_per_kind(mut self, cap: Option<u32>) -> Self {
+        self.max_creates = cap;
+        self.max_destroys = cap;
+        self.max_starts = cap;
+        self.max_stops = cap;
+        self
+    }
 }
 
 /// One step of a plan.
@@ -273,11 +316,19 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
         }
     } else if let Some(max) = targets.created.max.filter(|&max| created > max) {
         let mut want = created - max;
-        if want >= created {
-            want = created.saturating_sub(1);
-            notes.push(format!(
-                "created max {max} would destroy the last machine: keeping one"
-            ));
+        // Destroys can only take manageable machines, and never the last one of those: an app
+        // left with only machines the backend cannot act on has nothing to clone or start.
+        let destroyable = live.len().saturating_sub(1) as u32;
+        if want > destroyable {
+            notes.push(if before.unmanageable > 0 && want < created {
+                format!(
+                    "{} unmanageable machine(s) count toward created max {max} but cannot be destroyed: keeping the last manageable one",
+                    before.unmanageable
+                )
+            } else {
+                format!("created max {max} would destroy the last machine: keeping one")
+            });
+            want = destroyable;
         }
         let want = cap(want, options.max_destroys, "destroys", &mut notes) as usize;
         let rank = |s: MachineState| match s {

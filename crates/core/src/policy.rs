@@ -103,6 +103,27 @@ impl CountRule {
         !matches!(self, CountRule::Undefined)
     }
 
+    /// With separate min and max rules that are both constants (no variables), checks that
+    /// min is not above max; `kind` names the count (`created`, `started`).
+    ///
+    /// # Errors
+    /// [`Error::Config`]: `created min 5 is greater than created max 2`.
+    pub fn check_constant_bounds(&self, kind: &str) -> Result<()> {
+        if let CountRule::Range { min, max } = self {
+            if min.variables().is_empty() && max.variables().is_empty() {
+                let none = Variables::new();
+                if let (Ok(lo), Ok(hi)) = (min.eval_count(&none), max.eval_count(&none)) {
+                    if lo > hi {
+                        return Err(Error::config(format!(
+                            "{kind} min {lo} is greater than {kind} max {hi}"
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn exprs(&self) -> Vec<&Expr> {
         match self {
             CountRule::Undefined => vec![],
@@ -139,6 +160,11 @@ pub enum ErrorPolicy {
     },
 }
 
+/// The longest duration any setting of a policy or an engine may have: 7 days. Longer values
+/// are typos (`300h` for `300s`), and durations near `u64::MAX` seconds overflow the clock
+/// arithmetic of timers and health checks.
+pub const MAX_SETTING_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Hard limits and anti-flapping settings.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -160,6 +186,58 @@ pub struct Limits {
     /// Scale in only to the highest count recommended within this window.
     #[serde(with = "humantime_serde")]
     pub scale_in_stabilization: Duration,
+}
+
+impl Limits {
+    /// Checks the limits at load time: no bounds with `min > max`, no duration longer than
+    /// [`MAX_SETTING_DURATION`].
+    ///
+    /// ```
+    /// use fleetscale_core::policy::Limits;
+    /// use fleetscale_core::Bounds;
+    /// let inverted = Limits { created: Bounds::between(5, 2), ..Limits::default() };
+    /// assert!(inverted.check().unwrap_err().to_string().contains("created min 5 is greater than created max 2"));
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the setting.
+    pub fn check(&self) -> Result<()> {
+        for (name, b) in [("created", self.created), ("started", self.started)] {
+            if let (Some(min), Some(max)) = (b.min, b.max) {
+                if min > max {
+                    return Err(Error::config(format!(
+                        "limits: {name} min {min} is greater than {name} max {max}"
+                    )));
+                }
+            }
+        }
+        for (name, d) in [
+            ("cooldown_after_scale_up", self.cooldown_after_scale_up),
+            ("cooldown_after_scale_down", self.cooldown_after_scale_down),
+            ("scale_in_stabilization", self.scale_in_stabilization),
+        ] {
+            check_duration(&format!("limits.{name}"), d, true)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a duration setting: at most [`MAX_SETTING_DURATION`], and not zero unless
+/// `zero_ok` (zero turns a cooldown or window off; an interval or timeout of zero is a
+/// mistake). `name` is the setting as the user wrote it.
+///
+/// # Errors
+/// [`Error::Config`] naming the setting and the value.
+pub fn check_duration(name: &str, d: Duration, zero_ok: bool) -> Result<()> {
+    if d.is_zero() && !zero_ok {
+        return Err(Error::config(format!("{name} must be greater than zero")));
+    }
+    if d > MAX_SETTING_DURATION {
+        return Err(Error::config(format!(
+            "{name} is longer than the maximum of 7 days (168h)"
+        )));
+    }
+    Ok(())
 }
 
 /// The rules of one target.
@@ -278,7 +356,9 @@ impl Policy {
                 return Err(Error::config("fallback after_failures must be at least 1"));
             }
         }
-        Ok(())
+        self.created.check_constant_bounds("created")?;
+        self.started.check_constant_bounds("started")?;
+        self.limits.check()
     }
 
     /// Evaluates only the rules (no limits, no state): what fly-autoscaler's `eval` prints.
@@ -512,6 +592,6 @@ pub fn variables(scope: &Scope, counts: &Counts, metrics: &BTreeMap<String, f64>
     vars.set_number("started_machines", f64::from(counts.started));
     vars.set_number("stopped_machines", f64::from(counts.stopped));
     vars.set_number("suspended_machines", f64::from(counts.suspended));
-    vars.set_str(APP_NAME_VARIABLE, scope.target.clone());
+    vars.set_str(APP_NAME_VARIABLE, scope.app_name().to_owned());
     vars
 }

@@ -33,8 +33,8 @@ pub struct ActionOutcome {
     pub created: Option<crate::MachineId>,
     /// `None` on success; the error class and message on failure.
     pub error: Option<ActionError>,
-    /// How long the call took.
-    #[serde(with = "humantime_serde")]
+    /// How long the call took (JSON: `duration_seconds`, a number).
+    #[serde(rename = "duration_seconds", with = "seconds")]
     pub duration: Duration,
 }
 
@@ -105,10 +105,11 @@ pub struct DecisionRecord {
     pub target: String,
     /// The tick's sequence number for this target (1 for the first).
     pub tick: u64,
-    /// When the tick started.
+    /// When the tick started (JSON: an RFC 3339 UTC time with milliseconds).
+    #[serde(with = "rfc3339")]
     pub started_at: SystemTime,
-    /// How long the tick took.
-    #[serde(with = "humantime_serde")]
+    /// How long the tick took (JSON: `duration_seconds`, a number).
+    #[serde(rename = "duration_seconds", with = "seconds")]
     pub duration: Duration,
     /// The counts of the inventory read (`None` when listing failed).
     pub counts: Option<Counts>,
@@ -145,6 +146,38 @@ impl DecisionRecord {
     }
 }
 
+/// Durations in JSON as a number of seconds (`0.25`), as Prometheus and most tools expect.
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Times in JSON as RFC 3339 UTC (`2025-01-31T12:00:00.123Z`).
+mod rfc3339 {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_rfc3339_weak(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Receives every [`DecisionRecord`] as soon as its tick ends: metrics exporters, loggers,
 /// status pages, tests.
 ///
@@ -171,35 +204,119 @@ impl DecisionRecord {
 pub trait DecisionObserver: Send + Sync {
     /// Called once per finished tick.
     fn observe(&self, record: &DecisionRecord);
+
+    /// Called when a pass of [`crate::engine::Engine::run`] over `targets` targets has ended
+    /// (also a pass over none): the engine loop is alive. Does nothing by default.
+    fn pass_finished(&self, targets: usize) {
+        let _ = targets;
+    }
 }
 
 impl<T: DecisionObserver + ?Sized> DecisionObserver for std::sync::Arc<T> {
     fn observe(&self, record: &DecisionRecord) {
         (**self).observe(record)
     }
+
+    fn pass_finished(&self, targets: usize) {
+        (**self).pass_finished(targets)
+    }
+}
+
+/// At most this many actions of a plan are logged one by one by [`TracingObserver`] (and
+/// shown by the binaries' dry runs); the rest are summarised by kind, so that a plan of
+/// thousands of actions never writes thousands of lines.
+pub const MAX_LOGGED_ACTIONS: usize = 20;
+
+/// `3 create, 2 stop`: the actions of a plan counted by kind, in a stable order.
+pub fn summarize_actions<'a>(actions: impl IntoIterator<Item = &'a Action>) -> String {
+    let mut counts: BTreeMap<ActionKind, usize> = BTreeMap::new();
+    for a in actions {
+        *counts.entry(a.kind()).or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Logs each record as one structured `tracing` event (target `fleetscale::decision`), and each
 /// action at info level.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TracingObserver;
+///
+/// - `reconciling` (INFO) per tick with `status`, `counts.*`, `targets.{created,started}.
+///   {min,max}` (structured fields, not text) and the number of actions; `tick failed` (WARN)
+///   and `skipping the tick` (WARN) otherwise.
+/// - Why a target is held: when a hold starts (a metric failed, an expression could not be
+///   evaluated, a cooldown) a WARN (INFO for a cooldown) says why; when the reason changes it is
+///   logged again; when the hold ends, `hold ended` (INFO). Every held tick in between only
+///   shows `status="held"`.
+/// - One line per executed action; at most [`MAX_LOGGED_ACTIONS`] of a plan, the rest counted
+///   by kind in one line.
+#[derive(Debug, Default)]
+pub struct TracingObserver {
+    /// The hold reason last logged, by target.
+    holds: std::sync::Mutex<BTreeMap<String, String>>,
+}
+
+impl TracingObserver {
+    /// An observer that has logged nothing yet.
+    pub fn new() -> Self {
+        TracingObserver::default()
+    }
+
+    fn log_hold(&self, r: &DecisionRecord) {
+        let reason = r
+            .decision
+            .as_ref()
+            .filter(|d| d.held)
+            .map(|d| d.notes.join("; "));
+        let Ok(mut holds) = self.holds.lock() else {
+            return;
+        };
+        match reason {
+            Some(reason) => {
+                if holds.get(&r.target) != Some(&reason) {
+                    let failure = r
+                        .metrics
+                        .values()
+                        .any(|m| matches!(m, MetricReading::Failed { .. }))
+                        || r.decision.as_ref().is_some_and(|d| d.raw.is_none());
+                    if failure {
+                        tracing::warn!(
+                            target: "fleetscale::decision",
+                            app = %r.target, tick = r.tick, reason = %reason,
+                            "holding the current counts: {reason}"
+                        );
+                    } else {
+                        tracing::info!(
+                            target: "fleetscale::decision",
+                            app = %r.target, tick = r.tick, reason = %reason,
+                            "holding the current counts: {reason}"
+                        );
+                    }
+                    holds.insert(r.target.clone(), reason);
+                }
+            }
+            None => {
+                // A failed or paused tick neither starts nor ends a hold.
+                if r.decision.is_some() {
+                    if let Some(was) = holds.remove(&r.target) {
+                        tracing::info!(
+                            target: "fleetscale::decision",
+                            app = %r.target, tick = r.tick, was = %was,
+                            "hold ended: the rules decide again"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
 
 impl DecisionObserver for TracingObserver {
     fn observe(&self, r: &DecisionRecord) {
-        let targets = r
-            .decision
-            .as_ref()
-            .map(|d| serde_json::to_string(&d.targets).unwrap_or_default())
-            .unwrap_or_default();
-        let counts = r
-            .counts
-            .map(|c| {
-                format!(
-                    "created={} started={} stopped={}",
-                    c.created, c.started, c.stopped
-                )
-            })
-            .unwrap_or_default();
+        let targets = r.decision.as_ref().map(|d| d.targets);
+        let counts = r.counts;
         match &r.status {
             TickStatus::Failed {
                 stage,
@@ -216,12 +333,40 @@ impl DecisionObserver for TracingObserver {
             ),
             status => tracing::info!(
                 target: "fleetscale::decision",
-                app = %r.target, tick = r.tick, status = status.as_str(), counts = %counts,
-                targets = %targets, actions = r.plan.as_ref().map_or(0, |p| p.actions.len()),
+                app = %r.target,
+                tick = r.tick,
+                status = status.as_str(),
+                counts.created = counts.map(|c| c.created),
+                counts.started = counts.map(|c| c.started),
+                counts.stopped = counts.map(|c| c.stopped),
+                counts.unmanageable = counts.map(|c| c.unmanageable).filter(|n| *n > 0),
+                targets.created.min = targets.and_then(|t| t.created.min),
+                targets.created.max = targets.and_then(|t| t.created.max),
+                targets.started.min = targets.and_then(|t| t.started.min),
+                targets.started.max = targets.and_then(|t| t.started.max),
+                actions = r.plan.as_ref().map_or(0, |p| p.actions.len()),
                 "reconciling"
             ),
         }
-        for o in &r.outcomes {
+        self.log_hold(r);
+        if r.status == TickStatus::DryRun {
+            if let Some(plan) = &r.plan {
+                for a in plan.actions.iter().take(MAX_LOGGED_ACTIONS) {
+                    tracing::info!(target: "fleetscale::decision", app = %r.target, "dry run: would {a}");
+                }
+                if plan.actions.len() > MAX_LOGGED_ACTIONS {
+                    let rest = &plan.actions[MAX_LOGGED_ACTIONS..];
+                    tracing::info!(
+                        target: "fleetscale::decision",
+                        app = %r.target,
+                        "dry run: and {} more ({})",
+                        rest.len(),
+                        summarize_actions(rest)
+                    );
+                }
+            }
+        }
+        for o in r.outcomes.iter().take(MAX_LOGGED_ACTIONS) {
             match &o.error {
                 None => {
                     tracing::info!(target: "fleetscale::decision", app = %r.target, "{}", o.action)
@@ -231,6 +376,17 @@ impl DecisionObserver for TracingObserver {
                     "{} failed: {}", o.action, e.message
                 ),
             }
+        }
+        if r.outcomes.len() > MAX_LOGGED_ACTIONS {
+            let rest = &r.outcomes[MAX_LOGGED_ACTIONS..];
+            let failed = rest.iter().filter(|o| !o.ok()).count();
+            tracing::info!(
+                target: "fleetscale::decision",
+                app = %r.target,
+                "and {} more action(s) ({}), {failed} of them failed",
+                rest.len(),
+                summarize_actions(rest.iter().map(|o| &o.action))
+            );
         }
     }
 }

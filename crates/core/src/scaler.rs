@@ -35,6 +35,11 @@ impl Default for Capabilities {
 /// The engine calls [`Scaler::list`] once per tick, plans, then calls the mutating operations
 /// only for machines the plan named.
 ///
+/// Implement it with `#[fleetscale_core::async_trait]` on the `impl` block (re-exported from
+/// the `async-trait` crate): every method is `async` except [`Scaler::capabilities`].
+/// Check an implementation with the conformance suite, `fleetscale_core::testing::conformance::
+/// scaler` (feature `testing`).
+///
 /// # Guarantees the engine gives
 /// - It never calls `destroy` on the last machine of a target, nor on a machine that was not in
 ///   the `list` result of the same tick.
@@ -72,7 +77,7 @@ impl Default for Capabilities {
 /// (`fleetscale_core::testing::conformance::scaler`, feature `testing`):
 /// ```
 /// use std::sync::Mutex;
-/// use async_trait::async_trait;
+/// use fleetscale_core::async_trait;
 /// use fleetscale_core::{
 ///     Capabilities, CreateRequest, Error, InitialState, Machine, MachineId, MachineState,
 ///     Result, Scaler,

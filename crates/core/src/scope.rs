@@ -37,14 +37,31 @@ impl Scope {
         self
     }
 
-    /// The value of a scope variable: `APP_NAME` and `TARGET` are the target name, `GROUP` the
-    /// group (empty when none), anything else comes from [`Scope::vars`].
+    /// The value of a scope variable: one set in [`Scope::vars`] first (so a target whose
+    /// display name is not its app sets `APP_NAME` to the app), else `APP_NAME` and `TARGET`
+    /// are the target name and `GROUP` the group (empty when none).
+    ///
+    /// ```
+    /// use fleetscale_core::Scope;
+    /// let named = Scope::new("web").with_var("APP_NAME", "my-web-app");
+    /// assert_eq!(named.var("APP_NAME"), Some("my-web-app"));
+    /// assert_eq!(named.var("TARGET"), Some("web"));
+    /// assert_eq!(named.app_name(), "my-web-app");
+    /// ```
     pub fn var(&self, name: &str) -> Option<&str> {
+        if let Some(v) = self.vars.get(name) {
+            return Some(v);
+        }
         match name {
             "APP_NAME" | "TARGET" => Some(&self.target),
             "GROUP" => Some(self.group.as_deref().unwrap_or("")),
-            other => self.vars.get(other).map(String::as_str),
+            _ => None,
         }
+    }
+
+    /// The app (or pool) the target scales: `APP_NAME` (see [`Scope::var`]).
+    pub fn app_name(&self) -> &str {
+        self.var("APP_NAME").unwrap_or(&self.target)
     }
 
     /// Expands `$NAME` and `${NAME}` for every variable the scope knows (see [`Scope::var`]).

@@ -157,3 +157,204 @@ async fn suite_settings_are_honoured() {
         .await
         .unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Deliberately broken backends, each breaking one promise of the contract. Every one of them
+// passed an earlier version of the suite. Where a fault must be caught at once rather than after
+// the settle time, the test counts `list` calls instead of measuring time: waiting out the 30 s
+// default settle time at the 20 ms poll interval takes about 1,500 of them.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// Lists every machine with `manageable: false`.
+    AllUnmanageable,
+    /// `destroy` of one machine removes every machine.
+    DestroyWipes,
+    /// After the first create, `list` names the newest machine twice.
+    DuplicateIds,
+    /// `stop` destroys the machine.
+    StopDestroys,
+    /// `start` leaves the machine failed.
+    StartFails,
+    /// `stop` stops the wrong machine (the other started or stopped machine, if any).
+    StopsAnother,
+    /// `create` returns an id that `list` never shows.
+    CreateWrongId,
+}
+
+struct Broken {
+    inner: FakeScaler,
+    fault: Fault,
+}
+
+impl Broken {
+    fn new(fault: Fault) -> Self {
+        Broken {
+            inner: FakeScaler::new(),
+            fault,
+        }
+    }
+
+    fn lists(&self) -> usize {
+        self.inner.call_count(fleetscale_core::testing::Op::List)
+    }
+}
+
+#[async_trait]
+impl Scaler for Broken {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn list(&self) -> Result<Vec<Machine>> {
+        let mut list = self.inner.list().await?;
+        match self.fault {
+            Fault::AllUnmanageable => list.iter_mut().for_each(|m| m.manageable = false),
+            Fault::DuplicateIds => {
+                if let Some(last) = list.last().cloned() {
+                    list.push(last);
+                }
+            }
+            _ => {}
+        }
+        Ok(list)
+    }
+    async fn create(&self, r: &CreateRequest) -> Result<Machine> {
+        let mut m = self.inner.create(r).await?;
+        if self.fault == Fault::CreateWrongId {
+            m.id = MachineId::new(format!("{}-as-returned", m.id));
+        }
+        Ok(m)
+    }
+    async fn start(&self, id: &MachineId) -> Result<()> {
+        self.inner.start(id).await?;
+        if self.fault == Fault::StartFails && self.inner.machine(id).is_some() {
+            self.inner.set_state(id, MachineState::Failed);
+        }
+        Ok(())
+    }
+    async fn stop(&self, id: &MachineId) -> Result<()> {
+        match self.fault {
+            Fault::StopDestroys => {
+                self.inner.vanish(id);
+                Ok(())
+            }
+            Fault::StopsAnother => {
+                let other = self
+                    .inner
+                    .machines()
+                    .into_iter()
+                    .find(|m| &m.id != id && m.state.exists())
+                    .map(|m| m.id);
+                match other {
+                    Some(other) => {
+                        self.inner.set_state(&other, MachineState::Started);
+                        self.inner.stop(id).await
+                    }
+                    None => self.inner.stop(id).await,
+                }
+            }
+            _ => self.inner.stop(id).await,
+        }
+    }
+    async fn suspend(&self, id: &MachineId) -> Result<()> {
+        self.inner.suspend(id).await
+    }
+    async fn destroy(&self, id: &MachineId) -> Result<()> {
+        if self.fault == Fault::DestroyWipes && self.inner.machine(id).is_some() {
+            for m in self.inner.machines() {
+                self.inner.vanish(&m.id);
+            }
+            return Ok(());
+        }
+        self.inner.destroy(id).await
+    }
+}
+
+#[tokio::test]
+async fn a_backend_listing_every_machine_unmanageable_fails_create_manageable() {
+    let b = Broken::new(Fault::AllUnmanageable);
+    let suite = ScalerSuite {
+        settle_timeout: std::time::Duration::from_millis(300),
+        ..ScalerSuite::default()
+    };
+    let err = conformance::scaler_with(&b, &suite).await.unwrap_err();
+    assert_eq!(err.check, "create-manageable", "{err}");
+    assert!(err.message.contains("manageable: false"), "{err}");
+    // With a template to clone, the suite says why no machine can serve as one.
+    let templated = Broken {
+        inner: FakeScaler::new()
+            .with_capabilities(Capabilities::default())
+            .with_machines(2, MachineState::Started),
+        fault: Fault::AllUnmanageable,
+    };
+    let err = conformance::scaler(&templated).await.unwrap_err();
+    assert_eq!(err.check, "template", "{err}");
+    assert!(err.message.contains("manageable: false"), "{err}");
+}
+
+#[tokio::test]
+async fn a_destroy_that_wipes_other_machines_is_caught_even_on_an_empty_scaler() {
+    let b = Broken::new(Fault::DestroyWipes);
+    assert!(
+        b.inner.machines().is_empty(),
+        "the suite starts from nothing"
+    );
+    let err = conformance::scaler(&b).await.unwrap_err();
+    assert_eq!(err.check, "destroy-only-named", "{err}");
+    assert!(err.message.contains("also removed machine"), "{err}");
+}
+
+#[tokio::test]
+async fn duplicate_ids_after_a_create_are_caught() {
+    let b = Broken::new(Fault::DuplicateIds);
+    let err = conformance::scaler(&b).await.unwrap_err();
+    assert_eq!(err.check, "list-unique-ids", "{err}");
+    assert!(err.message.contains("twice"), "{err}");
+}
+
+#[tokio::test]
+async fn a_machine_that_goes_away_or_fails_is_reported_at_once_under_its_own_check() {
+    let b = Broken::new(Fault::StopDestroys);
+    let err = conformance::scaler(&b).await.unwrap_err();
+    assert_eq!(err.check, "stop-settles", "{err}");
+    assert!(err.message.contains("went away"), "{err}");
+    assert!(
+        b.lists() < 50,
+        "waited out the settle time: {} lists",
+        b.lists()
+    );
+
+    let b = Broken::new(Fault::StartFails);
+    let err = conformance::scaler(&b).await.unwrap_err();
+    assert_eq!(err.check, "start-settles", "{err}");
+    assert!(err.message.contains("failed while"), "{err}");
+    assert!(err.message.contains("states seen"), "{err}");
+    assert!(
+        b.lists() < 50,
+        "waited out the settle time: {} lists",
+        b.lists()
+    );
+}
+
+#[tokio::test]
+async fn an_operation_that_changes_another_machine_is_caught() {
+    let b = Broken::new(Fault::StopsAnother);
+    let err = conformance::scaler(&b).await.unwrap_err();
+    assert_eq!(err.check, "only-named", "{err}");
+    assert!(err.message.contains("also changed machine"), "{err}");
+}
+
+#[tokio::test]
+async fn a_create_returning_an_unlisted_id_names_the_ids_list_shows() {
+    let b = Broken::new(Fault::CreateWrongId);
+    let suite = ScalerSuite {
+        settle_timeout: std::time::Duration::from_millis(200),
+        ..ScalerSuite::default()
+    };
+    let err = conformance::scaler_with(&b, &suite).await.unwrap_err();
+    assert_eq!(err.check, "create-listed", "{err}");
+    assert!(
+        err.message.contains("m1-as-returned") && err.message.contains("[m1]"),
+        "{err}"
+    );
+}

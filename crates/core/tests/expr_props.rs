@@ -10,7 +10,7 @@
 //! - The canonical form round-trips and evaluates like the original.
 //! - `eval_count` follows the rounding rule and is never negative.
 
-use fleetscale_core::expr::{Expr, ExprError, ExprErrorKind, Value, Variables};
+use fleetscale_core::expr::{Expr, ExprError, ExprErrorKind, Value, Variables, MAX_MACHINE_COUNT};
 use proptest::prelude::*;
 
 const VAR_NAMES: [&str; 4] = ["x", "y", "running_machines", "queue_depth"];
@@ -490,7 +490,7 @@ fn expected_count(r: f64) -> Result<u32, ExprErrorKind> {
     } else if r.is_infinite() {
         Err(ExprErrorKind::Infinite)
     } else {
-        Ok(r.round().clamp(0.0, f64::from(u32::MAX)) as u32)
+        Ok(r.round().clamp(0.0, f64::from(MAX_MACHINE_COUNT)) as u32)
     }
 }
 
@@ -640,6 +640,7 @@ proptest! {
         -10.0f64..10.0,
         (-40i32..40).prop_map(|n| f64::from(n) / 2.0),
         4.2e9f64..4.4e9,
+        9_990.0f64..10_010.0,
     ]) {
         let mut vars = Variables::new();
         vars.set_number("v", v);
@@ -647,8 +648,9 @@ proptest! {
         let got = e.eval_count(&vars);
         prop_assert_eq!(got.clone().map_err(|err| err.kind), expected_count(v));
         if let Ok(n) = got {
-            // Half away from zero, within 0.5 unless clamped.
-            if v >= 0.0 && v < f64::from(u32::MAX) {
+            // Half away from zero, within 0.5 unless clamped at the ceiling.
+            prop_assert!(n <= MAX_MACHINE_COUNT);
+            if v >= 0.0 && v < f64::from(MAX_MACHINE_COUNT) {
                 prop_assert!((f64::from(n) - v).abs() <= 0.5);
             }
             if v < 0.5 {

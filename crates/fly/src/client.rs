@@ -681,7 +681,8 @@ impl MachinesClient {
         path: &str,
     ) -> Result<(ApiContext, Vec<u8>), FlyError> {
         let ctx = ApiContext {
-            method: call.method.to_string(),
+            origin: ApiContext::origin_of(url),
+            method: call.method.as_str().into(),
             path: path.to_owned(),
             status: 0,
             request_id: None,
@@ -827,7 +828,7 @@ pub(crate) async fn send_once(
     ctx.request_id = headers
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+        .map(Into::into);
     match bytes {
         Ok(b) => Ok((ctx, status, headers, b.to_vec())),
         Err(e) => Err(FlyError::Transport {
@@ -843,6 +844,7 @@ mod tests {
 
     fn ctx(status: u16) -> ApiContext {
         ApiContext {
+            origin: "https://api.machines.dev".into(),
             method: "POST".into(),
             path: "/v1/apps/a/machines".into(),
             status,

@@ -9,19 +9,34 @@ use fleetscale_core::Error as CoreError;
 /// Where an API answer came from: enough to find the call in Fly's logs, never a secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiContext {
+    /// Scheme, host and port of the API, e.g. `https://api.machines.dev` (no credentials, no
+    /// path), so that a message names the server it could not reach. (A boxed `str` keeps
+    /// every [`FlyError`] small.)
+    pub origin: Box<str>,
     /// HTTP method, e.g. `POST`.
-    pub method: String,
+    pub method: Box<str>,
     /// Request path without the query, e.g. `/v1/apps/my-app/machines`.
     pub path: String,
     /// HTTP status code (0 when no answer was received).
     pub status: u16,
     /// The `fly-request-id` response header, when present.
-    pub request_id: Option<String>,
+    pub request_id: Option<Box<str>>,
+}
+
+impl ApiContext {
+    /// `scheme://host[:port]` of `url`, for [`ApiContext::origin`].
+    pub fn origin_of(url: &url::Url) -> Box<str> {
+        let mut origin = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
+        if let Some(port) = url.port() {
+            origin.push_str(&format!(":{port}"));
+        }
+        origin.into()
+    }
 }
 
 impl fmt::Display for ApiContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.method, self.path)?;
+        write!(f, "{} {}{}", self.method, self.origin, self.path)?;
         if self.status != 0 {
             write!(f, " -> {}", self.status)?;
         }
@@ -168,7 +183,7 @@ pub enum FlyError {
         message: String,
     },
     /// HTTP 429: rate limited.
-    #[error("{ctx}: rate limited{}", retry_after.map(|d| format!(" (retry after {d:?})")).unwrap_or_default())]
+    #[error("{ctx}: rate limited{}", retry_after.map(|d| format!(" (retry after {})", fleetscale_core::format_seconds(d))).unwrap_or_default())]
     RateLimited {
         /// The call.
         ctx: ApiContext,
@@ -213,9 +228,9 @@ pub enum FlyError {
         #[source]
         source: serde_json::Error,
     },
-    /// The request could not be sent or the answer not read (connection refused/reset, TLS,
-    /// body cut off).
-    #[error("{ctx}: transport error: {source}")]
+    /// The request could not be sent or the answer not read (connection refused/reset, DNS,
+    /// TLS, body cut off). The message names the server and the cause.
+    #[error("{ctx}: {}", describe_transport(source))]
     Transport {
         /// The call (status 0 when no answer arrived).
         ctx: ApiContext,
@@ -224,7 +239,7 @@ pub enum FlyError {
         source: reqwest::Error,
     },
     /// The call did not finish within its timeout.
-    #[error("{ctx}: timed out after {after:?}")]
+    #[error("{ctx}: no answer from {} within {}", ctx.origin, fleetscale_core::format_seconds(*after))]
     Timeout {
         /// The call.
         ctx: ApiContext,
@@ -337,11 +352,14 @@ impl From<FlyError> for CoreError {
             },
             FlyError::Unauthorized { .. } => CoreError::Unauthorized { message },
             FlyError::WaitTimeout { ctx, .. } => CoreError::Timeout {
-                operation: format!("{} {}", ctx.method, ctx.path),
+                operation: format!(
+                    "waiting for the machine's state ({} {}{})",
+                    ctx.method, ctx.origin, ctx.path
+                ),
                 after: Duration::ZERO,
             },
             FlyError::Timeout { ctx, after } => CoreError::Timeout {
-                operation: format!("{} {}", ctx.method, ctx.path),
+                operation: format!("{} {}{}", ctx.method, ctx.origin, ctx.path),
                 after,
             },
             FlyError::InvalidRequest { .. } => CoreError::InvalidRequest { message },
@@ -351,7 +369,7 @@ impl From<FlyError> for CoreError {
                 source: Some(Box::new(e)),
             },
             FlyError::MalformedBody { ref ctx, .. } => CoreError::InvalidResponse {
-                context: format!("{} {}", ctx.method, ctx.path),
+                context: format!("{} {}{}", ctx.method, ctx.origin, ctx.path),
                 message,
                 source: Some(Box::new(e)),
             },
@@ -383,6 +401,27 @@ impl From<FlyError> for CoreError {
                 }
             }
         }
+    }
+}
+
+/// What went wrong with a request that got no (complete) answer, in words, with the cause
+/// from deep in the error chain (`cannot connect: tcp connect error: Connection refused (os
+/// error 111)`, a DNS or TLS failure), never the generic `error sending request` alone.
+pub(crate) fn describe_transport(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "the answer was cut off"
+    } else if e.is_request() {
+        "the request could not be sent"
+    } else {
+        "transport error"
+    };
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{what}: {}", fleetscale_core::error_causes(cause)),
+        None => format!("{what}: {e}"),
     }
 }
 

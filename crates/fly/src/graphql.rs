@@ -349,6 +349,7 @@ impl FlyGraphql {
 
     fn context(&self, status: u16) -> ApiContext {
         ApiContext {
+            origin: ApiContext::origin_of(&self.url),
             method: "POST".into(),
             path: self.url.path().to_owned(),
             status,

@@ -693,12 +693,17 @@ impl Scaler for FlyScaler {
     ///
     /// # Errors
     /// The query's [`FlyError`] mapped onto the core classes (GraphQL errors by their
-    /// `extensions.code`, e.g. an unknown app → `NotFound`).
+    /// `extensions.code`, e.g. an unknown app → `NotFound`), its message saying that the
+    /// release check failed, at which URL, and that `FLY_API_BASE_URL` sets it.
     async fn paused(&self) -> Result<Option<String>> {
         let Some(guard) = &self.release_guard else {
             return Ok(None);
         };
-        match guard.current_release(self.app()).await? {
+        let release = guard
+            .current_release(self.app())
+            .await
+            .map_err(|e| release_check_failed(guard.url(), e.into()))?;
+        match release {
             Some(r) if r.is_running() => {
                 tracing::debug!(app = %self.app(), version = ?r.version, "release in progress");
                 Ok(Some(RELEASE_IN_PROGRESS.to_owned()))
@@ -755,7 +760,7 @@ impl Scaler for FlyScaler {
                 return Err(e.into());
             }
         };
-        tracing::info!(app = %self.app(), id = %created.id, region = ?created.region,
+        tracing::info!(app = %self.app(), id = %created.id, region = created.region.as_deref().unwrap_or(""),
             template = %template.id, initial_state = request.initial_state.as_str(), "machine created");
         let launching =
             request.initial_state == InitialState::Started && created.state == FlyState::Created;
@@ -917,7 +922,7 @@ impl Scaler for FlyScaler {
                     // Not (or no longer) ours: someone else holds the machine.
                     Err(FlyError::LeaseConflict { .. }) => self.forget_lease(id.as_str()),
                     Err(release) => {
-                        tracing::warn!(app, id = %id, error = %release, ttl = ?ttl,
+                        tracing::warn!(app, id = %id, error = %release, ttl_seconds = ttl.as_secs_f64(),
                             "could not release lease after failed destroy; it expires by itself, and this scaler uses it until then");
                         self.keep_lease(id.as_str(), lease);
                     }
@@ -1048,5 +1053,56 @@ impl FlyScaler {
             Ok(m) => states.contains(&m.state.as_str()),
             Err(_) => false,
         }
+    }
+}
+/// The error of a failed release check, with what was checked and how to point it elsewhere;
+/// the class (and so the metric label) is kept.
+fn release_check_failed(url: &url::Url, e: fleetscale_core::Error) -> fleetscale_core::Error {
+    use fleetscale_core::Error as E;
+    let hint = format!(
+        "release check at {url} failed (its base URL is FLY_API_BASE_URL, default {})",
+        crate::graphql::DEFAULT_GRAPHQL_BASE_URL
+    );
+    match e {
+        E::Unavailable { message, source } => E::Unavailable {
+            message: format!("{hint}: {message}"),
+            source,
+        },
+        E::Unauthorized { message } => E::Unauthorized {
+            message: format!("{hint}: {message}"),
+        },
+        E::NotFound { what } => E::NotFound {
+            what: format!("{what} ({hint})"),
+        },
+        E::Timeout { operation, after } => E::Timeout {
+            operation: format!("{hint}: {operation}"),
+            after,
+        },
+        E::InvalidResponse {
+            context,
+            message,
+            source,
+        } => E::InvalidResponse {
+            context,
+            message: format!("{hint}: {message}"),
+            source,
+        },
+        E::InvalidRequest { message } => E::InvalidRequest {
+            message: format!("{hint}: {message}"),
+        },
+        E::Backend {
+            message,
+            retryable,
+            source,
+        } => E::Backend {
+            message: format!("{hint}: {message}"),
+            retryable,
+            source,
+        },
+        other => E::Backend {
+            message: format!("{hint}: {other}"),
+            retryable: other.is_retryable(),
+            source: Some(Box::new(other)),
+        },
     }
 }

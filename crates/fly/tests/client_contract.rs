@@ -863,7 +863,7 @@ async fn malformed_bodies_are_invalid_response_errors() {
         .unwrap_err();
     match &e {
         FlyError::MalformedBody { ctx, excerpt, .. } => {
-            assert_eq!(ctx.method, "GET");
+            assert_eq!(&*ctx.method, "GET");
             assert_eq!(ctx.path, format!("/v1/apps/{APP}/machines"));
             assert_eq!(ctx.status, 200);
             assert!(ctx.request_id.is_some());

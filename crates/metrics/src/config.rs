@@ -72,6 +72,17 @@ impl SourceConfig {
         }
     }
 
+    /// The secrets the source holds (credentials it sends, private keys): callers that print
+    /// text from the source's answers (logs, errors) redact them.
+    pub fn secrets(&self) -> Vec<&crate::Token> {
+        match self {
+            SourceConfig::Prometheus(c) => c.token.iter().collect(),
+            SourceConfig::Constant(_) => Vec::new(),
+            SourceConfig::HttpJson(c) => c.token.iter().collect(),
+            SourceConfig::Temporal(c) => c.key.iter().chain(c.api_key.iter()).collect(),
+        }
+    }
+
     /// Builds the source.
     ///
     /// # Errors

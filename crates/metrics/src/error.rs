@@ -24,7 +24,7 @@ pub enum MetricsError {
     },
 
     /// The query did not finish within the configured timeout. Maps to [`Error::Timeout`].
-    #[error("metric `{metric}`: {operation} timed out after {after:?}")]
+    #[error("metric `{metric}`: {operation}: no answer within {}", fleetscale_core::format_seconds(*after))]
     Timeout {
         /// The metric's name.
         metric: String,
@@ -42,8 +42,12 @@ pub enum MetricsError {
     },
 
     /// The server could not be reached, or the connection broke before an answer was read.
-    /// Maps to [`Error::Unavailable`].
-    #[error("metric `{metric}`: cannot reach {url}: {source}")]
+    /// Maps to [`Error::Unavailable`]. The message names the address and the cause
+    /// (connection refused, DNS, TLS, ...).
+    #[error(
+        "metric `{metric}`: cannot reach {url}: {}",
+        crate::http::describe_transport(source)
+    )]
     Connect {
         /// The metric's name.
         metric: String,
@@ -279,7 +283,10 @@ impl From<MetricsError> for Error {
                 _ if status >= 400 => Error::InvalidRequest { message },
                 _ => Error::Metric {
                     metric: err.metric().to_owned(),
-                    message,
+                    message: message
+                        .strip_prefix(&format!("metric `{}`: ", err.metric()))
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| message.clone()),
                     source: None,
                 },
             },
@@ -312,13 +319,17 @@ impl From<MetricsError> for Error {
                 message,
                 source,
             },
+            // `Error::Metric` names the metric itself: its message is the rest.
             MetricsError::Empty { ref metric, .. }
             | MetricsError::MultipleSeries { ref metric, .. }
             | MetricsError::NotFinite { ref metric, .. }
             | MetricsError::UnexpectedResultType { ref metric, .. }
             | MetricsError::Pointer { ref metric, .. } => Error::Metric {
                 metric: metric.clone(),
-                message,
+                message: message
+                    .strip_prefix(&format!("metric `{metric}`: "))
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| message.clone()),
                 source: None,
             },
         }

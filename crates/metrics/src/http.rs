@@ -131,6 +131,25 @@ pub(crate) async fn bounded<T>(
     })
 }
 
+/// What went wrong with a request that got no (complete) answer, with the cause from deep in
+/// the error chain (`cannot connect: tcp connect error: Connection refused (os error 111)`, a
+/// DNS or TLS failure) rather than reqwest's generic `error sending request`.
+pub(crate) fn describe_transport(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "the answer was cut off"
+    } else {
+        "the request failed"
+    };
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{what}: {}", fleetscale_core::error_causes(cause)),
+        None => format!("{what}: {e}"),
+    }
+}
+
 /// The HTTP client every source builds: rustls, no proxy surprises beyond reqwest's defaults,
 /// a connect timeout no longer than the query timeout.
 pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {

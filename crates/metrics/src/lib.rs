@@ -64,8 +64,8 @@ pub use constant::{ConstantConfig, ConstantSource};
 pub use error::MetricsError;
 pub use http_json::{HttpJsonConfig, HttpJsonSource};
 pub use prometheus::{
-    Aggregation, EmptyResult, History, PrometheusConfig, PrometheusSource, QueryMethod, RangeQuery,
-    Reading, WindowAggregation,
+    is_total_without_grouping, Aggregation, EmptyResult, History, PrometheusConfig,
+    PrometheusSource, QueryMethod, RangeQuery, Reading, WindowAggregation,
 };
 pub use temporal::{TemporalConfig, TemporalSource};
 pub use token::Token;

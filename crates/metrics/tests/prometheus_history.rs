@@ -129,6 +129,19 @@ async fn history_reads_past_samples_per_target_with_aggregation_and_gaps() {
         .unwrap();
     assert!(h.values.iter().all(Option::is_some));
     assert_eq!(h.values.iter().filter(|v| **v == Some(0.0)).count(), 20);
+    // By default (`auto`) a count of no series is 0, as a live read says.
+    let count = source("count(hist_beta{app='$APP_NAME'})");
+    let h = count
+        .history(
+            &Scope::new("beta"),
+            at(from),
+            at(from + 15 * 70),
+            Duration::from_secs(15),
+        )
+        .await
+        .unwrap();
+    assert_eq!(h.values.iter().filter(|v| **v == Some(0.0)).count(), 20);
+    assert_eq!(h.values.iter().filter(|v| **v == Some(1.0)).count(), 51);
 
     // A long range is read in chunks of at most 10,000 steps: 4 h at 1 s is 14,401 steps.
     let h = sum

@@ -375,3 +375,98 @@ async fn a_dropped_server_is_stopped_and_its_directory_removed() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Fly's blueprint at night: Fly Proxy has stopped every machine, no `fly_instance_up` series
+/// exists, and real Prometheus answers an empty vector for `count(...)`. That is a count of 0,
+/// not a failure; an empty result of a query without a natural zero stays an error, and so do
+/// NaN and unreachable servers.
+#[tokio::test]
+async fn an_empty_count_or_sum_is_zero_and_other_empty_results_stay_errors() {
+    let lab = lab().await;
+    lab.exporter.set(
+        "t12_fly_instance_up",
+        &[("app", "day"), ("instance", "m1")],
+        1.0,
+    );
+    lab.prometheus
+        .wait_for_values("t12_fly_instance_up", &["1"])
+        .await
+        .unwrap();
+    let blueprint = build(source(
+        lab,
+        "running_machines",
+        "count(t12_fly_instance_up{app='$APP_NAME'})",
+    ));
+    assert_eq!(blueprint.config().empty, EmptyResult::Auto, "the default");
+    // Day: one machine reports.
+    assert_eq!(blueprint.collect(&Scope::new("day")).await.unwrap(), 1.0);
+    // Night: no series at all; Prometheus' answer is an empty vector, read as 0.
+    let night = blueprint.read(&Scope::new("night")).await.unwrap();
+    assert_eq!((night.value, night.series), (0.0, 0));
+    // sum() without grouping likewise.
+    let sum = build(source(
+        lab,
+        "rps",
+        "SUM(rate(t12_nothing{app='$APP_NAME'}[1m]))",
+    ));
+    assert_eq!(sum.collect(&Scope::new("night")).await.unwrap(), 0.0);
+    // No natural zero: still an error (the engine holds).
+    for query in [
+        "avg(t12_fly_instance_up{app='$APP_NAME'})",
+        "count by (region) (t12_fly_instance_up{app='$APP_NAME'})",
+        "t12_fly_instance_up{app='$APP_NAME'}",
+        "count(t12_fly_instance_up{app='$APP_NAME'}) * 2",
+    ] {
+        let err = build(source(lab, "m", query))
+            .read(&Scope::new("night"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, MetricsError::Empty { .. }), "{query}: {err}");
+    }
+    // `empty = "error"` keeps the Go tool's behaviour.
+    let strict = build(
+        source(
+            lab,
+            "running_machines",
+            "count(t12_fly_instance_up{app='$APP_NAME'})",
+        )
+        .with_empty(EmptyResult::Error),
+    );
+    assert!(matches!(
+        strict.read(&Scope::new("night")).await,
+        Err(MetricsError::Empty { .. })
+    ));
+    // NaN inside a count is still an error, not 0.
+    lab.exporter.set("t12_ratio", &[("app", "nan")], f64::NAN);
+    lab.prometheus
+        .wait_for_values("t12_ratio", &["NaN"])
+        .await
+        .unwrap();
+    let nan = build(source(lab, "ratio", "sum(t12_ratio{app='$APP_NAME'})"));
+    assert!(matches!(
+        nan.read(&Scope::new("nan")).await,
+        Err(MetricsError::NotFinite { .. })
+    ));
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_named_with_the_cause() {
+    let port = closed_port().unwrap();
+    let src = build(PrometheusConfig::new(
+        "m",
+        format!("http://{port}"),
+        "count(up)",
+    ));
+    let err = src.read(&Scope::new("a")).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("cannot reach http://{port}/")),
+        "{text}"
+    );
+    assert!(text.to_lowercase().contains("connection refused"), "{text}");
+    assert_eq!(
+        text.matches("metric `m`").count(),
+        1,
+        "the name once: {text}"
+    );
+}

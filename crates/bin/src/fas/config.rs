@@ -28,6 +28,103 @@ pub const DEFAULT_CONCURRENCY: i64 = 1;
 /// fly-autoscaler's hard-coded metrics listener.
 pub const DEFAULT_METRICS_ADDR: &str = ":9090";
 
+/// Every environment variable `fly-autoscaler` reads, with what it is for: the `FAS_*`
+/// variables of the Go tool, our extras, and the Fly API base URLs. `--help` lists them; values
+/// that are not valid UTF-8 are refused with their name.
+pub const ENV_VARIABLES: &[(&str, &str)] = &[
+    (
+        "FAS_APP_NAME",
+        "app to scale; `*` wildcards select several apps (then FAS_ORG)",
+    ),
+    (
+        "FAS_ORG",
+        "organization slug, required with a wildcard app name",
+    ),
+    (
+        "FAS_REGIONS",
+        "regions for new machines, comma-separated, round-robin",
+    ),
+    ("FAS_PROCESS_GROUP", "process group to scale (default app)"),
+    (
+        "FAS_CREATED_MACHINE_COUNT",
+        "expression: machines that should exist",
+    ),
+    (
+        "FAS_MIN_CREATED_MACHINE_COUNT",
+        "expression: at least this many machines",
+    ),
+    (
+        "FAS_MAX_CREATED_MACHINE_COUNT",
+        "expression: at most this many machines",
+    ),
+    (
+        "FAS_INITIAL_MACHINE_STATE",
+        "state of new machines: started (default) or stopped",
+    ),
+    (
+        "FAS_STARTED_MACHINE_COUNT",
+        "expression: machines that should run",
+    ),
+    (
+        "FAS_MIN_STARTED_MACHINE_COUNT",
+        "expression: at least this many running",
+    ),
+    (
+        "FAS_MAX_STARTED_MACHINE_COUNT",
+        "expression: at most this many running",
+    ),
+    ("FAS_CONCURRENCY", "apps reconciled at once (default 1)"),
+    ("FAS_INTERVAL", "time between reconciles (default 15s)"),
+    (
+        "FAS_TIMEOUT",
+        "deadline of one app's reconcile (default 30s)",
+    ),
+    (
+        "FAS_APP_LIST_REFRESH_INTERVAL",
+        "how often wildcard app lists are refreshed (default 60s)",
+    ),
+    ("FAS_API_TOKEN", "Fly API token (secret)"),
+    (
+        "FAS_PROMETHEUS_ADDRESS",
+        "Prometheus API address, e.g. https://api.fly.io/prometheus/my-org",
+    ),
+    (
+        "FAS_PROMETHEUS_METRIC_NAME",
+        "variable name of the query's value in expressions",
+    ),
+    ("FAS_PROMETHEUS_QUERY", "PromQL; $APP_NAME is the app"),
+    ("FAS_PROMETHEUS_TOKEN", "Prometheus token (secret)"),
+    (
+        "FAS_TEMPORAL_ADDRESS",
+        "Temporal collectors are not supported (refused at start)",
+    ),
+    (
+        "FAS_METRICS_ADDR",
+        "fleetscale: /metrics and /healthz listen address (default :9090)",
+    ),
+    (
+        "FAS_DRY_RUN",
+        "fleetscale: true plans and logs, changes nothing",
+    ),
+    (
+        "FAS_SHUTDOWN_GRACE",
+        "fleetscale: time ticks in flight get after SIGTERM (default 3s)",
+    ),
+    (
+        "FAS_MAX_ACTIONS_PER_TICK",
+        "fleetscale: most creates, starts, stops or destroys per app and tick (default 100)",
+    ),
+    (
+        "FLY_FLAPS_BASE_URL",
+        "Machines API base URL (default https://api.machines.dev)",
+    ),
+    (
+        "FLY_API_BASE_URL",
+        "GraphQL API base URL of the release check (default https://api.fly.io)",
+    ),
+    ("RUST_LOG", "fleetscale: log filter, e.g. debug"),
+];
+
 /// A configuration problem, with the Go tool's message where it has one.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -135,6 +232,12 @@ pub struct Config {
     pub metrics_addr: String,
     /// Ours: `FAS_DRY_RUN=true` plans and logs but changes nothing.
     pub dry_run: bool,
+    /// Ours: `FAS_SHUTDOWN_GRACE` / `shutdown-grace`: how long ticks in flight may go on after
+    /// SIGTERM (default 3s).
+    pub shutdown_grace: Duration,
+    /// Ours: `FAS_MAX_ACTIONS_PER_TICK` / `max-actions-per-tick`: the most creates (and the most
+    /// starts, stops, destroys) one tick of one app sends (default 100).
+    pub max_actions_per_tick: u32,
 }
 
 impl Default for Config {
@@ -162,6 +265,8 @@ impl Default for Config {
             metric_collectors: Vec::new(),
             metrics_addr: DEFAULT_METRICS_ADDR.into(),
             dry_run: false,
+            shutdown_grace: fleetscale_core::engine::DEFAULT_SHUTDOWN_GRACE,
+            max_actions_per_tick: fleetscale_core::plan::DEFAULT_MAX_ACTIONS_PER_KIND,
         }
     }
 }
@@ -175,9 +280,33 @@ fn duration_value(name: &str, s: &str) -> Result<Duration, ConfigError> {
             go_quote(s)
         )));
     }
-    Ok(Duration::from_nanos(
-        u64::try_from(ns).map_err(|_| parse_err())?,
-    ))
+    let d = Duration::from_nanos(u64::try_from(ns).map_err(|_| parse_err())?);
+    if d > fleetscale_core::policy::MAX_SETTING_DURATION {
+        return Err(err(format!(
+            "{name} must be at most 168h (7 days), got {}",
+            go_quote(s)
+        )));
+    }
+    Ok(d)
+}
+
+/// A grace period: like [`duration_value`], but `0s` is allowed (cancel at once).
+fn grace_value(name: &str, s: &str) -> Result<Duration, ConfigError> {
+    if parse_go_duration(s) == Ok(0) {
+        return Ok(Duration::ZERO);
+    }
+    duration_value(name, s)
+}
+
+fn actions_value(name: &str, s: &str) -> Result<u32, ConfigError> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if (1..=fleetscale_core::expr::MAX_MACHINE_COUNT).contains(&n) => Ok(n),
+        _ => Err(err(format!(
+            "{name} must be a whole number from 1 to {}, got {}",
+            fleetscale_core::expr::MAX_MACHINE_COUNT,
+            go_quote(s)
+        ))),
+    }
 }
 
 fn token(s: String) -> Option<Token> {
@@ -249,6 +378,14 @@ impl Config {
         if !s.is_empty() {
             c.metrics_addr = s;
         }
+        let s = get("FAS_SHUTDOWN_GRACE");
+        if !s.is_empty() {
+            c.shutdown_grace = grace_value("FAS_SHUTDOWN_GRACE", &s)?;
+        }
+        let s = get("FAS_MAX_ACTIONS_PER_TICK");
+        if !s.is_empty() {
+            c.max_actions_per_tick = actions_value("FAS_MAX_ACTIONS_PER_TICK", &s)?;
+        }
         let s = get("FAS_DRY_RUN");
         if !s.is_empty() {
             c.dry_run = parse_go_bool(&s).ok_or_else(|| {
@@ -312,16 +449,30 @@ impl Config {
     /// # Errors
     /// A YAML syntax or type error (with its line and column), an unknown key, a duration
     /// Go would not parse.
+    ///
+    /// A leading UTF-8 byte order mark is ignored. Messages never show an expanded value: a
+    /// value taken from the environment is written back as `${NAME}` (see
+    /// [`crate::redact::unexpand`]).
     pub fn apply_yaml(
         &mut self,
         text: &str,
         getenv: &dyn Fn(&str) -> Option<String>,
     ) -> Result<(), ConfigError> {
-        let expanded = expand_env_keep_app_name(text, getenv);
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let substituted = std::cell::RefCell::new(Vec::<(String, String)>::new());
+        let expanded = expand_env_keep_app_name(text, |name| {
+            let v = getenv(name);
+            if let Some(v) = &v {
+                substituted.borrow_mut().push((name.to_owned(), v.clone()));
+            }
+            v
+        });
+        let substituted = substituted.into_inner();
+        let fail = |message: String| err(crate::redact::unexpand(&message, &substituted));
         let y: YamlConfig = if expanded.trim().is_empty() {
             YamlConfig::default()
         } else {
-            serde_yaml_ng::from_str(&expanded).map_err(|e| err(format!("yaml: {e}")))?
+            serde_yaml_ng::from_str(&expanded).map_err(|e| fail(format!("yaml: {e}")))?
         };
         macro_rules! take {
             ($($field:ident),*) => {$(
@@ -356,8 +507,16 @@ impl Config {
             ),
         ] {
             if let Some(v) = value {
-                *slot = duration_value(key, &v).map_err(|e| err(format!("yaml: {e}")))?;
+                *slot = duration_value(key, &v).map_err(|e| fail(format!("yaml: {e}")))?;
             }
+        }
+        if let Some(v) = y.shutdown_grace {
+            self.shutdown_grace =
+                grace_value("shutdown-grace", &v).map_err(|e| fail(format!("yaml: {e}")))?;
+        }
+        if let Some(v) = y.max_actions_per_tick {
+            self.max_actions_per_tick = actions_value("max-actions-per-tick", &v)
+                .map_err(|e| fail(format!("yaml: {e}")))?;
         }
         if let Some(list) = y.metric_collectors {
             self.metric_collectors = list
@@ -438,6 +597,16 @@ impl Config {
         validate_kind(
             "started",
             &self.started_machine_count,
+            &self.min_started_machine_count,
+            &self.max_started_machine_count,
+        )?;
+        inverted_bounds(
+            "created",
+            &self.min_created_machine_count,
+            &self.max_created_machine_count,
+        )?;
+        inverted_bounds(
+            "started",
             &self.min_started_machine_count,
             &self.max_started_machine_count,
         )?;
@@ -550,6 +719,27 @@ fn validate_kind(kind: &str, single: &str, min: &str, max: &str) -> Result<(), C
     Ok(())
 }
 
+/// Constant min and max expressions with min above max can never be met: refused at load
+/// (expressions with variables are clamped at run time, max winning).
+fn inverted_bounds(kind: &str, min: &str, max: &str) -> Result<(), ConfigError> {
+    use fleetscale_core::expr::{Expr, Variables};
+    let constant = |src: &str| {
+        let e = Expr::parse(src).ok()?;
+        if !e.variables().is_empty() {
+            return None;
+        }
+        e.eval_count(&Variables::new()).ok()
+    };
+    if let (Some(lo), Some(hi)) = (constant(min), constant(max)) {
+        if lo > hi {
+            return Err(err(format!(
+                "min {kind} machine count ({lo}) is greater than max {kind} machine count ({hi})"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// yaml.v3 decodes any scalar into a Go `string` field (`created-machine-count: 2`); serde
 /// would refuse the integer, so scalars are taken as their text.
 fn scalar<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -610,6 +800,10 @@ struct YamlConfig {
     verbose: Option<bool>,
     #[serde(default)]
     metric_collectors: Option<Vec<YamlCollector>>,
+    #[serde(default, deserialize_with = "scalar")]
+    shutdown_grace: Option<String>,
+    #[serde(default, deserialize_with = "scalar")]
+    max_actions_per_tick: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -986,6 +1180,107 @@ metric-collectors:
         assert_eq!(mc.api_key.as_ref().unwrap().expose(), "AK");
         assert_eq!(mc.ca_data.as_ref().unwrap().expose(), "CA");
         assert_eq!(mc.validate(), Ok(()));
+    }
+
+    #[test]
+    fn extras_and_absurd_values() {
+        let c = Config::from_env(&env(&[
+            ("FAS_SHUTDOWN_GRACE", "1500ms"),
+            ("FAS_MAX_ACTIONS_PER_TICK", "7"),
+        ]))
+        .unwrap();
+        assert_eq!(c.shutdown_grace, Duration::from_millis(1500));
+        assert_eq!(c.max_actions_per_tick, 7);
+        let d = Config::from_env(&env(&[])).unwrap();
+        assert_eq!(d.shutdown_grace, Duration::from_secs(3));
+        assert_eq!(d.max_actions_per_tick, 100);
+        assert_eq!(
+            Config::from_env(&env(&[("FAS_SHUTDOWN_GRACE", "0s")]))
+                .unwrap()
+                .shutdown_grace,
+            Duration::ZERO
+        );
+        for (k, v, want) in [
+            (
+                "FAS_INTERVAL",
+                "0s",
+                "FAS_INTERVAL must be a positive duration",
+            ),
+            (
+                "FAS_INTERVAL",
+                "10000h",
+                "FAS_INTERVAL must be at most 168h",
+            ),
+            (
+                "FAS_TIMEOUT",
+                "2562047h",
+                "FAS_TIMEOUT must be at most 168h",
+            ),
+            (
+                "FAS_SHUTDOWN_GRACE",
+                "-1s",
+                "FAS_SHUTDOWN_GRACE must be a positive duration",
+            ),
+            ("FAS_MAX_ACTIONS_PER_TICK", "0", "from 1 to 10000"),
+            ("FAS_MAX_ACTIONS_PER_TICK", "1e12", "from 1 to 10000"),
+        ] {
+            let e = Config::from_env(&env(&[(k, v)])).unwrap_err().to_string();
+            assert!(e.contains(want), "{k}={v}: {e}");
+        }
+        let mut c = Config::default();
+        c.apply_yaml("shutdown-grace: 2s\nmax-actions-per-tick: 5\n", &env(&[]))
+            .unwrap();
+        assert_eq!(
+            (c.shutdown_grace, c.max_actions_per_tick),
+            (Duration::from_secs(2), 5)
+        );
+    }
+
+    #[test]
+    fn inverted_constant_bounds_are_refused() {
+        let c = app(|c| {
+            c.min_created_machine_count = "5".into();
+            c.max_created_machine_count = "2".into();
+        });
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "min created machine count (5) is greater than max created machine count (2)"
+        );
+        let c = app(|c| {
+            c.min_started_machine_count = "3".into();
+            c.max_started_machine_count = "1".into();
+        });
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("min started"));
+        // Expressions with variables are clamped at run time, not refused.
+        let c = app(|c| {
+            c.min_created_machine_count = "q + 5".into();
+            c.max_created_machine_count = "2".into();
+        });
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn yaml_errors_never_show_an_expanded_value_and_a_bom_is_fine() {
+        let getenv = env(&[("CANARY", "FlyV1 fm2_canary_in_yaml")]);
+        let mut c = Config::default();
+        let e = c
+            .apply_yaml("app-name: x\nconcurrency: $CANARY\n", &getenv)
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("fm2_canary_in_yaml"), "{e}");
+        assert!(e.contains("${CANARY}"), "{e}");
+        let e = c
+            .apply_yaml("interval: ${CANARY}\n", &getenv)
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("fm2_canary_in_yaml"), "{e}");
+        c.apply_yaml("\u{feff}app-name: bom-app\n", &getenv)
+            .unwrap();
+        assert_eq!(c.app_name, "bom-app");
     }
 
     #[test]

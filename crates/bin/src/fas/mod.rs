@@ -9,7 +9,6 @@ pub mod config;
 pub mod observer;
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -91,6 +90,25 @@ pub fn version_string() -> String {
     )
 }
 
+/// The top-level help: [`USAGE`], then every environment variable with what it is for.
+pub fn help_text() -> String {
+    let mut out = String::from(USAGE);
+    out.push_str("\nEnvironment variables (a YAML file given with -config overrides them):\n\n");
+    let width = config::ENV_VARIABLES
+        .iter()
+        .map(|(k, _)| k.len())
+        .max()
+        .unwrap_or(0);
+    for (name, what) in config::ENV_VARIABLES {
+        out.push_str(&format!("\t{name:<width$}  {what}\n"));
+    }
+    out.push_str(
+        "\nEach command takes -config PATH; `fly-autoscaler <command> -h` shows it. \
+         `fly-autoscaler version` (or --version) prints the version.\n",
+    );
+    out
+}
+
 /// A parsed command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -104,10 +122,10 @@ pub enum Command {
         /// `-config`.
         config: Option<PathBuf>,
     },
-    /// `version`.
+    /// `version` (also `--version`, `-version`, `-v`).
     Version,
-    /// Print this usage text and exit with status 2 (Go's `flag.ErrHelp`).
-    Help(&'static str),
+    /// Print this usage text and exit with status 0.
+    Help(String),
 }
 
 /// Parses the arguments (without the program name) like the Go tool: a command, then Go
@@ -122,7 +140,8 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
         None => ("serve", &args[..0]),
         Some((first, rest)) => match first.as_str() {
             "serve" | "eval" | "version" => (first.as_str(), rest),
-            "help" | "-h" | "-help" | "--help" => return Ok(Command::Help(USAGE)),
+            "--version" | "-version" | "-v" => return Ok(Command::Version),
+            "help" | "-h" | "-help" | "--help" => return Ok(Command::Help(help_text())),
             f if f.starts_with('-') => ("serve", args),
             other => {
                 return Err(BinError::Failed(format!(
@@ -158,7 +177,7 @@ pub fn parse_args(args: &[String]) -> Result<Command> {
             None => (name, None),
         };
         match name {
-            "h" | "help" => return Ok(Command::Help(usage)),
+            "h" | "help" => return Ok(Command::Help(usage.to_owned())),
             "config" => {
                 let v = match inline {
                     Some(v) => v,
@@ -237,9 +256,10 @@ pub fn build_policy(c: &Config, metric_names: &[&str]) -> Result<Policy> {
         keep_one_created: true,
         ..Policy::default()
     };
-    policy
-        .check(metric_names)
-        .map_err(|e| BinError::config(format!("invalid expression: {e}")))?;
+    policy.check(metric_names).map_err(|e| match e {
+        fleetscale_core::Error::Config { message } => BinError::config(message),
+        e => BinError::config(format!("invalid expression: {e}")),
+    })?;
     Ok(policy)
 }
 
@@ -366,6 +386,8 @@ fn initial_state(c: &Config) -> InitialState {
 /// logged as `app list update failed` and the last good list kept). With a release guard
 /// ([`FlyTargets::with_release_guard`]) each app's scaler pauses while a deploy of it runs.
 pub struct FlyTargets {
+    /// Whether the last wildcard listing matched no app (logged once per change).
+    matched_none: Mutex<bool>,
     config: Config,
     client: MachinesClient,
     release_guard: Option<FlyGraphql>,
@@ -401,6 +423,7 @@ impl FlyTargets {
             )
         });
         FlyTargets {
+            matched_none: Mutex::new(false),
             config,
             client,
             release_guard: None,
@@ -452,7 +475,8 @@ impl FlyTargets {
             plan_options: PlanOptions {
                 initial_state: initial_state(&self.config),
                 ..PlanOptions::default()
-            },
+            }
+            .with_max_actions_per_kind(Some(self.config.max_actions_per_tick)),
             membership: None,
         })
     }
@@ -466,7 +490,20 @@ impl TargetProvider for FlyTargets {
         let apps = match &self.discovery {
             None => vec![self.config.app_name.clone()],
             Some(d) => match d.refresh().await {
-                Ok(names) => names,
+                Ok(names) => {
+                    let mut none = self.matched_none.lock().unwrap_or_else(|e| e.into_inner());
+                    if names.is_empty() && !*none {
+                        tracing::warn!(
+                            pattern = %self.config.app_name,
+                            org = %self.config.org,
+                            "app name pattern {} matches no app of organization {}: nothing to scale",
+                            crate::gocompat::go_quote(&self.config.app_name),
+                            crate::gocompat::go_quote(&self.config.org)
+                        );
+                    }
+                    *none = names.is_empty();
+                    names
+                }
                 Err(e) => {
                     tracing::error!(err = %e, "app list update failed");
                     d.current().unwrap_or_default()
@@ -494,6 +531,25 @@ pub fn engine_config(c: &Config) -> EngineConfig {
         refresh_interval: c.app_list_refresh_interval,
         dry_run: c.dry_run,
         reclaim_lost_members: false,
+        shutdown_grace: c.shutdown_grace,
+    }
+}
+
+/// Registers every secret of a configuration with [`crate::redact`], so that no log line or
+/// message prints it, whatever path it takes.
+pub fn register_secrets(c: &Config) {
+    let tokens = c
+        .api_token
+        .iter()
+        .chain(c.metric_collectors.iter().flat_map(|m| {
+            m.token
+                .iter()
+                .chain(m.cert_data.iter())
+                .chain(m.key_data.iter())
+                .chain(m.api_key.iter())
+        }));
+    for t in tokens {
+        crate::redact::register(t.expose());
     }
 }
 
@@ -528,43 +584,17 @@ fn log_pool_initialized(c: &Config, collectors: usize) {
 
 /// Waits for SIGINT or SIGTERM (Ctrl-C elsewhere) and returns the signal's name.
 pub async fn wait_for_signal() -> &'static str {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) {
-            (Ok(mut int), Ok(mut term)) => {
-                tokio::select! {
-                    _ = int.recv() => "interrupt",
-                    _ = term.recv() => "terminated",
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-                "interrupt"
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "interrupt"
-    }
+    crate::supervise::Signals::new().next().await
 }
 
 /// `serve`: validates, connects, starts the metrics server and the engine, and runs until
-/// `shutdown` resolves (with the signal's name); then stops starting ticks, waits for those in
-/// flight and returns.
+/// SIGINT or SIGTERM; then gives the ticks in flight the shutdown grace and returns (see
+/// [`crate::supervise`]: a second signal exits at once, an engine that dies ends the process).
 ///
 /// # Errors
-/// Configuration errors (Go's messages), client construction errors.
-pub async fn serve(
-    config: Config,
-    getenv: &dyn Fn(&str) -> Option<String>,
-    shutdown: impl Future<Output = &'static str>,
-) -> Result<()> {
+/// Configuration errors (Go's messages), client construction errors, a metrics address that
+/// cannot be bound, an engine that stopped on its own.
+pub async fn serve(config: Config, getenv: &dyn Fn(&str) -> Option<String>) -> Result<()> {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         commit = option_env!("FLEETSCALE_COMMIT").unwrap_or(""),
@@ -602,22 +632,22 @@ pub async fn serve(
     );
     log_pool_initialized(&config, config.metric_collectors.len());
 
-    let server =
-        match MetricsServer::start_with_status(metrics_addr, metrics, health, Some(status)).await {
-            Ok(s) => {
-                let shown = if config.metrics_addr == config::DEFAULT_METRICS_ADDR {
-                    config.metrics_addr.clone()
-                } else {
-                    s.addr().to_string()
-                };
-                tracing::info!(addr = %shown, "serving metrics");
-                Some(s)
-            }
-            Err(e) => {
-                tracing::error!(err = %e, "cannot serve metrics");
-                None
-            }
-        };
+    // Without /metrics and /healthz the autoscaler cannot be watched: a listen address that
+    // cannot be bound stops it at start.
+    let server = MetricsServer::start_with_status(metrics_addr, metrics, health, Some(status))
+        .await
+        .map_err(|e| {
+            BinError::Failed(format!(
+                "cannot serve metrics on {} (FAS_METRICS_ADDR): {e}",
+                config.metrics_addr
+            ))
+        })?;
+    let shown = if config.metrics_addr == config::DEFAULT_METRICS_ADDR {
+        config.metrics_addr.clone()
+    } else {
+        server.addr().to_string()
+    };
+    tracing::info!(addr = %shown, "serving metrics");
 
     let cancel = CancellationToken::new();
     let run = {
@@ -625,14 +655,9 @@ pub async fn serve(
         let cancel = cancel.clone();
         tokio::spawn(async move { engine.run(cancel).await })
     };
-    let signal = shutdown.await;
-    tracing::info!(signal, "signal received, shutting down");
-    cancel.cancel();
-    let _ = run.await;
-    if let Some(s) = server {
-        s.shutdown().await;
-    }
-    Ok(())
+    let result = crate::supervise::run_until_signal(run, cancel, config.shutdown_grace).await;
+    server.shutdown().await;
+    result
 }
 
 /// `eval`: collects every metric once and evaluates the count expressions, without scaling
@@ -727,42 +752,87 @@ pub async fn eval(config: &Config, getenv: &dyn Fn(&str) -> Option<String>) -> R
 
 /// Runs the `fly-autoscaler` command line and returns the process exit status: 0 on
 /// success, 1 on error (`ERROR: …` on stderr, as the Go tool), 2 for usage.
+/// Refuses environment variables `fly-autoscaler` reads whose value is not valid UTF-8 (Go
+/// reads bytes; a Rust `String` cannot hold them, and reading such a variable as unset would
+/// report "app name required" for a name that is set).
+///
+/// # Errors
+/// `environment variable FAS_APP_NAME is set but its value is not valid UTF-8`.
+pub fn check_env_utf8(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Result<()> {
+    for (k, v) in vars {
+        let Some(name) = k.to_str() else { continue };
+        let read = name.starts_with("FAS_")
+            || name.starts_with("TEMPORAL_TLS_")
+            || config::ENV_VARIABLES.iter().any(|(n, _)| *n == name);
+        if read && v.to_str().is_none() {
+            return Err(BinError::config(format!(
+                "environment variable {name} is set but its value is not valid UTF-8"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Runs the `fly-autoscaler` command line and returns the process exit status: 0 on
+/// success (and for `--help`, `--version`), 1 on error (`ERROR: …` on stderr, as the Go tool,
+/// never showing a secret).
 pub async fn main_with_args(args: Vec<String>) -> i32 {
     let getenv = |k: &str| std::env::var(k).ok();
     let cmd = match parse_args(&args) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ERROR: {e}");
+            crate::redact::eprint_line(&format!("ERROR: {e}"));
             return 1;
         }
+    };
+    // The tokens are secrets before anything is parsed: a value put in the wrong variable by
+    // mistake is then never echoed by a parse error either.
+    for name in [
+        "FAS_API_TOKEN",
+        "FAS_PROMETHEUS_TOKEN",
+        "FAS_TEMPORAL_CERT_DATA",
+        "FAS_TEMPORAL_KEY_DATA",
+        "TEMPORAL_TLS_CERT_DATA",
+        "TEMPORAL_TLS_KEY_DATA",
+    ] {
+        if let Some(v) = getenv(name) {
+            crate::redact::register(&v);
+        }
+    }
+    let loaded = |path: Option<&std::path::Path>| {
+        check_env_utf8(std::env::vars_os())?;
+        let c = load_config(path, &getenv)?;
+        register_secrets(&c);
+        Ok::<_, BinError>(c)
     };
     let result = match cmd {
         Command::Help(text) => {
             println!("{text}");
-            return 2;
+            return 0;
         }
         Command::Version => {
             println!("{}", version_string());
             return 0;
         }
-        Command::Serve { config } => match load_config(config.as_deref(), &getenv) {
+        Command::Serve { config } => match loaded(config.as_deref()) {
             Ok(c) => {
                 crate::logging::init_slog_json(if c.verbose {
                     tracing_subscriber::filter::LevelFilter::DEBUG
                 } else {
                     tracing_subscriber::filter::LevelFilter::INFO
                 });
-                serve(c, &getenv, wait_for_signal()).await
+                serve(c, &getenv).await
             }
             Err(e) => Err(e),
         },
-        Command::Eval { config } => match load_config(config.as_deref(), &getenv) {
+        Command::Eval { config } => match loaded(config.as_deref()) {
             Ok(c) => {
                 crate::logging::init_slog_json(tracing_subscriber::filter::LevelFilter::WARN);
                 eval(&c, &getenv).await.map(|t| {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&t).unwrap_or_else(|_| "{}".into())
+                    crate::redact::print_line(
+                        &serde_json::to_string_pretty(&t).unwrap_or_else(|_| "{}".into()),
                     );
                 })
             }
@@ -772,7 +842,7 @@ pub async fn main_with_args(args: Vec<String>) -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("ERROR: {e}");
+            crate::redact::eprint_line(&format!("ERROR: {e}"));
             1
         }
     }
@@ -815,10 +885,19 @@ mod tests {
             parse_args(&args(&["help"])).unwrap(),
             Command::Help(_)
         ));
-        assert!(matches!(
+        assert_eq!(
             parse_args(&args(&["eval", "-h"])).unwrap(),
-            Command::Help(EVAL_USAGE)
-        ));
+            Command::Help(EVAL_USAGE.to_owned())
+        );
+        assert_eq!(parse_args(&args(&["--version"])).unwrap(), Command::Version);
+        match parse_args(&args(&["--help"])).unwrap() {
+            Command::Help(text) => {
+                for (name, _) in config::ENV_VARIABLES {
+                    assert!(text.contains(name), "{name} missing from --help");
+                }
+            }
+            other => panic!("{other:?}"),
+        }
         let e = |a: &[&str]| parse_args(&args(a)).unwrap_err().to_string();
         assert_eq!(e(&["scale"]), "fly-autoscaler scale: unknown command");
         assert_eq!(e(&["serve", "-x"]), "flag provided but not defined: -x");

@@ -18,13 +18,18 @@
 //! | `get current release failed` | `app`, `err` | ERROR, the release check (GraphQL) failed; the app is skipped this tick |
 //!
 //! Ours, beyond the Go tool: `dry run: would …` (INFO) per planned action with
-//! `FAS_DRY_RUN`, and `plan note` (WARN) for the planner's other notes (caps, transitions).
+//! `FAS_DRY_RUN` (at most [`MAX_LOGGED_ACTIONS`], then one `dry run: and more` line counting
+//! the rest by kind), and `plan note` (WARN) for the planner's other notes (caps,
+//! transitions).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use fleetscale_core::plan::{Action, ActionKind};
-use fleetscale_core::record::{DecisionObserver, DecisionRecord, MetricReading, TickStatus};
+use fleetscale_core::record::{
+    summarize_actions, DecisionObserver, DecisionRecord, MetricReading, TickStatus,
+    MAX_LOGGED_ACTIONS,
+};
 use fleetscale_core::MachineId;
 
 /// Writes fly-autoscaler's log lines for each record (see the module docs).
@@ -74,6 +79,7 @@ impl DecisionObserver for GoLogObserver {
         }
         if let TickStatus::Failed { stage, message, .. } = &r.status {
             if stage == "paused" {
+                // The message names the GraphQL URL and FLY_API_BASE_URL (see FlyScaler).
                 tracing::error!(app, err = %message, "get current release failed");
                 return;
             }
@@ -140,8 +146,18 @@ impl DecisionObserver for GoLogObserver {
             }
         }
         if r.status == TickStatus::DryRun {
-            for a in &plan.actions {
+            let shown = MAX_LOGGED_ACTIONS;
+            for a in plan.actions.iter().take(shown) {
                 tracing::info!(app, action = %a, "dry run: would {}", a.kind());
+            }
+            if plan.actions.len() > shown {
+                let rest = &plan.actions[shown..];
+                tracing::info!(
+                    app,
+                    n = rest.len() as u64,
+                    actions = %summarize_actions(rest),
+                    "dry run: and more"
+                );
             }
             return;
         }

@@ -8,7 +8,38 @@
 //! # });
 //! ```
 //!
-//! Each suite stops at the first failed check and names it, so the error tells you what to fix.
+//! Each suite stops at the first failed check and names it ([`ConformanceError::check`]), with
+//! a message that says which promise of the contract was broken and what was seen, so the error
+//! tells you what to fix.
+//!
+//! # Timing of the scaler suite
+//! Transitions are awaited by polling [`Scaler::list`]: every
+//! [`ScalerSuite::poll_interval`] (default **20 ms**), for at most
+//! [`ScalerSuite::settle_timeout`] (default **30 s**) per transition. A backend in front of a
+//! real cloud API may need a longer settle time; an in-memory backend can use a short one
+//! (`ScalerSuite { settle_timeout: Duration::from_secs(2), ..Default::default() }`) so that a
+//! transition that never happens fails in seconds. A machine that vanishes, is destroyed or
+//! fails while the suite waits for another state fails the check at once, without waiting for
+//! the settle time.
+//!
+//! # The scaler checks
+//! | check | the promise |
+//! |---|---|
+//! | `list` | `list` works |
+//! | `list-unique-ids` | no `list` (at any point of the suite) names the same machine twice |
+//! | `template` | a backend whose creates clone a template lists at least one manageable machine |
+//! | `create` | `create` returns a machine that did not exist before |
+//! | `create-listed` | `list` then shows the machine under the id `create` returned |
+//! | `create-started` | a started create settles as `started` |
+//! | `create-manageable` | a settled new machine is listed `manageable` (not every machine may be unmanageable) |
+//! | `stop-idempotent`, `stop-settles` | `stop` twice succeeds, the machine settles `stopped`, a third `stop` succeeds |
+//! | `start-idempotent`, `start-settles` | the same for `start` |
+//! | `suspend`, `suspend-settles`, `resume`, `resume-settles`, `suspend-unsupported` | `suspend` as [`crate::Capabilities::suspend`] says |
+//! | `create-stopped` | with [`crate::Capabilities::create_stopped`], a stopped create settles `created` or `stopped` |
+//! | `only-named` | an operation on one machine changes no other machine (the suite keeps a second machine of its own beside the one it works on, and watches it) |
+//! | `destroy`, `destroy-settles` | `destroy` works and the machine goes away |
+//! | `destroy-only-named` | destroying one machine leaves every other machine in place |
+//! | `destroy-twice`, `start-unknown`, `stop-unknown`, `destroy-unknown` | operations on a machine that does not exist are [`Error::NotFound`] |
 
 use std::time::Duration;
 
@@ -21,7 +52,7 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 #[error("conformance check `{check}` failed: {message}")]
 pub struct ConformanceError {
-    /// The check's name.
+    /// The check's name (see the table in the [module docs](self)).
     pub check: &'static str,
     /// What was expected and what happened.
     pub message: String,
@@ -37,9 +68,9 @@ fn fail<T>(check: &'static str, message: impl Into<String>) -> Result<T, Conform
 /// Settings of the scaler suite.
 #[derive(Clone, Debug)]
 pub struct ScalerSuite {
-    /// How long to wait for a transition to settle.
+    /// How long to wait for one transition to settle (default 30 s).
     pub settle_timeout: Duration,
-    /// How often to poll `list` while waiting.
+    /// How often to poll `list` while waiting (default 20 ms).
     pub poll_interval: Duration,
     /// An id that no machine has.
     pub unknown_id: MachineId,
@@ -60,33 +91,111 @@ pub async fn scaler(s: &dyn Scaler) -> Result<(), ConformanceError> {
     scaler_with(s, &ScalerSuite::default()).await
 }
 
+/// Lists, checking the ids are unique; `during` says when, for the message.
+async fn list_checked(s: &dyn Scaler, during: &str) -> Result<Vec<Machine>, ConformanceError> {
+    let list = match s.list().await {
+        Ok(l) => l,
+        Err(e) => return fail("list", format!("list failed {during}: {e}")),
+    };
+    let mut ids: Vec<&MachineId> = list.iter().map(|m| &m.id).collect();
+    ids.sort();
+    if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+        return fail(
+            "list-unique-ids",
+            format!(
+                "list {during} names machine {} twice: every machine must be listed once",
+                w[0]
+            ),
+        );
+    }
+    Ok(list)
+}
+
+fn describe_states(seen: &[Option<MachineState>]) -> String {
+    if seen.is_empty() {
+        return "nothing".into();
+    }
+    seen.iter()
+        .map(|s| s.map_or("absent".to_owned(), |s| s.to_string()))
+        .collect::<Vec<_>>()
+        .join(" -> ")
+}
+
+/// What a wait is for.
+struct Wait<'a> {
+    check: &'static str,
+    id: &'a MachineId,
+    describe: &'a str,
+    /// Whether the machine is supposed to go away (destroy).
+    going: bool,
+    /// Whether `list` has shown the machine before the wait.
+    listed: bool,
+}
+
 async fn wait_for(
     s: &dyn Scaler,
     suite: &ScalerSuite,
-    check: &'static str,
-    id: &MachineId,
+    wait: Wait<'_>,
     want: impl Fn(Option<&Machine>) -> bool,
-    describe: &str,
 ) -> Result<Option<Machine>, ConformanceError> {
     let deadline = tokio::time::Instant::now() + suite.settle_timeout;
+    let id = wait.id;
+    // The distinct states seen, in order, for the message.
+    let mut seen: Vec<Option<MachineState>> = Vec::new();
+    let mut was_listed = wait.listed;
     loop {
-        let list = match s.list().await {
-            Ok(l) => l,
-            Err(e) => return fail(check, format!("list failed: {e}")),
-        };
+        let list = list_checked(
+            s,
+            &format!("while waiting for {id} to become {}", wait.describe),
+        )
+        .await?;
         let m = list.iter().find(|m| &m.id == id);
         if want(m) {
             return Ok(m.cloned());
         }
+        let state = m.map(|m| m.state);
+        if seen.last() != Some(&state) {
+            seen.push(state);
+        }
+        was_listed |= m.is_some();
+        if !wait.going {
+            // States from which the wanted one cannot come without another call: fail now
+            // rather than after the settle time, under this check's name.
+            let gone = m.is_none_or(|m| !m.state.exists());
+            if was_listed && gone {
+                return fail(
+                    wait.check,
+                    format!(
+                        "machine {id} went away while the suite waited for it to become {} (states seen: {})",
+                        wait.describe,
+                        describe_states(&seen)
+                    ),
+                );
+            }
+            if m.is_some_and(|m| m.state == MachineState::Failed) {
+                return fail(
+                    wait.check,
+                    format!(
+                        "machine {id} failed while the suite waited for it to become {} (states seen: {})",
+                        wait.describe,
+                        describe_states(&seen)
+                    ),
+                );
+            }
+        }
         if tokio::time::Instant::now() >= deadline {
-            return fail(
-                check,
-                format!(
-                    "machine {id} did not become {describe} within {:?}; last seen: {:?}",
-                    suite.settle_timeout,
-                    m.map(|m| m.state)
-                ),
+            let mut message = format!(
+                "machine {id} did not become {} within the settle time of {:?} (ScalerSuite::settle_timeout); states seen: {}",
+                wait.describe,
+                suite.settle_timeout,
+                describe_states(&seen)
             );
+            if m.is_some_and(|m| !m.manageable) {
+                message.push_str(
+                    "; it is listed with manageable: false, which the engine never acts on",
+                );
+            }
+            return fail(wait.check, message);
         }
         tokio::time::sleep(suite.poll_interval).await;
     }
@@ -103,41 +212,103 @@ fn expect_not_found(check: &'static str, r: crate::Result<()>) -> Result<(), Con
     }
 }
 
-/// Checks a [`Scaler`] against the contract:
+/// The machines the suite did not make, and its own second machine, as they must stay while
+/// the suite works on its first machine.
+struct Bystanders {
+    /// Machines listed before the suite began (ids).
+    others: Vec<MachineId>,
+    /// The suite's second machine and the state it settled in.
+    own: Option<(MachineId, MachineState)>,
+}
+
+impl Bystanders {
+    /// Checks that nothing but `subject` changed after `what` (`stopping m1`).
+    async fn check(
+        &self,
+        s: &dyn Scaler,
+        check: &'static str,
+        subject: &MachineId,
+        what: &str,
+    ) -> Result<(), ConformanceError> {
+        let list = list_checked(s, &format!("after {what}")).await?;
+        for other in &self.others {
+            if other != subject && !list.iter().any(|m| &m.id == other && m.state.exists()) {
+                return fail(
+                    check,
+                    format!("{what} also removed machine {other}, which the suite never touched"),
+                );
+            }
+        }
+        if let Some((id, state)) = &self.own {
+            match list.iter().find(|m| &m.id == id) {
+                Some(m) if m.state == *state => {}
+                Some(m) => {
+                    return fail(
+                        check,
+                        format!(
+                            "{what} also changed machine {id} from {state} to {}: an operation must act on the named machine only",
+                            m.state
+                        ),
+                    )
+                }
+                None => {
+                    return fail(
+                        check,
+                        format!("{what} also removed machine {id}: an operation must act on the named machine only"),
+                    )
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a [`Scaler`] against the contract (the checks and their names are listed in the
+/// [module docs](self)):
 ///
-/// 1. `list` works and ids are unique;
+/// 1. `list` works and no list ever names a machine twice;
 /// 2. `create` (started; cloning an existing machine when the backend needs a template)
-///    returns a machine that `list` then shows, and that settles as started;
-/// 3. `stop` twice is fine and the machine settles as stopped; `start` twice likewise;
-/// 4. `suspend` works when the capabilities say so, and is `Unsupported` otherwise;
-/// 5. a stopped create (when supported) settles in a non-running state;
-/// 6. `destroy` removes only that machine; a second `destroy`, and `start`/`stop`/`destroy` of
-///    an unknown id, are [`Error::NotFound`].
+///    returns a new machine that `list` then shows under that id, that settles as started and
+///    is manageable;
+/// 3. a second machine of the suite's own (stopped when the backend can create stopped) stands
+///    by while the first is stopped, started and suspended: it must not change;
+/// 4. `stop` twice is fine and the machine settles as stopped; `start` twice likewise;
+/// 5. `suspend` works when the capabilities say so, and is `Unsupported` otherwise;
+/// 6. `destroy` removes only that machine (the other machine of the suite, and every machine
+///    that was there before, stay); a second `destroy`, and `start`/`stop`/`destroy` of an
+///    unknown id, are [`Error::NotFound`].
 ///
-/// The scaler must be safe to experiment on: the suite creates up to two machines and destroys
-/// them again. If the backend needs a template, at least one machine must exist.
+/// The scaler must be safe to experiment on: the suite creates two machines and destroys them
+/// again. If the backend needs a template, at least one manageable machine must exist.
 pub async fn scaler_with(s: &dyn Scaler, suite: &ScalerSuite) -> Result<(), ConformanceError> {
     let caps = s.capabilities();
-    let before = match s.list().await {
-        Ok(l) => l,
-        Err(e) => return fail("list", format!("list failed: {e}")),
-    };
-    let mut ids: Vec<&MachineId> = before.iter().map(|m| &m.id).collect();
-    ids.sort();
-    if ids.windows(2).any(|w| w[0] == w[1]) {
-        return fail("list", "list returned the same id twice");
-    }
+    let before = list_checked(s, "at the start").await?;
     let template = before
         .iter()
         .filter(|m| m.manageable && m.state.exists())
         .max_by_key(|m| m.created_at)
         .map(|m| m.id.clone());
     if caps.create_needs_template && template.is_none() {
+        let existing = before.iter().filter(|m| m.state.exists()).count();
         return fail(
             "template",
-            "capabilities say create needs a template, but the scaler has no machine: give the suite a scaler with at least one",
+            if existing > 0 {
+                format!(
+                    "capabilities say create needs a template, but all {existing} listed machine(s) are manageable: false, and the engine never clones those: list a machine the backend can act on as manageable"
+                )
+            } else {
+                "capabilities say create needs a template, but the scaler has no machine: give the suite a scaler with at least one".to_owned()
+            },
         );
     }
+    let mut bystanders = Bystanders {
+        others: before
+            .iter()
+            .filter(|m| m.state.exists())
+            .map(|m| m.id.clone())
+            .collect(),
+        own: None,
+    };
     let request = CreateRequest {
         template: template.clone(),
         initial_state: InitialState::Started,
@@ -154,16 +325,105 @@ pub async fn scaler_with(s: &dyn Scaler, suite: &ScalerSuite) -> Result<(), Conf
         );
     }
     let id = created.id.clone();
-    wait_for(s, suite, "create-listed", &id, |m| m.is_some(), "listed").await?;
-    wait_for(
-        s,
-        suite,
-        "create-started",
-        &id,
-        |m| m.is_some_and(|m| m.state == MachineState::Started),
-        "started",
-    )
+    let listed = Wait {
+        check: "create-listed",
+        id: &id,
+        describe: "listed",
+        going: false,
+        listed: false,
+    };
+    if let Err(mut e) = wait_for(s, suite, listed, |m| m.is_some()).await {
+        if e.check == "create-listed" {
+            if let Ok(now) = s.list().await {
+                let new: Vec<String> = now
+                    .iter()
+                    .filter(|m| !before.iter().any(|b| b.id == m.id))
+                    .map(|m| m.id.to_string())
+                    .collect();
+                e.message = format!(
+                    "create returned id {id}, but list never showed it; machines new since the suite began: [{}]: create must return the machine as list shows it",
+                    new.join(", ")
+                );
+            }
+        }
+        return Err(e);
+    }
+    let started = Wait {
+        check: "create-started",
+        id: &id,
+        describe: "started",
+        going: false,
+        listed: true,
+    };
+    wait_for(s, suite, started, |m| {
+        m.is_some_and(|m| m.state == MachineState::Started)
+    })
     .await?;
+    let manageable = Wait {
+        check: "create-manageable",
+        id: &id,
+        describe: "manageable (new machines may be unmanageable for a while, not for ever)",
+        going: false,
+        listed: true,
+    };
+    wait_for(s, suite, manageable, |m| m.is_some_and(|m| m.manageable)).await?;
+
+    // The suite's second machine: it stands by while the first is worked on.
+    let (second_req, second_state, second_check) = if caps.create_stopped {
+        (
+            CreateRequest {
+                initial_state: InitialState::Stopped,
+                ..request.clone()
+            },
+            "created or stopped",
+            "create-stopped",
+        )
+    } else {
+        (request.clone(), "started", "create-started")
+    };
+    let second = match s.create(&second_req).await {
+        Ok(m) => m,
+        Err(e) => {
+            return fail(
+                if caps.create_stopped {
+                    "create-stopped"
+                } else {
+                    "create"
+                },
+                format!("create of the suite's second machine failed: {e}"),
+            )
+        }
+    };
+    if second.id == id || before.iter().any(|m| m.id == second.id) {
+        return fail(
+            "create",
+            format!("create returned {} which already existed", second.id),
+        );
+    }
+    let settle = Wait {
+        check: second_check,
+        id: &second.id,
+        describe: second_state,
+        going: false,
+        listed: false,
+    };
+    let settled = wait_for(s, suite, settle, |x| {
+        x.is_some_and(|x| {
+            if caps.create_stopped {
+                matches!(x.state, MachineState::Created | MachineState::Stopped)
+            } else {
+                x.state == MachineState::Started
+            }
+        })
+    })
+    .await?;
+    let Some(settled) = settled else {
+        return fail(second_check, format!("machine {} vanished", second.id));
+    };
+    bystanders.own = Some((second.id.clone(), settled.state));
+    bystanders
+        .check(s, "only-named", &id, &format!("creating {}", second.id))
+        .await?;
 
     for round in 0..2 {
         if let Err(e) = s.stop(&id).await {
@@ -173,15 +433,20 @@ pub async fn scaler_with(s: &dyn Scaler, suite: &ScalerSuite) -> Result<(), Conf
             );
         }
     }
-    wait_for(
-        s,
-        suite,
-        "stop-settles",
-        &id,
-        |m| m.is_some_and(|m| m.state == MachineState::Stopped),
-        "stopped",
-    )
+    let stopped = Wait {
+        check: "stop-settles",
+        id: &id,
+        describe: "stopped",
+        going: false,
+        listed: true,
+    };
+    wait_for(s, suite, stopped, |m| {
+        m.is_some_and(|m| m.state == MachineState::Stopped)
+    })
     .await?;
+    bystanders
+        .check(s, "only-named", &id, &format!("stopping {id}"))
+        .await?;
     if let Err(e) = s.stop(&id).await {
         return fail(
             "stop-idempotent",
@@ -196,15 +461,20 @@ pub async fn scaler_with(s: &dyn Scaler, suite: &ScalerSuite) -> Result<(), Conf
             );
         }
     }
-    wait_for(
-        s,
-        suite,
-        "start-settles",
-        &id,
-        |m| m.is_some_and(|m| m.state == MachineState::Started),
-        "started",
-    )
+    let restarted = Wait {
+        check: "start-settles",
+        id: &id,
+        describe: "started",
+        going: false,
+        listed: true,
+    };
+    wait_for(s, suite, restarted, |m| {
+        m.is_some_and(|m| m.state == MachineState::Started)
+    })
     .await?;
+    bystanders
+        .check(s, "only-named", &id, &format!("starting {id}"))
+        .await?;
     if let Err(e) = s.start(&id).await {
         return fail(
             "start-idempotent",
@@ -216,14 +486,16 @@ pub async fn scaler_with(s: &dyn Scaler, suite: &ScalerSuite) -> Result<(), Conf
         if let Err(e) = s.suspend(&id).await {
             return fail("suspend", format!("suspend failed: {e}"));
         }
-        wait_for(
-            s,
-            suite,
-            "suspend-settles",
-            &id,
-            |m| m.is_some_and(|m| m.state == MachineState::Suspended),
-            "suspended",
-        )
+        let suspended = Wait {
+            check: "suspend-settles",
+            id: &id,
+            describe: "suspended",
+            going: false,
+            listed: true,
+        };
+        wait_for(s, suite, suspended, |m| {
+            m.is_some_and(|m| m.state == MachineState::Suspended)
+        })
         .await?;
         if let Err(e) = s.start(&id).await {
             return fail(
@@ -231,15 +503,25 @@ pub async fn scaler_with(s: &dyn Scaler, suite: &ScalerSuite) -> Result<(), Conf
                 format!("start of a suspended machine failed: {e}"),
             );
         }
-        wait_for(
-            s,
-            suite,
-            "resume-settles",
-            &id,
-            |m| m.is_some_and(|m| m.state == MachineState::Started),
-            "started",
-        )
+        let resumed = Wait {
+            check: "resume-settles",
+            id: &id,
+            describe: "started",
+            going: false,
+            listed: true,
+        };
+        wait_for(s, suite, resumed, |m| {
+            m.is_some_and(|m| m.state == MachineState::Started)
+        })
         .await?;
+        bystanders
+            .check(
+                s,
+                "only-named",
+                &id,
+                &format!("suspending and resuming {id}"),
+            )
+            .await?;
     } else {
         match s.suspend(&id).await {
             Err(Error::Unsupported { .. }) => {}
@@ -252,77 +534,56 @@ pub async fn scaler_with(s: &dyn Scaler, suite: &ScalerSuite) -> Result<(), Conf
         }
     }
 
-    if caps.create_stopped {
-        let stopped_req = CreateRequest {
-            initial_state: InitialState::Stopped,
-            ..request.clone()
-        };
-        let m = match s.create(&stopped_req).await {
-            Ok(m) => m,
-            Err(e) => return fail("create-stopped", format!("create failed: {e}")),
-        };
-        let settled = wait_for(
-            s,
-            suite,
-            "create-stopped",
-            &m.id,
-            |x| x.is_some_and(|x| matches!(x.state, MachineState::Created | MachineState::Stopped)),
-            "created or stopped",
-        )
-        .await?;
-        if settled.is_none() {
-            return fail("create-stopped", "machine vanished");
-        }
-        if let Err(e) = s.destroy(&m.id).await {
-            return fail(
-                "destroy",
-                format!("destroy of a stopped create failed: {e}"),
-            );
-        }
-        wait_for(
-            s,
-            suite,
-            "destroy-settles",
-            &m.id,
-            |x| x.is_none_or(|x| x.state == MachineState::Destroyed),
-            "gone",
-        )
-        .await?;
-    }
-
-    let others_before: Vec<MachineId> = match s.list().await {
-        Ok(l) => l
-            .into_iter()
-            .filter(|m| m.id != id && m.state.exists())
-            .map(|m| m.id)
-            .collect(),
-        Err(e) => return fail("list", format!("list failed: {e}")),
-    };
+    // Destroy the first machine while the second, and everything listed before, stand by.
     if let Err(e) = s.destroy(&id).await {
         return fail("destroy", format!("destroy failed: {e}"));
     }
-    wait_for(
-        s,
-        suite,
-        "destroy-settles",
-        &id,
-        |m| m.is_none_or(|m| m.state == MachineState::Destroyed),
-        "gone",
-    )
-    .await?;
-    let after = match s.list().await {
-        Ok(l) => l,
-        Err(e) => return fail("list", format!("list failed: {e}")),
+    let gone = Wait {
+        check: "destroy-settles",
+        id: &id,
+        describe: "gone",
+        going: true,
+        listed: true,
     };
-    for other in &others_before {
-        if !after.iter().any(|m| &m.id == other && m.state.exists()) {
-            return fail(
-                "destroy-only-named",
-                format!("destroying {id} also removed {other}"),
-            );
-        }
-    }
+    wait_for(s, suite, gone, |m| {
+        m.is_none_or(|m| m.state == MachineState::Destroyed)
+    })
+    .await?;
+    bystanders
+        .check(s, "destroy-only-named", &id, &format!("destroying {id}"))
+        .await?;
     expect_not_found("destroy-twice", s.destroy(&id).await)?;
+
+    // Clean up the second machine.
+    if let Err(e) = s.destroy(&second.id).await {
+        return fail(
+            "destroy",
+            format!(
+                "destroy of the suite's second machine {} failed: {e}",
+                second.id
+            ),
+        );
+    }
+    let second_gone = Wait {
+        check: "destroy-settles",
+        id: &second.id,
+        describe: "gone",
+        going: true,
+        listed: true,
+    };
+    wait_for(s, suite, second_gone, |m| {
+        m.is_none_or(|m| m.state == MachineState::Destroyed)
+    })
+    .await?;
+    bystanders.own = None;
+    bystanders
+        .check(
+            s,
+            "destroy-only-named",
+            &second.id,
+            &format!("destroying {}", second.id),
+        )
+        .await?;
     expect_not_found("start-unknown", s.start(&suite.unknown_id).await)?;
     expect_not_found("stop-unknown", s.stop(&suite.unknown_id).await)?;
     expect_not_found("destroy-unknown", s.destroy(&suite.unknown_id).await)?;

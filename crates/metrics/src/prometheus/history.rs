@@ -120,7 +120,8 @@ impl PrometheusSource {
     /// (`/api/v1/query_range`), as the live source would have read it at each of those
     /// times: `$APP_NAME` and the scope variables expanded, the same address, token, method
     /// and per-request timeout; at each time, several series combine with the configured
-    /// [`Aggregation`] and no series gives 0 with [`EmptyResult::Zero`], else a missing value.
+    /// [`Aggregation`], and no series gives 0 where a live read would (see [`EmptyResult`]),
+    /// else a missing value.
     ///
     /// A [`range`](super::PrometheusConfig::range) setting is not replayed: the query is
     /// evaluated at each step as an instant query would be. Long ranges are read in chunks of
@@ -140,6 +141,12 @@ impl PrometheusSource {
     ) -> Result<History, MetricsError> {
         let timestamps = grid(&self.config.name, start, end, step)?;
         let query = self.expanded_query(scope);
+        // As for a live read: no series is 0 for `count(…)`/`sum(…)` under `Auto`.
+        let empty_is_zero = match self.config.empty {
+            EmptyResult::Zero => true,
+            EmptyResult::Auto => super::is_total_without_grouping(&query),
+            EmptyResult::Error => false,
+        };
         let mut by_time: BTreeMap<i64, Vec<(String, f64)>> = BTreeMap::new();
         let mut warnings = Vec::new();
         for chunk in timestamps.chunks(MAX_POINTS_PER_QUERY) {
@@ -171,9 +178,9 @@ impl PrometheusSource {
                 });
             }
             let v: Vec<f64> = here.into_iter().map(|(_, v)| v).collect();
-            values.push(match (v.is_empty(), self.config.empty) {
-                (true, EmptyResult::Zero) => Some(0.0),
-                (true, _) => None,
+            values.push(match (v.is_empty(), empty_is_zero) {
+                (true, true) => Some(0.0),
+                (true, false) => None,
                 (false, _) => combine(&v, self.config.aggregate),
             });
         }

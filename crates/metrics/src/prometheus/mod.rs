@@ -29,17 +29,102 @@ fn default_timeout() -> Duration {
 }
 
 /// What an empty result (no series) means.
+///
+/// Prometheus answers an **empty vector**, not 0, for `count(x)` or `sum(x)` when no series
+/// `x` exists: the aggregation has no group to output. For the query of Fly's "Autoscale
+/// Machines" blueprint, `count(fly_instance_up{app='$APP_NAME'})`, that is exactly the night:
+/// Fly Proxy has stopped every machine, none reports `fly_instance_up`, and the count of
+/// running machines is zero. Read as an error, that night would hold the app at its evening
+/// size for ever; [`EmptyResult::Auto`] (the default) reads it as 0.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EmptyResult {
-    /// An error ([`MetricsError::Empty`], class [`fleetscale_core::Error::Metric`]): the safe
-    /// default, since "no data" usually means a broken query or exporter, and the engine then
-    /// holds instead of scaling in. fly-autoscaler does the same ("empty prometheus result").
+    /// 0 when the query's outermost operation is a `count` or `sum` aggregation without
+    /// grouping (`count(…)`, `sum(…)`, no `by`/`without`): there is nothing to count or add
+    /// up, so the answer is zero ([`is_total_without_grouping`]). An error (as
+    /// [`EmptyResult::Error`]) for every other query, whose empty result has no natural value
+    /// (`avg`, `max`, a bare selector, arithmetic around an aggregation). Errors, timeouts and
+    /// NaN are never read as 0.
     #[default]
+    Auto,
+    /// Always an error ([`MetricsError::Empty`], class [`fleetscale_core::Error::Metric`]):
+    /// the engine then holds instead of scaling. fly-autoscaler does this for every query
+    /// ("empty prometheus result").
     Error,
     /// The value 0, like KEDA's Prometheus scaler with `ignoreNullValues` (its default). Right
     /// for queries such as `sum(rate(requests{app="$APP_NAME"}[1m]))` that are empty when idle.
     Zero,
+}
+
+/// Whether a PromQL query's outermost operation is a `count` or `sum` aggregation without
+/// grouping, so that an empty result means 0 (see [`EmptyResult::Auto`]). Keywords are
+/// case-insensitive, as in PromQL; outer parentheses are looked through.
+///
+/// ```
+/// use fleetscale_metrics::is_total_without_grouping as total;
+/// assert!(total("count(fly_instance_up{app='$APP_NAME'})"));
+/// assert!(total(" ( SUM (rate(http_requests_total[1m])) ) "));
+/// assert!(!total("sum by (region) (up)"));
+/// assert!(!total("sum(up) without (instance)"));
+/// assert!(!total("count(up) * 2"));
+/// assert!(!total("avg(load)"));
+/// assert!(!total("count_values(\"v\", up)"));
+/// assert!(!total("count(up{a=\")\"})) + 1"));
+/// ```
+pub fn is_total_without_grouping(query: &str) -> bool {
+    let mut q = query.trim();
+    // Outer parentheses around the whole query.
+    while q.starts_with('(') && matching_close(q, 0) == Some(q.len() - 1) {
+        q = q[1..q.len() - 1].trim();
+    }
+    let name_len = q
+        .bytes()
+        .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        .count();
+    let name = q[..name_len].to_ascii_lowercase();
+    if name != "count" && name != "sum" {
+        return false;
+    }
+    let rest = q[name_len..].trim_start();
+    if !rest.starts_with('(') {
+        // `sum by (x) (…)`, `sum without (x) (…)`, or not a call at all.
+        return false;
+    }
+    let open = q.len() - rest.len();
+    matching_close(q, open) == Some(q.len() - 1)
+}
+
+/// The byte index of the `)` matching the `(` at `open`, skipping string literals.
+fn matching_close(q: &str, open: usize) -> Option<usize> {
+    let b = q.as_bytes();
+    let mut depth = 0usize;
+    let mut i = open;
+    let mut quote: Option<u8> = None;
+    while i < b.len() {
+        let c = b[i];
+        match quote {
+            Some(qc) => {
+                if c == b'\\' && qc != b'`' {
+                    i += 1;
+                } else if c == qc {
+                    quote = None;
+                }
+            }
+            None => match c {
+                b'"' | b'\'' | b'`' => quote = Some(c),
+                b'(' => depth += 1,
+                b')' => {
+                    depth = depth.checked_sub(1)?;
+                    if depth == 0 {
+                        return Some(i);
+                    }
+                }
+                _ => {}
+            },
+        }
+        i += 1;
+    }
+    None
 }
 
 /// How several series are combined into one number. Without one, several series are an error
@@ -154,7 +239,8 @@ pub struct PrometheusConfig {
     /// as the `timeout` parameter so it stops evaluating when we stop waiting.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
-    /// What an empty result means (default: an error).
+    /// What an empty result means (default [`EmptyResult::Auto`]: 0 for `count(…)` and
+    /// `sum(…)` without grouping, an error otherwise).
     #[serde(default)]
     pub empty: EmptyResult,
     /// How several series are combined (default: several series are an error).
@@ -185,7 +271,7 @@ impl PrometheusConfig {
             query: query.into(),
             token: None,
             timeout: DEFAULT_TIMEOUT,
-            empty: EmptyResult::Error,
+            empty: EmptyResult::Auto,
             aggregate: None,
             range: None,
             method: QueryMethod::Get,
@@ -259,8 +345,8 @@ pub struct Reading {
 /// - Instant query `GET <address>/api/v1/query?query=..&timeout=..` (or a POST form), or with
 ///   [`PrometheusConfig::range`] `/api/v1/query_range` with `start = now - window`, `end = now`
 ///   and `step`, each series reduced over the window first.
-/// - Result: a single series or a scalar gives its value; no series is an error or 0
-///   ([`EmptyResult`]); several series are an error naming them unless an [`Aggregation`] is
+/// - Result: a single series or a scalar gives its value; no series is 0 for a `count(…)` or
+///   `sum(…)` without grouping, an error otherwise ([`EmptyResult`]); several series are an error naming them unless an [`Aggregation`] is
 ///   set; NaN and ±Inf are errors; `warnings` are logged and returned in [`Reading`].
 /// - The whole call (connect, send, read) is bounded by the timeout; dropping the future
 ///   cancels it, and [`PrometheusSource::read_with_cancel`] also takes a token.
@@ -406,7 +492,7 @@ impl PrometheusSource {
                 tracing::warn!(
                     metric = %self.config.name,
                     target = %scope.target,
-                    warnings = ?decoded.warnings,
+                    warnings = %decoded.warnings.join("; "),
                     "prometheus"
                 );
             }

@@ -268,12 +268,18 @@ pub(crate) fn select(
         .collect();
     let count = series.len();
     if series.is_empty() {
-        return match sel.empty {
-            EmptyResult::Zero => Ok((0.0, 0)),
-            EmptyResult::Error => Err(MetricsError::Empty {
+        let zero = match sel.empty {
+            EmptyResult::Zero => true,
+            EmptyResult::Auto => super::is_total_without_grouping(ctx.query),
+            EmptyResult::Error => false,
+        };
+        return if zero {
+            Ok((0.0, 0))
+        } else {
+            Err(MetricsError::Empty {
                 metric: ctx.metric.to_owned(),
                 query: truncate(ctx.query, 300),
-            }),
+            })
         };
     }
     if count > 1 && sel.aggregate.is_none() {

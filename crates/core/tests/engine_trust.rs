@@ -1,0 +1,352 @@
+//! The engine under bad input and hostile numbers: hard limits that hold whatever the inventory
+//! says, work bounded whatever a metric says, a loop that reports it is alive, and a shutdown
+//! that ends within its grace.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fleetscale_core::engine::{Engine, EngineConfig, TargetSpec};
+use fleetscale_core::expr::MAX_MACHINE_COUNT;
+use fleetscale_core::plan::{ActionKind, DEFAULT_MAX_ACTIONS_PER_KIND};
+use fleetscale_core::policy::{CountRule, Limits, Policy};
+use fleetscale_core::record::{DecisionObserver, DecisionRecord, MetricReading, TickStatus};
+use fleetscale_core::testing::{FakeScaler, Op, StaticMetric};
+use fleetscale_core::{
+    Bounds, Capabilities, CreateRequest, Machine, MachineId, MachineState, MetricSource, Result,
+    Scaler, Scope,
+};
+use tokio_util::sync::CancellationToken;
+
+fn created(rule: &str) -> Policy {
+    Policy {
+        created: CountRule::from_settings("created", Some(rule), None, None).unwrap(),
+        ..Policy::default()
+    }
+}
+
+fn existing(fake: &FakeScaler) -> usize {
+    fake.machines().iter().filter(|m| m.state.exists()).count()
+}
+
+/// A backend whose new machines are listed unmanageable (Fly: `host_status` not `ok` for a
+/// while): under a hard maximum of 3 the engine used to create 2 machines every tick.
+#[tokio::test]
+async fn the_hard_maximum_holds_when_new_machines_are_listed_unmanageable() {
+    let fake = Arc::new(FakeScaler::new().with_machines(1, MachineState::Started));
+    let policy = Policy {
+        limits: Limits {
+            created: Bounds {
+                min: None,
+                max: Some(3),
+            },
+            ..Limits::default()
+        },
+        ..created("10")
+    };
+    let t = TargetSpec::new(Scope::new("app"), fake.clone(), policy);
+    t.validate().unwrap();
+    let engine = Engine::new(EngineConfig::default(), Arc::new(vec![t]));
+    for tick in 1..=5 {
+        engine.run_once().await.unwrap();
+        for m in fake.machines() {
+            if m.id.as_str() != "m1" {
+                fake.set_manageable(&m.id, false);
+            }
+        }
+        assert!(
+            existing(&fake) <= 3,
+            "tick {tick}: {} machines exist under a maximum of 3",
+            existing(&fake)
+        );
+    }
+    assert_eq!(existing(&fake), 3);
+    assert_eq!(
+        fake.call_count(Op::Create),
+        2,
+        "two creates in all, not per tick"
+    );
+}
+
+/// The same with a step limit: unmanageable machines count toward the step's base.
+#[tokio::test]
+async fn step_limits_count_unmanageable_machines() {
+    let fake = Arc::new(FakeScaler::new().with_machines(1, MachineState::Started));
+    let policy = Policy {
+        limits: Limits {
+            max_step_up: Some(1),
+            ..Limits::default()
+        },
+        ..created("3")
+    };
+    let t = TargetSpec::new(Scope::new("app"), fake.clone(), policy);
+    let engine = Engine::new(EngineConfig::default(), Arc::new(vec![t]));
+    for tick in 1..=4 {
+        engine.run_once().await.unwrap();
+        for m in fake.machines() {
+            if m.id.as_str() != "m1" {
+                fake.set_manageable(&m.id, false);
+            }
+        }
+        assert!(
+            existing(&fake) <= 1 + tick,
+            "tick {tick}: more than one step"
+        );
+        assert!(existing(&fake) <= 3, "tick {tick}: past the rule's count");
+    }
+}
+
+/// A metric spike of 1e300 under `created = running_machines`: the count saturates at the
+/// ceiling, the tick does at most the default cap of creates, and the record says why.
+#[tokio::test]
+async fn a_metric_spike_is_bounded_per_tick() {
+    let fake = Arc::new(FakeScaler::new().with_machines(1, MachineState::Started));
+    let spike = Arc::new(StaticMetric::new("running_machines", 1e300));
+    let t = TargetSpec::new(Scope::new("app"), fake.clone(), created("running_machines"))
+        .with_source(spike);
+    t.validate().unwrap();
+    let engine = Engine::new(EngineConfig::default(), Arc::new(vec![t.clone()]));
+
+    let dry = engine.tick(&t, true).await;
+    assert_eq!(dry.status, TickStatus::DryRun);
+    let decision = dry.decision.as_ref().unwrap();
+    assert_eq!(decision.targets.created.min, Some(MAX_MACHINE_COUNT));
+    let plan = dry.plan.as_ref().unwrap();
+    assert_eq!(
+        plan.count(ActionKind::Create),
+        DEFAULT_MAX_ACTIONS_PER_KIND as usize
+    );
+    assert!(
+        plan.notes.iter().any(|n| n.contains("capped at 100")),
+        "{:?}",
+        plan.notes
+    );
+    assert_eq!(fake.call_count(Op::Create), 0, "a dry run creates nothing");
+
+    let r = engine.run_once().await.unwrap().remove(0);
+    assert_eq!(
+        r.outcome_count(ActionKind::Create, true),
+        DEFAULT_MAX_ACTIONS_PER_KIND as usize
+    );
+}
+
+#[derive(Default)]
+struct Passes {
+    passes: Mutex<Vec<usize>>,
+    records: Mutex<Vec<DecisionRecord>>,
+}
+
+impl DecisionObserver for Passes {
+    fn observe(&self, record: &DecisionRecord) {
+        self.records.lock().unwrap().push(record.clone());
+    }
+    fn pass_finished(&self, targets: usize) {
+        self.passes.lock().unwrap().push(targets);
+    }
+}
+
+/// A wildcard that matches no app has no tick to report: the loop still says it is alive.
+#[tokio::test(start_paused = true)]
+async fn every_pass_is_reported_also_over_no_target() {
+    let passes = Arc::new(Passes::default());
+    let engine = Arc::new(
+        Engine::new(
+            EngineConfig {
+                interval: Duration::from_secs(10),
+                ..EngineConfig::default()
+            },
+            Arc::new(Vec::<TargetSpec>::new()),
+        )
+        .with_observer(passes.clone()),
+    );
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn({
+        let (e, c) = (engine.clone(), cancel.clone());
+        async move { e.run(c).await }
+    });
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    cancel.cancel();
+    run.await.unwrap().unwrap();
+    assert_eq!(*passes.passes.lock().unwrap(), vec![0, 0, 0]);
+    assert!(passes.records.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_zero_interval_is_an_error_not_a_panic() {
+    let engine = Engine::new(
+        EngineConfig {
+            interval: Duration::ZERO,
+            ..EngineConfig::default()
+        },
+        Arc::new(Vec::<TargetSpec>::new()),
+    );
+    let e = engine.run(CancellationToken::new()).await.unwrap_err();
+    assert!(e.to_string().contains("interval"), "{e}");
+}
+
+/// A metric that never answers, like a hung Prometheus.
+struct Hung;
+
+#[async_trait]
+impl MetricSource for Hung {
+    fn name(&self) -> &str {
+        "load"
+    }
+    async fn collect(&self, _: &Scope) -> Result<f64> {
+        std::future::pending().await
+    }
+}
+
+/// With a hung metric and long deadlines, a cancelled run returns after the shutdown grace,
+/// not after the metric deadline. Time is tokio's paused clock: deterministic, not wall time.
+#[tokio::test(start_paused = true)]
+async fn shutdown_ends_a_hung_tick_after_the_grace() {
+    let fake = Arc::new(FakeScaler::new().with_machines(1, MachineState::Started));
+    let t = TargetSpec::new(Scope::new("app"), fake, created("load")).with_source(Arc::new(Hung));
+    let passes = Arc::new(Passes::default());
+    let grace = Duration::from_secs(2);
+    let engine = Arc::new(
+        Engine::new(
+            EngineConfig {
+                tick_timeout: Duration::from_secs(600),
+                metric_timeout: Duration::from_secs(600),
+                shutdown_grace: grace,
+                ..EngineConfig::default()
+            },
+            Arc::new(vec![t]),
+        )
+        .with_observer(passes.clone()),
+    );
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn({
+        let (e, c) = (engine.clone(), cancel.clone());
+        async move { e.run(c).await }
+    });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(passes.records.lock().unwrap().is_empty(), "the tick hangs");
+    let cancelled_at = tokio::time::Instant::now();
+    cancel.cancel();
+    run.await.unwrap().unwrap();
+    assert_eq!(cancelled_at.elapsed(), grace, "ended by the grace");
+    assert!(
+        passes.records.lock().unwrap().is_empty(),
+        "the dropped tick recorded nothing"
+    );
+}
+
+/// Captures log lines (the WARN of actions cancelled in flight).
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Lines {
+    type Writer = Lines;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// A backend whose creates are sent and never answered.
+struct SlowCreates(FakeScaler);
+
+#[async_trait]
+impl Scaler for SlowCreates {
+    fn capabilities(&self) -> Capabilities {
+        self.0.capabilities()
+    }
+    async fn list(&self) -> Result<Vec<Machine>> {
+        self.0.list().await
+    }
+    async fn create(&self, _: &CreateRequest) -> Result<Machine> {
+        std::future::pending().await
+    }
+    async fn start(&self, id: &MachineId) -> Result<()> {
+        self.0.start(id).await
+    }
+    async fn stop(&self, id: &MachineId) -> Result<()> {
+        self.0.stop(id).await
+    }
+    async fn destroy(&self, id: &MachineId) -> Result<()> {
+        self.0.destroy(id).await
+    }
+}
+
+#[test]
+fn actions_sent_when_the_grace_ends_are_logged_as_sent_with_unknown_outcome() {
+    let lines = Lines::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(lines.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let scaler = Arc::new(SlowCreates(
+                FakeScaler::new().with_machines(1, MachineState::Started),
+            ));
+            let t = TargetSpec::new(Scope::new("web"), scaler, created("3"));
+            let engine = Arc::new(Engine::new(
+                EngineConfig {
+                    tick_timeout: Duration::from_secs(600),
+                    shutdown_grace: Duration::from_secs(1),
+                    ..EngineConfig::default()
+                },
+                Arc::new(vec![t]),
+            ));
+            let cancel = CancellationToken::new();
+            let run = tokio::spawn({
+                let (e, c) = (engine.clone(), cancel.clone());
+                async move { e.run(c).await }
+            });
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            cancel.cancel();
+            run.await.unwrap().unwrap();
+        });
+    });
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("ticks still in flight after the grace of 1 s"),
+        "{text}"
+    );
+    let sent = text
+        .lines()
+        .filter(|l| l.contains("was sent and cancelled before it answered"))
+        .count();
+    // Action concurrency 4 by default: both planned creates were in flight.
+    assert_eq!(sent, 2, "{text}");
+    assert!(text.contains("app=web"), "{text}");
+}
+
+/// A metric that fails is reported once by name, not as ``metric `x`: metric `x`: ``.
+#[tokio::test]
+async fn a_failed_metric_message_names_the_metric_once() {
+    let fake = Arc::new(FakeScaler::new().with_machines(1, MachineState::Started));
+    let metric = Arc::new(StaticMetric::new("load", 1.0));
+    metric.fail("broker down");
+    let t = TargetSpec::new(Scope::new("app"), fake, created("load")).with_source(metric);
+    let engine = Engine::new(EngineConfig::default(), Arc::new(vec![t]));
+    let r = engine.run_once().await.unwrap().remove(0);
+    let MetricReading::Failed { message, .. } = &r.metrics["load"] else {
+        panic!("{r:?}")
+    };
+    assert!(!message.contains("metric `load`"), "{message}");
+    let notes = r.decision.unwrap().notes.join("; ");
+    assert_eq!(
+        notes.matches("load").count(),
+        1,
+        "the name appears once: {notes}"
+    );
+}
