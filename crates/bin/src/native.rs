@@ -130,7 +130,7 @@ impl EngineSection {
 /// binaries' messages are all about configuration).
 fn bare(e: &fleetscale_core::Error) -> String {
     match e {
-        fleetscale_core::Error::Config { message } => message.clone(),
+        fleetscale_core::Error::Config { message, .. } => message.clone(),
         other => other.to_string(),
     }
 }
@@ -747,7 +747,6 @@ impl NativeTargets {
                 )?,
                 limits,
                 on_error: p.on_error,
-                keep_one_created: true,
             };
             let mut sources: Vec<Arc<dyn MetricSource>> = Vec::new();
             for s in &t.sources {
@@ -963,21 +962,25 @@ impl NativeTargets {
                 }
             }
         };
-        Ok(TargetSpec {
-            scope: Scope {
+        let mut spec = TargetSpec::new(
+            Scope {
                 target: name,
                 ..scope
             },
             scaler,
-            sources: t.sources.clone(),
-            policy: t.policy.clone(),
-            plan_options: PlanOptions {
-                initial_state: t.initial_state,
-                ..PlanOptions::default()
-            }
-            .with_max_actions_per_kind(Some(t.max_actions_per_tick)),
-            membership,
-        })
+            Policy::default(),
+        )
+        .with_shared_policy(t.policy.clone())
+        .with_sources(t.sources.clone())
+        .with_plan_options(
+            PlanOptions::default()
+                .with_initial_state(t.initial_state)
+                .with_max_actions_per_kind(Some(t.max_actions_per_tick)),
+        );
+        if let Some(m) = membership {
+            spec = spec.with_membership(m);
+        }
+        Ok(spec)
     }
 }
 
@@ -1094,17 +1097,16 @@ impl TargetProvider for NativeTargets {
 }
 
 fn engine_config(e: &EngineSection, dry_run: bool) -> EngineConfig {
-    EngineConfig {
-        interval: e.interval,
-        tick_timeout: e.tick_timeout,
-        metric_timeout: e.metric_timeout,
-        concurrency: e.concurrency.max(1),
-        action_concurrency: e.action_concurrency.max(1),
-        refresh_interval: e.refresh_interval,
-        dry_run,
-        reclaim_lost_members: e.reclaim_lost_members,
-        shutdown_grace: e.shutdown_grace,
-    }
+    EngineConfig::default()
+        .with_interval(e.interval)
+        .with_tick_timeout(e.tick_timeout)
+        .with_metric_timeout(e.metric_timeout)
+        .with_concurrency(e.concurrency.max(1))
+        .with_action_concurrency(e.action_concurrency.max(1))
+        .with_refresh_interval(e.refresh_interval)
+        .with_dry_run(dry_run)
+        .with_reclaim_lost_members(e.reclaim_lost_members)
+        .with_shutdown_grace(e.shutdown_grace)
 }
 
 fn getenv(k: &str) -> Option<String> {
@@ -1231,7 +1233,7 @@ pub async fn run(path: &Path, dry_run: bool) -> Result<()> {
     let task = {
         let engine = engine.clone();
         let cancel = cancel.clone();
-        tokio::spawn(async move { engine.run(cancel).await })
+        tokio::spawn(async move { engine.run(cancel.cancelled_owned()).await })
     };
     let result = crate::supervise::run_until_signal(task, cancel, engine_cfg.shutdown_grace).await;
     if let Some(s) = server {

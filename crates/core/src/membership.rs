@@ -108,7 +108,7 @@ pub struct ReclaimOutcome {
 ///     }
 ///     async fn reclaim(&self, member: &Member, _inventory: &[Machine]) -> Result<ReclaimOutcome> {
 ///         if member.reachable || member.fixed {
-///             return Err(Error::Refused { reason: format!("{} is alive or fixed", member.name) });
+///             return Err(Error::refused(format!("{} is alive or fixed", member.name)));
 ///         }
 ///         let mut ms = self.0.lock().unwrap();
 ///         let before = ms.len();

@@ -32,7 +32,7 @@ use crate::gocompat::{format_go_duration, go_quote};
 use crate::http::{Health, MetricsServer};
 use config::Config;
 use fleetscale_metrics::AutoscalerMetrics;
-use observer::{GoLogObserver, RegionMemo};
+use observer::GoLogObserver;
 
 /// The top-level usage text (the Go tool's, with its commands).
 pub const USAGE: &str = "\
@@ -253,11 +253,10 @@ pub fn build_policy(c: &Config, metric_names: &[&str]) -> Result<Policy> {
             &c.min_started_machine_count,
             &c.max_started_machine_count,
         )?,
-        keep_one_created: true,
         ..Policy::default()
     };
     policy.check(metric_names).map_err(|e| match e {
-        fleetscale_core::Error::Config { message } => BinError::config(message),
+        fleetscale_core::Error::Config { message, .. } => BinError::config(message),
         e => BinError::config(format!("invalid expression: {e}")),
     })?;
     Ok(policy)
@@ -395,7 +394,6 @@ pub struct FlyTargets {
     sources: Vec<Arc<dyn MetricSource>>,
     discovery: Option<AppDiscovery>,
     scalers: Mutex<HashMap<String, Arc<dyn Scaler>>>,
-    log: Arc<GoLogObserver>,
 }
 
 impl std::fmt::Debug for FlyTargets {
@@ -413,7 +411,6 @@ impl FlyTargets {
         client: MachinesClient,
         policy: Policy,
         sources: Vec<Arc<dyn MetricSource>>,
-        log: Arc<GoLogObserver>,
     ) -> Self {
         let discovery = config.is_wildcard().then(|| {
             AppDiscovery::new(
@@ -431,7 +428,6 @@ impl FlyTargets {
             sources,
             discovery,
             scalers: Mutex::new(HashMap::new()),
-            log,
         }
     }
 
@@ -453,8 +449,7 @@ impl FlyTargets {
                     if let Some(g) = &self.release_guard {
                         fly = fly.with_release_guard(g.clone());
                     }
-                    let s: Arc<dyn Scaler> =
-                        Arc::new(RegionMemo::new(Arc::new(fly), self.log.clone()));
+                    let s: Arc<dyn Scaler> = Arc::new(fly);
                     cache.insert(app.to_owned(), s.clone());
                     s
                 }
@@ -467,18 +462,14 @@ impl FlyTargets {
         if !self.config.org.is_empty() {
             scope = scope.with_var("ORG", self.config.org.clone());
         }
-        Ok(TargetSpec {
-            scope,
-            scaler,
-            sources: self.sources.clone(),
-            policy: self.policy.clone(),
-            plan_options: PlanOptions {
-                initial_state: initial_state(&self.config),
-                ..PlanOptions::default()
-            }
-            .with_max_actions_per_kind(Some(self.config.max_actions_per_tick)),
-            membership: None,
-        })
+        Ok(TargetSpec::new(scope, scaler, Policy::default())
+            .with_shared_policy(self.policy.clone())
+            .with_sources(self.sources.clone())
+            .with_plan_options(
+                PlanOptions::default()
+                    .with_initial_state(initial_state(&self.config))
+                    .with_max_actions_per_kind(Some(self.config.max_actions_per_tick)),
+            ))
     }
 }
 
@@ -521,18 +512,16 @@ impl TargetProvider for FlyTargets {
 
 /// The engine settings of a configuration.
 pub fn engine_config(c: &Config) -> EngineConfig {
-    EngineConfig {
-        interval: c.interval,
-        tick_timeout: c.timeout,
-        metric_timeout: c.timeout,
-        concurrency: usize::try_from(c.concurrency.max(1)).unwrap_or(1),
+    EngineConfig::default()
+        .with_interval(c.interval)
+        .with_tick_timeout(c.timeout)
+        .with_metric_timeout(c.timeout)
+        .with_concurrency(usize::try_from(c.concurrency.max(1)).unwrap_or(1))
         // The Go tool acts on one machine at a time; so do we (the client paces too).
-        action_concurrency: 1,
-        refresh_interval: c.app_list_refresh_interval,
-        dry_run: c.dry_run,
-        reclaim_lost_members: false,
-        shutdown_grace: c.shutdown_grace,
-    }
+        .with_action_concurrency(1)
+        .with_refresh_interval(c.app_list_refresh_interval)
+        .with_dry_run(c.dry_run)
+        .with_shutdown_grace(c.shutdown_grace)
 }
 
 /// Registers every secret of a configuration with [`crate::redact`], so that no log line or
@@ -619,8 +608,7 @@ pub async fn serve(config: Config, getenv: &dyn Fn(&str) -> Option<String>) -> R
         config.interval * 3 + config.timeout + config.app_list_refresh_interval,
     ));
     let provider = Arc::new(
-        FlyTargets::new(config.clone(), client, policy, sources, log.clone())
-            .with_release_guard(graphql),
+        FlyTargets::new(config.clone(), client, policy, sources).with_release_guard(graphql),
     );
     let engine = Arc::new(
         Engine::new(engine_config(&config), provider)
@@ -651,7 +639,7 @@ pub async fn serve(config: Config, getenv: &dyn Fn(&str) -> Option<String>) -> R
     let run = {
         let engine = engine.clone();
         let cancel = cancel.clone();
-        tokio::spawn(async move { engine.run(cancel).await })
+        tokio::spawn(async move { engine.run(cancel.cancelled_owned()).await })
     };
     let result = crate::supervise::run_until_signal(run, cancel, config.shutdown_grace).await;
     server.shutdown().await;
@@ -688,6 +676,7 @@ pub async fn eval(config: &Config, getenv: &dyn Fn(&str) -> Option<String>) -> R
             .map_err(|_| fleetscale_core::Error::Timeout {
                 operation: format!("metric {}", s.name()),
                 after: config.timeout,
+                source: None,
             })
             .and_then(|r| r);
         match v {
@@ -910,8 +899,7 @@ mod tests {
             created_machine_count: "min(running + 1, 10)".into(),
             ..Config::default()
         };
-        let p = build_policy(&c, &["running"]).unwrap();
-        assert!(p.keep_one_created);
+        build_policy(&c, &["running"]).unwrap();
         let e = build_policy(&c, &[]).unwrap_err().to_string();
         assert!(e.contains("running"), "{e}");
         let bad = Config {
