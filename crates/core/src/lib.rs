@@ -30,6 +30,8 @@
 //! | [`MetricSource`] | `collect` | `name` |
 //! | [`ClusterMembership`] | `members`, `join`, `leave`, `reclaim` | |
 //! | [`engine::TargetProvider`] | `targets` | |
+//! | [`coordination::Coordinator`] | `acquire`, `fence` | |
+//! | [`coordination::LedgerStore`] / [`coordination::LedgerLock`] | `lock` / `records`, `append` | `describe` |
 //! | [`record::DecisionObserver`] | | `observe`, `pass_finished` (not `#[async_trait]`) |
 //!
 //! ```
@@ -48,6 +50,7 @@
 //! }
 //! ```
 
+pub mod coordination;
 pub mod engine;
 mod error;
 pub mod expr;

@@ -71,6 +71,9 @@ impl ActionError {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ActionStep {
+    /// [`crate::coordination::Coordinator::fence`] before the call: the fence could not be
+    /// had or had expired, so nothing was sent.
+    Fence,
     /// [`crate::ClusterMembership::leave`] before a stop, suspend or destroy (the action was
     /// then not sent).
     Leave,
@@ -91,9 +94,10 @@ pub enum ActionStep {
 }
 
 impl ActionStep {
-    /// `leave`, `create`, `start`, `stop`, `suspend`, `destroy`, `join` or `skipped`.
+    /// `fence`, `leave`, `create`, `start`, `stop`, `suspend`, `destroy`, `join` or `skipped`.
     pub fn as_str(self) -> &'static str {
         match self {
+            ActionStep::Fence => "fence",
             ActionStep::Leave => "leave",
             ActionStep::Create => "create",
             ActionStep::Start => "start",

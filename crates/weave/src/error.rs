@@ -185,6 +185,16 @@ pub enum WeaveError {
         path: String,
     },
 
+    /// The reclaim ledger's store (etcd, ...) failed.
+    #[error("reclaim ledger {store}: {source}")]
+    LedgerStore {
+        /// The store ([`fleetscale_core::coordination::LedgerStore::describe`]).
+        store: String,
+        /// The store's error.
+        #[source]
+        source: Box<fleetscale_core::Error>,
+    },
+
     /// A host inventory could not be read (the command failed, the endpoint did not answer,
     /// the listing was malformed, the backend's list failed).
     #[error("inventory {source_name}: {message}")]
@@ -236,7 +246,7 @@ impl WeaveError {
 /// | `Refused` | `Refused` |
 /// | `NotFound` | `NotFound` |
 /// | `Locked` | `Conflict` |
-/// | `Inventory`, `NothingTakenOver` | `Unavailable` (retryable: a later pass may succeed) |
+/// | `LedgerStore`, `Inventory`, `NothingTakenOver` | `Unavailable` (retryable: a later pass may succeed) |
 /// | `Spawn`, `CommandFailed`, `StillOwned`, `Ledger`, `LedgerCorrupt` | `Backend` (not retryable, except `StillOwned`) |
 impl From<WeaveError> for fleetscale_core::Error {
     /// Maps onto the core classes, keeping the Weave error as the `source` of every class.
@@ -267,9 +277,9 @@ impl From<WeaveError> for fleetscale_core::Error {
             WeaveError::Refused { reason, .. } => E::refused(reason.clone()),
             WeaveError::NotFound { what } => E::not_found(what.clone()),
             WeaveError::Locked { .. } => E::conflict(message),
-            WeaveError::Inventory { .. } | WeaveError::NothingTakenOver { .. } => {
-                E::unavailable(message)
-            }
+            WeaveError::LedgerStore { .. }
+            | WeaveError::Inventory { .. }
+            | WeaveError::NothingTakenOver { .. } => E::unavailable(message),
             WeaveError::StillOwned { .. } => E::Backend {
                 message,
                 retryable: true,

@@ -25,7 +25,13 @@
 //! skipped over. Lines written before incarnations and bindings existed (no `incarnation`)
 //! read as incarnation 1.
 //!
-//! # Lock
+//! # Storage
+//! The reclaimer keeps the ledger in any [`LedgerStore`] (`fleetscale_core::coordination`):
+//! the file below for one host (the default), or a shared store such as etcd's for
+//! reclaimers on several hosts. [`read_records`] and [`append_entry`] read and write the lines
+//! of any store.
+//!
+//! # Lock (the file ledger)
 //! `<ledger>.lock` is locked with `flock(LOCK_EX)` (the `fs4` crate). The OS releases the lock
 //! when the holder exits or crashes, so there is no stale lock to clean up; the lock file is
 //! never deleted (deleting a lock file while another process waits on it would let two
@@ -38,6 +44,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use async_trait::async_trait;
+use fleetscale_core::coordination::{LedgerLock, LedgerStore};
 use serde::{Deserialize, Serialize};
 
 use crate::{PeerName, WeaveError};
@@ -276,6 +284,57 @@ pub fn fold(entries: &[LedgerEntry]) -> BTreeMap<PeerName, PeerRecord> {
     m
 }
 
+/// Each peer's current incarnation, from the records of any store.
+///
+/// # Errors
+/// [`WeaveError::LedgerCorrupt`] naming the first record that is not a ledger line (a store
+/// is never skipped over), or the store's error.
+pub async fn read_records(
+    lock: &dyn LedgerLock,
+    store: &str,
+) -> Result<BTreeMap<PeerName, PeerRecord>, WeaveError> {
+    let lines = lock.records().await.map_err(|e| WeaveError::LedgerStore {
+        store: store.to_string(),
+        source: Box::new(e),
+    })?;
+    let mut entries = Vec::with_capacity(lines.len());
+    for (i, l) in lines.iter().enumerate() {
+        if l.trim().is_empty() {
+            continue;
+        }
+        entries.push(
+            serde_json::from_str(l).map_err(|e| WeaveError::LedgerCorrupt {
+                path: store.to_string(),
+                line_no: i + 1,
+                line: l.clone(),
+                message: e.to_string(),
+            })?,
+        );
+    }
+    Ok(fold(&entries))
+}
+
+/// Appends one line durably to any store (nothing when its lock was lost).
+///
+/// # Errors
+/// The store's error.
+pub async fn append_entry(
+    lock: &dyn LedgerLock,
+    store: &str,
+    entry: &LedgerEntry,
+) -> Result<(), WeaveError> {
+    let line = serde_json::to_string(entry).map_err(|e| WeaveError::LedgerStore {
+        store: store.to_string(),
+        source: Box::new(fleetscale_core::Error::config(e.to_string())),
+    })?;
+    lock.append(&line)
+        .await
+        .map_err(|e| WeaveError::LedgerStore {
+            store: store.to_string(),
+            source: Box::new(e),
+        })
+}
+
 /// The ledger file and its lock file.
 #[derive(Clone, Debug)]
 pub struct Ledger {
@@ -417,12 +476,23 @@ impl LedgerGuard {
     /// Appends one line and makes it durable: write, `fsync` the file, `fsync` the directory
     /// (so a newly created ledger's directory entry survives a crash too).
     pub fn append(&self, entry: &LedgerEntry) -> Result<(), WeaveError> {
-        let path = &self.ledger.path;
-        let mut line = serde_json::to_string(entry).map_err(|e| WeaveError::Ledger {
-            path: path.display().to_string(),
+        let line = serde_json::to_string(entry).map_err(|e| WeaveError::Ledger {
+            path: self.ledger.path.display().to_string(),
             source: std::io::Error::other(e),
         })?;
-        line.push('\n');
+        self.append_line(&line)
+    }
+
+    /// Appends one line (no newline in it) and makes it durable, as [`LedgerGuard::append`].
+    fn append_line(&self, line: &str) -> Result<(), WeaveError> {
+        let path = &self.ledger.path;
+        if line.contains('\n') {
+            return Err(WeaveError::Ledger {
+                path: path.display().to_string(),
+                source: std::io::Error::other("a ledger record must be one line"),
+            });
+        }
+        let line = format!("{line}\n");
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
@@ -438,6 +508,33 @@ impl LedgerGuard {
             .and_then(|d| d.sync_all())
             .map_err(io_err(dir))?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl LedgerStore for Ledger {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    async fn lock(&self, wait: Duration) -> fleetscale_core::Result<Box<dyn LedgerLock>> {
+        Ok(Box::new(Ledger::lock(self, wait).await?))
+    }
+}
+
+#[async_trait]
+impl LedgerLock for LedgerGuard {
+    async fn records(&self) -> fleetscale_core::Result<Vec<String>> {
+        let path = &self.ledger.path;
+        match std::fs::read_to_string(path) {
+            Ok(t) => Ok(t.lines().map(str::to_string).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(io_err(path)(e).into()),
+        }
+    }
+
+    async fn append(&self, record: &str) -> fleetscale_core::Result<()> {
+        Ok(self.append_line(record)?)
     }
 }
 

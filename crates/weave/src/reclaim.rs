@@ -107,8 +107,11 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::inventory::{HostInventory, HostSnapshot};
+use fleetscale_core::coordination::{LedgerLock, LedgerStore};
+
 use crate::ledger::{
-    HostBinding, Ledger, LedgerEntry, LedgerGuard, LedgerState, PeerRecord, ReclaimStage,
+    append_entry, read_records, HostBinding, Ledger, LedgerEntry, LedgerState, PeerRecord,
+    ReclaimStage,
 };
 use crate::observe::{Observation, Observer};
 use crate::{PeerName, WeaveError};
@@ -220,8 +223,11 @@ pub struct ReclaimConfig {
     /// The single designated reclaimer peer (one of `fixed`). Every reclaimer of a cluster
     /// must be configured with the same one.
     pub designated: PeerName,
-    /// The ledger file (local filesystem).
+    /// The ledger file (local filesystem), used unless [`ReclaimConfig::ledger_store`] is set.
     pub ledger_path: PathBuf,
+    /// A shared ledger store (etcd, ...) for reclaimers on several hosts; `None`: the file at
+    /// [`ReclaimConfig::ledger_path`].
+    pub ledger_store: Option<Arc<dyn LedgerStore>>,
     /// Where [`Reclaimer::run`] and [`Reclaimer::run_once`] get host listings. Not needed
     /// when the engine hands its tick inventory over ([`Reclaimer::reclaim_peer`]).
     pub inventory: Option<Arc<dyn HostInventory>>,
@@ -245,6 +251,10 @@ impl std::fmt::Debug for ReclaimConfig {
             .field("fixed", &self.fixed)
             .field("designated", &self.designated)
             .field("ledger_path", &self.ledger_path)
+            .field(
+                "ledger_store",
+                &self.ledger_store.as_ref().map(|l| l.describe()),
+            )
             .field(
                 "inventory",
                 &self.inventory.as_ref().map(|i| i.source().to_string()),
@@ -271,6 +281,7 @@ impl ReclaimConfig {
             fixed,
             designated,
             ledger_path: ledger_path.into(),
+            ledger_store: None,
             inventory: None,
             min_unreachable: DEFAULT_MIN_UNREACHABLE,
             interval: Duration::from_secs(60),
@@ -283,6 +294,12 @@ impl ReclaimConfig {
     /// Sets the inventory.
     pub fn with_inventory(mut self, inventory: Arc<dyn HostInventory>) -> Self {
         self.inventory = Some(inventory);
+        self
+    }
+
+    /// Keeps the ledger in a shared store instead of the file.
+    pub fn with_ledger_store(mut self, store: Arc<dyn LedgerStore>) -> Self {
+        self.ledger_store = Some(store);
         self
     }
 
@@ -552,7 +569,8 @@ fn addresses_of(obs: &Observation, peer: &str, record: Option<&PeerRecord>) -> V
 pub struct Reclaimer {
     config: ReclaimConfig,
     observer: Observer,
-    ledger: Ledger,
+    ledger: Arc<dyn LedgerStore>,
+    ledger_name: String,
     metrics: Arc<ReclaimMetrics>,
     memory: Mutex<Memory>,
 }
@@ -591,8 +609,9 @@ enum Attempt {
 enum Judgement {
     /// Run `rmpeer` (`repeat`: an unfinished intent on the same designated peer).
     Reclaim { repeat: bool, why_gone: String },
-    /// Nothing to do: already reclaimed (maybe just resolved).
-    Already { resolved: bool },
+    /// Nothing to do: already reclaimed; `lines` record an unfinished reclaim found to have
+    /// taken effect (empty when nothing was resolved).
+    Already { lines: Vec<LedgerEntry> },
 }
 
 impl Reclaimer {
@@ -604,8 +623,13 @@ impl Reclaimer {
     pub fn new(config: ReclaimConfig) -> Result<Self, WeaveError> {
         config.validate()?;
         let observer = Observer::new(&config.fixed, Some(config.designated), config.http_timeout)?;
+        let ledger: Arc<dyn LedgerStore> = match &config.ledger_store {
+            Some(store) => store.clone(),
+            None => Arc::new(Ledger::new(config.ledger_path.clone())),
+        };
         Ok(Reclaimer {
-            ledger: Ledger::new(config.ledger_path.clone()),
+            ledger_name: ledger.describe(),
+            ledger,
             config,
             observer,
             metrics: Arc::default(),
@@ -630,6 +654,37 @@ impl Reclaimer {
 
     fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
         self.memory.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the ledger's lock.
+    async fn lock_ledger(&self) -> Result<Box<dyn LedgerLock>, WeaveError> {
+        match self.ledger.lock(self.config.lock_wait).await {
+            Ok(l) => Ok(l),
+            Err(fleetscale_core::Error::Conflict { .. }) => Err(WeaveError::Locked {
+                path: self.ledger_name.clone(),
+            }),
+            Err(e) => Err(WeaveError::LedgerStore {
+                store: self.ledger_name.clone(),
+                source: Box::new(e),
+            }),
+        }
+    }
+
+    /// Appends `lines` under `guard`, folding each into `records`.
+    async fn write(
+        &self,
+        guard: &dyn LedgerLock,
+        lines: Vec<LedgerEntry>,
+        records: &mut BTreeMap<PeerName, PeerRecord>,
+    ) -> Result<(), WeaveError> {
+        for e in lines {
+            append_entry(guard, &self.ledger_name, &e).await?;
+            records
+                .entry(e.peer)
+                .or_insert_with(|| PeerRecord::new(e.peer, e.incarnation))
+                .absorb(&e);
+        }
+        Ok(())
     }
 
     /// Logs `message` as a warning once per `(key, topic)`.
@@ -670,10 +725,11 @@ impl Reclaimer {
     /// Observation and ledger errors; [`WeaveError::Locked`] when another reclaimer holds the
     /// ledger past [`ReclaimConfig::lock_wait`].
     pub async fn survey(&self, hosts: Option<&HostSnapshot>) -> Result<Survey, WeaveError> {
-        let guard = self.ledger.lock(self.config.lock_wait).await?;
+        let guard = self.lock_ledger().await?;
         let observation = self.observe().await?;
-        let mut records = guard.records()?;
-        self.record_sightings(&guard, &observation, hosts, &mut records)?;
+        let mut records = read_records(guard.as_ref(), &self.ledger_name).await?;
+        let (lines, _) = self.record_sightings(&observation, hosts, &records);
+        self.write(guard.as_ref(), lines, &mut records).await?;
         drop(guard);
         self.update_gauges(&observation);
         for (peer, error) in &observation.silent {
@@ -745,16 +801,15 @@ impl Reclaimer {
         Ok(())
     }
 
-    /// Records the sightings of one observation (see [`Reclaimer::survey`]) under the lock,
-    /// updating `records`. Returns the contradictions between `hosts` and the mesh: reachable
-    /// peers whose bound host the listing leaves out or lists as gone.
+    /// The ledger lines the sightings of one observation call for (see
+    /// [`Reclaimer::survey`]), and the lasting contradictions between `hosts` and the mesh:
+    /// reachable peers whose bound host the listing leaves out or lists as gone.
     fn record_sightings(
         &self,
-        guard: &LedgerGuard,
         obs: &Observation,
         hosts: Option<&HostSnapshot>,
-        records: &mut BTreeMap<PeerName, PeerRecord>,
-    ) -> Result<Vec<String>, WeaveError> {
+        records: &BTreeMap<PeerName, PeerRecord>,
+    ) -> (Vec<LedgerEntry>, Vec<String>) {
         let mut lines = Vec::new();
         let mut contradictions: Vec<(String, String)> = Vec::new();
         for (name, seen) in &obs.peers {
@@ -880,14 +935,7 @@ impl Reclaimer {
                 }
             }
         }
-        for e in lines {
-            guard.append(&e)?;
-            records
-                .entry(e.peer)
-                .or_insert_with(|| PeerRecord::new(e.peer, e.incarnation))
-                .absorb(&e);
-        }
-        Ok(self.lasting_contradictions(contradictions))
+        (lines, self.lasting_contradictions(contradictions))
     }
 
     /// The contradictions that have lasted at every observation for at least
@@ -1127,11 +1175,10 @@ impl Reclaimer {
         ))
     }
 
-    /// Judges `peer` on a fresh observation under the lock (the module docs' rules), writing
-    /// resolution lines for unfinished reclaims.
+    /// Judges `peer` on a fresh observation under the lock (the module docs' rules); an
+    /// unfinished reclaim found to have taken effect comes back with the lines that record it.
     fn judge(
         &self,
-        guard: &LedgerGuard,
         obs: &Observation,
         peer: PeerName,
         record: Option<&PeerRecord>,
@@ -1172,26 +1219,27 @@ impl Reclaimer {
         let sync = self.designated_in_sync(obs, &name);
         let resolve = |why: &str| -> Result<Judgement, (RefusalReason, String)> {
             let designated = record.and_then(|r| r.designated).unwrap_or(d);
-            let write = |state, note: Option<&str>| {
-                let mut e = LedgerEntry::reclaim(peer, state, designated, incarnation);
-                e.note = note.map(str::to_string);
-                guard
-                    .append(&e)
-                    .map_err(|e| (RefusalReason::Unknown, e.to_string()))
-            };
+            let mut lines = Vec::new();
             if stage == Some(ReclaimStage::Intent) {
-                write(LedgerState::Done, Some(why))?;
+                let mut e = LedgerEntry::reclaim(peer, LedgerState::Done, designated, incarnation);
+                e.note = Some(why.to_string());
+                lines.push(e);
             }
-            write(LedgerState::Verified, None)?;
-            Ok(Judgement::Already { resolved: true })
+            lines.push(LedgerEntry::reclaim(
+                peer,
+                LedgerState::Verified,
+                designated,
+                incarnation,
+            ));
+            Ok(Judgement::Already { lines })
         };
         match stage {
-            Some(ReclaimStage::Verified) => return Ok(Judgement::Already { resolved: false }),
+            Some(ReclaimStage::Verified) => return Ok(Judgement::Already { lines: Vec::new() }),
             Some(ReclaimStage::Done) => {
                 if owned == 0 && sync.is_ok() {
                     return resolve("verified on a later pass");
                 }
-                return Ok(Judgement::Already { resolved: false });
+                return Ok(Judgement::Already { lines: Vec::new() });
             }
             Some(ReclaimStage::Intent) => {
                 if obs.reachable(&name) {
@@ -1434,11 +1482,12 @@ impl Reclaimer {
                 format!("{peer} is a fixed peer"),
             ));
         }
-        let guard = self.ledger.lock(self.config.lock_wait).await?;
+        let guard = self.lock_ledger().await?;
         // Everything below is decided on fresh data, under the lock.
         let obs = self.observe().await?;
-        let mut records = guard.records()?;
-        let contradictions = self.record_sightings(&guard, &obs, hosts, &mut records)?;
+        let mut records = read_records(guard.as_ref(), &self.ledger_name).await?;
+        let (lines, contradictions) = self.record_sightings(&obs, hosts, &records);
+        self.write(guard.as_ref(), lines, &mut records).await?;
         let record = records.get(&peer).cloned();
         let incarnation = record.as_ref().map(|r| r.incarnation).unwrap_or(1);
         let name = peer.to_string();
@@ -1447,10 +1496,12 @@ impl Reclaimer {
             .into_iter()
             .next();
         match self
-            .judge(&guard, &obs, peer, record.as_ref(), hosts, &contradictions)
+            .judge(&obs, peer, record.as_ref(), hosts, &contradictions)
             .map_err(|(k, w)| refused(k, w))?
         {
-            Judgement::Already { resolved } => {
+            Judgement::Already { lines } => {
+                let resolved = !lines.is_empty();
+                self.write(guard.as_ref(), lines, &mut records).await?;
                 drop(guard);
                 let by = record.as_ref().and_then(|r| r.designated);
                 if !resolved {
@@ -1472,7 +1523,7 @@ impl Reclaimer {
                 intent.ips = owned;
                 intent.address = address.clone();
                 intent.note = Some(why_gone.clone());
-                guard.append(&intent)?;
+                append_entry(guard.as_ref(), &self.ledger_name, &intent).await?;
 
                 let client = self.observer.client(designated).ok_or_else(|| {
                     WeaveError::config(format!("designated {designated} has no client"))
@@ -1484,7 +1535,7 @@ impl Reclaimer {
                     noop.note = Some(format!(
                         "rmpeer took nothing; the designated view showed {owned} IPs"
                     ));
-                    guard.append(&noop)?;
+                    append_entry(guard.as_ref(), &self.ledger_name, &noop).await?;
                     ReclaimMetrics::add(&self.metrics.noops, 1);
                     tracing::warn!(%peer, owned, designated = %designated, "rmpeer took over nothing: not a reclaim");
                     return Err(WeaveError::NothingTakenOver {
@@ -1497,19 +1548,19 @@ impl Reclaimer {
                     LedgerEntry::reclaim(peer, LedgerState::Done, designated, incarnation);
                 done.ips = outcome.taken_over;
                 done.address = address.clone();
-                guard.append(&done)?;
+                append_entry(guard.as_ref(), &self.ledger_name, &done).await?;
                 ReclaimMetrics::add(&self.metrics.reclaims, 1);
                 ReclaimMetrics::add(&self.metrics.reclaimed_ips, outcome.taken_over);
                 tracing::warn!(%peer, nickname = nickname.as_deref().unwrap_or(""), incarnation, ips = outcome.taken_over,
                     designated = %designated, evidence = %why_gone, "reclaimed the IP space of a vanished peer (rmpeer)");
 
                 self.verify(peer).await?;
-                guard.append(&LedgerEntry::reclaim(
-                    peer,
-                    LedgerState::Verified,
-                    designated,
-                    incarnation,
-                ))?;
+                append_entry(
+                    guard.as_ref(),
+                    &self.ledger_name,
+                    &LedgerEntry::reclaim(peer, LedgerState::Verified, designated, incarnation),
+                )
+                .await?;
                 drop(guard);
                 self.forget(&obs, peer, address.as_deref()).await;
                 Ok(Attempt::Reclaimed(outcome.taken_over))

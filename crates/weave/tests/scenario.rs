@@ -1352,3 +1352,71 @@ async fn the_membership_reclaim_waits_for_the_minimum_too() {
         "exactly one rmpeer"
     );
 }
+
+/// The ledger in a shared store (as etcd is for reclaimers on several hosts): reclaimers with
+/// **different** designated peers reclaim each dead peer exactly once, and one that finds an
+/// unfinished intent on another designated peer never repeats it elsewhere.
+#[tokio::test]
+async fn reclaimers_with_different_designated_peers_on_one_shared_ledger_reclaim_once() {
+    let w = World::new(EmulatorConfig::default()).await;
+    let m = w.membership(None);
+    w.join_both(&m).await;
+    let store = fleetscale_core::testing::MemoryLedger::new();
+    let on = |designated: u64| {
+        Arc::new(
+            Reclaimer::new(
+                w.reclaim_config(designated, "unused.jsonl")
+                    .with_ledger_store(Arc::new(store.clone())),
+            )
+            .unwrap(),
+        )
+    };
+    let (a, b, c) = (on(1), on(2), on(3));
+    a.run_once().await;
+    let owned5 = w.emu.owned(pn(1), pn(5));
+    w.emu.kill(pn(5)).unwrap();
+    w.pool.remove("dyn5");
+    let (ra, rb, rc) = tokio::join!(a.run_once(), b.run_once(), c.run_once());
+    let reclaimed: Vec<_> = [&ra, &rb, &rc]
+        .iter()
+        .flat_map(|p| p.reclaimed.clone())
+        .collect();
+    assert_eq!(reclaimed, [(pn(5), owned5)], "{ra:?}\n{rb:?}\n{rc:?}");
+    assert_eq!(w.emu.rmpeer_log().len(), 1);
+    assert!(w.emu.duplicate_ownership().is_empty());
+    assert!(
+        !w.dir.path().join("unused.jsonl").exists(),
+        "the file is not used"
+    );
+    assert!(store
+        .snapshot()
+        .iter()
+        .any(|l| l.contains("\"state\":\"verified\"")));
+
+    // An intent on fixed1 whose answer nobody saw: the reclaimer designated fixed2 refuses to
+    // repeat it on fixed2 while dyn4's space has not moved.
+    b.run_once().await;
+    w.emu.kill(pn(4)).unwrap();
+    w.pool.remove("dyn4");
+    let mut intent = LedgerEntry::reclaim(pn(4), LedgerState::Intent, pn(1), 1);
+    intent.address = Some(addr(4));
+    {
+        use fleetscale_core::coordination::LedgerStore;
+        let held = store.lock(Duration::from_secs(5)).await.unwrap();
+        held.append(&serde_json::to_string(&intent).unwrap())
+            .await
+            .unwrap();
+    }
+    let p = b.run_once().await;
+    assert_eq!(
+        reasons(&p, pn(4)),
+        [RefusalReason::IntentOnOtherPeer],
+        "{p:?}"
+    );
+    assert_eq!(w.emu.rmpeer_log().len(), 1);
+    // The reclaimer designated fixed1 finishes it there, once.
+    let p = a.run_once().await;
+    assert_eq!(p.reclaimed.len(), 1, "{p:?}");
+    assert_eq!(w.emu.rmpeer_log().len(), 2);
+    assert_eq!(w.emu.rmpeer_log()[1].by, pn(1));
+}

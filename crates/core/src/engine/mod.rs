@@ -49,7 +49,8 @@ use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::plan::{plan_actions, Action, PlanOptions};
+use crate::coordination::{ActionNote, Coordinator, SingleProcess};
+use crate::plan::{plan_actions, Action, ActionKind, PlanOptions};
 use crate::policy::{MetricReadings, Policy, PolicyState};
 use crate::record::{
     ActionError, ActionOutcome, ActionStep, DecisionObserver, DecisionRecord, MetricReading,
@@ -328,6 +329,7 @@ struct TargetState {
 pub struct Engine {
     config: EngineConfig,
     provider: Arc<dyn TargetProvider>,
+    coordinator: Arc<dyn Coordinator>,
     observers: Vec<Arc<dyn DecisionObserver>>,
     states: StdMutex<HashMap<String, Arc<Mutex<TargetState>>>>,
     last: RwLock<BTreeMap<String, DecisionRecord>>,
@@ -410,12 +412,22 @@ impl Engine {
         Engine {
             config,
             provider,
+            coordinator: Arc::new(SingleProcess),
             observers: Vec::new(),
             states: StdMutex::new(HashMap::new()),
             last: RwLock::new(BTreeMap::new()),
             trigger: Notify::new(),
             ticks_in_flight: AtomicUsize::new(0),
         }
+    }
+
+    /// Shares the targets with other replicas through `coordinator` (default
+    /// [`SingleProcess`]: this engine owns every target): each pass acts only on the targets
+    /// [`Coordinator::acquire`] returns, and every create, start, stop, destroy and leave is
+    /// sent only after [`Coordinator::fence`] allowed it, and only while that fence is valid.
+    pub fn with_coordinator(mut self, coordinator: Arc<dyn Coordinator>) -> Self {
+        self.coordinator = coordinator;
+        self
     }
 
     /// Adds an observer of decision records.
@@ -557,10 +569,20 @@ impl Engine {
         targets: &[TargetSpec],
         cancel: &CancellationToken,
     ) -> Vec<DecisionRecord> {
+        let names: Vec<String> = targets.iter().map(|t| t.name().to_owned()).collect();
+        let owned: std::collections::HashSet<String> = match self.coordinator.acquire(&names).await
+        {
+            Ok(owned) => owned.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "coordination unavailable: acting on no target this pass");
+                return Vec::new();
+            }
+        };
         // Futures are built up front: a `map` closure over borrowed targets makes the stream's
         // future lose `Send` (rust-lang/rust#102211), and `Engine::run` must be spawnable.
         let ticks: Vec<_> = targets
             .iter()
+            .filter(|t| owned.contains(t.name()))
             .map(|t| self.tick_inner(t, self.config.dry_run, cancel))
             .collect();
         stream::iter(ticks)
@@ -859,6 +881,30 @@ impl Engine {
         }
         let scaler = &target.scaler;
         let membership = target.membership.as_deref();
+        // Every mutating call goes out only under a valid fence (see `with_coordinator`).
+        let fence = |kind: ActionKind, machine: Option<&crate::MachineId>| {
+            let note = ActionNote::new(target.name(), kind, machine.cloned());
+            async move {
+                let f = with_deadline(
+                    deadline,
+                    "proving ownership of the target",
+                    self.coordinator.fence(&note),
+                )
+                .await
+                .map_err(|e| ActionError::new(ActionStep::Fence, &e))?;
+                if f.valid() {
+                    Ok(())
+                } else {
+                    Err(ActionError::new(
+                        ActionStep::Fence,
+                        &Error::refused(format!(
+                            "the fence on target {} expired before the call was sent",
+                            note.target
+                        )),
+                    ))
+                }
+            }
+        };
         let mut sent = SentAction {
             target: target.name(),
             action,
@@ -871,6 +917,7 @@ impl Engine {
                 | Action::Suspend { id, .. }
                 | Action::Destroy { id, .. } => {
                     if let (Some(ms), Some(m)) = (membership, machine) {
+                        fence(action.kind(), Some(id)).await?;
                         with_deadline(
                             deadline,
                             &format!("leaving the cluster before acting on {id}"),
@@ -879,6 +926,7 @@ impl Engine {
                         .await
                         .map_err(step(ActionStep::Leave))?;
                     }
+                    fence(action.kind(), Some(id)).await?;
                     match action {
                         Action::Stop { .. } => {
                             with_deadline(deadline, &format!("stopping {id}"), scaler.stop(id))
@@ -903,6 +951,7 @@ impl Engine {
                     }
                 }
                 Action::Create { request, .. } => {
+                    fence(ActionKind::Create, None).await?;
                     let m = with_deadline(deadline, "creating a machine", scaler.create(request))
                         .await
                         .map_err(step(ActionStep::Create))?;
@@ -925,6 +974,7 @@ impl Engine {
                     joined
                 }
                 Action::Start { id, .. } => {
+                    fence(ActionKind::Start, Some(id)).await?;
                     with_deadline(deadline, &format!("starting {id}"), scaler.start(id))
                         .await
                         .map_err(step(ActionStep::Start))?;
