@@ -47,6 +47,7 @@
 //! Facts about the API come from `superfly/fly-go`, Fly's docs and fly-autoscaler, summarised
 //! in the project's `shared/reference/fly-machines-and-fly-autoscaler.md`.
 
+pub mod apps;
 pub mod client;
 mod discovery;
 mod error;

@@ -8,20 +8,18 @@
 pub mod config;
 pub mod observer;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use fleetscale_core::engine::{Engine, EngineConfig, TargetProvider, TargetSpec};
 use fleetscale_core::expr::Expr;
 use fleetscale_core::plan::PlanOptions;
 use fleetscale_core::policy::{self, CountRule, Policy, COUNT_VARIABLES};
-use fleetscale_core::{Bounds, Counts, InitialState, MetricSource, Scaler, Scope, Targets};
-use fleetscale_fly::{
-    AppDiscovery, ClientConfig, FlyGraphql, FlyScaler, FlyScalerConfig, FlyToken, GraphqlConfig,
-    MachinesClient, Wildcard,
-};
+use fleetscale_core::{Bounds, Counts, InitialState, MetricSource, Scope, Targets};
+use fleetscale_fly::apps::FlyApps;
+use fleetscale_fly::{ClientConfig, FlyGraphql, FlyToken, GraphqlConfig, MachinesClient};
 use fleetscale_metrics::{
     MetricsError, PrometheusConfig, PrometheusSource, TemporalConfig, TemporalSource,
 };
@@ -366,9 +364,10 @@ pub fn build_graphql(c: &Config, getenv: &dyn Fn(&str) -> Option<String>) -> Res
     Ok(FlyGraphql::new(token, cfg)?)
 }
 
-fn scaler_config(c: &Config, app: &str) -> FlyScalerConfig {
-    FlyScalerConfig::new(app)
-        .with_process_group((!c.process_group.is_empty()).then(|| c.process_group.clone()))
+/// The app or wildcard of `c`, limited to its process group.
+fn fly_apps(c: &Config, client: MachinesClient) -> FlyApps {
+    FlyApps::new(client, c.app_name.clone(), c.org.clone())
+        .with_process_group(Some(c.process_group.clone()))
         .with_regions(c.regions.clone())
 }
 
@@ -385,21 +384,17 @@ fn initial_state(c: &Config) -> InitialState {
 /// logged as `app list update failed` and the last good list kept). With a release guard
 /// ([`FlyTargets::with_release_guard`]) each app's scaler pauses while a deploy of it runs.
 pub struct FlyTargets {
-    /// Whether the last wildcard listing matched no app (logged once per change).
-    matched_none: Mutex<bool>,
-    config: Config,
-    client: MachinesClient,
-    release_guard: Option<FlyGraphql>,
+    apps: FlyApps,
+    initial_state: InitialState,
+    max_actions_per_tick: u32,
     policy: Arc<Policy>,
     sources: Vec<Arc<dyn MetricSource>>,
-    discovery: Option<AppDiscovery>,
-    scalers: Mutex<HashMap<String, Arc<dyn Scaler>>>,
 }
 
 impl std::fmt::Debug for FlyTargets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FlyTargets")
-            .field("app", &self.config.app_name)
+            .field("apps", &self.apps)
             .finish_non_exhaustive()
     }
 }
@@ -412,64 +407,20 @@ impl FlyTargets {
         policy: Policy,
         sources: Vec<Arc<dyn MetricSource>>,
     ) -> Self {
-        let discovery = config.is_wildcard().then(|| {
-            AppDiscovery::new(
-                client.clone(),
-                config.org.clone(),
-                Wildcard::new(config.app_name.clone()),
-            )
-        });
         FlyTargets {
-            matched_none: Mutex::new(false),
-            config,
-            client,
-            release_guard: None,
+            apps: fly_apps(&config, client),
+            initial_state: initial_state(&config),
+            max_actions_per_tick: config.max_actions_per_tick,
             policy: Arc::new(policy),
             sources,
-            discovery,
-            scalers: Mutex::new(HashMap::new()),
         }
     }
 
     /// Checks each app's current release before every tick, as fly-autoscaler does (see
-    /// [`FlyScaler::with_release_guard`]).
+    /// [`fleetscale_fly::FlyScaler::with_release_guard`]).
     pub fn with_release_guard(mut self, graphql: FlyGraphql) -> Self {
-        self.release_guard = Some(graphql);
+        self.apps = self.apps.with_release_guard(graphql);
         self
-    }
-
-    fn spec(&self, app: &str) -> Result<TargetSpec> {
-        let scaler = {
-            let mut cache = self.scalers.lock().unwrap_or_else(|e| e.into_inner());
-            match cache.get(app) {
-                Some(s) => s.clone(),
-                None => {
-                    let mut fly =
-                        FlyScaler::new(self.client.clone(), scaler_config(&self.config, app))?;
-                    if let Some(g) = &self.release_guard {
-                        fly = fly.with_release_guard(g.clone());
-                    }
-                    let s: Arc<dyn Scaler> = Arc::new(fly);
-                    cache.insert(app.to_owned(), s.clone());
-                    s
-                }
-            }
-        };
-        let mut scope = Scope::new(app);
-        if !self.config.process_group.is_empty() {
-            scope = scope.with_group(self.config.process_group.clone());
-        }
-        if !self.config.org.is_empty() {
-            scope = scope.with_var("ORG", self.config.org.clone());
-        }
-        Ok(TargetSpec::new(scope, scaler, Policy::default())
-            .with_shared_policy(self.policy.clone())
-            .with_sources(self.sources.clone())
-            .with_plan_options(
-                PlanOptions::default()
-                    .with_initial_state(initial_state(&self.config))
-                    .with_max_actions_per_kind(Some(self.config.max_actions_per_tick)),
-            ))
     }
 }
 
@@ -478,34 +429,35 @@ impl TargetProvider for FlyTargets {
     /// One target per app; the wildcard list is fetched on every call (the engine calls once
     /// per refresh interval). A failed fetch is logged and the last good list used.
     async fn targets(&self) -> fleetscale_core::Result<Vec<TargetSpec>> {
-        let apps = match &self.discovery {
-            None => vec![self.config.app_name.clone()],
-            Some(d) => match d.refresh().await {
-                Ok(names) => {
-                    let mut none = self.matched_none.lock().unwrap_or_else(|e| e.into_inner());
-                    if names.is_empty() && !*none {
-                        tracing::warn!(
-                            pattern = %self.config.app_name,
-                            org = %self.config.org,
-                            "app name pattern {} matches no app of organization {}: nothing to scale",
-                            crate::gocompat::go_quote(&self.config.app_name),
-                            crate::gocompat::go_quote(&self.config.org)
-                        );
-                    }
-                    *none = names.is_empty();
-                    names
-                }
-                Err(e) => {
-                    tracing::error!(err = %e, "app list update failed");
-                    d.current().unwrap_or_default()
-                }
-            },
-        };
-        let mut cache = self.scalers.lock().unwrap_or_else(|e| e.into_inner());
-        cache.retain(|k, _| apps.contains(k));
-        drop(cache);
-        apps.iter()
-            .map(|a| self.spec(a).map_err(fleetscale_core::Error::from))
+        let list = self.apps.list().await;
+        if let Some(e) = &list.refresh_error {
+            tracing::error!(err = %e, "app list update failed");
+        }
+        if list.newly_empty {
+            tracing::warn!(
+                pattern = %self.apps.pattern(),
+                org = %self.apps.org(),
+                "app name pattern {} matches no app of organization {}: nothing to scale",
+                crate::gocompat::go_quote(self.apps.pattern()),
+                crate::gocompat::go_quote(self.apps.org())
+            );
+        }
+        list.apps
+            .iter()
+            .map(|app| -> fleetscale_core::Result<TargetSpec> {
+                Ok(TargetSpec::new(
+                    self.apps.scope(app),
+                    self.apps.scaler(app)?,
+                    Policy::default(),
+                )
+                .with_shared_policy(self.policy.clone())
+                .with_sources(self.sources.clone())
+                .with_plan_options(
+                    PlanOptions::default()
+                        .with_initial_state(self.initial_state)
+                        .with_max_actions_per_kind(Some(self.max_actions_per_tick)),
+                ))
+            })
             .collect()
     }
 }
@@ -707,8 +659,7 @@ pub async fn eval(config: &Config, getenv: &dyn Fn(&str) -> Option<String>) -> R
             ));
         }
         let client = build_client(config, getenv)?;
-        let fly = FlyScaler::new(client, scaler_config(config, &app))?;
-        let machines = fly.list().await?;
+        let machines = fly_apps(config, client).scaler(&app)?.list().await?;
         Counts::of(&machines)
     } else {
         Counts::default()
