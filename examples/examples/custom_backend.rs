@@ -47,11 +47,10 @@ impl TinyCloud {
 impl Scaler for TinyCloud {
     /// No suspend; new VMs need no template; they can be created stopped.
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            suspend: false,
-            create_needs_template: false,
-            create_stopped: true,
-        }
+        Capabilities::default()
+            .with_suspend(false)
+            .with_create_needs_template(false)
+            .with_create_stopped(true)
     }
 
     async fn list(&self) -> Result<Vec<Machine>> {

@@ -58,16 +58,12 @@ pub async fn serve(
             None,
         )?,
         started: CountRule::from_settings("started", Some("max(1, ceil(load / 20))"), None, None)?,
-        keep_one_created: true,
         ..Policy::default()
     };
     let target = TargetSpec::new(Scope::new("embedded-app"), fleet, policy).with_source(load);
     target.validate()?;
     let engine = Arc::new(Engine::new(
-        EngineConfig {
-            interval: Duration::from_millis(100),
-            ..EngineConfig::default()
-        },
+        EngineConfig::default().with_interval(Duration::from_millis(100)),
         Arc::new(vec![target]),
     ));
 
@@ -90,7 +86,7 @@ pub async fn serve(
     let autoscaler = {
         let engine = engine.clone();
         let token = shutdown.clone();
-        tokio::spawn(async move { engine.run(token).await })
+        tokio::spawn(async move { engine.run(token.cancelled_owned()).await })
     };
     server.await??;
     autoscaler.await??;

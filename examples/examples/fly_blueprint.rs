@@ -153,7 +153,6 @@ pub async fn run() -> Result<(Vec<usize>, bool), BoxError> {
             None,
             None,
         )?,
-        keep_one_created: true, // fly-autoscaler's rule: nothing to clone from zero
         ..Policy::default()
     };
     let target = TargetSpec::new(Scope::new(APP), scaler, policy)
@@ -161,16 +160,13 @@ pub async fn run() -> Result<(Vec<usize>, bool), BoxError> {
         .with_initial_state(InitialState::Stopped);
     target.validate()?;
     let engine = Arc::new(Engine::new(
-        EngineConfig {
-            interval: Duration::from_millis(250),
-            ..EngineConfig::default()
-        },
+        EngineConfig::default().with_interval(Duration::from_millis(250)),
         Arc::new(vec![target]),
     ));
     let stop = CancellationToken::new();
     let task = {
         let (engine, stop) = (engine.clone(), stop.clone());
-        tokio::spawn(async move { engine.run(stop).await })
+        tokio::spawn(async move { engine.run(stop.cancelled_owned()).await })
     };
 
     let mut totals = Vec::new();

@@ -32,7 +32,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             None,
         )?,
         started: CountRule::from_settings("started", Some("max(1, ceil(load / 20))"), None, None)?,
-        keep_one_created: true,
         ..Policy::default()
     };
     let target = TargetSpec::new(Scope::new("quickstart-app"), fleet.clone(), policy)
@@ -41,10 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_initial_state(InitialState::Stopped);
     target.validate()?;
     let engine = Engine::new(
-        EngineConfig {
-            interval: Duration::from_millis(100),
-            ..EngineConfig::default()
-        },
+        EngineConfig::default().with_interval(Duration::from_millis(100)),
         Arc::new(vec![target]),
     );
 

@@ -82,11 +82,10 @@ impl HostPool {
 impl Scaler for HostPool {
     /// A fixed pool: no creates.
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            suspend: false,
-            create_needs_template: true,
-            create_stopped: false,
-        }
+        Capabilities::default()
+            .with_suspend(false)
+            .with_create_needs_template(true)
+            .with_create_stopped(false)
     }
     async fn list(&self) -> Result<Vec<Machine>> {
         Ok(self
@@ -180,11 +179,9 @@ pub async fn run() -> std::result::Result<Outcome, BoxError> {
         .with_membership(membership);
     target.validate()?;
     let engine = Engine::new(
-        EngineConfig {
-            reclaim_lost_members: true,
-            tick_timeout: Duration::from_secs(120),
-            ..EngineConfig::default()
-        },
+        EngineConfig::default()
+            .with_reclaim_lost_members(true)
+            .with_tick_timeout(Duration::from_secs(120)),
         Arc::new(vec![target]),
     );
 

@@ -113,10 +113,7 @@ async fn main() {
                 .with_source(load.clone());
             target.validate().unwrap();
             let engine = Engine::new(
-                EngineConfig {
-                    tick_timeout: std::time::Duration::from_secs(1800),
-                    ..EngineConfig::default()
-                },
+                EngineConfig::default().with_tick_timeout(std::time::Duration::from_secs(1800)),
                 Arc::new(vec![target]),
             );
 

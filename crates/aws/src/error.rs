@@ -315,9 +315,11 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl From<AwsError> for CoreError {
+    /// Maps onto the core classes, keeping the AWS error as the `source` of every class that
+    /// has one (a throttle keeps EC2's message and request id).
     fn from(e: AwsError) -> CoreError {
         let message = e.to_string();
-        match &e {
+        let core = match &e {
             AwsError::Config { .. } => CoreError::config(message),
             AwsError::NotInPool { id, pool, reason } => {
                 CoreError::not_found(if reason.is_empty() {
@@ -328,41 +330,47 @@ impl From<AwsError> for CoreError {
             }
             AwsError::Unsupported { operation, .. } => {
                 tracing::warn!(error = %message, "EC2 operation not supported");
-                CoreError::Unsupported { operation }
+                return CoreError::Unsupported {
+                    operation: *operation,
+                };
             }
-            AwsError::WrongState { .. } => CoreError::Conflict { message },
-            AwsError::LaunchedButGone { .. } => CoreError::Capacity { message },
-            AwsError::LaunchWait { id, after, .. } => CoreError::Timeout {
-                operation: format!("wait for instance {id} to run before stopping it"),
-                after: *after,
-            },
-            AwsError::Transport { .. } => CoreError::Unavailable {
-                message,
-                source: Some(Box::new(e)),
-            },
+            AwsError::WrongState { .. } => CoreError::conflict(message),
+            AwsError::LaunchedButGone { .. } => CoreError::capacity(message),
+            AwsError::LaunchWait { id, after, .. } => CoreError::timeout(
+                format!("wait for instance {id} to run before stopping it"),
+                *after,
+            ),
+            AwsError::Transport { .. } => CoreError::unavailable(message),
             AwsError::InvalidResponse { operation, .. } => CoreError::InvalidResponse {
                 context: format!("EC2 {operation}"),
                 message,
-                source: Some(Box::new(e)),
+                source: None,
             },
-            AwsError::Request { .. } => CoreError::backend(message, false, e),
-            AwsError::Api { .. } => match e.class() {
-                Some(ErrorClass::Throttled) => CoreError::RateLimited { retry_after: None },
-                Some(ErrorClass::Capacity) => CoreError::Capacity { message },
-                Some(ErrorClass::NotFound) => CoreError::not_found(message),
-                Some(ErrorClass::Unauthorized) => CoreError::Unauthorized { message },
-                Some(ErrorClass::IncorrectState) | Some(ErrorClass::TokenMismatch) => {
-                    CoreError::Conflict { message }
-                }
-                Some(ErrorClass::Server) => CoreError::Unavailable {
+            AwsError::Request { .. } => CoreError::Backend {
+                message,
+                retryable: false,
+                source: None,
+            },
+            AwsError::Api { request_id, .. } => match e.class() {
+                Some(ErrorClass::Throttled) => CoreError::RateLimited {
                     message,
-                    source: Some(Box::new(e)),
+                    request_id: request_id.clone(),
+                    retry_after: None,
+                    source: None,
                 },
+                Some(ErrorClass::Capacity) => CoreError::capacity(message),
+                Some(ErrorClass::NotFound) => CoreError::not_found(message),
+                Some(ErrorClass::Unauthorized) => CoreError::unauthorized(message),
+                Some(ErrorClass::IncorrectState) | Some(ErrorClass::TokenMismatch) => {
+                    CoreError::conflict(message)
+                }
+                Some(ErrorClass::Server) => CoreError::unavailable(message),
                 Some(ErrorClass::Unsupported) | Some(ErrorClass::Invalid) | None => {
-                    CoreError::InvalidRequest { message }
+                    CoreError::invalid_request(message)
                 }
             },
-        }
+        };
+        core.with_source(e)
     }
 }
 

@@ -82,19 +82,16 @@ pub fn to_machine(i: &Instance) -> Option<Machine> {
     if let Some(z) = az {
         labels.insert(LABEL_AZ.to_string(), z.to_string());
     }
-    Some(Machine {
-        id: id.into(),
-        name,
-        state,
-        region: az.map(str::to_string),
-        created_at: i.launch_time().and_then(|t| SystemTime::try_from(*t).ok()),
-        address: i
-            .private_ip_address()
-            .filter(|a| !a.is_empty())
-            .map(str::to_string),
-        manageable: state != MachineState::Unknown,
-        labels,
-    })
+    let mut machine = Machine::new(id, state).with_manageable(state != MachineState::Unknown);
+    machine.name = name;
+    machine.region = az.map(str::to_string);
+    machine.created_at = i.launch_time().and_then(|t| SystemTime::try_from(*t).ok());
+    machine.address = i
+        .private_ip_address()
+        .filter(|a| !a.is_empty())
+        .map(str::to_string);
+    machine.labels = labels;
+    Some(machine)
 }
 
 /// The spot request to cancel before terminating `i`: its `SpotInstanceRequestId`, when it has

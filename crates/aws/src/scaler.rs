@@ -1057,11 +1057,10 @@ fn core(e: AwsError) -> Error {
 #[async_trait]
 impl Scaler for Ec2Scaler {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            suspend: false,
-            create_needs_template: false,
-            create_stopped: self.config.can_stop(),
-        }
+        Capabilities::DEFAULT
+            .with_suspend(false)
+            .with_create_needs_template(false)
+            .with_create_stopped(self.config.can_stop())
     }
 
     async fn list(&self) -> Result<Vec<Machine>> {

@@ -229,11 +229,9 @@ async fn on_demand_create_sets_tags_user_data_and_a_client_token() {
     config.user_data = Some(UserData::new(script));
     let scaler = lab.scaler(config).await;
     assert!(!format!("{scaler:?}").contains("s3cret"));
-    let request = CreateRequest {
-        name: Some("weave-dyn".into()),
-        labels: [("role".to_string(), "dynamic".to_string())].into(),
-        ..CreateRequest::default()
-    };
+    let request = CreateRequest::default()
+        .with_name("weave-dyn")
+        .with_label("role", "dynamic");
     let m = scaler.create(&request).await.unwrap();
 
     assert!(m.id.as_str().starts_with("i-"), "{}", m.id);
@@ -335,10 +333,7 @@ async fn spot_creates_send_market_options_and_report_capabilities_honestly() {
     // A stopped create is refused before anything is launched.
     lab.proxy.reset_counts();
     let err = scaler
-        .create(&CreateRequest {
-            initial_state: InitialState::Stopped,
-            ..CreateRequest::default()
-        })
+        .create(&CreateRequest::new(InitialState::Stopped))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
@@ -675,10 +670,7 @@ async fn a_stopped_create_launches_then_stops_once_running() {
     let scaler = lab.scaler(lab.config("cold").await).await;
     assert!(scaler.capabilities().create_stopped);
     let m = scaler
-        .create(&CreateRequest {
-            initial_state: InitialState::Stopped,
-            ..CreateRequest::default()
-        })
+        .create(&CreateRequest::new(InitialState::Stopped))
         .await
         .unwrap();
     assert_eq!(m.state, MachineState::Stopping);

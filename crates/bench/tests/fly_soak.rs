@@ -93,7 +93,6 @@ fn policy() -> Policy {
             started: Bounds::between(0, STARTED_MAX),
             ..Limits::default()
         },
-        keep_one_created: true,
         ..Policy::default()
     }
 }
@@ -352,16 +351,14 @@ async fn engine_on_the_fly_fake_stays_safe_under_http_faults_and_converges() {
         specs.push(spec);
     }
     let engine = Engine::new(
-        EngineConfig {
+        EngineConfig::default()
             // Long enough that the engine never drops a call the server still executes: hung
             // requests are cut by the client's timeout instead, so every request of a pass is
             // in that pass's log.
-            tick_timeout: Duration::from_secs(120),
-            metric_timeout: METRIC_TIMEOUT,
-            concurrency: 2,
-            action_concurrency: 3,
-            ..EngineConfig::default()
-        },
+            .with_tick_timeout(Duration::from_secs(120))
+            .with_metric_timeout(METRIC_TIMEOUT)
+            .with_concurrency(2)
+            .with_action_concurrency(3),
         Arc::new(specs),
     );
 

@@ -147,10 +147,7 @@ impl World {
         let target = TargetSpec::new(Scope::new("pool"), self.scaler.clone(), Policy::default())
             .with_membership(Arc::new(WeaveMembership::new(mc).unwrap()));
         Engine::new(
-            EngineConfig {
-                reclaim_lost_members: true,
-                ..EngineConfig::default()
-            },
+            EngineConfig::default().with_reclaim_lost_members(true),
             Arc::new(vec![target]),
         )
     }

@@ -1,6 +1,5 @@
 //! The `fleetscale` command line (clap).
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -99,11 +98,13 @@ pub enum Commands {
     /// One tick of every target, without changing anything: what would be done and why.
     Eval(EvalArgs),
     /// A complete scaling scenario on the built-in fakes (no account, no server).
+    #[cfg(feature = "fakes")]
     Demo(DemoArgs),
     /// What a policy would have done over past metrics (Prometheus or a CSV trace), replayed
     /// against a simulated fleet: summary.json, a table, plot.svg and plot.png.
     Backtest(Box<crate::backtest::BacktestArgs>),
     /// Start a fake as a server for local experiments.
+    #[cfg(feature = "fakes")]
     #[command(subcommand)]
     Fake(FakeCommands),
     /// Weave Net tools.
@@ -294,6 +295,7 @@ pub async fn main_with_args(args: Vec<String>) -> i32 {
     };
     // The demo's view is on stdout; the libraries' INFO lines would only clutter it.
     let level = match cli.command {
+        #[cfg(feature = "fakes")]
         Commands::Demo(_) => cli.log_level.min(LevelFilter::WARN),
         _ => cli.log_level,
     };
@@ -313,11 +315,12 @@ async fn run(cli: Cli) -> Result<i32> {
             println!("fleetscale {}", env!("CARGO_PKG_VERSION"));
             Ok(0)
         }
+        #[cfg(feature = "fakes")]
         Commands::Demo(a) => {
             let opts = crate::demo::DemoOptions {
                 duration: a.duration,
                 speed: a.speed,
-                live: !a.plain && std::io::stdout().is_terminal(),
+                live: !a.plain && std::io::IsTerminal::is_terminal(&std::io::stdout()),
             };
             let mut out = std::io::stdout();
             let s = crate::demo::run_demo(&opts, &mut out).await?;
@@ -326,7 +329,9 @@ async fn run(cli: Cli) -> Result<i32> {
         Commands::Backtest(a) => crate::backtest::backtest(&a).await,
         Commands::Run(a) => crate::native::run(&a.config, a.dry_run).await.map(|()| 0),
         Commands::Eval(a) => crate::native::eval(&a.config, a.json).await,
+        #[cfg(feature = "fakes")]
         Commands::Fake(FakeCommands::Fly(a)) => crate::fakes::fake_fly(a).await.map(|()| 0),
+        #[cfg(feature = "fakes")]
         Commands::Fake(FakeCommands::Weave(a)) => crate::fakes::fake_weave(a).await.map(|()| 0),
         Commands::Weave(WeaveCommands::Reclaim(a)) => crate::weave::weave_reclaim(a).await,
     }

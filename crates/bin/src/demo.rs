@@ -277,7 +277,6 @@ pub async fn run_demo(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSum
     let scaler = Arc::new(FlyScaler::new(client, FlyScalerConfig::new(DEMO_APP))?);
     let policy = Policy {
         created: CountRule::from_settings("created", Some(BLUEPRINT_RULE), None, None)?,
-        keep_one_created: true,
         ..Policy::default()
     };
     let target = TargetSpec::new(Scope::new(DEMO_APP), scaler, policy)
@@ -288,14 +287,12 @@ pub async fn run_demo(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSum
     let recorder = Arc::new(Recorder::default());
     let engine = Arc::new(
         Engine::new(
-            EngineConfig {
-                interval,
-                tick_timeout: scaled(Duration::from_secs(10)).max(Duration::from_secs(2)),
-                metric_timeout: Duration::from_secs(2),
-                concurrency: 1,
-                action_concurrency: 2,
-                ..EngineConfig::default()
-            },
+            EngineConfig::default()
+                .with_interval(interval)
+                .with_tick_timeout(scaled(Duration::from_secs(10)).max(Duration::from_secs(2)))
+                .with_metric_timeout(Duration::from_secs(2))
+                .with_concurrency(1)
+                .with_action_concurrency(2),
             Arc::new(vec![target]),
         )
         .with_observer(recorder.clone()),
@@ -304,7 +301,7 @@ pub async fn run_demo(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSum
     let engine_task = {
         let engine = engine.clone();
         let cancel = cancel.clone();
-        tokio::spawn(async move { engine.run(cancel).await })
+        tokio::spawn(async move { engine.run(cancel.cancelled_owned()).await })
     };
 
     let t0 = Instant::now();

@@ -5,7 +5,9 @@
 //! - `fly-autoscaler` ([`fas`]): a drop-in replacement for `superfly/fly-autoscaler`
 //!   (same `FAS_*` variables, YAML file, commands, log lines and metric names);
 //! - `fleetscale` ([`cli`]): the native command line: `run` and `eval` a TOML
-//!   configuration of many targets, `demo`, `fake fly` / `fake weave`, `weave reclaim`.
+//!   configuration of many targets, `weave reclaim`, and with the `fakes` feature (on by
+//!   default; `--no-default-features` builds a production binary without them) `demo`,
+//!   `fake fly` and `fake weave`.
 //!
 //! Shared pieces: Go-compatible parsing ([`gocompat`]), slog-shaped JSON logs
 //! ([`logging`]), the `/metrics` and `/healthz` server ([`http`]) fed by
@@ -22,7 +24,9 @@ pub mod supervise;
 pub use error::{BinError, Result};
 pub mod backtest;
 pub mod cli;
+#[cfg(feature = "fakes")]
 pub mod demo;
+#[cfg(feature = "fakes")]
 pub mod fakes;
 pub mod native;
 pub mod weave;

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,15 +14,10 @@ use fleetscale_core::engine::{Engine, EngineConfig, TargetProvider, TargetSpec};
 use fleetscale_core::plan::PlanOptions;
 use fleetscale_core::policy::{CountRule, ErrorPolicy, Limits, Policy};
 use fleetscale_core::record::{MetricReading, TickStatus, TracingObserver, MAX_LOGGED_ACTIONS};
-use fleetscale_core::{ClusterMembership, InitialState, MetricSource, Scaler, Scope};
-use fleetscale_fly::{
-    AppDiscovery, ClientConfig, FlyGraphql, FlyScaler, FlyScalerConfig, FlyToken, GraphqlConfig,
-    MachinesClient, Wildcard,
-};
+use fleetscale_core::{ClusterMembership, InitialState, MetricSource, Scope};
+use fleetscale_fly::apps::FlyApps;
+use fleetscale_fly::{ClientConfig, FlyGraphql, FlyToken, GraphqlConfig, MachinesClient, Wildcard};
 use fleetscale_metrics::SourceConfig;
-use fleetscale_weave::{
-    FixedPeer, PeerName, ReclaimConfig, Reclaimer, WeaveMembership, WeaveMembershipConfig,
-};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use toml::Spanned;
@@ -130,7 +125,7 @@ impl EngineSection {
 /// binaries' messages are all about configuration).
 fn bare(e: &fleetscale_core::Error) -> String {
     match e {
-        fleetscale_core::Error::Config { message } => message.clone(),
+        fleetscale_core::Error::Config { message, .. } => message.clone(),
         other => other.to_string(),
     }
 }
@@ -226,31 +221,8 @@ pub struct PolicyConfig {
     pub on_error: ErrorPolicy,
 }
 
-fn default_router_port() -> u16 {
-    6784
-}
-
 /// `[target.weave]`: the machines are dynamic peers of a Weave Net cluster.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WeaveSection {
-    /// The fixed peers: `{ name = "…", address = "…", api_url = "http://…:6784" }`.
-    pub fixed: Vec<FixedPeer>,
-    /// Router API port on dynamic peers' addresses, for `DELETE /peer` on leave.
-    #[serde(default = "default_router_port")]
-    pub router_port: u16,
-    /// The reclaim ledger; with it, lost members can be reclaimed (see
-    /// `engine.reclaim_lost_members`).
-    #[serde(default)]
-    pub ledger: Option<PathBuf>,
-    /// The designated reclaimer (default: the first fixed peer).
-    #[serde(default)]
-    pub designated: Option<PeerName>,
-    /// Minimum time a lost member must have been seen unreachable, continuously, before it is
-    /// reclaimed (default 60s; see `fleetscale_weave::ReclaimConfig::min_unreachable`).
-    #[serde(default, with = "humantime_serde")]
-    pub min_unreachable: Option<Duration>,
-}
+pub use fleetscale_weave::target::WeaveTargetConfig as WeaveSection;
 
 /// One `[[target]]`.
 #[derive(Clone, Debug, Deserialize)]
@@ -560,14 +532,13 @@ struct Template {
     /// The Machines API base URL the target's client uses (targets on different APIs never
     /// overlap).
     api: String,
-    client: MachinesClient,
-    release_guard: Option<FlyGraphql>,
+    /// The app or wildcard, with one scaler per app.
+    apps: FlyApps,
     policy: Arc<Policy>,
     sources: Vec<Arc<dyn MetricSource>>,
     initial_state: InitialState,
     max_actions_per_tick: u32,
     weave: Option<WeaveSection>,
-    discovery: Option<AppDiscovery>,
 }
 
 impl Template {
@@ -594,13 +565,10 @@ impl Template {
 /// The targets of a file: fixed apps and wildcards (re-listed at every refresh).
 pub struct NativeTargets {
     templates: Vec<Template>,
-    scalers: Mutex<HashMap<String, Arc<dyn Scaler>>>,
     memberships: Mutex<HashMap<String, Arc<dyn ClusterMembership>>>,
     /// Apps claimed by two targets at a refresh, already logged (logged again only once the
     /// conflict has gone away and come back).
     conflicts: Mutex<std::collections::BTreeSet<String>>,
-    /// Wildcard templates whose last listing matched no app (logged once per change).
-    matched_none: Mutex<std::collections::BTreeSet<usize>>,
 }
 
 impl std::fmt::Debug for NativeTargets {
@@ -747,7 +715,6 @@ impl NativeTargets {
                 )?,
                 limits,
                 on_error: p.on_error,
-                keep_one_created: true,
             };
             let mut sources: Vec<Arc<dyn MetricSource>> = Vec::new();
             for s in &t.sources {
@@ -860,25 +827,23 @@ impl NativeTargets {
             };
             let client = MachinesClient::new(token, cc)
                 .map_err(|e| here(format!("target {label:?}: {e}")))?;
-            let discovery = fly.app.contains('*').then(|| {
-                AppDiscovery::new(
-                    client.clone(),
-                    fly.org.clone().unwrap_or_default(),
-                    Wildcard::new(fly.app.clone()),
-                )
-            });
+            let mut apps =
+                FlyApps::new(client, fly.app.clone(), fly.org.clone().unwrap_or_default())
+                    .with_process_group(fly.process_group.clone())
+                    .with_regions(fly.regions.clone());
+            if let Some(g) = release_guard {
+                apps = apps.with_release_guard(g);
+            }
             let template = Template {
                 name: t.name.clone(),
                 fly: fly.clone(),
                 api,
-                client,
-                release_guard,
+                apps,
                 policy: Arc::new(policy),
                 sources,
                 initial_state: t.initial_state,
                 max_actions_per_tick: engine.max_actions_per_tick,
                 weave: t.weave.clone(),
-                discovery,
             };
             if let Some(message) = overlap(&templates, &template) {
                 return Err(here(format!("target {label:?}: {message}")));
@@ -887,32 +852,12 @@ impl NativeTargets {
         }
         Ok(NativeTargets {
             templates,
-            scalers: Mutex::new(HashMap::new()),
             memberships: Mutex::new(HashMap::new()),
             conflicts: Mutex::new(std::collections::BTreeSet::new()),
-            matched_none: Mutex::new(std::collections::BTreeSet::new()),
         })
     }
     fn spec(&self, t: &Template, app: &str, name: String) -> fleetscale_core::Result<TargetSpec> {
-        let scaler = {
-            let mut cache = self.scalers.lock().unwrap_or_else(|e| e.into_inner());
-            match cache.get(&name) {
-                Some(s) => s.clone(),
-                None => {
-                    let group = t.fly.process_group.clone().filter(|g| !g.is_empty());
-                    let cfg = FlyScalerConfig::new(app)
-                        .with_process_group(group)
-                        .with_regions(t.fly.regions.clone());
-                    let mut fly = FlyScaler::new(t.client.clone(), cfg)?;
-                    if let Some(g) = &t.release_guard {
-                        fly = fly.with_release_guard(g.clone());
-                    }
-                    let s: Arc<dyn Scaler> = Arc::new(fly);
-                    cache.insert(name.clone(), s.clone());
-                    s
-                }
-            }
-        };
+        let scaler = t.apps.scaler(app)?;
         // `$APP_NAME` in queries and `app_name` in expressions are the app, whatever the
         // target's display name.
         let mut scope = Scope::new(app).with_var("APP_NAME", app);
@@ -929,55 +874,33 @@ impl NativeTargets {
                 match cache.get(&name) {
                     Some(m) => Some(m.clone()),
                     None => {
-                        let port = w.router_port;
                         // Peers are bound to this target's machines under its own name.
-                        let mut mc = WeaveMembershipConfig::new(w.fixed.clone())
-                            .with_inventory_source(format!("fleetscale-target:{name}"));
-                        mc.router_url = Some(Arc::new(move |m: &fleetscale_core::Machine| {
-                            m.address.as_ref().map(|a| {
-                                if a.contains(':') {
-                                    format!("http://[{a}]:{port}")
-                                } else {
-                                    format!("http://{a}:{port}")
-                                }
-                            })
-                        }));
-                        if let Some(ledger) = &w.ledger {
-                            let designated = w
-                                .designated
-                                .or_else(|| w.fixed.first().map(|f| f.name))
-                                .ok_or_else(|| {
-                                    fleetscale_core::Error::config("weave.fixed is empty")
-                                })?;
-                            let mut rc =
-                                ReclaimConfig::new(w.fixed.clone(), designated, ledger.clone());
-                            if let Some(d) = w.min_unreachable {
-                                rc = rc.with_min_unreachable(d);
-                            }
-                            mc = mc.with_reclaimer(Arc::new(Reclaimer::new(rc)?));
-                        }
-                        let m: Arc<dyn ClusterMembership> = Arc::new(WeaveMembership::new(mc)?);
+                        let m: Arc<dyn ClusterMembership> = Arc::new(w.membership(&name)?);
                         cache.insert(name.clone(), m.clone());
                         Some(m)
                     }
                 }
             }
         };
-        Ok(TargetSpec {
-            scope: Scope {
+        let mut spec = TargetSpec::new(
+            Scope {
                 target: name,
                 ..scope
             },
             scaler,
-            sources: t.sources.clone(),
-            policy: t.policy.clone(),
-            plan_options: PlanOptions {
-                initial_state: t.initial_state,
-                ..PlanOptions::default()
-            }
-            .with_max_actions_per_kind(Some(t.max_actions_per_tick)),
-            membership,
-        })
+            Policy::default(),
+        )
+        .with_shared_policy(t.policy.clone())
+        .with_sources(t.sources.clone())
+        .with_plan_options(
+            PlanOptions::default()
+                .with_initial_state(t.initial_state)
+                .with_max_actions_per_kind(Some(t.max_actions_per_tick)),
+        );
+        if let Some(m) = membership {
+            spec = spec.with_membership(m);
+        }
+        Ok(spec)
     }
 }
 
@@ -1025,36 +948,22 @@ impl TargetProvider for NativeTargets {
         let mut taken: Vec<(String, usize)> = Vec::new();
         let mut conflicts = std::collections::BTreeSet::new();
         for (i, t) in self.templates.iter().enumerate() {
-            let apps = match &t.discovery {
-                None => vec![t.fly.app.clone()],
-                Some(d) => {
-                    let apps = match d.refresh().await {
-                        Ok(a) => a,
-                        Err(e) => {
-                            tracing::error!(pattern = %t.fly.app, err = %e, "app list update failed; keeping the last good list");
-                            d.current().unwrap_or_default()
-                        }
-                    };
-                    let mut none = self.matched_none.lock().unwrap_or_else(|e| e.into_inner());
-                    if apps.is_empty() {
-                        if none.insert(i) {
-                            tracing::warn!(
-                                target_name = %t.label(),
-                                pattern = %t.fly.app,
-                                org = %t.fly.org.as_deref().unwrap_or(""),
-                                "app pattern {:?} matches no app of organization {:?}: nothing to scale for target {:?}",
-                                t.fly.app,
-                                t.fly.org.as_deref().unwrap_or(""),
-                                t.label()
-                            );
-                        }
-                    } else {
-                        none.remove(&i);
-                    }
-                    apps
-                }
-            };
-            for app in apps {
+            let list = t.apps.list().await;
+            if let Some(e) = &list.refresh_error {
+                tracing::error!(pattern = %t.fly.app, err = %e, "app list update failed; keeping the last good list");
+            }
+            if list.newly_empty {
+                tracing::warn!(
+                    target_name = %t.label(),
+                    pattern = %t.fly.app,
+                    org = %t.apps.org(),
+                    "app pattern {:?} matches no app of organization {:?}: nothing to scale for target {:?}",
+                    t.fly.app,
+                    t.apps.org(),
+                    t.label()
+                );
+            }
+            for app in list.apps {
                 if let Some((_, j)) = taken
                     .iter()
                     .find(|(a, j)| *a == app && self.templates[*j].shares_machines_with(t))
@@ -1078,9 +987,9 @@ impl TargetProvider for NativeTargets {
                     continue;
                 }
                 taken.push((app.clone(), i));
-                let name = match (&t.name, &t.discovery) {
-                    (Some(n), Some(_)) => format!("{n}/{app}"),
-                    (Some(n), None) => n.clone(),
+                let name = match (&t.name, t.apps.is_wildcard()) {
+                    (Some(n), true) => format!("{n}/{app}"),
+                    (Some(n), false) => n.clone(),
                     (None, _) => app.clone(),
                 };
                 out.push(self.spec(t, &app, name)?);
@@ -1089,22 +998,26 @@ impl TargetProvider for NativeTargets {
         if let Ok(mut c) = self.conflicts.lock() {
             *c = conflicts;
         }
+        // The membership of a target whose app is no longer listed goes with it.
+        self.memberships
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|name, _| out.iter().any(|spec| spec.scope.target == *name));
         Ok(out)
     }
 }
 
 fn engine_config(e: &EngineSection, dry_run: bool) -> EngineConfig {
-    EngineConfig {
-        interval: e.interval,
-        tick_timeout: e.tick_timeout,
-        metric_timeout: e.metric_timeout,
-        concurrency: e.concurrency.max(1),
-        action_concurrency: e.action_concurrency.max(1),
-        refresh_interval: e.refresh_interval,
-        dry_run,
-        reclaim_lost_members: e.reclaim_lost_members,
-        shutdown_grace: e.shutdown_grace,
-    }
+    EngineConfig::default()
+        .with_interval(e.interval)
+        .with_tick_timeout(e.tick_timeout)
+        .with_metric_timeout(e.metric_timeout)
+        .with_concurrency(e.concurrency.max(1))
+        .with_action_concurrency(e.action_concurrency.max(1))
+        .with_refresh_interval(e.refresh_interval)
+        .with_dry_run(dry_run)
+        .with_reclaim_lost_members(e.reclaim_lost_members)
+        .with_shutdown_grace(e.shutdown_grace)
 }
 
 fn getenv(k: &str) -> Option<String> {
@@ -1233,7 +1146,7 @@ pub async fn run(path: &Path, dry_run: bool) -> Result<()> {
     let task = {
         let engine = engine.clone();
         let cancel = cancel.clone();
-        tokio::spawn(async move { engine.run(cancel).await })
+        tokio::spawn(async move { engine.run(cancel.cancelled_owned()).await })
     };
     let result = crate::supervise::run_until_signal(task, cancel, engine_cfg.shutdown_grace).await;
     if let Some(s) = server {
@@ -1732,7 +1645,7 @@ token = "${TOKEN}"
         let BackendConfig::Fly(fly) = &cfg.targets[0].get_ref().backend;
         assert!(fly.release_guard);
         let built = NativeTargets::build(path, &text, &cfg, &env).unwrap();
-        let guard = built.templates[0].release_guard.as_ref().expect("guard");
+        let guard = built.templates[0].apps.release_guard().expect("guard");
         assert_eq!(guard.url().as_str(), "http://127.0.0.1:9/graphql");
 
         let own = GOOD.replace(
@@ -1741,7 +1654,7 @@ token = "${TOKEN}"
         );
         let (cfg, text) = parse(&own).unwrap();
         let built = NativeTargets::build(path, &text, &cfg, &env).unwrap();
-        let guard = built.templates[0].release_guard.as_ref().expect("guard");
+        let guard = built.templates[0].apps.release_guard().expect("guard");
         assert_eq!(guard.url().as_str(), "http://127.0.0.1:8/graphql");
 
         let off = GOOD.replace(
@@ -1752,7 +1665,7 @@ token = "${TOKEN}"
         let BackendConfig::Fly(fly) = &cfg.targets[0].get_ref().backend;
         assert!(!fly.release_guard);
         let built = NativeTargets::build(path, &text, &cfg, &env).unwrap();
-        assert!(built.templates[0].release_guard.is_none());
+        assert!(built.templates[0].apps.release_guard().is_none());
     }
 
     #[test]

@@ -71,25 +71,23 @@ fn scenarios(c: &Counts) -> [(&'static str, Targets); 3] {
 }
 
 fn bench(c: &mut Criterion) {
-    let options = PlanOptions {
-        capabilities: Capabilities {
-            suspend: true,
-            create_needs_template: true,
-            create_stopped: true,
-        },
-        ..PlanOptions::default()
-    }
-    // Uncapped: the cost of planning a whole fleet's worth of actions.
-    .with_max_actions_per_kind(None);
+    let options = PlanOptions::default()
+        .with_capabilities(
+            Capabilities::default()
+                .with_suspend(true)
+                .with_create_needs_template(true)
+                .with_create_stopped(true),
+        )
+        // Uncapped: the cost of planning a whole fleet's worth of actions.
+        .with_max_actions_per_kind(None);
     // The same with per-tick caps of 10 actions of each kind (what a paced backend can do in
     // one tick anyway): the cost of the counting and sorting alone.
-    let capped = PlanOptions {
-        max_creates: Some(10),
-        max_destroys: Some(10),
-        max_starts: Some(10),
-        max_stops: Some(10),
-        ..options.clone()
-    };
+    let capped = options
+        .clone()
+        .with_max_creates(Some(10))
+        .with_max_destroys(Some(10))
+        .with_max_starts(Some(10))
+        .with_max_stops(Some(10));
     let mut group = c.benchmark_group("plan_actions");
     for n in [10usize, 1_000, 10_000, 100_000] {
         let inv = inventory(n);

@@ -7,14 +7,18 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 /// A boxed error from a backend, kept as the `source` of an [`Error`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Errors of the fleetscale core and of every trait implementation.
 ///
 /// The variants are *classes* of failure that the engine acts on; the human-readable detail
-/// is in the message and the `source` chain. Messages never contain secrets: backends must
-/// redact tokens before building an error.
+/// is in the message and the `source` chain. Every class that can have an underlying error
+/// keeps it as its `source` ([`Error::with_source`]), so that nothing a backend knew is lost
+/// on the way up. Messages never contain secrets: backends must redact tokens before building
+/// an error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -23,6 +27,9 @@ pub enum Error {
     NotFound {
         /// What was looked for, e.g. `machine 148e21` or `app my-app`.
         what: String,
+        /// The backend's own error, if any.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// The backend does not implement this operation (see [`crate::Capabilities`]).
@@ -38,13 +45,27 @@ pub enum Error {
     Conflict {
         /// What conflicted.
         message: String,
+        /// The backend's own error, if any.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// The backend asked us to slow down (HTTP 429). Retryable after `retry_after`.
-    #[error("rate limited{}", retry_after.map(|d| format!(" (retry after {})", format_seconds(d))).unwrap_or_default())]
+    ///
+    /// Displays as `rate limited (retry after 2 s): <message>`, without the parts that are
+    /// unknown.
+    #[error("rate limited{}{}", retry_after.map(|d| format!(" (retry after {})", format_seconds(d))).unwrap_or_default(), if message.is_empty() { String::new() } else { format!(": {message}") })]
     RateLimited {
+        /// What the backend said, with the call that was refused (may be empty).
+        message: String,
+        /// The backend's identifier of the refused request (Fly: `fly-request-id`), to find
+        /// it in the backend's logs.
+        request_id: Option<String>,
         /// How long the backend asked us to wait, when it said.
         retry_after: Option<Duration>,
+        /// The backend's own error, if any.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// The backend has no capacity for the request (e.g. Fly `insufficient_capacity`).
@@ -53,6 +74,9 @@ pub enum Error {
     Capacity {
         /// The backend's explanation.
         message: String,
+        /// The backend's own error, if any.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// The credentials were refused (HTTP 401/403). Not retryable.
@@ -60,6 +84,9 @@ pub enum Error {
     Unauthorized {
         /// The backend's explanation, with any token redacted.
         message: String,
+        /// The backend's own error, if any.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// The request was refused as invalid (HTTP 400/422). Not retryable.
@@ -67,6 +94,9 @@ pub enum Error {
     InvalidRequest {
         /// The backend's explanation.
         message: String,
+        /// The backend's own error, if any.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// A temporary failure: connection refused or reset, HTTP 5xx, a backend that is not ready.
@@ -88,8 +118,11 @@ pub enum Error {
     Timeout {
         /// What timed out, in words (`listing the machines`, `reading metric `load``).
         operation: String,
-        /// The deadline that passed (zero when unknown).
+        /// How long it was given (zero when unknown).
         after: Duration,
+        /// The backend's own error, if any (e.g. its answer that a wait timed out).
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// The operation was cancelled (shutdown or caller gave up). Not an error of the backend.
@@ -129,6 +162,9 @@ pub enum Error {
     Config {
         /// What is wrong and where.
         message: String,
+        /// The underlying error, if any (a parse error, a backend's refusal of a setting).
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// A safety rule refused the operation (e.g. reclaiming a peer that is still reachable,
@@ -137,6 +173,9 @@ pub enum Error {
     Refused {
         /// Which rule refused it.
         reason: String,
+        /// The backend's own error, if any.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// Any other backend failure, classified by the backend as retryable or not.
@@ -150,6 +189,91 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+}
+
+/// The class of an [`Error`], without its data: what the engine, the records and the metric
+/// labels (`kind`) go by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// [`Error::NotFound`].
+    NotFound,
+    /// [`Error::Unsupported`].
+    Unsupported,
+    /// [`Error::Conflict`].
+    Conflict,
+    /// [`Error::RateLimited`].
+    RateLimited,
+    /// [`Error::Capacity`].
+    Capacity,
+    /// [`Error::Unauthorized`].
+    Unauthorized,
+    /// [`Error::InvalidRequest`].
+    InvalidRequest,
+    /// [`Error::Unavailable`].
+    Unavailable,
+    /// [`Error::Timeout`].
+    Timeout,
+    /// [`Error::Cancelled`].
+    Cancelled,
+    /// [`Error::InvalidResponse`].
+    InvalidResponse,
+    /// [`Error::Metric`].
+    Metric,
+    /// [`Error::Expression`].
+    Expression,
+    /// [`Error::Config`].
+    Config,
+    /// [`Error::Refused`].
+    Refused,
+    /// [`Error::Backend`].
+    Backend,
+}
+
+impl ErrorKind {
+    /// The stable snake-case label (`not_found`, `rate_limited`, ...), as in JSON and metric
+    /// labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Capacity => "capacity",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::InvalidResponse => "invalid_response",
+            ErrorKind::Metric => "metric",
+            ErrorKind::Expression => "expression",
+            ErrorKind::Config => "config",
+            ErrorKind::Refused => "refused",
+            ErrorKind::Backend => "backend",
+        }
+    }
+}
+
+impl PartialEq<str> for ErrorKind {
+    /// Compares with the label ([`ErrorKind::as_str`]).
+    fn eq(&self, label: &str) -> bool {
+        self.as_str() == label
+    }
+}
+
+impl PartialEq<&str> for ErrorKind {
+    /// Compares with the label ([`ErrorKind::as_str`]).
+    fn eq(&self, label: &&str) -> bool {
+        self.as_str() == *label
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Error {
@@ -171,36 +295,237 @@ impl Error {
     /// The wait the backend asked for, if this is a rate limit with a `Retry-After`.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Error::RateLimited { retry_after } => *retry_after,
+            Error::RateLimited { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
 
-    /// A short, stable label for the error class, used as a metric label (`kind`).
-    pub fn kind(&self) -> &'static str {
+    /// The error's class.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::NotFound { .. } => "not_found",
-            Error::Unsupported { .. } => "unsupported",
-            Error::Conflict { .. } => "conflict",
-            Error::RateLimited { .. } => "rate_limited",
-            Error::Capacity { .. } => "capacity",
-            Error::Unauthorized { .. } => "unauthorized",
-            Error::InvalidRequest { .. } => "invalid_request",
-            Error::Unavailable { .. } => "unavailable",
-            Error::Timeout { .. } => "timeout",
-            Error::Cancelled => "cancelled",
-            Error::InvalidResponse { .. } => "invalid_response",
-            Error::Metric { .. } => "metric",
-            Error::Expression(_) => "expression",
-            Error::Config { .. } => "config",
-            Error::Refused { .. } => "refused",
-            Error::Backend { .. } => "backend",
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::Unsupported { .. } => ErrorKind::Unsupported,
+            Error::Conflict { .. } => ErrorKind::Conflict,
+            Error::RateLimited { .. } => ErrorKind::RateLimited,
+            Error::Capacity { .. } => ErrorKind::Capacity,
+            Error::Unauthorized { .. } => ErrorKind::Unauthorized,
+            Error::InvalidRequest { .. } => ErrorKind::InvalidRequest,
+            Error::Unavailable { .. } => ErrorKind::Unavailable,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Cancelled => ErrorKind::Cancelled,
+            Error::InvalidResponse { .. } => ErrorKind::InvalidResponse,
+            Error::Metric { .. } => ErrorKind::Metric,
+            Error::Expression(_) => ErrorKind::Expression,
+            Error::Config { .. } => ErrorKind::Config,
+            Error::Refused { .. } => ErrorKind::Refused,
+            Error::Backend { .. } => ErrorKind::Backend,
+        }
+    }
+
+    /// Keeps `cause` as the error's `source`. Classes without one ([`Error::Unsupported`],
+    /// [`Error::Cancelled`], [`Error::Expression`], whose source is the expression error)
+    /// are returned unchanged.
+    ///
+    /// ```
+    /// use fleetscale_core::Error;
+    /// let io = std::io::Error::other("lease held by 01H…");
+    /// let e = Error::conflict("machine m1 is leased").with_source(io);
+    /// assert_eq!(fleetscale_core::error_causes(&e), "conflict: machine m1 is leased: lease held by 01H…");
+    /// ```
+    pub fn with_source(mut self, cause: impl Into<BoxError>) -> Self {
+        match &mut self {
+            Error::NotFound { source, .. }
+            | Error::Conflict { source, .. }
+            | Error::RateLimited { source, .. }
+            | Error::Capacity { source, .. }
+            | Error::Unauthorized { source, .. }
+            | Error::InvalidRequest { source, .. }
+            | Error::Unavailable { source, .. }
+            | Error::Timeout { source, .. }
+            | Error::InvalidResponse { source, .. }
+            | Error::Metric { source, .. }
+            | Error::Config { source, .. }
+            | Error::Refused { source, .. }
+            | Error::Backend { source, .. } => *source = Some(cause.into()),
+            Error::Unsupported { .. } | Error::Cancelled | Error::Expression(_) => {}
+        }
+        self
+    }
+
+    /// The same error with `context` in front of its message (after the name for
+    /// [`Error::NotFound`]): the class and the source are kept. Classes without a message of
+    /// their own ([`Error::Unsupported`], [`Error::Cancelled`], [`Error::Expression`]) become an
+    /// [`Error::Backend`] of the same retryability whose source is the error.
+    ///
+    /// ```
+    /// use fleetscale_core::{Error, ErrorKind};
+    /// let e = Error::unauthorized("token expired").context("release check at https://api.fly.io/graphql");
+    /// assert_eq!(e.kind(), ErrorKind::Unauthorized);
+    /// assert_eq!(e.to_string(), "unauthorized: release check at https://api.fly.io/graphql: token expired");
+    /// ```
+    pub fn context(self, context: impl std::fmt::Display) -> Self {
+        let prefix = |m: String| format!("{context}: {m}");
+        match self {
+            Error::NotFound { what, source } => Error::NotFound {
+                what: format!("{what} ({context})"),
+                source,
+            },
+            Error::Conflict { message, source } => Error::Conflict {
+                message: prefix(message),
+                source,
+            },
+            Error::RateLimited {
+                message,
+                request_id,
+                retry_after,
+                source,
+            } => Error::RateLimited {
+                message: prefix(message),
+                request_id,
+                retry_after,
+                source,
+            },
+            Error::Capacity { message, source } => Error::Capacity {
+                message: prefix(message),
+                source,
+            },
+            Error::Unauthorized { message, source } => Error::Unauthorized {
+                message: prefix(message),
+                source,
+            },
+            Error::InvalidRequest { message, source } => Error::InvalidRequest {
+                message: prefix(message),
+                source,
+            },
+            Error::Unavailable { message, source } => Error::Unavailable {
+                message: prefix(message),
+                source,
+            },
+            Error::Timeout {
+                operation,
+                after,
+                source,
+            } => Error::Timeout {
+                operation: prefix(operation),
+                after,
+                source,
+            },
+            Error::InvalidResponse {
+                context: call,
+                message,
+                source,
+            } => Error::InvalidResponse {
+                context: call,
+                message: prefix(message),
+                source,
+            },
+            Error::Metric {
+                metric,
+                message,
+                source,
+            } => Error::Metric {
+                metric,
+                message: prefix(message),
+                source,
+            },
+            Error::Config { message, source } => Error::Config {
+                message: prefix(message),
+                source,
+            },
+            Error::Refused { reason, source } => Error::Refused {
+                reason: prefix(reason),
+                source,
+            },
+            Error::Backend {
+                message,
+                retryable,
+                source,
+            } => Error::Backend {
+                message: prefix(message),
+                retryable,
+                source,
+            },
+            other => Error::Backend {
+                message: prefix(other.to_string()),
+                retryable: other.is_retryable(),
+                source: Some(Box::new(other)),
+            },
         }
     }
 
     /// Shorthand for [`Error::NotFound`].
     pub fn not_found(what: impl Into<String>) -> Self {
-        Error::NotFound { what: what.into() }
+        Error::NotFound {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// Shorthand for [`Error::Conflict`].
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Error::Conflict {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Shorthand for a [`Error::RateLimited`] with a message and nothing else known.
+    pub fn rate_limited(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        Error::RateLimited {
+            message: message.into(),
+            request_id: None,
+            retry_after,
+            source: None,
+        }
+    }
+
+    /// Shorthand for [`Error::Capacity`].
+    pub fn capacity(message: impl Into<String>) -> Self {
+        Error::Capacity {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Shorthand for [`Error::Unauthorized`].
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Error::Unauthorized {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Shorthand for [`Error::InvalidRequest`].
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Error::InvalidRequest {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Shorthand for [`Error::Unavailable`] without a source.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Error::Unavailable {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Shorthand for [`Error::Timeout`]: `operation` took longer than `after`.
+    pub fn timeout(operation: impl Into<String>, after: Duration) -> Self {
+        Error::Timeout {
+            operation: operation.into(),
+            after,
+            source: None,
+        }
+    }
+
+    /// Shorthand for [`Error::Refused`].
+    pub fn refused(reason: impl Into<String>) -> Self {
+        Error::Refused {
+            reason: reason.into(),
+            source: None,
+        }
     }
 
     /// Shorthand for a [`Error::Metric`] without a source.
@@ -216,6 +541,7 @@ impl Error {
     pub fn config(message: impl Into<String>) -> Self {
         Error::Config {
             message: message.into(),
+            source: None,
         }
     }
 
@@ -288,22 +614,16 @@ mod tests {
 
     #[test]
     fn retryable_classes() {
-        assert!(Error::RateLimited { retry_after: None }.is_retryable());
+        assert!(Error::rate_limited("", None).is_retryable());
         assert!(Error::Unavailable {
             message: "x".into(),
             source: None
         }
         .is_retryable());
         assert!(!Error::not_found("machine 1").is_retryable());
-        assert!(!Error::Capacity {
-            message: "none".into()
-        }
-        .is_retryable());
+        assert!(!Error::capacity("none").is_retryable());
         assert_eq!(
-            Error::RateLimited {
-                retry_after: Some(Duration::from_secs(2))
-            }
-            .retry_after(),
+            Error::rate_limited("", Some(Duration::from_secs(2))).retry_after(),
             Some(Duration::from_secs(2))
         );
     }
@@ -315,11 +635,21 @@ mod tests {
             "machine 148e not found"
         );
         assert_eq!(
-            Error::RateLimited {
-                retry_after: Some(Duration::from_secs(1))
-            }
-            .to_string(),
+            Error::rate_limited("", Some(Duration::from_secs(1))).to_string(),
             "rate limited (retry after 1 s)"
+        );
+        assert_eq!(
+            Error::rate_limited("POST /v1/apps/a/machines", None).to_string(),
+            "rate limited: POST /v1/apps/a/machines"
+        );
+        assert_eq!(
+            Error::NotFound {
+                what: "x".into(),
+                source: None
+            }
+            .kind()
+            .as_str(),
+            "not_found"
         );
     }
 }

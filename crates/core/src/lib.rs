@@ -69,9 +69,9 @@ pub mod testing;
 /// The attribute macro the traits' async methods are written with (crate `async-trait`);
 /// see [Implementing the traits](crate#implementing-the-traits-async_trait).
 pub use async_trait::async_trait;
-pub use error::{error_causes, format_seconds, BoxError, Error, Result};
+pub use error::{error_causes, format_seconds, BoxError, Error, ErrorKind, Result};
 pub use machine::{
-    Counts, CreateRequest, Destination, InitialState, Machine, MachineId, MachineState,
+    Counts, CreateRequest, Destination, Detail, InitialState, Machine, MachineId, MachineState,
 };
 pub use membership::{ClusterMembership, Member, ReclaimOutcome};
 pub use metric::MetricSource;

@@ -1,7 +1,9 @@
 //! Machines as the engine sees them: identity, lifecycle state, and what to create.
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -168,8 +170,45 @@ impl fmt::Display for MachineState {
     }
 }
 
-/// One machine of a target, as listed by a [`crate::Scaler`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The backend's own record of a machine, carried opaquely by the core: what a backend needs
+/// to act on the machine again without asking its API (Fly: the machine's configuration, to
+/// clone it). The planner hands it back in [`CreateRequest::template`].
+///
+/// It is neither serialized (JSON of machines and plans stays what the core sees) nor
+/// compared: two [`Machine`]s that differ only in their detail are equal.
+///
+/// ```
+/// use fleetscale_core::{Detail, Machine, MachineState};
+/// let m = Machine::new("m1", MachineState::Started).with_detail(Detail::new(String::from("config")));
+/// let detail = m.detail.as_ref().unwrap();
+/// assert_eq!(detail.downcast_ref::<String>().map(String::as_str), Some("config"));
+/// assert_eq!(m, Machine::new("m1", MachineState::Started));
+/// ```
+#[derive(Clone)]
+pub struct Detail(Arc<dyn Any + Send + Sync>);
+
+impl Detail {
+    /// Wraps a backend's record.
+    pub fn new<T: Any + Send + Sync>(value: T) -> Self {
+        Detail(Arc::new(value))
+    }
+
+    /// The record, when it is a `T` (a backend reads back only what it stored).
+    pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+}
+
+impl fmt::Debug for Detail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Detail(..)")
+    }
+}
+
+/// One machine of a target, as listed by a [`crate::Scaler`]. Machines compare by what the
+/// core sees: every field but [`Machine::detail`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Machine {
     /// The backend's identifier.
     pub id: MachineId,
@@ -191,7 +230,26 @@ pub struct Machine {
     pub manageable: bool,
     /// Free-form labels (process group, release, image); the planner ignores them.
     pub labels: BTreeMap<String, String>,
+    /// The backend's own record of the machine (see [`Detail`]); `None` for machines not
+    /// built by a backend's `list` or `create`.
+    #[serde(skip)]
+    pub detail: Option<Detail>,
 }
+
+impl PartialEq for Machine {
+    fn eq(&self, other: &Machine) -> bool {
+        self.id == other.id
+            && self.name == other.name
+            && self.state == other.state
+            && self.region == other.region
+            && self.created_at == other.created_at
+            && self.address == other.address
+            && self.manageable == other.manageable
+            && self.labels == other.labels
+    }
+}
+
+impl Eq for Machine {}
 
 impl Machine {
     /// A manageable machine with only an id and a state; the builder-style setters fill in the
@@ -207,7 +265,26 @@ impl Machine {
             address: None,
             manageable: true,
             labels: BTreeMap::new(),
+            detail: None,
         }
+    }
+
+    /// Sets whether fleetscale may act on the machine.
+    pub fn with_manageable(mut self, manageable: bool) -> Self {
+        self.manageable = manageable;
+        self
+    }
+
+    /// Sets the name.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets the backend's record of the machine.
+    pub fn with_detail(mut self, detail: Detail) -> Self {
+        self.detail = Some(detail);
+        self
     }
 
     /// Sets the creation time.
@@ -342,10 +419,17 @@ impl std::str::FromStr for InitialState {
 
 /// What to create: the engine fills it from the plan; the backend decides the rest
 /// (image, size, region when `None`).
+///
+/// In JSON the template is its id alone (`"template": "148e21"`); read back, it is a bare
+/// machine of that id.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CreateRequest {
-    /// The machine whose configuration the new one clones, when the backend clones.
-    pub template: Option<MachineId>,
+    /// The machine whose configuration the new one clones, when the backend clones: as the
+    /// tick's inventory listed it (with the backend's [`Detail`], so the backend need not read
+    /// it again), or a bare machine of a configured id that was not listed.
+    #[serde(default, with = "template_id")]
+    pub template: Option<Box<Machine>>,
     /// The region to create in; `None` lets the backend choose (round-robin, template's).
     pub region: Option<String>,
     /// The state to leave the new machine in.
@@ -354,6 +438,64 @@ pub struct CreateRequest {
     pub name: Option<String>,
     /// Labels to set on the new machine.
     pub labels: BTreeMap<String, String>,
+}
+
+impl CreateRequest {
+    /// A request for a machine left in `initial_state`, the backend choosing the rest.
+    pub fn new(initial_state: InitialState) -> Self {
+        CreateRequest {
+            initial_state,
+            ..CreateRequest::default()
+        }
+    }
+
+    /// Sets the machine to clone.
+    pub fn with_template(mut self, template: Machine) -> Self {
+        self.template = Some(Box::new(template));
+        self
+    }
+
+    /// Sets the region.
+    pub fn with_region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// Sets the name.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Adds a label.
+    pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// The id of the template, if any.
+    pub fn template_id(&self) -> Option<&MachineId> {
+        self.template.as_ref().map(|m| &m.id)
+    }
+}
+
+/// [`CreateRequest::template`] as its id in JSON.
+mod template_id {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{Machine, MachineId, MachineState};
+
+    pub fn serialize<S: Serializer>(t: &Option<Box<Machine>>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(m) => s.serialize_some(&m.id),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<Machine>>, D::Error> {
+        Ok(Option::<MachineId>::deserialize(d)?
+            .map(|id| Box::new(Machine::new(id, MachineState::Unknown))))
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,14 @@ use serde::{Deserialize, Serialize};
 use crate::{Machine, MachineId, Result};
 
 /// One member of a cluster, as the cluster itself reports it.
+///
+/// ```
+/// use fleetscale_core::Member;
+/// let lost = Member::new("ce:3a:4f:1b:00:07").with_machine("host-7").with_owned(1024);
+/// assert!(!lost.reachable && !lost.fixed);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Member {
     /// The member's unique name in the cluster (Weave: the peer name, a MAC-like string).
     /// Forced removal always goes by this name, never by [`Member::nickname`].
@@ -27,8 +34,61 @@ pub struct Member {
     pub owned: u64,
 }
 
+impl Member {
+    /// A member called `name`: unreachable, not fixed, owning nothing, tied to no machine,
+    /// until the builder methods say otherwise.
+    pub fn new(name: impl Into<String>) -> Self {
+        Member {
+            name: name.into(),
+            nickname: None,
+            address: None,
+            machine: None,
+            reachable: false,
+            fixed: false,
+            owned: 0,
+        }
+    }
+
+    /// Sets [`Member::nickname`].
+    pub fn with_nickname(mut self, nickname: impl Into<String>) -> Self {
+        self.nickname = Some(nickname.into());
+        self
+    }
+
+    /// Sets [`Member::address`].
+    pub fn with_address(mut self, address: impl Into<String>) -> Self {
+        self.address = Some(address.into());
+        self
+    }
+
+    /// Sets [`Member::machine`].
+    pub fn with_machine(mut self, machine: impl Into<MachineId>) -> Self {
+        self.machine = Some(machine.into());
+        self
+    }
+
+    /// Sets [`Member::reachable`].
+    pub fn with_reachable(mut self, reachable: bool) -> Self {
+        self.reachable = reachable;
+        self
+    }
+
+    /// Sets [`Member::fixed`].
+    pub fn with_fixed(mut self, fixed: bool) -> Self {
+        self.fixed = fixed;
+        self
+    }
+
+    /// Sets [`Member::owned`].
+    pub fn with_owned(mut self, owned: u64) -> Self {
+        self.owned = owned;
+        self
+    }
+}
+
 /// The result of [`ClusterMembership::reclaim`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ReclaimOutcome {
     /// How much of the shared resource moved (Weave: IPs taken over).
     pub reclaimed: u64,
@@ -37,6 +97,26 @@ pub struct ReclaimOutcome {
     /// `true` when this member had already been reclaimed before (by this or another actor,
     /// as recorded in the membership's ledger) and nothing was done this time.
     pub already_reclaimed: bool,
+}
+
+impl ReclaimOutcome {
+    /// `reclaimed` of the shared resource taken over by member `by`, this time.
+    pub fn reclaimed(reclaimed: u64, by: impl Into<String>) -> Self {
+        ReclaimOutcome {
+            reclaimed,
+            by: by.into(),
+            already_reclaimed: false,
+        }
+    }
+
+    /// Nothing done: member `by` (or another actor) had reclaimed it before.
+    pub fn already(by: impl Into<String>) -> Self {
+        ReclaimOutcome {
+            reclaimed: 0,
+            by: by.into(),
+            already_reclaimed: true,
+        }
+    }
 }
 
 /// A cluster whose membership follows the machines: machines join after they come up, leave
@@ -95,10 +175,7 @@ pub struct ReclaimOutcome {
 ///     async fn join(&self, machine: &Machine) -> Result<()> {
 ///         let mut ms = self.0.lock().unwrap();
 ///         if !ms.iter().any(|m| m.machine.as_ref() == Some(&machine.id)) {
-///             ms.push(Member {
-///                 name: machine.id.to_string(), nickname: None, address: None,
-///                 machine: Some(machine.id.clone()), reachable: true, fixed: false, owned: 0,
-///             });
+///             ms.push(Member::new(machine.id.to_string()).with_machine(machine.id.clone()).with_reachable(true));
 ///         }
 ///         Ok(())
 ///     }
@@ -108,12 +185,12 @@ pub struct ReclaimOutcome {
 ///     }
 ///     async fn reclaim(&self, member: &Member, _inventory: &[Machine]) -> Result<ReclaimOutcome> {
 ///         if member.reachable || member.fixed {
-///             return Err(Error::Refused { reason: format!("{} is alive or fixed", member.name) });
+///             return Err(Error::refused(format!("{} is alive or fixed", member.name)));
 ///         }
 ///         let mut ms = self.0.lock().unwrap();
 ///         let before = ms.len();
 ///         ms.retain(|m| m.name != member.name);
-///         Ok(ReclaimOutcome { reclaimed: member.owned, by: "roster".into(), already_reclaimed: ms.len() == before })
+///         Ok(if ms.len() == before { ReclaimOutcome::already("roster") } else { ReclaimOutcome::reclaimed(member.owned, "roster") })
 ///     }
 /// }
 ///

@@ -20,7 +20,8 @@
 //! - **Started** below `min`: start stopped, then suspended, then never-started, then failed
 //!   machines (oldest first), then let creates of this plan start. Above `max`: first turn this plan's creates
 //!   into stopped creates (when the backend can create stopped), then stop the newest started
-//!   machines. A plan never both starts and stops.
+//!   machines, or suspend them with [`ScaleIn::Suspend`] where the backend can. A plan never
+//!   both starts and stops.
 //! - Per-action caps ([`PlanOptions::max_creates`], ...) bound each kind of action, by default to
 //!   [`DEFAULT_MAX_ACTIONS_PER_KIND`] per plan, so that no number (a metric spike, a typo in an
 //!   expression) makes one tick do or allocate work in proportion to it; what a cap or a
@@ -45,13 +46,31 @@ use crate::{
 /// Override it per target with [`PlanOptions`] (both binaries have a setting).
 pub const DEFAULT_MAX_ACTIONS_PER_KIND: u32 = 100;
 
+/// How started machines above the started maximum are taken out of service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScaleIn {
+    /// Stop them (the default): a later start boots them afresh.
+    #[default]
+    Stop,
+    /// Suspend them, where the backend can ([`Capabilities::suspend`]): a later start resumes
+    /// them from their memory snapshot, faster than a boot. A backend that cannot suspend
+    /// stops them instead, and the plan notes it.
+    Suspend,
+}
+
 /// What the planner may do, besides the targets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PlanOptions {
     /// The state new machines are left in, unless the started bounds need otherwise.
     pub initial_state: InitialState,
-    /// The machine new ones clone; `None` picks the newest healthy machine.
+    /// The machine new ones clone; `None` picks the newest healthy machine. A machine of that
+    /// id in the inventory is handed to the backend as listed; otherwise the backend gets the
+    /// bare id and reads the machine itself.
     pub template: Option<MachineId>,
+    /// How machines above the started maximum are taken out of service.
+    pub scale_in: ScaleIn,
     /// What the backend can do.
     pub capabilities: Capabilities,
     /// At most this many creates (default [`DEFAULT_MAX_ACTIONS_PER_KIND`]; `None`: only the
@@ -61,7 +80,8 @@ pub struct PlanOptions {
     pub max_destroys: Option<u32>,
     /// At most this many starts (default [`DEFAULT_MAX_ACTIONS_PER_KIND`]).
     pub max_starts: Option<u32>,
-    /// At most this many stops (default [`DEFAULT_MAX_ACTIONS_PER_KIND`]).
+    /// At most this many stops, or suspends with [`ScaleIn::Suspend`] (default
+    /// [`DEFAULT_MAX_ACTIONS_PER_KIND`]).
     pub max_stops: Option<u32>,
 }
 
@@ -72,6 +92,7 @@ impl Default for PlanOptions {
         PlanOptions {
             initial_state: InitialState::default(),
             template: None,
+            scale_in: ScaleIn::default(),
             capabilities: Capabilities::default(),
             max_creates: Some(DEFAULT_MAX_ACTIONS_PER_KIND),
             max_destroys: Some(DEFAULT_MAX_ACTIONS_PER_KIND),
@@ -82,6 +103,54 @@ impl Default for PlanOptions {
 }
 
 impl PlanOptions {
+    /// Sets the state new machines are left in.
+    pub fn with_initial_state(mut self, state: InitialState) -> Self {
+        self.initial_state = state;
+        self
+    }
+
+    /// Sets the machine new ones clone.
+    pub fn with_template(mut self, template: Option<MachineId>) -> Self {
+        self.template = template;
+        self
+    }
+
+    /// Sets how machines above the started maximum are taken out of service.
+    pub fn with_scale_in(mut self, scale_in: ScaleIn) -> Self {
+        self.scale_in = scale_in;
+        self
+    }
+
+    /// Sets what the backend can do (the engine sets it from the scaler at every tick).
+    pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+
+    /// Caps the creates of one plan (`None`: only the targets bound them).
+    pub fn with_max_creates(mut self, cap: Option<u32>) -> Self {
+        self.max_creates = cap;
+        self
+    }
+
+    /// Caps the destroys of one plan.
+    pub fn with_max_destroys(mut self, cap: Option<u32>) -> Self {
+        self.max_destroys = cap;
+        self
+    }
+
+    /// Caps the starts of one plan.
+    pub fn with_max_starts(mut self, cap: Option<u32>) -> Self {
+        self.max_starts = cap;
+        self
+    }
+
+    /// Caps the stops (or suspends) of one plan.
+    pub fn with_max_stops(mut self, cap: Option<u32>) -> Self {
+        self.max_stops = cap;
+        self
+    }
+
     /// Sets the same cap on every kind of action (`None`: uncapped).
     pub fn with_max_actions_per_kind(mut self, cap: Option<u32>) -> Self {
         self.max_creates = cap;
@@ -119,6 +188,13 @@ pub enum Action {
         /// Why.
         reason: String,
     },
+    /// Suspend a started machine ([`ScaleIn::Suspend`]).
+    Suspend {
+        /// Which machine.
+        id: MachineId,
+        /// Why.
+        reason: String,
+    },
     /// Destroy a machine.
     Destroy {
         /// Which machine.
@@ -140,17 +216,30 @@ pub enum ActionKind {
     Start,
     /// [`Action::Stop`].
     Stop,
+    /// [`Action::Suspend`].
+    Suspend,
     /// [`Action::Destroy`].
     Destroy,
 }
 
 impl ActionKind {
-    /// `create`, `start`, `stop` or `destroy`.
+    /// Every kind, in the order a plan runs them after destroys (destroy, stop, suspend,
+    /// create, start are the plan's order; this is declaration order).
+    pub const ALL: [ActionKind; 5] = [
+        ActionKind::Create,
+        ActionKind::Start,
+        ActionKind::Stop,
+        ActionKind::Suspend,
+        ActionKind::Destroy,
+    ];
+
+    /// `create`, `start`, `stop`, `suspend` or `destroy`.
     pub fn as_str(self) -> &'static str {
         match self {
             ActionKind::Create => "create",
             ActionKind::Start => "start",
             ActionKind::Stop => "stop",
+            ActionKind::Suspend => "suspend",
             ActionKind::Destroy => "destroy",
         }
     }
@@ -174,6 +263,7 @@ impl Action {
             Action::Create { .. } => ActionKind::Create,
             Action::Start { .. } => ActionKind::Start,
             Action::Stop { .. } => ActionKind::Stop,
+            Action::Suspend { .. } => ActionKind::Suspend,
             Action::Destroy { .. } => ActionKind::Destroy,
         }
     }
@@ -182,9 +272,10 @@ impl Action {
     pub fn machine(&self) -> Option<&MachineId> {
         match self {
             Action::Create { .. } => None,
-            Action::Start { id, .. } | Action::Stop { id, .. } | Action::Destroy { id, .. } => {
-                Some(id)
-            }
+            Action::Start { id, .. }
+            | Action::Stop { id, .. }
+            | Action::Suspend { id, .. }
+            | Action::Destroy { id, .. } => Some(id),
         }
     }
 
@@ -194,6 +285,7 @@ impl Action {
             Action::Create { reason, .. }
             | Action::Start { reason, .. }
             | Action::Stop { reason, .. }
+            | Action::Suspend { reason, .. }
             | Action::Destroy { reason, .. } => reason,
         }
     }
@@ -207,13 +299,13 @@ impl fmt::Display for Action {
                 "create ({}{}): {reason}",
                 request.initial_state.as_str(),
                 request
-                    .template
-                    .as_ref()
+                    .template_id()
                     .map(|t| format!(", clone of {t}"))
                     .unwrap_or_default()
             ),
             Action::Start { id, from, reason } => write!(f, "start {id} ({from}): {reason}"),
             Action::Stop { id, reason } => write!(f, "stop {id}: {reason}"),
+            Action::Suspend { id, reason } => write!(f, "suspend {id}: {reason}"),
             Action::Destroy { id, from, reason } => write!(f, "destroy {id} ({from}): {reason}"),
         }
     }
@@ -222,7 +314,7 @@ impl fmt::Display for Action {
 /// The outcome of planning: the actions, and the counts before and (projected) after.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
-    /// The actions in execution order: destroys, stops, creates, starts.
+    /// The actions in execution order: destroys, stops (or suspends), creates, starts.
     pub actions: Vec<Action>,
     /// Counts of the inventory planned from.
     pub before: Counts,
@@ -287,25 +379,31 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
     let mut destroys: Vec<Action> = Vec::new();
     let mut destroyed: HashSet<&MachineId> = HashSet::new();
     let mut create_count: u32 = 0;
-    let mut template: Option<MachineId> = None;
+    let mut template: Option<Machine> = None;
 
     // --- created bounds -------------------------------------------------------------------
     if let Some(min) = targets.created.min.filter(|&min| created < min) {
         let want = min - created;
-        template = options.template.clone().or_else(|| {
-            let mut healthy: Vec<&Machine> = live
-                .iter()
-                .copied()
-                .filter(|m| {
-                    !matches!(
-                        m.state.destination(),
-                        Destination::Failed | Destination::Unknown
-                    )
-                })
-                .collect();
-            healthy.sort_by(newest_first);
-            healthy.first().map(|m| m.id.clone())
-        });
+        template = match &options.template {
+            Some(id) => Some(live.iter().find(|m| &m.id == id).map_or_else(
+                || Machine::new(id.clone(), MachineState::Unknown),
+                |m| (*m).clone(),
+            )),
+            None => {
+                let mut healthy: Vec<&Machine> = live
+                    .iter()
+                    .copied()
+                    .filter(|m| {
+                        !matches!(
+                            m.state.destination(),
+                            Destination::Failed | Destination::Unknown
+                        )
+                    })
+                    .collect();
+                healthy.sort_by(newest_first);
+                healthy.first().map(|m| (*m).clone())
+            }
+        };
         if template.is_none() && options.capabilities.create_needs_template {
             notes.push(format!(
                 "cannot create {want} machine(s): no machine available to clone"
@@ -439,6 +537,10 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
                 ));
             }
         }
+        let suspend = options.scale_in == ScaleIn::Suspend && caps.suspend;
+        if options.scale_in == ScaleIn::Suspend && !caps.suspend {
+            notes.push("backend cannot suspend: stopping instead".into());
+        }
         let mut candidates: Vec<&Machine> = live
             .iter()
             .copied()
@@ -458,9 +560,12 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
             ));
         }
         for m in candidates.into_iter().take(want as usize) {
-            stops.push(Action::Stop {
-                id: m.id.clone(),
-                reason: format!("started {projected} > max {max}"),
+            let id = m.id.clone();
+            let reason = format!("started {projected} > max {max}");
+            stops.push(if suspend {
+                Action::Suspend { id, reason }
+            } else {
+                Action::Stop { id, reason }
             });
         }
         started -= want;
@@ -480,7 +585,7 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
         };
         actions.push(Action::Create {
             request: CreateRequest {
-                template: template.clone(),
+                template: template.clone().map(Box::new),
                 initial_state,
                 ..CreateRequest::default()
             },
@@ -534,6 +639,9 @@ fn apply_actions(inventory: &[Machine], actions: &[Action]) -> Vec<Machine> {
             }
             Action::Stop { id, .. } => {
                 changes.insert(id, Some(MachineState::Stopped));
+            }
+            Action::Suspend { id, .. } => {
+                changes.insert(id, Some(MachineState::Suspended));
             }
             Action::Destroy { id, .. } => {
                 changes.insert(id, None);

@@ -14,8 +14,9 @@
 //!    `created_machines`, `started_machines`, `stopped_machines`, `suspended_machines`,
 //!    `app_name`.
 //! 3. Hard limits clamp both sides ([`Limits::created`], [`Limits::started`]); created counts
-//!    are at least 1 when the backend clones a template (fly-autoscaler's rule: with no machine
-//!    left there is nothing to clone).
+//!    are at least 1 when the backend's creates clone a template
+//!    ([`Capabilities::create_needs_template`](crate::Capabilities::create_needs_template);
+//!    fly-autoscaler's rule: with no machine left there is nothing to clone).
 //! 4. The scale-in stabilization window replaces each `max` by the highest `max` recommended in
 //!    the window (HPA's behaviour for scale-down).
 //! 5. Step limits move each bound at most `max_step_up` above / `max_step_down` below the
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::expr::{Expr, ValueType, Variables};
-use crate::{Bounds, Counts, Error, Result, Scope, Targets};
+use crate::{Bounds, Capabilities, Counts, Error, Result, Scope, Targets};
 
 /// Variables every expression can use besides the metrics.
 pub const COUNT_VARIABLES: [&str; 4] = [
@@ -251,8 +252,6 @@ pub struct Policy {
     pub limits: Limits,
     /// What a metric failure does.
     pub on_error: ErrorPolicy,
-    /// Clamp created bounds to at least 1 (set when the backend needs a template to create).
-    pub keep_one_created: bool,
 }
 
 /// Per-target memory of the policy between ticks.
@@ -284,6 +283,7 @@ pub type MetricReadings = BTreeMap<String, std::result::Result<f64, String>>;
 
 /// What the policy decided for one tick.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Decision {
     /// The targets to plan for.
     pub targets: Targets,
@@ -362,35 +362,42 @@ impl Policy {
     }
 
     /// Evaluates only the rules (no limits, no state): what fly-autoscaler's `eval` prints.
+    /// Created counts are at least 1 when the backend's creates clone a template
+    /// ([`Capabilities::create_needs_template`]): with no machine left, none could be created
+    /// again.
     pub fn evaluate_rules(
         &self,
         scope: &Scope,
         counts: &Counts,
         metrics: &BTreeMap<String, f64>,
+        capabilities: Capabilities,
     ) -> Result<Targets> {
         let vars = variables(scope, counts, metrics);
         let mut t = Targets {
             created: self.created.evaluate(&vars)?,
             started: self.started.evaluate(&vars)?,
         };
-        if self.keep_one_created {
+        if capabilities.create_needs_template {
             t.created.min = t.created.min.map(|n| n.max(1));
             t.created.max = t.created.max.map(|n| n.max(1));
         }
         Ok(t)
     }
 
-    /// Decides the targets of one tick. Pure apart from updating `state`.
+    /// Decides the targets of one tick for a backend that can do what `capabilities` say.
+    /// Pure apart from updating `state`.
     pub fn decide(
         &self,
         scope: &Scope,
         counts: &Counts,
         metrics: &MetricReadings,
+        capabilities: Capabilities,
         state: &mut PolicyState,
         now: Instant,
     ) -> Decision {
+        let keep_one = capabilities.create_needs_template;
         let mut notes = Vec::new();
-        let hold = self.hold_targets(counts);
+        let hold = self.hold_targets(counts, keep_one);
 
         let failed: Vec<String> = metrics
             .iter()
@@ -405,7 +412,7 @@ impl Policy {
                 .iter()
                 .filter_map(|(k, v)| v.as_ref().ok().map(|v| (k.clone(), *v)))
                 .collect();
-            self.evaluate_rules(scope, counts, &values)
+            self.evaluate_rules(scope, counts, &values, capabilities)
                 .map_err(|e| vec![e.to_string()])
         } else {
             Err(failed)
@@ -440,7 +447,7 @@ impl Policy {
                             started: b(&self.started),
                         };
                         return Decision {
-                            targets: self.clamp(t, &mut notes),
+                            targets: self.clamp(t, keep_one, &mut notes),
                             raw: None,
                             held: false,
                             notes,
@@ -459,7 +466,7 @@ impl Policy {
             }
         };
 
-        let mut t = self.clamp(raw, &mut notes);
+        let mut t = self.clamp(raw, keep_one, &mut notes);
 
         // Scale-in stabilization: the highest max recommended within the window wins.
         let window = self.limits.scale_in_stabilization;
@@ -532,7 +539,7 @@ impl Policy {
     }
 
     /// The targets that keep the current counts, with only the hard limits applied.
-    fn hold_targets(&self, counts: &Counts) -> Targets {
+    fn hold_targets(&self, counts: &Counts, keep_one: bool) -> Targets {
         let hard = |b: Bounds, current: u32| {
             let n = b.nearest(current);
             if n == current {
@@ -542,7 +549,7 @@ impl Policy {
             }
         };
         let mut created = self.limits.created;
-        if self.keep_one_created {
+        if keep_one {
             created.min = Some(created.min.unwrap_or(1).max(1));
         }
         Targets {
@@ -551,7 +558,7 @@ impl Policy {
         }
     }
 
-    fn clamp(&self, mut t: Targets, notes: &mut Vec<String>) -> Targets {
+    fn clamp(&self, mut t: Targets, keep_one: bool, notes: &mut Vec<String>) -> Targets {
         let clamp_side = |v: Option<u32>, hard: Bounds| v.map(|v| hard.nearest(v));
         for (b, hard, name) in [
             (&mut t.created, self.limits.created, "created"),
@@ -574,7 +581,7 @@ impl Policy {
                 notes.push(format!("{name} bounds clamped by hard limits"));
             }
         }
-        if self.keep_one_created {
+        if keep_one {
             t.created.min = t.created.min.map(|n| n.max(1));
             t.created.max = t.created.max.map(|n| n.max(1));
         }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::{Action, ActionKind, Plan};
 use crate::policy::Decision;
-use crate::Counts;
+use crate::{Counts, ErrorKind, MachineId};
 
 /// A metric's reading in one tick.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -18,7 +18,7 @@ pub enum MetricReading {
     /// Why no value could be read.
     Failed {
         /// The error class ([`crate::Error::kind`]).
-        kind: String,
+        kind: ErrorKind,
         /// The error message.
         message: String,
     },
@@ -26,11 +26,16 @@ pub enum MetricReading {
 
 /// The result of one executed action.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ActionOutcome {
     /// The action as planned.
     pub action: Action,
     /// The machine created, for creates that succeeded.
-    pub created: Option<crate::MachineId>,
+    pub created: Option<MachineId>,
+    /// The region of the machine acted on, when known: the created machine's, or the one the
+    /// inventory listed for the machine started, stopped, suspended or destroyed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     /// `None` on success; the error class and message on failure.
     pub error: Option<ActionError>,
     /// How long the call took (JSON: `duration_seconds`, a number).
@@ -40,16 +45,144 @@ pub struct ActionOutcome {
 
 /// Why an action failed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ActionError {
     /// The error class ([`crate::Error::kind`]).
-    pub kind: String,
+    pub kind: ErrorKind,
     /// The message.
     pub message: String,
-    /// Which step failed: `leave`, `create`, `start`, `stop`, `destroy`, `join`.
-    pub step: String,
+    /// Which step failed.
+    pub step: ActionStep,
+}
+
+impl ActionError {
+    /// The failure of `step` with `error`.
+    pub fn new(step: ActionStep, error: &crate::Error) -> Self {
+        ActionError {
+            kind: error.kind(),
+            message: error.to_string(),
+            step,
+        }
+    }
+}
+
+/// The step of an action that failed: the backend call, or a membership hook around it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ActionStep {
+    /// [`crate::coordination::Coordinator::fence`] before the call: the fence could not be
+    /// had or had expired, so nothing was sent.
+    Fence,
+    /// [`crate::ClusterMembership::leave`] before a stop, suspend or destroy (the action was
+    /// then not sent).
+    Leave,
+    /// [`crate::Scaler::create`].
+    Create,
+    /// [`crate::Scaler::start`].
+    Start,
+    /// [`crate::Scaler::stop`].
+    Stop,
+    /// [`crate::Scaler::suspend`].
+    Suspend,
+    /// [`crate::Scaler::destroy`].
+    Destroy,
+    /// [`crate::ClusterMembership::join`] after a start or a started create.
+    Join,
+    /// Not sent: the engine was shutting down.
+    Skipped,
+}
+
+impl ActionStep {
+    /// `fence`, `leave`, `create`, `start`, `stop`, `suspend`, `destroy`, `join` or `skipped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionStep::Fence => "fence",
+            ActionStep::Leave => "leave",
+            ActionStep::Create => "create",
+            ActionStep::Start => "start",
+            ActionStep::Stop => "stop",
+            ActionStep::Suspend => "suspend",
+            ActionStep::Destroy => "destroy",
+            ActionStep::Join => "join",
+            ActionStep::Skipped => "skipped",
+        }
+    }
+}
+
+impl PartialEq<str> for ActionStep {
+    /// Compares with the label.
+    fn eq(&self, label: &str) -> bool {
+        self.as_str() == label
+    }
+}
+
+impl PartialEq<&str> for ActionStep {
+    /// Compares with the label.
+    fn eq(&self, label: &&str) -> bool {
+        self.as_str() == *label
+    }
+}
+
+impl std::fmt::Display for ActionStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a tick that ended before planning stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TickStage {
+    /// [`crate::Scaler::paused`] failed: a deploy could not be ruled out.
+    Paused,
+    /// [`crate::Scaler::list`] failed: there is no inventory to plan from.
+    List,
+}
+
+impl TickStage {
+    /// `paused` or `list`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TickStage::Paused => "paused",
+            TickStage::List => "list",
+        }
+    }
+}
+
+impl PartialEq<str> for TickStage {
+    /// Compares with the label.
+    fn eq(&self, label: &str) -> bool {
+        self.as_str() == label
+    }
+}
+
+impl PartialEq<&str> for TickStage {
+    /// Compares with the label.
+    fn eq(&self, label: &&str) -> bool {
+        self.as_str() == *label
+    }
+}
+
+impl std::fmt::Display for TickStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl ActionOutcome {
+    /// The outcome of `action` before it ran: no error, nothing created, no time spent.
+    pub fn new(action: Action) -> Self {
+        ActionOutcome {
+            action,
+            created: None,
+            region: None,
+            error: None,
+            duration: Duration::ZERO,
+        }
+    }
+
     /// Whether the action succeeded.
     pub fn ok(&self) -> bool {
         self.error.is_none()
@@ -75,10 +208,10 @@ pub enum TickStatus {
     },
     /// The tick failed before planning.
     Failed {
-        /// Where: `list`, `deadline`, `cancelled`.
-        stage: String,
+        /// Where.
+        stage: TickStage,
         /// The error class.
-        kind: String,
+        kind: ErrorKind,
         /// The message.
         message: String,
     },
@@ -100,6 +233,7 @@ impl TickStatus {
 
 /// Everything about one tick of one target.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct DecisionRecord {
     /// The target's name.
     pub target: String,
@@ -128,6 +262,24 @@ pub struct DecisionRecord {
 }
 
 impl DecisionRecord {
+    /// The record of tick number `tick` of `target`, started at `started_at`, before anything
+    /// was seen: no counts, metrics, decision or plan, status [`TickStatus::NoScale`].
+    pub fn new(target: impl Into<String>, tick: u64, started_at: SystemTime) -> Self {
+        DecisionRecord {
+            target: target.into(),
+            tick,
+            started_at,
+            duration: Duration::ZERO,
+            counts: None,
+            metrics: BTreeMap::new(),
+            decision: None,
+            plan: None,
+            outcomes: Vec::new(),
+            reclaims: Vec::new(),
+            status: TickStatus::NoScale,
+        }
+    }
+
     /// How many actions of `kind` succeeded (`ok = true`) or failed.
     pub fn outcome_count(&self, kind: ActionKind, ok: bool) -> usize {
         self.outcomes

@@ -5,27 +5,59 @@ use serde::{Deserialize, Serialize};
 
 use crate::{CreateRequest, Error, Machine, MachineId, Result};
 
-/// What a [`Scaler`] can do beyond the required operations. The planner and engine consult it
-/// so they never plan what the backend cannot execute.
+/// What a [`Scaler`] can do beyond the required operations. The planner, the policy and the
+/// engine consult it so they never plan what the backend cannot execute.
+///
+/// ```
+/// use fleetscale_core::Capabilities;
+/// let pool = Capabilities::default().with_create_needs_template(false).with_create_stopped(true);
+/// assert!(!pool.suspend && pool.create_stopped);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Capabilities {
-    /// `suspend` works and suspended machines can be resumed with `start`.
+    /// `suspend` works and suspended machines can be resumed with `start`; the planner then
+    /// suspends instead of stopping where the target asks ([`crate::plan::ScaleIn::Suspend`]).
     pub suspend: bool,
     /// `create` needs a template machine to clone (Fly does); with none, scale-up from zero is
-    /// impossible and the planner reports it instead of planning a create.
+    /// impossible and the planner reports it instead of planning a create. The policy then
+    /// keeps at least one machine created (nothing could be created again from zero).
     pub create_needs_template: bool,
     /// `create` can leave a machine stopped ([`crate::InitialState::Stopped`]).
     pub create_stopped: bool,
 }
 
 impl Default for Capabilities {
-    /// The safe defaults: no suspend, creates need a template, no stopped creates.
+    /// [`Capabilities::DEFAULT`].
     fn default() -> Self {
-        Capabilities {
-            suspend: false,
-            create_needs_template: true,
-            create_stopped: false,
-        }
+        Capabilities::DEFAULT
+    }
+}
+
+impl Capabilities {
+    /// The safe defaults: no suspend, creates need a template, no stopped creates.
+    pub const DEFAULT: Capabilities = Capabilities {
+        suspend: false,
+        create_needs_template: true,
+        create_stopped: false,
+    };
+
+    /// Sets [`Capabilities::suspend`].
+    pub const fn with_suspend(mut self, suspend: bool) -> Self {
+        self.suspend = suspend;
+        self
+    }
+
+    /// Sets [`Capabilities::create_needs_template`].
+    pub const fn with_create_needs_template(mut self, needs: bool) -> Self {
+        self.create_needs_template = needs;
+        self
+    }
+
+    /// Sets [`Capabilities::create_stopped`].
+    pub const fn with_create_stopped(mut self, stopped: bool) -> Self {
+        self.create_stopped = stopped;
+        self
     }
 }
 
@@ -47,6 +79,13 @@ impl Default for Capabilities {
 ///   the next tick re-reads the inventory and re-plans.
 /// - Concurrent calls for *different* machines may happen (bounded by the engine's
 ///   concurrency); calls for the same machine are never concurrent within one engine.
+/// - It remembers the creates it sent (like the ReplicaSet controller's expectations): a
+///   machine created to start that `list` still shows as `created` counts as starting, and one
+///   `list` does not show yet counts toward its destination too, until `list` shows it on its
+///   way or [`EngineConfig::pending_create_timeout`](crate::engine::EngineConfig::pending_create_timeout)
+///   passes. A backend reports states as its API does; it keeps no memory of its own creates.
+/// - `create` receives the template as the same tick's `list` returned it, with the
+///   [`Machine::detail`] the backend put there, so a clone needs no second read.
 ///
 /// # Assumptions about implementations
 /// - `list` returns every machine of the target, including ones in transition, with
@@ -56,7 +95,7 @@ impl Default for Capabilities {
 /// - `destroy` of a machine that is already gone returns [`Error::NotFound`] (the engine treats
 ///   it as done), never destroys another machine.
 /// - `create` returns the new machine as listed right after creation (its state may still be
-///   `created` or `starting`). A later `list` shows it.
+///   `created` or `starting`). A later `list` shows it, possibly after a delay.
 /// - Operations may return before the transition ends (the machine is then `starting`,
 ///   `stopping`, ...); the planner counts transitions toward their destination.
 /// - Every call is **cancellation-safe** in the sense that dropping the future never leaves the
@@ -101,7 +140,7 @@ impl Default for Capabilities {
 /// #[async_trait]
 /// impl Scaler for Pool {
 ///     fn capabilities(&self) -> Capabilities {
-///         Capabilities { create_needs_template: false, create_stopped: true, ..Capabilities::default() }
+///         Capabilities::default().with_create_needs_template(false).with_create_stopped(true)
 ///     }
 ///     async fn list(&self) -> Result<Vec<Machine>> {
 ///         Ok(self.machines.lock().unwrap().clone())
@@ -158,7 +197,8 @@ pub trait Scaler: Send + Sync {
     /// Stops a machine gracefully. Idempotent.
     async fn stop(&self, id: &MachineId) -> Result<()>;
 
-    /// Suspends a machine. Idempotent. Defaults to [`Error::Unsupported`].
+    /// Suspends a started machine. Idempotent. The planner asks for it only when
+    /// [`Capabilities::suspend`] says it works. Defaults to [`Error::Unsupported`].
     async fn suspend(&self, id: &MachineId) -> Result<()> {
         let _ = id;
         Err(Error::Unsupported {

@@ -63,6 +63,7 @@ impl Scaler for Sloppy {
         {
             return Err(Error::Conflict {
                 message: "already stopped".into(),
+                source: None,
             });
         }
         self.inner.stop(id).await

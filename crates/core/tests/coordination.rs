@@ -50,9 +50,10 @@ impl Coordinator for Scripted {
                 7,
                 Some(Instant::now() + Duration::from_secs(60)),
             )),
-            Mode::Refuse => Err(Error::Refused {
-                reason: format!("target {} is owned by another replica", note.target),
-            }),
+            Mode::Refuse => Err(Error::refused(format!(
+                "target {} is owned by another replica",
+                note.target
+            ))),
             Mode::Expired => Ok(Fence::new(7, Some(Instant::now()))),
             Mode::Unavailable => Err(Error::Unavailable {
                 message: "store down".into(),

@@ -98,6 +98,7 @@ async fn failing_create_is_not_retried_within_a_tick() {
     let fake = Arc::new(FakeScaler::new().with_machines(1, MachineState::Started));
     fake.fail_next(Op::Create, 100, || Error::Capacity {
         message: "no room in ord".into(),
+        source: None,
     });
     let load = Arc::new(StaticMetric::new("load", 3.0));
     let engine = engine_for(
@@ -111,7 +112,10 @@ async fn failing_create_is_not_retried_within_a_tick() {
         "one call per planned create"
     );
     assert_eq!(r.outcome_count(ActionKind::Create, false), 2);
-    assert_eq!(r.outcomes[0].error.as_ref().unwrap().kind, "capacity");
+    assert_eq!(
+        r.outcomes[0].error.as_ref().unwrap().kind,
+        fleetscale_core::ErrorKind::Capacity
+    );
     one_tick(&engine).await;
     assert_eq!(
         fake.call_count(Op::Create),
@@ -165,7 +169,9 @@ async fn list_failure_is_recorded_and_nothing_happens() {
         EngineConfig::default(),
     );
     let r = one_tick(&engine).await;
-    assert!(matches!(r.status, TickStatus::Failed { ref stage, .. } if stage == "list"));
+    assert!(
+        matches!(r.status, TickStatus::Failed { ref stage, .. } if *stage == fleetscale_core::record::TickStage::List)
+    );
     assert_eq!(fake.call_count(Op::Create), 0);
 }
 
@@ -178,10 +184,7 @@ async fn dry_run_plans_but_executes_nothing() {
             Arc::new(StaticMetric::new("load", 3.0)),
             policy("load", None),
         )],
-        EngineConfig {
-            dry_run: true,
-            ..EngineConfig::default()
-        },
+        EngineConfig::default().with_dry_run(true),
     );
     let r = one_tick(&engine).await;
     assert_eq!(r.status, TickStatus::DryRun);
@@ -220,7 +223,10 @@ async fn membership_leave_before_stop_and_join_after_start() {
     load.set(1.0);
     let r = one_tick(&engine).await;
     assert_eq!(r.outcomes.len(), 1);
-    assert_eq!(r.outcomes[0].error.as_ref().unwrap().step, "leave");
+    assert_eq!(
+        r.outcomes[0].error.as_ref().unwrap().step,
+        fleetscale_core::record::ActionStep::Leave
+    );
     assert_eq!(fake.call_count(Op::Stop), 0);
     let r = one_tick(&engine).await;
     assert_eq!(r.outcome_count(ActionKind::Stop, true), 1);
@@ -249,10 +255,7 @@ async fn reclaims_lost_members_once_when_enabled() {
     .with_membership(cluster.clone());
     let engine = engine_for(
         vec![t],
-        EngineConfig {
-            reclaim_lost_members: true,
-            ..EngineConfig::default()
-        },
+        EngineConfig::default().with_reclaim_lost_members(true),
     );
     // m2's host vanishes; a partitioned m1 is unreachable but its machine still exists.
     fake.vanish(&"m2".into());
@@ -310,7 +313,7 @@ async fn deadlines_bound_list_and_metrics() {
     let engine = engine_for(vec![t], EngineConfig::default());
     let r = one_tick(&engine).await;
     assert!(
-        matches!(r.status, TickStatus::Failed { ref kind, .. } if kind == "timeout"),
+        matches!(r.status, TickStatus::Failed { ref kind, .. } if *kind == fleetscale_core::ErrorKind::Timeout),
         "{r:?}"
     );
 
@@ -322,7 +325,7 @@ async fn deadlines_bound_list_and_metrics() {
     assert_eq!(r.status, TickStatus::Held);
     assert!(matches!(
         &r.metrics["silent"],
-        fleetscale_core::record::MetricReading::Failed { kind, .. } if kind == "timeout"
+        fleetscale_core::record::MetricReading::Failed { kind, .. } if *kind == fleetscale_core::ErrorKind::Timeout
     ));
 }
 
@@ -346,17 +349,14 @@ async fn run_ticks_immediately_then_every_interval_and_stops_on_cancel() {
                 Arc::new(StaticMetric::new("load", 1.0)),
                 policy("load", None),
             )],
-            EngineConfig {
-                interval: Duration::from_secs(15),
-                ..EngineConfig::default()
-            },
+            EngineConfig::default().with_interval(Duration::from_secs(15)),
         )
         .with_observer(records.clone()),
     );
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
         let (e, c) = (engine.clone(), cancel.clone());
-        async move { e.run(c).await }
+        async move { e.run(c.cancelled_owned()).await }
     });
     tokio::time::sleep(Duration::from_millis(1)).await;
     assert_eq!(
@@ -435,4 +435,178 @@ async fn a_paused_target_is_left_alone() {
     fake.set_paused(None);
     let r = one_tick(&engine).await;
     assert_eq!(r.outcome_count(ActionKind::Create, true), 4);
+}
+
+/// A backend whose new machines list as `created` (never started) for a while after a create
+/// that starts them, as Fly's do before `starting`, and that may not list them at all yet.
+#[derive(Default)]
+struct LaggingLaunches {
+    machines: std::sync::Mutex<Vec<Machine>>,
+    /// Whether `list` leaves out the machines created since the last `show_all`.
+    hide_new: std::sync::atomic::AtomicBool,
+    hidden: std::sync::Mutex<Vec<Machine>>,
+    starts: std::sync::atomic::AtomicUsize,
+}
+
+impl LaggingLaunches {
+    fn with_started(n: usize) -> Self {
+        let s = LaggingLaunches::default();
+        for i in 0..n {
+            s.machines
+                .lock()
+                .unwrap()
+                .push(Machine::new(format!("old{i}"), MachineState::Started));
+        }
+        s
+    }
+}
+
+#[async_trait]
+impl Scaler for LaggingLaunches {
+    fn capabilities(&self) -> fleetscale_core::Capabilities {
+        fleetscale_core::Capabilities::default().with_create_needs_template(false)
+    }
+    async fn list(&self) -> Result<Vec<Machine>> {
+        Ok(self.machines.lock().unwrap().clone())
+    }
+    async fn create(&self, _: &fleetscale_core::CreateRequest) -> Result<Machine> {
+        let mut ms = self.machines.lock().unwrap();
+        let hidden = self.hidden.lock().unwrap().len();
+        let m = Machine::new(format!("new{}", ms.len() + hidden), MachineState::Created);
+        if self.hide_new.load(std::sync::atomic::Ordering::SeqCst) {
+            self.hidden.lock().unwrap().push(m.clone());
+        } else {
+            ms.push(m.clone());
+        }
+        Ok(m)
+    }
+    async fn start(&self, id: &fleetscale_core::MachineId) -> Result<()> {
+        self.starts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut ms = self.machines.lock().unwrap();
+        let m = ms.iter_mut().find(|m| &m.id == id).unwrap();
+        m.state = MachineState::Started;
+        Ok(())
+    }
+    async fn stop(&self, _: &fleetscale_core::MachineId) -> Result<()> {
+        Ok(())
+    }
+    async fn destroy(&self, _: &fleetscale_core::MachineId) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_started_create_that_still_lists_created_counts_as_started_until_the_deadline() {
+    let pool = Arc::new(LaggingLaunches::with_started(2));
+    let load = Arc::new(StaticMetric::new("load", 4.0));
+    let t = TargetSpec::new(
+        Scope::new("app"),
+        pool.clone(),
+        policy("load", Some("load")),
+    )
+    .with_source(load);
+    let engine = engine_for(
+        vec![t],
+        EngineConfig::default().with_pending_create_timeout(Duration::from_secs(60)),
+    );
+    let r = one_tick(&engine).await;
+    assert_eq!(r.outcome_count(ActionKind::Create, true), 2, "{r:?}");
+    // The new machines list as `created`: within the deadline they count as starting.
+    for _ in 0..3 {
+        let r = one_tick(&engine).await;
+        assert_eq!(r.counts.unwrap().started, 4, "{r:?}");
+        assert!(r.plan.as_ref().unwrap().is_empty(), "{r:?}");
+    }
+    assert_eq!(pool.starts.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // Past the deadline they are never-started machines again, and the planner starts them.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let r = one_tick(&engine).await;
+    assert_eq!(r.outcome_count(ActionKind::Start, true), 2, "{r:?}");
+    assert_eq!(pool.starts.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_create_the_inventory_does_not_show_yet_still_counts_and_is_never_acted_on() {
+    let pool = Arc::new(LaggingLaunches::with_started(1));
+    pool.hide_new
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let load = Arc::new(StaticMetric::new("load", 2.0));
+    let t = TargetSpec::new(
+        Scope::new("app"),
+        pool.clone(),
+        policy("load", Some("load")),
+    )
+    .with_source(load.clone());
+    let engine = engine_for(vec![t], EngineConfig::default());
+    let r = one_tick(&engine).await;
+    assert_eq!(r.outcome_count(ActionKind::Create, true), 1);
+    let r = one_tick(&engine).await;
+    let c = r.counts.unwrap();
+    assert_eq!((c.created, c.started, c.unmanageable), (2, 2, 1), "{r:?}");
+    assert!(
+        r.plan.as_ref().unwrap().is_empty(),
+        "no second create: {r:?}"
+    );
+    // Scaling in never picks the machine the inventory has not shown.
+    load.set(1.0);
+    let r = one_tick(&engine).await;
+    let plan = r.plan.unwrap();
+    assert!(
+        plan.actions
+            .iter()
+            .all(|a| a.machine().map(|id| id.as_str()) != Some("new1")),
+        "{plan:?}"
+    );
+}
+
+#[tokio::test]
+async fn scale_in_suspends_where_the_target_asks_and_the_backend_can() {
+    use fleetscale_core::plan::{PlanOptions, ScaleIn};
+    let fake = Arc::new(FakeScaler::new().with_machines(3, MachineState::Started));
+    let membership = Arc::new(FakeMembership::with_fixed(["fixed1"]));
+    let t = target(
+        fake.clone(),
+        Arc::new(StaticMetric::new("load", 1.0)),
+        policy("3", Some("load")),
+    )
+    .with_plan_options(PlanOptions::default().with_scale_in(ScaleIn::Suspend))
+    .with_membership(membership.clone());
+    let engine = engine_for(vec![t], EngineConfig::default());
+    let r = one_tick(&engine).await;
+    assert_eq!(r.outcome_count(ActionKind::Suspend, true), 2, "{r:?}");
+    assert_eq!(r.outcome_count(ActionKind::Stop, true), 0);
+    let c = Counts::of(&fake.machines());
+    assert_eq!((c.started, c.suspended), (1, 2));
+    // Each suspended machine left the cluster first.
+    assert_eq!(
+        membership
+            .calls()
+            .iter()
+            .filter(|c| matches!(c, MembershipCall::Leave(_)))
+            .count(),
+        2
+    );
+    // A backend that cannot suspend stops instead, and the plan says so.
+    let plain = Arc::new(
+        FakeScaler::new()
+            .with_capabilities(
+                fleetscale_core::Capabilities::default().with_create_needs_template(false),
+            )
+            .with_machines(3, MachineState::Started),
+    );
+    let t = target(
+        plain.clone(),
+        Arc::new(StaticMetric::new("load", 1.0)),
+        policy("3", Some("load")),
+    )
+    .with_plan_options(PlanOptions::default().with_scale_in(ScaleIn::Suspend));
+    let r = one_tick(&engine_for(vec![t], EngineConfig::default())).await;
+    assert_eq!(r.outcome_count(ActionKind::Stop, true), 2, "{r:?}");
+    assert!(r
+        .plan
+        .unwrap()
+        .notes
+        .iter()
+        .any(|n| n.contains("cannot suspend")));
 }

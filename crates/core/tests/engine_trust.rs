@@ -151,10 +151,7 @@ async fn every_pass_is_reported_also_over_no_target() {
     let passes = Arc::new(Passes::default());
     let engine = Arc::new(
         Engine::new(
-            EngineConfig {
-                interval: Duration::from_secs(10),
-                ..EngineConfig::default()
-            },
+            EngineConfig::default().with_interval(Duration::from_secs(10)),
             Arc::new(Vec::<TargetSpec>::new()),
         )
         .with_observer(passes.clone()),
@@ -162,7 +159,7 @@ async fn every_pass_is_reported_also_over_no_target() {
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
         let (e, c) = (engine.clone(), cancel.clone());
-        async move { e.run(c).await }
+        async move { e.run(c.cancelled_owned()).await }
     });
     tokio::time::sleep(Duration::from_secs(25)).await;
     cancel.cancel();
@@ -174,13 +171,10 @@ async fn every_pass_is_reported_also_over_no_target() {
 #[tokio::test]
 async fn a_zero_interval_is_an_error_not_a_panic() {
     let engine = Engine::new(
-        EngineConfig {
-            interval: Duration::ZERO,
-            ..EngineConfig::default()
-        },
+        EngineConfig::default().with_interval(Duration::ZERO),
         Arc::new(Vec::<TargetSpec>::new()),
     );
-    let e = engine.run(CancellationToken::new()).await.unwrap_err();
+    let e = engine.run(std::future::pending()).await.unwrap_err();
     assert!(e.to_string().contains("interval"), "{e}");
 }
 
@@ -207,12 +201,10 @@ async fn shutdown_ends_a_hung_tick_after_the_grace() {
     let grace = Duration::from_secs(2);
     let engine = Arc::new(
         Engine::new(
-            EngineConfig {
-                tick_timeout: Duration::from_secs(600),
-                metric_timeout: Duration::from_secs(600),
-                shutdown_grace: grace,
-                ..EngineConfig::default()
-            },
+            EngineConfig::default()
+                .with_tick_timeout(Duration::from_secs(600))
+                .with_metric_timeout(Duration::from_secs(600))
+                .with_shutdown_grace(grace),
             Arc::new(vec![t]),
         )
         .with_observer(passes.clone()),
@@ -220,7 +212,7 @@ async fn shutdown_ends_a_hung_tick_after_the_grace() {
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
         let (e, c) = (engine.clone(), cancel.clone());
-        async move { e.run(c).await }
+        async move { e.run(c.cancelled_owned()).await }
     });
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(passes.records.lock().unwrap().is_empty(), "the tick hangs");
@@ -299,17 +291,15 @@ fn actions_sent_when_the_grace_ends_are_logged_as_sent_with_unknown_outcome() {
             ));
             let t = TargetSpec::new(Scope::new("web"), scaler, created("3"));
             let engine = Arc::new(Engine::new(
-                EngineConfig {
-                    tick_timeout: Duration::from_secs(600),
-                    shutdown_grace: Duration::from_secs(1),
-                    ..EngineConfig::default()
-                },
+                EngineConfig::default()
+                    .with_tick_timeout(Duration::from_secs(600))
+                    .with_shutdown_grace(Duration::from_secs(1)),
                 Arc::new(vec![t]),
             ));
             let cancel = CancellationToken::new();
             let run = tokio::spawn({
                 let (e, c) = (engine.clone(), cancel.clone());
-                async move { e.run(c).await }
+                async move { e.run(c.cancelled_owned()).await }
             });
             tokio::time::sleep(Duration::from_secs(3)).await;
             cancel.cancel();

@@ -17,14 +17,12 @@ fn m(id: &str, state: MachineState, age: u64) -> Machine {
 }
 
 fn opts() -> PlanOptions {
-    PlanOptions {
-        capabilities: Capabilities {
-            suspend: true,
-            create_needs_template: true,
-            create_stopped: true,
-        },
-        ..PlanOptions::default()
-    }
+    PlanOptions::default().with_capabilities(
+        Capabilities::default()
+            .with_suspend(true)
+            .with_create_needs_template(true)
+            .with_create_stopped(true),
+    )
 }
 
 fn ids(plan: &fleetscale_core::plan::Plan, kind: ActionKind) -> Vec<String> {
@@ -59,7 +57,7 @@ fn creates_clone_the_newest_healthy_machine() {
     for a in &plan.actions {
         match a {
             Action::Create { request, .. } => {
-                assert_eq!(request.template, Some(MachineId::from("new")))
+                assert_eq!(request.template_id(), Some(&MachineId::from("new")))
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -73,16 +71,9 @@ fn explicit_template_wins() {
         m("a", MachineState::Started, 1),
         m("b", MachineState::Started, 2),
     ];
-    let plan = plan_actions(
-        &inv,
-        &created(3),
-        &PlanOptions {
-            template: Some("a".into()),
-            ..opts()
-        },
-    );
+    let plan = plan_actions(&inv, &created(3), &opts().with_template(Some("a".into())));
     match &plan.actions[0] {
-        Action::Create { request, .. } => assert_eq!(request.template, Some("a".into())),
+        Action::Create { request, .. } => assert_eq!(request.template_id(), Some(&"a".into())),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -166,7 +157,7 @@ fn unmanageable_machines_are_counted_but_never_touched() {
     assert_eq!(plan.count(ActionKind::Create), 1);
     // The template is never the unmanageable machine.
     match &plan.actions[0] {
-        Action::Create { request, .. } => assert_eq!(request.template, Some("a".into())),
+        Action::Create { request, .. } => assert_eq!(request.template_id(), Some(&"a".into())),
         other => panic!("unexpected {other:?}"),
     }
     // Above max, only manageable machines are destroyed, and never the last of them.
@@ -248,13 +239,7 @@ fn scale_down_actions_come_first() {
         created: Bounds::exactly(3),
         started: Bounds::exactly(1),
     };
-    let o = PlanOptions {
-        capabilities: Capabilities {
-            create_stopped: false,
-            ..opts().capabilities
-        },
-        ..opts()
-    };
+    let o = opts().with_capabilities(opts().capabilities.with_create_stopped(false));
     let plan = plan_actions(&inv, &t, &o);
     let kinds: Vec<_> = plan.actions.iter().map(|a| a.kind()).collect();
     // The new machine starts (the backend cannot create stopped), so two stops come first.
@@ -316,10 +301,7 @@ fn creates_start_when_the_started_minimum_needs_them() {
         created: Bounds::exactly(3),
         started: Bounds::exactly(3),
     };
-    let o = PlanOptions {
-        initial_state: InitialState::Stopped,
-        ..opts()
-    };
+    let o = opts().with_initial_state(InitialState::Stopped);
     let plan = plan_actions(&inv, &t, &o);
     let states: Vec<_> = plan
         .actions
@@ -350,14 +332,7 @@ fn started_creates_become_stopped_when_the_started_maximum_says_so() {
 #[test]
 fn caps_bound_each_kind_and_are_explained() {
     let inv = vec![m("s1", MachineState::Started, 1)];
-    let plan = plan_actions(
-        &inv,
-        &created(10),
-        &PlanOptions {
-            max_creates: Some(3),
-            ..opts()
-        },
-    );
+    let plan = plan_actions(&inv, &created(10), &opts().with_max_creates(Some(3)));
     assert_eq!(plan.count(ActionKind::Create), 3);
     assert!(plan.notes.iter().any(|n| n.contains("capped at 3")));
 }
@@ -409,17 +384,16 @@ fn options() -> impl Strategy<Value = PlanOptions> {
         any::<bool>(),
         any::<bool>(),
     )
-        .prop_map(
-            |(initial_state, needs_template, create_stopped)| PlanOptions {
-                initial_state,
-                capabilities: Capabilities {
-                    suspend: true,
-                    create_needs_template: needs_template,
-                    create_stopped,
-                },
-                ..PlanOptions::default()
-            },
-        )
+        .prop_map(|(initial_state, needs_template, create_stopped)| {
+            PlanOptions::default()
+                .with_initial_state(initial_state)
+                .with_capabilities(
+                    Capabilities::default()
+                        .with_suspend(true)
+                        .with_create_needs_template(needs_template)
+                        .with_create_stopped(create_stopped),
+                )
+        })
 }
 
 proptest! {

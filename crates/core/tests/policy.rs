@@ -6,7 +6,13 @@ use std::time::{Duration, Instant};
 use fleetscale_core::policy::{
     CountRule, ErrorPolicy, Limits, MetricReadings, Policy, PolicyState,
 };
-use fleetscale_core::{Bounds, Counts, Error, Scope};
+use fleetscale_core::{Bounds, Capabilities, Counts, Error, Scope};
+
+/// A backend whose creates clone a template (Fly): created counts keep at least one.
+const CLONES: Capabilities = Capabilities::DEFAULT;
+
+/// A backend that creates from nothing: created counts may reach zero.
+const POOL: Capabilities = Capabilities::DEFAULT.with_create_needs_template(false);
 use proptest::prelude::*;
 
 fn rule(e: &str) -> CountRule {
@@ -98,7 +104,6 @@ fn evaluates_the_blueprint_with_counts_and_app_name() {
             None,
         )
         .unwrap(),
-        keep_one_created: true,
         ..Policy::default()
     };
     let mut st = PolicyState::default();
@@ -107,6 +112,7 @@ fn evaluates_the_blueprint_with_counts_and_app_name() {
             &scope(),
             &counts(3, 2),
             &readings(&[("running_machines", Ok(running))]),
+            CLONES,
             &mut st,
             Instant::now(),
         );
@@ -127,6 +133,7 @@ fn failed_metric_holds_and_never_scales_in() {
         &scope(),
         &counts(5, 5),
         &readings(&[("q", Err("timeout"))]),
+        POOL,
         &mut st,
         Instant::now(),
     );
@@ -151,6 +158,7 @@ fn hold_still_enforces_hard_limits() {
         &scope(),
         &counts(1, 1),
         &readings(&[("q", Err("down"))]),
+        POOL,
         &mut st,
         Instant::now(),
     );
@@ -168,6 +176,7 @@ fn expression_errors_are_failures_too() {
         &scope(),
         &counts(2, 2),
         &readings(&[("q", Ok(1.0))]),
+        POOL,
         &mut st,
         Instant::now(),
     );
@@ -189,15 +198,19 @@ fn fallback_after_n_failures_then_recovers() {
     let now = Instant::now();
     let fail = readings(&[("q", Err("x"))]);
     for _ in 0..2 {
-        assert!(p.decide(&scope(), &counts(1, 1), &fail, &mut st, now).held);
+        assert!(
+            p.decide(&scope(), &counts(1, 1), &fail, POOL, &mut st, now)
+                .held
+        );
     }
-    let d = p.decide(&scope(), &counts(1, 1), &fail, &mut st, now);
+    let d = p.decide(&scope(), &counts(1, 1), &fail, POOL, &mut st, now);
     assert!(!d.held);
     assert_eq!(d.targets.created, Bounds::exactly(4));
     let d = p.decide(
         &scope(),
         &counts(4, 4),
         &readings(&[("q", Ok(2.0))]),
+        POOL,
         &mut st,
         now,
     );
@@ -221,7 +234,6 @@ fn hard_limits_clamp_and_created_keeps_one() {
             created: Bounds::between(2, 6),
             ..Limits::default()
         },
-        keep_one_created: true,
         ..Policy::default()
     };
     let mut st = PolicyState::default();
@@ -230,6 +242,7 @@ fn hard_limits_clamp_and_created_keeps_one() {
             &scope(),
             &counts(3, 3),
             &readings(&[("q", Ok(q))]),
+            CLONES,
             &mut st,
             Instant::now(),
         );
@@ -237,13 +250,13 @@ fn hard_limits_clamp_and_created_keeps_one() {
     }
     let p = Policy {
         created: rule("q"),
-        keep_one_created: true,
         ..Policy::default()
     };
     let d = p.decide(
         &scope(),
         &counts(3, 3),
         &readings(&[("q", Ok(0.0))]),
+        CLONES,
         &mut st,
         Instant::now(),
     );
@@ -268,6 +281,7 @@ fn scale_in_stabilization_keeps_the_highest_recent_max() {
             &scope(),
             &counts(5, 5),
             &readings(&[("q", Ok(q))]),
+            POOL,
             &mut st,
             at(s),
         )
@@ -301,6 +315,7 @@ fn step_limits_bound_each_tick() {
             &scope(),
             &counts(5, 5),
             &readings(&[("q", Ok(q))]),
+            POOL,
             &mut st,
             Instant::now(),
         )
@@ -331,6 +346,7 @@ fn cooldowns_hold_after_actions() {
         &scope(),
         &counts(5, 5),
         &r,
+        POOL,
         &mut st,
         t0 + Duration::from_secs(30),
     );
@@ -340,6 +356,7 @@ fn cooldowns_hold_after_actions() {
         &scope(),
         &counts(5, 5),
         &r,
+        POOL,
         &mut st,
         t0 + Duration::from_secs(61),
     );
@@ -349,6 +366,7 @@ fn cooldowns_hold_after_actions() {
         &scope(),
         &counts(9, 9),
         &r,
+        POOL,
         &mut st,
         t0 + Duration::from_secs(150),
     );
@@ -359,7 +377,6 @@ fn cooldowns_hold_after_actions() {
 fn evaluate_rules_matches_eval_output_shape() {
     let p = Policy {
         created: CountRule::from_settings("created", None, Some("q"), Some("q * 2")).unwrap(),
-        keep_one_created: true,
         ..Policy::default()
     };
     let t = p
@@ -367,6 +384,7 @@ fn evaluate_rules_matches_eval_output_shape() {
             &scope(),
             &counts(1, 1),
             &BTreeMap::from([("q".to_string(), 2.6)]),
+            CLONES,
         )
         .unwrap();
     assert_eq!(
@@ -386,7 +404,7 @@ proptest! {
         };
         let mut st = PolicyState::default();
         let r = if fail { readings(&[("q", Err("x"))]) } else { readings(&[("q", Ok(q))]) };
-        let d = p.decide(&scope(), &counts(created, 0), &r, &mut st, Instant::now());
+        let d = p.decide(&scope(), &counts(created, 0), &r, POOL, &mut st, Instant::now());
         if let Some(min) = d.targets.created.min { prop_assert!(min >= lo && min <= lo + span); }
         if let Some(max) = d.targets.created.max { prop_assert!(max >= lo && max <= lo + span); }
         if fail {

@@ -203,6 +203,9 @@ impl ChaosScaler {
             Fate::RateLimited => {
                 return Err(Error::RateLimited {
                     retry_after: Some(Duration::from_secs(1)),
+                    message: String::new(),
+                    request_id: None,
+                    source: None,
                 })
             }
             Fate::Unavailable => {
@@ -377,7 +380,6 @@ fn policy(on_error: ErrorPolicy) -> Policy {
             scale_in_stabilization: STABILIZATION,
         },
         on_error,
-        keep_one_created: true,
     }
 }
 
@@ -503,11 +505,10 @@ async fn chaos_soak_keeps_safety_invariants_and_converges() {
     let seed = env_u64("FLEETSCALE_SOAK_SEED", 0x5EED_F1EE_7001);
     let mut rng = Rng(seed);
 
-    let fly_like = Capabilities {
-        suspend: false,
-        create_needs_template: true,
-        create_stopped: true,
-    };
+    let fly_like = Capabilities::default()
+        .with_suspend(false)
+        .with_create_needs_template(true)
+        .with_create_stopped(true);
     let setups = [
         (
             "hold-started",
@@ -528,10 +529,7 @@ async fn chaos_soak_keeps_safety_invariants_and_converges() {
                 count: 4,
             },
             InitialState::Started,
-            Some(Capabilities {
-                create_stopped: false,
-                ..fly_like
-            }),
+            Some(fly_like.with_create_stopped(false)),
         ),
         (
             "hold-started-2",
@@ -574,14 +572,12 @@ async fn chaos_soak_keeps_safety_invariants_and_converges() {
         });
     }
     let engine = Engine::new(
-        EngineConfig {
-            interval: INTERVAL,
-            tick_timeout: TICK_TIMEOUT,
-            metric_timeout: METRIC_TIMEOUT,
-            concurrency: 4,
-            action_concurrency: 4,
-            ..EngineConfig::default()
-        },
+        EngineConfig::default()
+            .with_interval(INTERVAL)
+            .with_tick_timeout(TICK_TIMEOUT)
+            .with_metric_timeout(METRIC_TIMEOUT)
+            .with_concurrency(4)
+            .with_action_concurrency(4),
         Arc::new(specs),
     );
 

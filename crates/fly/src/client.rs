@@ -424,7 +424,14 @@ impl MachinesClient {
         }
         call.timeout = Duration::from_secs(secs) + self.config.timeout;
         call.pace = self.action_pace("wait", id);
-        self.json_or_default(call).await
+        self.json_or_default(call).await.map_err(|e| match e {
+            FlyError::WaitTimeout { ctx, message, .. } => FlyError::WaitTimeout {
+                ctx,
+                message,
+                wait_secs: secs,
+            },
+            e => e,
+        })
     }
 
     /// `POST …/{id}/lease` with `{ttl, description}`: acquires a lease. Not retried.
@@ -772,7 +779,11 @@ pub(crate) fn classify_status(
         400 | 422 => FlyError::InvalidRequest { ctx, message },
         401 | 403 => FlyError::Unauthorized { ctx, message },
         404 => FlyError::NotFound { ctx, message },
-        408 => FlyError::WaitTimeout { ctx, message },
+        408 => FlyError::WaitTimeout {
+            ctx,
+            message,
+            wait_secs: 0,
+        },
         409 => FlyError::LeaseConflict { ctx, message },
         412 => FlyError::PreconditionFailed { ctx, message },
         429 => FlyError::RateLimited {

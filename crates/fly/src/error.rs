@@ -173,6 +173,9 @@ pub enum FlyError {
         ctx: ApiContext,
         /// Fly's message.
         message: String,
+        /// How many seconds the wait was (the `timeout` the call asked for, the API's unit;
+        /// zero when unknown).
+        wait_secs: u64,
     },
     /// HTTP 400 or 422: the request was invalid.
     #[error("{ctx}: invalid request: {message}")]
@@ -335,72 +338,76 @@ impl From<FlyError> for CoreError {
     /// `Unavailable`; malformed bodies → `InvalidResponse`; configuration → `Config`; refusals
     /// → `Refused`; GraphQL errors by their first `extensions.code` (`UNAUTHORIZED`,
     /// `UNAUTHENTICATED`, `FORBIDDEN` → `Unauthorized`; `NOT_FOUND` → `NotFound`; others
-    /// `Backend`); the rest → `Backend`. The Fly error is kept as the `source` where the core
-    /// variant has one, and its message (with method, path and `fly-request-id`) otherwise.
+    /// `Backend`); the rest → `Backend`. The Fly error is kept as the `source` of every class,
+    /// its message (with method, path and `fly-request-id`) as the core error's message; a rate
+    /// limit keeps the `fly-request-id` and a wait timeout the wait it asked for.
     fn from(e: FlyError) -> Self {
         let message = e.to_string();
-        match e {
-            FlyError::InsufficientCapacity { .. } => CoreError::Capacity { message },
+        let core = match &e {
+            FlyError::InsufficientCapacity { .. } => CoreError::capacity(message),
             FlyError::NameTaken { .. }
             | FlyError::LeaseConflict { .. }
-            | FlyError::PreconditionFailed { .. } => CoreError::Conflict { message },
-            FlyError::NotFound { ctx, .. } => CoreError::NotFound {
-                what: match &ctx.request_id {
-                    Some(id) => format!("{} (fly-request-id {id})", ctx.path),
-                    None => ctx.path.clone(),
-                },
-            },
-            FlyError::Unauthorized { .. } => CoreError::Unauthorized { message },
-            FlyError::WaitTimeout { ctx, .. } => CoreError::Timeout {
-                operation: format!(
+            | FlyError::PreconditionFailed { .. } => CoreError::conflict(message),
+            FlyError::NotFound { ctx, .. } => CoreError::not_found(match &ctx.request_id {
+                Some(id) => format!("{} (fly-request-id {id})", ctx.path),
+                None => ctx.path.clone(),
+            }),
+            FlyError::Unauthorized { .. } => CoreError::unauthorized(message),
+            FlyError::WaitTimeout { ctx, wait_secs, .. } => CoreError::timeout(
+                format!(
                     "waiting for the machine's state ({} {}{})",
                     ctx.method, ctx.origin, ctx.path
                 ),
-                after: Duration::ZERO,
-            },
-            FlyError::Timeout { ctx, after } => CoreError::Timeout {
-                operation: format!("{} {}{}", ctx.method, ctx.origin, ctx.path),
-                after,
-            },
-            FlyError::InvalidRequest { .. } => CoreError::InvalidRequest { message },
-            FlyError::RateLimited { retry_after, .. } => CoreError::RateLimited { retry_after },
-            FlyError::Server { .. } | FlyError::Transport { .. } => CoreError::Unavailable {
+                Duration::from_secs(*wait_secs),
+            ),
+            FlyError::Timeout { ctx, after } => {
+                CoreError::timeout(format!("{} {}{}", ctx.method, ctx.origin, ctx.path), *after)
+            }
+            FlyError::InvalidRequest { .. } | FlyError::NoTemplate { .. } => {
+                CoreError::invalid_request(message)
+            }
+            FlyError::RateLimited {
+                ctx, retry_after, ..
+            } => CoreError::RateLimited {
                 message,
-                source: Some(Box::new(e)),
+                request_id: ctx.request_id.as_deref().map(str::to_owned),
+                retry_after: *retry_after,
+                source: None,
             },
-            FlyError::MalformedBody { ref ctx, .. } => CoreError::InvalidResponse {
+            FlyError::Server { .. } | FlyError::Transport { .. } => CoreError::unavailable(message),
+            FlyError::MalformedBody { ctx, .. } => CoreError::InvalidResponse {
                 context: format!("{} {}{}", ctx.method, ctx.origin, ctx.path),
                 message,
-                source: Some(Box::new(e)),
+                source: None,
             },
-            FlyError::Graphql { ref errors, .. } => {
+            FlyError::Graphql { errors, .. } => {
                 let code = errors
                     .iter()
                     .find_map(GraphqlError::code)
                     .map(str::to_ascii_uppercase);
                 match code.as_deref() {
                     Some("UNAUTHORIZED" | "UNAUTHENTICATED" | "FORBIDDEN") => {
-                        CoreError::Unauthorized { message }
+                        CoreError::unauthorized(message)
                     }
-                    Some("NOT_FOUND") => CoreError::NotFound { what: message },
+                    Some("NOT_FOUND") => CoreError::not_found(message),
                     _ => CoreError::Backend {
                         message,
                         retryable: false,
-                        source: Some(Box::new(e)),
+                        source: None,
                     },
                 }
             }
-            FlyError::Config(_) => CoreError::Config { message },
-            FlyError::NoTemplate { .. } => CoreError::InvalidRequest { message },
-            FlyError::Refused { .. } => CoreError::Refused { reason: message },
+            FlyError::Config(_) => CoreError::config(message),
+            FlyError::Refused { .. } => CoreError::refused(message),
             FlyError::UnexpectedStatus { .. } | FlyError::UnexpectedState { .. } => {
                 CoreError::Backend {
                     message,
                     retryable: false,
-                    source: Some(Box::new(e)),
+                    source: None,
                 }
             }
-        }
+        };
+        core.with_source(e)
     }
 }
 

@@ -47,6 +47,7 @@
 //! Facts about the API come from `superfly/fly-go`, Fly's docs and fly-autoscaler, summarised
 //! in the project's `shared/reference/fly-machines-and-fly-autoscaler.md`.
 
+pub mod apps;
 pub mod client;
 mod discovery;
 mod error;
@@ -65,8 +66,8 @@ pub use error::{ApiContext, FlyError, GraphqlError};
 pub use graphql::{FlyGraphql, GraphqlConfig, Release};
 pub use pacing::{PacingConfig, Rate, RetryConfig};
 pub use scaler::{
-    DestroyPolicy, FlyScaler, FlyScalerConfig, DEFAULT_LAUNCH_GRACE, DEFAULT_LEASE_TTL,
-    DEFAULT_PROCESS_GROUP, DEFAULT_TEMPLATE_MAX_AGE, RELEASE_IN_PROGRESS,
+    DestroyPolicy, FlyScaler, FlyScalerConfig, DEFAULT_LEASE_TTL, DEFAULT_PROCESS_GROUP,
+    RELEASE_IN_PROGRESS,
 };
 pub use time::{format_http_date, format_rfc3339, parse_http_date, parse_rfc3339};
 pub use token::FlyToken;

@@ -520,9 +520,25 @@ async fn rate_limit_429_with_retry_after_is_waited_and_retried() {
         other => panic!("{other}"),
     }
     assert_eq!(srv.fake().request_log().len(), 1);
+    let request_id = e.request_id().map(str::to_owned);
+    assert!(
+        request_id.is_some(),
+        "the fake answers with a fly-request-id"
+    );
     match fleetscale_core::Error::from(e) {
-        fleetscale_core::Error::RateLimited { retry_after } => {
-            assert_eq!(retry_after, Some(Duration::from_secs(120)))
+        ref core @ fleetscale_core::Error::RateLimited {
+            retry_after,
+            request_id: ref kept,
+            ref message,
+            ref source,
+        } => {
+            assert_eq!(retry_after, Some(Duration::from_secs(120)));
+            assert_eq!(*kept, request_id, "the request id is kept");
+            assert!(message.contains("/machines/"), "{message}");
+            let source = source
+                .as_ref()
+                .expect("the Fly error is kept as the source");
+            assert!(source.downcast_ref::<FlyError>().is_some(), "{core}");
         }
         other => panic!("{other}"),
     }
@@ -620,10 +636,16 @@ async fn not_found_wait_timeout_invalid_and_capacity() {
         .unwrap_err();
     assert!(matches!(timeout, FlyError::WaitTimeout { .. }), "{timeout}");
     assert_eq!(timeout.status(), Some(408));
-    assert!(matches!(
-        fleetscale_core::Error::from(timeout),
-        fleetscale_core::Error::Timeout { .. }
-    ));
+    let core = fleetscale_core::Error::from(timeout);
+    assert!(
+        matches!(
+            core,
+            fleetscale_core::Error::Timeout { after, ref source, .. }
+                if after == Duration::from_secs(1) && source.is_some()
+        ),
+        "the wait it asked for, and the Fly error as the source: {core:?}"
+    );
+    assert!(core.to_string().ends_with("timed out after 1 s"), "{core}");
     // Wait timeouts are clamped to 60 s before they reach the API.
     srv.fake().clear_request_log();
     let _ = tokio::time::timeout(

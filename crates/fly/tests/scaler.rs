@@ -10,7 +10,7 @@ use common::{app_config, client, client_config, eventually, seed_app, server};
 use fleetscale_core::plan::{plan_actions, Action, ActionKind, PlanOptions};
 use fleetscale_core::testing::conformance;
 use fleetscale_core::{
-    Bounds, CreateRequest, Error, InitialState, MachineId, MachineState, Scaler, Targets,
+    Bounds, CreateRequest, Error, InitialState, Machine, MachineId, MachineState, Scaler, Targets,
 };
 use fleetscale_fly::fake::{Delays, FakeConfig, FakeFly, Fault, FaultKind};
 use fleetscale_fly::types::{CreateMachineRequest, StopRequest};
@@ -126,10 +126,7 @@ async fn a_failing_create_is_attempted_exactly_once_per_call() {
 
 async fn tick(s: &FlyScaler, targets: &Targets) -> fleetscale_core::plan::Plan {
     let inventory = s.list().await.unwrap();
-    let options = PlanOptions {
-        capabilities: s.capabilities(),
-        ..PlanOptions::default()
-    };
+    let options = PlanOptions::default().with_capabilities(s.capabilities());
     let plan = plan_actions(&inventory, targets, &options);
     for action in &plan.actions {
         match action {
@@ -138,6 +135,7 @@ async fn tick(s: &FlyScaler, targets: &Targets) -> fleetscale_core::plan::Plan {
             }
             Action::Start { id, .. } => s.start(id).await.unwrap(),
             Action::Stop { id, .. } => s.stop(id).await.unwrap(),
+            Action::Suspend { id, .. } => s.suspend(id).await.unwrap(),
             Action::Destroy { id, .. } => s.destroy(id).await.unwrap(),
         }
     }
@@ -558,10 +556,7 @@ async fn create_clones_the_newest_healthy_machine_with_a_pinned_image() {
     let m2 = s.create(&CreateRequest::default()).await.unwrap();
     assert_eq!(m2.region.as_deref(), Some("cdg"));
     let m3 = s
-        .create(&CreateRequest {
-            region: Some("syd".into()),
-            ..CreateRequest::default()
-        })
+        .create(&CreateRequest::default().with_region("syd"))
         .await
         .unwrap();
     assert_eq!(m3.region.as_deref(), Some("syd"));
@@ -571,10 +566,10 @@ async fn create_clones_the_newest_healthy_machine_with_a_pinned_image() {
     // An explicit template is honoured; without configured regions its region is used.
     let plain = scaler(&c);
     let from_old = plain
-        .create(&CreateRequest {
-            template: Some(MachineId::new(old.id.clone())),
-            ..CreateRequest::default()
-        })
+        .create(
+            &CreateRequest::default()
+                .with_template(Machine::new(old.id.clone(), MachineState::Unknown)),
+        )
         .await
         .unwrap();
     let fm = srv.fake().machine(APP, from_old.id.as_str()).unwrap();
@@ -595,10 +590,7 @@ async fn create_initial_states_and_no_template() {
     wait_state(srv.fake(), &first.id, FlyState::Started).await;
     let s = scaler(&c);
     let stopped = s
-        .create(&CreateRequest {
-            initial_state: InitialState::Stopped,
-            ..CreateRequest::default()
-        })
+        .create(&CreateRequest::new(InitialState::Stopped))
         .await
         .unwrap();
     assert_eq!(stopped.state, MachineState::Created);
@@ -616,10 +608,7 @@ async fn create_initial_states_and_no_template() {
     assert_eq!(post.status, 200);
 
     let suspended = s
-        .create(&CreateRequest {
-            initial_state: InitialState::Suspended,
-            ..CreateRequest::default()
-        })
+        .create(&CreateRequest::new(InitialState::Suspended))
         .await
         .unwrap();
     assert!(

@@ -348,7 +348,7 @@ impl AutoscalerMetrics {
                     .get_or_create(&StatusLabel { status })
                     .inc();
             }
-            ActionKind::Create | ActionKind::Destroy => {}
+            ActionKind::Create | ActionKind::Suspend | ActionKind::Destroy => {}
         }
     }
 
@@ -579,7 +579,7 @@ impl DecisionObserver for AutoscalerMetrics {
                 MetricReading::Failed { kind, .. } => {
                     metrics_ok = false;
                     self.clear_metric_value(target, metric);
-                    self.record_error(target, kind);
+                    self.record_error(target, kind.as_str());
                 }
             }
         }
@@ -588,7 +588,7 @@ impl DecisionObserver for AutoscalerMetrics {
             self.record_action(target, outcome.action.kind(), outcome.ok());
             if let Some(e) = &outcome.error {
                 actions_ok = false;
-                self.record_error(target, &e.kind);
+                self.record_error(target, e.kind.as_str());
             }
         }
         for (_, result) in &r.reclaims {
@@ -596,7 +596,7 @@ impl DecisionObserver for AutoscalerMetrics {
         }
         let failed = match &r.status {
             TickStatus::Failed { kind, .. } => {
-                self.record_error(target, kind);
+                self.record_error(target, kind.as_str());
                 true
             }
             _ => false,

@@ -240,100 +240,76 @@ impl MetricsError {
 impl From<MetricsError> for Error {
     fn from(err: MetricsError) -> Self {
         let message = err.to_string();
-        match err {
-            MetricsError::Config { .. } => Error::Config { message },
+        let core = match &err {
+            MetricsError::Config { .. } => Error::config(message),
             MetricsError::Timeout {
                 operation, after, ..
-            } => Error::Timeout { operation, after },
-            MetricsError::Cancelled { .. } => Error::Cancelled,
-            MetricsError::Connect { source, .. } => Error::Unavailable {
-                message,
-                source: Some(Box::new(source)),
-            },
-            MetricsError::Unauthorized { .. } => Error::Unauthorized { message },
-            MetricsError::RateLimited { retry_after, .. } => Error::RateLimited { retry_after },
+            } => Error::timeout(operation.clone(), *after),
+            MetricsError::Cancelled { .. } => return Error::Cancelled,
+            MetricsError::Connect { .. } => Error::unavailable(message),
+            MetricsError::Unauthorized { .. } => Error::unauthorized(message),
+            MetricsError::RateLimited { retry_after, .. } => {
+                Error::rate_limited(message, *retry_after)
+            }
             MetricsError::Http { status, url, .. } => {
-                if status >= 500 {
-                    Error::Unavailable {
-                        message,
-                        source: None,
-                    }
+                if *status >= 500 {
+                    Error::unavailable(message)
                 } else {
                     Error::InvalidResponse {
-                        context: url,
+                        context: url.clone(),
                         message,
                         source: None,
                     }
                 }
             }
             MetricsError::Prometheus {
-                status,
-                ref error_type,
-                ..
+                status, error_type, ..
             } => match error_type.as_str() {
-                "timeout" | "internal" | "unavailable" | "canceled" => Error::Unavailable {
-                    message,
-                    source: None,
-                },
-                "bad_data" | "execution" => Error::InvalidRequest { message },
-                _ if status >= 500 => Error::Unavailable {
-                    message,
-                    source: None,
-                },
-                _ if status >= 400 => Error::InvalidRequest { message },
-                _ => Error::Metric {
-                    metric: err.metric().to_owned(),
-                    message: message
-                        .strip_prefix(&format!("metric `{}`: ", err.metric()))
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| message.clone()),
-                    source: None,
-                },
+                "timeout" | "internal" | "unavailable" | "canceled" => Error::unavailable(message),
+                "bad_data" | "execution" => Error::invalid_request(message),
+                _ if *status >= 500 => Error::unavailable(message),
+                _ if *status >= 400 => Error::invalid_request(message),
+                _ => Error::metric(err.metric(), without_metric(&message, err.metric())),
             },
             MetricsError::Temporal {
                 code,
-                ref namespace,
-                ref metric,
+                namespace,
+                metric,
                 ..
-            } => match code {
+            } => match *code {
                 "UNAVAILABLE" | "RESOURCE_EXHAUSTED" | "ABORTED" | "INTERNAL" | "UNKNOWN"
-                | "DEADLINE_EXCEEDED" | "CANCELLED" => Error::Unavailable {
-                    message,
-                    source: None,
-                },
-                "PERMISSION_DENIED" | "UNAUTHENTICATED" => Error::Unauthorized { message },
-                "NOT_FOUND" => Error::NotFound {
-                    what: format!("temporal namespace {namespace:?} ({message})"),
-                },
-                "INVALID_ARGUMENT" | "UNIMPLEMENTED" => Error::InvalidRequest { message },
-                _ => Error::Metric {
-                    metric: metric.clone(),
-                    message,
-                    source: None,
-                },
+                | "DEADLINE_EXCEEDED" | "CANCELLED" => Error::unavailable(message),
+                "PERMISSION_DENIED" | "UNAUTHENTICATED" => Error::unauthorized(message),
+                "NOT_FOUND" => {
+                    Error::not_found(format!("temporal namespace {namespace:?} ({message})"))
+                }
+                "INVALID_ARGUMENT" | "UNIMPLEMENTED" => Error::invalid_request(message),
+                _ => Error::metric(metric.clone(), message),
             },
-            MetricsError::InvalidResponse {
-                context, source, ..
-            } => Error::InvalidResponse {
-                context,
+            MetricsError::InvalidResponse { context, .. } => Error::InvalidResponse {
+                context: context.clone(),
                 message,
-                source,
-            },
-            // `Error::Metric` names the metric itself: its message is the rest.
-            MetricsError::Empty { ref metric, .. }
-            | MetricsError::MultipleSeries { ref metric, .. }
-            | MetricsError::NotFinite { ref metric, .. }
-            | MetricsError::UnexpectedResultType { ref metric, .. }
-            | MetricsError::Pointer { ref metric, .. } => Error::Metric {
-                metric: metric.clone(),
-                message: message
-                    .strip_prefix(&format!("metric `{metric}`: "))
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| message.clone()),
                 source: None,
             },
-        }
+            // `Error::Metric` names the metric itself: its message is the rest.
+            MetricsError::Empty { metric, .. }
+            | MetricsError::MultipleSeries { metric, .. }
+            | MetricsError::NotFinite { metric, .. }
+            | MetricsError::UnexpectedResultType { metric, .. }
+            | MetricsError::Pointer { metric, .. } => {
+                Error::metric(metric.clone(), without_metric(&message, metric))
+            }
+        };
+        core.with_source(err)
     }
+}
+
+/// A message without its leading ``metric `name`: `` (the core error names the metric itself).
+fn without_metric(message: &str, metric: &str) -> String {
+    message
+        .strip_prefix(&format!("metric `{metric}`: "))
+        .unwrap_or(message)
+        .to_owned()
 }
 
 /// Shortens `text` to at most `max` characters (on a char boundary), marking the cut with `…`.

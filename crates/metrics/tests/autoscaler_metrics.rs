@@ -2,7 +2,7 @@
 //! output, from plain data, from hand-built decision records, and from a running engine whose
 //! metric comes from a real Prometheus; and a real Prometheus scraping the output.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,10 +12,13 @@ use fleetscale_core::engine::{Engine, EngineConfig, TargetSpec};
 use fleetscale_core::plan::{Action, ActionKind};
 use fleetscale_core::policy::{CountRule, Policy};
 use fleetscale_core::record::{
-    ActionError, ActionOutcome, DecisionObserver, DecisionRecord, MetricReading, TickStatus,
+    ActionError, ActionOutcome, ActionStep, DecisionObserver, DecisionRecord, MetricReading,
+    TickStage, TickStatus,
 };
 use fleetscale_core::testing::FakeScaler;
-use fleetscale_core::{Bounds, Counts, CreateRequest, MachineId, MachineState, Scope, Targets};
+use fleetscale_core::{
+    Bounds, Counts, CreateRequest, Error, ErrorKind, MachineId, MachineState, Scope, Targets,
+};
 use fleetscale_metrics::harness::{self, Exposition, LoopbackServer, PrometheusServer};
 use fleetscale_metrics::{
     AutoscalerMetrics, PrometheusConfig, PrometheusSource, CONTENT_TYPE as OM,
@@ -286,33 +289,18 @@ fn plain_data_renders_exact_names_labels_and_values() {
     assert_eq!(v(&e, "fas_reconcile_count", &[("status", "create")]), 2.0);
 }
 
-fn outcome(action: Action, error: Option<(&str, &str)>) -> ActionOutcome {
-    ActionOutcome {
-        action,
-        created: None,
-        error: error.map(|(kind, step)| ActionError {
-            kind: kind.to_owned(),
-            message: "boom".to_owned(),
-            step: step.to_owned(),
-        }),
-        duration: Duration::from_millis(5),
-    }
+fn outcome(action: Action, error: Option<(Error, ActionStep)>) -> ActionOutcome {
+    let mut o = ActionOutcome::new(action);
+    o.error = error.map(|(e, step)| ActionError::new(step, &e));
+    o.duration = Duration::from_millis(5);
+    o
 }
 
 fn record(target: &str, status: TickStatus) -> DecisionRecord {
-    DecisionRecord {
-        target: target.to_owned(),
-        tick: 1,
-        started_at: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
-        duration: Duration::from_millis(40),
-        counts: None,
-        metrics: BTreeMap::new(),
-        decision: None,
-        plan: None,
-        outcomes: vec![],
-        reclaims: vec![],
-        status,
-    }
+    let mut r = DecisionRecord::new(target, 1, UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    r.duration = Duration::from_millis(40);
+    r.status = status;
+    r
 }
 
 #[test]
@@ -331,7 +319,7 @@ fn decision_records_map_onto_the_series() {
     r.metrics.insert(
         "queue".into(),
         MetricReading::Failed {
-            kind: "timeout".into(),
+            kind: ErrorKind::Timeout,
             message: "slow".into(),
         },
     );
@@ -342,7 +330,10 @@ fn decision_records_map_onto_the_series() {
     };
     r.outcomes = vec![
         outcome(start("m1"), None),
-        outcome(start("m2"), Some(("capacity", "start"))),
+        outcome(
+            start("m2"),
+            Some((Error::capacity("none left"), ActionStep::Start)),
+        ),
     ];
     r.reclaims = vec![
         ("peer-a".into(), Ok(5)),
@@ -354,8 +345,8 @@ fn decision_records_map_onto_the_series() {
     m.observe(&record(
         "api",
         TickStatus::Failed {
-            stage: "list".into(),
-            kind: "unavailable".into(),
+            stage: TickStage::List,
+            kind: ErrorKind::Unavailable,
             message: "down".into(),
         },
     ));
@@ -386,7 +377,7 @@ fn decision_records_map_onto_the_series() {
             from: MachineState::Stopped,
             reason: "test".into(),
         },
-        Some(("not_found", "destroy")),
+        Some((Error::not_found("machine m9"), ActionStep::Destroy)),
     )];
     m.observe(&d);
 

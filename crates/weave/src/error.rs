@@ -249,56 +249,52 @@ impl WeaveError {
 /// | `LedgerStore`, `Inventory`, `NothingTakenOver` | `Unavailable` (retryable: a later pass may succeed) |
 /// | `Spawn`, `CommandFailed`, `StillOwned`, `Ledger`, `LedgerCorrupt` | `Backend` (not retryable, except `StillOwned`) |
 impl From<WeaveError> for fleetscale_core::Error {
+    /// Maps onto the core classes, keeping the Weave error as the `source` of every class.
     fn from(e: WeaveError) -> Self {
         use fleetscale_core::Error as E;
-        match e {
-            WeaveError::Http { .. } | WeaveError::NotReady { .. } => E::Unavailable {
-                message: e.to_string(),
-                source: Some(Box::new(e)),
-            },
-            WeaveError::Status { status, .. } if status >= 500 => E::Unavailable {
-                message: e.to_string(),
-                source: Some(Box::new(e)),
-            },
-            WeaveError::Status { .. } => E::InvalidRequest {
-                message: e.to_string(),
-            },
-            WeaveError::Timeout { operation, after } => E::Timeout { operation, after },
+        let message = e.to_string();
+        let core = match &e {
+            WeaveError::Http { .. } | WeaveError::NotReady { .. } => E::unavailable(message),
+            WeaveError::Status { status, .. } if *status >= 500 => E::unavailable(message),
+            WeaveError::Status { .. } => E::invalid_request(message),
+            WeaveError::Timeout { operation, after } => E::timeout(operation.clone(), *after),
             WeaveError::Parse { what, .. } => E::InvalidResponse {
                 context: what.to_string(),
-                message: e.to_string(),
-                source: Some(Box::new(e)),
+                message,
+                source: None,
             },
-            WeaveError::Json { ref context, .. } => E::InvalidResponse {
+            WeaveError::Json { context, .. } => E::InvalidResponse {
                 context: context.clone(),
-                message: e.to_string(),
-                source: Some(Box::new(e)),
+                message,
+                source: None,
             },
-            WeaveError::IpamDisabled { ref url } => E::InvalidResponse {
+            WeaveError::IpamDisabled { url } => E::InvalidResponse {
                 context: format!("{url} DELETE /peer/{{name}}"),
-                message: e.to_string(),
-                source: Some(Box::new(e)),
+                message,
+                source: None,
             },
-            WeaveError::InvalidPeerName { .. } | WeaveError::Config { .. } => E::Config {
-                message: e.to_string(),
-            },
-            WeaveError::Refused { reason, .. } => E::Refused { reason },
-            WeaveError::NotFound { what } => E::NotFound { what },
-            WeaveError::Locked { .. } => E::Conflict {
-                message: e.to_string(),
-            },
+            WeaveError::InvalidPeerName { .. } | WeaveError::Config { .. } => E::config(message),
+            WeaveError::Refused { reason, .. } => E::refused(reason.clone()),
+            WeaveError::NotFound { what } => E::not_found(what.clone()),
+            WeaveError::Locked { .. } => E::conflict(message),
             WeaveError::LedgerStore { .. }
             | WeaveError::Inventory { .. }
-            | WeaveError::NothingTakenOver { .. } => E::Unavailable {
-                message: e.to_string(),
-                source: Some(Box::new(e)),
+            | WeaveError::NothingTakenOver { .. } => E::unavailable(message),
+            WeaveError::StillOwned { .. } => E::Backend {
+                message,
+                retryable: true,
+                source: None,
             },
-            WeaveError::StillOwned { .. } => E::backend(e.to_string(), true, e),
             WeaveError::Spawn { .. }
             | WeaveError::CommandFailed { .. }
             | WeaveError::Ledger { .. }
-            | WeaveError::LedgerCorrupt { .. } => E::backend(e.to_string(), false, e),
-        }
+            | WeaveError::LedgerCorrupt { .. } => E::Backend {
+                message,
+                retryable: false,
+                source: None,
+            },
+        };
+        core.with_source(e)
     }
 }
 

@@ -35,6 +35,7 @@ pub mod observe;
 pub mod reclaim;
 pub mod report;
 pub mod status;
+pub mod target;
 
 pub use client::{RmpeerOutcome, RouterClient, DEFAULT_ROUTER_URL};
 pub use error::WeaveError;

@@ -325,17 +325,16 @@ impl WeaveMembership {
                 .get(&name)
                 .and_then(|p| p.addresses.first().cloned())
                 .or_else(|| record.and_then(|r| r.address.clone()));
-            out.push(Member {
-                reachable: obs.reachable(&name),
-                fixed: self.is_fixed(&name),
-                owned: obs.owned_max.get(&name).copied().unwrap_or(0),
-                nickname: obs.nickname(&name),
-                address,
-                machine: survey
-                    .host_of(&name, &hosts)
-                    .map(fleetscale_core::MachineId::new),
-                name,
-            });
+            let mut member = Member::new(name.clone());
+            member.reachable = obs.reachable(&name);
+            member.fixed = self.is_fixed(&name);
+            member.owned = obs.owned_max.get(&name).copied().unwrap_or(0);
+            member.nickname = obs.nickname(&name);
+            member.address = address;
+            member.machine = survey
+                .host_of(&name, &hosts)
+                .map(fleetscale_core::MachineId::new);
+            out.push(member);
         }
         Ok(out)
     }

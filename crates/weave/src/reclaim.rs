@@ -1439,16 +1439,10 @@ impl Reclaimer {
     ) -> Result<ReclaimOutcome, WeaveError> {
         let designated = self.config.designated;
         Ok(match self.reclaim_locked(peer, Some(hosts)).await? {
-            Attempt::Reclaimed(n) => ReclaimOutcome {
-                reclaimed: n,
-                by: designated.to_string(),
-                already_reclaimed: false,
-            },
-            Attempt::Already { by } | Attempt::Resolved { by } => ReclaimOutcome {
-                reclaimed: 0,
-                by: by.unwrap_or(designated).to_string(),
-                already_reclaimed: true,
-            },
+            Attempt::Reclaimed(n) => ReclaimOutcome::reclaimed(n, designated.to_string()),
+            Attempt::Already { by } | Attempt::Resolved { by } => {
+                ReclaimOutcome::already(by.unwrap_or(designated).to_string())
+            }
         })
     }
 

@@ -462,10 +462,7 @@ async fn finding_2_the_engine_reclaims_peers_it_never_joined_also_after_a_restar
         let target = TargetSpec::new(Scope::new("pool"), scaler, Policy::default())
             .with_membership(membership);
         let engine = Engine::new(
-            EngineConfig {
-                reclaim_lost_members: true,
-                ..EngineConfig::default()
-            },
+            EngineConfig::default().with_reclaim_lost_members(true),
             Arc::new(vec![target]),
         );
         (engine, reclaimer)

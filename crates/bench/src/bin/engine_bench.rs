@@ -306,11 +306,9 @@ async fn bench_apps(args: &Args, server: &FakeFlyServer, n: usize) {
             t
         })
         .collect();
-    let config = EngineConfig {
-        concurrency: args.concurrency,
-        action_concurrency: args.action_concurrency,
-        ..EngineConfig::default()
-    };
+    let config = EngineConfig::default()
+        .with_concurrency(args.concurrency)
+        .with_action_concurrency(args.action_concurrency);
     let engine = Engine::new(config, Arc::new(targets));
 
     let c = args.concurrency.max(1).min(n) as u64;
@@ -467,21 +465,18 @@ async fn bench_reaction(args: &Args, server: &FakeFlyServer) {
         .with_source(load.clone());
         target.validate().expect("valid target");
         let engine = Arc::new(Engine::new(
-            EngineConfig {
-                interval: if trigger {
-                    Duration::from_secs(3600)
-                } else {
-                    interval
-                },
-                ..EngineConfig::default()
-            },
+            EngineConfig::default().with_interval(if trigger {
+                Duration::from_secs(3600)
+            } else {
+                interval
+            }),
             Arc::new(vec![target]),
         ));
         let cancel = CancellationToken::new();
         let runner = {
             let engine = engine.clone();
             let cancel = cancel.clone();
-            tokio::spawn(async move { engine.run(cancel).await })
+            tokio::spawn(async move { engine.run(cancel.cancelled_owned()).await })
         };
         let mut times = Vec::new();
         for _ in 0..args.reaction_runs {

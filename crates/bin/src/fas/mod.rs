@@ -8,20 +8,18 @@
 pub mod config;
 pub mod observer;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use fleetscale_core::engine::{Engine, EngineConfig, TargetProvider, TargetSpec};
 use fleetscale_core::expr::Expr;
 use fleetscale_core::plan::PlanOptions;
 use fleetscale_core::policy::{self, CountRule, Policy, COUNT_VARIABLES};
-use fleetscale_core::{Bounds, Counts, InitialState, MetricSource, Scaler, Scope, Targets};
-use fleetscale_fly::{
-    AppDiscovery, ClientConfig, FlyGraphql, FlyScaler, FlyScalerConfig, FlyToken, GraphqlConfig,
-    MachinesClient, Wildcard,
-};
+use fleetscale_core::{Bounds, Counts, InitialState, MetricSource, Scope, Targets};
+use fleetscale_fly::apps::FlyApps;
+use fleetscale_fly::{ClientConfig, FlyGraphql, FlyToken, GraphqlConfig, MachinesClient};
 use fleetscale_metrics::{
     MetricsError, PrometheusConfig, PrometheusSource, TemporalConfig, TemporalSource,
 };
@@ -32,7 +30,7 @@ use crate::gocompat::{format_go_duration, go_quote};
 use crate::http::{Health, MetricsServer};
 use config::Config;
 use fleetscale_metrics::AutoscalerMetrics;
-use observer::{GoLogObserver, RegionMemo};
+use observer::GoLogObserver;
 
 /// The top-level usage text (the Go tool's, with its commands).
 pub const USAGE: &str = "\
@@ -253,11 +251,10 @@ pub fn build_policy(c: &Config, metric_names: &[&str]) -> Result<Policy> {
             &c.min_started_machine_count,
             &c.max_started_machine_count,
         )?,
-        keep_one_created: true,
         ..Policy::default()
     };
     policy.check(metric_names).map_err(|e| match e {
-        fleetscale_core::Error::Config { message } => BinError::config(message),
+        fleetscale_core::Error::Config { message, .. } => BinError::config(message),
         e => BinError::config(format!("invalid expression: {e}")),
     })?;
     Ok(policy)
@@ -367,9 +364,10 @@ pub fn build_graphql(c: &Config, getenv: &dyn Fn(&str) -> Option<String>) -> Res
     Ok(FlyGraphql::new(token, cfg)?)
 }
 
-fn scaler_config(c: &Config, app: &str) -> FlyScalerConfig {
-    FlyScalerConfig::new(app)
-        .with_process_group((!c.process_group.is_empty()).then(|| c.process_group.clone()))
+/// The app or wildcard of `c`, limited to its process group.
+fn fly_apps(c: &Config, client: MachinesClient) -> FlyApps {
+    FlyApps::new(client, c.app_name.clone(), c.org.clone())
+        .with_process_group(Some(c.process_group.clone()))
         .with_regions(c.regions.clone())
 }
 
@@ -386,22 +384,17 @@ fn initial_state(c: &Config) -> InitialState {
 /// logged as `app list update failed` and the last good list kept). With a release guard
 /// ([`FlyTargets::with_release_guard`]) each app's scaler pauses while a deploy of it runs.
 pub struct FlyTargets {
-    /// Whether the last wildcard listing matched no app (logged once per change).
-    matched_none: Mutex<bool>,
-    config: Config,
-    client: MachinesClient,
-    release_guard: Option<FlyGraphql>,
+    apps: FlyApps,
+    initial_state: InitialState,
+    max_actions_per_tick: u32,
     policy: Arc<Policy>,
     sources: Vec<Arc<dyn MetricSource>>,
-    discovery: Option<AppDiscovery>,
-    scalers: Mutex<HashMap<String, Arc<dyn Scaler>>>,
-    log: Arc<GoLogObserver>,
 }
 
 impl std::fmt::Debug for FlyTargets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FlyTargets")
-            .field("app", &self.config.app_name)
+            .field("apps", &self.apps)
             .finish_non_exhaustive()
     }
 }
@@ -413,72 +406,21 @@ impl FlyTargets {
         client: MachinesClient,
         policy: Policy,
         sources: Vec<Arc<dyn MetricSource>>,
-        log: Arc<GoLogObserver>,
     ) -> Self {
-        let discovery = config.is_wildcard().then(|| {
-            AppDiscovery::new(
-                client.clone(),
-                config.org.clone(),
-                Wildcard::new(config.app_name.clone()),
-            )
-        });
         FlyTargets {
-            matched_none: Mutex::new(false),
-            config,
-            client,
-            release_guard: None,
+            apps: fly_apps(&config, client),
+            initial_state: initial_state(&config),
+            max_actions_per_tick: config.max_actions_per_tick,
             policy: Arc::new(policy),
             sources,
-            discovery,
-            scalers: Mutex::new(HashMap::new()),
-            log,
         }
     }
 
     /// Checks each app's current release before every tick, as fly-autoscaler does (see
-    /// [`FlyScaler::with_release_guard`]).
+    /// [`fleetscale_fly::FlyScaler::with_release_guard`]).
     pub fn with_release_guard(mut self, graphql: FlyGraphql) -> Self {
-        self.release_guard = Some(graphql);
+        self.apps = self.apps.with_release_guard(graphql);
         self
-    }
-
-    fn spec(&self, app: &str) -> Result<TargetSpec> {
-        let scaler = {
-            let mut cache = self.scalers.lock().unwrap_or_else(|e| e.into_inner());
-            match cache.get(app) {
-                Some(s) => s.clone(),
-                None => {
-                    let mut fly =
-                        FlyScaler::new(self.client.clone(), scaler_config(&self.config, app))?;
-                    if let Some(g) = &self.release_guard {
-                        fly = fly.with_release_guard(g.clone());
-                    }
-                    let s: Arc<dyn Scaler> =
-                        Arc::new(RegionMemo::new(Arc::new(fly), self.log.clone()));
-                    cache.insert(app.to_owned(), s.clone());
-                    s
-                }
-            }
-        };
-        let mut scope = Scope::new(app);
-        if !self.config.process_group.is_empty() {
-            scope = scope.with_group(self.config.process_group.clone());
-        }
-        if !self.config.org.is_empty() {
-            scope = scope.with_var("ORG", self.config.org.clone());
-        }
-        Ok(TargetSpec {
-            scope,
-            scaler,
-            sources: self.sources.clone(),
-            policy: self.policy.clone(),
-            plan_options: PlanOptions {
-                initial_state: initial_state(&self.config),
-                ..PlanOptions::default()
-            }
-            .with_max_actions_per_kind(Some(self.config.max_actions_per_tick)),
-            membership: None,
-        })
     }
 }
 
@@ -487,52 +429,51 @@ impl TargetProvider for FlyTargets {
     /// One target per app; the wildcard list is fetched on every call (the engine calls once
     /// per refresh interval). A failed fetch is logged and the last good list used.
     async fn targets(&self) -> fleetscale_core::Result<Vec<TargetSpec>> {
-        let apps = match &self.discovery {
-            None => vec![self.config.app_name.clone()],
-            Some(d) => match d.refresh().await {
-                Ok(names) => {
-                    let mut none = self.matched_none.lock().unwrap_or_else(|e| e.into_inner());
-                    if names.is_empty() && !*none {
-                        tracing::warn!(
-                            pattern = %self.config.app_name,
-                            org = %self.config.org,
-                            "app name pattern {} matches no app of organization {}: nothing to scale",
-                            crate::gocompat::go_quote(&self.config.app_name),
-                            crate::gocompat::go_quote(&self.config.org)
-                        );
-                    }
-                    *none = names.is_empty();
-                    names
-                }
-                Err(e) => {
-                    tracing::error!(err = %e, "app list update failed");
-                    d.current().unwrap_or_default()
-                }
-            },
-        };
-        let mut cache = self.scalers.lock().unwrap_or_else(|e| e.into_inner());
-        cache.retain(|k, _| apps.contains(k));
-        drop(cache);
-        apps.iter()
-            .map(|a| self.spec(a).map_err(fleetscale_core::Error::from))
+        let list = self.apps.list().await;
+        if let Some(e) = &list.refresh_error {
+            tracing::error!(err = %e, "app list update failed");
+        }
+        if list.newly_empty {
+            tracing::warn!(
+                pattern = %self.apps.pattern(),
+                org = %self.apps.org(),
+                "app name pattern {} matches no app of organization {}: nothing to scale",
+                crate::gocompat::go_quote(self.apps.pattern()),
+                crate::gocompat::go_quote(self.apps.org())
+            );
+        }
+        list.apps
+            .iter()
+            .map(|app| -> fleetscale_core::Result<TargetSpec> {
+                Ok(TargetSpec::new(
+                    self.apps.scope(app),
+                    self.apps.scaler(app)?,
+                    Policy::default(),
+                )
+                .with_shared_policy(self.policy.clone())
+                .with_sources(self.sources.clone())
+                .with_plan_options(
+                    PlanOptions::default()
+                        .with_initial_state(self.initial_state)
+                        .with_max_actions_per_kind(Some(self.max_actions_per_tick)),
+                ))
+            })
             .collect()
     }
 }
 
 /// The engine settings of a configuration.
 pub fn engine_config(c: &Config) -> EngineConfig {
-    EngineConfig {
-        interval: c.interval,
-        tick_timeout: c.timeout,
-        metric_timeout: c.timeout,
-        concurrency: usize::try_from(c.concurrency.max(1)).unwrap_or(1),
+    EngineConfig::default()
+        .with_interval(c.interval)
+        .with_tick_timeout(c.timeout)
+        .with_metric_timeout(c.timeout)
+        .with_concurrency(usize::try_from(c.concurrency.max(1)).unwrap_or(1))
         // The Go tool acts on one machine at a time; so do we (the client paces too).
-        action_concurrency: 1,
-        refresh_interval: c.app_list_refresh_interval,
-        dry_run: c.dry_run,
-        reclaim_lost_members: false,
-        shutdown_grace: c.shutdown_grace,
-    }
+        .with_action_concurrency(1)
+        .with_refresh_interval(c.app_list_refresh_interval)
+        .with_dry_run(c.dry_run)
+        .with_shutdown_grace(c.shutdown_grace)
 }
 
 /// Registers every secret of a configuration with [`crate::redact`], so that no log line or
@@ -619,8 +560,7 @@ pub async fn serve(config: Config, getenv: &dyn Fn(&str) -> Option<String>) -> R
         config.interval * 3 + config.timeout + config.app_list_refresh_interval,
     ));
     let provider = Arc::new(
-        FlyTargets::new(config.clone(), client, policy, sources, log.clone())
-            .with_release_guard(graphql),
+        FlyTargets::new(config.clone(), client, policy, sources).with_release_guard(graphql),
     );
     let status = crate::http::status_board("fly-autoscaler", config.interval);
     let engine = Arc::new(
@@ -653,7 +593,7 @@ pub async fn serve(config: Config, getenv: &dyn Fn(&str) -> Option<String>) -> R
     let run = {
         let engine = engine.clone();
         let cancel = cancel.clone();
-        tokio::spawn(async move { engine.run(cancel).await })
+        tokio::spawn(async move { engine.run(cancel.cancelled_owned()).await })
     };
     let result = crate::supervise::run_until_signal(run, cancel, config.shutdown_grace).await;
     server.shutdown().await;
@@ -690,6 +630,7 @@ pub async fn eval(config: &Config, getenv: &dyn Fn(&str) -> Option<String>) -> R
             .map_err(|_| fleetscale_core::Error::Timeout {
                 operation: format!("metric {}", s.name()),
                 after: config.timeout,
+                source: None,
             })
             .and_then(|r| r);
         match v {
@@ -720,8 +661,7 @@ pub async fn eval(config: &Config, getenv: &dyn Fn(&str) -> Option<String>) -> R
             ));
         }
         let client = build_client(config, getenv)?;
-        let fly = FlyScaler::new(client, scaler_config(config, &app))?;
-        let machines = fly.list().await?;
+        let machines = fly_apps(config, client).scaler(&app)?.list().await?;
         Counts::of(&machines)
     } else {
         Counts::default()
@@ -912,8 +852,7 @@ mod tests {
             created_machine_count: "min(running + 1, 10)".into(),
             ..Config::default()
         };
-        let p = build_policy(&c, &["running"]).unwrap();
-        assert!(p.keep_one_created);
+        build_policy(&c, &["running"]).unwrap();
         let e = build_policy(&c, &[]).unwrap_err().to_string();
         assert!(e.contains("running"), "{e}");
         let bad = Config {

@@ -22,46 +22,21 @@
 //! the rest by kind), and `plan note` (WARN) for the planner's other notes (caps,
 //! transitions).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use fleetscale_core::plan::{Action, ActionKind};
 use fleetscale_core::record::{
-    summarize_actions, DecisionObserver, DecisionRecord, MetricReading, TickStatus,
+    summarize_actions, DecisionObserver, DecisionRecord, MetricReading, TickStage, TickStatus,
     MAX_LOGGED_ACTIONS,
 };
 use fleetscale_core::MachineId;
 
 /// Writes fly-autoscaler's log lines for each record (see the module docs).
 #[derive(Debug, Default)]
-pub struct GoLogObserver {
-    /// Regions of machines created, by id, filled by [`RegionMemo`] (records only carry ids).
-    regions: Mutex<HashMap<MachineId, String>>,
-}
+pub struct GoLogObserver;
 
 impl GoLogObserver {
-    /// A new observer.
+    /// An observer that writes each record's lines as it arrives.
     pub fn new() -> Self {
-        GoLogObserver::default()
-    }
-
-    /// Remembers the region of a machine (created or about to be destroyed) for the
-    /// `machine created` / `machine destroyed` lines.
-    pub fn remember_region(&self, id: &MachineId, region: Option<&str>) {
-        if let (Ok(mut g), Some(r)) = (self.regions.lock(), region) {
-            if g.len() > 10_000 {
-                g.clear();
-            }
-            g.insert(id.clone(), r.to_owned());
-        }
-    }
-
-    fn region_of(&self, id: &MachineId) -> String {
-        self.regions
-            .lock()
-            .ok()
-            .and_then(|g| g.get(id).cloned())
-            .unwrap_or_default()
+        GoLogObserver
     }
 }
 
@@ -78,12 +53,12 @@ impl DecisionObserver for GoLogObserver {
             return;
         }
         if let TickStatus::Failed { stage, message, .. } = &r.status {
-            if stage == "paused" {
+            if *stage == TickStage::Paused {
                 // The message names the GraphQL URL and FLY_API_BASE_URL (see FlyScaler).
                 tracing::error!(app, err = %message, "get current release failed");
                 return;
             }
-            let err = if stage == "list" {
+            let err = if *stage == TickStage::List {
                 format!("list machines: {message}")
             } else {
                 message.clone()
@@ -166,6 +141,7 @@ impl DecisionObserver for GoLogObserver {
             ActionKind::Destroy,
             ActionKind::Start,
             ActionKind::Stop,
+            ActionKind::Suspend,
         ] {
             let outcomes: Vec<_> = r
                 .outcomes
@@ -180,18 +156,16 @@ impl DecisionObserver for GoLogObserver {
             let mut n = 0u64;
             for o in outcomes {
                 match (&o.error, &o.action) {
-                    (None, Action::Create { request, .. }) => {
+                    (None, Action::Create { .. }) => {
                         n += 1;
                         let id = o.created.clone().unwrap_or_else(|| MachineId::new(""));
-                        let region = request
-                            .region
-                            .clone()
-                            .unwrap_or_else(|| self.region_of(&id));
+                        let region = o.region.as_deref().unwrap_or_default();
                         tracing::info!(app, id = %id, region = %region, "machine created");
                     }
                     (None, Action::Destroy { id, .. }) => {
                         n += 1;
-                        tracing::info!(app, id = %id, region = %self.region_of(id), "machine destroyed");
+                        let region = o.region.as_deref().unwrap_or_default();
+                        tracing::info!(app, id = %id, region = %region, "machine destroyed");
                     }
                     (None, Action::Start { id, .. }) => {
                         n += 1;
@@ -200,6 +174,10 @@ impl DecisionObserver for GoLogObserver {
                     (None, Action::Stop { id, .. }) => {
                         n += 1;
                         tracing::info!(app, id = %id, "machine stopped");
+                    }
+                    (None, Action::Suspend { id, .. }) => {
+                        n += 1;
+                        tracing::info!(app, id = %id, "machine suspended");
                     }
                     (Some(e), Action::Create { .. }) => {
                         tracing::error!(app, err = %e.message, "cannot create machine, skipping");
@@ -213,78 +191,12 @@ impl DecisionObserver for GoLogObserver {
                     (Some(e), Action::Stop { id, .. }) => {
                         tracing::error!(app, id = %id, err = %e.message, "cannot stop machine, skipping");
                     }
+                    (Some(e), Action::Suspend { id, .. }) => {
+                        tracing::error!(app, id = %id, err = %e.message, "cannot suspend machine, skipping");
+                    }
                 }
             }
             tracing::info!(app, n, "bulk {k} completed");
         }
-    }
-}
-
-/// A [`fleetscale_core::Scaler`] wrapper that tells a [`GoLogObserver`] the region of each
-/// machine it creates and lists, so the log lines can name it. Every call is passed through
-/// unchanged.
-pub struct RegionMemo {
-    inner: std::sync::Arc<dyn fleetscale_core::Scaler>,
-    log: std::sync::Arc<GoLogObserver>,
-}
-
-impl std::fmt::Debug for RegionMemo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegionMemo").finish_non_exhaustive()
-    }
-}
-
-impl RegionMemo {
-    /// Wraps `inner`.
-    pub fn new(
-        inner: std::sync::Arc<dyn fleetscale_core::Scaler>,
-        log: std::sync::Arc<GoLogObserver>,
-    ) -> Self {
-        RegionMemo { inner, log }
-    }
-}
-
-#[async_trait::async_trait]
-impl fleetscale_core::Scaler for RegionMemo {
-    /// The inner scaler's.
-    fn capabilities(&self) -> fleetscale_core::Capabilities {
-        self.inner.capabilities()
-    }
-    /// Passes through; remembers each machine's region.
-    async fn list(&self) -> fleetscale_core::Result<Vec<fleetscale_core::Machine>> {
-        let ms = self.inner.list().await?;
-        for m in &ms {
-            self.log.remember_region(&m.id, m.region.as_deref());
-        }
-        Ok(ms)
-    }
-    /// Passes through; remembers the new machine's region.
-    async fn create(
-        &self,
-        request: &fleetscale_core::CreateRequest,
-    ) -> fleetscale_core::Result<fleetscale_core::Machine> {
-        let m = self.inner.create(request).await?;
-        self.log.remember_region(&m.id, m.region.as_deref());
-        Ok(m)
-    }
-    /// Passes through.
-    async fn start(&self, id: &MachineId) -> fleetscale_core::Result<()> {
-        self.inner.start(id).await
-    }
-    /// Passes through.
-    async fn stop(&self, id: &MachineId) -> fleetscale_core::Result<()> {
-        self.inner.stop(id).await
-    }
-    /// Passes through.
-    async fn suspend(&self, id: &MachineId) -> fleetscale_core::Result<()> {
-        self.inner.suspend(id).await
-    }
-    /// Passes through.
-    async fn destroy(&self, id: &MachineId) -> fleetscale_core::Result<()> {
-        self.inner.destroy(id).await
-    }
-    /// Passes through (the release guard).
-    async fn paused(&self) -> fleetscale_core::Result<Option<String>> {
-        self.inner.paused().await
     }
 }

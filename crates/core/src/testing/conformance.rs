@@ -287,7 +287,7 @@ pub async fn scaler_with(s: &dyn Scaler, suite: &ScalerSuite) -> Result<(), Conf
         .iter()
         .filter(|m| m.manageable && m.state.exists())
         .max_by_key(|m| m.created_at)
-        .map(|m| m.id.clone());
+        .cloned();
     if caps.create_needs_template && template.is_none() {
         let existing = before.iter().filter(|m| m.state.exists()).count();
         return fail(
@@ -310,7 +310,7 @@ pub async fn scaler_with(s: &dyn Scaler, suite: &ScalerSuite) -> Result<(), Conf
         own: None,
     };
     let request = CreateRequest {
-        template: template.clone(),
+        template: template.clone().map(Box::new),
         initial_state: InitialState::Started,
         ..CreateRequest::default()
     };

@@ -215,6 +215,7 @@ impl ClusterMembership for FakeMembership {
                     current.name,
                     if current.fixed { "fixed" } else { "reachable" }
                 ),
+                source: None,
             });
         }
         let heir = inner

@@ -369,11 +369,12 @@ impl Scaler for FakeScaler {
                     });
                 }
                 match &request.template {
-                    Some(t) if !inner.machines.iter().any(|(m, _)| &m.id == t) => {
-                        Err(Error::not_found(format!("template machine {t}")))
+                    Some(t) if !inner.machines.iter().any(|(m, _)| m.id == t.id) => {
+                        Err(Error::not_found(format!("template machine {}", t.id)))
                     }
                     None if self.capabilities.create_needs_template => Err(Error::InvalidRequest {
                         message: "no template machine given".into(),
+                        source: None,
                     }),
                     _ => Ok(()),
                 }
@@ -442,6 +443,7 @@ impl Scaler for FakeScaler {
             }
             other => Err(Error::Conflict {
                 message: format!("machine {} is {other}", m.id),
+                source: None,
             }),
         })
     }
@@ -455,6 +457,7 @@ impl Scaler for FakeScaler {
             }
             other => Err(Error::Conflict {
                 message: format!("machine {} is {other}", m.id),
+                source: None,
             }),
         })
     }
@@ -473,6 +476,7 @@ impl Scaler for FakeScaler {
             }
             other => Err(Error::Conflict {
                 message: format!("machine {} is {other}", m.id),
+                source: None,
             }),
         })
     }

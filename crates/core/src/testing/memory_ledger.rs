@@ -47,9 +47,7 @@ impl LedgerStore for MemoryLedger {
     async fn lock(&self, wait: Duration) -> Result<Box<dyn LedgerLock>> {
         let guard = tokio::time::timeout(wait, self.lock.clone().lock_owned())
             .await
-            .map_err(|_| Error::Conflict {
-                message: "the memory ledger's lock is held by another holder".into(),
-            })?;
+            .map_err(|_| Error::conflict("the memory ledger's lock is held by another holder"))?;
         Ok(Box::new(Held {
             records: self.records.clone(),
             _guard: guard,

@@ -1,21 +1,24 @@
-//! Regression tests for what the benchmark and soak runs found in `FlyScaler` (BENCHMARKS.md,
-//! "Chaos soak" and "Engine against the fake Machines API"), each over real HTTP against the
-//! fake Machines API:
-//! - a machine created to start lists as `created` before `starting`, and consecutive ticks
-//!   must not start another machine in that window;
-//! - creates must not fetch the template machine again (the tick's list already has it);
+//! `FlyScaler` as the engine drives it, over real HTTP against the fake Machines API:
+//! - a machine created to start lists as `created` before `starting`: consecutive ticks must
+//!   not start another machine in that window (the engine's pending creates), and after the
+//!   deadline such a machine is started;
+//! - a scale-up costs the tick's list and one `POST` per create (the template travels in the
+//!   request), and a create reads its template only when the request does not carry it;
 //! - a create answered 429 is retried (it was not executed), a 503 is not;
-//! - a failed destroy whose lease release also failed must not block the machine for long.
+//! - a failed destroy whose lease release also failed does not block the machine for long.
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{app_config, client, eventually, seed_app, server};
-use fleetscale_core::plan::{plan_actions, Action, ActionKind, Plan, PlanOptions};
+use fleetscale_core::engine::{Engine, EngineConfig, TargetSpec};
+use fleetscale_core::plan::{Action, ActionKind, Plan};
+use fleetscale_core::policy::{CountRule, Policy};
 use fleetscale_core::{
-    Bounds, CreateRequest, Destination, Error, InitialState, MachineId, MachineState, Scaler,
-    Targets,
+    CreateRequest, Destination, Error, InitialState, Machine, MachineId, MachineState, Scaler,
+    Scope,
 };
 use fleetscale_fly::fake::{Delays, FakeConfig, FakeFly, FakeFlyServer, Fault, FaultKind};
 use fleetscale_fly::types::{CreateMachineRequest, StopRequest};
@@ -44,39 +47,45 @@ async fn add_machine(c: &MachinesClient, group: Option<&str>) -> String {
     .id
 }
 
-/// One engine-like tick: list, plan with the core planner (started creates), execute.
-async fn tick(s: &FlyScaler, targets: &Targets) -> Plan {
-    let inventory = s.list().await.unwrap();
-    let options = PlanOptions {
-        capabilities: s.capabilities(),
-        initial_state: InitialState::Started,
-        ..PlanOptions::default()
-    };
-    let plan = plan_actions(&inventory, targets, &options);
-    for action in &plan.actions {
-        match action {
-            Action::Create { request, .. } => {
-                s.create(request).await.unwrap();
-            }
-            Action::Start { id, .. } => s.start(id).await.unwrap(),
-            Action::Stop { id, .. } => s.stop(id).await.unwrap(),
-            Action::Destroy { id, .. } => s.destroy(id).await.unwrap(),
+/// The engine ticking one Fly app with fixed targets and started creates.
+struct Ticks {
+    engine: Engine,
+    target: TargetSpec,
+}
+
+impl Ticks {
+    /// `created` machines, `started` of them running (`None`: no opinion).
+    fn new(s: Arc<FlyScaler>, created: u32, started: Option<u32>, config: EngineConfig) -> Self {
+        let count = |kind: &str, n: Option<u32>| {
+            let n = n.map(|n| n.to_string());
+            CountRule::from_settings(kind, n.as_deref(), None, None).unwrap()
+        };
+        let policy = Policy {
+            created: count("created", Some(created)),
+            started: count("started", started),
+            ..Policy::default()
+        };
+        let target =
+            TargetSpec::new(Scope::new(APP), s, policy).with_initial_state(InitialState::Started);
+        Ticks {
+            engine: Engine::new(config, Arc::new(Vec::<TargetSpec>::new())),
+            target,
         }
     }
-    plan
-}
 
-/// fly-autoscaler's usual policy: `created = load + 1`, `started = load`.
-fn targets(load: u32) -> Targets {
-    Targets {
-        created: Bounds::exactly(load + 1),
-        started: Bounds::exactly(load),
+    /// One tick; its plan, with every action executed successfully.
+    async fn tick(&self) -> Plan {
+        let r = self.engine.tick(&self.target, false).await;
+        assert!(r.outcomes.iter().all(|o| o.ok()), "{r:?}");
+        let shown = format!("{r:?}");
+        r.plan.unwrap_or_else(|| panic!("no plan: {shown}"))
     }
 }
 
-/// The soak's deterministic recipe: 2 started + 1 stopped machines, load 2 → 4, passes back to
-/// back while the new machines still list as `created` (here for 30 s).
-async fn two_started_one_stopped(fake_delays_after: Delays) -> (FakeFlyServer, FlyScaler) {
+/// The soak's deterministic recipe: 2 started + 1 stopped machines, load 2 → 4 (fly-autoscaler's
+/// usual policy: created = load + 1, started = load), ticks back to back while the new machines
+/// still list as `created` (here for 30 s).
+async fn two_started_one_stopped(fake_delays_after: Delays) -> (FakeFlyServer, Arc<FlyScaler>) {
     let srv = server(FakeConfig::instant()).await;
     let c = client(&srv);
     let first = seed_app(&c, APP, None).await.id;
@@ -91,7 +100,7 @@ async fn two_started_one_stopped(fake_delays_after: Delays) -> (FakeFlyServer, F
     wait_state(srv.fake(), &third, FlyState::Stopped).await;
     srv.fake().set_delays(fake_delays_after);
     let s = FlyScaler::new(c, FlyScalerConfig::new(APP)).unwrap();
-    (srv, s)
+    (srv, Arc::new(s))
 }
 
 fn slow_launch() -> Delays {
@@ -117,13 +126,14 @@ async fn consecutive_ticks_never_start_another_machine_while_a_started_create_li
     let (srv, s) = two_started_one_stopped(slow_launch()).await;
     let fake = srv.fake();
     fake.clear_request_log();
+    let ticks = Ticks::new(s, 5, Some(4), EngineConfig::default());
 
-    let p1 = tick(&s, &targets(4)).await;
+    let p1 = ticks.tick().await;
     assert_eq!(p1.count(ActionKind::Create), 2, "{:?}", p1.actions);
     assert_eq!(p1.count(ActionKind::Start), 0, "{:?}", p1.actions);
     // The new machines stay `created` for 30 s: every tick below runs in that window.
     for _ in 0..3 {
-        let p = tick(&s, &targets(4)).await;
+        let p = ticks.tick().await;
         assert!(
             p.is_empty(),
             "launching creates count as started: {:?}",
@@ -146,43 +156,33 @@ async fn consecutive_ticks_never_start_another_machine_while_a_started_create_li
 }
 
 #[tokio::test]
-async fn a_launch_that_never_happens_is_counted_as_created_again_after_the_grace_time() {
+async fn a_launch_that_never_happens_is_counted_as_created_again_after_the_deadline() {
     let (srv, s) = two_started_one_stopped(slow_launch()).await;
-    let s = FlyScaler::new(
-        s.client().clone(),
-        FlyScalerConfig {
-            launch_grace: Duration::from_millis(300),
-            ..FlyScalerConfig::new(APP)
-        },
-    )
-    .unwrap();
-    let p1 = tick(&s, &targets(4)).await;
+    let ticks = Ticks::new(
+        s.clone(),
+        5,
+        Some(4),
+        EngineConfig::default().with_pending_create_timeout(Duration::from_millis(300)),
+    );
+    let p1 = ticks.tick().await;
     assert_eq!(p1.count(ActionKind::Create), 2);
+    // The backend reports what the API says: `created`, with the raw Fly state as a label.
     let listed = s.list().await.unwrap();
-    let starting = listed
+    let created: Vec<&Machine> = listed
         .iter()
-        .filter(|m| m.state == MachineState::Starting)
-        .count();
-    assert_eq!(
-        starting, 2,
-        "launching creates are starting within the grace time"
-    );
-    assert!(listed
+        .filter(|m| m.state == MachineState::Created)
+        .collect();
+    assert_eq!(created.len(), 2);
+    assert!(created
         .iter()
-        .filter(|m| m.state == MachineState::Starting)
         .all(|m| m.labels.get("fly_state").map(String::as_str) == Some("created")));
-    // Still `created` after the grace time (the fake launches only after 30 s): they are
-    // never-started machines again and the planner may start them.
+    // Within the deadline the engine counts them as starting.
+    let record = ticks.engine.tick(&ticks.target, true).await;
+    assert_eq!(record.counts.unwrap().started, 4, "{record:?}");
+    // Still `created` after the deadline (the fake launches only after 30 s): they are
+    // never-started machines again and the planner starts them.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let listed = s.list().await.unwrap();
-    assert_eq!(
-        listed
-            .iter()
-            .filter(|m| m.state == MachineState::Created)
-            .count(),
-        2
-    );
-    let p2 = tick(&s, &targets(4)).await;
+    let p2 = ticks.tick().await;
     assert_eq!(p2.count(ActionKind::Start), 2, "{:?}", p2.actions);
     srv.shutdown().await;
 }
@@ -212,16 +212,12 @@ async fn a_bulk_scale_up_costs_one_list_and_one_post_per_create() {
         let first = seed_app(&c, APP, group).await.id;
         wait_state(srv.fake(), &first, FlyState::Started).await;
         let fake = srv.fake();
-        let s = FlyScaler::new(c.clone(), FlyScalerConfig::new(APP)).unwrap();
+        let s = Arc::new(FlyScaler::new(c.clone(), FlyScalerConfig::new(APP)).unwrap());
         fake.clear_request_log();
-        let up = Targets {
-            created: Bounds::exactly(6),
-            started: Bounds::NONE,
-        };
-        let p = tick(&s, &up).await;
+        let p = Ticks::new(s, 6, None, EngineConfig::default()).tick().await;
         assert_eq!(p.count(ActionKind::Create), 5);
         assert!(p.actions.iter().all(|a| matches!(a,
-            Action::Create { request, .. } if request.template.as_ref().map(MachineId::as_str) == Some(first.as_str()))));
+            Action::Create { request, .. } if request.template_id().map(MachineId::as_str) == Some(first.as_str()))));
         assert_eq!(
             calls(fake),
             (1, 0, 5),
@@ -246,30 +242,35 @@ async fn a_bulk_scale_up_costs_one_list_and_one_post_per_create() {
 }
 
 #[tokio::test]
-async fn the_template_is_read_again_without_a_fresh_list_or_after_a_failed_create() {
+async fn a_create_reads_its_template_only_when_the_request_does_not_carry_it() {
     let srv = server(FakeConfig::instant()).await;
     let c = client(&srv);
     let first = seed_app(&c, APP, Some("app")).await.id;
     wait_state(srv.fake(), &first, FlyState::Started).await;
     let fake = srv.fake();
-    let template = CreateRequest {
-        template: Some(MachineId::new(first.clone())),
-        ..CreateRequest::default()
-    };
-
-    // A scaler that never listed reads the template.
     let s = FlyScaler::new(c.clone(), FlyScalerConfig::new(APP)).unwrap();
+
+    // A template named by id alone (a configured template the tick did not list) is read.
+    let bare =
+        CreateRequest::default().with_template(Machine::new(first.clone(), MachineState::Unknown));
     fake.clear_request_log();
-    s.create(&template).await.unwrap();
+    s.create(&bare).await.unwrap();
     assert_eq!(calls(fake), (0, 1, 1));
 
-    // After a list, the listed template is used.
-    s.list().await.unwrap();
+    // The template as listed is cloned as it was read: no read.
+    let listed = s
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.id.as_str() == first)
+        .unwrap();
+    let carried = CreateRequest::default().with_template(listed);
     fake.clear_request_log();
-    s.create(&template).await.unwrap();
+    s.create(&carried).await.unwrap();
     assert_eq!(calls(fake), (0, 0, 1));
 
-    // A failed create forgets it: the next create reads the template again.
+    // A failed create changes nothing: the next one clones the listed template too.
     fake.inject(
         Fault::new(FaultKind::Status {
             status: 422,
@@ -279,49 +280,15 @@ async fn the_template_is_read_again_without_a_fresh_list_or_after_a_failed_creat
         .path("/machines"),
     );
     fake.clear_request_log();
-    let e = s.create(&template).await.unwrap_err();
+    let e = s.create(&carried).await.unwrap_err();
     assert!(matches!(e, Error::InvalidRequest { .. }), "{e}");
-    s.create(&template).await.unwrap();
-    assert_eq!(calls(fake), (0, 1, 2));
+    s.create(&carried).await.unwrap();
+    assert_eq!(calls(fake), (0, 0, 2));
 
-    // A template that is not among the machines kept from the last list (here: created
-    // since) is read.
-    let newer = add_machine(&c, Some("app")).await;
-    s.list().await.unwrap();
-    let other = add_machine(&c, Some("app")).await;
+    // No template at all: one list, to pick the newest started machine of the group.
     fake.clear_request_log();
-    for id in [&newer, &other] {
-        s.create(&CreateRequest {
-            template: Some(MachineId::new(id.clone())),
-            ..CreateRequest::default()
-        })
-        .await
-        .unwrap();
-    }
-    assert_eq!(calls(fake), (0, 1, 2), "only the unlisted template is read");
-    // ... once: a template read is kept like a listed one.
-    fake.clear_request_log();
-    s.create(&CreateRequest {
-        template: Some(MachineId::new(other.clone())),
-        ..CreateRequest::default()
-    })
-    .await
-    .unwrap();
-    assert_eq!(calls(fake), (0, 0, 1));
-
-    // A listing older than `template_max_age` is not used (zero: never).
-    let always = FlyScaler::new(
-        c.clone(),
-        FlyScalerConfig {
-            template_max_age: Duration::ZERO,
-            ..FlyScalerConfig::new(APP)
-        },
-    )
-    .unwrap();
-    always.list().await.unwrap();
-    fake.clear_request_log();
-    always.create(&template).await.unwrap();
-    assert_eq!(calls(fake), (0, 1, 1));
+    s.create(&CreateRequest::default()).await.unwrap();
+    assert_eq!(calls(fake), (1, 0, 1));
     srv.shutdown().await;
 }
 
@@ -366,7 +333,7 @@ async fn a_create_answered_429_is_retried_and_creates_exactly_one_machine() {
     fake.clear_request_log();
     let e = s.create(&CreateRequest::default()).await.unwrap_err();
     assert!(
-        matches!(e, Error::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(60)),
+        matches!(e, Error::RateLimited { retry_after: Some(d), .. } if d == Duration::from_secs(60)),
         "{e}"
     );
     assert_eq!(post_statuses(fake), vec![429]);
@@ -520,14 +487,9 @@ async fn a_destroy_keeps_its_short_lease_alive_while_it_waits_for_the_stop() {
         wait_state(srv.fake(), id, FlyState::Started).await;
     }
     let fake = srv.fake();
-    let s = FlyScaler::new(
-        c.clone(),
-        FlyScalerConfig {
-            lease_ttl: Duration::from_secs(4),
-            ..FlyScalerConfig::new(APP)
-        },
-    )
-    .unwrap();
+    let mut config = FlyScalerConfig::new(APP);
+    config.lease_ttl = Duration::from_secs(4);
+    let s = FlyScaler::new(c.clone(), config).unwrap();
     fake.clear_request_log();
     let destroy = tokio::spawn({
         let id = MachineId::new(b.clone());

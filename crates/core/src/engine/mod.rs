@@ -5,13 +5,16 @@
 //! 1. list the inventory (one [`Scaler::list`] call) and ask the backend whether the target is
 //!    paused ([`Scaler::paused`], e.g. a deploy in progress: the tick is then skipped);
 //! 2. collect every metric concurrently, each within [`EngineConfig::metric_timeout`];
-//! 3. let the [`Policy`] decide the [`Targets`](crate::Targets);
-//! 4. [`plan_actions`];
-//! 5. execute the plan (unless dry run) with at most [`EngineConfig::action_concurrency`] calls
-//!    in flight: `leave` before each stop/destroy (a failed leave skips the action), `join` after
-//!    each successful start or started create; a create is never retried;
-//! 6. optionally reclaim lost members ([`EngineConfig::reclaim_lost_members`]);
-//! 7. build a [`DecisionRecord`], hand it to every [`DecisionObserver`], keep it for
+//! 3. count the creates it sent earlier that the inventory does not show on their way yet
+//!    ([`pending`]);
+//! 4. let the [`Policy`] decide the [`Targets`](crate::Targets);
+//! 5. [`plan_actions`];
+//! 6. execute the plan (unless dry run) with at most [`EngineConfig::action_concurrency`] calls
+//!    in flight: `leave` before each stop, suspend or destroy (a failed leave skips the action),
+//!    `join` after each successful start or started create; a create is never retried;
+//! 7. optionally reclaim lost members ([`EngineConfig::reclaim_lost_members`]), handing the
+//!    membership the tick's inventory as listed (nothing lists the machines twice);
+//! 8. build a [`DecisionRecord`], hand it to every [`DecisionObserver`], keep it for
 //!    [`Engine::last_decisions`].
 //!
 //! Everything in a tick shares one deadline ([`EngineConfig::tick_timeout`]); a call still
@@ -23,7 +26,7 @@
 //!   [`Engine::trigger`].
 //! - At most [`EngineConfig::concurrency`] targets tick at once; a target never ticks twice at
 //!   once.
-//! - On cancellation no new tick or action starts; ticks in flight get
+//! - Once the shutdown future given to [`Engine::run`] completes, no new tick or action starts; ticks in flight get
 //!   [`EngineConfig::shutdown_grace`] to finish (their actions are then recorded as usual);
 //!   after the grace they are dropped, which cancels their calls, and every action that was
 //!   already sent is logged at WARN as sent with an unknown outcome (the next run re-reads the
@@ -32,7 +35,10 @@
 //!   a health check can tell a live loop from a dead one.
 //! - Only machines named by the plan are touched.
 
+pub mod pending;
+
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -47,14 +53,17 @@ use crate::coordination::{ActionNote, Coordinator, SingleProcess};
 use crate::plan::{plan_actions, Action, ActionKind, PlanOptions};
 use crate::policy::{MetricReadings, Policy, PolicyState};
 use crate::record::{
-    ActionError, ActionOutcome, DecisionObserver, DecisionRecord, MetricReading, TickStatus,
+    ActionError, ActionOutcome, ActionStep, DecisionObserver, DecisionRecord, MetricReading,
+    TickStage, TickStatus,
 };
 use crate::{
     ClusterMembership, Counts, Error, InitialState, Machine, MetricSource, Result, Scaler, Scope,
 };
+use pending::{expected_inventory, PendingCreate, DEFAULT_PENDING_CREATE_TIMEOUT};
 
 /// Everything the engine needs to scale one target.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct TargetSpec {
     /// The target's scope (name, group, variables).
     pub scope: Scope,
@@ -111,9 +120,30 @@ impl TargetSpec {
         self
     }
 
+    /// Adds metric sources.
+    pub fn with_sources(
+        mut self,
+        sources: impl IntoIterator<Item = Arc<dyn MetricSource>>,
+    ) -> Self {
+        self.sources.extend(sources);
+        self
+    }
+
+    /// Uses a policy shared with other targets.
+    pub fn with_shared_policy(mut self, policy: Arc<Policy>) -> Self {
+        self.policy = policy;
+        self
+    }
+
     /// Sets the initial state of new machines.
     pub fn with_initial_state(mut self, state: InitialState) -> Self {
         self.plan_options.initial_state = state;
+        self
+    }
+
+    /// Sets the planner options (initial state, scale-in, per-action caps).
+    pub fn with_plan_options(mut self, options: PlanOptions) -> Self {
+        self.plan_options = options;
         self
     }
 
@@ -169,7 +199,15 @@ impl TargetProvider for Vec<TargetSpec> {
 }
 
 /// Engine settings. The defaults are fly-autoscaler's (interval 15 s, timeout 30 s).
+///
+/// ```
+/// use std::time::Duration;
+/// use fleetscale_core::engine::EngineConfig;
+/// let config = EngineConfig::default().with_interval(Duration::from_secs(30)).with_dry_run(true);
+/// assert_eq!(config.tick_timeout, Duration::from_secs(30));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EngineConfig {
     /// Time between passes.
     pub interval: Duration,
@@ -190,6 +228,10 @@ pub struct EngineConfig {
     /// How long ticks in flight may go on once [`Engine::run`] is cancelled, before they are
     /// dropped (default [`DEFAULT_SHUTDOWN_GRACE`]).
     pub shutdown_grace: Duration,
+    /// How long a create the engine sent counts toward its destination while the inventory
+    /// does not show it on its way (see [`pending`]; default
+    /// [`DEFAULT_PENDING_CREATE_TIMEOUT`], 5 minutes).
+    pub pending_create_timeout: Duration,
 }
 
 /// The default [`EngineConfig::shutdown_grace`]: 3 s, so that a process asked to stop ends
@@ -208,7 +250,70 @@ impl Default for EngineConfig {
             dry_run: false,
             reclaim_lost_members: false,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            pending_create_timeout: DEFAULT_PENDING_CREATE_TIMEOUT,
         }
+    }
+}
+
+impl EngineConfig {
+    /// Sets [`EngineConfig::interval`].
+    pub fn with_interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// Sets [`EngineConfig::tick_timeout`].
+    pub fn with_tick_timeout(mut self, timeout: Duration) -> Self {
+        self.tick_timeout = timeout;
+        self
+    }
+
+    /// Sets [`EngineConfig::metric_timeout`].
+    pub fn with_metric_timeout(mut self, timeout: Duration) -> Self {
+        self.metric_timeout = timeout;
+        self
+    }
+
+    /// Sets [`EngineConfig::concurrency`].
+    pub fn with_concurrency(mut self, targets: usize) -> Self {
+        self.concurrency = targets;
+        self
+    }
+
+    /// Sets [`EngineConfig::action_concurrency`].
+    pub fn with_action_concurrency(mut self, calls: usize) -> Self {
+        self.action_concurrency = calls;
+        self
+    }
+
+    /// Sets [`EngineConfig::refresh_interval`].
+    pub fn with_refresh_interval(mut self, interval: Duration) -> Self {
+        self.refresh_interval = interval;
+        self
+    }
+
+    /// Sets [`EngineConfig::dry_run`].
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Sets [`EngineConfig::reclaim_lost_members`].
+    pub fn with_reclaim_lost_members(mut self, reclaim: bool) -> Self {
+        self.reclaim_lost_members = reclaim;
+        self
+    }
+
+    /// Sets [`EngineConfig::shutdown_grace`].
+    pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Sets [`EngineConfig::pending_create_timeout`].
+    pub fn with_pending_create_timeout(mut self, timeout: Duration) -> Self {
+        self.pending_create_timeout = timeout;
+        self
     }
 }
 
@@ -216,6 +321,8 @@ impl Default for EngineConfig {
 struct TargetState {
     ticks: u64,
     policy: PolicyState,
+    /// Creates sent and not yet shown on their way by the inventory.
+    pending: Vec<PendingCreate>,
 }
 
 /// Runs ticks for the targets of a [`TargetProvider`]. See the [module docs](self).
@@ -260,6 +367,13 @@ impl Drop for SentAction<'_> {
     }
 }
 
+/// An executed action: its outcome for the record, and the machine a create returned (a
+/// create that failed in its `join` still created it, and the engine expects it).
+struct Executed {
+    outcome: ActionOutcome,
+    created_machine: Option<Machine>,
+}
+
 /// Counts a tick as in flight while alive.
 struct TickInFlight<'a>(&'a AtomicUsize);
 
@@ -280,26 +394,15 @@ fn metric_failure(name: &str, e: &Error) -> String {
     }
 }
 
-fn outcome_err(e: &Error, step: &str) -> ActionError {
-    ActionError {
-        kind: e.kind().to_owned(),
-        message: e.to_string(),
-        step: step.to_owned(),
-    }
-}
-
 async fn with_deadline<T>(
     deadline: Instant,
     operation: &str,
-    fut: impl std::future::Future<Output = Result<T>>,
+    fut: impl Future<Output = Result<T>>,
 ) -> Result<T> {
     let left = deadline.saturating_duration_since(Instant::now());
     match tokio::time::timeout_at(deadline, fut).await {
         Ok(r) => r,
-        Err(_) => Err(Error::Timeout {
-            operation: operation.to_owned(),
-            after: left,
-        }),
+        Err(_) => Err(Error::timeout(operation, left)),
     }
 }
 
@@ -352,16 +455,38 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    /// Runs passes until `cancel` fires, then gives the ticks in flight
+    /// Runs passes until `shutdown` completes (a signal, a [`CancellationToken`]'s
+    /// `cancelled_owned()`, a timer), then gives the ticks in flight
     /// [`EngineConfig::shutdown_grace`] to finish, drops those that did not, and returns.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use fleetscale_core::engine::{Engine, EngineConfig, TargetSpec};
+    /// let engine = Engine::new(EngineConfig::default(), Arc::new(Vec::<TargetSpec>::new()));
+    /// engine.run(std::future::ready(())).await.unwrap();
+    /// # });
+    /// ```
     ///
     /// # Errors
     /// [`Error::Config`] when [`EngineConfig::interval`] is zero (a timer cannot tick every
     /// 0 s); nothing else: tick failures are recorded, not returned.
-    pub async fn run(&self, cancel: CancellationToken) -> Result<()> {
+    pub async fn run(&self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         if self.config.interval.is_zero() {
             return Err(Error::config("engine interval must be greater than zero"));
         }
+        let cancel = CancellationToken::new();
+        let passes = self.run_passes(&cancel);
+        tokio::pin!(passes, shutdown);
+        tokio::select! {
+            biased;
+            r = &mut passes => return r,
+            () = &mut shutdown => cancel.cancel(),
+        }
+        passes.await
+    }
+
+    async fn run_passes(&self, cancel: &CancellationToken) -> Result<()> {
         let mut targets: Vec<TargetSpec> = Vec::new();
         let mut last_refresh: Option<Instant> = None;
         let mut ticker = tokio::time::interval(self.config.interval);
@@ -397,7 +522,7 @@ impl Engine {
                     ),
                 }
             }
-            let pass = self.run_pass(&targets, &cancel);
+            let pass = self.run_pass(&targets, cancel);
             tokio::pin!(pass);
             let finished = tokio::select! {
                 _ = &mut pass => true,
@@ -509,19 +634,7 @@ impl Engine {
     ) -> DecisionRecord {
         let started = Instant::now();
         let deadline = started + self.config.tick_timeout;
-        let mut record = DecisionRecord {
-            target: target.name().to_owned(),
-            tick: state.ticks,
-            started_at: SystemTime::now(),
-            duration: Duration::ZERO,
-            counts: None,
-            metrics: BTreeMap::new(),
-            decision: None,
-            plan: None,
-            outcomes: Vec::new(),
-            reclaims: Vec::new(),
-            status: TickStatus::NoScale,
-        };
+        let mut record = DecisionRecord::new(target.name(), state.ticks, SystemTime::now());
         let finish = |mut r: DecisionRecord| {
             r.duration = started.elapsed();
             r
@@ -566,8 +679,8 @@ impl Engine {
             }
             Err(e) => {
                 record.status = TickStatus::Failed {
-                    stage: "paused".into(),
-                    kind: e.kind().into(),
+                    stage: TickStage::Paused,
+                    kind: e.kind(),
                     message: e.to_string(),
                 };
                 return finish(record);
@@ -585,7 +698,7 @@ impl Engine {
                     record.metrics.insert(
                         name.clone(),
                         MetricReading::Failed {
-                            kind: e.kind().to_owned(),
+                            kind: e.kind(),
                             message: message.clone(),
                         },
                     );
@@ -593,31 +706,40 @@ impl Engine {
                 }
             }
         }
-        let inventory: Vec<Machine> = match inventory {
+        let listed: Vec<Machine> = match inventory {
             Ok(i) => i,
             Err(e) => {
                 record.status = TickStatus::Failed {
-                    stage: "list".into(),
-                    kind: e.kind().into(),
+                    stage: TickStage::List,
+                    kind: e.kind(),
                     message: e.to_string(),
                 };
                 return finish(record);
             }
         };
+        // 3: the creates of earlier ticks count where they are going.
+        let inventory = expected_inventory(
+            &listed,
+            &mut state.pending,
+            Instant::now(),
+            self.config.pending_create_timeout,
+        );
         let counts = Counts::of(&inventory);
         record.counts = Some(counts);
 
-        // 3 + 4: decide and plan.
+        // 4 + 5: decide and plan.
+        let capabilities = target.scaler.capabilities();
         let now = Instant::now().into_std();
         let decision = target.policy.decide(
             &target.scope,
             &counts,
             &policy_readings,
+            capabilities,
             &mut state.policy,
             now,
         );
         let mut options = target.plan_options.clone();
-        options.capabilities = target.scaler.capabilities();
+        options.capabilities = capabilities;
         let plan = plan_actions(&inventory, &decision.targets, &options);
         let held = decision.held;
         record.decision = Some(decision);
@@ -631,7 +753,7 @@ impl Engine {
         } else if dry_run {
             record.status = TickStatus::DryRun;
         } else {
-            // 5: execute.
+            // 6: execute.
             let by_id: HashMap<_, _> = inventory.iter().map(|m| (&m.id, m)).collect();
             let calls: Vec<_> = plan
                 .actions
@@ -641,32 +763,44 @@ impl Engine {
                     self.execute(target, action, machine, deadline, cancel)
                 })
                 .collect();
-            let outcomes: Vec<ActionOutcome> = stream::iter(calls)
+            let outcomes: Vec<Executed> = stream::iter(calls)
                 .buffered(self.config.action_concurrency.max(1))
                 .collect()
                 .await;
             let up = outcomes
                 .iter()
-                .any(|o| o.ok() && o.action.kind().is_scale_up());
+                .any(|o| o.outcome.ok() && o.outcome.action.kind().is_scale_up());
             let down = outcomes
                 .iter()
-                .any(|o| o.ok() && !o.action.kind().is_scale_up());
+                .any(|o| o.outcome.ok() && !o.outcome.action.kind().is_scale_up());
             state
                 .policy
                 .record_actions(Instant::now().into_std(), up, down);
-            record.outcomes = outcomes;
+            let sent = Instant::now();
+            for o in &outcomes {
+                if let (Action::Create { request, .. }, Some(machine), true) =
+                    (&o.outcome.action, &o.created_machine, o.outcome.ok())
+                {
+                    state.pending.push(PendingCreate {
+                        machine: machine.clone(),
+                        destination: request.initial_state.destination(),
+                        sent,
+                    });
+                }
+            }
+            record.outcomes = outcomes.into_iter().map(|o| o.outcome).collect();
             record.status = TickStatus::Scaled;
         }
         record.plan = Some(plan);
 
-        // 6: reclaim lost members.
+        // 7: reclaim lost members, on the evidence of the inventory as listed.
         if let (Some(membership), true, false) = (
             &target.membership,
             self.config.reclaim_lost_members,
             dry_run || cancel.is_cancelled(),
         ) {
             record.reclaims = self
-                .reclaim_lost(membership.as_ref(), &inventory, deadline)
+                .reclaim_lost(membership.as_ref(), &listed, deadline)
                 .await;
         }
         finish(record)
@@ -733,17 +867,17 @@ impl Engine {
         machine: Option<&Machine>,
         deadline: Instant,
         cancel: &CancellationToken,
-    ) -> ActionOutcome {
+    ) -> Executed {
         let t0 = Instant::now();
-        let mut outcome = ActionOutcome {
-            action: action.clone(),
-            created: None,
-            error: None,
-            duration: Duration::ZERO,
-        };
+        let mut outcome = ActionOutcome::new(action.clone());
+        outcome.region = machine.and_then(|m| m.region.clone());
+        let mut created_machine = None;
         if cancel.is_cancelled() {
-            outcome.error = Some(outcome_err(&Error::Cancelled, "skipped"));
-            return outcome;
+            outcome.error = Some(ActionError::new(ActionStep::Skipped, &Error::Cancelled));
+            return Executed {
+                outcome,
+                created_machine,
+            };
         }
         let scaler = &target.scaler;
         let membership = target.membership.as_deref();
@@ -757,18 +891,16 @@ impl Engine {
                     self.coordinator.fence(&note),
                 )
                 .await
-                .map_err(|e| outcome_err(&e, "fence"))?;
+                .map_err(|e| ActionError::new(ActionStep::Fence, &e))?;
                 if f.valid() {
                     Ok(())
                 } else {
-                    Err(outcome_err(
-                        &Error::Refused {
-                            reason: format!(
-                                "the fence on target {} expired before the call was sent",
-                                note.target
-                            ),
-                        },
-                        "fence",
+                    Err(ActionError::new(
+                        ActionStep::Fence,
+                        &Error::refused(format!(
+                            "the fence on target {} expired before the call was sent",
+                            note.target
+                        )),
                     ))
                 }
             }
@@ -778,9 +910,12 @@ impl Engine {
             action,
             done: false,
         };
+        let step = |step: ActionStep| move |e: Error| ActionError::new(step, &e);
         let result: std::result::Result<(), ActionError> = async {
             match action {
-                Action::Stop { id, .. } | Action::Destroy { id, .. } => {
+                Action::Stop { id, .. }
+                | Action::Suspend { id, .. }
+                | Action::Destroy { id, .. } => {
                     if let (Some(ms), Some(m)) = (membership, machine) {
                         fence(action.kind(), Some(id)).await?;
                         with_deadline(
@@ -789,15 +924,21 @@ impl Engine {
                             ms.leave(m),
                         )
                         .await
-                        .map_err(|e| outcome_err(&e, "leave"))?;
+                        .map_err(step(ActionStep::Leave))?;
                     }
                     fence(action.kind(), Some(id)).await?;
-                    if action.kind() == ActionKind::Stop {
-                        with_deadline(deadline, &format!("stopping {id}"), scaler.stop(id))
-                            .await
-                            .map_err(|e| outcome_err(&e, "stop"))
-                    } else {
-                        match with_deadline(
+                    match action {
+                        Action::Stop { .. } => {
+                            with_deadline(deadline, &format!("stopping {id}"), scaler.stop(id))
+                                .await
+                                .map_err(step(ActionStep::Stop))
+                        }
+                        Action::Suspend { .. } => {
+                            with_deadline(deadline, &format!("suspending {id}"), scaler.suspend(id))
+                                .await
+                                .map_err(step(ActionStep::Suspend))
+                        }
+                        _ => match with_deadline(
                             deadline,
                             &format!("destroying {id}"),
                             scaler.destroy(id),
@@ -805,32 +946,38 @@ impl Engine {
                         .await
                         {
                             Err(e) if e.is_not_found() => Ok(()),
-                            r => r.map_err(|e| outcome_err(&e, "destroy")),
-                        }
+                            r => r.map_err(step(ActionStep::Destroy)),
+                        },
                     }
                 }
                 Action::Create { request, .. } => {
                     fence(ActionKind::Create, None).await?;
                     let m = with_deadline(deadline, "creating a machine", scaler.create(request))
                         .await
-                        .map_err(|e| outcome_err(&e, "create"))?;
+                        .map_err(step(ActionStep::Create))?;
                     outcome.created = Some(m.id.clone());
-                    if let (Some(ms), InitialState::Started) = (membership, request.initial_state) {
+                    outcome.region = m.region.clone().or_else(|| request.region.clone());
+                    let joined = if let (Some(ms), InitialState::Started) =
+                        (membership, request.initial_state)
+                    {
                         with_deadline(
                             deadline,
                             &format!("joining the cluster with {}", m.id),
                             ms.join(&m),
                         )
                         .await
-                        .map_err(|e| outcome_err(&e, "join"))?;
-                    }
-                    Ok(())
+                        .map_err(step(ActionStep::Join))
+                    } else {
+                        Ok(())
+                    };
+                    created_machine = Some(m);
+                    joined
                 }
                 Action::Start { id, .. } => {
                     fence(ActionKind::Start, Some(id)).await?;
                     with_deadline(deadline, &format!("starting {id}"), scaler.start(id))
                         .await
-                        .map_err(|e| outcome_err(&e, "start"))?;
+                        .map_err(step(ActionStep::Start))?;
                     if let (Some(ms), Some(m)) = (membership, machine) {
                         with_deadline(
                             deadline,
@@ -838,7 +985,7 @@ impl Engine {
                             ms.join(m),
                         )
                         .await
-                        .map_err(|e| outcome_err(&e, "join"))?;
+                        .map_err(step(ActionStep::Join))?;
                     }
                     Ok(())
                 }
@@ -848,6 +995,9 @@ impl Engine {
         sent.done = true;
         outcome.error = result.err();
         outcome.duration = t0.elapsed();
-        outcome
+        Executed {
+            outcome,
+            created_machine,
+        }
     }
 }
