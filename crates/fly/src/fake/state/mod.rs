@@ -20,6 +20,7 @@ use crate::token::FlyToken;
 pub use apps::FakeRelease;
 pub(crate) use apps::GqlApp;
 pub use faults::{Fault, FaultKind};
+pub(crate) use metrics::METRICS_CONTENT_TYPE;
 pub use rate_limit::FakeRateLimits;
 
 use apps::FakeApp;
