@@ -3,7 +3,8 @@
 # On a fresh machine it first installs what the tests need:
 #   - the `prometheus` server (Debian package) for the integration tests against a real server;
 #   - cargo-deny for the licence check.
-# Then: formatting, clippy with -D warnings, licences, every test of every crate.
+# Then: formatting, clippy with -D warnings, banned crates and licences, the declared
+# rust-version of each crate, every test of every crate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,8 +30,11 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
-step "cargo deny check licenses"
-cargo deny check licenses
+step "cargo deny check bans licenses"
+cargo deny check bans licenses
+
+step "rust-version: no dependency needs a newer Rust than its crate declares"
+bash scripts/check-msrv.sh
 
 step "cargo test"
 cargo test --workspace --all-features
