@@ -6,7 +6,8 @@
 #   - `moto_server` (PyPI moto[server], in the virtual environment .test-deps/moto) for the EC2
 #     backend tests against a real EC2 API implementation;
 #   - cargo-deny for the licence check.
-# Then: formatting, clippy with -D warnings, licences, every test of every crate.
+# Then: formatting, clippy with -D warnings, banned crates and licences, the declared
+# rust-version of each crate, every test of every crate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,8 +33,11 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
-step "cargo deny check licenses"
-cargo deny check licenses
+step "cargo deny check bans licenses"
+cargo deny check bans licenses
+
+step "rust-version: no dependency needs a newer Rust than its crate declares"
+bash scripts/check-msrv.sh
 
 step "cargo test"
 cargo test --workspace --all-features

@@ -22,6 +22,8 @@
 //! `FLEETSCALE_FLY_SOAK_PASSES` sets the number of passes (default 120),
 //! `FLEETSCALE_SOAK_SEED` the seed.
 
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,22 +42,6 @@ use fleetscale_fly::{
     ClientConfig, FlyScaler, FlyScalerConfig, FlyState, MachinesClient, PacingConfig, Rate,
     RetryConfig,
 };
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 const CREATED_MAX: u32 = 8;
 const STARTED_MAX: u32 = 6;
@@ -113,10 +99,17 @@ fn limits() -> FakeRateLimits {
     }
 }
 
-fn random_fault(rng: &mut Rng) -> Fault {
-    let kind = match rng.below(9) {
+fn random_fault(rng: &mut ChaCha8Rng) -> Fault {
+    let kind = match rng.random_range(0..9) {
         0 => FaultKind::RateLimited {
-            retry_after: Some(if rng.below(4) == 0 { "1" } else { "0" }.into()),
+            retry_after: Some(
+                if rng.random_range(0..4) == 0 {
+                    "1"
+                } else {
+                    "0"
+                }
+                .into(),
+            ),
         },
         1 => FaultKind::RateLimited { retry_after: None },
         2 => FaultKind::Status {
@@ -132,12 +125,12 @@ fn random_fault(rng: &mut Rng) -> Fault {
             body: r#"{"error":"service unavailable"}"#.into(),
         },
         5 => FaultKind::DropConnection,
-        6 => FaultKind::Latency(Duration::from_millis(rng.below(400))),
+        6 => FaultKind::Latency(Duration::from_millis(rng.random_range(0..400))),
         7 => FaultKind::Malformed,
         _ => FaultKind::Hang,
     };
-    let fault = Fault::new(kind).times(1 + rng.below(2) as u32);
-    match rng.below(8) {
+    let fault = Fault::new(kind).times(1 + rng.random_range(0..2) as u32);
+    match rng.random_range(0..8) {
         0 => fault.method("POST").path("/machines"),
         1 => fault.method("GET").path("/machines"),
         2 => fault.path("/start"),
@@ -268,7 +261,7 @@ async fn engine_on_the_fly_fake_stays_safe_under_http_faults_and_converges() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0xF1EE_7005);
-    let mut rng = Rng(seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let gap = Duration::from_millis(
         std::env::var("FLEETSCALE_FLY_SOAK_GAP_MS")
             .ok()
@@ -373,27 +366,27 @@ async fn engine_on_the_fly_fake_stays_safe_under_http_faults_and_converges() {
     while done < passes {
         cycles += 1;
         // Fault phase.
-        for _ in 0..(10 + rng.below(20)) {
-            for _ in 0..rng.below(4) {
+        for _ in 0..(10 + rng.random_range(0..20)) {
+            for _ in 0..rng.random_range(0..4) {
                 fake.inject(random_fault(&mut rng));
                 injected += 1;
             }
-            if rng.below(6) == 0 {
+            if rng.random_range(0..6) == 0 {
                 fake.fail_next_creates(1);
                 injected += 1;
             }
             for (app, m) in apps.iter().zip(&metrics) {
-                match rng.below(10) {
+                match rng.random_range(0..10) {
                     0 => m.inner.fail("injected: Prometheus answered 503"),
                     1 => *m.hang.lock().unwrap() = true,
                     2..=4 => {
                         *m.hang.lock().unwrap() = false;
-                        m.inner.set(rng.below(MAX_LOAD + 1) as f64);
+                        m.inner.set(rng.random_range(0..MAX_LOAD + 1) as f64);
                     }
                     _ => *m.hang.lock().unwrap() = false,
                 }
                 // A started machine crashes (its process exits: Fly shows it stopped).
-                if rng.below(5) == 0 {
+                if rng.random_range(0..5) == 0 {
                     let ms = fake.machines(app);
                     if let Some(victim) = ms.iter().find(|m| m.state == FlyState::Started) {
                         fake.set_state(app, &victim.id, FlyState::Stopped);
@@ -416,7 +409,7 @@ async fn engine_on_the_fly_fake_stays_safe_under_http_faults_and_converges() {
         fake.fail_next_creates(0);
         for m in &metrics {
             *m.hang.lock().unwrap() = false;
-            m.inner.set(rng.below(MAX_LOAD + 1) as f64);
+            m.inner.set(rng.random_range(0..MAX_LOAD + 1) as f64);
         }
         let mut converged: BTreeMap<&str, u64> = BTreeMap::new();
         for i in 1..=bound + 3 {

@@ -31,6 +31,9 @@
 //! peers still own theirs. `FLEETSCALE_WEAVE_SOAK_ROUNDS` sets the rounds (default 60),
 //! `FLEETSCALE_SOAK_SEED` the seed.
 
+use rand::rngs::ChaCha8Rng;
+use rand::seq::IndexedRandom;
+use rand::{RngExt, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,26 +47,6 @@ use fleetscale_weave::{
     FixedPeer, PeerName, ReclaimConfig, Reclaimer, RouterClient, ScalerInventory, WeaveMembership,
     WeaveMembershipConfig,
 };
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<T: Copy>(&mut self, v: &[T]) -> Option<T> {
-        (!v.is_empty()).then(|| v[self.below(v.len() as u64) as usize])
-    }
-}
 
 fn pn(n: u64) -> PeerName {
     PeerName::from_u64(n).unwrap()
@@ -356,7 +339,7 @@ async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x00EA_7E50);
-    let mut rng = Rng(seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
 
     let emu = Emulator::new(EmulatorConfig {
         gossip_delay: Duration::from_millis(5),
@@ -408,16 +391,16 @@ async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation
     let mut events: BTreeMap<&str, u64> = BTreeMap::new();
     for round in 1..=rounds {
         // Events.
-        for _ in 0..1 + rng.below(3) {
+        for _ in 0..1 + rng.random_range(0..3) {
             let alive = w
                 .with(|f| matches!(f, Fate::Live | Fate::Partitioned(_) | Fate::Crashed))
                 .len();
-            let event = match rng.below(13) {
+            let event = match rng.random_range(0..13) {
                 0 | 1 if alive < 20 => {
                     w.join(Some(MachineState::Started)).await;
                     "join"
                 }
-                2 => match rng.pick(&w.observed_live()) {
+                2 => match w.observed_live().choose(&mut rng).copied() {
                     Some(n) => {
                         w.emu.kill(pn(n)).unwrap();
                         w.unlist(n);
@@ -426,7 +409,7 @@ async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation
                     }
                     None => continue,
                 },
-                3 => match rng.pick(&w.observed_live()) {
+                3 => match w.observed_live().choose(&mut rng).copied() {
                     Some(n) => {
                         w.emu.kill(pn(n)).unwrap();
                         w.peers.insert(n, Fate::Crashed);
@@ -434,8 +417,8 @@ async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation
                     }
                     None => continue,
                 },
-                4 => match rng.pick(&w.with(|f| f == Fate::Crashed)) {
-                    Some(n) if rng.below(2) == 0 => {
+                4 => match w.with(|f| f == Fate::Crashed).choose(&mut rng).copied() {
+                    Some(n) if rng.random_range(0..2) == 0 => {
                         w.emu.restart(pn(n)).await.unwrap();
                         w.peers.insert(n, Fate::Live);
                         w.observed.remove(&n);
@@ -443,7 +426,7 @@ async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation
                     }
                     Some(n) => {
                         // The crashed host is finally terminated: now it is lost.
-                        if rng.below(2) == 0 {
+                        if rng.random_range(0..2) == 0 {
                             w.unlist(n);
                         } else {
                             w.terminate(n);
@@ -453,7 +436,7 @@ async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation
                     }
                     None => continue,
                 },
-                5 => match rng.pick(&w.with(|f| f == Fate::Live)) {
+                5 => match w.with(|f| f == Fate::Live).choose(&mut rng).copied() {
                     Some(n) => {
                         w.emu.partition(pn(n)).unwrap();
                         // Both sides keep allocating during the partition.
@@ -466,7 +449,7 @@ async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation
                 6 => {
                     // Heal only partitions the reclaimers had passes to act on.
                     let old = w.with(|f| matches!(f, Fate::Partitioned(r) if r + 2 <= round));
-                    match rng.pick(&old) {
+                    match old.choose(&mut rng).copied() {
                         Some(n) => {
                             w.emu.heal(pn(n)).unwrap();
                             w.peers.insert(n, Fate::Live);
@@ -476,7 +459,7 @@ async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation
                         None => continue,
                     }
                 }
-                7 => match rng.pick(&w.with(|f| f == Fate::Live)) {
+                7 => match w.with(|f| f == Fate::Live).choose(&mut rng).copied() {
                     Some(n) => {
                         w.emu.weave_reset(pn(n)).unwrap();
                         w.unlist(n);
@@ -490,7 +473,7 @@ async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation
                     if !w.fixed_down.is_empty() {
                         continue;
                     }
-                    let f = FIXED[rng.below(3) as usize];
+                    let f = FIXED[rng.random_range(0..3) as usize];
                     w.emu.kill(pn(f)).unwrap();
                     w.fixed_down.insert(f);
                     "fixed-down"
@@ -510,7 +493,7 @@ async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation
                         .into_iter()
                         .filter(|n| w.reclaimed.contains(n))
                         .collect();
-                    match rng.pick(&back) {
+                    match back.choose(&mut rng).copied() {
                         Some(n) => {
                             w.rejoin(n).await;
                             "rejoin-after-reclaim"
@@ -541,7 +524,7 @@ async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation
 
         // Reclaimers act.
         w.relist_tombstones();
-        let pass = match rng.below(10) {
+        let pass = match rng.random_range(0..10) {
             0 => {
                 let other = w.reclaimer("ledger.jsonl");
                 let (_, _) = tokio::join!(primary.run_once(), other.run_once());
@@ -553,7 +536,7 @@ async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation
                 "second ledger"
             }
             2 => {
-                let cut = Duration::from_millis(rng.below(40));
+                let cut = Duration::from_millis(rng.random_range(0..40));
                 let _ = tokio::time::timeout(cut, primary.run_once()).await;
                 primary = w.reclaimer("ledger.jsonl");
                 "cut off + restart"

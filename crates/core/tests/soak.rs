@@ -29,6 +29,8 @@
 //! cost no wall time. A summary line (ticks, faults injected, worst convergence, peak sizes)
 //! is printed with `--nocapture`.
 
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -43,28 +45,6 @@ use fleetscale_core::{
     Bounds, Capabilities, Counts, CreateRequest, Error, InitialState, Machine, MachineId,
     MachineState, MetricSource, Result, Scaler, Scope,
 };
-
-/// SplitMix64: small, seedable, good enough to drive fault injection reproducibly.
-#[derive(Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
-    }
-}
 
 /// Longer than any deadline: a call that "hangs" is always cut off by the engine.
 const HANG: Duration = Duration::from_secs(3_600);
@@ -115,7 +95,7 @@ enum Applied {
 /// every mutating call that took effect.
 struct ChaosScaler {
     inner: RwLock<Arc<FakeScaler>>,
-    rng: Mutex<Rng>,
+    rng: Mutex<ChaCha8Rng>,
     faults_on: Mutex<bool>,
     applied: Mutex<Vec<Applied>>,
     stats: Mutex<FaultCounts>,
@@ -125,7 +105,7 @@ impl ChaosScaler {
     fn new(inner: FakeScaler, seed: u64) -> Self {
         ChaosScaler {
             inner: RwLock::new(Arc::new(inner)),
-            rng: Mutex::new(Rng(seed)),
+            rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
             faults_on: Mutex::new(false),
             applied: Mutex::new(Vec::new()),
             stats: Mutex::new(FaultCounts::default()),
@@ -150,7 +130,7 @@ impl ChaosScaler {
         }
         let mut rng = self.rng.lock().unwrap();
         let mut stats = self.stats.lock().unwrap();
-        let roll = rng.below(1000);
+        let roll = rng.random_range(0..1000);
         match roll {
             0..=79 => {
                 stats.rate_limited += 1;
@@ -174,7 +154,7 @@ impl ChaosScaler {
             }
             240..=339 => {
                 stats.slow += 1;
-                Fate::Slow(Duration::from_millis(50 + rng.below(1_500)))
+                Fate::Slow(Duration::from_millis(50 + rng.random_range(0..1_500)))
             }
             _ => Fate::Pass,
         }
@@ -185,7 +165,7 @@ impl ChaosScaler {
         if !*self.faults_on.lock().unwrap() {
             return false;
         }
-        let fails = self.rng.lock().unwrap().chance(0.15);
+        let fails = self.rng.lock().unwrap().random_bool(0.15);
         if fails {
             self.stats.lock().unwrap().boot_failures += 1;
         }
@@ -309,7 +289,7 @@ impl Scaler for ChaosScaler {
 /// A metric the test sets, read through the same fault dice.
 struct ChaosMetric {
     value: Mutex<f64>,
-    rng: Mutex<Rng>,
+    rng: Mutex<ChaCha8Rng>,
     faults_on: Mutex<bool>,
     faults: Mutex<u64>,
 }
@@ -318,7 +298,7 @@ impl ChaosMetric {
     fn new(seed: u64) -> Self {
         ChaosMetric {
             value: Mutex::new(0.0),
-            rng: Mutex::new(Rng(seed)),
+            rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
             faults_on: Mutex::new(false),
             faults: Mutex::new(0),
         }
@@ -333,7 +313,7 @@ impl MetricSource for ChaosMetric {
 
     async fn collect(&self, _scope: &Scope) -> Result<f64> {
         let roll = if *self.faults_on.lock().unwrap() {
-            self.rng.lock().unwrap().below(100)
+            self.rng.lock().unwrap().random_range(0..100)
         } else {
             99
         };
@@ -503,7 +483,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 async fn chaos_soak_keeps_safety_invariants_and_converges() {
     let total_ticks = env_u64("FLEETSCALE_SOAK_TICKS", 3_000);
     let seed = env_u64("FLEETSCALE_SOAK_SEED", 0x5EED_F1EE_7001);
-    let mut rng = Rng(seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
 
     let fly_like = Capabilities::default()
         .with_suspend(false)
@@ -594,7 +574,7 @@ async fn chaos_soak_keeps_safety_invariants_and_converges() {
     while ticks < total_ticks {
         cycles += 1;
         // Fault phase: faults on, the load wanders.
-        let fault_ticks = 40 + rng.below(160);
+        let fault_ticks = 40 + rng.random_range(0..160);
         for t in &targets {
             t.scaler.set_faults(true);
             *t.metric.faults_on.lock().unwrap() = true;
@@ -602,8 +582,8 @@ async fn chaos_soak_keeps_safety_invariants_and_converges() {
         let mut by_name: BTreeMap<String, DecisionRecord>;
         for _ in 0..fault_ticks {
             for t in &targets {
-                if rng.chance(0.15) {
-                    *t.metric.value.lock().unwrap() = rng.below(MAX_LOAD + 1) as f64;
+                if rng.random_bool(0.15) {
+                    *t.metric.value.lock().unwrap() = rng.random_range(0..MAX_LOAD + 1) as f64;
                 }
             }
             ticks += 1;
@@ -628,7 +608,7 @@ async fn chaos_soak_keeps_safety_invariants_and_converges() {
         for t in &targets {
             t.scaler.set_faults(false);
             *t.metric.faults_on.lock().unwrap() = false;
-            *t.metric.value.lock().unwrap() = rng.below(MAX_LOAD + 1) as f64;
+            *t.metric.value.lock().unwrap() = rng.random_range(0..MAX_LOAD + 1) as f64;
         }
         let mut converged_at: BTreeMap<String, u64> = BTreeMap::new();
         for i in 1..=bound + hold {

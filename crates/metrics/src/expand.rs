@@ -1,6 +1,7 @@
 //! `$VAR` / `${VAR}` expansion of queries and URLs at collect time.
 
 use fleetscale_core::{expand_vars, Scope};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// Expands `$NAME` / `${NAME}` in `template`: scope variables first ([`Scope::var`]: `APP_NAME`,
 /// `TARGET`, `GROUP`, the scope's own vars), then, when `env` is true, the process environment.
@@ -36,17 +37,16 @@ pub(crate) fn expand_url(template: &str, scope: &Scope, env: bool) -> String {
     })
 }
 
-/// Percent-encodes everything but RFC 3986 unreserved characters.
+/// Every byte but the RFC 3986 unreserved characters (`A-Z a-z 0-9 - . _ ~`, section 2.3).
+const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes everything but RFC 3986 unreserved characters (UTF-8 bytes, upper-case hex).
 pub(crate) fn percent_encode(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    for b in raw.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(raw, NOT_UNRESERVED).to_string()
 }
 
 #[cfg(test)]
@@ -98,5 +98,7 @@ mod tests {
             expand_url("http://h/apps/$APP_NAME?x=${Q}&keep=$OTHER", &scope, false),
             "http://h/apps/my%20app%2F1?x=a%26b%3Dc&keep=$OTHER"
         );
+        // Unreserved characters stay; other bytes of UTF-8 are encoded one by one.
+        assert_eq!(percent_encode("aZ09-._~é%+"), "aZ09-._~%C3%A9%25%2B");
     }
 }

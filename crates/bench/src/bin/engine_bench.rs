@@ -23,6 +23,8 @@
 //! reaches the fake is measured, with the interval timer (`--reaction-interval-ms`) and with
 //! `Engine::trigger()` right after the change.
 
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -379,13 +381,10 @@ async fn bench_apps(args: &Args, server: &FakeFlyServer, n: usize) {
     );
 }
 
-/// A tiny xorshift for the random crossing moments.
-fn jitter(state: &mut u64, below: Duration) -> Duration {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
+/// A random moment before `below`, for the crossing times.
+fn jitter(rng: &mut ChaCha8Rng, below: Duration) -> Duration {
     let nanos = u64::try_from(below.as_nanos()).unwrap_or(u64::MAX).max(1);
-    Duration::from_nanos(*state % nanos)
+    Duration::from_nanos(rng.random_range(0..nanos))
 }
 
 async fn wait_started(server: &FakeFlyServer, app: &str, want: usize) {
@@ -447,7 +446,7 @@ async fn bench_reaction(args: &Args, server: &FakeFlyServer) {
          (trigger mode: interval 1 h, passes only on trigger), {} runs per mode",
         args.latency_ms, args.reaction_interval_ms, args.reaction_runs
     );
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rng = ChaCha8Rng::seed_from_u64(0x9E37_79B9_7F4A_7C15);
     let mut results = Vec::new();
     for trigger in [false, true] {
         // A fresh engine per mode. In trigger mode the interval is long so that every pass is

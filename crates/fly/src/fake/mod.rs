@@ -16,7 +16,7 @@
 //!   machines list (`include_deleted`, `region`, `state`, `summary`, `metadata.*`), get,
 //!   create (`config`, `region`, `name`, `skip_launch`, `lease_ttl`), start, stop, suspend,
 //!   destroy (`force`/`kill`), wait (`state`, `timeout` ≤ 60 s, 408 on timeout), leases
-//!   (`fly-machine-lease-nonce`), cordon/uncordon, `/metrics` with
+//!   (`fly-machine-lease-nonce`), cordon/uncordon, `/metrics` (OpenMetrics text) with
 //!   `fly_instance_up{app,region,instance} 1` per started machine, and `POST /graphql` for
 //!   an app's current release (fly-go's `GetAppCurrentReleaseMachines`, the deploy guard's
 //!   query; see [`FakeFly::set_release_status`]; the token there is checked in its GraphQL
@@ -24,9 +24,9 @@
 //! - States: `created → starting → started` on create (`skip_launch` stays `created`),
 //!   `starting → started` on start, `stopping → stopped`, `suspending → suspended`,
 //!   `destroying → destroyed`, each transition taking [`Delays`]. Operations the current state
-//!   does not allow answer 412 `unable to <op> machine from current state: '<state>'` (Fly's
-//!   wording, seen in hexclave PR #2060), e.g. starting a started machine or destroying a
-//!   running one without `force`/`kill`.
+//!   does not allow answer 412 `unable to <op> machine from current state: '<state>'` (the
+//!   wording of Fly's `failed_precondition` errors), e.g. starting a started machine or
+//!   destroying a running one without `force`/`kill`.
 //! - Leases: a mutation of a leased machine without its nonce answers 409
 //!   `{"error":"aborted: machine ID … lease currently held by …, expires at …"}`.
 //! - Rate limits per action and machine (or app for create/list), answering 429 with

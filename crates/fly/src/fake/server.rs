@@ -502,7 +502,7 @@ async fn metrics(State(st): State<AppState>) -> Response {
         StatusCode::OK,
         [(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4"),
+            HeaderValue::from_static(super::state::METRICS_CONTENT_TYPE),
         )],
         st.fake.metrics_text(),
     )
