@@ -338,13 +338,8 @@ impl Plan {
 }
 
 /// A candidate for a destroy, start or stop, with its sort key read out of the machine once.
-///
-/// Sorting these instead of `&Machine` keeps the comparisons on plain values in one array
-/// (the id is read only when the rank and creation time tie): at 100,000 machines the sorts
-/// were the largest part of a plan after the projection.
 #[derive(Clone, Copy)]
 struct Candidate<'a> {
-    rank: u8,
     created_at: Option<SystemTime>,
     /// Position in `live`, so that destroyed machines are marked without hashing their ids.
     live_index: usize,
@@ -352,39 +347,94 @@ struct Candidate<'a> {
 }
 
 impl Candidate<'_> {
-    /// Rank, then oldest first (ties by id).
+    /// Oldest first (ties by id), within a rank.
     fn oldest_first(&self, other: &Self) -> Ordering {
-        self.rank
-            .cmp(&other.rank)
-            .then_with(|| self.created_at.cmp(&other.created_at))
+        self.created_at
+            .cmp(&other.created_at)
             .then_with(|| self.machine.id.cmp(&other.machine.id))
     }
 
-    /// Rank, then newest first (ties by id, reversed), as [`newest_first`].
+    /// Newest first (ties by id, reversed), within a rank: the order of [`newest_first`].
     fn newest_first(&self, other: &Self) -> Ordering {
-        self.rank
-            .cmp(&other.rank)
-            .then_with(|| other.created_at.cmp(&self.created_at))
+        other
+            .created_at
+            .cmp(&self.created_at)
             .then_with(|| other.machine.id.cmp(&self.machine.id))
     }
 }
 
-/// The first `k` of `items` in the order of `cmp`, sorted: a selection in O(n) and a sort of
-/// the `k` kept, instead of sorting all `n`.
+/// Candidates bucketed by rank (lower first), each bucket in inventory order.
+struct Ranked<'a> {
+    buckets: Vec<Vec<Candidate<'a>>>,
+    len: usize,
+}
+
+/// The candidates among `live` that `rank` gives a rank (it sees each machine's position in
+/// `live`). Ranks are a handful of states; buckets are sized exactly by a first counting pass.
+fn ranked<'a>(live: &[&'a Machine], rank: impl Fn(usize, &Machine) -> Option<u8>) -> Ranked<'a> {
+    let mut sizes: Vec<usize> = Vec::new();
+    for (i, m) in live.iter().enumerate() {
+        if let Some(r) = rank(i, m) {
+            let r = usize::from(r);
+            if sizes.len() <= r {
+                sizes.resize(r + 1, 0);
+            }
+            sizes[r] += 1;
+        }
+    }
+    let mut buckets: Vec<Vec<Candidate<'a>>> =
+        sizes.iter().map(|&n| Vec::with_capacity(n)).collect();
+    for (live_index, &machine) in live.iter().enumerate() {
+        if let Some(rank) = rank(live_index, machine) {
+            buckets[usize::from(rank)].push(Candidate {
+                created_at: machine.created_at,
+                live_index,
+                machine,
+            });
+        }
+    }
+    Ranked {
+        len: sizes.iter().sum(),
+        buckets,
+    }
+}
+
+/// The first `k` candidates ordered by rank, then by `within_rank`, as buckets to read in
+/// order.
 ///
-/// Equal to a stable sort followed by `take(k)` whenever `cmp` orders no two items as equal,
-/// which holds for candidates because the key ends with the machine id (ids are unique in an
-/// inventory); items that do compare equal would yield the same actions in either order.
-fn smallest_sorted<T>(items: &mut Vec<T>, k: usize, cmp: impl Fn(&T, &T) -> Ordering) {
-    if k == 0 {
-        items.clear();
-        return;
+/// Equal to a stable sort by (rank, `within_rank`) followed by `take(k)` whenever no two
+/// candidates compare equal, which holds because `within_rank` ends with the machine id (ids
+/// are unique in an inventory); candidates that did compare equal would yield the same
+/// actions in either order. The work is linear in the candidates plus a sort of the `k`
+/// kept: whole buckets are sorted, and a bucket that is already in order (or in reverse
+/// order), as inventories listed by creation time are, sorts in one pass; only the last
+/// bucket taken is cut, by a selection unless it is in order already.
+fn first_ranked<'a>(
+    ranked: Ranked<'a>,
+    k: usize,
+    within_rank: fn(&Candidate<'a>, &Candidate<'a>) -> Ordering,
+) -> Vec<Vec<Candidate<'a>>> {
+    let mut out = Vec::new();
+    let mut taken = 0;
+    for mut bucket in ranked.buckets {
+        if taken == k {
+            break;
+        }
+        let room = k - taken;
+        if bucket.len() > room {
+            let in_order = bucket.is_sorted_by(|a, b| within_rank(a, b) != Ordering::Greater)
+                || bucket.is_sorted_by(|a, b| within_rank(a, b) != Ordering::Less);
+            if !in_order {
+                bucket.select_nth_unstable_by(room - 1, within_rank);
+                bucket.truncate(room);
+            }
+        }
+        bucket.sort_unstable_by(within_rank);
+        bucket.truncate(room);
+        taken += bucket.len();
+        out.push(bucket);
     }
-    if k < items.len() {
-        items.select_nth_unstable_by(k - 1, &cmp);
-        items.truncate(k);
-    }
-    items.sort_unstable_by(cmp);
+    out
 }
 
 /// Newest first by creation time, then by id (reversed): the order of destroys and stops
@@ -520,20 +570,20 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
             MachineState::Started => Some(4),
             _ => None,
         };
-        let mut candidates = candidates(&live, |_, m| rank(m.state));
-        if candidates.len() < want {
+        let candidates = ranked(&live, |_, m| rank(m.state));
+        if candidates.len < want {
             notes.push(format!(
                 "only {} of {want} machine(s) can be destroyed now (others are in transition)",
-                candidates.len()
+                candidates.len
             ));
         }
-        smallest_sorted(&mut candidates, want, Candidate::newest_first);
-        if !candidates.is_empty() {
+        let candidates = first_ranked(candidates, want, Candidate::newest_first);
+        if want > 0 {
             destroyed = vec![false; live.len()];
         }
         let reason = format!("created {} > max {max}", before.created);
-        destroys.reserve(candidates.len());
-        for c in &candidates {
+        destroys.reserve(want);
+        for c in candidates.iter().flatten() {
             let m = c.machine;
             destroys.push(Action::Destroy {
                 id: m.id.clone(),
@@ -581,21 +631,17 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
             MachineState::Failed => Some(3),
             _ => None,
         };
-        let mut candidates = candidates(&live, |i, m| rank(m.state).filter(|_| !is_destroyed(i)));
+        let candidates = ranked(&live, |i, m| rank(m.state).filter(|_| !is_destroyed(i)));
         let from_existing = cap(
-            need.min(candidates.len() as u32),
+            need.min(candidates.len as u32),
             options.max_starts,
             "starts",
             &mut notes,
         );
-        smallest_sorted(
-            &mut candidates,
-            from_existing as usize,
-            Candidate::oldest_first,
-        );
+        let candidates = first_ranked(candidates, from_existing as usize, Candidate::oldest_first);
         let reason = format!("started {projected} < min {min}");
-        starts.reserve(candidates.len());
-        for c in &candidates {
+        starts.reserve(from_existing as usize);
+        for c in candidates.iter().flatten() {
             let m = c.machine;
             starts.push(Action::Start {
                 id: m.id.clone(),
@@ -632,30 +678,30 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
         if options.scale_in == ScaleIn::Suspend && !caps.suspend {
             notes.push("backend cannot suspend: stopping instead".into());
         }
-        let mut candidates = candidates(&live, |i, m| {
+        let candidates = ranked(&live, |i, m| {
             (m.state == MachineState::Started && !is_destroyed(i)).then_some(0)
         });
         let want = cap(
-            excess.min(candidates.len() as u32),
+            excess.min(candidates.len as u32),
             options.max_stops,
             "stops",
             &mut notes,
         );
-        if (candidates.len() as u32) < excess {
+        if (candidates.len as u32) < excess {
             notes.push(format!(
                 "only {} of {excess} machine(s) can be stopped now (others are starting or new)",
-                candidates.len()
+                candidates.len
             ));
         }
-        smallest_sorted(&mut candidates, want as usize, Candidate::newest_first);
+        let candidates = first_ranked(candidates, want as usize, Candidate::newest_first);
         let reason = format!("started {projected} > max {max}");
         let left_in = if suspend {
             MachineState::Suspended
         } else {
             MachineState::Stopped
         };
-        stops.reserve(candidates.len());
-        for c in &candidates {
+        stops.reserve(want as usize);
+        for c in candidates.iter().flatten() {
             let id = c.machine.id.clone();
             let reason = reason.clone();
             stops.push(if suspend {
@@ -707,24 +753,6 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
         after,
         notes,
     }
-}
-
-/// The candidates among `live` that `rank` gives a rank (it sees each machine's position).
-fn candidates<'a>(
-    live: &[&'a Machine],
-    rank: impl Fn(usize, &Machine) -> Option<u8>,
-) -> Vec<Candidate<'a>> {
-    live.iter()
-        .enumerate()
-        .filter_map(|(live_index, &machine)| {
-            rank(live_index, machine).map(|rank| Candidate {
-                rank,
-                created_at: machine.created_at,
-                live_index,
-                machine,
-            })
-        })
-        .collect()
 }
 
 /// The counts once every change has taken effect: each acted-on machine moves from its old
