@@ -311,6 +311,7 @@ async fn engine_on_the_fly_fake_stays_safe_under_http_faults_and_converges() {
                 get_machine: l.get_machine,
                 create: l.create,
                 app_action: l.app_action,
+                ..PacingConfig::default()
             },
             ..ClientConfig::default()
         },

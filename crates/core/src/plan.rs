@@ -27,9 +27,10 @@
 //!   expression) makes one tick do or allocate work in proportion to it; what a cap or a
 //!   missing candidate leaves undone is explained in [`Plan::notes`].
 
-use std::cmp::Reverse;
-use std::collections::{HashMap, HashSet};
+use std::cmp::{Ordering, Reverse};
+use std::collections::HashMap;
 use std::fmt;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -336,12 +337,110 @@ impl Plan {
     }
 }
 
-fn newest_first(a: &&Machine, b: &&Machine) -> std::cmp::Ordering {
-    (Reverse(a.created_at), Reverse(&a.id)).cmp(&(Reverse(b.created_at), Reverse(&b.id)))
+/// A candidate for a destroy, start or stop, with its sort key read out of the machine once.
+#[derive(Clone, Copy)]
+struct Candidate<'a> {
+    created_at: Option<SystemTime>,
+    /// Position in `live`, so that destroyed machines are marked without hashing their ids.
+    live_index: usize,
+    machine: &'a Machine,
 }
 
-fn oldest_first(a: &&Machine, b: &&Machine) -> std::cmp::Ordering {
-    (a.created_at, &a.id).cmp(&(b.created_at, &b.id))
+impl Candidate<'_> {
+    /// Oldest first (ties by id), within a rank.
+    fn oldest_first(&self, other: &Self) -> Ordering {
+        self.created_at
+            .cmp(&other.created_at)
+            .then_with(|| self.machine.id.cmp(&other.machine.id))
+    }
+
+    /// Newest first (ties by id, reversed), within a rank: the order of [`newest_first`].
+    fn newest_first(&self, other: &Self) -> Ordering {
+        other
+            .created_at
+            .cmp(&self.created_at)
+            .then_with(|| other.machine.id.cmp(&self.machine.id))
+    }
+}
+
+/// Candidates bucketed by rank (lower first), each bucket in inventory order.
+struct Ranked<'a> {
+    buckets: Vec<Vec<Candidate<'a>>>,
+    len: usize,
+}
+
+/// The candidates among `live` that `rank` gives a rank (it sees each machine's position in
+/// `live`). Ranks are a handful of states; buckets are sized exactly by a first counting pass.
+fn ranked<'a>(live: &[&'a Machine], rank: impl Fn(usize, &Machine) -> Option<u8>) -> Ranked<'a> {
+    let mut sizes: Vec<usize> = Vec::new();
+    for (i, m) in live.iter().enumerate() {
+        if let Some(r) = rank(i, m) {
+            let r = usize::from(r);
+            if sizes.len() <= r {
+                sizes.resize(r + 1, 0);
+            }
+            sizes[r] += 1;
+        }
+    }
+    let mut buckets: Vec<Vec<Candidate<'a>>> =
+        sizes.iter().map(|&n| Vec::with_capacity(n)).collect();
+    for (live_index, &machine) in live.iter().enumerate() {
+        if let Some(rank) = rank(live_index, machine) {
+            buckets[usize::from(rank)].push(Candidate {
+                created_at: machine.created_at,
+                live_index,
+                machine,
+            });
+        }
+    }
+    Ranked {
+        len: sizes.iter().sum(),
+        buckets,
+    }
+}
+
+/// The first `k` candidates ordered by rank, then by `within_rank`, as buckets to read in
+/// order.
+///
+/// Equal to a stable sort by (rank, `within_rank`) followed by `take(k)` whenever no two
+/// candidates compare equal, which holds because `within_rank` ends with the machine id (ids
+/// are unique in an inventory); candidates that did compare equal would yield the same
+/// actions in either order. The work is linear in the candidates plus a sort of the `k`
+/// kept: whole buckets are sorted, and a bucket that is already in order (or in reverse
+/// order), as inventories listed by creation time are, sorts in one pass; only the last
+/// bucket taken is cut, by a selection unless it is in order already.
+fn first_ranked<'a>(
+    ranked: Ranked<'a>,
+    k: usize,
+    within_rank: fn(&Candidate<'a>, &Candidate<'a>) -> Ordering,
+) -> Vec<Vec<Candidate<'a>>> {
+    let mut out = Vec::new();
+    let mut taken = 0;
+    for mut bucket in ranked.buckets {
+        if taken == k {
+            break;
+        }
+        let room = k - taken;
+        if bucket.len() > room {
+            let in_order = bucket.is_sorted_by(|a, b| within_rank(a, b) != Ordering::Greater)
+                || bucket.is_sorted_by(|a, b| within_rank(a, b) != Ordering::Less);
+            if !in_order {
+                bucket.select_nth_unstable_by(room - 1, within_rank);
+                bucket.truncate(room);
+            }
+        }
+        bucket.sort_unstable_by(within_rank);
+        bucket.truncate(room);
+        taken += bucket.len();
+        out.push(bucket);
+    }
+    out
+}
+
+/// Newest first by creation time, then by id (reversed): the order of destroys and stops
+/// within a state, and of template choice.
+fn newest_first(a: &&Machine, b: &&Machine) -> Ordering {
+    (Reverse(a.created_at), Reverse(&a.id)).cmp(&(Reverse(b.created_at), Reverse(&b.id)))
 }
 
 fn cap(n: u32, limit: Option<u32>, what: &str, notes: &mut Vec<String>) -> u32 {
@@ -352,6 +451,38 @@ fn cap(n: u32, limit: Option<u32>, what: &str, notes: &mut Vec<String>) -> u32 {
         }
         _ => n,
     }
+}
+
+/// What one machine in `state` adds to [`Counts`], by [`Counts::of`] itself so that the
+/// projection and the inventory are counted by the same rules.
+fn counted(state: MachineState, manageable: bool) -> Counts {
+    let mut m = Machine::new(MachineId::new(String::new()), state);
+    m.manageable = manageable;
+    Counts::of(std::slice::from_ref(&m))
+}
+
+/// Adds `n` machines counted as `c`.
+fn add_counts(total: &mut Counts, c: Counts, n: u32) {
+    total.created += c.created * n;
+    total.started += c.started * n;
+    total.stopped += c.stopped * n;
+    total.suspended += c.suspended * n;
+    total.never_started += c.never_started * n;
+    total.failed += c.failed * n;
+    total.transitioning += c.transitioning * n;
+    total.unmanageable += c.unmanageable * n;
+}
+
+/// Removes `n` machines counted as `c` that `total` counted (so it cannot underflow).
+fn sub_counts(total: &mut Counts, c: Counts, n: u32) {
+    total.created -= c.created * n;
+    total.started -= c.started * n;
+    total.stopped -= c.stopped * n;
+    total.suspended -= c.suspended * n;
+    total.never_started -= c.never_started * n;
+    total.failed -= c.failed * n;
+    total.transitioning -= c.transitioning * n;
+    total.unmanageable -= c.unmanageable * n;
 }
 
 /// Plans the actions that bring `inventory` inside `targets`. Pure and deterministic.
@@ -376,8 +507,12 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
 
     let mut created = before.created;
     let mut started = before.started;
+    // The machines this plan acts on and the state each is left in (`None`: destroyed); the
+    // projected counts are derived from them.
+    let mut changes: Vec<(MachineState, Option<MachineState>)> = Vec::new();
     let mut destroys: Vec<Action> = Vec::new();
-    let mut destroyed: HashSet<&MachineId> = HashSet::new();
+    // Indexed like `live`; left empty unless the plan destroys.
+    let mut destroyed: Vec<bool> = Vec::new();
     let mut create_count: u32 = 0;
     let mut template: Option<Machine> = None;
 
@@ -389,20 +524,18 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
                 || Machine::new(id.clone(), MachineState::Unknown),
                 |m| (*m).clone(),
             )),
-            None => {
-                let mut healthy: Vec<&Machine> = live
-                    .iter()
-                    .copied()
-                    .filter(|m| {
-                        !matches!(
-                            m.state.destination(),
-                            Destination::Failed | Destination::Unknown
-                        )
-                    })
-                    .collect();
-                healthy.sort_by(newest_first);
-                healthy.first().map(|m| (*m).clone())
-            }
+            // `min_by` keeps the first of equal machines, as a stable sort would.
+            None => live
+                .iter()
+                .copied()
+                .filter(|m| {
+                    !matches!(
+                        m.state.destination(),
+                        Destination::Failed | Destination::Unknown
+                    )
+                })
+                .min_by(newest_first)
+                .map(|m| (*m).clone()),
         };
         if template.is_none() && options.capabilities.create_needs_template {
             notes.push(format!(
@@ -437,31 +570,35 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
             MachineState::Started => Some(4),
             _ => None,
         };
-        let mut candidates: Vec<&Machine> = live
-            .iter()
-            .copied()
-            .filter(|m| rank(m.state).is_some())
-            .collect();
-        candidates.sort_by(|a, b| rank(a.state).cmp(&rank(b.state)).then(newest_first(a, b)));
-        if candidates.len() < want {
+        let candidates = ranked(&live, |_, m| rank(m.state));
+        if candidates.len < want {
             notes.push(format!(
                 "only {} of {want} machine(s) can be destroyed now (others are in transition)",
-                candidates.len()
+                candidates.len
             ));
         }
-        for m in candidates.into_iter().take(want) {
+        let candidates = first_ranked(candidates, want, Candidate::newest_first);
+        if want > 0 {
+            destroyed = vec![false; live.len()];
+        }
+        let reason = format!("created {} > max {max}", before.created);
+        destroys.reserve(want);
+        for c in candidates.iter().flatten() {
+            let m = c.machine;
             destroys.push(Action::Destroy {
                 id: m.id.clone(),
                 from: m.state,
-                reason: format!("created {} > max {max}", before.created),
+                reason: reason.clone(),
             });
-            destroyed.insert(&m.id);
+            destroyed[c.live_index] = true;
+            changes.push((m.state, None));
             created -= 1;
             if m.state.destination() == Destination::Started {
                 started -= 1;
             }
         }
     }
+    let is_destroyed = |i: usize| destroyed.get(i).copied().unwrap_or(false);
 
     // --- started bounds -------------------------------------------------------------------
     // The state creates not needed as started are left in; a backend that cannot create
@@ -494,24 +631,24 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
             MachineState::Failed => Some(3),
             _ => None,
         };
-        let mut candidates: Vec<&Machine> = live
-            .iter()
-            .copied()
-            .filter(|m| rank(m.state).is_some() && !destroyed.contains(&m.id))
-            .collect();
-        candidates.sort_by(|a, b| rank(a.state).cmp(&rank(b.state)).then(oldest_first(a, b)));
+        let candidates = ranked(&live, |i, m| rank(m.state).filter(|_| !is_destroyed(i)));
         let from_existing = cap(
-            need.min(candidates.len() as u32),
+            need.min(candidates.len as u32),
             options.max_starts,
             "starts",
             &mut notes,
         );
-        for m in candidates.into_iter().take(from_existing as usize) {
+        let candidates = first_ranked(candidates, from_existing as usize, Candidate::oldest_first);
+        let reason = format!("started {projected} < min {min}");
+        starts.reserve(from_existing as usize);
+        for c in candidates.iter().flatten() {
+            let m = c.machine;
             starts.push(Action::Start {
                 id: m.id.clone(),
                 from: m.state,
-                reason: format!("started {projected} < min {min}"),
+                reason: reason.clone(),
             });
+            changes.push((m.state, Some(MachineState::Started)));
         }
         started += from_existing;
         let remaining = need - from_existing;
@@ -541,32 +678,38 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
         if options.scale_in == ScaleIn::Suspend && !caps.suspend {
             notes.push("backend cannot suspend: stopping instead".into());
         }
-        let mut candidates: Vec<&Machine> = live
-            .iter()
-            .copied()
-            .filter(|m| m.state == MachineState::Started && !destroyed.contains(&m.id))
-            .collect();
-        candidates.sort_by(newest_first);
+        let candidates = ranked(&live, |i, m| {
+            (m.state == MachineState::Started && !is_destroyed(i)).then_some(0)
+        });
         let want = cap(
-            excess.min(candidates.len() as u32),
+            excess.min(candidates.len as u32),
             options.max_stops,
             "stops",
             &mut notes,
         );
-        if (candidates.len() as u32) < excess {
+        if (candidates.len as u32) < excess {
             notes.push(format!(
                 "only {} of {excess} machine(s) can be stopped now (others are starting or new)",
-                candidates.len()
+                candidates.len
             ));
         }
-        for m in candidates.into_iter().take(want as usize) {
-            let id = m.id.clone();
-            let reason = format!("started {projected} > max {max}");
+        let candidates = first_ranked(candidates, want as usize, Candidate::newest_first);
+        let reason = format!("started {projected} > max {max}");
+        let left_in = if suspend {
+            MachineState::Suspended
+        } else {
+            MachineState::Stopped
+        };
+        stops.reserve(want as usize);
+        for c in candidates.iter().flatten() {
+            let id = c.machine.id.clone();
+            let reason = reason.clone();
             stops.push(if suspend {
                 Action::Suspend { id, reason }
             } else {
                 Action::Stop { id, reason }
             });
+            changes.push((c.machine.state, Some(left_in)));
         }
         started -= want;
     }
@@ -575,30 +718,33 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
     // Scale-down first: stops and destroys free capacity before creates claim it, and a failed
     // create then never leaves the target above its started max for a tick.
     let mut actions = destroys;
+    actions.reserve(stops.len() + create_count as usize + starts.len());
     actions.extend(stops);
     let default_not_started = not_started.unwrap_or(InitialState::Started);
+    let create_reason = format!(
+        "created {} < min {}",
+        before.created,
+        targets.created.min.unwrap_or_default()
+    );
     for i in 0..create_count {
         let initial_state = if i < creates_started {
             InitialState::Started
         } else {
             default_not_started
         };
+        changes.push((MachineState::Destroyed, Some(created_state(initial_state))));
         actions.push(Action::Create {
             request: CreateRequest {
                 template: template.clone().map(Box::new),
                 initial_state,
                 ..CreateRequest::default()
             },
-            reason: format!(
-                "created {} < min {}",
-                before.created,
-                targets.created.min.unwrap_or_default()
-            ),
+            reason: create_reason.clone(),
         });
     }
     actions.extend(starts);
 
-    let after = project(inventory, &actions);
+    let after = project(before, &changes);
     debug_assert_eq!(after.created, created);
     debug_assert_eq!(after.started, started + creates_started);
     Plan {
@@ -606,6 +752,39 @@ pub fn plan_actions(inventory: &[Machine], targets: &Targets, options: &PlanOpti
         before,
         after,
         notes,
+    }
+}
+
+/// The counts once every change has taken effect: each acted-on machine moves from its old
+/// state's counts to its new one's (a create moves from `Destroyed`, which counts nothing; a
+/// destroy to nothing). Every change names a different machine and ids are unique in an
+/// inventory, so this equals `Counts::of(&apply_plan(..))` without copying the inventory.
+fn project(before: Counts, changes: &[(MachineState, Option<MachineState>)]) -> Counts {
+    // A plan touches at most a handful of distinct (from, to) pairs: count each pair once.
+    let mut per_pair: Vec<((MachineState, Option<MachineState>), u32)> = Vec::new();
+    for &change in changes {
+        match per_pair.iter_mut().find(|(pair, _)| *pair == change) {
+            Some((_, n)) => *n += 1,
+            None => per_pair.push((change, 1)),
+        }
+    }
+    let mut after = before;
+    for ((from, to), n) in per_pair {
+        sub_counts(&mut after, counted(from, true), n);
+        if let Some(to) = to {
+            add_counts(&mut after, counted(to, true), n);
+        }
+    }
+    after
+}
+
+/// The state a machine created with `initial_state` is listed in once the create has taken
+/// effect (as [`apply_plan`] projects it).
+fn created_state(initial_state: InitialState) -> MachineState {
+    match initial_state {
+        InitialState::Started => MachineState::Started,
+        InitialState::Stopped => MachineState::Created,
+        InitialState::Suspended => MachineState::Suspended,
     }
 }
 
@@ -625,12 +804,10 @@ fn apply_actions(inventory: &[Machine], actions: &[Action]) -> Vec<Machine> {
     for action in actions {
         match action {
             Action::Create { request, .. } => {
-                let state = match request.initial_state {
-                    InitialState::Started => MachineState::Started,
-                    InitialState::Stopped => MachineState::Created,
-                    InitialState::Suspended => MachineState::Suspended,
-                };
-                let mut m = Machine::new(format!("new-{}", fresh.len()), state);
+                let mut m = Machine::new(
+                    format!("new-{}", fresh.len()),
+                    created_state(request.initial_state),
+                );
                 m.region = request.region.clone();
                 fresh.push(m);
             }
@@ -662,11 +839,4 @@ fn apply_actions(inventory: &[Machine], actions: &[Action]) -> Vec<Machine> {
     }
     out.extend(fresh);
     out
-}
-
-fn project(inventory: &[Machine], actions: &[Action]) -> Counts {
-    if actions.is_empty() {
-        return Counts::of(inventory);
-    }
-    Counts::of(&apply_actions(inventory, actions))
 }

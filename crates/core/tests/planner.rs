@@ -2,11 +2,15 @@
 
 use std::time::{Duration, SystemTime};
 
-use fleetscale_core::plan::{apply_plan, plan_actions, Action, ActionKind, PlanOptions};
+use fleetscale_core::plan::{apply_plan, plan_actions, Action, ActionKind, PlanOptions, ScaleIn};
 use fleetscale_core::{
     Bounds, Capabilities, Counts, InitialState, Machine, MachineId, MachineState, Targets,
 };
 use proptest::prelude::*;
+
+#[path = "support/reference_plan.rs"]
+mod reference_plan;
+use reference_plan::reference_plan;
 
 fn at(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 + secs)
@@ -508,6 +512,147 @@ proptest! {
         }
         if plan.before.created > 0 {
             prop_assert!(plan.after.created >= 1, "destroyed the last machine: {:?}", plan);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The optimised planner against the reference (the planner as first written, in
+// `support/reference_plan.rs`): the same plan, action for action, note for note.
+
+/// Larger inventories than `inventory()`: up to 120 machines in any order, many sharing a
+/// creation time (so ids break the ties), some without one, some unmanageable.
+fn wide_inventory() -> impl Strategy<Value = Vec<Machine>> {
+    prop::collection::vec(
+        (
+            any_state(),
+            prop::option::weighted(0.9, 0u64..12),
+            prop::bool::weighted(0.9),
+            any::<u16>(),
+        ),
+        0..120,
+    )
+    .prop_map(|v| {
+        v.into_iter()
+            .enumerate()
+            .map(|(i, (s, age, manageable, tag))| {
+                // Ids neither in inventory order nor in age order.
+                let mut mm = Machine::new(format!("m{:05}-{i}", tag % 97), s);
+                mm.created_at = age.map(at);
+                mm.manageable = manageable;
+                mm
+            })
+            .collect()
+    })
+}
+
+fn wide_bounds() -> impl Strategy<Value = Bounds> {
+    (prop::option::of(0u32..140), prop::option::of(0u32..140)).prop_map(|(a, b)| match (a, b) {
+        (Some(a), Some(b)) if a > b => Bounds::between(b, a),
+        (a, b) => Bounds { min: a, max: b },
+    })
+}
+
+fn wide_options() -> impl Strategy<Value = (PlanOptions, Option<usize>)> {
+    (
+        options(),
+        any::<bool>(),
+        prop::sample::select(vec![ScaleIn::Stop, ScaleIn::Suspend]),
+        prop::collection::vec(prop::option::of(0u32..40), 4),
+        prop::option::of(0usize..130),
+    )
+        .prop_map(|(o, suspend, scale_in, caps, template)| {
+            let capabilities = o.capabilities.with_suspend(suspend);
+            let o = o
+                .with_capabilities(capabilities)
+                .with_scale_in(scale_in)
+                .with_max_creates(caps[0])
+                .with_max_destroys(caps[1])
+                .with_max_starts(caps[2])
+                .with_max_stops(caps[3]);
+            (o, template)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    /// `plan_actions` returns exactly the reference planner's plan.
+    #[test]
+    fn plan_equals_the_reference_planner(
+        inv in wide_inventory(),
+        c in wide_bounds(),
+        s in wide_bounds(),
+        (o, template) in wide_options(),
+    ) {
+        // The template: none, a listed machine (any state, manageable or not), or an unknown id.
+        let o = match template {
+            None => o,
+            Some(i) => o.with_template(Some(inv.get(i).map_or_else(|| MachineId::from("elsewhere"), |m| m.id.clone()))),
+        };
+        let t = Targets { created: c, started: s };
+        prop_assert_eq!(plan_actions(&inv, &t, &o), reference_plan(&inv, &t, &o));
+    }
+}
+
+/// The benchmark's fleets (10,000 machines in every state) and scenarios, capped and not:
+/// the same plan as the reference planner.
+#[test]
+fn large_plans_equal_the_reference_planner() {
+    const MIX: [MachineState; 12] = [
+        MachineState::Started,
+        MachineState::Started,
+        MachineState::Started,
+        MachineState::Started,
+        MachineState::Stopped,
+        MachineState::Stopped,
+        MachineState::Created,
+        MachineState::Starting,
+        MachineState::Stopping,
+        MachineState::Suspended,
+        MachineState::Failed,
+        MachineState::Destroying,
+    ];
+    let inv: Vec<Machine> = (0..10_000u64)
+        .map(|i| {
+            // Creation times repeat (every 7th second), so ids break ties.
+            Machine::new(
+                format!("m{:08}", (i * 7919) % 10_007),
+                MIX[i as usize % MIX.len()],
+            )
+            .with_created_at(at(i / 7))
+            .with_region("ams")
+        })
+        .collect();
+    let c = Counts::of(&inv);
+    let scenarios = [
+        Targets {
+            created: Bounds::between(c.created, c.created),
+            started: Bounds::between(c.started, c.started),
+        },
+        Targets {
+            created: Bounds::exactly(c.created + c.created / 10),
+            started: Bounds::exactly(c.created * 8 / 10),
+        },
+        Targets {
+            created: Bounds::exactly(c.created / 2),
+            started: Bounds::exactly(c.created / 4),
+        },
+        Targets {
+            created: Bounds::NONE,
+            started: Bounds::exactly(c.created / 4),
+        },
+    ];
+    for capped in [None, Some(10)] {
+        for scale_in in [ScaleIn::Stop, ScaleIn::Suspend] {
+            let o = opts()
+                .with_max_actions_per_kind(capped)
+                .with_scale_in(scale_in);
+            for t in &scenarios {
+                let plan = plan_actions(&inv, t, &o);
+                assert_eq!(plan, reference_plan(&inv, t, &o), "{t:?} {o:?}");
+                assert_eq!(plan.after, Counts::of(&apply_plan(&inv, &plan)));
+            }
         }
     }
 }

@@ -645,7 +645,8 @@ impl MachinesClient {
             attempt += 1;
             if self.config.pacing.enabled {
                 if let Some((action, scope, rate)) = &call.pace {
-                    self.limiter.acquire(action, scope, *rate).await;
+                    let rate = self.config.pacing.paced(*rate);
+                    self.limiter.acquire(action, scope, rate).await;
                 }
             }
             let result = self.attempt(&call, &url, &path).await;
@@ -711,6 +712,18 @@ impl MachinesClient {
             req = req.json(body);
         }
         let (ctx, status, headers, body) = send_once(req, call.timeout, ctx).await?;
+        if let Some((action, scope, rate)) =
+            call.pace.as_ref().filter(|_| self.config.pacing.enabled)
+        {
+            // The server's word on its limit beats the client's estimate (see `pacing`).
+            let rate = self.config.pacing.paced(*rate);
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                self.limiter
+                    .refused(action, scope, rate, retry_after(&headers));
+            } else {
+                self.limiter.observe(action, scope, rate, &headers);
+            }
+        }
         if status.is_success() {
             Ok((ctx, body))
         } else {

@@ -5,6 +5,17 @@
 //! burst 10" (docs `machines/api/working-with-machines-api`). Create is app-scoped, so bulk
 //! creates are paced per app. The client waits for a token *before* each attempt (retries
 //! included), so it stays under the limits instead of bouncing off 429s.
+//!
+//! Pacing at exactly the server's rate is not enough: the server counts a request when it
+//! arrives, and network and scheduling jitter make some requests arrive a little earlier
+//! after their predecessor than they were sent; each such early arrival is a 429 and, with a
+//! whole-second `Retry-After`, costs a second. So the client paces each bucket a margin below
+//! the documented rate ([`PacingConfig::margin`], 5 % by default: 50 ms of slack per
+//! token at 1 req/s) and keeps the documented burst. It also learns from the server: a 429
+//! empties the bucket until its `Retry-After` (or one token's time when there is none), and
+//! rate-limit headers (`RateLimit-Remaining`/`RateLimit-Reset` of the IETF draft
+//! `draft-ietf-httpapi-ratelimit-headers`, or their `X-RateLimit-*` forms), when an answer
+//! carries them, lower the bucket to what the server says is left.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -13,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use reqwest::header::HeaderMap;
 use tokio::time::Instant;
 
 /// A token-bucket rate: `per_second` tokens are added each second, up to `burst`.
@@ -28,6 +40,32 @@ impl Rate {
     /// A rate of `per_second` with bursts of `burst`.
     pub const fn new(per_second: f64, burst: u32) -> Self {
         Rate { per_second, burst }
+    }
+
+    /// The same burst at `1 - margin` of the rate (`margin` clamped to `0..=0.5`).
+    pub fn with_margin(self, margin: f64) -> Self {
+        let margin = if margin.is_finite() {
+            margin.clamp(0.0, 0.5)
+        } else {
+            0.0
+        };
+        Rate {
+            per_second: self.per_second * (1.0 - margin),
+            burst: self.burst,
+        }
+    }
+
+    /// Sustained requests per second, with a non-positive or non-finite rate read as 1/s.
+    fn per_second(self) -> f64 {
+        if self.per_second.is_finite() && self.per_second > 0.0 {
+            self.per_second
+        } else {
+            1.0
+        }
+    }
+
+    fn burst(self) -> f64 {
+        f64::from(self.burst.max(1))
     }
 }
 
@@ -46,6 +84,10 @@ pub struct PacingConfig {
     /// App-scoped reads (list machines, get app) per app and org-scoped app listing per org:
     /// 1/s, burst 3.
     pub app_action: Rate,
+    /// How far below each documented rate the client paces (a fraction; default 0.05, at
+    /// most 0.5): the slack that absorbs jitter between sending a request and its arrival.
+    /// The bursts are kept, so a short series of calls is as fast as the server allows.
+    pub margin: f64,
 }
 
 impl Default for PacingConfig {
@@ -56,11 +98,20 @@ impl Default for PacingConfig {
             get_machine: Rate::new(5.0, 10),
             create: Rate::new(1.0, 3),
             app_action: Rate::new(1.0, 3),
+            margin: DEFAULT_MARGIN,
         }
     }
 }
 
+/// The default [`PacingConfig::margin`]: 5 % below the documented rates.
+pub const DEFAULT_MARGIN: f64 = 0.05;
+
 impl PacingConfig {
+    /// The rate the client paces a bucket of documented rate `rate` at.
+    pub fn paced(&self, rate: Rate) -> Rate {
+        rate.with_margin(self.margin)
+    }
+
     /// No pacing.
     pub fn disabled() -> Self {
         PacingConfig {
@@ -132,7 +183,25 @@ fn random_u64() -> u64 {
 struct Bucket {
     tokens: f64,
     last: Instant,
+    /// The bucket's own rate, by which it refills and by which eviction judges it.
+    rate: Rate,
 }
+
+impl Bucket {
+    /// Tokens at `now` (refilled at the bucket's own rate, at most its burst).
+    fn tokens_at(&self, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        (self.tokens + elapsed * self.rate.per_second()).min(self.rate.burst())
+    }
+
+    fn refill(&mut self, now: Instant) {
+        self.tokens = self.tokens_at(now);
+        self.last = self.last.max(now);
+    }
+}
+
+/// Buckets kept before full ones are forgotten.
+const EVICT_ABOVE: usize = 4096;
 
 /// Token buckets keyed by (action, scope). Reserving is synchronous; the wait is a plain
 /// sleep, so dropping a waiting future is harmless (its token stays spent, which only makes
@@ -143,38 +212,91 @@ pub(crate) struct Limiter {
 }
 
 impl Limiter {
-    /// Reserves one token and returns how long to wait before using it.
-    pub(crate) fn reserve(&self, action: &'static str, scope: &str, rate: Rate) -> Duration {
-        let per_second = if rate.per_second > 0.0 {
-            rate.per_second
-        } else {
-            1.0
-        };
-        let burst = f64::from(rate.burst.max(1));
-        let now = Instant::now();
-        let mut buckets = match self.buckets.lock() {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(&'static str, String), Bucket>> {
+        match self.buckets.lock() {
             Ok(b) => b,
             Err(poisoned) => poisoned.into_inner(),
-        };
-        if buckets.len() > 4096 {
-            // Forget buckets that are full again: they carry no information.
-            buckets.retain(|_, b| {
-                b.tokens + now.duration_since(b.last).as_secs_f64() * per_second < burst
-            });
+        }
+    }
+
+    /// Reserves one token and returns how long to wait before using it.
+    pub(crate) fn reserve(&self, action: &'static str, scope: &str, rate: Rate) -> Duration {
+        let now = Instant::now();
+        let mut buckets = self.lock();
+        if buckets.len() > EVICT_ABOVE {
+            // Forget buckets that are full again, each judged by its own rate: they carry no
+            // information.
+            buckets.retain(|_, b| b.tokens_at(now) < b.rate.burst());
         }
         let b = buckets.entry((action, scope.to_owned())).or_insert(Bucket {
-            tokens: burst,
+            tokens: rate.burst(),
             last: now,
+            rate,
         });
-        let elapsed = now.duration_since(b.last).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * per_second).min(burst);
-        b.last = now;
-        b.tokens -= 1.0;
+        b.refill(now);
+        b.rate = rate;
+        b.tokens = b.tokens.min(rate.burst()) - 1.0;
         if b.tokens >= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-b.tokens / per_second)
+            Duration::from_secs_f64(-b.tokens / rate.per_second())
         }
+    }
+
+    /// The server refused a call of this bucket (429): no token before `retry_after` from
+    /// now, or before one token's time when the server did not say.
+    pub(crate) fn refused(
+        &self,
+        action: &'static str,
+        scope: &str,
+        rate: Rate,
+        retry_after: Option<Duration>,
+    ) {
+        let wait = retry_after.unwrap_or_else(|| Duration::from_secs_f64(1.0 / rate.per_second()));
+        self.at_most(
+            action,
+            scope,
+            rate,
+            1.0 - wait.as_secs_f64() * rate.per_second(),
+        );
+    }
+
+    /// Learns from an answer's rate-limit headers, when it has them: the bucket holds no more
+    /// tokens than the server says remain, and none before the server's reset when none
+    /// remain.
+    pub(crate) fn observe(
+        &self,
+        action: &'static str,
+        scope: &str,
+        rate: Rate,
+        headers: &HeaderMap,
+    ) {
+        let Some(remaining) =
+            header_number(headers, &["ratelimit-remaining", "x-ratelimit-remaining"])
+        else {
+            return;
+        };
+        let reset =
+            header_number(headers, &["ratelimit-reset", "x-ratelimit-reset"]).map(reset_delay);
+        if remaining < 1.0 {
+            // No token until the reset; without one, until a token's time from now.
+            self.refused(action, scope, rate, reset);
+        } else {
+            self.at_most(action, scope, rate, remaining);
+        }
+    }
+
+    /// Lowers the bucket's tokens at this moment to `tokens` (never raises them).
+    fn at_most(&self, action: &'static str, scope: &str, rate: Rate, tokens: f64) {
+        let now = Instant::now();
+        let mut buckets = self.lock();
+        let b = buckets.entry((action, scope.to_owned())).or_insert(Bucket {
+            tokens: rate.burst(),
+            last: now,
+            rate,
+        });
+        b.refill(now);
+        b.tokens = b.tokens.min(tokens);
     }
 
     /// Waits for a token.
@@ -184,6 +306,33 @@ impl Limiter {
             tracing::debug!(action, scope, ?wait, "pacing Machines API call");
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+/// The first of `names` present as a non-negative number (the IETF draft's fields are
+/// integers; a list such as `RateLimit-Remaining: 0, 10;w=1` is read by its first item).
+fn header_number(headers: &HeaderMap, names: &[&str]) -> Option<f64> {
+    names.iter().find_map(|name| {
+        let v = headers.get(*name)?.to_str().ok()?;
+        let first = v.split([',', ';']).next()?.trim();
+        first
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite() && *n >= 0.0)
+    })
+}
+
+/// A reset header as a delay: seconds from now, or (a value past 10^9, as some servers send
+/// `X-RateLimit-Reset`) a Unix time in seconds.
+fn reset_delay(value: f64) -> Duration {
+    if value > 1e9 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        Duration::from_secs_f64((value - now).clamp(0.0, 3600.0))
+    } else {
+        Duration::from_secs_f64(value.min(3600.0))
     }
 }
 
@@ -209,6 +358,127 @@ mod tests {
         assert_eq!(l.reserve("stop", "m1", r), Duration::ZERO);
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(l.reserve("start", "m1", r), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_margin_spaces_tokens_a_little_wider_than_the_rate_and_keeps_the_burst() {
+        let l = Limiter::default();
+        let r = PacingConfig::default().paced(Rate::new(1.0, 3));
+        for _ in 0..3 {
+            assert_eq!(l.reserve("create", "app", r), Duration::ZERO);
+        }
+        let w = l.reserve("create", "app", r);
+        // 1 / 0.95 s: 52.6 ms of slack over the documented second.
+        assert!(
+            w > Duration::from_millis(1050) && w < Duration::from_millis(1055),
+            "{w:?}"
+        );
+        let w = l.reserve("create", "app", r);
+        assert!(
+            w > Duration::from_millis(2100) && w < Duration::from_millis(2110),
+            "{w:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_empties_the_bucket_until_retry_after() {
+        let l = Limiter::default();
+        let r = Rate::new(1.0, 3);
+        l.refused("create", "app", r, Some(Duration::from_secs(2)));
+        let w = l.reserve("create", "app", r);
+        assert!(
+            w > Duration::from_millis(1990) && w <= Duration::from_secs(2),
+            "{w:?}"
+        );
+        // Without Retry-After: one token's time.
+        l.refused("list", "app", r, None);
+        let w = l.reserve("list", "app", r);
+        assert!(
+            w > Duration::from_millis(990) && w <= Duration::from_secs(1),
+            "{w:?}"
+        );
+        // Other buckets are untouched.
+        assert_eq!(l.reserve("create", "other", r), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limit_headers_lower_the_bucket() {
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, v.parse().unwrap());
+            }
+            h
+        };
+        let l = Limiter::default();
+        let r = Rate::new(1.0, 3);
+        // None left, reset in 3 s.
+        l.observe(
+            "create",
+            "a",
+            r,
+            &headers(&[("ratelimit-remaining", "0"), ("ratelimit-reset", "3")]),
+        );
+        let w = l.reserve("create", "a", r);
+        assert!(
+            w > Duration::from_millis(2990) && w <= Duration::from_secs(3),
+            "{w:?}"
+        );
+        // One left (the X- form): one call goes now, the next waits.
+        l.observe(
+            "create",
+            "b",
+            r,
+            &headers(&[("x-ratelimit-remaining", "1")]),
+        );
+        assert_eq!(l.reserve("create", "b", r), Duration::ZERO);
+        assert!(l.reserve("create", "b", r) > Duration::from_millis(900));
+        // More left than the client thinks: the client never raises its own estimate.
+        l.observe("create", "c", r, &headers(&[("ratelimit-remaining", "50")]));
+        for _ in 0..3 {
+            assert_eq!(l.reserve("create", "c", r), Duration::ZERO);
+        }
+        assert!(l.reserve("create", "c", r) > Duration::from_millis(900));
+        // No headers, or unreadable ones: nothing learnt.
+        l.observe(
+            "create",
+            "d",
+            r,
+            &headers(&[("ratelimit-remaining", "soon")]),
+        );
+        l.observe("create", "d", r, &HeaderMap::new());
+        for _ in 0..3 {
+            assert_eq!(l.reserve("create", "d", r), Duration::ZERO);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn eviction_judges_each_bucket_by_its_own_rate() {
+        let l = Limiter::default();
+        let slow = Rate::new(0.01, 1);
+        for i in 0..=EVICT_ABOVE {
+            assert_eq!(l.reserve("start", &format!("m{i}"), slow), Duration::ZERO);
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // A fast bucket's call runs the eviction: at 1,000/s every slow bucket would look
+        // full again; at its own 0.01/s none is.
+        let fast = Rate::new(1000.0, 1);
+        assert_eq!(l.reserve("get", "x", fast), Duration::ZERO);
+        let w = l.reserve("start", "m0", slow);
+        assert!(w > Duration::from_secs(98), "{w:?}");
+        // Buckets full at their own rate are forgotten.
+        tokio::time::advance(Duration::from_secs(200)).await;
+        assert_eq!(l.reserve("get", "y", fast), Duration::ZERO);
+        assert!(l.lock().len() < 10, "{}", l.lock().len());
+    }
+
+    #[test]
+    fn a_margin_is_clamped() {
+        let r = Rate::new(2.0, 3);
+        assert_eq!(r.with_margin(0.1), Rate::new(1.8, 3));
+        assert_eq!(r.with_margin(-1.0), r);
+        assert_eq!(r.with_margin(f64::NAN), r);
+        assert_eq!(r.with_margin(0.9), Rate::new(1.0, 3));
     }
 
     #[test]

@@ -1,0 +1,118 @@
+//! One planner call per process, for instruction counts that do not depend on the machine's
+//! load (the shared 2-core machine these figures come from often runs other builds):
+//!
+//! ```text
+//! cargo bench -p fleetscale-core --bench plan_instructions --no-run
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+//!     --toggle-collect='*plan_actions*' --toggle-collect='*reference_plan*' \
+//!     target/release/deps/plan_instructions-<hash> <fast|reference> <scenario> <machines>
+//! ```
+//!
+//! Scenarios are those of `benches/plan.rs` (`steady`, `scale_up`, `scale_down`, each also
+//! `_capped`). Run without arguments (as `cargo bench` does), it plans every scenario at
+//! 10,000 machines with both planners and checks that the plans are equal.
+
+use std::hint::black_box;
+use std::time::{Duration, SystemTime};
+
+use fleetscale_core::plan::{plan_actions, Plan, PlanOptions};
+use fleetscale_core::{Bounds, Capabilities, Counts, Machine, MachineState, Targets};
+
+#[path = "../tests/support/reference_plan.rs"]
+mod reference_plan;
+
+const MIX: [MachineState; 12] = [
+    MachineState::Started,
+    MachineState::Started,
+    MachineState::Started,
+    MachineState::Started,
+    MachineState::Stopped,
+    MachineState::Stopped,
+    MachineState::Created,
+    MachineState::Starting,
+    MachineState::Stopping,
+    MachineState::Suspended,
+    MachineState::Failed,
+    MachineState::Destroying,
+];
+
+/// The inventory of `benches/plan.rs`.
+fn inventory(n: usize) -> Vec<Machine> {
+    (0..n)
+        .map(|i| {
+            Machine::new(format!("m{i:08}"), MIX[i % MIX.len()])
+                .with_created_at(
+                    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + i as u64),
+                )
+                .with_region("ams")
+        })
+        .collect()
+}
+
+fn targets(scenario: &str, c: &Counts) -> Targets {
+    match scenario.trim_end_matches("_capped") {
+        "steady" => Targets {
+            created: Bounds::between(c.created, c.created),
+            started: Bounds::between(c.started, c.started),
+        },
+        "scale_up" => Targets {
+            created: Bounds::exactly(c.created + c.created / 10),
+            started: Bounds::exactly(c.created * 8 / 10),
+        },
+        "scale_down" => Targets {
+            created: Bounds::exactly((c.created / 2).max(1)),
+            started: Bounds::exactly(c.created / 4),
+        },
+        other => panic!("unknown scenario {other}"),
+    }
+}
+
+fn options(scenario: &str) -> PlanOptions {
+    let cap = scenario.ends_with("_capped").then_some(10);
+    PlanOptions::default()
+        .with_capabilities(
+            Capabilities::default()
+                .with_suspend(true)
+                .with_create_needs_template(true)
+                .with_create_stopped(true),
+        )
+        .with_max_actions_per_kind(cap)
+}
+
+fn plan(which: &str, scenario: &str, inv: &[Machine]) -> Plan {
+    let t = targets(scenario, &Counts::of(inv));
+    let o = options(scenario);
+    match which {
+        "fast" => plan_actions(black_box(inv), black_box(&t), &o),
+        "reference" => reference_plan::reference_plan(black_box(inv), black_box(&t), &o),
+        other => panic!("unknown planner {other} (fast or reference)"),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if let [which, scenario, n] = args.as_slice() {
+        let inv = inventory(n.parse().expect("machines: a number"));
+        let p = plan(which, scenario, &inv);
+        println!("{which} {scenario} {n}: {} actions", p.actions.len());
+        return;
+    }
+    let inv = inventory(10_000);
+    for scenario in [
+        "steady",
+        "scale_up",
+        "scale_up_capped",
+        "scale_down",
+        "scale_down_capped",
+    ] {
+        let fast = plan("fast", scenario, &inv);
+        assert_eq!(fast, plan("reference", scenario, &inv), "{scenario}");
+        println!(
+            "{scenario} 10000: {} actions, equal to the reference",
+            fast.actions.len()
+        );
+    }
+}
