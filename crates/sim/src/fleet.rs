@@ -487,17 +487,23 @@ impl SimFleet {
 
     /// Stops a started machine at `now`. Returns whether it applied.
     pub fn stop(&mut self, id: &str, now: i64) -> bool {
+        self.halt(id, now, SimState::Stopped)
+    }
+
+    /// Suspends a started machine at `now` (the stop latency, ending suspended). Returns
+    /// whether it applied.
+    pub fn suspend(&mut self, id: &str, now: i64) -> bool {
+        self.halt(id, now, SimState::Suspended)
+    }
+
+    /// Takes a started machine through `Stopping` to `end` (stopped or suspended).
+    fn halt(&mut self, id: &str, now: i64, end: SimState) -> bool {
         self.advance(now);
         if self.find(id).is_none_or(|m| m.state != SimState::Started) {
             return false;
         }
         let stop = ms(self.latencies.stop);
-        self.schedule(
-            id,
-            now,
-            SimState::Stopping,
-            &[(stop, Some(SimState::Stopped))],
-        );
+        self.schedule(id, now, SimState::Stopping, &[(stop, Some(end))]);
         true
     }
 
@@ -547,6 +553,7 @@ impl SimFleet {
             Action::Create { request, .. } => Some(self.create(request.initial_state, now)),
             Action::Start { id, .. } => self.start(id.as_str(), now).then(|| id.0.clone()),
             Action::Stop { id, .. } => self.stop(id.as_str(), now).then(|| id.0.clone()),
+            Action::Suspend { id, .. } => self.suspend(id.as_str(), now).then(|| id.0.clone()),
             Action::Destroy { id, .. } => self.destroy(id.as_str(), now).then(|| id.0.clone()),
         };
         if done.is_none() {

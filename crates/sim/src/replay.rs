@@ -61,14 +61,12 @@ impl ReplayConfig {
             label: label.into(),
             scope: Scope::new(name.into()),
             policy,
-            plan_options: PlanOptions {
-                capabilities: Capabilities {
-                    suspend: true,
-                    create_needs_template: true,
-                    create_stopped: true,
-                },
-                ..PlanOptions::default()
-            },
+            plan_options: PlanOptions::default().with_capabilities(
+                Capabilities::default()
+                    .with_suspend(true)
+                    .with_create_needs_template(true)
+                    .with_create_stopped(true),
+            ),
             interval: Duration::from_secs(15),
             fleet: FleetConfig::default(),
             proxy: None,
@@ -271,7 +269,14 @@ pub fn replay(trace: &Trace, config: &ReplayConfig) -> Result<Replay> {
             let decision =
                 config
                     .policy
-                    .decide(&config.scope, &counts, &readings, &mut state, instant(t));
+                    .decide(
+                        &config.scope,
+                        &counts,
+                        &readings,
+                        config.plan_options.capabilities,
+                        &mut state,
+                        instant(t),
+                    );
             if decision.held {
                 held += 1;
             }
