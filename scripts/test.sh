@@ -2,6 +2,8 @@
 # The whole test suite, as CI runs it (`.ci/run` calls exactly this script).
 # On a fresh machine it first installs what the tests need:
 #   - the `prometheus` server (Debian package) for the integration tests against a real server;
+#   - `moto_server` (PyPI moto[server], in the virtual environment .test-deps/moto) for the EC2
+#     backend tests against a real EC2 API implementation;
 #   - `etcd` (Debian package etcd-server) for the coordination tests, and `protoc` (Debian
 #     protobuf-compiler, libprotobuf-dev) which the etcd client crate needs to build;
 #   - cargo-deny for the licence check.

@@ -315,10 +315,7 @@ impl HostInventory for CommandInventory {
     }
 
     async fn hosts(&self) -> Result<HostSnapshot, WeaveError> {
-        let err = |message: String| WeaveError::Inventory {
-            source_name: self.source.clone(),
-            message,
-        };
+        let err = inventory_error(&self.source);
         let out = self
             .runner
             .run("localhost", &self.argv)
@@ -381,10 +378,7 @@ impl HostInventory for HttpInventory {
     }
 
     async fn hosts(&self) -> Result<HostSnapshot, WeaveError> {
-        let err = |message: String| WeaveError::Inventory {
-            source_name: self.source.clone(),
-            message,
-        };
+        let err = inventory_error(&self.source);
         let call = async {
             let resp = self
                 .http
@@ -406,6 +400,14 @@ impl HostInventory for HttpInventory {
             .await
             .map_err(|_| err(format!("no answer within {:?}", self.timeout)))??;
         Ok(HostSnapshot::new(self.source.clone(), hosts))
+    }
+}
+
+/// Builds the [`WeaveError::Inventory`] of the inventory named `source`.
+fn inventory_error(source: &str) -> impl Fn(String) -> WeaveError + Copy + '_ {
+    move |message| WeaveError::Inventory {
+        source_name: source.to_string(),
+        message,
     }
 }
 

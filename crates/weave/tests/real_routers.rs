@@ -242,6 +242,19 @@ impl HostInventory for Hosts {
     }
 }
 
+/// A stand-in fixed1 serving its steady-state report, an inventory listing dyn4 and dyn5, and a
+/// reclaimer that has made its first pass over them (both peers bound).
+async fn watching() -> (Stand, Arc<Hosts>, tempfile::TempDir, Reclaimer) {
+    let (stand, url) = Stand::start("steady-fixed1-report.json").await;
+    let hosts = Arc::new(Hosts::default());
+    hosts.set(&["dyn4", "dyn5"]);
+    let dir = tempfile::tempdir().unwrap();
+    let r = reclaimer(&url, hosts.clone(), &dir);
+    let p = r.run_once().await;
+    assert!(p.unreachable.is_empty() && p.errors.is_empty(), "{p:?}");
+    (stand, hosts, dir, r)
+}
+
 fn reclaimer(url: &str, hosts: Arc<Hosts>, dir: &tempfile::TempDir) -> Reclaimer {
     // Only fixed1 was captured at every moment: it is the whole (answering) fixed cluster here.
     let c = ReclaimConfig::new(
@@ -258,13 +271,7 @@ fn reclaimer(url: &str, hosts: Arc<Hosts>, dir: &tempfile::TempDir) -> Reclaimer
 /// dead peer; with dyn4's host in the inventory it is never reclaimed.
 #[tokio::test]
 async fn the_real_partition_is_never_taken_for_a_death() {
-    let (stand, url) = Stand::start("steady-fixed1-report.json").await;
-    let hosts = Arc::new(Hosts::default());
-    hosts.set(&["dyn4", "dyn5"]);
-    let dir = tempfile::tempdir().unwrap();
-    let r = reclaimer(&url, hosts.clone(), &dir);
-    let p = r.run_once().await;
-    assert!(p.unreachable.is_empty() && p.errors.is_empty(), "{p:?}");
+    let (stand, _hosts, dir, r) = watching().await;
     let ledger = std::fs::read_to_string(dir.path().join("ledger.jsonl")).unwrap();
     for (peer, host, address) in [
         ("00:00:00:00:00:04", "h-dyn4", "192.168.77.4"),
@@ -293,12 +300,7 @@ async fn the_real_partition_is_never_taken_for_a_death() {
 /// on fixed1, and its address forgotten.
 #[tokio::test]
 async fn the_real_kill_is_reclaimed_once() {
-    let (stand, url) = Stand::start("steady-fixed1-report.json").await;
-    let hosts = Arc::new(Hosts::default());
-    hosts.set(&["dyn4", "dyn5"]);
-    let dir = tempfile::tempdir().unwrap();
-    let r = reclaimer(&url, hosts.clone(), &dir);
-    r.run_once().await;
+    let (stand, hosts, _dir, r) = watching().await;
     stand.serve("killed-dyn5-fixed1-report.json");
     // Killed, but the inventory still lists its host (a stopped host, say): kept.
     let p = r.run_once().await;
@@ -329,12 +331,7 @@ async fn the_real_kill_is_reclaimed_once() {
 /// itself, alive — which is reported as such and never taken for a new incarnation.
 #[tokio::test]
 async fn a_reclaimed_peer_back_with_the_same_uid_is_reported_not_reclaimed_again() {
-    let (stand, url) = Stand::start("steady-fixed1-report.json").await;
-    let hosts = Arc::new(Hosts::default());
-    hosts.set(&["dyn4", "dyn5"]);
-    let dir = tempfile::tempdir().unwrap();
-    let r = reclaimer(&url, hosts.clone(), &dir);
-    r.run_once().await;
+    let (stand, hosts, _dir, r) = watching().await;
     stand.serve("partition-fixed1-report.json");
     hosts.set(&["dyn5"]);
     let p = r.run_once().await;
