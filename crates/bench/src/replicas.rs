@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use fleetscale_core::coordination::{ActionNote, Coordinator, Fence};
 use fleetscale_core::engine::{Engine, EngineConfig, TargetSpec};
 use fleetscale_core::policy::{CountRule, Policy};
 use fleetscale_core::record::{DecisionObserver, DecisionRecord};
@@ -75,6 +76,89 @@ impl Default for ReplicaOptions {
     }
 }
 
+/// A fence granted to a replica: the replica, the target, the token, and when it was granted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FenceRecord {
+    /// The replica.
+    pub replica: String,
+    /// The target (app).
+    pub target: String,
+    /// The fencing token (the ownership key's revision in etcd).
+    pub token: u64,
+    /// When the fence was granted (before the action was sent).
+    pub at: SystemTime,
+}
+
+/// Every fence granted to the replicas of a test, in one list.
+pub type FenceLog = Arc<std::sync::Mutex<Vec<FenceRecord>>>;
+
+/// A coordinator that records every fence it grants.
+pub struct RecordingCoordinator {
+    name: String,
+    inner: Arc<EtcdCoordinator>,
+    log: FenceLog,
+}
+
+#[async_trait::async_trait]
+impl Coordinator for RecordingCoordinator {
+    async fn acquire(&self, targets: &[String]) -> fleetscale_core::Result<Vec<String>> {
+        self.inner.acquire(targets).await
+    }
+
+    async fn fence(&self, note: &ActionNote) -> fleetscale_core::Result<Fence> {
+        let f = self.inner.fence(note).await?;
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(FenceRecord {
+                replica: self.name.clone(),
+                target: note.target.clone(),
+                token: f.token,
+                at: SystemTime::now(),
+            });
+        Ok(f)
+    }
+}
+
+/// Stale actions: a mutating request that reached the Machines API *after* a request on the
+/// same app sent under a newer ownership (a higher fencing token). Each request's token is
+/// that of the last fence its replica got on the app before the request arrived. Empty when
+/// fencing held: per app, tokens never go down in arrival order.
+pub fn stale_actions(log: &[RequestRecord], fences: &[FenceRecord]) -> Vec<String> {
+    let mut bad = Vec::new();
+    for (app, ms) in mutations(log) {
+        let mut highest: Option<(u64, &Mutation)> = None;
+        for m in &ms {
+            let token = fences
+                .iter()
+                .filter(|f| f.target == app && f.replica == m.actor && f.at <= m.at)
+                .map(|f| f.token)
+                .max();
+            let Some(token) = token else {
+                bad.push(format!(
+                    "{app}: {} {} by {} with no fence before it",
+                    m.kind,
+                    m.machine.as_deref().unwrap_or(""),
+                    m.actor
+                ));
+                continue;
+            };
+            if let Some((h, by)) = highest {
+                if token < h {
+                    bad.push(format!(
+                        "{app}: {} by {} under token {token} arrived after {} by {} under token {h}",
+                        m.kind, m.actor, by.kind, by.actor
+                    ));
+                }
+            }
+            if highest.is_none_or(|(h, _)| token >= h) {
+                highest = Some((token, m));
+            }
+        }
+    }
+    bad
+}
+
 /// Counts the passes of an engine.
 #[derive(Debug, Default)]
 pub struct PassCounter {
@@ -112,6 +196,8 @@ pub struct Replica {
     pub coordinator: Arc<EtcdCoordinator>,
     /// Its passes.
     pub passes: Arc<PassCounter>,
+    /// Every fence of every replica sharing this log.
+    pub fences: FenceLog,
     cancel: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
@@ -171,6 +257,7 @@ impl Replica {
         apps: &[String],
         loads: &Loads,
         options: &ReplicaOptions,
+        fences: &FenceLog,
     ) -> Replica {
         let coordinator = Arc::new(
             EtcdCoordinator::new(etcd.clone().with_replica_name(name)).expect("valid settings"),
@@ -187,7 +274,11 @@ impl Replica {
             },
             Arc::new(targets(name, fly_url, apps, loads)),
         )
-        .with_coordinator(coordinator.clone())
+        .with_coordinator(Arc::new(RecordingCoordinator {
+            name: name.to_string(),
+            inner: coordinator.clone(),
+            log: fences.clone(),
+        }))
         .with_observer(passes.clone());
         let cancel = CancellationToken::new();
         let c = cancel.clone();
@@ -198,6 +289,7 @@ impl Replica {
             name: name.to_string(),
             coordinator,
             passes,
+            fences: fences.clone(),
             cancel,
             task: Some(task),
         }
@@ -306,4 +398,55 @@ pub fn destroyed_twice(log: &[RequestRecord]) -> Vec<String> {
         .filter(|(_, n)| *n > 1)
         .map(|(m, n)| format!("{m} destroyed {n} times"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(secs: u64, actor: &str, method: &str, path: &str) -> RequestRecord {
+        RequestRecord {
+            method: method.into(),
+            path: path.into(),
+            query: String::new(),
+            status: 200,
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+            request_id: String::new(),
+            nonce: None,
+            user_agent: Some(user_agent(actor)),
+        }
+    }
+
+    fn fence(secs: u64, replica: &str, token: u64) -> FenceRecord {
+        FenceRecord {
+            replica: replica.into(),
+            target: "app".into(),
+            token,
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+        }
+    }
+
+    #[test]
+    fn a_request_under_an_older_token_after_a_newer_one_is_stale() {
+        let log = vec![
+            request(2, "a", "POST", "/v1/apps/app/machines"),
+            request(6, "b", "POST", "/v1/apps/app/machines"),
+            request(8, "a", "DELETE", "/v1/apps/app/machines/m1"),
+        ];
+        let fences = vec![fence(1, "a", 10), fence(5, "b", 20), fence(7, "a", 10)];
+        let stale = stale_actions(&log, &fences);
+        assert_eq!(stale.len(), 1, "{stale:?}");
+        assert!(
+            stale[0].contains("destroy by a under token 10"),
+            "{stale:?}"
+        );
+        // a regained the app under a newer token: fine.
+        let fences = vec![fence(1, "a", 10), fence(5, "b", 20), fence(7, "a", 30)];
+        assert!(stale_actions(&log, &fences).is_empty());
+        // A request with no fence before it at all.
+        let stale = stale_actions(&log[..1], &[fence(3, "a", 10)]);
+        assert!(stale[0].contains("no fence"), "{stale:?}");
+        assert_eq!(overlapping_actors(&log), ["app: a -> b -> a"]);
+        assert!(destroyed_twice(&log).is_empty());
+    }
 }

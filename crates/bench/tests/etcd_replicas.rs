@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use fleetscale_bench::fleet;
 use fleetscale_bench::replicas::{
-    destroyed_twice, mutations, Loads, Mutation, Replica, ReplicaOptions,
+    destroyed_twice, mutations, stale_actions, FenceLog, Loads, Mutation, Replica, ReplicaOptions,
 };
 use fleetscale_etcd::harness::{EtcdCluster, TcpProxy};
 use fleetscale_etcd::{rendezvous, EtcdConfig};
@@ -45,6 +45,7 @@ struct World {
     server: FakeFlyServer,
     apps: Vec<String>,
     loads: Loads,
+    fences: FenceLog,
 }
 
 impl World {
@@ -69,6 +70,7 @@ impl World {
             server,
             apps,
             loads,
+            fences: FenceLog::default(),
         }
     }
 
@@ -84,8 +86,18 @@ impl World {
             &self.apps,
             &self.loads,
             &ReplicaOptions::default(),
+            &self.fences,
         )
         .await
+    }
+
+    /// Fencing held over the whole run: no request arrived after one sent under a newer
+    /// ownership of its app.
+    fn assert_fenced(&self) {
+        let fences = self.fences.lock().unwrap().clone();
+        assert!(!fences.is_empty());
+        let stale = stale_actions(&self.fake().request_log(), &fences);
+        assert!(stale.is_empty(), "stale actions: {stale:#?}");
     }
 
     fn live(&self, app: &str) -> usize {
@@ -227,6 +239,7 @@ async fn a_killed_replicas_apps_are_taken_over_and_nothing_is_done_twice() {
         let all = &mutations(&log)[app];
         assert_eq!(creates(all), 2, "{app}: 1 -> 2 -> 3, no extra create");
     }
+    world.assert_fenced();
     b.stop().await;
     c.stop().await;
 }
@@ -283,6 +296,7 @@ async fn a_replica_cut_off_from_etcd_stops_acting_and_its_apps_move_without_over
         assert_eq!(creates(&ms), 1, "{app}");
     }
     assert!(destroyed_twice(&world.fake().request_log()).is_empty());
+    world.assert_fenced();
     for r in [a, b, c] {
         r.stop().await;
     }
@@ -328,6 +342,7 @@ async fn etcd_entirely_down_stops_every_replica_and_they_resume_when_it_returns(
             "{app}"
         );
     }
+    world.assert_fenced();
     a.stop().await;
     b.stop().await;
 }
@@ -372,6 +387,7 @@ async fn one_member_of_three_killed_changes_nothing() {
         lost,
         "no ownership moved"
     );
+    world.assert_fenced();
     a.stop().await;
     b.stop().await;
 }
