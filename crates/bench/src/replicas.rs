@@ -259,16 +259,38 @@ impl Replica {
         options: &ReplicaOptions,
         fences: &FenceLog,
     ) -> Replica {
+        let coordinator = Replica::register(name, etcd).await;
+        Replica::run(name, coordinator, fly_url, apps, loads, options, fences)
+    }
+
+    /// Registers replica `name` in etcd (so that the others count it from their next pass).
+    ///
+    /// # Panics
+    /// When the settings are invalid or etcd refuses the registration.
+    pub async fn register(name: &str, etcd: &EtcdConfig) -> Arc<EtcdCoordinator> {
         let coordinator = Arc::new(
             EtcdCoordinator::new(etcd.clone().with_replica_name(name)).expect("valid settings"),
         );
         coordinator.register().await.expect("registered in etcd");
+        coordinator
+    }
+
+    /// Starts the engine of a registered replica over `apps`.
+    pub fn run(
+        name: &str,
+        coordinator: Arc<EtcdCoordinator>,
+        fly_url: &str,
+        apps: &[String],
+        loads: &Loads,
+        options: &ReplicaOptions,
+        fences: &FenceLog,
+    ) -> Replica {
         let passes = Arc::new(PassCounter::default());
         let engine = Engine::new(
             EngineConfig {
                 interval: options.interval,
                 refresh_interval: Duration::from_secs(3600),
-                tick_timeout: Duration::from_secs(20),
+                tick_timeout: Duration::from_secs(60),
                 concurrency: options.concurrency,
                 ..EngineConfig::default()
             },
