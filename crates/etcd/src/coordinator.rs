@@ -141,6 +141,12 @@ fn host_name() -> String {
         .unwrap_or_else(|| "replica".into())
 }
 
+/// A replica name for this process: the host name and a random suffix (new at every start,
+/// so a restarted process never collides with its own previous registration).
+pub fn default_replica_name() -> String {
+    format!("{}-{:08x}", host_name(), rand::random::<u32>())
+}
+
 fn unix_ms() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -192,7 +198,7 @@ impl EtcdCoordinator {
         let replica = config
             .replica_name
             .clone()
-            .unwrap_or_else(|| format!("{}-{:08x}", host_name(), rand::random::<u32>()));
+            .unwrap_or_else(default_replica_name);
         Ok(EtcdCoordinator {
             prefix: config.normalized_prefix(),
             config,

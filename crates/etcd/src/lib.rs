@@ -61,7 +61,7 @@ pub use config::{
     EtcdConfig, Secret, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LEASE_TTL, DEFAULT_PREFIX,
     DEFAULT_REQUEST_TIMEOUT,
 };
-pub use coordinator::{timing, CoordinationStatus, EtcdCoordinator};
+pub use coordinator::{default_replica_name, timing, CoordinationStatus, EtcdCoordinator};
 pub use error::EtcdError;
 pub use lease::RequestCounts;
 pub use ledger::EtcdLedger;
