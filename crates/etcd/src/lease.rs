@@ -64,6 +64,18 @@ pub struct RequestCounts {
 }
 
 impl RequestCounts {
+    /// The counts by kind, named as etcd's gRPC methods are (`range`, `txn`, `lease_grant`,
+    /// `keep_alive`, `lease_revoke`), for metrics.
+    pub fn by_kind(&self) -> [(&'static str, u64); 5] {
+        [
+            ("range", self.range),
+            ("txn", self.txn),
+            ("lease_grant", self.lease_grant),
+            ("keep_alive", self.keep_alive),
+            ("lease_revoke", self.lease_revoke),
+        ]
+    }
+
     /// All requests.
     pub fn total(&self) -> u64 {
         self.range + self.txn + self.lease_grant + self.keep_alive + self.lease_revoke

@@ -56,6 +56,7 @@ pub mod harness;
 mod lease;
 mod ledger;
 pub mod rendezvous;
+mod settings;
 
 pub use config::{
     EtcdConfig, Secret, DEFAULT_CONNECT_TIMEOUT, DEFAULT_LEASE_TTL, DEFAULT_PREFIX,
@@ -65,3 +66,4 @@ pub use coordinator::{default_replica_name, timing, CoordinationStatus, EtcdCoor
 pub use error::EtcdError;
 pub use lease::RequestCounts;
 pub use ledger::EtcdLedger;
+pub use settings::{CoordinationKind, CoordinationSection, ENV_SETTINGS};
