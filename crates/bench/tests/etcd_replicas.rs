@@ -13,7 +13,7 @@
 //!
 //! Scenarios: a replica killed (its engine dropped mid-flight, its lease left to expire, as
 //! `kill -9` leaves it); a replica cut off from etcd while it can still reach the Machines API
-//! (the in-process cousin of a frozen process; `SIGSTOP` itself is tested on the binary); etcd
+//! (the in-process cousin of a frozen process); etcd
 //! entirely down and back; one member of three killed.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,0 +1,224 @@
+//! Two replicas of the real `fleetscale` binary sharing apps through real etcd (the Debian
+//! `etcd-server`, started on loopback by `fleetscale_etcd::harness`) on the fake Machines API:
+//! each app owned by exactly the replica rendezvous hashing names, every app scaled once, and
+//! after `kill -9` of one replica the other takes its apps over and acts on them.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{eventually, Proc};
+use fleetscale_etcd::harness::EtcdCluster;
+use fleetscale_etcd::rendezvous;
+use fleetscale_fly::fake::FakeFlyServer;
+use fleetscale_fly::DestroyOptions;
+
+const TOKEN: &str = "replicas-token";
+const APPS: usize = 8;
+
+fn app(i: usize) -> String {
+    format!("tenant-{i}")
+}
+
+/// The configuration of one replica: one target per app, two machines each, sharing through
+/// etcd with a 3 s lease.
+fn config(fly: &FakeFlyServer, etcd: &[String], replica: &str) -> String {
+    let endpoints = etcd
+        .iter()
+        .map(|e| format!("\"{e}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut s = format!(
+        "[engine]\ninterval = \"300ms\"\n[server]\nlisten = \"127.0.0.1:0\"\n\
+         [coordination]\ntype = \"etcd\"\nendpoints = [{endpoints}]\nprefix = \"/e2e/\"\n\
+         lease_ttl = \"3s\"\nreplica_name = \"{replica}\"\n"
+    );
+    for i in 0..APPS {
+        s.push_str(&format!(
+            "[[target]]\nname = \"{a}\"\nbackend = {{ type = \"fly\", app = \"{a}\", base_url = \"{url}\", release_guard = false }}\n\
+             initial_state = \"started\"\n[target.policy]\ncreated = \"2\"\n",
+            a = app(i),
+            url = fly.url()
+        ));
+    }
+    s
+}
+
+fn spawn(path: &std::path::Path) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetscale"));
+    cmd.args(["--log-format", "json", "run", "--config"])
+        .arg(path)
+        .env("FLY_API_TOKEN", TOKEN)
+        .env_remove("RUST_LOG");
+    Proc::spawn(cmd)
+}
+
+/// The `/metrics` address a replica logged.
+async fn metrics_addr(p: &Proc) -> String {
+    let stderr = p.stderr.clone();
+    eventually(
+        "the /metrics address in the logs",
+        || {
+            p.json_logs().iter().find_map(|l| {
+                (l["msg"].as_str() == Some("serving /metrics and /healthz"))
+                    .then(|| l["addr"].as_str().map(str::to_string))
+                    .flatten()
+            })
+        },
+        move || stderr.lock().unwrap().join("\n"),
+    )
+    .await
+}
+
+/// The targets a replica says it owns on `/metrics`, and whether it acts.
+async fn owned(addr: &str) -> Option<(BTreeSet<String>, bool)> {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let targets = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("fleetscale_coordination_target_owned{target=\""))
+        .filter_map(|l| l.split_once("\"} 1").map(|(t, _)| t.to_string()))
+        .collect();
+    let acting = text
+        .lines()
+        .any(|l| l.starts_with("fleetscale_coordination_acting{") && l.ends_with(" 1"));
+    Some((targets, acting))
+}
+
+/// Polls until `f` holds on both replicas' ownership, returning the last sets.
+async fn until_owned(
+    what: &str,
+    addrs: &[&str],
+    f: impl Fn(&[BTreeSet<String>]) -> bool,
+) -> Vec<BTreeSet<String>> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let mut sets = Vec::new();
+        for a in addrs {
+            sets.push(owned(a).await.map(|(s, _)| s).unwrap_or_default());
+        }
+        if f(&sets) {
+            return sets;
+        }
+        assert!(
+            t0.elapsed() < common::DEADLINE,
+            "timed out waiting for {what}: {sets:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn counts(fly: &FakeFlyServer) -> Vec<usize> {
+    (0..APPS)
+        .map(|i| fly.fake().machines(&app(i)).len())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_the_apps_and_one_takes_over_after_the_other_is_killed() {
+    let etcd = EtcdCluster::start(1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let fly = common::fake_fly(TOKEN).await;
+    let client = common::client(&fly, TOKEN);
+    for i in 0..APPS {
+        common::seed_app(&client, &app(i)).await;
+    }
+    let names = vec!["replica-a".to_string(), "replica-b".to_string()];
+    let expect: Vec<BTreeSet<String>> = names
+        .iter()
+        .map(|n| {
+            (0..APPS)
+                .map(app)
+                .filter(|a| rendezvous::owner(a, &names) == Some(n.as_str()))
+                .collect()
+        })
+        .collect();
+    assert!(
+        expect.iter().all(|s| !s.is_empty()),
+        "the apps must be split for the test to mean anything: {expect:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs = Vec::new();
+    for n in &names {
+        let path = dir.path().join(format!("{n}.toml"));
+        std::fs::write(&path, config(&fly, &etcd.endpoints(), n)).unwrap();
+        procs.push(spawn(&path));
+    }
+    let mut addrs = Vec::new();
+    for p in &procs {
+        addrs.push(metrics_addr(p).await);
+    }
+    let a_addr = addrs[0].clone();
+    let b_addr = addrs[1].clone();
+
+    // Each app owned by the replica rendezvous hashing names, by exactly one.
+    until_owned(
+        "ownership by rendezvous hashing",
+        &[&a_addr, &b_addr],
+        |s| s[0] == expect[0] && s[1] == expect[1],
+    )
+    .await;
+    // Every app scaled to two machines, once: no app ever gets a third.
+    let fly_counts = || format!("{:?}", counts(&fly));
+    eventually(
+        "two machines per app",
+        || counts(&fly).iter().all(|&c| c == 2).then_some(()),
+        fly_counts,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        counts(&fly).iter().all(|&c| c == 2),
+        "an app was scaled twice: {:?}",
+        counts(&fly)
+    );
+
+    // kill -9 of replica a: b takes every app over once a's lease expired in etcd.
+    procs[0].child.kill().unwrap();
+    procs[0].child.wait().unwrap();
+    let all: BTreeSet<String> = (0..APPS).map(app).collect();
+    until_owned("b owning every app", &[&b_addr], |s| s[0] == all).await;
+    let (_, acting) = owned(&b_addr).await.expect("b answers");
+    assert!(acting, "b acts");
+
+    // b acts on a's apps: a machine destroyed behind its back is replaced.
+    for a in &expect[0] {
+        let m = fly.fake().machines(a).pop().expect("a machine");
+        client
+            .destroy_machine(
+                a,
+                &m.id,
+                DestroyOptions {
+                    force: true,
+                    kill: false,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    eventually(
+        "a's apps back to two machines",
+        || counts(&fly).iter().all(|&c| c == 2).then_some(()),
+        fly_counts,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(counts(&fly).iter().all(|&c| c == 2), "{:?}", counts(&fly));
+
+    // b leaves cleanly: it logs leaving etcd and exits 0.
+    procs[1].signal("TERM");
+    let status = procs[1].wait(common::DEADLINE);
+    let logs = procs[1].stderr_lines().join("\n");
+    assert!(status.success(), "{logs}");
+    assert!(logs.contains("left etcd"), "{logs}");
+    assert!(logs.contains("ownership gained"), "{logs}");
+}
