@@ -222,3 +222,128 @@ async fn two_replicas_share_the_apps_and_one_takes_over_after_the_other_is_kille
     assert!(logs.contains("left etcd"), "{logs}");
     assert!(logs.contains("ownership gained"), "{logs}");
 }
+
+/// Requests that change machines (anything but a read) in the fake's log.
+fn mutations(fly: &FakeFlyServer) -> Vec<String> {
+    fly.fake()
+        .request_log()
+        .into_iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
+fn count_lines(p: &Proc, msg: &str) -> usize {
+    p.json_logs()
+        .iter()
+        .filter(|l| l["msg"].as_str() == Some(msg))
+        .count()
+}
+
+/// A replica frozen with SIGSTOP past its lease sends nothing when it resumes while etcd is
+/// down (it cannot have a valid fence), keeps serving `/metrics` saying it does not act, and
+/// acts again once etcd is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_frozen_past_its_lease_sends_nothing_when_it_resumes() {
+    let mut etcd = EtcdCluster::start(1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let fly = common::fake_fly(TOKEN).await;
+    let client = common::client(&fly, TOKEN);
+    for i in 0..APPS {
+        common::seed_app(&client, &app(i)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs = Vec::new();
+    for n in ["replica-a", "replica-b"] {
+        let path = dir.path().join(format!("{n}.toml"));
+        std::fs::write(&path, config(&fly, &etcd.endpoints(), n)).unwrap();
+        procs.push(spawn(&path));
+    }
+    let a_addr = metrics_addr(&procs[0]).await;
+    let b_addr = metrics_addr(&procs[1]).await;
+    let fly_counts = || format!("{:?}", counts(&fly));
+    eventually(
+        "two machines per app",
+        || counts(&fly).iter().all(|&c| c == 2).then_some(()),
+        fly_counts,
+    )
+    .await;
+    let names = ["replica-a".to_string(), "replica-b".to_string()];
+    let sets = until_owned(
+        "ownership by rendezvous hashing",
+        &[&a_addr, &b_addr],
+        |s| {
+            s.iter().enumerate().all(|(i, set)| {
+                set.len()
+                    == (0..APPS)
+                        .filter(|&k| rendezvous::owner(&app(k), &names) == Some(names[i].as_str()))
+                        .count()
+            }) && !s[0].is_empty()
+        },
+    )
+    .await;
+    let a_owned = sets[0].clone();
+
+    // Freeze a; b takes every app over once a's lease expired in etcd.
+    procs[0].signal("STOP");
+    let all: BTreeSet<String> = (0..APPS).map(app).collect();
+    until_owned("b owning every app", &[&b_addr], |s| s[0] == all).await;
+    // b leaves; a's apps lose a machine each; etcd goes down: nobody may act now.
+    procs[1].signal("TERM");
+    assert!(procs[1].wait(common::DEADLINE).success());
+    for a in &a_owned {
+        let m = fly.fake().machines(a).pop().expect("a machine");
+        let opts = DestroyOptions {
+            force: true,
+            kill: false,
+        };
+        client.destroy_machine(a, &m.id, opts, None).await.unwrap();
+    }
+    etcd.kill_all();
+    fly.fake().clear_request_log();
+    let stopped_acting = count_lines(&procs[0], "not acting: the lease is not confirmed")
+        + count_lines(&procs[0], "ownership lost")
+        + count_lines(&procs[0], "ownership suspended");
+
+    // a resumes with its old view of the world: not one action.
+    procs[0].signal("CONT");
+    let a_logs = {
+        let stderr = procs[0].stderr.clone();
+        move || stderr.lock().unwrap().join("\n")
+    };
+    eventually(
+        "a noticing that it may not act",
+        || {
+            let now = count_lines(&procs[0], "not acting: the lease is not confirmed")
+                + count_lines(&procs[0], "ownership lost")
+                + count_lines(&procs[0], "ownership suspended");
+            (now > stopped_acting).then_some(())
+        },
+        &a_logs,
+    )
+    .await;
+    // Several of a's passes (300 ms apart) while etcd stays down.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        mutations(&fly),
+        Vec::<String>::new(),
+        "a frozen replica acted after it resumed"
+    );
+    let (owned_now, acting) = owned(&a_addr).await.expect("a keeps serving /metrics");
+    assert!(!acting, "a says it does not act");
+    assert!(owned_now.is_empty(), "{owned_now:?}");
+
+    // etcd back: a registers again, owns every app and repairs its old ones.
+    etcd.restart_all().await.unwrap_or_else(|e| panic!("{e}"));
+    until_owned("a owning every app", &[&a_addr], |s| s[0] == all).await;
+    eventually(
+        "every app back to two machines",
+        || counts(&fly).iter().all(|&c| c == 2).then_some(()),
+        fly_counts,
+    )
+    .await;
+    assert!(!mutations(&fly).is_empty());
+    procs[0].signal("TERM");
+    assert!(procs[0].wait(common::DEADLINE).success(), "{}", a_logs());
+}
