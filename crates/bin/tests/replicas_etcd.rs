@@ -347,3 +347,154 @@ async fn a_replica_frozen_past_its_lease_sends_nothing_when_it_resumes() {
     procs[0].signal("TERM");
     assert!(procs[0].wait(common::DEADLINE).success(), "{}", a_logs());
 }
+
+fn fly_autoscaler(fly: &FakeFlyServer) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fly-autoscaler"));
+    cmd.arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("FLY_FLAPS_BASE_URL", fly.url())
+        .env("FLY_API_BASE_URL", fly.url())
+        .env("FAS_ORG", "my-org")
+        .env("FAS_APP_NAME", "tenant-*")
+        .env("FAS_API_TOKEN", TOKEN)
+        .env("FAS_CREATED_MACHINE_COUNT", "2")
+        .env("FAS_INITIAL_MACHINE_STATE", "started")
+        .env("FAS_INTERVAL", "300ms")
+        .env("FAS_METRICS_ADDR", "127.0.0.1:0");
+    cmd
+}
+
+/// The `/metrics` address `fly-autoscaler` logged.
+async fn fas_metrics_addr(p: &Proc) -> String {
+    let stderr = p.stderr.clone();
+    eventually(
+        "the metrics address in the logs",
+        || {
+            p.json_logs().iter().find_map(|l| {
+                (l["msg"].as_str() == Some("serving metrics"))
+                    .then(|| l["addr"].as_str().map(str::to_string))
+                    .flatten()
+            })
+        },
+        move || stderr.lock().unwrap().join("\n"),
+    )
+    .await
+}
+
+/// `fly-autoscaler` replicas configured by `FAS_ETCD_*` share a wildcard's apps and one takes
+/// over after `kill -9` of the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fly_autoscaler_replicas_share_a_wildcards_apps_through_etcd() {
+    let etcd = EtcdCluster::start(1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let fly = common::fake_fly(TOKEN).await;
+    let client = common::client(&fly, TOKEN);
+    for i in 0..APPS {
+        common::seed_app(&client, &app(i)).await;
+    }
+    let names = vec!["fas-a".to_string(), "fas-b".to_string()];
+    let expect: Vec<BTreeSet<String>> = names
+        .iter()
+        .map(|n| {
+            (0..APPS)
+                .map(app)
+                .filter(|a| rendezvous::owner(a, &names) == Some(n.as_str()))
+                .collect()
+        })
+        .collect();
+    assert!(expect.iter().all(|s| !s.is_empty()), "{expect:?}");
+    let mut procs = Vec::new();
+    for n in &names {
+        let mut cmd = fly_autoscaler(&fly);
+        cmd.env("FAS_ETCD_ENDPOINTS", etcd.endpoints().join(","))
+            .env("FAS_ETCD_PREFIX", "/fas-e2e/")
+            .env("FAS_ETCD_LEASE_TTL", "3s")
+            .env("FAS_ETCD_REPLICA_NAME", n);
+        procs.push(Proc::spawn(cmd));
+    }
+    let a_addr = fas_metrics_addr(&procs[0]).await;
+    let b_addr = fas_metrics_addr(&procs[1]).await;
+    until_owned(
+        "ownership by rendezvous hashing",
+        &[&a_addr, &b_addr],
+        |s| s[0] == expect[0] && s[1] == expect[1],
+    )
+    .await;
+    let fly_counts = || format!("{:?}", counts(&fly));
+    eventually(
+        "two machines per app",
+        || counts(&fly).iter().all(|&c| c == 2).then_some(()),
+        fly_counts,
+    )
+    .await;
+
+    procs[0].child.kill().unwrap();
+    procs[0].child.wait().unwrap();
+    let all: BTreeSet<String> = (0..APPS).map(app).collect();
+    until_owned("b owning every app", &[&b_addr], |s| s[0] == all).await;
+    for a in &expect[0] {
+        let m = fly.fake().machines(a).pop().expect("a machine");
+        let opts = DestroyOptions {
+            force: true,
+            kill: false,
+        };
+        client.destroy_machine(a, &m.id, opts, None).await.unwrap();
+    }
+    eventually(
+        "a's apps back to two machines",
+        || counts(&fly).iter().all(|&c| c == 2).then_some(()),
+        fly_counts,
+    )
+    .await;
+    procs[1].signal("TERM");
+    let status = procs[1].wait(common::DEADLINE);
+    assert!(status.success(), "{}", procs[1].stderr_lines().join("\n"));
+}
+
+/// Bad `FAS_ETCD_*` settings stop `fly-autoscaler` at start with the variable's name, never
+/// the password, and before any request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fly_autoscaler_refuses_bad_etcd_settings_at_start() {
+    let fly = common::fake_fly(TOKEN).await;
+    for (vars, want) in [
+        (
+            vec![
+                ("FAS_ETCD_ENDPOINTS", "http://127.0.0.1:2379"),
+                ("FAS_ETCD_LEASE_TTL", "1s"),
+            ],
+            "FAS_ETCD_LEASE_TTL must be a whole number of seconds, at least 2 s",
+        ),
+        (
+            vec![("FAS_ETCD_PASSWORD", "hunter2-etcd")],
+            "FAS_ETCD_PASSWORD is set but FAS_ETCD_ENDPOINTS is not",
+        ),
+        (
+            vec![
+                ("FAS_ETCD_ENDPOINTS", "http://127.0.0.1:2379"),
+                ("FAS_ETCD_USERNAME", "u"),
+                ("FAS_ETCD_PASSWORD", "hunter2-etcd"),
+                ("FAS_ETCD_CA_FILE", "/nonexistent/ca.pem"),
+            ],
+            "TLS settings are given but the endpoints say http://",
+        ),
+    ] {
+        let mut cmd = fly_autoscaler(&fly);
+        for (k, v) in &vars {
+            cmd.env(k, v);
+        }
+        let (status, out, err) = common::run(cmd);
+        assert!(!status.success(), "{vars:?}: {out}{err}");
+        assert!(err.contains(want), "{vars:?}: {err} (wanted {want})");
+        assert!(
+            !err.contains("hunter2") && !out.contains("hunter2"),
+            "{err}"
+        );
+    }
+    assert!(
+        mutations(&fly).is_empty(),
+        "nothing sent: {:?}",
+        mutations(&fly)
+    );
+}
