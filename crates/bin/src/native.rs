@@ -623,7 +623,7 @@ impl std::fmt::Debug for NativeTargets {
 /// A count rule of `[target.policy]`: each expression is parsed on its own so that an error
 /// points at its own key (and column), and the messages use this file's key names
 /// (`created_min`, not fly-autoscaler's `min-created-machine-count`).
-fn rule(
+pub(crate) fn rule(
     path: &Path,
     text: &ConfigText,
     kind: &str,
@@ -1217,6 +1217,7 @@ pub async fn run(path: &Path, dry_run: bool, etcd: &[String]) -> Result<()> {
     let health = Arc::new(Health::new(
         engine_cfg.interval * 3 + engine_cfg.tick_timeout + engine_cfg.refresh_interval,
     ));
+    let status = crate::http::status_board("fleetscale", cfg.engine().interval);
     let replication = etcd
         .map(|c| crate::coordination::Replication::start(c, metrics.clone()))
         .transpose()?;
@@ -1225,7 +1226,8 @@ pub async fn run(path: &Path, dry_run: bool, etcd: &[String]) -> Result<()> {
             .with_observer(Arc::new(TracingObserver::new()))
             .with_observer(Arc::new(PauseLog))
             .with_observer(metrics.clone())
-            .with_observer(health.clone()),
+            .with_observer(health.clone())
+            .with_observer(status.clone()),
         replication.as_ref(),
     ));
     let server = if cfg.server.listen.trim() == "off" {
@@ -1239,7 +1241,7 @@ pub async fn run(path: &Path, dry_run: bool, etcd: &[String]) -> Result<()> {
                     cfg.server.listen
                 ))
             })?;
-        let s = MetricsServer::start(addr, metrics, health)
+        let s = MetricsServer::start_with_status(addr, metrics, health, Some(status))
             .await
             .map_err(|e| BinError::io(format!("listen on {addr} (server.listen)"), e))?;
         tracing::info!(addr = %s.addr(), "serving /metrics and /healthz");

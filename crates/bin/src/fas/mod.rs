@@ -626,6 +626,7 @@ pub async fn serve(config: Config, getenv: &dyn Fn(&str) -> Option<String>) -> R
         FlyTargets::new(config.clone(), client, policy, sources, log.clone())
             .with_release_guard(graphql),
     );
+    let status = crate::http::status_board("fly-autoscaler", config.interval);
     let replication = etcd
         .map(|c| crate::coordination::Replication::start(c, metrics.clone()))
         .transpose()?;
@@ -633,14 +634,15 @@ pub async fn serve(config: Config, getenv: &dyn Fn(&str) -> Option<String>) -> R
         Engine::new(engine_config(&config), provider)
             .with_observer(log)
             .with_observer(metrics.clone())
-            .with_observer(health.clone()),
+            .with_observer(health.clone())
+            .with_observer(status.clone()),
         replication.as_ref(),
     ));
     log_pool_initialized(&config, config.metric_collectors.len());
 
     // Without /metrics and /healthz the autoscaler cannot be watched: a listen address that
     // cannot be bound stops it at start.
-    let server = MetricsServer::start(metrics_addr, metrics, health)
+    let server = MetricsServer::start_with_status(metrics_addr, metrics, health, Some(status))
         .await
         .map_err(|e| {
             BinError::Failed(format!(

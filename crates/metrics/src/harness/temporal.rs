@@ -1152,12 +1152,13 @@ impl TemporalDevServer {
         self.addr.to_string()
     }
 
-    /// The end of the server's log.
+    /// The server's log, shortened: the lines before the last 30 that state a cause (a Go
+    /// panic's message is at its top and its stack fills the end, so the end alone hides why
+    /// it stopped, e.g. `bind: address already in use`), then the last 30 lines.
     pub fn log(&self) -> String {
         let text =
             std::fs::read_to_string(self.dir.path().join("temporal.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        shorten_log(&text)
     }
 
     /// Runs the Temporal CLI against this server (`--address` added) and returns its stdout.
@@ -1311,5 +1312,46 @@ impl TemporalDevServer {
 impl Drop for TemporalDevServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Keeps up to 10 cause lines (panic, fatal, error) from before the last 30 lines, then those 30.
+fn shorten_log(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines.len().saturating_sub(30);
+    let causes = lines[..tail]
+        .iter()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("panic") || l.contains("fatal") || l.contains("error")
+        })
+        .take(10);
+    let mut out: Vec<&str> = causes.copied().collect();
+    if !out.is_empty() {
+        out.push("...");
+    }
+    out.extend_from_slice(&lines[tail..]);
+    out.join("\n")
+}
+
+#[cfg(test)]
+mod shorten_log_tests {
+    use super::shorten_log;
+
+    #[test]
+    fn a_panic_message_above_a_long_stack_is_kept() {
+        let mut log = String::from(
+            "info starting\npanic: listen tcp 127.0.0.1:7233: bind: address already in use\n",
+        );
+        for i in 0..100 {
+            log.push_str(&format!("frame {i}\n"));
+        }
+        let short = shorten_log(&log);
+        assert!(short.contains("address already in use"), "{short}");
+        assert!(
+            short.contains("frame 99") && !short.contains("frame 69\n"),
+            "{short}"
+        );
+        assert!(!short.contains("info starting"), "{short}");
     }
 }
