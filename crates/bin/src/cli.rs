@@ -72,7 +72,18 @@ same machines (same app and overlapping process groups).
 Ticks of an app are skipped while a deploy of it runs (backend.release_guard, default true;
 Fly's GraphQL API, FLY_API_BASE_URL overrides it).
 `${VAR}` in the file is replaced by the environment variable VAR. An optional [target.weave]
-table makes dynamic peers of a Weave Net cluster join and leave with their machines.";
+table makes dynamic peers of a Weave Net cluster join and leave with their machines.
+Replicas: with a [coordination] table (or --etcd URLS) several processes on the same file
+share the targets through etcd, each acting only on the targets it owns, every action fenced:
+
+  [coordination]
+  type = \"etcd\"
+  endpoints = [\"https://10.0.0.1:2379\", \"https://10.0.0.2:2379\", \"https://10.0.0.3:2379\"]
+  prefix = \"/fleetscale/\"     # keys of this deployment
+  lease_ttl = \"10s\"           # a dead replica's targets are taken over after about this long
+  username = \"fleetscale\"     # optional: etcd authentication
+  password_file = \"/run/secrets/etcd-password\"   # or password = \"${ETCD_PASSWORD}\"
+  ca_file = \"/etc/etcd/ca.pem\"   # optional TLS: cert_file, key_file, tls_server_name";
 
 /// fleetscale: metric-driven autoscaling of Fly.io Machines and Weave Net memberships.
 #[derive(Debug, Parser)]
@@ -123,6 +134,10 @@ pub struct RunArgs {
     /// Plan and log every tick, change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Share the targets with other replicas through these etcd members (client URLs,
+    /// comma separated): the `endpoints` of `[coordination]`, whose other settings apply.
+    #[arg(long, value_delimiter = ',', value_name = "URLS")]
+    pub etcd: Vec<String>,
 }
 
 /// `eval`.
@@ -251,6 +266,17 @@ pub struct ReclaimArgs {
     /// The reclaim ledger file (write-ahead, locked).
     #[arg(long, default_value = "/var/lib/fleetscale/weave-reclaim.ledger")]
     pub ledger: PathBuf,
+    /// Keep the reclaim ledger in etcd instead of --ledger (client URLs of the members,
+    /// comma separated), so that reclaimers on any hosts reclaim each dead peer once. The
+    /// other etcd settings come from FLEETSCALE_ETCD_PREFIX, _USERNAME, _PASSWORD_FILE,
+    /// _CA_FILE, _CERT_FILE, _KEY_FILE, _LEASE_TTL (see the README).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "URLS",
+        env = "FLEETSCALE_ETCD_ENDPOINTS"
+    )]
+    pub etcd: Vec<String>,
     /// Where the hosts that exist are listed: a peer is reclaimed only when its host is gone
     /// from it (required). `fly:APP[/GROUP]` (the app's machines; FLY_API_TOKEN),
     /// `http(s)://HOST/PATH` (an endpoint answering the hosts) or `command:PROGRAM ARGS`
@@ -327,7 +353,9 @@ async fn run(cli: Cli) -> Result<i32> {
             Ok(if s.scaled_out_and_in() { 0 } else { 1 })
         }
         Commands::Backtest(a) => crate::backtest::backtest(&a).await,
-        Commands::Run(a) => crate::native::run(&a.config, a.dry_run).await.map(|()| 0),
+        Commands::Run(a) => crate::native::run(&a.config, a.dry_run, &a.etcd)
+            .await
+            .map(|()| 0),
         Commands::Eval(a) => crate::native::eval(&a.config, a.json).await,
         #[cfg(feature = "fakes")]
         Commands::Fake(FakeCommands::Fly(a)) => crate::fakes::fake_fly(a).await.map(|()| 0),

@@ -13,6 +13,7 @@
 //! ([`logging`]), the `/metrics` and `/healthz` server ([`http`]) fed by
 //! `fleetscale_metrics::AutoscalerMetrics`.
 
+pub mod coordination;
 pub mod error;
 pub mod fas;
 pub mod gocompat;

@@ -260,6 +260,10 @@ pub struct FileConfig {
     /// `[[target]]`.
     #[serde(default, rename = "target")]
     pub targets: Vec<Spanned<TargetConfig>>,
+    /// `[coordination]`: replicas sharing the targets through etcd (absent: this process
+    /// owns every target).
+    #[serde(default)]
+    pub coordination: Option<Spanned<fleetscale_etcd::CoordinationSection>>,
 }
 
 impl FileConfig {
@@ -522,6 +526,11 @@ pub fn load(
             "{}: no [[target]] defined",
             path.display()
         )));
+    }
+    if let Some(c) = &cfg.coordination {
+        c.get_ref().etcd_config().map_err(|e| {
+            BinError::config(text.located(path, c.span().start, &format!("coordination: {e}")))
+        })?;
     }
     Ok((cfg, text))
 }
@@ -1102,8 +1111,19 @@ impl fleetscale_core::record::DecisionObserver for PauseLog {
 /// # Errors
 /// Configuration errors; a listen address that cannot be bound; an engine that stopped on
 /// its own; a second signal.
-pub async fn run(path: &Path, dry_run: bool) -> Result<()> {
+pub async fn run(path: &Path, dry_run: bool, etcd: &[String]) -> Result<()> {
     let (cfg, provider) = load_and_build(path)?;
+    let mut coordination = cfg
+        .coordination
+        .as_ref()
+        .map(|c| c.get_ref().clone())
+        .unwrap_or_default();
+    if !etcd.is_empty() {
+        coordination.endpoints = etcd.to_vec();
+    }
+    let etcd = coordination
+        .etcd_config()
+        .map_err(|e| BinError::config(format!("{}: coordination: {e}", path.display())))?;
     let provider = Arc::new(provider);
     let engine_cfg = cfg.engine();
     let metrics = Arc::new(AutoscalerMetrics::new());
@@ -1111,14 +1131,18 @@ pub async fn run(path: &Path, dry_run: bool) -> Result<()> {
         engine_cfg.interval * 3 + engine_cfg.tick_timeout + engine_cfg.refresh_interval,
     ));
     let status = crate::http::status_board("fleetscale", cfg.engine().interval);
-    let engine = Arc::new(
+    let replication = etcd
+        .map(|c| crate::coordination::Replication::start(c, metrics.clone()))
+        .transpose()?;
+    let engine = Arc::new(crate::coordination::attach(
         Engine::new(engine_config(&engine_cfg, dry_run), provider)
             .with_observer(Arc::new(TracingObserver::new()))
             .with_observer(Arc::new(PauseLog))
             .with_observer(metrics.clone())
             .with_observer(health.clone())
             .with_observer(status.clone()),
-    );
+        replication.as_ref(),
+    ));
     let server = if cfg.server.listen.trim() == "off" {
         None
     } else {
@@ -1149,6 +1173,9 @@ pub async fn run(path: &Path, dry_run: bool) -> Result<()> {
         tokio::spawn(async move { engine.run(cancel.cancelled_owned()).await })
     };
     let result = crate::supervise::run_until_signal(task, cancel, engine_cfg.shutdown_grace).await;
+    if let Some(r) = replication {
+        r.stop().await;
+    }
     if let Some(s) = server {
         s.shutdown().await;
     }

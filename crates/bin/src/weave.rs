@@ -226,14 +226,43 @@ pub fn reclaimer_from_args(
             .map(|f| f.name)
             .ok_or_else(|| BinError::config("--fixed is required"))?,
     };
+    let etcd = etcd_ledger(a, &getenv)?;
     let mut config = ReclaimConfig::new(fixed, designated, a.ledger.clone())
         .with_inventory(parse_inventory(spec, a.inventory_timeout, getenv)?)
         .with_min_unreachable(a.min_unreachable);
+    if let Some(store) = etcd {
+        config = config.with_ledger_store(store);
+    }
     config.interval = a.interval;
     config
         .validate()
         .map_err(|e| BinError::config(e.to_string()))?;
     Ok(Reclaimer::new(config)?)
+}
+
+/// The reclaim ledger in etcd when `--etcd` is given (the other settings from
+/// `FLEETSCALE_ETCD_*`), named `weave-reclaim` under the prefix.
+fn etcd_ledger(
+    a: &ReclaimArgs,
+    getenv: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<Arc<dyn fleetscale_core::coordination::LedgerStore>>> {
+    if a.etcd.is_empty() {
+        return Ok(None);
+    }
+    let endpoints = a.etcd.join(",");
+    let env = |k: &str| {
+        if k == "FLEETSCALE_ETCD_ENDPOINTS" {
+            Some(endpoints.clone())
+        } else {
+            getenv(k)
+        }
+    };
+    let config = fleetscale_etcd::EtcdConfig::from_env("FLEETSCALE_ETCD_", &env)
+        .map_err(|e| BinError::config(format!("--etcd: {e}")))?
+        .ok_or_else(|| BinError::config("--etcd: no endpoint given"))?;
+    let store = fleetscale_etcd::EtcdLedger::new(config, "weave-reclaim")
+        .map_err(|e| BinError::config(format!("--etcd: {e}")))?;
+    Ok(Some(Arc::new(store)))
 }
 
 /// `weave reclaim`: the reclaim daemon (or one pass with `--once`). Returns the exit status:
@@ -249,7 +278,7 @@ pub async fn weave_reclaim(a: ReclaimArgs) -> Result<i32> {
         tracing::warn!(min_unreachable = %humantime::format_duration(a.min_unreachable),
             "--min-unreachable is below 30s: real routers take 30-60s to notice a lost peer; keep the 60s default outside tests");
     }
-    if let Some(dir) = a.ledger.parent() {
+    if let Some(dir) = a.ledger.parent().filter(|_| a.etcd.is_empty()) {
         if !dir.as_os_str().is_empty() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| BinError::io(format!("create {}", dir.display()), e))?;
@@ -286,7 +315,12 @@ pub async fn weave_reclaim(a: ReclaimArgs) -> Result<i32> {
                 .await;
         });
     }
-    tracing::info!(ledger = %a.ledger.display(), designated = %reclaimer.config().designated,
+    let ledger = if a.etcd.is_empty() {
+        a.ledger.display().to_string()
+    } else {
+        format!("etcd {} (weave-reclaim)", a.etcd.join(","))
+    };
+    tracing::info!(%ledger, designated = %reclaimer.config().designated,
         inventory = reclaimer.config().inventory.as_ref().map(|i| i.source().to_string()).unwrap_or_default(),
         "weave reclaimer running");
     let run = {

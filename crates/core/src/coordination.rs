@@ -67,7 +67,8 @@ use crate::plan::ActionKind;
 use crate::{MachineId, Result};
 
 /// What a mutating action is about, recorded with its fence (so that the store keeps who did
-/// what under which ownership).
+/// what under which ownership). A `leave` is noted as the stop or destroy it comes before; a
+/// reclaim of a lost member as a destroy of the member's (gone) machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ActionNote {

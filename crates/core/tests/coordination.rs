@@ -128,3 +128,53 @@ async fn acts_only_on_owned_targets_and_only_under_a_valid_fence() {
     assert!(engine.run_once().await.unwrap().is_empty());
     assert_eq!(scaler.calls().len(), 0, "not even a list");
 }
+
+#[tokio::test]
+async fn a_reclaim_of_a_lost_member_is_sent_only_under_a_valid_fence() {
+    use fleetscale_core::testing::FakeMembership;
+    use fleetscale_core::ClusterMembership;
+
+    for (label, mode, reclaimed) in [
+        ("refused", Mode::Refuse, 0),
+        ("expired", Mode::Expired, 0),
+        ("allowed", Mode::Allow, 1),
+    ] {
+        let scaler = Arc::new(FakeScaler::new().with_machines(2, MachineState::Started));
+        let cluster = Arc::new(FakeMembership::with_fixed(["fixed1"]));
+        for m in scaler.machines() {
+            cluster.join(&m).await.unwrap();
+        }
+        let coordinator = Arc::new(Scripted {
+            owned: vec!["mine".into()],
+            mode: Mutex::new(mode),
+            notes: Mutex::default(),
+        });
+        let policy = Policy {
+            created: CountRule::from_settings("created", Some("2"), None, None).unwrap(),
+            ..Policy::default()
+        };
+        let spec = TargetSpec::new(Scope::new("mine"), scaler.clone(), policy)
+            .with_membership(cluster.clone());
+        let engine = Engine::new(
+            EngineConfig {
+                reclaim_lost_members: true,
+                ..EngineConfig::default()
+            },
+            Arc::new(vec![spec]),
+        )
+        .with_coordinator(coordinator.clone());
+        scaler.vanish(&"m2".into());
+        cluster.set_reachable("peer-m2", false);
+        let r = engine.run_once().await.unwrap().remove(0);
+        assert_eq!(cluster.reclaims_done(), reclaimed, "fence {label}");
+        assert_eq!(r.reclaims.len(), 1);
+        assert_eq!(r.reclaims[0].1.is_ok(), reclaimed == 1, "{:?}", r.reclaims);
+        let notes = coordinator.notes.lock().unwrap().clone();
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.kind == ActionKind::Destroy && n.machine == Some("m2".into())),
+            "the reclaim is noted as a destroy of the gone machine: {notes:?}"
+        );
+    }
+}

@@ -40,6 +40,18 @@
 //! | `fleetscale_member_reclaims_total` | counter | `target`, `status` = ok, failed |
 //! | `fleetscale_tick_duration_seconds` | histogram | none (per-target durations are in the logs; a label would multiply the buckets by the number of apps a wildcard matches) |
 //! | `fleetscale_last_success_timestamp_seconds` | gauge | `target` |
+//!
+//! With replicas sharing the targets (coordination, e.g. on etcd), set by
+//! [`AutoscalerMetrics::set_coordination`] (absent for a single process):
+//!
+//! | name | type | labels |
+//! |---|---|---|
+//! | `fleetscale_coordination_replicas` | gauge | `replica` (this replica's name): live replicas seen at the last pass |
+//! | `fleetscale_coordination_acting` | gauge | `replica`: 1 while this replica may act (its lease is confirmed), 0 otherwise |
+//! | `fleetscale_coordination_owned_targets` | gauge | `replica`: targets this replica owns |
+//! | `fleetscale_coordination_target_owned` | gauge (1) | `target`: one series per target this replica owns |
+//! | `fleetscale_coordination_ownership_changes_total` | counter | `change` = gained, lost |
+//! | `fleetscale_coordination_store_requests_total` | counter | `op`: requests to the store by kind (etcd: range, txn, lease_grant, keep_alive, lease_revoke) |
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicU64;
@@ -132,6 +144,50 @@ struct TargetStatusLabels {
     status: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicaLabel {
+    replica: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChangeLabel {
+    change: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    op: &'static str,
+}
+
+/// A replica's coordination state, for [`AutoscalerMetrics::set_coordination`]. Totals are
+/// cumulative since the replica started (they become counters).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CoordinationSample {
+    /// This replica's name.
+    pub replica: String,
+    /// Live replicas seen at the last pass.
+    pub replicas: u64,
+    /// Whether this replica may act now.
+    pub acting: bool,
+    /// The targets it owns.
+    pub owned: Vec<String>,
+    /// Targets taken over since start.
+    pub gained_total: u64,
+    /// Targets given up or lost since start.
+    pub lost_total: u64,
+    /// Requests to the store since start, by kind.
+    pub store_requests: Vec<(&'static str, u64)>,
+}
+
+/// What was last set by [`AutoscalerMetrics::set_coordination`], to turn totals into counter
+/// increments and to remove targets no longer owned.
+#[derive(Debug, Default)]
+struct CoordinationSeen {
+    replica: Option<String>,
+    owned: BTreeSet<String>,
+    totals: BTreeMap<&'static str, u64>,
+}
+
 type U64Gauge = Gauge<u64, AtomicU64>;
 type F64Gauge = Gauge<f64, AtomicU64>;
 
@@ -157,6 +213,12 @@ struct Families {
     reclaims: Family<TargetStatusLabels, Counter>,
     tick_duration: Histogram,
     last_success: Family<TargetLabel, F64Gauge>,
+    replicas: Family<ReplicaLabel, Gauge>,
+    acting: Family<ReplicaLabel, Gauge>,
+    owned_targets: Family<ReplicaLabel, Gauge>,
+    target_owned: Family<TargetLabel, Gauge>,
+    ownership_changes: Family<ChangeLabel, Counter>,
+    store_requests: Family<OpLabel, Counter>,
 }
 
 impl Families {
@@ -221,6 +283,36 @@ impl Families {
             "Unix time at which the last successful tick of a target ended.",
             self.last_success.clone(),
         );
+        r.register(
+            "fleetscale_coordination_replicas",
+            "Live replicas seen at the last pass.",
+            self.replicas.clone(),
+        );
+        r.register(
+            "fleetscale_coordination_acting",
+            "1 while this replica may act (its lease is confirmed), 0 while it acts on nothing.",
+            self.acting.clone(),
+        );
+        r.register(
+            "fleetscale_coordination_owned_targets",
+            "Targets this replica owns.",
+            self.owned_targets.clone(),
+        );
+        r.register(
+            "fleetscale_coordination_target_owned",
+            "1 for each target this replica owns.",
+            self.target_owned.clone(),
+        );
+        r.register(
+            "fleetscale_coordination_ownership_changes",
+            "Targets taken over (gained) and given up or lost (lost) by this replica.",
+            self.ownership_changes.clone(),
+        );
+        r.register(
+            "fleetscale_coordination_store_requests",
+            "Requests to the coordination store (etcd) by kind.",
+            self.store_requests.clone(),
+        );
     }
 }
 
@@ -249,6 +341,7 @@ pub struct AutoscalerMetrics {
     families: Families,
     registry: Registry,
     seen: Mutex<BTreeMap<String, Seen>>,
+    coordination: Mutex<CoordinationSeen>,
 }
 
 impl Default for AutoscalerMetrics {
@@ -274,6 +367,12 @@ impl AutoscalerMetrics {
             reclaims: Family::default(),
             tick_duration: Histogram::new(TICK_BUCKETS),
             last_success: Family::default(),
+            replicas: Family::default(),
+            acting: Family::default(),
+            owned_targets: Family::default(),
+            target_owned: Family::default(),
+            ownership_changes: Family::default(),
+            store_requests: Family::default(),
         };
         for status in RECONCILE_STATUSES {
             let _ = families.reconcile.get_or_create(&StatusLabel { status });
@@ -290,6 +389,7 @@ impl AutoscalerMetrics {
             families,
             registry,
             seen: Mutex::new(BTreeMap::new()),
+            coordination: Mutex::new(CoordinationSeen::default()),
         }
     }
 
@@ -490,6 +590,90 @@ impl AutoscalerMetrics {
         }
     }
 
+    /// Sets the coordination series from a replica's state (call it before each scrape, or
+    /// after each pass). Totals only ever add to the counters: a total lower than the last one
+    /// (a new store client counting from zero) adds nothing, and later totals add what they
+    /// grew by since it.
+    ///
+    /// ```
+    /// use fleetscale_metrics::{AutoscalerMetrics, CoordinationSample};
+    ///
+    /// let m = AutoscalerMetrics::new();
+    /// m.set_coordination(&CoordinationSample {
+    ///     replica: "host-a".into(),
+    ///     replicas: 2,
+    ///     acting: true,
+    ///     owned: vec!["app-1".into()],
+    ///     gained_total: 3,
+    ///     lost_total: 2,
+    ///     store_requests: vec![("txn", 7)],
+    /// });
+    /// let text = m.encode();
+    /// assert!(text.contains("fleetscale_coordination_target_owned{target=\"app-1\"} 1\n"));
+    /// assert!(text.contains("fleetscale_coordination_ownership_changes_total{change=\"lost\"} 2\n"));
+    /// assert!(text.contains("fleetscale_coordination_acting{replica=\"host-a\"} 1\n"));
+    /// ```
+    pub fn set_coordination(&self, sample: &CoordinationSample) {
+        let f = &self.families;
+        let mut seen = self
+            .coordination
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let label = ReplicaLabel {
+            replica: sample.replica.clone(),
+        };
+        if seen.replica.as_deref() != Some(sample.replica.as_str()) {
+            if let Some(old) = seen.replica.take() {
+                let old = ReplicaLabel { replica: old };
+                f.replicas.remove(&old);
+                f.acting.remove(&old);
+                f.owned_targets.remove(&old);
+            }
+            seen.replica = Some(sample.replica.clone());
+        }
+        f.replicas.get_or_create(&label).set(sample.replicas as i64);
+        f.acting.get_or_create(&label).set(i64::from(sample.acting));
+        f.owned_targets
+            .get_or_create(&label)
+            .set(sample.owned.len() as i64);
+        let now: BTreeSet<String> = sample.owned.iter().cloned().collect();
+        for gone in seen.owned.difference(&now) {
+            f.target_owned.remove(&TargetLabel {
+                target: gone.clone(),
+            });
+        }
+        for t in &now {
+            f.target_owned
+                .get_or_create(&TargetLabel { target: t.clone() })
+                .set(1);
+        }
+        seen.owned = now;
+        let mut add = |key: &'static str, total: u64, counter: &Counter| {
+            let last = seen.totals.entry(key).or_insert(0);
+            if total > *last {
+                counter.inc_by(total - *last);
+            }
+            // A lower total is a new store client counting from zero: later increments
+            // count from it.
+            *last = total;
+        };
+        add(
+            "change:gained",
+            sample.gained_total,
+            &f.ownership_changes
+                .get_or_create(&ChangeLabel { change: "gained" }),
+        );
+        add(
+            "change:lost",
+            sample.lost_total,
+            &f.ownership_changes
+                .get_or_create(&ChangeLabel { change: "lost" }),
+        );
+        for (op, total) in &sample.store_requests {
+            add(op, *total, &f.store_requests.get_or_create(&OpLabel { op }));
+        }
+    }
+
     /// Removes every series labelled with `target` (an app no longer matched by a wildcard).
     /// Its counters restart from zero if it comes back, which Prometheus handles as a reset.
     pub fn forget_target(&self, target: &str) {
@@ -618,6 +802,57 @@ impl DecisionObserver for AutoscalerMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coordination_series_follow_the_samples() {
+        let m = AutoscalerMetrics::new();
+        assert!(
+            !m.encode().contains("fleetscale_coordination_acting{"),
+            "no coordination series for a single process"
+        );
+        let sample = |owned: &[&str], gained, lost, txn| CoordinationSample {
+            replica: "r1".into(),
+            replicas: 3,
+            acting: true,
+            owned: owned.iter().map(|s| s.to_string()).collect(),
+            gained_total: gained,
+            lost_total: lost,
+            store_requests: vec![("range", 4), ("txn", txn)],
+        };
+        m.set_coordination(&sample(&["a", "b"], 2, 0, 5));
+        m.set_coordination(&sample(&["b", "c"], 3, 1, 9));
+        let text = m.encode();
+        assert!(!text.contains("target=\"a\""), "{text}");
+        for line in [
+            "fleetscale_coordination_target_owned{target=\"b\"} 1\n",
+            "fleetscale_coordination_target_owned{target=\"c\"} 1\n",
+            "fleetscale_coordination_owned_targets{replica=\"r1\"} 2\n",
+            "fleetscale_coordination_replicas{replica=\"r1\"} 3\n",
+            "fleetscale_coordination_ownership_changes_total{change=\"gained\"} 3\n",
+            "fleetscale_coordination_ownership_changes_total{change=\"lost\"} 1\n",
+            "fleetscale_coordination_store_requests_total{op=\"txn\"} 9\n",
+            "fleetscale_coordination_store_requests_total{op=\"range\"} 4\n",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        // Not acting: the gauge says so; a lower total adds nothing.
+        let mut s = sample(&[], 3, 3, 2);
+        s.acting = false;
+        m.set_coordination(&s);
+        let text = m.encode();
+        assert!(text.contains("fleetscale_coordination_acting{replica=\"r1\"} 0\n"));
+        assert!(text.contains("fleetscale_coordination_owned_targets{replica=\"r1\"} 0\n"));
+        assert!(text.contains("fleetscale_coordination_store_requests_total{op=\"txn\"} 9\n"));
+        assert!(
+            !text.contains("fleetscale_coordination_target_owned{"),
+            "{text}"
+        );
+        // The new client's total grows from 2 to 5: the counter grows by 3.
+        m.set_coordination(&sample(&[], 3, 3, 5));
+        assert!(m
+            .encode()
+            .contains("fleetscale_coordination_store_requests_total{op=\"txn\"} 12\n"));
+    }
 
     #[test]
     fn fas_series_exist_from_the_start() {

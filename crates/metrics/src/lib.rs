@@ -58,7 +58,7 @@ pub mod status;
 pub mod temporal;
 mod token;
 
-pub use autoscaler::{AutoscalerMetrics, CONTENT_TYPE, TICK_BUCKETS};
+pub use autoscaler::{AutoscalerMetrics, CoordinationSample, CONTENT_TYPE, TICK_BUCKETS};
 pub use config::SourceConfig;
 pub use constant::{ConstantConfig, ConstantSource};
 pub use error::MetricsError;

@@ -115,6 +115,14 @@ pub const ENV_VARIABLES: &[(&str, &str)] = &[
         "fleetscale: most creates, starts, stops or destroys per app and tick (default 100)",
     ),
     (
+        "FAS_ETCD_ENDPOINTS",
+        "fleetscale: etcd client URLs, comma separated: replicas share the apps through etcd",
+    ),
+    (
+        "FAS_ETCD_*",
+        "fleetscale: PREFIX, LEASE_TTL (default 10s), FENCE_MARGIN, REQUEST_TIMEOUT, CONNECT_TIMEOUT, REPLICA_NAME, USERNAME, PASSWORD or PASSWORD_FILE, CA_FILE, CERT_FILE, KEY_FILE, SERVER_NAME",
+    ),
+    (
         "FLY_FLAPS_BASE_URL",
         "Machines API base URL (default https://api.machines.dev)",
     ),

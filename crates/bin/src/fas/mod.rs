@@ -543,6 +543,10 @@ pub async fn serve(config: Config, getenv: &dyn Fn(&str) -> Option<String>) -> R
     );
     config.validate()?;
     config.validate_serve()?;
+    // An extension: FAS_ETCD_ENDPOINTS makes this process one of several replicas sharing
+    // the apps through etcd; without it nothing changes.
+    let etcd = fleetscale_etcd::EtcdConfig::from_env("FAS_ETCD_", getenv)
+        .map_err(|e| BinError::Failed(e.to_string()))?;
     let client = build_client(&config, getenv)
         .map_err(|e| BinError::Failed(format!("cannot create fly client: {e}")))?;
     let graphql = build_graphql(&config, getenv)
@@ -563,13 +567,17 @@ pub async fn serve(config: Config, getenv: &dyn Fn(&str) -> Option<String>) -> R
         FlyTargets::new(config.clone(), client, policy, sources).with_release_guard(graphql),
     );
     let status = crate::http::status_board("fly-autoscaler", config.interval);
-    let engine = Arc::new(
+    let replication = etcd
+        .map(|c| crate::coordination::Replication::start(c, metrics.clone()))
+        .transpose()?;
+    let engine = Arc::new(crate::coordination::attach(
         Engine::new(engine_config(&config), provider)
             .with_observer(log)
             .with_observer(metrics.clone())
             .with_observer(health.clone())
             .with_observer(status.clone()),
-    );
+        replication.as_ref(),
+    ));
     log_pool_initialized(&config, config.metric_collectors.len());
 
     // Without /metrics and /healthz the autoscaler cannot be watched: a listen address that
@@ -596,6 +604,9 @@ pub async fn serve(config: Config, getenv: &dyn Fn(&str) -> Option<String>) -> R
         tokio::spawn(async move { engine.run(cancel.cancelled_owned()).await })
     };
     let result = crate::supervise::run_until_signal(run, cancel, config.shutdown_grace).await;
+    if let Some(r) = replication {
+        r.stop().await;
+    }
     server.shutdown().await;
     result
 }

@@ -800,7 +800,7 @@ impl Engine {
             dry_run || cancel.is_cancelled(),
         ) {
             record.reclaims = self
-                .reclaim_lost(membership.as_ref(), &listed, deadline)
+                .reclaim_lost(target.name(), membership.as_ref(), &listed, deadline)
                 .await;
         }
         finish(record)
@@ -808,6 +808,7 @@ impl Engine {
 
     async fn reclaim_lost(
         &self,
+        target: &str,
         membership: &dyn ClusterMembership,
         inventory: &[Machine],
         deadline: Instant,
@@ -834,6 +835,30 @@ impl Engine {
             let gone = !inventory.iter().any(|m| &m.id == id && m.state.exists());
             if !gone {
                 continue;
+            }
+            // A reclaim is destructive: fenced like a destroy of the member's (gone) machine.
+            let note = ActionNote::new(target, ActionKind::Destroy, Some(id.clone()));
+            match with_deadline(
+                deadline,
+                "proving ownership of the target",
+                self.coordinator.fence(&note),
+            )
+            .await
+            {
+                Ok(f) if f.valid() => {}
+                Ok(_) => {
+                    tracing::warn!(member = %member.name, machine = %id, "reclaim not sent: the fence expired first");
+                    out.push((
+                        member.name.clone(),
+                        Err("the fence expired before the reclaim was sent".into()),
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(member = %member.name, machine = %id, error = %e, "reclaim not sent: ownership not proven");
+                    out.push((member.name.clone(), Err(format!("fence: {e}"))));
+                    continue;
+                }
             }
             let r =
                 with_deadline(deadline, "reclaim", membership.reclaim(&member, inventory)).await;

@@ -183,6 +183,11 @@ async fn frontdoor(State(st): State<AppState>, req: Request, next: Next) -> Resp
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let at = SystemTime::now();
     let (request_id, fault) = {
         let mut g = st.fake.lock();
@@ -197,6 +202,7 @@ async fn frontdoor(State(st): State<AppState>, req: Request, next: Next) -> Resp
         at,
         request_id: request_id.clone(),
         nonce: nonce.clone(),
+        user_agent: user_agent.clone(),
     };
 
     let mut response = 'resp: {

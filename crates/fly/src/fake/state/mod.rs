@@ -126,6 +126,9 @@ pub struct RequestRecord {
     pub request_id: String,
     /// The `fly-machine-lease-nonce` header sent, if any.
     pub nonce: Option<String>,
+    /// The `User-Agent` header sent, if any: tells apart the clients of one fake (replicas of
+    /// an autoscaler sharing it).
+    pub user_agent: Option<String>,
 }
 
 /// An error answer: status and Fly-shaped JSON body.
