@@ -22,6 +22,7 @@ pub mod supervise;
 pub use error::{BinError, Result};
 pub mod cli;
 pub mod demo;
+pub mod ec2;
 pub mod fakes;
 pub mod native;
 pub mod weave;

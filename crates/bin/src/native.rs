@@ -194,12 +194,14 @@ pub struct FlyBackend {
     pub graphql_base_url: Option<String>,
 }
 
-/// The backends (`type = "fly"`; more can be registered by adding variants).
+/// The backends (`type = "fly"`, `type = "ec2"`; more can be registered by adding variants).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BackendConfig {
     /// Fly.io Machines.
     Fly(FlyBackend),
+    /// A pool of EC2 instances (see [`fleetscale_aws::Ec2PoolConfig`]).
+    Ec2(Box<fleetscale_aws::Ec2PoolConfig>),
 }
 
 /// `[target.policy]`.
@@ -250,6 +252,11 @@ pub struct WeaveSection {
     /// reclaimed (default 60s; see `fleetscale_weave::ReclaimConfig::min_unreachable`).
     #[serde(default, with = "humantime_serde")]
     pub min_unreachable: Option<Duration>,
+    /// Extra `weave launch` flags of dynamic peers (in the EC2 user data), e.g.
+    /// `["--http-addr=0.0.0.0:6784"]` so that the router API that `leave` calls is reachable
+    /// at the instance's address (Weave binds it to `127.0.0.1:6784` by default).
+    #[serde(default)]
+    pub launch_args: Vec<String>,
 }
 
 /// One `[[target]]`.
@@ -594,6 +601,8 @@ impl Template {
 /// The targets of a file: fixed apps and wildcards (re-listed at every refresh).
 pub struct NativeTargets {
     templates: Vec<Template>,
+    /// The EC2 targets.
+    ec2: Vec<crate::ec2::Ec2Target>,
     scalers: Mutex<HashMap<String, Arc<dyn Scaler>>>,
     memberships: Mutex<HashMap<String, Arc<dyn ClusterMembership>>>,
     /// Apps claimed by two targets at a refresh, already logged (logged again only once the
@@ -705,20 +714,25 @@ impl NativeTargets {
         let engine = cfg.engine();
         let mut templates: Vec<Template> = Vec::new();
         let mut names: HashMap<String, usize> = HashMap::new();
+        let mut ec2: Vec<crate::ec2::Ec2Target> = Vec::new();
         for t in &cfg.targets {
             let span = t.span();
             let at = span.start;
             let t = t.get_ref();
             let here = |msg: String| BinError::config(text.located(path, at, &msg));
-            let BackendConfig::Fly(fly) = &t.backend;
-            let label = t.name.clone().unwrap_or_else(|| fly.app.clone());
-            if fly.app.trim().is_empty() {
-                return Err(here(format!("target {label:?}: backend.app is empty")));
-            }
-            if fly.app.contains('*') && fly.org.as_deref().unwrap_or("").is_empty() {
-                return Err(here(format!(
-                    "target {label:?}: backend.org is required when backend.app has a wildcard"
-                )));
+            let label = t.name.clone().unwrap_or_else(|| match &t.backend {
+                BackendConfig::Fly(fly) => fly.app.clone(),
+                BackendConfig::Ec2(pool) => pool.pool.clone(),
+            });
+            if let BackendConfig::Fly(fly) = &t.backend {
+                if fly.app.trim().is_empty() {
+                    return Err(here(format!("target {label:?}: backend.app is empty")));
+                }
+                if fly.app.contains('*') && fly.org.as_deref().unwrap_or("").is_empty() {
+                    return Err(here(format!(
+                        "target {label:?}: backend.org is required when backend.app has a wildcard"
+                    )));
+                }
             }
             if let Some(first) = names.insert(label.clone(), at) {
                 let (line, _) = line_col(&text.raw, text.raw_offset(first));
@@ -816,6 +830,26 @@ impl NativeTargets {
                         .map_err(|e| here(format!("target {label:?}: {}", bare(&e))))?;
                 }
             }
+            let fly = match &t.backend {
+                BackendConfig::Fly(fly) => fly,
+                BackendConfig::Ec2(pool) => {
+                    let target = crate::ec2::Ec2Target::new(
+                        label.clone(),
+                        (**pool).clone(),
+                        t,
+                        Arc::new(policy),
+                        sources,
+                        engine.max_actions_per_tick,
+                    )
+                    .and_then(|e| match ec2.iter().find(|o| o.same_pool(&e)) {
+                        Some(o) => Err(o.overlap_message()),
+                        None => Ok(e),
+                    })
+                    .map_err(|m| here(format!("target {label:?}: {m}")))?;
+                    ec2.push(target);
+                    continue;
+                }
+            };
             // An autoscaler without credentials can do nothing; say so at start, as
             // fly-autoscaler does ("api token required"), rather than at every tick.
             let token = match getenv(&fly.token_env) {
@@ -887,6 +921,7 @@ impl NativeTargets {
         }
         Ok(NativeTargets {
             templates,
+            ec2,
             scalers: Mutex::new(HashMap::new()),
             memberships: Mutex::new(HashMap::new()),
             conflicts: Mutex::new(std::collections::BTreeSet::new()),
@@ -929,34 +964,7 @@ impl NativeTargets {
                 match cache.get(&name) {
                     Some(m) => Some(m.clone()),
                     None => {
-                        let port = w.router_port;
-                        // Peers are bound to this target's machines under its own name.
-                        let mut mc = WeaveMembershipConfig::new(w.fixed.clone())
-                            .with_inventory_source(format!("fleetscale-target:{name}"));
-                        mc.router_url = Some(Arc::new(move |m: &fleetscale_core::Machine| {
-                            m.address.as_ref().map(|a| {
-                                if a.contains(':') {
-                                    format!("http://[{a}]:{port}")
-                                } else {
-                                    format!("http://{a}:{port}")
-                                }
-                            })
-                        }));
-                        if let Some(ledger) = &w.ledger {
-                            let designated = w
-                                .designated
-                                .or_else(|| w.fixed.first().map(|f| f.name))
-                                .ok_or_else(|| {
-                                    fleetscale_core::Error::config("weave.fixed is empty")
-                                })?;
-                            let mut rc =
-                                ReclaimConfig::new(w.fixed.clone(), designated, ledger.clone());
-                            if let Some(d) = w.min_unreachable {
-                                rc = rc.with_min_unreachable(d);
-                            }
-                            mc = mc.with_reclaimer(Arc::new(Reclaimer::new(rc)?));
-                        }
-                        let m: Arc<dyn ClusterMembership> = Arc::new(WeaveMembership::new(mc)?);
+                        let m: Arc<dyn ClusterMembership> = Arc::new(weave_membership(w, &name)?);
                         cache.insert(name.clone(), m.clone());
                         Some(m)
                     }
@@ -979,6 +987,40 @@ impl NativeTargets {
             membership,
         })
     }
+}
+
+/// The Weave membership of target `name` (`[target.weave]`): `DELETE /peer` on leave at the
+/// machine's address and `router_port`; with a ledger, a reclaimer whose peers are bound to
+/// this target's machines under its own name.
+pub(crate) fn weave_membership(
+    w: &WeaveSection,
+    name: &str,
+) -> fleetscale_core::Result<WeaveMembership> {
+    let port = w.router_port;
+    let mut mc = WeaveMembershipConfig::new(w.fixed.clone())
+        .with_inventory_source(format!("fleetscale-target:{name}"));
+    mc.launch_args = w.launch_args.clone();
+    mc.router_url = Some(Arc::new(move |m: &fleetscale_core::Machine| {
+        m.address.as_ref().map(|a| {
+            if a.contains(':') {
+                format!("http://[{a}]:{port}")
+            } else {
+                format!("http://{a}:{port}")
+            }
+        })
+    }));
+    if let Some(ledger) = &w.ledger {
+        let designated = w
+            .designated
+            .or_else(|| w.fixed.first().map(|f| f.name))
+            .ok_or_else(|| fleetscale_core::Error::config("weave.fixed is empty"))?;
+        let mut rc = ReclaimConfig::new(w.fixed.clone(), designated, ledger.clone());
+        if let Some(d) = w.min_unreachable {
+            rc = rc.with_min_unreachable(d);
+        }
+        mc = mc.with_reclaimer(Arc::new(Reclaimer::new(rc)?));
+    }
+    Ok(WeaveMembership::new(mc)?)
 }
 
 /// Why `new` would manage machines an earlier template manages, if it would: two fixed
@@ -1088,6 +1130,9 @@ impl TargetProvider for NativeTargets {
         }
         if let Ok(mut c) = self.conflicts.lock() {
             *c = conflicts;
+        }
+        for e in &self.ec2 {
+            out.push(e.spec().await?);
         }
         Ok(out)
     }
@@ -1715,6 +1760,54 @@ token = "${TOKEN}"
         assert_eq!(w.min_unreachable, Some(Duration::from_secs(90)));
         let e = build_err(&format!("{weave}min_unreachable = \"9999h\"\n"));
         assert!(e.contains("weave.min_unreachable"), "{e}");
+    }
+
+    #[test]
+    fn the_ec2_example_and_its_errors() {
+        let example = include_str!("../../../examples/ec2-weave-spot.toml");
+        let targets = build(example).unwrap();
+        assert_eq!(targets.ec2.len(), 1);
+        assert!(targets.templates.is_empty());
+        let t = &targets.ec2[0];
+        let script = t.user_data().expect("the Weave bootstrap as user data");
+        assert!(
+            script.contains("PEERS=\"10.0.0.1 10.0.0.2 10.0.0.3\""),
+            "{script}"
+        );
+        assert!(
+            script.contains("--ipalloc-init=observer --http-addr=0.0.0.0:6784 $PEERS"),
+            "{script}"
+        );
+
+        // A pool without launch settings: named with its line.
+        let e = build_err(
+            "[[target]]\nname = \"p\"\nbackend = { type = \"ec2\", pool = \"p\", instance_type = \"t3.small\" }\n[target.policy]\ncreated = \"1\"\n",
+        );
+        assert!(
+            e.contains("fleetscale.toml:") && e.contains("image_id"),
+            "{e}"
+        );
+        // An unknown key of the pool.
+        let e = build_err(
+            "[[target]]\nbackend = { type = \"ec2\", pool = \"p\", image_id = \"ami-1\", instance_type = \"t3.small\", colour = \"red\" }\n[target.policy]\ncreated = \"1\"\n",
+        );
+        assert!(e.contains("colour"), "{e}");
+        // User data of its own next to [target.weave].
+        let with_user_data = example.replace(
+            "tags = { team = \"network\" }",
+            "tags = { team = \"network\" }, user_data = \"#!/bin/sh\\n\"",
+        );
+        let e = build_err(&with_user_data);
+        assert!(
+            e.contains("user_data cannot be set with [target.weave]"),
+            "{e}"
+        );
+        // Two targets on one pool.
+        let twice = format!(
+            "{example}\n[[target]]\nname = \"again\"\nbackend = {{ type = \"ec2\", pool = \"weave-dynamic\", region = \"eu-west-1\", image_id = \"ami-1\", instance_type = \"t3.small\" }}\n[target.policy]\ncreated = \"1\"\n"
+        );
+        let e = build_err(&twice);
+        assert!(e.contains("same EC2 instances"), "{e}");
     }
 
     #[test]
