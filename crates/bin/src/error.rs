@@ -35,6 +35,10 @@ pub enum BinError {
     #[error(transparent)]
     Weave(#[from] fleetscale_weave::WeaveError),
 
+    /// A backtest could not read its trace, replay or write its outputs.
+    #[error(transparent)]
+    Sim(#[from] fleetscale_sim::SimError),
+
     /// A command failed for another reason (the message says which).
     #[error("{0}")]
     Failed(String),

@@ -1,6 +1,6 @@
 //! The binaries' small HTTP server: `GET /metrics` (OpenMetrics text of
-//! [`AutoscalerMetrics`], with fly-autoscaler's exact `fas_*` sample names) and
-//! `GET /healthz`.
+//! [`AutoscalerMetrics`], with fly-autoscaler's exact `fas_*` sample names),
+//! `GET /healthz`, and `GET /`: the status page of a [`StatusBoard`] when one is given.
 //!
 //! `/healthz` answers `200 ok` while the engine is healthy and `503` with the reason
 //! otherwise (see [`Health`]); it never calls a backend, so it stays cheap for probes.
@@ -16,6 +16,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
+use fleetscale_metrics::status::StatusBoard;
 use fleetscale_metrics::AutoscalerMetrics;
 
 /// What `/healthz` reports: healthy until no tick has finished for `stale_after` (after a
@@ -95,6 +96,37 @@ pub fn router(metrics: Arc<AutoscalerMetrics>, health: Arc<Health>) -> Router {
         .with_state(AppState { metrics, health })
 }
 
+/// The status board of a daemon named `title` ticking every `interval`: the page refreshes
+/// at the tick interval (between 5 s and 60 s) and charts the last hour.
+pub fn status_board(title: &str, interval: Duration) -> Arc<StatusBoard> {
+    Arc::new(StatusBoard::new(
+        fleetscale_metrics::status::StatusOptions {
+            title: title.to_owned(),
+            refresh: interval.clamp(Duration::from_secs(5), Duration::from_secs(60)),
+            ..Default::default()
+        },
+    ))
+}
+
+/// The status page at `/`: server-rendered HTML, never cached.
+pub fn status_router(board: Arc<StatusBoard>) -> Router {
+    Router::new().route(
+        "/",
+        get(move || {
+            let board = board.clone();
+            async move {
+                (
+                    [
+                        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                        (header::CACHE_CONTROL, "no-store"),
+                    ],
+                    board.render(std::time::SystemTime::now()),
+                )
+            }
+        }),
+    )
+}
+
 async fn metrics_page(State(st): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, fleetscale_metrics::CONTENT_TYPE)],
@@ -127,11 +159,27 @@ impl MetricsServer {
         metrics: Arc<AutoscalerMetrics>,
         health: Arc<Health>,
     ) -> std::io::Result<MetricsServer> {
+        Self::start_with_status(addr, metrics, health, None).await
+    }
+
+    /// Like [`MetricsServer::start`], with the status page of `status` at `/`.
+    ///
+    /// # Errors
+    /// When the address cannot be bound.
+    pub async fn start_with_status(
+        addr: SocketAddr,
+        metrics: Arc<AutoscalerMetrics>,
+        health: Arc<Health>,
+        status: Option<Arc<StatusBoard>>,
+    ) -> std::io::Result<MetricsServer> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
         let token = stop.clone();
-        let app = router(metrics, health);
+        let mut app = router(metrics, health);
+        if let Some(board) = status {
+            app = app.merge(status_router(board));
+        }
         let task = tokio::spawn(async move {
             let r = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { token.cancelled().await })

@@ -20,6 +20,7 @@ pub mod redact;
 pub mod supervise;
 
 pub use error::{BinError, Result};
+pub mod backtest;
 pub mod cli;
 pub mod demo;
 pub mod ec2;

@@ -623,7 +623,7 @@ impl std::fmt::Debug for NativeTargets {
 /// A count rule of `[target.policy]`: each expression is parsed on its own so that an error
 /// points at its own key (and column), and the messages use this file's key names
 /// (`created_min`, not fly-autoscaler's `min-created-machine-count`).
-fn rule(
+pub(crate) fn rule(
     path: &Path,
     text: &ConfigText,
     kind: &str,
@@ -1242,12 +1242,14 @@ pub async fn run(path: &Path, dry_run: bool) -> Result<()> {
     let health = Arc::new(Health::new(
         engine_cfg.interval * 3 + engine_cfg.tick_timeout + engine_cfg.refresh_interval,
     ));
+    let status = crate::http::status_board("fleetscale", cfg.engine().interval);
     let engine = Arc::new(
         Engine::new(engine_config(&engine_cfg, dry_run), provider)
             .with_observer(Arc::new(TracingObserver::new()))
             .with_observer(Arc::new(PauseLog))
             .with_observer(metrics.clone())
-            .with_observer(health.clone()),
+            .with_observer(health.clone())
+            .with_observer(status.clone()),
     );
     let server = if cfg.server.listen.trim() == "off" {
         None
@@ -1260,7 +1262,7 @@ pub async fn run(path: &Path, dry_run: bool) -> Result<()> {
                     cfg.server.listen
                 ))
             })?;
-        let s = MetricsServer::start(addr, metrics, health)
+        let s = MetricsServer::start_with_status(addr, metrics, health, Some(status))
             .await
             .map_err(|e| BinError::io(format!("listen on {addr} (server.listen)"), e))?;
         tracing::info!(addr = %s.addr(), "serving /metrics and /healthz");

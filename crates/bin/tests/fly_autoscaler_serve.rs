@@ -179,6 +179,23 @@ async fn blueprint_keeps_one_spare_and_stops_at_ten() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+    // The status page on the same port (rendered in Chromium by tests/status_page.rs).
+    let status = reqwest::get(format!("http://{addr}/")).await.unwrap();
+    assert_eq!(status.status(), 200);
+    assert!(status.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = status.text().await.unwrap();
+    assert!(
+        html.contains("<title>fly-autoscaler status</title>"),
+        "{html}"
+    );
+    assert!(html.contains("data-target=\"blueprint-app\""), "{html}");
+    assert!(
+        html.contains("<dd data-count=\"created\">10</dd>"),
+        "{html}"
+    );
 
     // Every create cloned the first machine with skip_launch, one POST per machine.
     assert_eq!(

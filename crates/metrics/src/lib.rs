@@ -12,6 +12,8 @@
 //! - [`TemporalSource`]: the number of running workflow executions of a Temporal namespace
 //!   (`CountWorkflowExecutions` over gRPC, TLS and mutual TLS, API keys), as
 //!   fly-autoscaler's Temporal collector.
+//! - [`status::StatusBoard`]: the daemon's status page (`/`), a bounded recent history per
+//!   target rendered as self-contained HTML.
 //! - [`AutoscalerMetrics`]: the autoscaler's own metrics for `/metrics`, with
 //!   fly-autoscaler's `fas_*` names exactly; the [`autoscaler`] module docs say why
 //!   `prometheus-client` and how the names are kept.
@@ -52,6 +54,7 @@ pub mod harness;
 mod http;
 mod http_json;
 pub mod prometheus;
+pub mod status;
 pub mod temporal;
 mod token;
 
@@ -61,8 +64,8 @@ pub use constant::{ConstantConfig, ConstantSource};
 pub use error::MetricsError;
 pub use http_json::{HttpJsonConfig, HttpJsonSource};
 pub use prometheus::{
-    is_total_without_grouping, Aggregation, EmptyResult, PrometheusConfig, PrometheusSource,
-    QueryMethod, RangeQuery, Reading, WindowAggregation,
+    is_total_without_grouping, Aggregation, EmptyResult, History, PrometheusConfig,
+    PrometheusSource, QueryMethod, RangeQuery, Reading, WindowAggregation,
 };
 pub use temporal::{TemporalConfig, TemporalSource};
 pub use token::Token;

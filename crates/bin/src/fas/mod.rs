@@ -622,17 +622,19 @@ pub async fn serve(config: Config, getenv: &dyn Fn(&str) -> Option<String>) -> R
         FlyTargets::new(config.clone(), client, policy, sources, log.clone())
             .with_release_guard(graphql),
     );
+    let status = crate::http::status_board("fly-autoscaler", config.interval);
     let engine = Arc::new(
         Engine::new(engine_config(&config), provider)
             .with_observer(log)
             .with_observer(metrics.clone())
-            .with_observer(health.clone()),
+            .with_observer(health.clone())
+            .with_observer(status.clone()),
     );
     log_pool_initialized(&config, config.metric_collectors.len());
 
     // Without /metrics and /healthz the autoscaler cannot be watched: a listen address that
     // cannot be bound stops it at start.
-    let server = MetricsServer::start(metrics_addr, metrics, health)
+    let server = MetricsServer::start_with_status(metrics_addr, metrics, health, Some(status))
         .await
         .map_err(|e| {
             BinError::Failed(format!(

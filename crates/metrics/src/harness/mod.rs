@@ -32,7 +32,8 @@ pub mod temporal;
 pub use exporter::TestExporter;
 pub use exposition::{Exposition, ParseError};
 pub use prometheus::{
-    prometheus_binary, PrometheusServer, QuerySample, DEFAULT_DEADLINE, INSTALL_HINT,
+    openmetrics_gauge, prometheus_binary, PrometheusServer, QuerySample, DEFAULT_DEADLINE,
+    INSTALL_HINT,
 };
 pub use proxy::{start_proxy, ProxyOptions};
 pub use server::{closed_port, LoopbackServer};

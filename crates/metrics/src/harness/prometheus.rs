@@ -86,12 +86,32 @@ impl PrometheusServer {
     /// [`HarnessError::NotInstalled`] when the binary is missing; [`HarnessError::Start`] with
     /// the end of Prometheus' log when it exits or is not ready within [`DEFAULT_DEADLINE`].
     pub async fn start(targets: &[SocketAddr]) -> Result<Self, HarnessError> {
+        Self::start_with(targets, None).await
+    }
+
+    /// Starts Prometheus with `openmetrics` (OpenMetrics text with timestamps, see
+    /// [`openmetrics_gauge`]) already in its storage, scraping nothing: a server
+    /// with history, for `query_range` over the past. The samples are turned into TSDB blocks
+    /// by `promtool tsdb create-blocks-from openmetrics` (shipped with the Debian package,
+    /// next to `prometheus`), and retention is long enough that old samples stay.
+    ///
+    /// # Errors
+    /// As [`PrometheusServer::start`]; [`HarnessError::Start`] with promtool's output when it
+    /// refuses the input.
+    pub async fn start_with_history(openmetrics: &str) -> Result<Self, HarnessError> {
+        Self::start_with(&[], Some(openmetrics)).await
+    }
+
+    async fn start_with(
+        targets: &[SocketAddr],
+        history: Option<&str>,
+    ) -> Result<Self, HarnessError> {
         let binary = prometheus_binary()?;
         let mut last = None;
         // The free port is found by binding and releasing it; another process may take it in
         // between, so retry a few times on "address already in use".
         for _ in 0..5 {
-            match Self::start_once(&binary, targets).await {
+            match Self::start_once(&binary, targets, history).await {
                 Ok(server) => return Ok(server),
                 Err(HarnessError::Start { log, message })
                     if log.contains("address already in use") =>
@@ -107,11 +127,22 @@ impl PrometheusServer {
         }))
     }
 
-    async fn start_once(binary: &Path, targets: &[SocketAddr]) -> Result<Self, HarnessError> {
+    async fn start_once(
+        binary: &Path,
+        targets: &[SocketAddr],
+        history: Option<&str>,
+    ) -> Result<Self, HarnessError> {
         let dir = tempfile::Builder::new()
             .prefix("fleetscale-prometheus-")
             .tempdir()?
             .keep();
+        let retention = match history {
+            None => "1h",
+            Some(samples) => {
+                create_blocks(binary, &dir, samples)?;
+                "36500d"
+            }
+        };
         let port = super::closed_port()?.port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let target_list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
@@ -133,7 +164,7 @@ impl PrometheusServer {
                 dir.join("data").display()
             ))
             .arg(format!("--web.listen-address={addr}"))
-            .arg("--storage.tsdb.retention.time=1h")
+            .arg(format!("--storage.tsdb.retention.time={retention}"))
             .arg("--log.level=info")
             .env("DIR", &dir)
             .stdin(Stdio::piped())
@@ -337,6 +368,78 @@ impl Drop for PrometheusServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `promtool`, next to the Prometheus binary (as Debian installs both) or on `PATH`.
+fn promtool_binary(prometheus: &Path) -> Result<PathBuf, HarnessError> {
+    let sibling = prometheus.with_file_name("promtool");
+    if sibling.is_file() {
+        return Ok(sibling);
+    }
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join("promtool"))
+                .find(|c| c.is_file())
+        })
+        .ok_or(HarnessError::NotInstalled)
+}
+
+/// Writes `samples` as TSDB blocks under `dir/data` with promtool.
+fn create_blocks(prometheus: &Path, dir: &Path, samples: &str) -> Result<(), HarnessError> {
+    let promtool = promtool_binary(prometheus)?;
+    let input = dir.join("history.om");
+    let mut text = samples.to_owned();
+    if !text.trim_end().ends_with("# EOF") {
+        text.push_str("# EOF\n");
+    }
+    fs::write(&input, text)?;
+    let out = Command::new(&promtool)
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&input)
+        .arg(dir.join("data"))
+        .stdin(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        return Err(HarnessError::Start {
+            message: format!(
+                "promtool tsdb create-blocks-from openmetrics failed ({})",
+                out.status
+            ),
+            log: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// OpenMetrics text of one gauge with timestamped samples, for
+/// [`PrometheusServer::start_with_history`]: `# TYPE`, one line per `(Unix seconds, value)`.
+/// Concatenate several; the final `# EOF` is added by the server.
+///
+/// ```
+/// use fleetscale_metrics::harness::openmetrics_gauge;
+/// let text = openmetrics_gauge("load", &[("app", "web")], &[(1_767_571_200, 1.5)]);
+/// assert_eq!(text, "# TYPE load gauge\nload{app=\"web\"} 1.5 1767571200\n");
+/// ```
+pub fn openmetrics_gauge(name: &str, labels: &[(&str, &str)], samples: &[(i64, f64)]) -> String {
+    let labels: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    let series = if labels.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name}{{{}}}", labels.join(","))
+    };
+    let mut out = format!("# TYPE {name} gauge\n");
+    for (t, v) in samples {
+        out.push_str(&format!("{series} {v} {t}\n"));
+    }
+    out
 }
 
 /// One series of an instant query's answer.

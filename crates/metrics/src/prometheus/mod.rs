@@ -1,7 +1,10 @@
 //! [`PrometheusSource`]: one number per target from a Prometheus-compatible HTTP API (Prometheus,
 //! Fly.io's managed VictoriaMetrics at `https://api.fly.io/prometheus/<org>`, Thanos, Mimir).
 
+mod history;
 mod result;
+
+pub use history::{History, MAX_POINTS_PER_QUERY};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
