@@ -1822,7 +1822,9 @@ token = "${TOKEN}"
             _ => None,
         };
         let (cfg, text) = parse(GOOD).unwrap();
-        let BackendConfig::Fly(fly) = &cfg.targets[0].get_ref().backend;
+        let BackendConfig::Fly(fly) = &cfg.targets[0].get_ref().backend else {
+            panic!("a Fly target")
+        };
         assert!(fly.release_guard);
         let built = NativeTargets::build(path, &text, &cfg, &env).unwrap();
         let guard = built.templates[0].release_guard.as_ref().expect("guard");
@@ -1842,7 +1844,9 @@ token = "${TOKEN}"
             "app = \"my-app\", release_guard = false }",
         );
         let (cfg, text) = parse(&off).unwrap();
-        let BackendConfig::Fly(fly) = &cfg.targets[0].get_ref().backend;
+        let BackendConfig::Fly(fly) = &cfg.targets[0].get_ref().backend else {
+            panic!("a Fly target")
+        };
         assert!(!fly.release_guard);
         let built = NativeTargets::build(path, &text, &cfg, &env).unwrap();
         assert!(built.templates[0].release_guard.is_none());
