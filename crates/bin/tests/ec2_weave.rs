@@ -392,7 +392,7 @@ min_unreachable = "1s"
         .env("AWS_SECRET_ACCESS_KEY", SECRET)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("RUST_LOG", "info")
-        .args(["--log-format", "json", "run"])
+        .args(["--log-format", "json", "run", "--config"])
         .arg(&config);
     let mut proc = Proc::spawn(cmd);
     let stderr = proc.stderr.clone();
