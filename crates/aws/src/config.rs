@@ -345,6 +345,20 @@ impl Ec2PoolConfig {
     /// # Errors
     /// [`AwsError::Config`] for the first rule broken.
     pub fn validate(&self) -> Result<(), AwsError> {
+        self.check(true)
+    }
+
+    /// Checks every rule except the launch settings (a launch template, or `image_id` and
+    /// `instance_type`): what a scaler that only lists the pool needs
+    /// ([`crate::Ec2Scaler::connect_listing`]).
+    ///
+    /// # Errors
+    /// [`AwsError::Config`] for the first rule broken.
+    pub fn validate_selection(&self) -> Result<(), AwsError> {
+        self.check(false)
+    }
+
+    fn check(&self, launches: bool) -> Result<(), AwsError> {
         let bad = |m: String| Err(AwsError::Config { message: m });
         check_tag_key("pool_tag", &self.pool_tag)?;
         if self.pool.is_empty() {
@@ -396,7 +410,7 @@ impl Ec2PoolConfig {
                     ));
                 }
             }
-        } else {
+        } else if launches {
             let missing: Vec<&str> = [
                 ("image_id", self.image_id.is_none()),
                 ("instance_type", self.instance_type.is_none()),

@@ -247,8 +247,24 @@ struct PoolMemory {
 pub struct Ec2Scaler {
     client: Client,
     config: Ec2PoolConfig,
+    /// Built by [`Ec2Scaler::connect_listing`]: lists, never acts.
+    listing_only: bool,
     memory: Mutex<PoolMemory>,
     counters: Counters,
+}
+
+/// The SDK configuration of `loader`, overridden by the pool's region, endpoint and profile.
+async fn load_sdk(config: &Ec2PoolConfig, mut loader: ConfigLoader) -> SdkConfig {
+    if let Some(r) = &config.region {
+        loader = loader.region(Region::new(r.clone()));
+    }
+    if let Some(e) = &config.endpoint {
+        loader = loader.endpoint_url(e.clone());
+    }
+    if let Some(p) = &config.profile {
+        loader = loader.profile_name(p.clone());
+    }
+    loader.load().await
 }
 
 impl std::fmt::Debug for Ec2Scaler {
@@ -280,17 +296,7 @@ impl Ec2Scaler {
         loader: ConfigLoader,
     ) -> Result<Self, AwsError> {
         config.validate()?;
-        let mut loader = loader;
-        if let Some(r) = &config.region {
-            loader = loader.region(Region::new(r.clone()));
-        }
-        if let Some(e) = &config.endpoint {
-            loader = loader.endpoint_url(e.clone());
-        }
-        if let Some(p) = &config.profile {
-            loader = loader.profile_name(p.clone());
-        }
-        let sdk = loader.load().await;
+        let sdk = load_sdk(&config, loader).await;
         Self::from_sdk_config(&sdk, config)
     }
 
@@ -302,6 +308,49 @@ impl Ec2Scaler {
     /// [`AwsError::Config`] for an invalid configuration or when no region is set.
     pub fn from_sdk_config(sdk: &SdkConfig, config: Ec2PoolConfig) -> Result<Self, AwsError> {
         config.validate()?;
+        Self::build(sdk, config, false)
+    }
+
+    /// A scaler that only **lists** the pool: the inventory of a Weave reclaimer
+    /// (`fleetscale weave reclaim --inventory ec2:POOL`), which must say which instances exist
+    /// and never change any. Launch settings are not needed; `create`, `start`, `stop` and
+    /// `destroy` fail with [`AwsError::Unsupported`] before any call. Region, endpoint and
+    /// credentials come as in [`Ec2Scaler::connect`].
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), fleetscale_aws::AwsError> {
+    /// use fleetscale_aws::{Ec2PoolConfig, Ec2Scaler};
+    /// use fleetscale_core::Scaler;
+    /// let inventory = Ec2Scaler::connect_listing(Ec2PoolConfig::new("weave-dynamic")).await?;
+    /// let live = inventory.list().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Ec2Scaler::connect`], launch settings aside
+    /// ([`Ec2PoolConfig::validate_selection`]).
+    pub async fn connect_listing(config: Ec2PoolConfig) -> Result<Self, AwsError> {
+        config.validate_selection()?;
+        let sdk = load_sdk(&config, aws_config::defaults(BehaviorVersion::latest())).await;
+        Self::build(&sdk, config, true)
+    }
+
+    /// Whether this scaler only lists (see [`Ec2Scaler::connect_listing`]).
+    pub fn is_listing_only(&self) -> bool {
+        self.listing_only
+    }
+
+    fn refuse_if_listing_only(&self, operation: &'static str) -> Result<(), AwsError> {
+        if self.listing_only {
+            return Err(AwsError::Unsupported {
+                operation,
+                reason: "this scaler only lists the pool (an inventory)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn build(sdk: &SdkConfig, config: Ec2PoolConfig, listing_only: bool) -> Result<Self, AwsError> {
         let mut builder = aws_sdk_ec2::config::Builder::from(sdk)
             .retry_config(RetryConfig::disabled())
             .timeout_config(
@@ -328,6 +377,7 @@ impl Ec2Scaler {
         Ok(Ec2Scaler {
             client: Client::from_conf(ec2),
             config,
+            listing_only,
             memory: Mutex::new(PoolMemory::default()),
             counters: Counters::default(),
         })
@@ -1060,7 +1110,7 @@ impl Scaler for Ec2Scaler {
         Capabilities::DEFAULT
             .with_suspend(false)
             .with_create_needs_template(false)
-            .with_create_stopped(self.config.can_stop())
+            .with_create_stopped(self.config.can_stop() && !self.listing_only)
     }
 
     async fn list(&self) -> Result<Vec<Machine>> {
@@ -1068,18 +1118,22 @@ impl Scaler for Ec2Scaler {
     }
 
     async fn create(&self, request: &CreateRequest) -> Result<Machine> {
+        self.refuse_if_listing_only("create").map_err(core)?;
         self.create_machine(request).await.map_err(core)
     }
 
     async fn start(&self, id: &MachineId) -> Result<()> {
+        self.refuse_if_listing_only("start").map_err(core)?;
         self.start_machine(id).await.map_err(core)
     }
 
     async fn stop(&self, id: &MachineId) -> Result<()> {
+        self.refuse_if_listing_only("stop").map_err(core)?;
         self.stop_machine(id).await.map_err(core)
     }
 
     async fn destroy(&self, id: &MachineId) -> Result<()> {
+        self.refuse_if_listing_only("destroy").map_err(core)?;
         self.destroy_machine(id).await.map_err(core)
     }
 }

@@ -161,9 +161,12 @@ fn native_subject(path: &Path, target: Option<&str>) -> Result<Subject> {
     let (cfg, text) = crate::native::load(path, &getenv)?;
     let pick = cfg.targets.iter().find(|t| {
         let t = t.get_ref();
-        let crate::native::BackendConfig::Fly(fly) = &t.backend;
-        target.is_none_or(|n| t.name.as_deref() == Some(n) || fly.app == n)
-            || target.is_some_and(|n| fly.app.contains('*') && wildcard_match(&fly.app, n))
+        let app = match &t.backend {
+            crate::native::BackendConfig::Fly(fly) => fly.app.as_str(),
+            crate::native::BackendConfig::Ec2(pool) => pool.pool.as_str(),
+        };
+        target.is_none_or(|n| t.name.as_deref() == Some(n) || app == n)
+            || target.is_some_and(|n| app.contains('*') && wildcard_match(app, n))
     });
     let t = match (pick, target, cfg.targets.len()) {
         (Some(t), Some(_), _) | (Some(t), None, 1) => t,
@@ -183,7 +186,16 @@ fn native_subject(path: &Path, target: Option<&str>) -> Result<Subject> {
     };
     let at = t.span().start;
     let t = t.get_ref();
-    let crate::native::BackendConfig::Fly(fly) = &t.backend;
+    let fly = match &t.backend {
+        crate::native::BackendConfig::Fly(fly) => fly,
+        crate::native::BackendConfig::Ec2(pool) => {
+            return Err(BinError::config(format!(
+                "{}: target {:?} is an EC2 pool: backtests replay Fly apps only",
+                path.display(),
+                t.name.as_deref().unwrap_or(&pool.pool)
+            )))
+        }
+    };
     let app = match (fly.app.contains('*'), target) {
         (false, _) => fly.app.clone(),
         (true, Some(n)) if n != fly.app && t.name.as_deref() != Some(n) => n.to_owned(),

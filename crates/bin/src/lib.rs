@@ -27,6 +27,7 @@ pub mod backtest;
 pub mod cli;
 #[cfg(feature = "fakes")]
 pub mod demo;
+pub mod ec2;
 #[cfg(feature = "fakes")]
 pub mod fakes;
 pub mod native;

@@ -189,12 +189,14 @@ pub struct FlyBackend {
     pub graphql_base_url: Option<String>,
 }
 
-/// The backends (`type = "fly"`; more can be registered by adding variants).
+/// The backends (`type = "fly"`, `type = "ec2"`; more can be registered by adding variants).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BackendConfig {
     /// Fly.io Machines.
     Fly(FlyBackend),
+    /// A pool of EC2 instances (see [`fleetscale_aws::Ec2PoolConfig`]).
+    Ec2(Box<fleetscale_aws::Ec2PoolConfig>),
 }
 
 /// `[target.policy]`.
@@ -574,6 +576,8 @@ impl Template {
 /// The targets of a file: fixed apps and wildcards (re-listed at every refresh).
 pub struct NativeTargets {
     templates: Vec<Template>,
+    /// The EC2 targets.
+    ec2: Vec<crate::ec2::Ec2Target>,
     memberships: Mutex<HashMap<String, Arc<dyn ClusterMembership>>>,
     /// Apps claimed by two targets at a refresh, already logged (logged again only once the
     /// conflict has gone away and come back).
@@ -682,20 +686,25 @@ impl NativeTargets {
         let engine = cfg.engine();
         let mut templates: Vec<Template> = Vec::new();
         let mut names: HashMap<String, usize> = HashMap::new();
+        let mut ec2: Vec<crate::ec2::Ec2Target> = Vec::new();
         for t in &cfg.targets {
             let span = t.span();
             let at = span.start;
             let t = t.get_ref();
             let here = |msg: String| BinError::config(text.located(path, at, &msg));
-            let BackendConfig::Fly(fly) = &t.backend;
-            let label = t.name.clone().unwrap_or_else(|| fly.app.clone());
-            if fly.app.trim().is_empty() {
-                return Err(here(format!("target {label:?}: backend.app is empty")));
-            }
-            if fly.app.contains('*') && fly.org.as_deref().unwrap_or("").is_empty() {
-                return Err(here(format!(
-                    "target {label:?}: backend.org is required when backend.app has a wildcard"
-                )));
+            let label = t.name.clone().unwrap_or_else(|| match &t.backend {
+                BackendConfig::Fly(fly) => fly.app.clone(),
+                BackendConfig::Ec2(pool) => pool.pool.clone(),
+            });
+            if let BackendConfig::Fly(fly) = &t.backend {
+                if fly.app.trim().is_empty() {
+                    return Err(here(format!("target {label:?}: backend.app is empty")));
+                }
+                if fly.app.contains('*') && fly.org.as_deref().unwrap_or("").is_empty() {
+                    return Err(here(format!(
+                        "target {label:?}: backend.org is required when backend.app has a wildcard"
+                    )));
+                }
             }
             if let Some(first) = names.insert(label.clone(), at) {
                 let (line, _) = line_col(&text.raw, text.raw_offset(first));
@@ -792,6 +801,26 @@ impl NativeTargets {
                         .map_err(|e| here(format!("target {label:?}: {}", bare(&e))))?;
                 }
             }
+            let fly = match &t.backend {
+                BackendConfig::Fly(fly) => fly,
+                BackendConfig::Ec2(pool) => {
+                    let target = crate::ec2::Ec2Target::new(
+                        label.clone(),
+                        (**pool).clone(),
+                        t,
+                        Arc::new(policy),
+                        sources,
+                        engine.max_actions_per_tick,
+                    )
+                    .and_then(|e| match ec2.iter().find(|o| o.same_pool(&e)) {
+                        Some(o) => Err(o.overlap_message()),
+                        None => Ok(e),
+                    })
+                    .map_err(|m| here(format!("target {label:?}: {m}")))?;
+                    ec2.push(target);
+                    continue;
+                }
+            };
             // An autoscaler without credentials can do nothing; say so at start, as
             // fly-autoscaler does ("api token required"), rather than at every tick.
             let token = match getenv(&fly.token_env) {
@@ -861,6 +890,7 @@ impl NativeTargets {
         }
         Ok(NativeTargets {
             templates,
+            ec2,
             memberships: Mutex::new(HashMap::new()),
             conflicts: Mutex::new(std::collections::BTreeSet::new()),
         })
@@ -1006,6 +1036,9 @@ impl TargetProvider for NativeTargets {
         }
         if let Ok(mut c) = self.conflicts.lock() {
             *c = conflicts;
+        }
+        for e in &self.ec2 {
+            out.push(e.spec().await?);
         }
         // The membership of a target whose app is no longer listed goes with it.
         self.memberships
@@ -1660,6 +1693,54 @@ token = "${TOKEN}"
     }
 
     #[test]
+    fn the_ec2_example_and_its_errors() {
+        let example = include_str!("../../../examples/ec2-weave-spot.toml");
+        let targets = build(example).unwrap();
+        assert_eq!(targets.ec2.len(), 1);
+        assert!(targets.templates.is_empty());
+        let t = &targets.ec2[0];
+        let script = t.user_data().expect("the Weave bootstrap as user data");
+        assert!(
+            script.contains("PEERS=\"10.0.0.1 10.0.0.2 10.0.0.3\""),
+            "{script}"
+        );
+        assert!(
+            script.contains("--ipalloc-init=observer --http-addr=0.0.0.0:6784 $PEERS"),
+            "{script}"
+        );
+
+        // A pool without launch settings: named with its line.
+        let e = build_err(
+            "[[target]]\nname = \"p\"\nbackend = { type = \"ec2\", pool = \"p\", instance_type = \"t3.small\" }\n[target.policy]\ncreated = \"1\"\n",
+        );
+        assert!(
+            e.contains("fleetscale.toml:") && e.contains("image_id"),
+            "{e}"
+        );
+        // An unknown key of the pool.
+        let e = build_err(
+            "[[target]]\nbackend = { type = \"ec2\", pool = \"p\", image_id = \"ami-1\", instance_type = \"t3.small\", colour = \"red\" }\n[target.policy]\ncreated = \"1\"\n",
+        );
+        assert!(e.contains("colour"), "{e}");
+        // User data of its own next to [target.weave].
+        let with_user_data = example.replace(
+            "tags = { team = \"network\" }",
+            "tags = { team = \"network\" }, user_data = \"#!/bin/sh\\n\"",
+        );
+        let e = build_err(&with_user_data);
+        assert!(
+            e.contains("user_data cannot be set with [target.weave]"),
+            "{e}"
+        );
+        // Two targets on one pool.
+        let twice = format!(
+            "{example}\n[[target]]\nname = \"again\"\nbackend = {{ type = \"ec2\", pool = \"weave-dynamic\", region = \"eu-west-1\", image_id = \"ami-1\", instance_type = \"t3.small\" }}\n[target.policy]\ncreated = \"1\"\n"
+        );
+        let e = build_err(&twice);
+        assert!(e.contains("same EC2 instances"), "{e}");
+    }
+
+    #[test]
     fn the_release_guard_is_on_by_default_and_can_be_turned_off() {
         let path = Path::new("f.toml");
         let env = |k: &str| match k {
@@ -1669,7 +1750,9 @@ token = "${TOKEN}"
             _ => None,
         };
         let (cfg, text) = parse(GOOD).unwrap();
-        let BackendConfig::Fly(fly) = &cfg.targets[0].get_ref().backend;
+        let BackendConfig::Fly(fly) = &cfg.targets[0].get_ref().backend else {
+            panic!("a Fly target")
+        };
         assert!(fly.release_guard);
         let built = NativeTargets::build(path, &text, &cfg, &env).unwrap();
         let guard = built.templates[0].apps.release_guard().expect("guard");
@@ -1689,7 +1772,9 @@ token = "${TOKEN}"
             "app = \"my-app\", release_guard = false }",
         );
         let (cfg, text) = parse(&off).unwrap();
-        let BackendConfig::Fly(fly) = &cfg.targets[0].get_ref().backend;
+        let BackendConfig::Fly(fly) = &cfg.targets[0].get_ref().backend else {
+            panic!("a Fly target")
+        };
         assert!(!fly.release_guard);
         let built = NativeTargets::build(path, &text, &cfg, &env).unwrap();
         assert!(built.templates[0].apps.release_guard().is_none());

@@ -24,6 +24,7 @@ addresses out a second time (duplicate IPs on two live hosts) and leaves it unab
 rejoin the cluster. Give an inventory that says which hosts exist, so that a peer is reclaimed \
 only once its host is gone:
   --inventory fly:APP[/GROUP]          the machines of a Fly app (FLY_API_TOKEN; FLY_FLAPS_BASE_URL)
+  --inventory ec2:POOL                 the EC2 instances tagged fleetscale:pool=POOL (the standard AWS chain: AWS_REGION, credentials, AWS_ENDPOINT_URL_EC2)
   --inventory http(s)://HOST/PATH      an endpoint answering the live hosts (text or JSON)
   --inventory 'command:PROGRAM ARGS'   a program printing them (run without a shell)
 A listing has one host per line: its id, then its host names and addresses (JSON: \
@@ -54,8 +55,9 @@ pub fn parse_fixed(s: &str) -> Result<FixedPeer> {
 /// Builds the inventory named by `--inventory`.
 ///
 /// # Errors
-/// An unknown scheme, an empty command, an invalid URL, a Fly app without a token.
-pub fn parse_inventory(
+/// An unknown scheme, an empty command, an invalid URL, a Fly app without a token, an EC2
+/// pool without a region.
+pub async fn parse_inventory(
     spec: &str,
     timeout: Duration,
     getenv: impl Fn(&str) -> Option<String>,
@@ -104,8 +106,26 @@ pub fn parse_inventory(
         };
         return Ok(Arc::new(ScalerInventory::new(scaler, source)));
     }
+    if let Some(pool) = spec.strip_prefix("ec2:") {
+        if pool.trim().is_empty() {
+            return Err(bad(
+                "expected ec2:POOL (the value of the fleetscale:pool tag)",
+            ));
+        }
+        let mut config = fleetscale_aws::Ec2PoolConfig::new(pool);
+        config.timeouts.attempt = timeout;
+        // Instances are named by their private DNS name, which is the host name (and so the
+        // Weave nickname) the dynamic-peer bootstrap leaves in place.
+        let scaler = fleetscale_aws::Ec2Scaler::connect_listing(config)
+            .await
+            .map_err(|e| bad(&e.to_string()))?;
+        return Ok(Arc::new(ScalerInventory::new(
+            scaler,
+            format!("ec2:{pool}"),
+        )));
+    }
     Err(bad(
-        "expected fly:APP[/GROUP], http(s)://..., or command:PROGRAM [ARGS]",
+        "expected fly:APP[/GROUP], ec2:POOL, http(s)://..., or command:PROGRAM [ARGS]",
     ))
 }
 
@@ -191,7 +211,7 @@ fn render_reclaim_metrics(r: &Reclaimer) -> String {
 /// # Errors
 /// `--grace` (refused: see [`NEEDS_INVENTORY`]), no `--inventory`, invalid fixed peers,
 /// inventory or durations.
-pub fn reclaimer_from_args(
+pub async fn reclaimer_from_args(
     a: &ReclaimArgs,
     getenv: impl Fn(&str) -> Option<String>,
 ) -> Result<Reclaimer> {
@@ -228,7 +248,7 @@ pub fn reclaimer_from_args(
     };
     let etcd = etcd_ledger(a, &getenv)?;
     let mut config = ReclaimConfig::new(fixed, designated, a.ledger.clone())
-        .with_inventory(parse_inventory(spec, a.inventory_timeout, getenv)?)
+        .with_inventory(parse_inventory(spec, a.inventory_timeout, getenv).await?)
         .with_min_unreachable(a.min_unreachable);
     if let Some(store) = etcd {
         config = config.with_ledger_store(store);
@@ -273,7 +293,7 @@ fn etcd_ledger(
 /// Invalid flags (before any router is contacted), a ledger directory that cannot be made, a
 /// metrics address that cannot be bound.
 pub async fn weave_reclaim(a: ReclaimArgs) -> Result<i32> {
-    let reclaimer = Arc::new(reclaimer_from_args(&a, |k| std::env::var(k).ok())?);
+    let reclaimer = Arc::new(reclaimer_from_args(&a, |k| std::env::var(k).ok()).await?);
     if a.min_unreachable < Duration::from_secs(30) {
         tracing::warn!(min_unreachable = %humantime::format_duration(a.min_unreachable),
             "--min-unreachable is below 30s: real routers take 30-60s to notice a lost peer; keep the 60s default outside tests");
@@ -355,22 +375,30 @@ mod tests {
         }
     }
 
-    #[test]
-    fn inventory_specs() {
+    #[tokio::test]
+    async fn inventory_specs() {
         let t = Duration::from_secs(5);
         let none = |_: &str| None;
-        let inv = parse_inventory("command:printf %s\\n h1", t, none).unwrap();
+        let inv = parse_inventory("command:printf %s\\n h1", t, none)
+            .await
+            .unwrap();
         assert!(inv.source().starts_with("command:printf"));
-        let inv = parse_inventory("http://127.0.0.1:9/hosts", t, none).unwrap();
+        let inv = parse_inventory("http://127.0.0.1:9/hosts", t, none)
+            .await
+            .unwrap();
         assert_eq!(inv.source(), "http:http://127.0.0.1:9/hosts");
         let e = parse_inventory("fly:app", t, none)
+            .await
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("FLY_API_TOKEN"), "{e}");
         let env = |k: &str| (k == "FLY_API_TOKEN").then(|| "t0k3n".to_string());
         assert_eq!(
-            parse_inventory("fly:app/worker", t, env).unwrap().source(),
+            parse_inventory("fly:app/worker", t, env)
+                .await
+                .unwrap()
+                .source(),
             "fly:app/worker"
         );
         for bad in [
@@ -378,10 +406,12 @@ mod tests {
             "fly:",
             "fly:a*",
             "ec3:x",
+            "ec2:",
+            "ec2: ",
             "/etc/hosts",
             "http://",
         ] {
-            assert!(parse_inventory(bad, t, none).is_err(), "{bad}");
+            assert!(parse_inventory(bad, t, none).await.is_err(), "{bad}");
         }
     }
 }

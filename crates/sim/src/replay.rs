@@ -266,17 +266,14 @@ pub fn replay(trace: &Trace, config: &ReplayConfig) -> Result<Replay> {
                     readings.insert(name.to_owned(), r);
                 }
             }
-            let decision =
-                config
-                    .policy
-                    .decide(
-                        &config.scope,
-                        &counts,
-                        &readings,
-                        config.plan_options.capabilities,
-                        &mut state,
-                        instant(t),
-                    );
+            let decision = config.policy.decide(
+                &config.scope,
+                &counts,
+                &readings,
+                config.plan_options.capabilities,
+                &mut state,
+                instant(t),
+            );
             if decision.held {
                 held += 1;
             }

@@ -45,6 +45,11 @@ pub struct WeaveTargetConfig {
     /// reclaimed (default 60s; see [`ReclaimConfig::min_unreachable`]).
     #[serde(default, with = "humantime_serde")]
     pub min_unreachable: Option<Duration>,
+    /// Extra `weave launch` flags of dynamic peers (in the bootstrap script, e.g. EC2 user
+    /// data), e.g. `["--http-addr=0.0.0.0:6784"]` so that the router API that `leave` calls is
+    /// reachable at the machine's address (Weave binds it to `127.0.0.1:6784` by default).
+    #[serde(default)]
+    pub launch_args: Vec<String>,
 }
 
 impl WeaveTargetConfig {
@@ -59,6 +64,7 @@ impl WeaveTargetConfig {
         let port = self.router_port;
         let mut mc = WeaveMembershipConfig::new(self.fixed.clone())
             .with_inventory_source(format!("fleetscale-target:{target}"));
+        mc.launch_args = self.launch_args.clone();
         mc.router_url = Some(Arc::new(move |m: &fleetscale_core::Machine| {
             m.address.as_ref().map(|a| {
                 if a.contains(':') {

@@ -962,6 +962,21 @@ impl Emulator {
         self.launch(name, targets).await
     }
 
+    /// The address a registered router's HTTP API listens on from its next launch (default: a
+    /// free port of `127.0.0.1`). A test gives each emulated host a loopback address of its
+    /// own (Linux routes all of `127.0.0.0/8` to loopback) so that `http://HOST_IP:PORT`
+    /// reaches the host's router as it would a real one. A launch that cannot bind it within
+    /// about 2 s falls back to a free port of `127.0.0.1`.
+    pub fn listen_on(&self, name: PeerName, addr: std::net::SocketAddr) -> Result<(), FakeError> {
+        let mut w = self.w();
+        let r = w
+            .routers
+            .get_mut(&name)
+            .ok_or_else(|| FakeError::UnknownPeer(name.to_string()))?;
+        r.addr = Some(addr);
+        Ok(())
+    }
+
     /// The router's API base URL (`None` while it is not running).
     pub fn url(&self, name: PeerName) -> Option<String> {
         let w = self.w();
