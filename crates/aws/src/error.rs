@@ -330,9 +330,7 @@ impl From<AwsError> for CoreError {
             }
             AwsError::Unsupported { operation, .. } => {
                 tracing::warn!(error = %message, "EC2 operation not supported");
-                return CoreError::Unsupported {
-                    operation: *operation,
-                };
+                return CoreError::Unsupported { operation };
             }
             AwsError::WrongState { .. } => CoreError::conflict(message),
             AwsError::LaunchedButGone { .. } => CoreError::capacity(message),

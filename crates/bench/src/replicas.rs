@@ -287,13 +287,11 @@ impl Replica {
     ) -> Replica {
         let passes = Arc::new(PassCounter::default());
         let engine = Engine::new(
-            EngineConfig {
-                interval: options.interval,
-                refresh_interval: Duration::from_secs(3600),
-                tick_timeout: Duration::from_secs(60),
-                concurrency: options.concurrency,
-                ..EngineConfig::default()
-            },
+            EngineConfig::default()
+                .with_interval(options.interval)
+                .with_refresh_interval(Duration::from_secs(3600))
+                .with_tick_timeout(Duration::from_secs(60))
+                .with_concurrency(options.concurrency),
             Arc::new(targets(name, fly_url, apps, loads)),
         )
         .with_coordinator(Arc::new(RecordingCoordinator {
@@ -305,7 +303,7 @@ impl Replica {
         let cancel = CancellationToken::new();
         let c = cancel.clone();
         let task = tokio::spawn(async move {
-            let _ = engine.run(c).await;
+            let _ = engine.run(c.cancelled_owned()).await;
         });
         Replica {
             name: name.to_string(),

@@ -214,7 +214,6 @@ fn native_subject(path: &Path, target: Option<&str>) -> Result<Subject> {
         started: rule("started", &p.started, &p.started_min, &p.started_max)?,
         limits: p.limits.as_ref().map(|l| *l.get_ref()).unwrap_or_default(),
         on_error: p.on_error,
-        keep_one_created: true,
     };
     let sources: Vec<SourceConfig> = t.sources.iter().map(|s| s.get_ref().clone()).collect();
     let names: Vec<&str> = sources.iter().map(SourceConfig::name).collect();

@@ -9,7 +9,7 @@ use fleetscale_aws::{Ec2PoolConfig, Ec2Scaler, UserData};
 use fleetscale_core::engine::TargetSpec;
 use fleetscale_core::plan::PlanOptions;
 use fleetscale_core::policy::Policy;
-use fleetscale_core::{ClusterMembership, MetricSource, Scope};
+use fleetscale_core::{MetricSource, Scope};
 use fleetscale_weave::WeaveMembership;
 
 use crate::native::TargetConfig;

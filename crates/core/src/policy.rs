@@ -296,6 +296,25 @@ pub struct Decision {
     pub notes: Vec<String>,
 }
 
+impl Decision {
+    /// A decision for `targets` as the rules produced them: not held, without notes (for
+    /// observers' tests and replays; the engine's decisions come from [`Policy::decide`]).
+    pub fn new(targets: Targets) -> Self {
+        Decision {
+            targets,
+            raw: Some(targets),
+            held: false,
+            notes: Vec::new(),
+        }
+    }
+
+    /// Adds a note on what shaped the decision.
+    pub fn with_note(mut self, note: impl Into<String>) -> Self {
+        self.notes.push(note.into());
+        self
+    }
+}
+
 impl Policy {
     /// Every variable name the rules reference.
     pub fn variables(&self) -> Vec<&str> {

@@ -156,10 +156,7 @@ async fn a_reclaim_of_a_lost_member_is_sent_only_under_a_valid_fence() {
         let spec = TargetSpec::new(Scope::new("mine"), scaler.clone(), policy)
             .with_membership(cluster.clone());
         let engine = Engine::new(
-            EngineConfig {
-                reclaim_lost_members: true,
-                ..EngineConfig::default()
-            },
+            EngineConfig::default().with_reclaim_lost_members(true),
             Arc::new(vec![spec]),
         )
         .with_coordinator(coordinator.clone());

@@ -198,6 +198,7 @@ impl From<EtcdError> for fleetscale_core::Error {
             | EtcdError::TlsFile { .. }
             | EtcdError::DuplicateReplica { .. } => E::Config {
                 message: e.to_string(),
+                source: Some(Box::new(e)),
             },
             EtcdError::Unavailable { .. }
             | EtcdError::LeaseLost { .. }
@@ -207,12 +208,15 @@ impl From<EtcdError> for fleetscale_core::Error {
             },
             EtcdError::Unauthorized { .. } => E::Unauthorized {
                 message: e.to_string(),
+                source: Some(Box::new(e)),
             },
             EtcdError::NotOwner { .. } | EtcdError::LockLost { .. } => E::Refused {
                 reason: e.to_string(),
+                source: Some(Box::new(e)),
             },
             EtcdError::LockBusy { .. } => E::Conflict {
                 message: e.to_string(),
+                source: Some(Box::new(e)),
             },
             EtcdError::InvalidResponse { .. } => E::Backend {
                 message: e.to_string(),

@@ -576,36 +576,29 @@ mod tests {
     use super::*;
     use fleetscale_core::plan::{Action, Plan};
     use fleetscale_core::policy::Decision;
-    use fleetscale_core::record::{ActionError, ActionOutcome};
-    use fleetscale_core::{CreateRequest, MachineId, MachineState};
+    use fleetscale_core::record::{ActionError, ActionOutcome, ActionStep, TickStage};
+    use fleetscale_core::{CreateRequest, ErrorKind, MachineId, MachineState};
 
     fn record(target: &str, tick: u64, at: SystemTime) -> DecisionRecord {
-        DecisionRecord {
-            target: target.into(),
-            tick,
-            started_at: at,
-            duration: Duration::from_millis(5),
-            counts: Some(Counts {
-                created: 3,
-                started: 2,
-                stopped: 1,
-                ..Counts::default()
-            }),
-            metrics: BTreeMap::from([("load".to_owned(), MetricReading::Value(42.0))]),
-            decision: Some(Decision {
-                targets: Targets {
-                    created: Bounds::exactly(4),
-                    started: Bounds::NONE,
-                },
-                raw: None,
-                held: false,
-                notes: vec!["step limit applied".into()],
-            }),
-            plan: Some(Plan::default()),
-            outcomes: vec![],
-            reclaims: vec![],
-            status: TickStatus::Scaled,
-        }
+        let mut r = DecisionRecord::new(target, tick, at);
+        r.duration = Duration::from_millis(5);
+        r.counts = Some(Counts {
+            created: 3,
+            started: 2,
+            stopped: 1,
+            ..Counts::default()
+        });
+        r.metrics = BTreeMap::from([("load".to_owned(), MetricReading::Value(42.0))]);
+        r.decision = Some(
+            Decision::new(Targets {
+                created: Bounds::exactly(4),
+                started: Bounds::NONE,
+            })
+            .with_note("step limit applied"),
+        );
+        r.plan = Some(Plan::default());
+        r.status = TickStatus::Scaled;
+        r
     }
 
     #[test]
@@ -618,19 +611,18 @@ mod tests {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_571_200);
         for i in 0..100u64 {
             let mut r = record("<web>", i + 1, t0 + Duration::from_secs(15 * i));
-            r.outcomes = vec![ActionOutcome {
-                action: Action::Create {
-                    request: CreateRequest::default(),
-                    reason: format!("created 3 < min {i}"),
-                },
-                created: Some(MachineId::new("m9")),
-                error: (i == 99).then(|| ActionError {
-                    kind: "rate_limited".into(),
-                    message: "429 & retry".into(),
-                    step: "create".into(),
-                }),
-                duration: Duration::ZERO,
-            }];
+            let mut outcome = ActionOutcome::new(Action::Create {
+                request: CreateRequest::default(),
+                reason: format!("created 3 < min {i}"),
+            });
+            outcome.created = Some(MachineId::new("m9"));
+            outcome.error = (i == 99).then(|| {
+                ActionError::new(
+                    ActionStep::Create,
+                    &fleetscale_core::Error::rate_limited("429 & retry", None),
+                )
+            });
+            r.outcomes = vec![outcome];
             board.observe(&r);
         }
         let snap = board.snapshot();
@@ -666,7 +658,7 @@ mod tests {
         r.metrics.insert(
             "queue".into(),
             MetricReading::Failed {
-                kind: "timeout".into(),
+                kind: ErrorKind::Timeout,
                 message: "no answer in 10 s".into(),
             },
         );
@@ -676,8 +668,8 @@ mod tests {
         assert!(html.contains("metric queue failed (timeout): no answer in 10 s"));
         let mut failed = record("web", 3, t0 + Duration::from_secs(30));
         failed.status = TickStatus::Failed {
-            stage: "list".into(),
-            kind: "unavailable".into(),
+            stage: TickStage::List,
+            kind: ErrorKind::Unavailable,
             message: "503".into(),
         };
         board.observe(&failed);

@@ -21,7 +21,6 @@ fn blueprint() -> ReplayConfig {
             None,
         )
         .unwrap(),
-        keep_one_created: true,
         limits: Limits {
             scale_in_stabilization: Duration::from_secs(300),
             cooldown_after_scale_down: Duration::from_secs(60),

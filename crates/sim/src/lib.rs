@@ -27,7 +27,6 @@
 //! // Fly's "Autoscale Machines" blueprint: one stopped spare beyond the running machines.
 //! let policy = Policy {
 //!     created: CountRule::from_settings("created", Some("min(running_machines + 1, 10)"), None, None).unwrap(),
-//!     keep_one_created: true,
 //!     ..Policy::default()
 //! };
 //! let mut config = ReplayConfig::new("blueprint", "my-app", policy);

@@ -187,7 +187,6 @@ pub struct Replay {
 ///
 /// let policy = Policy {
 ///     created: CountRule::from_settings("created", Some("ceil(load / 10)"), None, None).unwrap(),
-///     keep_one_created: true,
 ///     ..Policy::default()
 /// };
 /// let trace = Trace::from_csv("timestamp,load\n0,5\n15,35\n30,35\n45,5\n").unwrap();

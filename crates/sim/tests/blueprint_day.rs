@@ -11,7 +11,6 @@ const SHIPPED: &str = include_str!("../traces/diurnal-day.csv");
 fn blueprint(label: &str, rule: &str) -> ReplayConfig {
     let policy = Policy {
         created: CountRule::from_settings("created", Some(rule), None, None).unwrap(),
-        keep_one_created: true,
         ..Policy::default()
     };
     let mut c = ReplayConfig::new(label, "my-app", policy);

@@ -35,7 +35,6 @@ fn the_blueprint_over_the_burst_matches_the_hand_computation() {
             None,
         )
         .unwrap(),
-        keep_one_created: true,
         ..Policy::default()
     };
     let mut config = ReplayConfig::new("blueprint", "my-app", policy);
