@@ -204,8 +204,9 @@ impl Bucket {
 const EVICT_ABOVE: usize = 4096;
 
 /// Token buckets keyed by (action, scope). Reserving is synchronous; the wait is a plain
-/// sleep, so dropping a waiting future is harmless (its token stays spent, which only makes
-/// the client more conservative).
+/// sleep. Dropping a waiting [`Limiter::acquire`] (a tick's deadline passed) gives its token
+/// back: kept spent, the tokens of calls that never went out would push every later token
+/// further away, and a target whose ticks always end while waiting would never call again.
 #[derive(Debug, Default)]
 pub(crate) struct Limiter {
     buckets: Mutex<HashMap<(&'static str, String), Bucket>>,
@@ -299,12 +300,46 @@ impl Limiter {
         b.tokens = b.tokens.min(tokens);
     }
 
-    /// Waits for a token.
+    /// Waits for a token. Cancellation-safe: dropped before the wait ends, it gives the token
+    /// back.
     pub(crate) async fn acquire(&self, action: &'static str, scope: &str, rate: Rate) {
         let wait = self.reserve(action, scope, rate);
         if !wait.is_zero() {
             tracing::debug!(action, scope, ?wait, "pacing Machines API call");
+            let mut unused = UnusedToken {
+                limiter: self,
+                action,
+                scope,
+                armed: true,
+            };
             tokio::time::sleep(wait).await;
+            unused.armed = false;
+        }
+    }
+
+    /// Returns a reserved token that was not used (capped at the bucket's burst).
+    fn give_back(&self, action: &'static str, scope: &str) {
+        let now = Instant::now();
+        let mut buckets = self.lock();
+        if let Some(b) = buckets.get_mut(&(action, scope.to_owned())) {
+            b.refill(now);
+            b.tokens = (b.tokens + 1.0).min(b.rate.burst());
+        }
+    }
+}
+
+/// A token reserved by a waiting [`Limiter::acquire`]: given back if the wait is dropped.
+struct UnusedToken<'a> {
+    limiter: &'a Limiter,
+    action: &'static str,
+    scope: &'a str,
+    armed: bool,
+}
+
+impl Drop for UnusedToken<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.limiter.give_back(self.action, self.scope);
         }
     }
 }
@@ -358,6 +393,28 @@ mod tests {
         assert_eq!(l.reserve("stop", "m1", r), Duration::ZERO);
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(l.reserve("start", "m1", r), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_cut_short_by_a_deadline_give_their_tokens_back() {
+        let l = Limiter::default();
+        let r = PacingConfig::default().paced(Rate::new(1.0, 1));
+        // Calls, one after another, each given 0.5 s (a tick's deadline) for a minute of
+        // paused time. A call goes out about every 1.05 s; kept spent, the tokens of the cut
+        // waits would push every later token further away and almost none would go out.
+        let start = Instant::now();
+        let mut sent = 0;
+        while start.elapsed() < Duration::from_millis(59_500) {
+            let t = tokio::time::timeout(Duration::from_millis(500), l.acquire("create", "app", r));
+            if t.await.is_ok() {
+                sent += 1;
+            }
+        }
+        // At most the burst plus 0.95/s: 1 + 56 in 59.5 s.
+        assert!(
+            (50..=57).contains(&sent),
+            "{sent} calls in 59.5 s at 0.95/s"
+        );
     }
 
     #[tokio::test(start_paused = true)]
