@@ -318,7 +318,7 @@ impl Ec2Scaler {
     /// credentials come as in [`Ec2Scaler::connect`].
     ///
     /// ```no_run
-    /// # async fn f() -> Result<(), fleetscale_aws::AwsError> {
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
     /// use fleetscale_aws::{Ec2PoolConfig, Ec2Scaler};
     /// use fleetscale_core::Scaler;
     /// let inventory = Ec2Scaler::connect_listing(Ec2PoolConfig::new("weave-dynamic")).await?;

@@ -69,7 +69,7 @@ impl std::fmt::Display for Secret {
 /// let config = EtcdConfig::new(["http://127.0.0.1:2379", "http://127.0.0.1:22379"])
 ///     .with_lease_ttl(Duration::from_secs(5));
 /// config.validate().unwrap();
-/// assert_eq!(config.keep_alive_interval(), Duration::from_millis(1666));
+/// assert_eq!(config.keep_alive_interval(), Duration::from_secs(5) / 3);
 ///
 /// let bad = EtcdConfig::new(["ftp://127.0.0.1:2379"]);
 /// assert!(bad.validate().unwrap_err().to_string().contains("ftp://"));
