@@ -364,7 +364,12 @@ async fn a_three_member_cluster_keeps_serving_when_a_member_dies() {
     let (a, b) = (replica(&config, "a"), replica(&config, "b"));
     settle(&[&a, &b], &targets, 10).await;
     let t = a.owned_targets()[0].clone();
-    let moved = (a.status().lost_total, b.status().lost_total);
+    let owners = |r: &EtcdCoordinator| {
+        let mut o = r.owned_targets();
+        o.sort();
+        o
+    };
+    let before = (owners(&a), owners(&b));
 
     for victim in [0usize, 1] {
         cluster.kill(victim).unwrap();
@@ -385,11 +390,9 @@ async fn a_three_member_cluster_keeps_serving_when_a_member_dies() {
         }
         assert!(ok, "no quorum after killing member {victim}");
         assert_disjoint(&[&a, &b]);
-        assert_eq!(
-            (a.status().lost_total, b.status().lost_total),
-            moved,
-            "nothing moved"
-        );
+        // A replica may suspend while a leader election delays its keep-alive (safe: it
+        // re-adopts once the lease is confirmed), but no target changes owner.
+        assert_eq!((owners(&a), owners(&b)), before, "no target moved");
         cluster.restart(victim).unwrap();
         cluster
             .wait_healthy(fleetscale_etcd::harness::START_DEADLINE)
