@@ -152,8 +152,14 @@ async fn no_scaling_while_a_release_is_running() {
         &logs,
     )
     .await;
-    assert!(!lines_with(&proc, "reconciling").is_empty());
-    // The fake counts a machine before the process logs the end of its bulk create.
+    // The fake sees a machine before this test's reader has the process's log line (it logs
+    // after the effect, and its stderr is read by another thread), so the lines are awaited.
+    eventually(
+        "a reconciling line",
+        || (!lines_with(&proc, "reconciling").is_empty()).then_some(()),
+        &logs,
+    )
+    .await;
     let completed = eventually(
         "the bulk create logged",
         || lines_with(&proc, "bulk create completed").first().cloned(),
