@@ -9,7 +9,7 @@
 #     protobuf-compiler, libprotobuf-dev) which the etcd client crate needs to build;
 #   - cargo-deny for the licence check.
 # Then: formatting, clippy with -D warnings, banned crates and licences, the declared
-# rust-version of each crate, every test of every crate.
+# rust-version of each crate, every test of every crate, each library built alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,3 +43,20 @@ bash scripts/check-msrv.sh
 
 step "cargo test"
 cargo test --workspace --all-features
+
+# The workspace build unifies features, which hides a library that uses a tokio or reqwest
+# feature it does not name: each library is checked alone, with and without its own features,
+# and so is the production binary (no fakes).
+step "each library built alone on its own features"
+for crate in core metrics fly weave aws etcd sim; do
+    cargo check --quiet -p "fleetscale-$crate" --no-default-features
+    cargo check --quiet -p "fleetscale-$crate"
+done
+cargo check --quiet -p fleetscale-bin --no-default-features
+
+step "fleetscale-weave without TLS: plain HTTP, https:// refused at load"
+if cargo tree -p fleetscale-weave --no-default-features -e normal --prefix none | grep -qi rustls; then
+    echo "error: fleetscale-weave --no-default-features pulls a TLS stack" >&2
+    exit 1
+fi
+cargo test --quiet -p fleetscale-weave --no-default-features --lib https_urls_need_the_tls_feature

@@ -18,9 +18,7 @@ use fleetscale_core::policy::{CountRule, Policy};
 use fleetscale_core::{InitialState, MetricSource, Scope};
 use fleetscale_fly::fake::{FakeConfig, FakeFly, FakeFlyServer};
 use fleetscale_fly::types::{CreateAppRequest, CreateMachineRequest};
-use fleetscale_fly::{
-    ClientConfig, FlyScaler, FlyScalerConfig, FlyState, FlyToken, MachinesClient,
-};
+use fleetscale_fly::{ClientConfig, FlyScaler, FlyScalerConfig, FlyState, MachinesClient, Token};
 use fleetscale_metrics::harness::PrometheusServer;
 use fleetscale_metrics::{PrometheusConfig, PrometheusSource};
 use tokio_util::sync::CancellationToken;
@@ -88,14 +86,14 @@ pub async fn run() -> Result<(Vec<usize>, bool), BoxError> {
     let server = FakeFlyServer::bind(
         "127.0.0.1:0".parse()?,
         FakeConfig {
-            token: Some(FlyToken::new(token)),
+            token: Some(Token::new(token)),
             ..FakeConfig::default()
         },
     )
     .await?;
     let fake = server.fake().clone();
     let client = MachinesClient::new(
-        Some(FlyToken::new(token)),
+        Some(Token::new(token)),
         ClientConfig::default().with_base_url(server.url()),
     )?;
     // `fly apps create` and the first machine of `fly deploy`, as raw Machines API calls.

@@ -14,7 +14,7 @@ pub const LABEL_LIFECYCLE: &str = "lifecycle";
 /// Label: the availability zone (`us-east-1a`).
 pub const LABEL_AZ: &str = "az";
 
-/// EC2's instance states, in the mapping of issue 13:
+/// How EC2's instance states map to the core's [`MachineState`]:
 ///
 /// | EC2 | core | counted as |
 /// |---|---|---|

@@ -35,8 +35,7 @@ use fleetscale_core::{InitialState, Machine, MetricSource, Scope};
 use fleetscale_fly::fake::{Delays, FakeConfig, FakeFly, FakeFlyServer, FakeRateLimits};
 use fleetscale_fly::types::{CreateAppRequest, CreateMachineRequest};
 use fleetscale_fly::{
-    ClientConfig, FlyScaler, FlyScalerConfig, FlyState, FlyToken, MachinesClient, PacingConfig,
-    Rate,
+    ClientConfig, FlyScaler, FlyScalerConfig, FlyState, MachinesClient, PacingConfig, Rate, Token,
 };
 use fleetscale_sim::proxy::{FlyProxy, ProxyAction, ProxyConfig};
 use serde_json::json;
@@ -223,7 +222,7 @@ pub async fn run_demo(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSum
             .parse()
             .map_err(|_| BinError::Failed("bad address".into()))?,
         FakeConfig {
-            token: Some(FlyToken::new(token)),
+            token: Some(Token::new(token)),
             delays: Delays::uniform(scaled(Duration::from_millis(300))),
             rate_limits: Some(limits),
             default_region: "iad".into(),
@@ -241,7 +240,7 @@ pub async fn run_demo(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoSum
         ..PacingConfig::default()
     };
     let client = MachinesClient::new(
-        Some(FlyToken::new(token)),
+        Some(Token::new(token)),
         ClientConfig {
             pacing,
             ..ClientConfig::default().with_base_url(server.url())

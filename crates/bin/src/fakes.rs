@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use fleetscale_fly::fake::{Delays, FakeConfig, FakeFlyServer};
 use fleetscale_fly::types::{CreateAppRequest, CreateMachineRequest};
-use fleetscale_fly::{ClientConfig, FlyToken, MachinesClient};
+use fleetscale_fly::{ClientConfig, MachinesClient, Token};
 use fleetscale_weave::fake::{Emulator, EmulatorConfig, PeerSpec};
 use fleetscale_weave::{PeerName, RouterClient};
 use serde_json::json;
@@ -28,7 +28,7 @@ pub async fn fake_fly(a: FakeFlyArgs) -> Result<()> {
     let server = FakeFlyServer::bind(
         a.listen,
         FakeConfig {
-            token: a.token.as_deref().map(FlyToken::new),
+            token: a.token.as_deref().map(Token::new),
             delays: Delays::uniform(a.delay),
             rate_limits: if a.no_rate_limits {
                 None
@@ -41,7 +41,7 @@ pub async fn fake_fly(a: FakeFlyArgs) -> Result<()> {
     .await
     .map_err(|e| BinError::io(format!("listen on {}", a.listen), e))?;
     let client = MachinesClient::new(
-        a.token.as_deref().map(FlyToken::new),
+        a.token.as_deref().map(Token::new),
         ClientConfig::default().with_base_url(server.url()),
     )?;
     for app in &a.app {

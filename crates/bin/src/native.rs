@@ -16,7 +16,7 @@ use fleetscale_core::policy::{CountRule, ErrorPolicy, Limits, Policy};
 use fleetscale_core::record::{MetricReading, TickStatus, TracingObserver, MAX_LOGGED_ACTIONS};
 use fleetscale_core::{ClusterMembership, InitialState, MetricSource, Scope};
 use fleetscale_fly::apps::FlyApps;
-use fleetscale_fly::{ClientConfig, FlyGraphql, FlyToken, GraphqlConfig, MachinesClient, Wildcard};
+use fleetscale_fly::{ClientConfig, FlyGraphql, GraphqlConfig, MachinesClient, Token, Wildcard};
 use fleetscale_metrics::SourceConfig;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -826,7 +826,7 @@ impl NativeTargets {
             let token = match getenv(&fly.token_env) {
                 Some(t) if !t.trim().is_empty() => {
                     crate::redact::register(&t);
-                    FlyToken::new(t)
+                    Token::new(t)
                 }
                 _ => {
                     return Err(here(format!(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::get;
-use fleetscale_fly::{ClientConfig, FlyScaler, FlyScalerConfig, FlyToken, MachinesClient};
+use fleetscale_fly::{ClientConfig, FlyScaler, FlyScalerConfig, MachinesClient, Token};
 use fleetscale_weave::inventory::{CommandInventory, HostInventory, HttpInventory};
 use fleetscale_weave::{FixedPeer, PeerName, ReclaimConfig, Reclaimer, ScalerInventory};
 use tokio_util::sync::CancellationToken;
@@ -86,7 +86,7 @@ pub async fn parse_inventory(
         }
         let token = getenv("FLY_API_TOKEN")
             .filter(|t| !t.trim().is_empty())
-            .map(FlyToken::new)
+            .map(Token::new)
             .ok_or_else(|| bad("FLY_API_TOKEN is not set"))?;
         let mut cc = ClientConfig {
             timeout,

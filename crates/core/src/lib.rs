@@ -62,6 +62,7 @@ pub mod policy;
 pub mod record;
 mod scaler;
 mod scope;
+mod secret;
 mod targets;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -77,4 +78,5 @@ pub use membership::{ClusterMembership, Member, ReclaimOutcome};
 pub use metric::MetricSource;
 pub use scaler::{Capabilities, Scaler};
 pub use scope::{expand_vars, Scope};
+pub use secret::{Secret, Token};
 pub use targets::{Bounds, Targets};

@@ -46,11 +46,11 @@ use url::Url;
 
 use crate::error::{excerpt, ApiContext, FlyError};
 use crate::pacing::{Limiter, PacingConfig, Rate, RetryConfig};
-use crate::token::FlyToken;
 use crate::types::{
     App, AppList, CreateAppRequest, CreateMachineRequest, ErrorBody, FlyMachine, Lease,
     LeaseEnvelope, ListOptions, StartResponse, StopRequest, WaitResponse,
 };
+use fleetscale_core::Token;
 
 /// The public Machines API.
 pub const DEFAULT_BASE_URL: &str = "https://api.machines.dev";
@@ -187,7 +187,7 @@ impl MachinesClient {
     ///
     /// # Errors
     /// [`FlyError::Config`] for an invalid base URL or a token that cannot be a header value.
-    pub fn new(token: Option<FlyToken>, config: ClientConfig) -> Result<Self, FlyError> {
+    pub fn new(token: Option<Token>, config: ClientConfig) -> Result<Self, FlyError> {
         let base = Url::parse(config.base_url.trim_end_matches('/')).map_err(|e| {
             FlyError::Config(format!("invalid base URL {:?}: {e}", config.base_url))
         })?;
@@ -197,18 +197,7 @@ impl MachinesClient {
                 config.base_url
             )));
         }
-        let auth = match token {
-            Some(t) if !t.is_empty() => {
-                let mut v = HeaderValue::from_str(&t.authorization_header()).map_err(|_| {
-                    FlyError::Config(
-                        "the API token contains characters not allowed in a header".into(),
-                    )
-                })?;
-                v.set_sensitive(true);
-                Some(v)
-            }
-            _ => None,
-        };
+        let auth = crate::token::header_value(token.as_ref(), false)?;
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .build()
@@ -227,7 +216,7 @@ impl MachinesClient {
     ///
     /// # Errors
     /// As [`MachinesClient::new`].
-    pub fn from_env(token: Option<FlyToken>) -> Result<Self, FlyError> {
+    pub fn from_env(token: Option<Token>) -> Result<Self, FlyError> {
         MachinesClient::new(token, ClientConfig::from_env())
     }
 
@@ -942,7 +931,7 @@ mod tests {
     #[test]
     fn debug_never_shows_the_token() {
         let c = MachinesClient::new(
-            Some(FlyToken::new("FlyV1 fm2_topsecret")),
+            Some(Token::new("FlyV1 fm2_topsecret")),
             ClientConfig::default(),
         )
         .unwrap();

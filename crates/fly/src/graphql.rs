@@ -40,7 +40,7 @@
 //! `fleetscale_fly::fake` (feature `fake`), which serves this query.
 //!
 //! The `Authorization` header is fly-go's `Tokens.GraphQLHeader`
-//! ([`FlyToken::graphql_authorization_header`]): the same token as for the Machines API.
+//! ([`crate::token::graphql_authorization_header`]): the same token as for the Machines API.
 //!
 //! # Errors and retries
 //! A query is a read, so every transient failure is retried with the backoff of
@@ -80,7 +80,7 @@ use url::Url;
 use crate::client::{classify_status, fallback_message, send_once};
 use crate::error::{excerpt, ApiContext, FlyError, GraphqlError};
 use crate::pacing::RetryConfig;
-use crate::token::FlyToken;
+use fleetscale_core::Token;
 
 /// Fly's API host, the GraphQL base URL fly-autoscaler hard-codes.
 pub const DEFAULT_GRAPHQL_BASE_URL: &str = "https://api.fly.io";
@@ -224,7 +224,7 @@ impl FlyGraphql {
     ///
     /// # Errors
     /// [`FlyError::Config`] for an invalid base URL or a token that cannot be a header value.
-    pub fn new(token: Option<FlyToken>, config: GraphqlConfig) -> Result<Self, FlyError> {
+    pub fn new(token: Option<Token>, config: GraphqlConfig) -> Result<Self, FlyError> {
         let mut url = Url::parse(config.base_url.trim_end_matches('/')).map_err(|e| {
             FlyError::Config(format!(
                 "invalid GraphQL base URL {:?}: {e}",
@@ -241,19 +241,7 @@ impl FlyGraphql {
             segs.pop_if_empty();
             segs.push("graphql");
         }
-        let auth = match token {
-            Some(t) if !t.is_empty() => {
-                let mut v =
-                    HeaderValue::from_str(&t.graphql_authorization_header()).map_err(|_| {
-                        FlyError::Config(
-                            "the API token contains characters not allowed in a header".into(),
-                        )
-                    })?;
-                v.set_sensitive(true);
-                Some(v)
-            }
-            _ => None,
-        };
+        let auth = crate::token::header_value(token.as_ref(), true)?;
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .build()
@@ -270,7 +258,7 @@ impl FlyGraphql {
     ///
     /// # Errors
     /// As [`FlyGraphql::new`].
-    pub fn from_env(token: Option<FlyToken>) -> Result<Self, FlyError> {
+    pub fn from_env(token: Option<Token>) -> Result<Self, FlyError> {
         FlyGraphql::new(token, GraphqlConfig::from_env())
     }
 
@@ -513,7 +501,7 @@ mod tests {
     #[test]
     fn mutations_are_refused_and_token_hidden() {
         let g = FlyGraphql::new(
-            Some(FlyToken::new("FlyV1 fm2_topsecret")),
+            Some(Token::new("FlyV1 fm2_topsecret")),
             GraphqlConfig::default(),
         )
         .unwrap();

@@ -17,13 +17,13 @@
 //! use fleetscale_core::{CreateRequest, Scaler};
 //! use fleetscale_fly::fake::{FakeConfig, FakeFlyServer};
 //! use fleetscale_fly::types::{CreateAppRequest, CreateMachineRequest};
-//! use fleetscale_fly::{ClientConfig, FlyScaler, FlyScalerConfig, FlyToken, MachinesClient};
+//! use fleetscale_fly::{ClientConfig, FlyScaler, FlyScalerConfig, Token, MachinesClient};
 //!
 //! // A fake Machines API on a free port (against Fly, use ClientConfig::from_env()).
 //! let server = FakeFlyServer::bind("127.0.0.1:0".parse().unwrap(), FakeConfig::instant())
 //!     .await
 //!     .unwrap();
-//! let token = FlyToken::new("FlyV1 fm2_example");
+//! let token = Token::new("FlyV1 fm2_example");
 //! let client =
 //!     MachinesClient::new(Some(token), ClientConfig::default().with_base_url(server.url()))
 //!         .unwrap();
@@ -57,12 +57,15 @@ pub mod graphql;
 pub mod pacing;
 mod scaler;
 mod time;
-mod token;
+pub mod token;
 pub mod types;
 
 pub use client::{ClientConfig, DestroyOptions, MachinesClient, WaitOptions};
 pub use discovery::{AppDiscovery, Wildcard};
 pub use error::{ApiContext, FlyError, GraphqlError};
+/// The workspace's API token type (redacted in `Debug`, `Display` and serialised form);
+/// [`token`] has Fly's header rules for it.
+pub use fleetscale_core::Token;
 pub use graphql::{FlyGraphql, GraphqlConfig, Release};
 pub use pacing::{PacingConfig, Rate, RetryConfig};
 pub use scaler::{
@@ -70,5 +73,4 @@ pub use scaler::{
     RELEASE_IN_PROGRESS,
 };
 pub use time::{format_http_date, format_rfc3339, parse_http_date, parse_rfc3339};
-pub use token::FlyToken;
 pub use types::{Autostop, FlyMachine, FlyState, ImageRef, ListOptions};

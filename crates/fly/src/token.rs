@@ -5,110 +5,99 @@
 //! that are macaroons (prefixes `fm1r_`, `fm1a_`, `fm2_`) are sent as
 //! `Authorization: FlyV1 <macaroons joined by ,>`. A token without any macaroon part is sent as
 //! `Authorization: Bearer <token>`.
+//!
+//! The token itself is the workspace's [`Token`] (`fleetscale_core::Token`, re-exported by this
+//! crate), which never shows its value in `Debug`, `Display` or serialised form.
 
-use std::fmt;
+use fleetscale_core::Token;
+use reqwest::header::HeaderValue;
+
+use crate::FlyError;
 
 /// Prefixes that mark a token part as a macaroon (fly-go `tokens.go`).
 const MACAROON_PREFIXES: [&str; 3] = ["fm1r_", "fm1a_", "fm2_"];
 
-/// A Fly API token (deploy token, org token, personal access token).
+/// The value of the `Authorization` header for the Machines API, as fly-go builds it.
 ///
-/// The value never appears in `Debug` (which prints `FlyToken(<redacted>)`), in logs or in
-/// error messages. It has no `Display`.
+/// When the token has macaroon parts, only those parts are sent (fly-go keeps other
+/// comma-separated parts, such as third-party discharge tokens it cannot use here, out of the
+/// header); a token without any is sent as `Bearer <token>`.
 ///
 /// ```
-/// use fleetscale_fly::FlyToken;
-/// let t = FlyToken::new("FlyV1 fm2_abc,fm1r_def");
-/// assert_eq!(t.authorization_header(), "FlyV1 fm2_abc,fm1r_def");
-/// assert_eq!(FlyToken::new("plain").authorization_header(), "Bearer plain");
-/// assert_eq!(format!("{t:?}"), "FlyToken(<redacted>)");
+/// use fleetscale_fly::{token, Token};
+/// let t = Token::new("FlyV1 fm2_abc,fm1r_def");
+/// assert_eq!(token::authorization_header(&t), "FlyV1 fm2_abc,fm1r_def");
+/// assert_eq!(token::authorization_header(&Token::new("plain")), "Bearer plain");
 /// ```
-#[derive(Clone, PartialEq, Eq)]
-pub struct FlyToken(String);
-
-impl FlyToken {
-    /// Wraps a token exactly as the user gave it (with or without a `FlyV1 `/`Bearer `
-    /// prefix; surrounding whitespace is trimmed).
-    pub fn new(token: impl Into<String>) -> Self {
-        FlyToken(token.into().trim().to_owned())
-    }
-
-    /// Whether the token is empty (after trimming).
-    pub fn is_empty(&self) -> bool {
-        strip_scheme(&self.0).is_empty()
-    }
-
-    /// Whether the token contains at least one macaroon part (and is therefore sent with the
-    /// `FlyV1` scheme).
-    pub fn is_macaroon(&self) -> bool {
-        strip_scheme(&self.0)
-            .split(',')
-            .any(|p| is_macaroon_part(p.trim()))
-    }
-
-    /// The value of the `Authorization` header for this token, as fly-go builds it.
-    ///
-    /// When the token has macaroon parts, only those parts are sent (fly-go keeps other
-    /// comma-separated parts, such as third-party discharge tokens it cannot use here, out of
-    /// the header).
-    pub fn authorization_header(&self) -> String {
-        let raw = strip_scheme(&self.0);
-        let macaroons: Vec<&str> = raw
-            .split(',')
-            .map(str::trim)
-            .filter(|p| is_macaroon_part(p))
-            .collect();
-        if macaroons.is_empty() {
-            format!("Bearer {raw}")
-        } else {
-            format!("FlyV1 {}", macaroons.join(","))
-        }
-    }
-
-    /// The value of the `Authorization` header for Fly's **GraphQL** API, as fly-go builds it
-    /// (`tokens.go`, `Tokens.GraphQLHeader`): every part, macaroons first, then the others
-    /// (OAuth/personal tokens), joined by `,`; scheme `FlyV1` when any part is a macaroon, else
-    /// `Bearer`. (The GraphQL API is the only Fly service that accepts both kinds in one
-    /// header; for a token of macaroons only it equals [`FlyToken::authorization_header`].)
-    pub fn graphql_authorization_header(&self) -> String {
-        let parts: Vec<&str> = strip_scheme(&self.0)
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .collect();
-        let (macaroons, others): (Vec<&str>, Vec<&str>) =
-            parts.into_iter().partition(|p| is_macaroon_part(p));
-        let scheme = if macaroons.is_empty() {
-            "Bearer"
-        } else {
-            "FlyV1"
-        };
-        let all: Vec<&str> = macaroons.into_iter().chain(others).collect();
-        format!("{scheme} {}", all.join(","))
-    }
-
-    /// The raw token, for callers that must hand it to another client. Never log it.
-    pub fn expose_secret(&self) -> &str {
-        &self.0
+pub fn authorization_header(token: &Token) -> String {
+    let raw = strip_scheme(token.expose());
+    let macaroons: Vec<&str> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|p| is_macaroon_part(p))
+        .collect();
+    if macaroons.is_empty() {
+        format!("Bearer {raw}")
+    } else {
+        format!("FlyV1 {}", macaroons.join(","))
     }
 }
 
-impl fmt::Debug for FlyToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("FlyToken(<redacted>)")
-    }
+/// The value of the `Authorization` header for Fly's **GraphQL** API, as fly-go builds it
+/// (`tokens.go`, `Tokens.GraphQLHeader`): every part, macaroons first, then the others
+/// (OAuth/personal tokens), joined by `,`; scheme `FlyV1` when any part is a macaroon, else
+/// `Bearer`. (The GraphQL API is the only Fly service that accepts both kinds in one header;
+/// for a token of macaroons only it equals [`authorization_header`].)
+pub fn graphql_authorization_header(token: &Token) -> String {
+    let parts: Vec<&str> = strip_scheme(token.expose())
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    let (macaroons, others): (Vec<&str>, Vec<&str>) =
+        parts.into_iter().partition(|p| is_macaroon_part(p));
+    let scheme = if macaroons.is_empty() {
+        "Bearer"
+    } else {
+        "FlyV1"
+    };
+    let all: Vec<&str> = macaroons.into_iter().chain(others).collect();
+    format!("{scheme} {}", all.join(","))
 }
 
-impl From<&str> for FlyToken {
-    fn from(s: &str) -> Self {
-        FlyToken::new(s)
-    }
+/// Whether the token contains at least one macaroon part (and is therefore sent with the
+/// `FlyV1` scheme).
+pub fn is_macaroon(token: &Token) -> bool {
+    strip_scheme(token.expose())
+        .split(',')
+        .any(|p| is_macaroon_part(p.trim()))
 }
 
-impl From<String> for FlyToken {
-    fn from(s: String) -> Self {
-        FlyToken::new(s)
-    }
+/// Whether nothing is left of the token once a `FlyV1 `/`Bearer ` prefix is removed: such a
+/// token is sent as no token at all.
+pub fn is_blank(token: &Token) -> bool {
+    strip_scheme(token.expose()).is_empty()
+}
+
+/// The sensitive `Authorization` header value of a client (`graphql` selects the GraphQL
+/// form), `None` without a token or with a blank one.
+pub(crate) fn header_value(
+    token: Option<&Token>,
+    graphql: bool,
+) -> Result<Option<HeaderValue>, FlyError> {
+    let Some(t) = token.filter(|t| !is_blank(t)) else {
+        return Ok(None);
+    };
+    let value = if graphql {
+        graphql_authorization_header(t)
+    } else {
+        authorization_header(t)
+    };
+    let mut v = HeaderValue::from_str(&value).map_err(|_| {
+        FlyError::Config("the API token contains characters not allowed in a header".into())
+    })?;
+    v.set_sensitive(true);
+    Ok(Some(v))
 }
 
 fn strip_scheme(token: &str) -> &str {
@@ -143,11 +132,19 @@ mod tests {
             ("fm2_a,other", "FlyV1 fm2_a"),
         ];
         for (input, want) in cases {
-            assert_eq!(FlyToken::new(input).authorization_header(), want, "{input}");
+            assert_eq!(authorization_header(&Token::new(input)), want, "{input}");
         }
-        assert!(FlyToken::new("FlyV1 fm2_x").is_macaroon());
-        assert!(!FlyToken::new("personal").is_macaroon());
-        assert!(FlyToken::new("FlyV1 ").is_empty());
+        assert!(is_macaroon(&Token::new("FlyV1 fm2_x")));
+        assert!(!is_macaroon(&Token::new("personal")));
+        assert!(is_blank(&Token::new("FlyV1 ")));
+        assert!(header_value(Some(&Token::new("FlyV1 ")), false)
+            .unwrap()
+            .is_none());
+        let h = header_value(Some(&Token::new("fm2_x")), false)
+            .unwrap()
+            .unwrap();
+        assert!(h.is_sensitive());
+        assert!(header_value(Some(&Token::new("fm2_\u{1}")), true).is_err());
     }
 
     #[test]
@@ -162,17 +159,10 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(
-                FlyToken::new(input).graphql_authorization_header(),
+                graphql_authorization_header(&Token::new(input)),
                 want,
                 "{input}"
             );
         }
-    }
-
-    #[test]
-    fn debug_is_redacted() {
-        let t = FlyToken::new("fm2_supersecret");
-        let dbg = format!("{t:?}");
-        assert!(!dbg.contains("supersecret"), "{dbg}");
     }
 }

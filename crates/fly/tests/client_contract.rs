@@ -9,8 +9,8 @@ use common::{app_config, client, client_config, eventually, seed_app, server};
 use fleetscale_fly::fake::{Delays, FakeConfig, FakeRateLimits, Fault, FaultKind};
 use fleetscale_fly::types::{CreateAppRequest, CreateMachineRequest, StopRequest};
 use fleetscale_fly::{
-    ClientConfig, DestroyOptions, FlyError, FlyMachine, FlyState, FlyToken, ListOptions,
-    MachinesClient, PacingConfig, Rate, RetryConfig, WaitOptions,
+    ClientConfig, DestroyOptions, FlyError, FlyMachine, FlyState, ListOptions, MachinesClient,
+    PacingConfig, Rate, RetryConfig, Token, WaitOptions,
 };
 use serde_json::json;
 
@@ -420,18 +420,18 @@ async fn leases_nonces_and_409() {
 #[tokio::test]
 async fn auth_headers_and_401() {
     let cfg = FakeConfig {
-        token: Some(FlyToken::new("FlyV1 fm2_secret,fm1a_other")),
+        token: Some(Token::new("FlyV1 fm2_secret,fm1a_other")),
         ..FakeConfig::instant()
     };
     let srv = server(cfg).await;
     // The same token with a different spelling produces the same header.
     let ok = MachinesClient::new(
-        Some(FlyToken::new("fm2_secret, fm1a_other")),
+        Some(Token::new("fm2_secret, fm1a_other")),
         client_config(&srv),
     )
     .unwrap();
     ok.list_apps("o").await.unwrap();
-    let bad = MachinesClient::new(Some(FlyToken::new("fm2_wrong")), client_config(&srv)).unwrap();
+    let bad = MachinesClient::new(Some(Token::new("fm2_wrong")), client_config(&srv)).unwrap();
     let e = bad.list_apps("o").await.unwrap_err();
     assert!(matches!(e, FlyError::Unauthorized { .. }), "{e}");
     assert_eq!(e.status(), Some(401));
@@ -456,12 +456,12 @@ async fn auth_headers_and_401() {
 
     // Bearer tokens.
     let cfg = FakeConfig {
-        token: Some(FlyToken::new("personal-token")),
+        token: Some(Token::new("personal-token")),
         ..FakeConfig::instant()
     };
     let srv = server(cfg).await;
     let c = MachinesClient::new(
-        Some(FlyToken::new("Bearer personal-token")),
+        Some(Token::new("Bearer personal-token")),
         client_config(&srv),
     )
     .unwrap();

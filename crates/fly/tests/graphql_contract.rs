@@ -9,7 +9,7 @@ use common::{client, seed_app, server};
 use fleetscale_core::Scaler;
 use fleetscale_fly::fake::{FakeConfig, Fault, FaultKind};
 use fleetscale_fly::{
-    FlyError, FlyGraphql, FlyScaler, FlyScalerConfig, FlyToken, GraphqlConfig, RetryConfig,
+    FlyError, FlyGraphql, FlyScaler, FlyScalerConfig, GraphqlConfig, RetryConfig, Token,
     RELEASE_IN_PROGRESS,
 };
 use serde_json::{json, Value};
@@ -31,12 +31,12 @@ fn gql_config(srv: &fleetscale_fly::fake::FakeFlyServer) -> GraphqlConfig {
 }
 
 fn gql(srv: &fleetscale_fly::fake::FakeFlyServer) -> FlyGraphql {
-    FlyGraphql::new(Some(FlyToken::new(TOKEN)), gql_config(srv)).unwrap()
+    FlyGraphql::new(Some(Token::new(TOKEN)), gql_config(srv)).unwrap()
 }
 
 fn authed() -> FakeConfig {
     FakeConfig {
-        token: Some(FlyToken::new(TOKEN)),
+        token: Some(Token::new(TOKEN)),
         ..FakeConfig::instant()
     }
 }
@@ -224,7 +224,7 @@ async fn timeouts_malformed_bodies_and_bad_tokens() {
 
     // A hanging answer: each attempt times out, then the error is a timeout.
     let quick = FlyGraphql::new(
-        Some(FlyToken::new(TOKEN)),
+        Some(Token::new(TOKEN)),
         GraphqlConfig {
             timeout: Duration::from_millis(200),
             retry: RetryConfig {
@@ -251,7 +251,7 @@ async fn timeouts_malformed_bodies_and_bad_tokens() {
 
     // A wrong token: 401, GraphQL-shaped, not retried.
     let before = graphql_posts(&srv);
-    let wrong = FlyGraphql::new(Some(FlyToken::new("FlyV1 fm2_wrong")), gql_config(&srv)).unwrap();
+    let wrong = FlyGraphql::new(Some(Token::new("FlyV1 fm2_wrong")), gql_config(&srv)).unwrap();
     let e = wrong.current_release(APP).await.unwrap_err();
     assert!(matches!(e, FlyError::Unauthorized { .. }), "{e}");
     assert!(e.to_string().contains("token validation error"), "{e}");
@@ -266,12 +266,12 @@ async fn the_graphql_header_carries_every_part_of_the_token() {
     // (fly-go Tokens.FlapsHeader / GraphQLHeader); the fake checks each form.
     let token = "fm2_mac,personal_tok";
     let srv = server(FakeConfig {
-        token: Some(FlyToken::new(token)),
+        token: Some(Token::new(token)),
         ..FakeConfig::instant()
     })
     .await;
     srv.fake().create_app(APP, "personal");
-    let g = FlyGraphql::new(Some(FlyToken::new(token)), gql_config(&srv)).unwrap();
+    let g = FlyGraphql::new(Some(Token::new(token)), gql_config(&srv)).unwrap();
     assert_eq!(g.current_release(APP).await.unwrap(), None);
     srv.shutdown().await;
 }

@@ -126,9 +126,11 @@ impl HttpJsonSource {
         let sample = expand::expand_url(&config.url, &Scope::new("app"), false);
         check_url(&sample).map_err(bad)?;
         let auth = match &config.token {
-            Some(t) if !t.is_empty() => Some(t.bearer_authorization().ok_or_else(|| {
-                bad("`token` contains characters not allowed in an HTTP header".into())
-            })?),
+            Some(t) if !t.is_empty() => {
+                Some(crate::token::bearer_authorization(t).ok_or_else(|| {
+                    bad("`token` contains characters not allowed in an HTTP header".into())
+                })?)
+            }
             _ => None,
         };
         let client = http::client(config.timeout)

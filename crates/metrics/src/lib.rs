@@ -62,13 +62,15 @@ pub use autoscaler::{AutoscalerMetrics, CoordinationSample, CONTENT_TYPE, TICK_B
 pub use config::SourceConfig;
 pub use constant::{ConstantConfig, ConstantSource};
 pub use error::MetricsError;
+/// The workspace's API token type (redacted in `Debug`, `Display` and serialised form),
+/// re-exported so configurations of this crate's sources need no other import.
+pub use fleetscale_core::Token;
 pub use http_json::{HttpJsonConfig, HttpJsonSource};
 pub use prometheus::{
     is_total_without_grouping, Aggregation, EmptyResult, History, PrometheusConfig,
     PrometheusSource, QueryMethod, RangeQuery, Reading, WindowAggregation,
 };
 pub use temporal::{TemporalConfig, TemporalSource};
-pub use token::Token;
 
 /// Checks that a metric name can be an expression variable: `[A-Za-z_][A-Za-z0-9_]*`.
 pub(crate) fn check_name(name: &str) -> Result<(), &'static str> {

@@ -95,6 +95,28 @@ impl Default for RouterClient {
     }
 }
 
+/// Refuses a URL this build cannot speak: anything but `http`/`https` with a host, and `https`
+/// when the crate is built without its `tls` feature (reqwest would only fail at the first
+/// request, long after the configuration was accepted).
+pub(crate) fn check_http_url(
+    what: &str,
+    url: &str,
+    parsed: &reqwest::Url,
+) -> Result<(), WeaveError> {
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(WeaveError::config(format!(
+            "{what} {url:?}: expected http://host:port"
+        )));
+    }
+    if parsed.scheme() == "https" && !cfg!(feature = "tls") {
+        return Err(WeaveError::config(format!(
+            "{what} {url:?}: this build of fleetscale-weave has no TLS (its `tls` feature is \
+             off); use http:// or build with the `tls` feature"
+        )));
+    }
+    Ok(())
+}
+
 fn default_http() -> reqwest::Client {
     // The router API is on loopback or a private network: never through a proxy.
     reqwest::Client::builder()
@@ -110,15 +132,13 @@ impl RouterClient {
     /// [`WeaveError::Config`] when `base_url` is not an `http://` or `https://` URL of a host
     /// and port alone: a path, query, fragment or credentials would be silently dropped or
     /// mangled by every call (`/report` is appended to the base), so they are refused.
+    /// `https://` (a TLS-terminating proxy in front of the router, whose own API is plain
+    /// HTTP) needs the crate's `tls` feature, on by default.
     pub fn new(base_url: &str) -> Result<Self, WeaveError> {
         let base = base_url.trim_end_matches('/');
         let parsed = reqwest::Url::parse(base)
             .map_err(|e| WeaveError::config(format!("router URL {base_url:?}: {e}")))?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-            return Err(WeaveError::config(format!(
-                "router URL {base_url:?}: expected http://host:port"
-            )));
-        }
+        check_http_url("router URL", base_url, &parsed)?;
         if !matches!(parsed.path(), "" | "/")
             || parsed.query().is_some()
             || parsed.fragment().is_some()
@@ -405,6 +425,27 @@ impl RouterClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `https://` works with the `tls` feature and is refused at construction without it
+    /// (`cargo test -p fleetscale-weave --no-default-features --lib https`, run by
+    /// scripts/test.sh), for router and inventory URLs alike.
+    #[test]
+    fn https_urls_need_the_tls_feature() {
+        let router = RouterClient::new("https://weave-proxy:443");
+        let inventory =
+            crate::inventory::HttpInventory::new("https://inv/hosts", Duration::from_secs(1));
+        if cfg!(feature = "tls") {
+            router.expect("https router URL with tls");
+            inventory.expect("https inventory URL with tls");
+        } else {
+            for err in [router.err().unwrap(), inventory.err().unwrap()] {
+                assert!(matches!(err, WeaveError::Config { .. }), "{err:?}");
+                assert!(err.to_string().contains("has no TLS"), "{err}");
+            }
+        }
+        RouterClient::new("http://127.0.0.1:6784").expect("plain http always");
+        assert!(RouterClient::new("ftp://h:1").is_err());
+    }
 
     #[test]
     fn rmpeer_answers() {

@@ -348,15 +348,12 @@ impl HttpInventory {
     /// `GET url` with a `timeout`.
     ///
     /// # Errors
-    /// [`WeaveError::Config`] when `url` is not an `http://` or `https://` URL.
+    /// [`WeaveError::Config`] when `url` is not an `http://` or `https://` URL, or is
+    /// `https://` in a build without the crate's `tls` feature.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, WeaveError> {
         let parsed = reqwest::Url::parse(url)
             .map_err(|e| WeaveError::config(format!("inventory URL {url:?}: {e}")))?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-            return Err(WeaveError::config(format!(
-                "inventory URL {url:?}: expected http://host[:port]/path"
-            )));
-        }
+        crate::client::check_http_url("inventory URL", url, &parsed)?;
         let mut shown = parsed.clone();
         // Never record credentials in the source name (it is logged and written to the ledger).
         let _ = shown.set_password(None);

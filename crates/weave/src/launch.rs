@@ -26,8 +26,6 @@
 //! assert_eq!(plan.sysconfig(), "PEERS=\"10.0.0.1 10.0.0.2 10.0.0.3\"\n");
 //! ```
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use crate::WeaveError;
@@ -39,26 +37,9 @@ pub const SYSCONFIG_PATH: &str = "/etc/sysconfig/weave";
 /// The unit file's path.
 pub const UNIT_PATH: &str = "/etc/systemd/system/weave.service";
 
-/// A secret (the Weave encryption password). `Debug` and `Display` print `<redacted>`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    /// The secret itself; only for writing it where it belongs.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+/// A secret such as the Weave encryption password (`fleetscale_core::Secret`): `Debug`,
+/// `Display` and serialised form print `<redacted>`.
+pub use fleetscale_core::Secret;
 
 /// The fixed cluster's addresses, as given to `weave launch` (host names or IPs, optionally
 /// `:port`), minus the ones explicitly removed.
@@ -227,9 +208,9 @@ impl LaunchPlan {
     /// # Errors
     /// [`WeaveError::Config`] when it contains `"`, `\`, `$`, a backquote or a line break.
     pub fn with_password(mut self, password: Secret) -> Result<Self, WeaveError> {
-        if password.0.is_empty()
+        if password.is_empty()
             || password
-                .0
+                .expose()
                 .chars()
                 .any(|c| matches!(c, '"' | '\\' | '$' | '`' | '\n' | '\r'))
         {

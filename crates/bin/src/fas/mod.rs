@@ -19,7 +19,7 @@ use fleetscale_core::plan::PlanOptions;
 use fleetscale_core::policy::{self, CountRule, Policy, COUNT_VARIABLES};
 use fleetscale_core::{Bounds, Counts, InitialState, MetricSource, Scope, Targets};
 use fleetscale_fly::apps::FlyApps;
-use fleetscale_fly::{ClientConfig, FlyGraphql, FlyToken, GraphqlConfig, MachinesClient};
+use fleetscale_fly::{ClientConfig, FlyGraphql, GraphqlConfig, MachinesClient, Token};
 use fleetscale_metrics::{
     MetricsError, PrometheusConfig, PrometheusSource, TemporalConfig, TemporalSource,
 };
@@ -344,7 +344,7 @@ pub fn build_client(c: &Config, getenv: &dyn Fn(&str) -> Option<String>) -> Resu
     let token = c
         .api_token
         .as_ref()
-        .map(|t| FlyToken::new(t.expose().to_owned()));
+        .map(|t| Token::new(t.expose().to_owned()));
     Ok(MachinesClient::new(token, cfg)?)
 }
 
@@ -360,7 +360,7 @@ pub fn build_graphql(c: &Config, getenv: &dyn Fn(&str) -> Option<String>) -> Res
     let token = c
         .api_token
         .as_ref()
-        .map(|t| FlyToken::new(t.expose().to_owned()));
+        .map(|t| Token::new(t.expose().to_owned()));
     Ok(FlyGraphql::new(token, cfg)?)
 }
 

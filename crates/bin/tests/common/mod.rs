@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use fleetscale_fly::fake::{FakeConfig, FakeFlyServer};
 use fleetscale_fly::types::{CreateAppRequest, CreateMachineRequest};
-use fleetscale_fly::{ClientConfig, FlyMachine, FlyToken, MachinesClient};
+use fleetscale_fly::{ClientConfig, FlyMachine, MachinesClient, Token};
 use serde_json::{json, Value};
 
 /// Deadline for anything a test waits for: generous, a loaded 2-core machine is slow.
@@ -142,7 +142,7 @@ pub async fn fake_fly(token: &str) -> FakeFlyServer {
     FakeFlyServer::bind(
         "127.0.0.1:0".parse().unwrap(),
         FakeConfig {
-            token: Some(FlyToken::new(token)),
+            token: Some(Token::new(token)),
             ..FakeConfig::default()
         },
     )
@@ -152,7 +152,7 @@ pub async fn fake_fly(token: &str) -> FakeFlyServer {
 
 pub fn client(server: &FakeFlyServer, token: &str) -> MachinesClient {
     MachinesClient::new(
-        Some(FlyToken::new(token)),
+        Some(Token::new(token)),
         ClientConfig::default().with_base_url(server.url()),
     )
     .unwrap()

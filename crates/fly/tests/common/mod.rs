@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use fleetscale_fly::fake::{FakeConfig, FakeFlyServer};
 use fleetscale_fly::types::{CreateAppRequest, CreateMachineRequest};
-use fleetscale_fly::{
-    ClientConfig, FlyMachine, FlyToken, MachinesClient, PacingConfig, RetryConfig,
-};
+use fleetscale_fly::{ClientConfig, FlyMachine, MachinesClient, PacingConfig, RetryConfig, Token};
 use serde_json::{json, Value};
 
 pub async fn server(config: FakeConfig) -> FakeFlyServer {
@@ -34,7 +32,7 @@ pub fn client_config(server: &FakeFlyServer) -> ClientConfig {
 }
 
 pub fn client(server: &FakeFlyServer) -> MachinesClient {
-    MachinesClient::new(Some(FlyToken::new("FlyV1 fm2_test")), client_config(server)).unwrap()
+    MachinesClient::new(Some(Token::new("FlyV1 fm2_test")), client_config(server)).unwrap()
 }
 
 pub fn app_config(group: Option<&str>) -> Value {

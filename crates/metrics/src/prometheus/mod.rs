@@ -411,9 +411,11 @@ impl PrometheusSource {
         let query_url = join("api/v1/query")?;
         let range_url = join("api/v1/query_range")?;
         let auth = match &config.token {
-            Some(t) if !t.is_empty() => Some(t.fly_authorization().ok_or_else(|| {
-                bad("`token` contains characters not allowed in an HTTP header".into())
-            })?),
+            Some(t) if !t.is_empty() => Some(
+                crate::token::fly_prometheus_authorization(t).ok_or_else(|| {
+                    bad("`token` contains characters not allowed in an HTTP header".into())
+                })?,
+            ),
             _ => None,
         };
         let client = http::client(config.timeout)

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use crate::token::FlyToken;
+use fleetscale_core::Token;
 
 pub use apps::FakeRelease;
 pub(crate) use apps::GqlApp;
@@ -75,9 +75,9 @@ impl Default for Delays {
 #[derive(Clone, Debug)]
 pub struct FakeConfig {
     /// When set, every call but `/metrics` must carry exactly the `Authorization` header this
-    /// token produces (see [`FlyToken::authorization_header`]); otherwise 401. When `None`, any
+    /// token produces (see [`crate::token::authorization_header`]); otherwise 401. When `None`, any
     /// or no `Authorization` is accepted.
-    pub token: Option<FlyToken>,
+    pub token: Option<Token>,
     /// Transition times.
     pub delays: Delays,
     /// Server-side rate limits; `None` disables them.
@@ -263,16 +263,16 @@ impl Inner {
     }
 
     /// Checks the `Authorization` header: the Machines API form of the token
-    /// ([`FlyToken::authorization_header`]), or for `/graphql` the GraphQL form
-    /// ([`FlyToken::graphql_authorization_header`]).
+    /// ([`crate::token::authorization_header`]), or for `/graphql` the GraphQL form
+    /// ([`crate::token::graphql_authorization_header`]).
     pub(crate) fn check_auth(&self, header: Option<&str>, graphql: bool) -> Result<(), ApiErr> {
         match &self.config.token {
             None => Ok(()),
             Some(t) => {
                 let want = if graphql {
-                    t.graphql_authorization_header()
+                    crate::token::graphql_authorization_header(t)
                 } else {
-                    t.authorization_header()
+                    crate::token::authorization_header(t)
                 };
                 if header == Some(want.as_str()) {
                     Ok(())
