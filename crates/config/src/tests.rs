@@ -357,7 +357,7 @@ fn a_missing_fly_token_is_refused_at_load() {
 fn the_example_file_and_a_weave_section_build() {
     let path = Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/fleetscale.example.toml"
+        "/../bin/fleetscale.example.toml"
     ));
     let env = |k: &str| match k {
         "FLY_PROMETHEUS_TOKEN" => Some("FlyV1 fm2_x".to_owned()),
