@@ -5,9 +5,9 @@
 
 use std::path::Path;
 
-use fleetscale_bin::fas::config::Config;
-use fleetscale_bin::fas::{build_policy, engine_config};
-use fleetscale_bin::native::{self, NativeTargets};
+use fleetscale_fas::config::Config;
+use fleetscale_fas::{build_policy, engine_config};
+use fleetscale_config::{self as native, NativeTargets};
 use libfuzzer_sys::fuzz_target;
 
 fn getenv(k: &str) -> Option<String> {

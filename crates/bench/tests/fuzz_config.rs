@@ -11,12 +11,13 @@
 //! odd ones, lines dropped, duplicated or cut). The property: no panic; errors are values.
 //! Any input that ever panics becomes a fixed case in `regressions`.
 
-use fleetscale_bin::fas::config::{parse_go_bool, parse_listen_addr, Config};
-use fleetscale_bin::fas::{build_policy, engine_config, parse_args};
-use fleetscale_bin::gocompat::{
+use fleetscale_config::{self as native, NativeTargets};
+use fleetscale_fas::args::parse_args;
+use fleetscale_fas::config::{parse_go_bool, parse_listen_addr, Config};
+use fleetscale_fas::gocompat::{
     expand_env_keep_app_name, format_go_duration, parse_go_duration, parse_positive_duration,
 };
-use fleetscale_bin::native::{self, NativeTargets};
+use fleetscale_fas::{build_policy, engine_config};
 use proptest::prelude::*;
 
 const YAML: &str = "app-name: worker-app\n\

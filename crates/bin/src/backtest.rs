@@ -3,7 +3,6 @@
 //! This module only reads the configuration and the history; the replay, the summary and the
 //! plots are the `fleetscale-sim` crate's.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -11,9 +10,10 @@ use clap::Args;
 use fleetscale_core::policy::Policy;
 use fleetscale_core::{InitialState, Scope};
 use fleetscale_metrics::{PrometheusConfig, SourceConfig};
-use fleetscale_sim::{
-    replay, write_outputs, FleetConfig, FleetQuantity, Latencies, ProxyConfig, ReplayConfig, Trace,
+use fleetscale_sim::history::{
+    fleet_metrics, parse_time, read_history, replay_configs, HistoryRequest, Subject,
 };
+use fleetscale_sim::{replay, write_outputs, FleetConfig, Latencies, ProxyConfig, Trace};
 
 use crate::error::{BinError, Result};
 
@@ -109,42 +109,6 @@ summary.json (byte-identical for the same inputs), table.txt, plot.svg and plot.
   # The fly-autoscaler blueprint as deployed (FAS_* variables):
   fleetscale backtest --fas-env --trace day.csv --out backtest/";
 
-/// Parses `--from`/`--to`: RFC 3339, Unix seconds, `now`, `now-DURATION`.
-///
-/// # Errors
-/// A message naming the accepted forms.
-pub fn parse_time(s: &str) -> std::result::Result<SystemTime, String> {
-    let s = s.trim();
-    if s == "now" {
-        return Ok(SystemTime::now());
-    }
-    if let Some(ago) = s.strip_prefix("now-") {
-        let d = humantime::parse_duration(ago).map_err(|e| format!("{s:?}: {e}"))?;
-        return SystemTime::now()
-            .checked_sub(d)
-            .ok_or_else(|| format!("{s:?} is before the epoch"));
-    }
-    if let Ok(secs) = s.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs));
-        }
-    }
-    humantime::parse_rfc3339_weak(s).map_err(|_| {
-        format!("{s:?} is not a time: use RFC 3339 (2026-01-05T00:00:00Z), Unix seconds, now or now-24h")
-    })
-}
-
-/// A policy to replay, with where its metrics come from.
-struct Subject {
-    label: String,
-    app: String,
-    scope: Scope,
-    policy: Policy,
-    initial_state: InitialState,
-    interval: Duration,
-    sources: Vec<SourceConfig>,
-}
-
 fn file_label(path: &Path) -> String {
     path.file_name().map_or_else(
         || path.display().to_string(),
@@ -158,12 +122,12 @@ fn getenv(k: &str) -> Option<String> {
 
 /// The subject of a fleetscale TOML file: the target named by `--target` (or the only one).
 fn native_subject(path: &Path, target: Option<&str>) -> Result<Subject> {
-    let (cfg, text) = crate::native::load(path, &getenv)?;
+    let (cfg, text) = fleetscale_config::load(path, &getenv)?;
     let pick = cfg.targets.iter().find(|t| {
         let t = t.get_ref();
         let app = match &t.backend {
-            crate::native::BackendConfig::Fly(fly) => fly.app.as_str(),
-            crate::native::BackendConfig::Ec2(pool) => pool.pool.as_str(),
+            fleetscale_config::BackendConfig::Fly(fly) => fly.app.as_str(),
+            fleetscale_config::BackendConfig::Ec2(pool) => pool.pool.as_str(),
         };
         target.is_none_or(|n| t.name.as_deref() == Some(n) || app == n)
             || target.is_some_and(|n| app.contains('*') && wildcard_match(app, n))
@@ -187,8 +151,8 @@ fn native_subject(path: &Path, target: Option<&str>) -> Result<Subject> {
     let at = t.span().start;
     let t = t.get_ref();
     let fly = match &t.backend {
-        crate::native::BackendConfig::Fly(fly) => fly,
-        crate::native::BackendConfig::Ec2(pool) => {
+        fleetscale_config::BackendConfig::Fly(fly) => fly,
+        fleetscale_config::BackendConfig::Ec2(pool) => {
             return Err(BinError::config(format!(
                 "{}: target {:?} is an EC2 pool: backtests replay Fly apps only",
                 path.display(),
@@ -208,7 +172,8 @@ fn native_subject(path: &Path, target: Option<&str>) -> Result<Subject> {
         }
     };
     let p = &t.policy;
-    let rule = |kind, single, min, max| crate::native::rule(path, &text, kind, single, min, max);
+    let rule =
+        |kind, single, min, max| fleetscale_config::rule(path, &text, kind, single, min, max);
     let policy = Policy {
         created: rule("created", &p.created, &p.created_min, &p.created_max)?,
         started: rule("started", &p.started, &p.started_min, &p.started_max)?,
@@ -256,7 +221,7 @@ fn wildcard_match(pattern: &str, name: &str) -> bool {
 
 /// The subject of fly-autoscaler's configuration: FAS_* variables, then an optional YAML.
 fn fas_subject(yaml: Option<&Path>, target: Option<&str>) -> Result<Subject> {
-    let c = crate::fas::load_config(yaml, &getenv)?;
+    let c = fleetscale_fas::load_config(yaml, &getenv)?;
     let mut sources = Vec::new();
     for mc in &c.metric_collectors {
         if mc.kind == "prometheus" {
@@ -278,7 +243,7 @@ fn fas_subject(yaml: Option<&Path>, target: Option<&str>) -> Result<Subject> {
         }
     }
     let names: Vec<&str> = sources.iter().map(SourceConfig::name).collect();
-    let policy = crate::fas::build_policy(&c, &names)?;
+    let policy = fleetscale_fas::build_policy(&c, &names)?;
     let app = if c.is_wildcard() {
         target.map(str::to_owned).ok_or_else(|| {
             BinError::config(format!(
@@ -321,97 +286,6 @@ fn subject(path: Option<&Path>, args: &BacktestArgs) -> Result<Subject> {
     }
 }
 
-/// Metrics that stand for the fleet: explicit `--fleet-metric`s, and Prometheus sources
-/// counting `fly_instance_up` (the blueprint's `running_machines`).
-fn fleet_metrics(
-    args: &BacktestArgs,
-    subjects: &[&Subject],
-) -> Result<BTreeMap<String, FleetQuantity>> {
-    let mut out = BTreeMap::new();
-    for s in subjects {
-        for src in &s.sources {
-            if let SourceConfig::Prometheus(p) = src {
-                if p.query.contains("fly_instance_up") {
-                    out.insert(p.name.clone(), FleetQuantity::Started);
-                }
-            }
-        }
-    }
-    for spec in &args.fleet_metrics {
-        let (name, q) = spec.split_once('=').ok_or_else(|| {
-            BinError::config(format!("--fleet-metric {spec:?}: expected NAME=QUANTITY"))
-        })?;
-        let q: FleetQuantity = q
-            .parse()
-            .map_err(|e| BinError::config(format!("--fleet-metric {spec:?}: {e}")))?;
-        out.insert(name.trim().to_owned(), q);
-    }
-    Ok(out)
-}
-
-/// Reads from Prometheus every source some policy uses (but fleet metrics), and the load.
-async fn read_history(
-    args: &BacktestArgs,
-    subjects: &[&Subject],
-    fleet: &BTreeMap<String, FleetQuantity>,
-    from: SystemTime,
-    to: SystemTime,
-) -> Result<Trace> {
-    let step = args.step.unwrap_or(subjects[0].interval);
-    let scope = &subjects[0].scope;
-    let mut wanted: Vec<SourceConfig> = Vec::new();
-    let mut seen = BTreeSet::new();
-    for s in subjects {
-        let used: Vec<&str> = s.policy.variables();
-        for src in &s.sources {
-            let name = src.name();
-            let is_load = args.load.as_deref() == Some(name);
-            if (used.contains(&name) || is_load)
-                && !fleet.contains_key(name)
-                && seen.insert(name.to_owned())
-            {
-                wanted.push(src.clone());
-            }
-        }
-    }
-    if let Some(q) = &args.load_query {
-        let base = subjects[0]
-            .sources
-            .iter()
-            .find_map(|s| match s {
-                SourceConfig::Prometheus(p) => Some(p.clone()),
-                _ => None,
-            })
-            .ok_or_else(|| {
-                BinError::config("--load-query needs a Prometheus source on the target (its address and token are used)")
-            })?;
-        let name = args.load.clone().unwrap_or_else(|| "load".to_owned());
-        let mut pc = PrometheusConfig::new(name.clone(), base.address, q.clone());
-        pc.token = base.token;
-        pc.timeout = base.timeout;
-        wanted.retain(|s| s.name() != name);
-        wanted.push(SourceConfig::Prometheus(pc));
-    }
-    let mut trace: Option<Trace> = None;
-    for src in &wanted {
-        let h = src.history(scope, from, to, step).await?;
-        for w in &h.warnings {
-            eprintln!("warning: prometheus ({}): {w}", src.name());
-        }
-        let t = match &mut trace {
-            Some(t) => t,
-            None => trace.insert(Trace::new(h.timestamps, BTreeMap::new())?),
-        };
-        t.insert(src.name(), h.values)?;
-    }
-    let trace = trace.ok_or_else(|| {
-        BinError::config(
-            "no metric to read: the rules use none, and no --load or --load-query names one",
-        )
-    })?;
-    Ok(trace)
-}
-
 /// `fleetscale backtest`. Returns the exit status.
 ///
 /// # Errors
@@ -424,7 +298,7 @@ pub async fn backtest(args: &BacktestArgs) -> Result<i32> {
         None => None,
     };
     let subjects: Vec<&Subject> = [Some(&a), b.as_ref()].into_iter().flatten().collect();
-    let fleet = fleet_metrics(args, &subjects)?;
+    let fleet = fleet_metrics(&args.fleet_metrics, &subjects)?;
     let trace = match (&args.trace, args.from, args.to) {
         (Some(path), _, _) => {
             let text = std::fs::read_to_string(path)
@@ -432,7 +306,14 @@ pub async fn backtest(args: &BacktestArgs) -> Result<i32> {
             Trace::from_csv(&text)
                 .map_err(|e| BinError::config(format!("{}: {e}", path.display())))?
         }
-        (None, Some(from), Some(to)) => read_history(args, &subjects, &fleet, from, to).await?,
+        (None, Some(from), Some(to)) => {
+            let request = HistoryRequest {
+                step: args.step,
+                load: args.load.clone(),
+                load_query: args.load_query.clone(),
+            };
+            read_history(&request, &subjects, &fleet, from, to).await?
+        }
         _ => {
             return Err(BinError::config(
                 "give --trace FILE.csv, or --from and --to",
@@ -460,28 +341,17 @@ pub async fn backtest(args: &BacktestArgs) -> Result<i32> {
     for (name, q) in &fleet {
         eprintln!("note: metric {name} follows the simulated fleet ({q:?} machines)");
     }
-    let configs: Vec<ReplayConfig> = subjects
-        .iter()
-        .map(|s| {
-            let mut c = ReplayConfig::new(s.label.clone(), s.app.clone(), s.policy.clone());
-            c.scope = s.scope.clone();
-            c.plan_options.initial_state = s.initial_state;
-            c.interval = s.interval;
-            c.proxy = proxy.clone();
-            c.fleet_metrics = fleet.clone();
-            c.fleet = FleetConfig {
-                latencies: Latencies {
-                    create: args.create_latency,
-                    start: args.start_latency,
-                    stop: args.stop_latency,
-                    destroy: args.destroy_latency,
-                },
-                initial_started: args.initial_started,
-                initial_stopped: args.initial_stopped,
-            };
-            c
-        })
-        .collect();
+    let fleet_config = FleetConfig {
+        latencies: Latencies {
+            create: args.create_latency,
+            start: args.start_latency,
+            stop: args.stop_latency,
+            destroy: args.destroy_latency,
+        },
+        initial_started: args.initial_started,
+        initial_stopped: args.initial_stopped,
+    };
+    let configs = replay_configs(&subjects, &fleet, proxy.as_ref(), &fleet_config);
     let t0 = Instant::now();
     let replays = configs
         .iter()

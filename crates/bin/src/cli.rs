@@ -329,7 +329,7 @@ pub async fn main_with_args(args: Vec<String>) -> i32 {
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            crate::redact::eprint_line(&format!("error: {e}"));
+            fleetscale_fas::redact::eprint_line(&format!("error: {e}"));
             1
         }
     }

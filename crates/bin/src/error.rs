@@ -39,6 +39,14 @@ pub enum BinError {
     #[error(transparent)]
     Sim(#[from] fleetscale_sim::SimError),
 
+    /// A `fleetscale` configuration file could not be read, parsed or built into targets.
+    #[error(transparent)]
+    NativeConfig(#[from] fleetscale_config::ConfigError),
+
+    /// A `fly-autoscaler` configuration could not be loaded or built, or its `eval` failed.
+    #[error(transparent)]
+    Fas(#[from] fleetscale_fas::FasError),
+
     /// A command failed for another reason (the message says which).
     #[error("{0}")]
     Failed(String),
@@ -59,8 +67,8 @@ impl BinError {
     }
 }
 
-impl From<crate::fas::config::ConfigError> for BinError {
-    fn from(e: crate::fas::config::ConfigError) -> Self {
+impl From<fleetscale_fas::config::ConfigError> for BinError {
+    fn from(e: fleetscale_fas::config::ConfigError) -> Self {
         BinError::Config(e.0)
     }
 }
@@ -74,6 +82,9 @@ impl From<BinError> for fleetscale_core::Error {
             BinError::Fly(e) => e.into(),
             BinError::Metrics(e) => e.into(),
             BinError::Weave(e) => e.into(),
+            BinError::NativeConfig(e) => e.into(),
+            BinError::Fas(fleetscale_fas::FasError::Core(e)) => e,
+            BinError::Fas(fleetscale_fas::FasError::Fly(e)) => e.into(),
             BinError::Config(m) => fleetscale_core::Error::config(m),
             other => fleetscale_core::Error::config(other.to_string()),
         }

@@ -23,7 +23,7 @@ use crate::fas::wait_for_signal;
 /// When the address cannot be bound or seeding fails.
 pub async fn fake_fly(a: FakeFlyArgs) -> Result<()> {
     if let Some(t) = &a.token {
-        crate::redact::register(t);
+        fleetscale_fas::redact::register(t);
     }
     let server = FakeFlyServer::bind(
         a.listen,

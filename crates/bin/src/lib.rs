@@ -1,25 +1,25 @@
 //! # fleetscale-bin
 //!
-//! The code of the two binaries, as a library so it can be tested:
+//! The two binaries, thin: argument dispatch, process setup (logging, the `/metrics` and
+//! `/healthz` server, replication through etcd) and signal handling, as a library so it can
+//! be tested. What they run lives in libraries:
 //!
 //! - `fly-autoscaler` ([`fas`]): a drop-in replacement for `superfly/fly-autoscaler`
-//!   (same `FAS_*` variables, YAML file, commands, log lines and metric names);
-//! - `fleetscale` ([`cli`]): the native command line: `run` and `eval` a TOML
-//!   configuration of many targets, `weave reclaim`, and with the `fakes` feature (on by
-//!   default; `--no-default-features` builds a production binary without them) `demo`,
-//!   `fake fly` and `fake weave`.
+//!   (same `FAS_*` variables, YAML file, commands, log lines and metric names); its
+//!   configuration, command line, targets and log lines are `fleetscale_fas`'s.
+//! - `fleetscale` ([`cli`]): the native command line: `run` and `eval` ([`native`]) a TOML
+//!   configuration of many targets (read and built by `fleetscale_config`), `backtest`
+//!   ([`backtest`], replayed by `fleetscale_sim`), `weave reclaim` ([`weave`]), and with the
+//!   `fakes` feature (on by default; `--no-default-features` builds a production binary
+//!   without them) `demo`, `fake fly` and `fake weave`.
 //!
-//! Shared pieces: Go-compatible parsing ([`gocompat`]), slog-shaped JSON logs
-//! ([`logging`]), the `/metrics` and `/healthz` server ([`http`]) fed by
-//! `fleetscale_metrics::AutoscalerMetrics`.
+//! Shared pieces: slog-shaped or human logs on a redacting stderr ([`logging`]), signal
+//! handling and the shutdown grace ([`supervise`]); the `/metrics` server is
+//! `fleetscale_metrics::server`, secret redaction `fleetscale_fas::redact`.
 
-pub mod coordination;
 pub mod error;
 pub mod fas;
-pub mod gocompat;
-pub mod http;
 pub mod logging;
-pub mod redact;
 pub mod supervise;
 
 pub use error::{BinError, Result};
@@ -27,7 +27,6 @@ pub mod backtest;
 pub mod cli;
 #[cfg(feature = "fakes")]
 pub mod demo;
-pub mod ec2;
 #[cfg(feature = "fakes")]
 pub mod fakes;
 pub mod native;

@@ -14,6 +14,8 @@
 //!   fly-autoscaler's Temporal collector.
 //! - [`status::StatusBoard`]: the daemon's status page (`/`), a bounded recent history per
 //!   target rendered as self-contained HTML.
+//! - `server` (feature `server`): the `/metrics`, `/healthz` and status-page HTTP server of
+//!   the binaries, fed by [`AutoscalerMetrics`] and a [`status::StatusBoard`].
 //! - [`AutoscalerMetrics`]: the autoscaler's own metrics for `/metrics`, with
 //!   fly-autoscaler's `fas_*` names exactly; the [`autoscaler`] module docs say why
 //!   `prometheus-client` and how the names are kept.
@@ -54,6 +56,8 @@ pub mod harness;
 mod http;
 mod http_json;
 pub mod prometheus;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod status;
 pub mod temporal;
 mod token;

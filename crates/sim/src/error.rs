@@ -24,6 +24,14 @@ pub enum SimError {
     /// or fleet quantity provides, a zero interval, ...).
     #[error("invalid replay settings: {0}")]
     Config(String),
+    /// A backtest's inputs are unusable (a `--fleet-metric` that does not parse, no metric
+    /// to read); the message says which.
+    #[error("{0}")]
+    Input(String),
+    /// Reading the metric history failed (feature `history`).
+    #[cfg(feature = "history")]
+    #[error(transparent)]
+    Metrics(#[from] fleetscale_metrics::MetricsError),
     /// Drawing the plot failed.
     #[error("cannot draw {what}: {message}")]
     Plot {

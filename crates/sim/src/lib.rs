@@ -15,9 +15,12 @@
 //!   the targets, waits for a spare; `summary.json` is byte-identical for the same inputs.
 //! - [`plot`]: `plot.svg` and `plot.png` with `plotters`, pure Rust, no system library.
 //! - [`shapes`]: the demo's traffic curve and a day of diurnal load.
+//! - `history` (feature `history`): the inputs of `fleetscale backtest`: subjects with their
+//!   metric sources, and their history read from Prometheus (the one module that does I/O
+//!   beyond [`write_outputs`]).
 //!
-//! Everything here is a plain function over data: no I/O but [`write_outputs`], no clock,
-//! no randomness.
+//! Everything here but `history` is a plain function over data: no I/O but
+//! [`write_outputs`], no clock, no randomness.
 //!
 //! ```
 //! use fleetscale_core::policy::{CountRule, Policy};
@@ -40,6 +43,8 @@
 
 mod error;
 pub mod fleet;
+#[cfg(feature = "history")]
+pub mod history;
 pub mod plot;
 pub mod proxy;
 pub mod replay;

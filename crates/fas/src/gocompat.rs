@@ -43,7 +43,7 @@ pub fn go_quote(s: &str) -> String {
 /// Returns the signed number of nanoseconds.
 ///
 /// ```
-/// use fleetscale_bin::gocompat::parse_go_duration;
+/// use fleetscale_fas::gocompat::parse_go_duration;
 /// assert_eq!(parse_go_duration("1m30s").unwrap(), 90_000_000_000);
 /// assert_eq!(parse_go_duration("500ms").unwrap(), 500_000_000);
 /// assert!(parse_go_duration("15").is_err());
@@ -178,7 +178,7 @@ pub fn parse_positive_duration(input: &str) -> Result<Duration, String> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use fleetscale_bin::gocompat::format_go_duration;
+/// use fleetscale_fas::gocompat::format_go_duration;
 /// assert_eq!(format_go_duration(Duration::from_secs(60)), "1m0s");
 /// assert_eq!(format_go_duration(Duration::from_millis(500)), "500ms");
 /// ```
@@ -239,7 +239,7 @@ fn fraction(v: u128, scale: u128) -> String {
 /// start a name is kept.
 ///
 /// ```
-/// use fleetscale_bin::gocompat::expand_env_keep_app_name;
+/// use fleetscale_fas::gocompat::expand_env_keep_app_name;
 /// let env = |k: &str| (k == "ORG").then(|| "acme".to_string());
 /// assert_eq!(
 ///     expand_env_keep_app_name("org $ORG app ${APP_NAME} x$UNSET.", env),

@@ -10,7 +10,7 @@ use fleetscale_etcd::{EtcdConfig, EtcdCoordinator};
 use fleetscale_metrics::{AutoscalerMetrics, CoordinationSample};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{BinError, Result};
+use crate::error::{ConfigError, Result};
 
 /// How often the coordination series of `/metrics` are refreshed.
 const METRICS_EVERY: Duration = Duration::from_secs(1);
@@ -46,7 +46,7 @@ impl Replication {
     /// Invalid settings (already checked when the configuration was loaded).
     pub fn start(config: EtcdConfig, metrics: Arc<AutoscalerMetrics>) -> Result<Self> {
         let coordinator =
-            Arc::new(EtcdCoordinator::new(config).map_err(|e| BinError::config(e.to_string()))?);
+            Arc::new(EtcdCoordinator::new(config).map_err(|e| ConfigError::config(e.to_string()))?);
         tracing::info!(replica = %coordinator.replica_name(),
             endpoints = %coordinator.config().endpoints.join(","),
             prefix = %coordinator.config().normalized_prefix(),

@@ -12,7 +12,7 @@ use fleetscale_core::policy::Policy;
 use fleetscale_core::{MetricSource, Scope};
 use fleetscale_weave::WeaveMembership;
 
-use crate::native::TargetConfig;
+use crate::schema::TargetConfig;
 
 /// One EC2 target: its pool, rules, metrics and Weave membership; the scaler connects (AWS
 /// configuration chain) at the first tick.

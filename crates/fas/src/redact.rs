@@ -60,9 +60,9 @@ pub fn register(secret: &str) {
 /// `text` with every registered secret replaced by [`REDACTED`].
 ///
 /// ```
-/// fleetscale_bin::redact::register("FlyV1 fm2_docs_example_token");
+/// fleetscale_fas::redact::register("FlyV1 fm2_docs_example_token");
 /// assert_eq!(
-///     fleetscale_bin::redact::redact("got FlyV1 fm2_docs_example_token back"),
+///     fleetscale_fas::redact::redact("got FlyV1 fm2_docs_example_token back"),
 ///     "got <redacted> back"
 /// );
 /// ```
@@ -90,7 +90,7 @@ pub fn redact_with<'a>(text: &'a str, secrets: &[String]) -> Cow<'a, str> {
 /// ```
 /// let subs = vec![("TOKEN".to_owned(), "s3cret-value".to_owned())];
 /// assert_eq!(
-///     fleetscale_bin::redact::unexpand("invalid type: string \"s3cret-value\"", &subs),
+///     fleetscale_fas::redact::unexpand("invalid type: string \"s3cret-value\"", &subs),
 ///     "invalid type: string \"${TOKEN}\""
 /// );
 /// ```
@@ -128,18 +128,6 @@ impl<W: Write> Write for RedactingWriter<W> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.0.flush()
-    }
-}
-
-/// Makes [`RedactingWriter`]s over standard error for `tracing-subscriber`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RedactedStderr;
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactedStderr {
-    type Writer = RedactingWriter<std::io::Stderr>;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        RedactingWriter(std::io::stderr())
     }
 }
 

@@ -1,4 +1,4 @@
-//! The binaries' small HTTP server: `GET /metrics` (OpenMetrics text of
+//! The autoscaler's own small HTTP server (feature `server`), as both binaries serve it: `GET /metrics` (OpenMetrics text of
 //! [`AutoscalerMetrics`], with fly-autoscaler's exact `fas_*` sample names),
 //! `GET /healthz`, and `GET /`: the status page of a [`StatusBoard`] when one is given.
 //!
@@ -16,8 +16,8 @@ use axum::routing::get;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
-use fleetscale_metrics::status::StatusBoard;
-use fleetscale_metrics::AutoscalerMetrics;
+use crate::status::StatusBoard;
+use crate::AutoscalerMetrics;
 
 /// What `/healthz` reports: healthy until no tick has finished for `stale_after` (after a
 /// first grace period of the same length from start).
@@ -99,13 +99,11 @@ pub fn router(metrics: Arc<AutoscalerMetrics>, health: Arc<Health>) -> Router {
 /// The status board of a daemon named `title` ticking every `interval`: the page refreshes
 /// at the tick interval (between 5 s and 60 s) and charts the last hour.
 pub fn status_board(title: &str, interval: Duration) -> Arc<StatusBoard> {
-    Arc::new(StatusBoard::new(
-        fleetscale_metrics::status::StatusOptions {
-            title: title.to_owned(),
-            refresh: interval.clamp(Duration::from_secs(5), Duration::from_secs(60)),
-            ..Default::default()
-        },
-    ))
+    Arc::new(StatusBoard::new(crate::status::StatusOptions {
+        title: title.to_owned(),
+        refresh: interval.clamp(Duration::from_secs(5), Duration::from_secs(60)),
+        ..Default::default()
+    }))
 }
 
 /// The status page at `/`: server-rendered HTML, never cached.
@@ -129,7 +127,7 @@ pub fn status_router(board: Arc<StatusBoard>) -> Router {
 
 async fn metrics_page(State(st): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, fleetscale_metrics::CONTENT_TYPE)],
+        [(header::CONTENT_TYPE, crate::CONTENT_TYPE)],
         st.metrics.encode(),
     )
 }
