@@ -43,3 +43,6 @@ bash scripts/check-msrv.sh
 
 step "cargo test"
 cargo test --workspace --all-features
+
+step "engine_bench --check (API calls per pass, refused creates, heap per app; no timings)"
+cargo run --quiet -p fleetscale-bench --all-features --bin engine_bench -- --check
