@@ -518,6 +518,23 @@ impl Inner {
     }
 }
 
+/// Applies `app`'s transitions due at `now`.
+fn advance_machines(app: &mut FakeApp, now: Instant) {
+    for m in app.machines.values_mut() {
+        while let Some((state, at)) = m.pending.front() {
+            if *at > now {
+                break;
+            }
+            m.m.state = state.clone();
+            if *state == FlyState::Destroyed {
+                m.lease = None;
+            }
+            m.m.updated_at = Some(crate::time::format_rfc3339(SystemTime::now()));
+            m.pending.pop_front();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,21 +553,28 @@ mod tests {
             ("localhost:5000", "x/y", "2")
         );
     }
-}
 
-/// Applies `app`'s transitions due at `now`.
-fn advance_machines(app: &mut FakeApp, now: Instant) {
-    for m in app.machines.values_mut() {
-        while let Some((state, at)) = m.pending.front() {
-            if *at > now {
-                break;
-            }
-            m.m.state = state.clone();
-            if *state == FlyState::Destroyed {
-                m.lease = None;
-            }
-            m.m.updated_at = Some(crate::time::format_rfc3339(SystemTime::now()));
-            m.pending.pop_front();
+    #[test]
+    fn a_request_about_one_app_advances_that_app_only() {
+        let fake = FakeFly::new(super::super::FakeConfig::instant());
+        for app in ["a", "b"] {
+            fake.create_app(app, "org");
+            fake.lock()
+                .api_create_machine(app, &json!({"config": {"image": "nginx"}}))
+                .expect("create");
         }
+        // Every transition is due at once; reading `a` applies `a`'s and leaves `b`'s to the
+        // next request about `b` (a request walked every app's machines before).
+        assert_eq!(fake.machines("a")[0].state, FlyState::Started);
+        let raw_b = |f: &FakeFly| {
+            f.lock().apps["b"]
+                .machines
+                .values()
+                .map(|m| m.m.state.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_ne!(raw_b(&fake), vec![FlyState::Started]);
+        assert_eq!(fake.machines("b")[0].state, FlyState::Started);
+        assert_eq!(raw_b(&fake), vec![FlyState::Started]);
     }
 }
