@@ -44,11 +44,14 @@ bash scripts/check-msrv.sh
 step "cargo test"
 cargo test --workspace --all-features
 
+step "engine_bench --check (API calls per pass, refused creates, heap per app; no timings)"
+cargo run --quiet -p fleetscale-bench --all-features --bin engine_bench -- --check
+
 # The workspace build unifies features, which hides a library that uses a tokio or reqwest
 # feature it does not name: each library is checked alone, with and without its own features,
 # and so is the production binary (no fakes).
 step "each library built alone on its own features"
-for crate in core metrics fly weave aws etcd sim; do
+for crate in core metrics fly weave aws etcd sim config fas; do
     cargo check --quiet -p "fleetscale-$crate" --no-default-features
     cargo check --quiet -p "fleetscale-$crate"
 done

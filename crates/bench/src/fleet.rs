@@ -99,6 +99,12 @@ pub fn request_kind(method: &str, path: &str) -> &'static str {
     }
 }
 
+/// Every kind [`request_kind`] returns.
+pub const REQUEST_KINDS: [&str; 12] = [
+    "list", "create", "get", "destroy", "start", "stop", "suspend", "wait", "lease", "cordon",
+    "app", "other",
+];
+
 /// Counts of a request log.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestSummary {
@@ -143,6 +149,45 @@ impl RequestSummary {
             .collect::<Vec<_>>()
             .join(" ")
     }
+
+    /// One line for a pipe: `total=T rate_limited=R failed=F` then [`RequestSummary::breakdown`].
+    pub fn to_line(&self) -> String {
+        let mut line = format!(
+            "total={} rate_limited={} failed={}",
+            self.total, self.rate_limited, self.failed
+        );
+        for (k, v) in &self.by_kind {
+            line.push_str(&format!(" {k}={v}"));
+        }
+        line
+    }
+
+    /// Reads what [`RequestSummary::to_line`] wrote.
+    ///
+    /// # Errors
+    /// A word that is not `key=count` with a known key.
+    pub fn from_line(line: &str) -> Result<RequestSummary, String> {
+        let mut s = RequestSummary::default();
+        for word in line.split_whitespace() {
+            let (k, v) = word
+                .split_once('=')
+                .ok_or_else(|| format!("{word:?} is not key=count"))?;
+            let v: u64 = v.parse().map_err(|e| format!("{word:?}: {e}"))?;
+            match k {
+                "total" => s.total = v,
+                "rate_limited" => s.rate_limited = v,
+                "failed" => s.failed = v,
+                _ => {
+                    let kind = REQUEST_KINDS
+                        .iter()
+                        .find(|&&known| known == k)
+                        .ok_or_else(|| format!("unknown request kind {k:?}"))?;
+                    s.by_kind.insert(kind, v);
+                }
+            }
+        }
+        Ok(s)
+    }
 }
 
 #[cfg(test)]
@@ -169,5 +214,20 @@ mod tests {
         );
         assert_eq!(request_kind("GET", "/v1/apps"), "app");
         assert_eq!(request_kind("GET", "/metrics"), "other");
+    }
+
+    #[test]
+    fn summaries_survive_the_pipe() {
+        let mut s = RequestSummary {
+            total: 7,
+            rate_limited: 1,
+            failed: 2,
+            ..RequestSummary::default()
+        };
+        s.by_kind.insert("list", 3);
+        s.by_kind.insert("create", 4);
+        assert_eq!(RequestSummary::from_line(&s.to_line()), Ok(s));
+        assert!(RequestSummary::from_line("total=1 bogus=2").is_err());
+        assert!(RequestSummary::from_line("total=x").is_err());
     }
 }

@@ -8,6 +8,9 @@
 //! This library holds what the binary and the tests share: process statistics read from
 //! `/proc`, seeding of the fake, and request-log summaries.
 
+pub mod alloc_count;
 pub mod fleet;
 pub mod procstat;
+pub mod remote;
 pub mod replicas;
+pub mod stages;

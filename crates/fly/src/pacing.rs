@@ -203,6 +203,20 @@ impl Bucket {
 /// Buckets kept before full ones are forgotten.
 const EVICT_ABOVE: usize = 4096;
 
+/// Above [`EVICT_ABOVE`], the sweep for full buckets runs again only after this long or when
+/// the map doubled since the last sweep. A sweep visits every bucket: run on every call, it
+/// made each call cost O(buckets) whenever more than 4,096 buckets were still refilling (one
+/// list bucket per app at 10,000 apps), while buckets become full only with time.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// When the last sweep ran and how many buckets it kept.
+#[derive(Debug, Default)]
+struct Sweep {
+    last: Option<Instant>,
+    kept: usize,
+    runs: u64,
+}
+
 /// Token buckets keyed by (action, scope). Reserving is synchronous; the wait is a plain
 /// sleep. Dropping a waiting [`Limiter::acquire`] (a tick's deadline passed) gives its token
 /// back: kept spent, the tokens of calls that never went out would push every later token
@@ -210,6 +224,8 @@ const EVICT_ABOVE: usize = 4096;
 #[derive(Debug, Default)]
 pub(crate) struct Limiter {
     buckets: Mutex<HashMap<(&'static str, String), Bucket>>,
+    /// Locked only while `buckets` is.
+    sweep: Mutex<Sweep>,
 }
 
 impl Limiter {
@@ -225,9 +241,24 @@ impl Limiter {
         let now = Instant::now();
         let mut buckets = self.lock();
         if buckets.len() > EVICT_ABOVE {
-            // Forget buckets that are full again, each judged by its own rate: they carry no
-            // information.
-            buckets.retain(|_, b| b.tokens_at(now) < b.rate.burst());
+            let mut sweep = match self.sweep.lock() {
+                Ok(s) => s,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let due = sweep
+                .last
+                .is_none_or(|last| now.saturating_duration_since(last) >= SWEEP_EVERY)
+                || buckets.len() > sweep.kept.saturating_mul(2);
+            if due {
+                // Forget buckets that are full again, each judged by its own rate: they carry
+                // no information.
+                buckets.retain(|_, b| b.tokens_at(now) < b.rate.burst());
+                *sweep = Sweep {
+                    last: Some(now),
+                    kept: buckets.len(),
+                    runs: sweep.runs + 1,
+                };
+            }
         }
         let b = buckets.entry((action, scope.to_owned())).or_insert(Bucket {
             tokens: rate.burst(),
@@ -242,6 +273,12 @@ impl Limiter {
         } else {
             Duration::from_secs_f64(-b.tokens / rate.per_second())
         }
+    }
+
+    /// How many times the sweep for full buckets ran.
+    #[cfg(test)]
+    fn sweeps(&self) -> u64 {
+        self.sweep.lock().map_or(0, |s| s.runs)
     }
 
     /// The server refused a call of this bucket (429): no token before `retry_after` from
@@ -526,6 +563,30 @@ mod tests {
         // Buckets full at their own rate are forgotten.
         tokio::time::advance(Duration::from_secs(200)).await;
         assert_eq!(l.reserve("get", "y", fast), Duration::ZERO);
+        assert!(l.lock().len() < 10, "{}", l.lock().len());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn many_refilling_buckets_are_swept_once_per_interval_not_per_call() {
+        let l = Limiter::default();
+        // Two seconds to refill a token.
+        let list = Rate::new(0.5, 3);
+        // 10,000 apps' list buckets, none full again for two seconds: a pass over them all.
+        for i in 0..10_000 {
+            assert_eq!(l.reserve("list", &format!("app{i}"), list), Duration::ZERO);
+        }
+        // The map crossed 4,096 and doubled once: at most a few sweeps, not one per call
+        // (5,904 without the interval).
+        assert!(l.sweeps() <= 3, "{} sweeps", l.sweeps());
+        // A second later the sweep runs again and forgets nothing still refilling...
+        tokio::time::advance(SWEEP_EVERY).await;
+        let before = l.sweeps();
+        assert_eq!(l.reserve("list", "app0", list), Duration::ZERO);
+        assert_eq!(l.sweeps(), before + 1);
+        assert_eq!(l.lock().len(), 10_000);
+        // ...and once they are full again, forgets them.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(l.reserve("list", "other", list), Duration::ZERO);
         assert!(l.lock().len() < 10, "{}", l.lock().len());
     }
 

@@ -2,26 +2,41 @@
 //!
 //! ```text
 //! cargo run --release -p fleetscale-bench --bin engine_bench -- --apps 1,100,1000
+//! cargo run --release -p fleetscale-bench --bin engine_bench -- --apps 10000 --scale-by 0
 //! cargo run --release -p fleetscale-bench --bin engine_bench -- --apps 0 --reaction-runs 20
+//! cargo run -p fleetscale-bench --bin engine_bench -- --check
 //! ```
 //!
-//! For each app count N (each in its own child process, so peak RSS and CPU are per size):
-//! the fake is seeded with N apps of `--machines` started machines, then gets a per-call
+//! For each app count N (each in its own child process, so RSS and CPU are per size) a
+//! third process serves the fake Machines API (this binary with `--serve-fake`, see
+//! `fleetscale_bench::remote`), so the measuring process holds the engine alone. The fake is
+//! seeded through the API with N apps of `--machines` started machines, then gets a per-call
 //! latency (`--latency-ms`, injected by the fake before it handles each request) and Fly's
 //! documented rate limits (server side; the client paces itself to the same limits). The
 //! engine (one `FlyScaler` per app, `created-machine-count = load`) then runs:
 //! 1. a cold pass (connections are opened) and a steady pass (nothing to do);
-//! 2. a scale pass after every app's `load` rose by `--scale-by`;
+//! 2. a scale pass after every app's `load` rose by `--scale-by` (skipped when 0);
 //! 3. a settle pass (nothing to do again).
 //!
 //! For each pass: wall time, API calls from the fake's request log (by kind), CPU time of the
-//! engine's threads and of the fake's, and the lower bounds the work allows (see
-//! `BENCHMARKS.md`). At the end: peak RSS (`VmHWM`) and RSS before the engine was built.
+//! engine's threads and of the fake's, the lower bounds the work allows (see
+//! `BENCHMARKS.md`), and where the time went (time inside `list` and inside the actions,
+//! summed over targets, from a timing wrapper around each scaler; the rest of each tick is
+//! the engine's own). Memory of the engine's process (`VmRSS`, and the bytes live on the heap
+//! from a counting global allocator) before the scalers are built, after, and after each
+//! pass; and the heap the latest decision records hold.
+//!
+//! `--check`: a short run (20 apps unless `--apps` says otherwise, debug build is fine) that
+//! exits non-zero when a count or ratio is off: API calls per steady pass other than one list
+//! per app, creates other than one per planned machine plus the refused ones, more than
+//! `--check-max-429-percent` of creates refused, failed actions, machines missing after the
+//! scale pass, or more than `--check-max-heap-per-app` bytes of heap per app. No wall-clock
+//! limit is checked.
 //!
 //! Reaction time (`--reaction-runs`): one app, `started-machine-count = load`; the load
 //! crosses the threshold at a random moment and the time until the first `start` call
 //! reaches the fake is measured, with the interval timer (`--reaction-interval-ms`) and with
-//! `Engine::trigger()` right after the change.
+//! `Engine::trigger()` right after the change. The fake runs in the measuring process here.
 
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
@@ -30,8 +45,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
+use fleetscale_bench::alloc_count::{live_bytes, peak_bytes, reset_peak, CountingAlloc};
 use fleetscale_bench::fleet::{self, RequestSummary};
 use fleetscale_bench::procstat::{thread_cpu, ProcStats};
+use fleetscale_bench::remote::{serve_stdio, RemoteFake};
+use fleetscale_bench::stages::{StageSnapshot, StageTimes, TimedScaler};
 use fleetscale_core::engine::{Engine, EngineConfig, TargetSpec};
 use fleetscale_core::policy::{CountRule, Policy};
 use fleetscale_core::record::DecisionRecord;
@@ -43,6 +61,10 @@ use fleetscale_fly::{
 };
 use tokio_util::sync::CancellationToken;
 
+/// Counts the bytes live on the heap, for the per-app memory figures.
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
 /// Benchmark of the engine against the fake Fly Machines API.
 #[derive(Parser, Debug, Clone)]
 #[command(version, about)]
@@ -53,7 +75,7 @@ struct Args {
     /// Started machines per app before scaling.
     #[arg(long, default_value_t = 2)]
     machines: usize,
-    /// Machines added to every app in the scale pass.
+    /// Machines added to every app in the scale pass (0 skips the scale pass).
     #[arg(long, default_value_t = 5)]
     scale_by: usize,
     /// Latency the fake adds to every request, in milliseconds.
@@ -71,6 +93,10 @@ struct Args {
     /// Worker threads of the fake server's runtime.
     #[arg(long, default_value_t = 1)]
     fake_threads: usize,
+    /// Pacing margin below the documented rates (`PacingConfig::margin`); the default is
+    /// `PacingConfig::default()`'s.
+    #[arg(long)]
+    pacing_margin: Option<f64>,
     /// Reaction-time runs per mode (interval, trigger); 0 skips.
     #[arg(long, default_value_t = 0)]
     reaction_runs: usize,
@@ -78,26 +104,54 @@ struct Args {
     /// 15 s; results are also reported scaled to it).
     #[arg(long, default_value_t = 1000)]
     reaction_interval_ms: u64,
+    /// Short regression run: fails (exit status 1) when a count or ratio is off. Uses 20 apps
+    /// unless `--apps` is given.
+    #[arg(long)]
+    check: bool,
+    /// `--check`: most creates answered 429, in percent of creates. The share depends on
+    /// the machine's load (request jitter), so the default only catches pacing gone wrong:
+    /// without client pacing, 2 of every 5 creates of an app are refused (Fly's burst is 3);
+    /// with it, up to 14 % were on a 2-core machine at load 8.
+    #[arg(long, default_value_t = 25.0)]
+    check_max_429_percent: f64,
+    /// `--check`: most heap bytes per app held by the engine, its targets and the client after
+    /// the steady pass.
+    #[arg(long, default_value_t = 64 * 1024)]
+    check_max_heap_per_app: u64,
     /// Internal: run exactly one measurement in this process.
     #[arg(long, hide = true)]
     child: bool,
+    /// Internal: serve the fake Machines API, controlled through stdin and stdout.
+    #[arg(long, hide = true)]
+    serve_fake: bool,
 }
 
 fn main() {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if args.serve_fake {
+        if let Err(e) = serve_stdio(args.fake_threads) {
+            eprintln!("engine_bench --serve-fake: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if !args.child {
+        if args.check && args.apps == [1, 100, 1000] {
+            args.apps = vec![20];
+        }
         print_machine();
         let exe = std::env::current_exe().expect("own executable path");
         let sizes: Vec<usize> = args.apps.iter().copied().filter(|&n| n > 0).collect();
+        let mut ok = true;
         for n in sizes {
-            run_child(
+            ok &= run_child(
                 &exe,
                 &args,
                 &[format!("--apps={n}"), "--reaction-runs=0".into()],
             );
         }
         if args.reaction_runs > 0 {
-            run_child(
+            ok &= run_child(
                 &exe,
                 &args,
                 &[
@@ -105,6 +159,13 @@ fn main() {
                     format!("--reaction-runs={}", args.reaction_runs),
                 ],
             );
+        }
+        if !ok {
+            eprintln!("engine_bench: a measurement failed (see above)");
+            std::process::exit(1);
+        }
+        if args.check {
+            println!("# check passed");
         }
         return;
     }
@@ -114,28 +175,40 @@ fn main() {
         .enable_all()
         .build()
         .expect("engine runtime");
-    let fake_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.fake_threads.max(1))
-        .thread_name("fake-fly")
-        .enable_all()
-        .build()
-        .expect("fake runtime");
-    let server = fake_rt
-        .block_on(FakeFlyServer::bind(
-            "127.0.0.1:0".parse().expect("loopback address"),
-            FakeConfig::instant(),
-        ))
-        .expect("bind the fake");
     if let Some(&n) = args.apps.first().filter(|&&n| n > 0) {
-        engine_rt.block_on(bench_apps(&args, &server, n));
+        let exe = std::env::current_exe().expect("own executable path");
+        let mut cmd = Command::new(exe);
+        cmd.arg("--serve-fake")
+            .arg(format!("--fake-threads={}", args.fake_threads));
+        let mut fake = RemoteFake::spawn(cmd).expect("start the fake's process");
+        let failures = engine_rt.block_on(bench_apps(&args, &mut fake, n));
+        fake.quit();
+        if !failures.is_empty() {
+            for f in &failures {
+                eprintln!("check failed: {f}");
+            }
+            std::process::exit(1);
+        }
     }
     if args.reaction_runs > 0 {
+        let fake_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.fake_threads.max(1))
+            .thread_name("fake-fly")
+            .enable_all()
+            .build()
+            .expect("fake runtime");
+        let server = fake_rt
+            .block_on(FakeFlyServer::bind(
+                "127.0.0.1:0".parse().expect("loopback address"),
+                FakeConfig::instant(),
+            ))
+            .expect("bind the fake");
         engine_rt.block_on(bench_reaction(&args, &server));
+        fake_rt.block_on(server.shutdown());
     }
-    fake_rt.block_on(server.shutdown());
 }
 
-fn run_child(exe: &std::path::Path, args: &Args, extra: &[String]) {
+fn run_child(exe: &std::path::Path, args: &Args, extra: &[String]) -> bool {
     let mut cmd = Command::new(exe);
     cmd.arg("--child")
         .arg(format!("--machines={}", args.machines))
@@ -149,12 +222,26 @@ fn run_child(exe: &std::path::Path, args: &Args, extra: &[String]) {
             "--reaction-interval-ms={}",
             args.reaction_interval_ms
         ))
+        .arg(format!(
+            "--check-max-429-percent={}",
+            args.check_max_429_percent
+        ))
+        .arg(format!(
+            "--check-max-heap-per-app={}",
+            args.check_max_heap_per_app
+        ))
         .args(extra);
+    if let Some(m) = args.pacing_margin {
+        cmd.arg(format!("--pacing-margin={m}"));
+    }
+    if args.check {
+        cmd.arg("--check");
+    }
     let status = cmd.status().expect("run a child measurement");
-    assert!(
-        status.success(),
-        "child measurement {extra:?} failed: {status}"
-    );
+    if !status.success() {
+        eprintln!("child measurement {extra:?} failed: {status}");
+    }
+    status.success()
 }
 
 fn print_machine() {
@@ -167,25 +254,36 @@ fn print_machine() {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let mem = meminfo.lines().next().unwrap_or("MemTotal: ?").to_owned();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("# machine: {cpus} CPUs, {model}, {mem}");
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "# machine: {cpus} CPUs, {model}, {mem}; load average {}",
+        load.trim()
+    );
 }
 
-fn client(server: &FakeFlyServer, paced: bool) -> MachinesClient {
+fn client_for(url: &str, pacing: PacingConfig) -> MachinesClient {
     MachinesClient::new(
         None,
         ClientConfig {
-            base_url: server.url(),
+            base_url: url.to_owned(),
             timeout: Duration::from_secs(30),
             retry: RetryConfig::default(),
-            pacing: if paced {
-                PacingConfig::default()
-            } else {
-                PacingConfig::disabled()
-            },
+            pacing,
             ..ClientConfig::default()
         },
     )
     .expect("client for the fake")
+}
+
+fn client(server: &FakeFlyServer, paced: bool) -> MachinesClient {
+    client_for(
+        &server.url(),
+        if paced {
+            PacingConfig::default()
+        } else {
+            PacingConfig::disabled()
+        },
+    )
 }
 
 fn policy(created: Option<&str>, started: Option<&str>) -> Policy {
@@ -213,26 +311,31 @@ struct PassResult {
     calls: RequestSummary,
     engine_cpu: Duration,
     fake_cpu: Duration,
-    process_cpu: Duration,
     ok_actions: usize,
     failed_actions: usize,
     failed_ticks: usize,
+    /// Time inside the scaler's calls during the pass.
+    stages: StageSnapshot,
+    /// The ticks' durations, summed over the targets.
+    ticks: Duration,
+    /// Lists the engine made (from the timing wrapper), to compare with the fake's count.
+    ticks_seen: usize,
 }
 
-async fn measured_pass(engine: &Engine, server: &FakeFlyServer) -> PassResult {
-    server.fake().clear_request_log();
-    let (e0, f0, p0) = (thread_cpu("engine"), thread_cpu("fake-fly"), thread_cpu(""));
+async fn measured_pass(engine: &Engine, fake: &mut RemoteFake, times: &StageTimes) -> PassResult {
+    fake.call("clear").expect("clear the fake's log");
+    let (_, f0) = fake.summary().expect("fake summary");
+    let (e0, s0) = (thread_cpu("engine"), times.snapshot());
     let t0 = Instant::now();
     let records: Vec<DecisionRecord> = engine.run_once().await.expect("a pass");
     let wall = t0.elapsed();
-    let (e1, f1, p1) = (thread_cpu("engine"), thread_cpu("fake-fly"), thread_cpu(""));
-    let calls = RequestSummary::of(&server.fake().request_log());
+    let (e1, s1) = (thread_cpu("engine"), times.snapshot());
+    let (calls, f1) = fake.summary().expect("fake summary");
     PassResult {
         wall,
         calls,
         engine_cpu: e1.saturating_sub(e0),
         fake_cpu: f1.saturating_sub(f0),
-        process_cpu: p1.saturating_sub(p0),
         ok_actions: records
             .iter()
             .map(|r| r.outcomes.iter().filter(|o| o.ok()).count())
@@ -245,6 +348,9 @@ async fn measured_pass(engine: &Engine, server: &FakeFlyServer) -> PassResult {
             .iter()
             .filter(|r| r.status.as_str() == "failed")
             .count(),
+        stages: s1 - s0,
+        ticks: records.iter().map(|r| r.duration).sum(),
+        ticks_seen: records.len(),
     }
 }
 
@@ -253,11 +359,12 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn report(label: &str, r: &PassResult, min_calls: u64, lb_formula: Duration, lb_rate: Duration) {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "{label:<8} wall {:>9.1} ms | calls {:>6} (min {:>6}, ratio {:.2}) [{}] 429s {} failed {} | \
          lower bound {:>8.1} ms (ratio {:.2}), rate-aware {:>8.1} ms (ratio {:.2}) | \
-         CPU engine {:>7.1} ms fake {:>7.1} ms process {:>7.1} ms ({:.1} us engine CPU per call) | \
-         actions ok {} failed {}, failed ticks {}",
+         CPU engine {:>7.1} ms fake {:>7.1} ms ({:.1} us engine CPU per call) | \
+         actions ok {} failed {}, failed ticks {} | load {}",
         ms(r.wall),
         r.calls.total,
         min_calls,
@@ -271,25 +378,84 @@ fn report(label: &str, r: &PassResult, min_calls: u64, lb_formula: Duration, lb_
         r.wall.as_secs_f64() / lb_rate.as_secs_f64().max(1e-9),
         ms(r.engine_cpu),
         ms(r.fake_cpu),
-        ms(r.process_cpu),
         r.engine_cpu.as_secs_f64() * 1e6 / r.calls.total.max(1) as f64,
         r.ok_actions,
         r.failed_actions,
         r.failed_ticks,
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    );
+    // Where the time went, summed over the targets (they overlap: divide by the targets
+    // ticking at once for wall time).
+    let other = r
+        .ticks
+        .saturating_sub(r.stages.list)
+        .saturating_sub(r.stages.action);
+    println!(
+        "{label:<8} stages (summed over {} ticks): tick {:.1} ms = list {:.1} ms ({} calls, {:.2} ms each) \
+         + actions {:.1} ms ({} calls) + engine's own (metrics, plan, records, waiting for a slot) {:.1} ms ({:.3} ms per tick)",
+        r.ticks_seen,
+        ms(r.ticks),
+        ms(r.stages.list),
+        r.stages.lists,
+        ms(r.stages.list) / r.stages.lists.max(1) as f64,
+        ms(r.stages.action),
+        r.stages.actions,
+        ms(other),
+        ms(other) / r.ticks_seen.max(1) as f64,
     );
 }
 
-async fn bench_apps(args: &Args, server: &FakeFlyServer, n: usize) {
-    let latency = Duration::from_millis(args.latency_ms);
-    let t_seed = Instant::now();
-    fleet::seed(&client(server, false), n, args.machines, 32)
-        .await
-        .expect("seed the fake");
-    let seeded = t_seed.elapsed();
-    realistic(server, latency);
-    let before_engine = ProcStats::read();
+/// A memory reading of the engine's process.
+#[derive(Clone, Copy)]
+struct Mem {
+    rss_kib: u64,
+    heap: u64,
+    /// The most heap live at once since the previous reading.
+    peak_heap: u64,
+}
 
-    let client = client(server, true);
+impl Mem {
+    fn now() -> Mem {
+        let m = Mem {
+            rss_kib: ProcStats::read().rss_kib,
+            heap: live_bytes(),
+            peak_heap: peak_bytes(),
+        };
+        reset_peak();
+        m
+    }
+}
+
+fn mem_line(n: usize, label: &str, m: Mem, base: Mem) {
+    let per_app = |a: u64, b: u64| a.saturating_sub(b) as f64 / n.max(1) as f64;
+    println!(
+        "memory {label:<16} RSS {:>8.1} MiB heap {:>8.1} MiB (peak since the previous {:>8.1} MiB) | since the start: RSS {:>8.1} KiB/app heap {:>8.0} B/app",
+        m.rss_kib as f64 / 1024.0,
+        m.heap as f64 / 1048576.0,
+        m.peak_heap as f64 / 1048576.0,
+        per_app(m.rss_kib, base.rss_kib),
+        per_app(m.heap, base.heap),
+    );
+}
+
+/// Runs the passes for `n` apps; returns the `--check` failures (empty without `--check`).
+async fn bench_apps(args: &Args, fake: &mut RemoteFake, n: usize) -> Vec<String> {
+    let mut failures = Vec::new();
+    let latency = Duration::from_millis(args.latency_ms);
+    let seeded = fake
+        .call(&format!("seed {n} {}", args.machines))
+        .expect("seed the fake");
+    fake.call(&format!("realistic {}", args.latency_ms))
+        .expect("realistic conditions");
+    let start = Mem::now();
+
+    let mut pacing = PacingConfig::default();
+    if let Some(m) = args.pacing_margin {
+        pacing.margin = m;
+    }
+    let margin = pacing.margin;
+    let client = client_for(fake.url(), pacing);
+    let times = Arc::new(StageTimes::default());
     let mut metrics = Vec::new();
     let targets: Vec<TargetSpec> = (0..n)
         .map(|i| {
@@ -300,7 +466,7 @@ async fn bench_apps(args: &Args, server: &FakeFlyServer, n: usize) {
             metrics.push(load.clone());
             let t = TargetSpec::new(
                 Scope::new(app),
-                Arc::new(scaler),
+                Arc::new(TimedScaler::new(scaler, times.clone())),
                 policy(Some("load"), None),
             )
             .with_source(load);
@@ -312,6 +478,7 @@ async fn bench_apps(args: &Args, server: &FakeFlyServer, n: usize) {
         .with_concurrency(args.concurrency)
         .with_action_concurrency(args.action_concurrency);
     let engine = Engine::new(config, Arc::new(targets));
+    let built = Mem::now();
 
     let c = args.concurrency.max(1).min(n) as u64;
     let a = args.action_concurrency.max(1) as u64;
@@ -319,66 +486,170 @@ async fn bench_apps(args: &Args, server: &FakeFlyServer, n: usize) {
     let s = args.scale_by as u64;
     println!(
         "# apps {n}: {} machines each, +{s} in the scale pass, latency {} ms, engine concurrency {} x {} actions, \
-         Fly rate limits (server and client), seeded in {:.1} s",
+         Fly rate limits (server and client, pacing margin {}), fake in its own process, seeded in {seeded} s",
         args.machines,
         args.latency_ms,
         args.concurrency,
         args.action_concurrency,
-        seeded.as_secs_f64()
+        margin,
     );
 
     // Steady state: one list per app.
     let min_steady = n as u64;
     let lb_steady = latency * u32::try_from(min_steady.div_ceil(c)).unwrap_or(u32::MAX);
-    let cold = measured_pass(&engine, server).await;
+    let cold = measured_pass(&engine, fake, &times).await;
     report("cold", &cold, min_steady, lb_steady, lb_steady);
-    let steady = measured_pass(&engine, server).await;
+    let after_cold = Mem::now();
+    let steady = measured_pass(&engine, fake, &times).await;
     report("steady", &steady, min_steady, lb_steady, lb_steady);
-
-    // Scale every app by +s: a list and s creates per app at the least.
-    for m in &metrics {
-        m.set((args.machines + args.scale_by) as f64);
+    let after_steady = Mem::now();
+    // The latest records, as the status page reads them: a copy of each, so the heap they add
+    // is what the engine's own copies hold.
+    let records = engine.last_decisions();
+    let records_heap = live_bytes().saturating_sub(after_steady.heap);
+    drop(records);
+    for (label, p) in [("cold", &cold), ("steady", &steady)] {
+        steady_checks(&mut failures, label, p, n as u64);
     }
-    let min_scale = n as u64 * (1 + s);
-    // The brief's bound: minimum calls x latency / allowed concurrency, where up to c targets
-    // tick at once and each has at most a actions in flight.
-    let lb_scale = Duration::from_secs_f64(
-        (min_scale as f64 * latency.as_secs_f64() / (c * a) as f64)
-            .max(waves as f64 * latency.as_secs_f64() * (1 + s.div_ceil(a)) as f64),
-    );
-    // Fly's create limit (1/s, burst 3, per app) makes the s-th create wait
-    // (s - burst) / rate seconds after the first: a per-app floor no concurrency removes.
-    let create = FakeRateLimits::default().create;
-    let pacing_floor = (s.saturating_sub(u64::from(create.burst)) as f64) / create.per_second;
-    let lb_scale_rate =
-        Duration::from_secs_f64(waves as f64 * (2.0 * latency.as_secs_f64() + pacing_floor))
-            .max(lb_scale);
-    let scale = measured_pass(&engine, server).await;
-    report("scale+5", &scale, min_scale, lb_scale, lb_scale_rate);
 
-    // Let transitions end, then a pass that must do nothing again.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let settle = measured_pass(&engine, server).await;
-    report("settle", &settle, min_steady, lb_steady, lb_steady);
-    let machines: usize = (0..n)
-        .map(|i| {
-            server
-                .fake()
-                .machines(&fleet::app_name(i))
-                .iter()
-                .filter(|m| m.state != FlyState::Destroyed)
-                .count()
-        })
-        .sum();
-    let after = ProcStats::read();
+    let mut scale = None;
+    if s > 0 {
+        // Scale every app by +s: a list and s creates per app at the least.
+        for m in &metrics {
+            m.set((args.machines + args.scale_by) as f64);
+        }
+        let min_scale = n as u64 * (1 + s);
+        // The brief's bound: minimum calls x latency / allowed concurrency, where up to c
+        // targets tick at once and each has at most a actions in flight.
+        let lb_scale = Duration::from_secs_f64(
+            (min_scale as f64 * latency.as_secs_f64() / (c * a) as f64)
+                .max(waves as f64 * latency.as_secs_f64() * (1 + s.div_ceil(a)) as f64),
+        );
+        // Fly's create limit (1/s, burst 3, per app) makes the s-th create wait
+        // (s - burst) / rate seconds after the first: a per-app floor no concurrency removes.
+        let create = FakeRateLimits::default().create;
+        let pacing_floor = (s.saturating_sub(u64::from(create.burst)) as f64) / create.per_second;
+        let lb_scale_rate =
+            Duration::from_secs_f64(waves as f64 * (2.0 * latency.as_secs_f64() + pacing_floor))
+                .max(lb_scale);
+        let p = measured_pass(&engine, fake, &times).await;
+        report("scale+5", &p, min_scale, lb_scale, lb_scale_rate);
+        let creates = p.calls.kind("create");
+        println!(
+            "scale+5  creates {creates}, answered 429: {} ({:.2} % of creates); rate-aware ratio {:.3}",
+            p.calls.rate_limited,
+            p.calls.rate_limited as f64 * 100.0 / creates.max(1) as f64,
+            p.wall.as_secs_f64() / lb_scale_rate.as_secs_f64().max(1e-9),
+        );
+        let want = n as u64 * s;
+        if p.calls.kind("list") != n as u64 {
+            failures.push(format!(
+                "scale: {} lists for {n} apps",
+                p.calls.kind("list")
+            ));
+        }
+        if creates != want + p.calls.rate_limited {
+            failures.push(format!(
+                "scale: {creates} creates, expected {want} + {} refused",
+                p.calls.rate_limited
+            ));
+        }
+        if p.ok_actions as u64 != want || p.failed_actions > 0 || p.failed_ticks > 0 {
+            failures.push(format!(
+                "scale: {} actions ok, {} failed, {} failed ticks (expected {want} ok)",
+                p.ok_actions, p.failed_actions, p.failed_ticks
+            ));
+        }
+        let pct = p.calls.rate_limited as f64 * 100.0 / creates.max(1) as f64;
+        if pct > args.check_max_429_percent {
+            failures.push(format!(
+                "scale: {pct:.1} % of creates answered 429 (at most {} %)",
+                args.check_max_429_percent
+            ));
+        }
+        scale = Some(p);
+        // Let transitions end, then a pass that must do nothing again.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let settle = measured_pass(&engine, fake, &times).await;
+        report("settle", &settle, min_steady, lb_steady, lb_steady);
+        steady_checks(&mut failures, "settle", &settle, n as u64);
+    }
+    let after_scale = Mem::now();
+    let machines: usize = fake
+        .call(&format!("machines {n}"))
+        .expect("count machines")
+        .parse()
+        .expect("a count");
+    let expected = n * (args.machines + args.scale_by);
+    if machines != expected {
+        failures.push(format!(
+            "{machines} machines after the run, expected {expected}"
+        ));
+    }
+    let end = ProcStats::read();
     println!(
-        "# apps {n}: machines after {machines} (expected {}), peak RSS {:.1} MiB, RSS before the engine {:.1} MiB \
-         (fake seeded), process CPU total {:.2} s",
-        n * (args.machines + args.scale_by),
-        after.peak_rss_kib as f64 / 1024.0,
-        before_engine.rss_kib as f64 / 1024.0,
-        after.cpu().as_secs_f64()
+        "# apps {n}: machines after {machines} (expected {expected}); engine process: peak RSS {:.1} MiB, \
+         process CPU {:.2} s",
+        end.peak_rss_kib as f64 / 1024.0,
+        end.cpu().as_secs_f64()
     );
+    mem_line(n, "start", start, start);
+    mem_line(n, "scalers built", built, start);
+    mem_line(n, "after cold", after_cold, start);
+    mem_line(n, "after steady", after_steady, start);
+    if scale.is_some() {
+        mem_line(n, "after settle", after_scale, start);
+    }
+    println!(
+        "memory parts per app (heap bytes): targets (FlyScaler, policy, metric, spec) {:.0}, \
+         first pass (engine state, records, scaler templates, pacing buckets, connections) {:.0}, \
+         of which the latest records {:.0}; steady pass adds {:.0}",
+        built.heap.saturating_sub(start.heap) as f64 / n as f64,
+        after_cold.heap.saturating_sub(built.heap) as f64 / n as f64,
+        records_heap as f64 / n as f64,
+        after_steady.heap as f64 / n as f64 - after_cold.heap as f64 / n as f64,
+    );
+    let heap_per_app = after_steady.heap.saturating_sub(start.heap) / n.max(1) as u64;
+    if heap_per_app > args.check_max_heap_per_app {
+        failures.push(format!(
+            "{heap_per_app} heap bytes per app after the steady pass (at most {})",
+            args.check_max_heap_per_app
+        ));
+    }
+    drop(engine);
+    drop(client);
+    if args.check {
+        failures
+    } else {
+        if !failures.is_empty() {
+            println!("# not checked (no --check), but off: {failures:?}");
+        }
+        Vec::new()
+    }
+}
+
+/// A pass with nothing to do: one list per app and nothing else, every tick fine.
+fn steady_checks(failures: &mut Vec<String>, label: &str, p: &PassResult, n: u64) {
+    if p.calls.total != n || p.calls.kind("list") != n {
+        failures.push(format!(
+            "{label}: {} API calls [{}] for {n} apps, expected {n} lists",
+            p.calls.total,
+            p.calls.breakdown()
+        ));
+    }
+    if p.stages.lists != n || p.ticks_seen as u64 != n {
+        failures.push(format!(
+            "{label}: the engine listed {} times in {} ticks for {n} apps",
+            p.stages.lists, p.ticks_seen
+        ));
+    }
+    if p.calls.rate_limited > 0 || p.calls.failed > 0 || p.failed_ticks > 0 || p.stages.actions > 0
+    {
+        failures.push(format!(
+            "{label}: {} answered 429, {} failed, {} failed ticks, {} actions",
+            p.calls.rate_limited, p.calls.failed, p.failed_ticks, p.stages.actions
+        ));
+    }
 }
 
 /// A random moment before `below`, for the crossing times.
