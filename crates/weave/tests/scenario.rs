@@ -78,7 +78,7 @@ impl World {
             hosts: EmulatedHosts::new(emu.clone()),
             emu,
             fixed,
-            pool: Arc::default(),
+            pool: Arc::new(MachinePool::new("pool")),
             dir: tempfile::tempdir().unwrap(),
         }
     }
