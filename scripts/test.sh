@@ -48,12 +48,14 @@ step "engine_bench --check (API calls per pass, refused creates, heap per app; n
 cargo run --quiet -p fleetscale-bench --all-features --bin engine_bench -- --check
 
 # The workspace build unifies features, which hides a library that uses a tokio or reqwest
-# feature it does not name: each library is checked alone, with and without its own features,
+# feature it does not name: each library is checked alone, with none, its default and all of
+# its own features,
 # and so is the production binary (no fakes).
 step "each library built alone on its own features"
 for crate in core metrics fly weave aws etcd sim config fas; do
     cargo check --quiet -p "fleetscale-$crate" --no-default-features
     cargo check --quiet -p "fleetscale-$crate"
+    cargo check --quiet -p "fleetscale-$crate" --all-features
 done
 cargo check --quiet -p fleetscale-bin --no-default-features
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use fleetscale_fly::fake::RequestRecord;
 use fleetscale_fly::types::{CreateAppRequest, CreateMachineRequest};
-use fleetscale_fly::{FlyError, MachinesClient};
+use fleetscale_fly::{ClientConfig, FlyError, MachinesClient, PacingConfig};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -26,6 +26,20 @@ pub fn app_config() -> Value {
 /// The name of app number `i`.
 pub fn app_name(i: usize) -> String {
     format!("bench-app-{i:05}")
+}
+
+/// A client of the fake at `base_url` without token or pacing: the one that seeds fleets
+/// (pacing would only slow the seeding down).
+pub fn seeding_client(base_url: String) -> MachinesClient {
+    MachinesClient::new(
+        None,
+        ClientConfig {
+            base_url,
+            pacing: PacingConfig::disabled(),
+            ..ClientConfig::default()
+        },
+    )
+    .expect("a client of the fake")
 }
 
 /// Creates `apps` apps with `machines` started machines each, through the API (as a user

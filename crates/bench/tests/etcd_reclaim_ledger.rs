@@ -3,46 +3,19 @@
 //! peer exactly once (one `rmpeer`), whatever the interleaving of their passes. The setup the
 //! file ledger cannot protect (two hosts, two files) is exactly this one.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use fleetscale_core::coordination::LedgerStore;
 use fleetscale_core::{ClusterMembership, Machine, MachineState};
 use fleetscale_etcd::harness::EtcdCluster;
 use fleetscale_etcd::{EtcdConfig, EtcdLedger};
-use fleetscale_weave::fake::{EmulatedHosts, Emulator, EmulatorConfig, PeerSpec, Role};
-use fleetscale_weave::inventory::{HostInventory, HostSnapshot};
-use fleetscale_weave::{
-    FixedPeer, PeerName, ReclaimConfig, Reclaimer, RouterClient, WeaveError, WeaveMembership,
-    WeaveMembershipConfig,
+use fleetscale_weave::fake::{
+    EmulatedHosts, Emulator, EmulatorConfig, MachinePool, PeerSpec, Role,
 };
-
-/// The autoscaled pool as its backend lists it.
-#[derive(Default)]
-struct Pool(Mutex<Vec<Machine>>);
-
-impl Pool {
-    fn add(&self, m: Machine) {
-        self.0.lock().unwrap().push(m);
-    }
-    fn remove(&self, name: &str) {
-        self.0.lock().unwrap().retain(|m| m.name != name);
-    }
-}
-
-#[async_trait]
-impl HostInventory for Pool {
-    fn source(&self) -> &str {
-        "pool"
-    }
-    async fn hosts(&self) -> Result<HostSnapshot, WeaveError> {
-        Ok(HostSnapshot::from_machines(
-            "pool",
-            &self.0.lock().unwrap().clone(),
-        ))
-    }
-}
+use fleetscale_weave::{
+    FixedPeer, PeerName, ReclaimConfig, Reclaimer, WeaveMembership, WeaveMembershipConfig,
+};
 
 fn pn(n: u64) -> PeerName {
     PeerName::from_u64(n).unwrap()
@@ -54,26 +27,18 @@ fn addr(n: u64) -> String {
 
 /// Three fixed peers, and observers dyn4..=dyn7 joined through the membership, each owning
 /// address space.
-async fn cluster() -> (Emulator, Vec<FixedPeer>, Arc<Pool>) {
+async fn cluster() -> (Emulator, Vec<FixedPeer>, Arc<MachinePool>) {
     let emu = Emulator::new(EmulatorConfig::default());
-    let targets: Vec<String> = (1..=3).map(addr).collect();
-    let mut fixed = Vec::new();
-    for n in 1..=3 {
-        let url = emu
-            .start_fixed(
-                PeerSpec::new(pn(n), format!("fixed{n}"), addr(n)),
-                targets.clone(),
-            )
-            .await
-            .unwrap();
-        fixed.push(FixedPeer::new(pn(n), addr(n), url));
-    }
-    RouterClient::new(&fixed[0].api_url)
-        .unwrap()
-        .prime(Duration::from_secs(60))
+    let fixed = emu
+        .start_primed(
+            (1..=3)
+                .map(|n| PeerSpec::new(pn(n), format!("fixed{n}"), addr(n)))
+                .collect(),
+            Duration::from_secs(60),
+        )
         .await
         .unwrap();
-    let pool = Arc::new(Pool::default());
+    let pool = Arc::new(MachinePool::new("pool"));
     let mut config = WeaveMembershipConfig::new(fixed.clone())
         .with_runner(Arc::new(EmulatedHosts::new(emu.clone())))
         .with_inventory_source("pool");
@@ -101,7 +66,7 @@ async fn cluster() -> (Emulator, Vec<FixedPeer>, Arc<Pool>) {
 fn reclaimer(
     fixed: &[FixedPeer],
     designated: u64,
-    pool: &Arc<Pool>,
+    pool: &Arc<MachinePool>,
     store: Arc<dyn LedgerStore>,
     dir: &std::path::Path,
 ) -> Arc<Reclaimer> {

@@ -26,7 +26,6 @@ use fleetscale_bench::replicas::{
 use fleetscale_etcd::harness::{EtcdCluster, TcpProxy};
 use fleetscale_etcd::{rendezvous, EtcdConfig};
 use fleetscale_fly::fake::{FakeConfig, FakeFly, FakeFlyServer};
-use fleetscale_fly::{ClientConfig, MachinesClient, PacingConfig};
 
 const TTL: Duration = Duration::from_secs(3);
 const MARGIN: Duration = Duration::from_secs(1);
@@ -53,15 +52,7 @@ impl World {
         let server = FakeFlyServer::bind("127.0.0.1:0".parse().unwrap(), FakeConfig::instant())
             .await
             .unwrap();
-        let seeding = MachinesClient::new(
-            None,
-            ClientConfig {
-                base_url: server.url(),
-                pacing: PacingConfig::disabled(),
-                ..ClientConfig::default()
-            },
-        )
-        .unwrap();
+        let seeding = fleet::seeding_client(server.url());
         fleet::seed(&seeding, APPS, 1, 4).await.unwrap();
         server.fake().clear_request_log();
         let apps: Vec<String> = (0..APPS).map(fleet::app_name).collect();

@@ -30,7 +30,6 @@ use fleetscale_bench::replicas::{
 use fleetscale_etcd::harness::{EtcdCluster, TcpProxy};
 use fleetscale_etcd::EtcdConfig;
 use fleetscale_fly::fake::{FakeConfig, FakeFlyServer};
-use fleetscale_fly::{ClientConfig, MachinesClient, PacingConfig};
 
 struct Rng(u64);
 
@@ -80,15 +79,7 @@ async fn replicas_stay_fenced_through_kills_partitions_and_etcd_outages() {
         .await
         .unwrap();
     let fake = server.fake().clone();
-    let seeding = MachinesClient::new(
-        None,
-        ClientConfig {
-            base_url: server.url(),
-            pacing: PacingConfig::disabled(),
-            ..ClientConfig::default()
-        },
-    )
-    .unwrap();
+    let seeding = fleet::seeding_client(server.url());
     fleet::seed(&seeding, APPS, 1, 4).await.unwrap();
     fake.clear_request_log();
     let apps: Vec<String> = (0..APPS).map(fleet::app_name).collect();

@@ -280,15 +280,7 @@ async fn engine_on_the_fly_fake_stays_safe_under_http_faults_and_converges() {
     .await
     .unwrap();
     let fake = server.fake().clone();
-    let seeding = MachinesClient::new(
-        None,
-        ClientConfig {
-            base_url: server.url(),
-            pacing: PacingConfig::disabled(),
-            ..ClientConfig::default()
-        },
-    )
-    .unwrap();
+    let seeding = fleet::seeding_client(server.url());
     fake.set_rate_limits(None);
     fleet::seed(&seeding, 2, 2, 2).await.unwrap();
     fake.set_rate_limits(Some(limits()));

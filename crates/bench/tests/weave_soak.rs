@@ -44,7 +44,7 @@ use fleetscale_core::testing::FakeScaler;
 use fleetscale_core::{Machine, MachineState, Scope};
 use fleetscale_weave::fake::{Emulator, EmulatorConfig, PeerSpec};
 use fleetscale_weave::{
-    FixedPeer, PeerName, ReclaimConfig, Reclaimer, RouterClient, ScalerInventory, WeaveMembership,
+    FixedPeer, PeerName, ReclaimConfig, Reclaimer, ScalerInventory, WeaveMembership,
     WeaveMembershipConfig,
 };
 
@@ -350,21 +350,14 @@ async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation
         seed,
         ..EmulatorConfig::default()
     });
-    let targets: Vec<String> = FIXED.iter().map(|&n| addr(n)).collect();
-    let mut fixed = Vec::new();
-    for n in FIXED {
-        let url = emu
-            .start_fixed(
-                PeerSpec::new(pn(n), format!("fixed{n}"), addr(n)),
-                targets.clone(),
-            )
-            .await
-            .unwrap();
-        fixed.push(FixedPeer::new(pn(n), addr(n), url));
-    }
-    RouterClient::new(&fixed[0].api_url)
-        .unwrap()
-        .prime(Duration::from_secs(30))
+    let fixed = emu
+        .start_primed(
+            FIXED
+                .iter()
+                .map(|&n| PeerSpec::new(pn(n), format!("fixed{n}"), addr(n)))
+                .collect(),
+            Duration::from_secs(30),
+        )
         .await
         .unwrap();
     let mut w = World {

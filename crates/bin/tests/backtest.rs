@@ -5,21 +5,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-use common::run;
+use common::{fleetscale, run};
 use fleetscale_metrics::harness::{openmetrics_gauge, PrometheusServer};
 use fleetscale_sim::Trace;
 use serde_json::Value;
 
 const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sim/traces/diurnal-day.csv");
-
-fn fleetscale() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetscale"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    cmd
-}
 
 /// The blueprint as a fleetscale TOML file; `address` is where its Prometheus would be.
 fn blueprint(dir: &Path, name: &str, rule: &str, address: &str) -> std::path::PathBuf {

@@ -11,50 +11,18 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{eventually, Proc};
 use fleetscale_fly::FlyState;
-use fleetscale_metrics::harness::PrometheusServer;
 
 const APP: &str = "night-app";
 const TOKEN: &str = "FlyV1 fm2_night-token";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_night_the_app_comes_down_to_one_stopped_spare_and_grows_again_in_the_morning() {
-    let server = common::fake_fly(TOKEN).await;
+    let (server, prometheus) = common::blueprint_world(APP, TOKEN).await;
     let fake = server.fake().clone();
-    common::seed_app(&common::client(&server, TOKEN), APP).await;
-    let prometheus = PrometheusServer::start(&[server.addr()])
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let count_query = format!("count(fly_instance_up{{app='{APP}'}})");
-    prometheus
-        .wait_for_values(&count_query, &["1"])
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fly-autoscaler"));
-    cmd.arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("FLY_FLAPS_BASE_URL", server.url())
-        .env("FLY_API_BASE_URL", server.url())
-        .env("FAS_APP_NAME", APP)
-        .env("FAS_API_TOKEN", TOKEN)
-        .env("FAS_CREATED_MACHINE_COUNT", "min(running_machines + 1, 10)")
-        .env("FAS_INITIAL_MACHINE_STATE", "stopped")
-        .env("FAS_PROMETHEUS_ADDRESS", prometheus.url())
-        .env("FAS_PROMETHEUS_METRIC_NAME", "running_machines")
-        .env(
-            "FAS_PROMETHEUS_QUERY",
-            "count(fly_instance_up{app='$APP_NAME'})",
-        )
-        .env("FAS_INTERVAL", "500ms")
-        .env("FAS_METRICS_ADDR", "127.0.0.1:0");
-    let proc = Proc::spawn(cmd);
-    let stderr = proc.stderr.clone();
-    let logs = move || stderr.lock().unwrap().join("\n");
+    let proc = Proc::spawn(common::blueprint_serve(&server, &prometheus, APP, TOKEN));
+    let logs = proc.stderr_reader();
     let spares = |fake: &fleetscale_fly::fake::FakeFly| -> Vec<String> {
         fake.machines(APP)
             .iter()
@@ -115,19 +83,7 @@ async fn at_night_the_app_comes_down_to_one_stopped_spare_and_grows_again_in_the
     .await;
     assert_eq!(fewest, 1, "never fewer than one machine");
     // It stays at one while the night lasts: several more ticks, nothing created or destroyed.
-    let reconciling = |p: &Proc| {
-        p.json_logs()
-            .iter()
-            .filter(|l| l["msg"] == "reconciling")
-            .count()
-    };
-    let seen = reconciling(&proc);
-    eventually(
-        "four more night ticks",
-        || (reconciling(&proc) >= seen + 4).then_some(()),
-        &logs,
-    )
-    .await;
+    proc.await_more_logs("reconciling", 4).await;
     let night: Vec<_> = fake
         .machines(APP)
         .into_iter()

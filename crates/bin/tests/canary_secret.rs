@@ -30,19 +30,15 @@ fn assert_clean(what: &str, text: &str) {
 }
 
 fn fas() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fly-autoscaler"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("FAS_API_TOKEN", FLY_CANARY)
+    let mut cmd = common::fas();
+    cmd.env("FAS_API_TOKEN", FLY_CANARY)
         .env("FAS_PROMETHEUS_TOKEN", PROM_CANARY);
     cmd
 }
 
 fn fleetscale() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetscale"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("FLY_API_TOKEN", FLY_CANARY)
+    let mut cmd = common::fleetscale();
+    cmd.env("FLY_API_TOKEN", FLY_CANARY)
         .env("PROM_TOKEN", PROM_CANARY)
         .env("FAKE_FLY_TOKEN", FLY_CANARY);
     cmd
@@ -207,8 +203,7 @@ async fn api_error_bodies_that_echo_the_token_are_redacted() {
         .env("FAS_METRICS_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "debug");
     let mut proc = Proc::spawn(cmd);
-    let stderr = proc.stderr.clone();
-    let logs = move || stderr.lock().unwrap().join("\n");
+    let logs = proc.stderr_reader();
     eventually(
         "the echoed release check error",
         || {
@@ -261,8 +256,7 @@ async fn api_error_bodies_that_echo_the_token_are_redacted() {
         ])
         .arg(&path);
         let mut proc = Proc::spawn(cmd);
-        let stderr = proc.stderr.clone();
-        let logs = move || stderr.lock().unwrap().join("\n");
+        let logs = proc.stderr_reader();
         eventually(
             "the echoed error in the logs",
             || logs().contains("<redacted>").then_some(()),
@@ -299,11 +293,7 @@ async fn api_error_bodies_that_echo_the_token_are_redacted() {
 /// The fake Machines API started with the canary as its required token says nothing of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fake_fly_server_does_not_print_its_token() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let mut cmd = fleetscale();
     cmd.args([
         "fake",

@@ -305,11 +305,7 @@ async fn fleetscale_run_scales_an_ec2_spot_pool_of_weave_peers() {
     let emu = Emulator::new(EmulatorConfig::default());
     let fixed = emu.start_fixture_cluster().await.expect("fixed peers");
     let fixed1 = fixed[0].0.name;
-    let router_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let router_port = common::free_port();
     let hosts: Hosts = Arc::default();
     let sim = tokio::spawn(simulate_hosts(
         ec2.clone(),

@@ -3,20 +3,12 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{eventually, run, Proc};
+use common::{eventually, fleetscale, run, Proc};
 use fleetscale_fly::FlyState;
 
 const TOKEN: &str = "FlyV1 fm2_cli-token";
-
-fn fleetscale() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetscale"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    cmd
-}
 
 #[test]
 fn demo_scales_out_and_back_in() {
@@ -221,8 +213,7 @@ async fn eval_then_run_a_toml_file_against_the_fake() {
         .env("FLY_API_BASE_URL", server.url())
         .env("MY_FLY_TOKEN", TOKEN);
     let mut proc = Proc::spawn(cmd);
-    let stderr = proc.stderr.clone();
-    let logs = move || stderr.lock().unwrap().join("\n");
+    let logs = proc.stderr_reader();
     eventually(
         "3 machines",
         || (fake.machines("cli-app").len() == 3).then_some(()),
@@ -269,11 +260,7 @@ async fn eval_then_run_a_toml_file_against_the_fake() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fake_fly_and_fake_weave_serve_until_signalled() {
     // fake fly on a free port, with one app seeded as `fly launch` would.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let mut cmd = fleetscale();
     cmd.args([
         "fake",
@@ -284,8 +271,7 @@ async fn fake_fly_and_fake_weave_serve_until_signalled() {
         "exp-app",
     ]);
     let mut proc = Proc::spawn(cmd);
-    let stdout = proc.stdout.clone();
-    let out = move || stdout.lock().unwrap().join("\n");
+    let out = proc.stdout_reader();
     eventually(
         "the fake to listen",
         || out().contains("FLY_FLAPS_BASE_URL=").then_some(()),
@@ -306,12 +292,7 @@ async fn fake_fly_and_fake_weave_serve_until_signalled() {
     assert!(proc.wait(Duration::from_secs(30)).success());
 
     // fake weave: 3 fixed routers on predictable ports, primed.
-    let base = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .saturating_sub(3);
+    let base = common::free_port().saturating_sub(3);
     let mut cmd = fleetscale();
     cmd.args([
         "fake",
@@ -322,8 +303,7 @@ async fn fake_fly_and_fake_weave_serve_until_signalled() {
         "1",
     ]);
     let mut proc = Proc::spawn(cmd);
-    let stdout = proc.stdout.clone();
-    let out = move || stdout.lock().unwrap().join("\n");
+    let out = proc.stdout_reader();
     eventually(
         "the routers",
         || out().contains("reclaimer:").then_some(()),
@@ -360,8 +340,7 @@ async fn run_dry_run_plans_but_never_calls_a_mutating_endpoint() {
         .env("FLY_API_BASE_URL", server.url())
         .env("MY_FLY_TOKEN", TOKEN);
     let mut proc = Proc::spawn(cmd);
-    let stderr = proc.stderr.clone();
-    let logs = move || stderr.lock().unwrap().join("\n");
+    let logs = proc.stderr_reader();
     let served = served_addr(&proc, &logs).await;
     // Wait for three dry-run ticks: each planned two creates and executed none.
     metrics_page_until(&served, &logs, |page| {

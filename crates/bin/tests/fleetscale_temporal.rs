@@ -6,19 +6,12 @@ mod common;
 
 use std::process::Command;
 
-use common::{eventually, run, Proc};
+use common::{eventually, fleetscale, run, Proc};
 use fleetscale_metrics::harness::{FakeTemporal, TestPki};
 use fleetscale_metrics::temporal::COUNT_PATH;
 
 const TOKEN: &str = "FlyV1 fm2_fleetscale-temporal";
 const APP: &str = "wf-app";
-
-fn fleetscale() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetscale"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    cmd
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eval_and_run_scale_on_a_temporal_source() {
@@ -112,8 +105,7 @@ timeout = "3s"
             .arg(&path);
         c
     }));
-    let stderr = proc.stderr.clone();
-    let logs = move || stderr.lock().unwrap().join("\n");
+    let logs = proc.stderr_reader();
     eventually(
         "3 machines",
         || (fly.machines(APP).len() == 3).then_some(()),

@@ -3,18 +3,9 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::run;
+use common::{fas, run};
 use fleetscale_metrics::harness::Lab;
 use serde_json::{json, Value};
-
-fn fas() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fly-autoscaler"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    cmd
-}
 
 #[test]
 fn eval_prints_the_targets_as_the_go_tool() {

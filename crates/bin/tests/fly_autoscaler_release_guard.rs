@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::{eventually, Proc};
@@ -29,20 +28,11 @@ async fn no_scaling_while_a_release_is_running() {
     common::seed_app(&common::client(&server, TOKEN), APP).await;
     assert!(fake.set_release_status(APP, Some("running")));
 
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fly-autoscaler"));
-    cmd.arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("FLY_FLAPS_BASE_URL", server.url())
-        .env("FLY_API_BASE_URL", server.url())
-        .env("FAS_APP_NAME", APP)
-        .env("FAS_API_TOKEN", TOKEN)
-        .env("FAS_CREATED_MACHINE_COUNT", "3")
-        .env("FAS_INTERVAL", "300ms")
-        .env("FAS_METRICS_ADDR", "127.0.0.1:0");
+    let mut cmd = common::fas_serve(&server.url(), APP, TOKEN);
+    cmd.env("FAS_CREATED_MACHINE_COUNT", "3")
+        .env("FAS_INTERVAL", "300ms");
     let mut proc = Proc::spawn(cmd);
-    let stderr = proc.stderr.clone();
-    let logs = move || stderr.lock().unwrap().join("\n");
+    let logs = proc.stderr_reader();
 
     // 1. A deploy is running: several ticks, each skipped with the Go tool's warning.
     eventually(
@@ -79,12 +69,7 @@ async fn no_scaling_while_a_release_is_running() {
     // The metrics: skipped ticks count no reconcile (as in the Go tool), but are visible.
     let serving = lines_with(&proc, "serving metrics");
     let addr = serving[0]["addr"].as_str().unwrap().to_owned();
-    let page = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = common::get_text(&format!("http://{addr}/metrics")).await;
     let value = |page: &str, series: &str| -> f64 {
         page.lines()
             .find_map(|l| {

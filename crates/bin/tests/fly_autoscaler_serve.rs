@@ -6,12 +6,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::{eventually, Proc};
 use fleetscale_fly::FlyState;
-use fleetscale_metrics::harness::PrometheusServer;
 
 const APP: &str = "blueprint-app";
 const TOKEN: &str = "FlyV1 fm2_e2e-token";
@@ -29,40 +27,10 @@ fn counts(fake: &fleetscale_fly::fake::FakeFly) -> (usize, usize, Vec<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blueprint_keeps_one_spare_and_stops_at_ten() {
-    let server = common::fake_fly(TOKEN).await;
+    let (server, prometheus) = common::blueprint_world(APP, TOKEN).await;
     let fake = server.fake().clone();
-    common::seed_app(&common::client(&server, TOKEN), APP).await;
-
-    let prometheus = PrometheusServer::start(&[server.addr()])
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let query = format!("count(fly_instance_up{{app='{APP}'}})");
-    prometheus
-        .wait_for_values(&query, &["1"])
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fly-autoscaler"));
-    cmd.arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("FLY_FLAPS_BASE_URL", server.url())
-        .env("FLY_API_BASE_URL", server.url())
-        .env("FAS_APP_NAME", APP)
-        .env("FAS_API_TOKEN", TOKEN)
-        .env("FAS_CREATED_MACHINE_COUNT", "min(running_machines + 1, 10)")
-        .env("FAS_INITIAL_MACHINE_STATE", "stopped")
-        .env("FAS_PROMETHEUS_ADDRESS", prometheus.url())
-        .env("FAS_PROMETHEUS_METRIC_NAME", "running_machines")
-        .env(
-            "FAS_PROMETHEUS_QUERY",
-            "count(fly_instance_up{app='$APP_NAME'})",
-        )
-        .env("FAS_INTERVAL", "500ms")
-        .env("FAS_METRICS_ADDR", "127.0.0.1:0");
-    let mut proc = Proc::spawn(cmd);
-    let stderr = proc.stderr.clone();
-    let logs = move || stderr.lock().unwrap().join("\n");
+    let mut proc = Proc::spawn(common::blueprint_serve(&server, &prometheus, APP, TOKEN));
+    let logs = proc.stderr_reader();
 
     // 1 started machine: exactly one extra machine, created stopped.
     let spare = eventually(
@@ -75,19 +43,7 @@ async fn blueprint_keeps_one_spare_and_stops_at_ten() {
     )
     .await;
     // It stays exactly one while nothing changes: several more ticks, no new machine.
-    let reconciling = |p: &Proc| {
-        p.json_logs()
-            .iter()
-            .filter(|l| l["msg"] == "reconciling")
-            .count()
-    };
-    let seen = reconciling(&proc);
-    eventually(
-        "four more ticks",
-        || (reconciling(&proc) >= seen + 4).then_some(()),
-        &logs,
-    )
-    .await;
+    proc.await_more_logs("reconciling", 4).await;
     assert_eq!(counts(&fake).0, 2, "no overshoot while idle\n{}", logs());
 
     // The proxy starts the spare: another stopped machine appears; repeat up to the cap.
@@ -115,13 +71,7 @@ async fn blueprint_keeps_one_spare_and_stops_at_ten() {
         .wait_for_values(&format!("count(fly_instance_up{{app='{APP}'}})"), &["10"])
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let seen = reconciling(&proc);
-    eventually(
-        "four ticks at the cap",
-        || (reconciling(&proc) >= seen + 4).then_some(()),
-        &logs,
-    )
-    .await;
+    proc.await_more_logs("reconciling", 4).await;
     let (total, started, _) = counts(&fake);
     assert_eq!((total, started), (10, 10), "never more than 10\n{}", logs());
 
@@ -154,12 +104,7 @@ async fn blueprint_keeps_one_spare_and_stops_at_ten() {
 
     // /metrics on the address it logged: the Go tool's names.
     let addr = serving["addr"].as_str().unwrap().to_owned();
-    let page = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = common::get_text(&format!("http://{addr}/metrics")).await;
     let value = |series: &str| -> f64 {
         page.lines()
             .find_map(|l| {
@@ -225,10 +170,8 @@ async fn wildcard_scales_every_matching_app_of_the_org() {
     for app in ["wild-1", "wild-2", "tame"] {
         common::seed_app(&client, app).await;
     }
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fly-autoscaler"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("FLY_FLAPS_BASE_URL", server.url())
+    let mut cmd = common::fas();
+    cmd.env("FLY_FLAPS_BASE_URL", server.url())
         .env("FLY_API_BASE_URL", server.url())
         .env("FAS_APP_NAME", "wild-*")
         .env("FAS_ORG", "my-org")
@@ -238,8 +181,7 @@ async fn wildcard_scales_every_matching_app_of_the_org() {
         .env("FAS_INTERVAL", "500ms")
         .env("FAS_METRICS_ADDR", "127.0.0.1:0");
     let mut proc = Proc::spawn(cmd);
-    let stderr = proc.stderr.clone();
-    let logs = move || stderr.lock().unwrap().join("\n");
+    let logs = proc.stderr_reader();
     eventually(
         "2 machines in each wild app",
         || (fake.machines("wild-1").len() == 2 && fake.machines("wild-2").len() == 2).then_some(()),

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::{eventually, run, Proc};
@@ -29,18 +28,6 @@ fn machines(fake: &fleetscale_fly::fake::FakeFly, app: &str) -> (usize, usize) {
     (live.len(), started)
 }
 
-fn fas(server: &fleetscale_fly::fake::FakeFlyServer, app: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fly-autoscaler"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("FLY_FLAPS_BASE_URL", server.url())
-        .env("FLY_API_BASE_URL", server.url())
-        .env("FAS_APP_NAME", app)
-        .env("FAS_API_TOKEN", TOKEN)
-        .env("FAS_METRICS_ADDR", "127.0.0.1:0");
-    cmd
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scales_on_running_workflows_over_mutual_tls() {
     const APP: &str = "temporal-app";
@@ -57,24 +44,22 @@ async fn scales_on_running_workflows_over_mutual_tls() {
     temporal.start_workflow(NS, "done-1", "render", APP);
     temporal.set_status(NS, "done-1", ExecutionStatus::Completed);
 
-    let mut cmd = fas(&server, APP);
-    cmd.arg("serve")
-        .env(
-            "FAS_CREATED_MACHINE_COUNT",
-            "min(max(workflow_count, 1), 6)",
-        )
-        .env("FAS_INTERVAL", "300ms")
-        .env("FAS_TIMEOUT", "2s")
-        .env("FAS_TEMPORAL_ADDRESS", temporal.localhost_port())
-        .env("FAS_TEMPORAL_NAMESPACE", NS)
-        .env("FAS_TEMPORAL_METRIC_NAME", "workflow_count")
-        .env("FAS_TEMPORAL_QUERY", "TaskQueue = '$APP_NAME'")
-        .env("FAS_TEMPORAL_CERT_DATA", &pki.client_cert_pem)
-        .env("FAS_TEMPORAL_KEY_DATA", &pki.client_key_pem)
-        .env("FAS_TEMPORAL_CA_DATA", &pki.ca_pem);
+    let mut cmd = common::fas_serve(&server.url(), APP, TOKEN);
+    cmd.env(
+        "FAS_CREATED_MACHINE_COUNT",
+        "min(max(workflow_count, 1), 6)",
+    )
+    .env("FAS_INTERVAL", "300ms")
+    .env("FAS_TIMEOUT", "2s")
+    .env("FAS_TEMPORAL_ADDRESS", temporal.localhost_port())
+    .env("FAS_TEMPORAL_NAMESPACE", NS)
+    .env("FAS_TEMPORAL_METRIC_NAME", "workflow_count")
+    .env("FAS_TEMPORAL_QUERY", "TaskQueue = '$APP_NAME'")
+    .env("FAS_TEMPORAL_CERT_DATA", &pki.client_cert_pem)
+    .env("FAS_TEMPORAL_KEY_DATA", &pki.client_key_pem)
+    .env("FAS_TEMPORAL_CA_DATA", &pki.ca_pem);
     let mut proc = Proc::spawn(cmd);
-    let stderr = proc.stderr.clone();
-    let logs = move || stderr.lock().unwrap().join("\n");
+    let logs = proc.stderr_reader();
 
     // No running workflow of this app: the one machine stays.
     eventually(
@@ -176,17 +161,16 @@ async fn scales_on_the_real_temporal_server() {
     let fly = server.fake().clone();
     common::seed_app(&common::client(&server, TOKEN), APP).await;
 
-    let mut cmd = fas(&server, APP);
-    cmd.arg("serve")
-        .env(
-            "FAS_CREATED_MACHINE_COUNT",
-            "min(max(workflow_count, 1), 5)",
-        )
-        .env("FAS_INTERVAL", "300ms")
-        .env("FAS_TEMPORAL_ADDRESS", temporal.host_port())
-        .env("FAS_TEMPORAL_NAMESPACE", NS)
-        .env("FAS_TEMPORAL_METRIC_NAME", "workflow_count")
-        .env("FAS_TEMPORAL_QUERY", "TaskQueue = '$APP_NAME'");
+    let mut cmd = common::fas_serve(&server.url(), APP, TOKEN);
+    cmd.env(
+        "FAS_CREATED_MACHINE_COUNT",
+        "min(max(workflow_count, 1), 5)",
+    )
+    .env("FAS_INTERVAL", "300ms")
+    .env("FAS_TEMPORAL_ADDRESS", temporal.host_port())
+    .env("FAS_TEMPORAL_NAMESPACE", NS)
+    .env("FAS_TEMPORAL_METRIC_NAME", "workflow_count")
+    .env("FAS_TEMPORAL_QUERY", "TaskQueue = '$APP_NAME'");
     let proc = Proc::spawn(cmd);
     let stderr = proc.stderr.clone();
     let t = &temporal;
@@ -257,10 +241,8 @@ async fn eval_reads_a_yaml_temporal_collector() {
          \x20   query: 'WorkflowType=\"my_workflow_type\" AND TaskQueue=\"$APP_NAME\"'\n",
     )
     .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fly-autoscaler"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("TEMPORAL_ADDR", temporal.host_port())
+    let mut cmd = common::fas();
+    cmd.env("TEMPORAL_ADDR", temporal.host_port())
         .arg("eval")
         .arg("-config")
         .arg(&path);
@@ -296,10 +278,8 @@ fn start_up_errors_are_the_go_tools() {
         ),
     ];
     for (vars, want) in cases {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fly-autoscaler"));
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("FAS_APP_NAME", "a")
+        let mut cmd = common::fas();
+        cmd.env("FAS_APP_NAME", "a")
             .env("FAS_API_TOKEN", TOKEN)
             .env("FAS_CREATED_MACHINE_COUNT", "1")
             .env("FAS_METRICS_ADDR", "127.0.0.1:0")

@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{eventually, run, Proc};
+use common::{eventually, fas, fleetscale, run, Proc};
 
 const TOKEN: &str = "FlyV1 fm2_hostile-token";
 
@@ -27,20 +27,6 @@ fn peak_rss_mib(pid: u32) -> f64 {
 /// Ten times what either binary needs at rest (about 10-20 MiB); the defect reached 744 MB
 /// for a target of 1e6, and allocation failure (abort) for 1e12.
 const MEMORY_BOUND_MIB: f64 = 160.0;
-
-fn fas() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fly-autoscaler"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    cmd
-}
-
-fn fleetscale() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetscale"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    cmd
-}
 
 #[test]
 fn eval_saturates_a_huge_count_with_a_warning() {
@@ -82,23 +68,11 @@ async fn ticks(proc: &Proc, n: usize, logs: &(dyn Fn() -> String + Sync)) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dry_run_with_a_count_of_1e12_stays_small_and_terse() {
-    let server = common::fake_fly(TOKEN).await;
-    common::seed_app(&common::client(&server, TOKEN), "huge").await;
-    let mut cmd = fas();
-    cmd.arg("serve")
-        .env("FLY_FLAPS_BASE_URL", server.url())
-        .env("FLY_API_BASE_URL", server.url())
-        .env("FAS_APP_NAME", "huge")
-        .env("FAS_API_TOKEN", TOKEN)
-        .env("FAS_CREATED_MACHINE_COUNT", "1e12")
-        .env("FAS_DRY_RUN", "true")
-        .env("FAS_INTERVAL", "200ms")
-        .env("FAS_METRICS_ADDR", "127.0.0.1:0");
-    let mut proc = Proc::spawn(cmd);
-    let stderr = proc.stderr.clone();
-    let logs = move || stderr.lock().unwrap().join("\n");
+/// Spawns `cmd`, waits for 5 ticks and asserts its peak RSS stays under
+/// [`MEMORY_BOUND_MIB`]; returns the process and that peak.
+async fn five_ticks_within_the_memory_bound(cmd: Command) -> (Proc, f64) {
+    let proc = Proc::spawn(cmd);
+    let logs = proc.stderr_reader();
     ticks(&proc, 5, &logs).await;
     let peak = peak_rss_mib(proc.child.id());
     assert!(
@@ -106,6 +80,30 @@ async fn a_dry_run_with_a_count_of_1e12_stays_small_and_terse() {
         "peak RSS {peak:.1} MiB\n{}",
         logs()
     );
+    (proc, peak)
+}
+
+/// Sends SIGTERM and asserts a clean exit within a minute.
+fn stops_on_sigterm(mut proc: Proc) {
+    proc.signal("TERM");
+    let status = proc.wait(Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "exit {status}\n{}",
+        proc.stderr_reader()()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_with_a_count_of_1e12_stays_small_and_terse() {
+    let server = common::fake_fly(TOKEN).await;
+    common::seed_app(&common::client(&server, TOKEN), "huge").await;
+    let mut cmd = common::fas_serve(&server.url(), "huge", TOKEN);
+    cmd.env("FAS_CREATED_MACHINE_COUNT", "1e12")
+        .env("FAS_DRY_RUN", "true")
+        .env("FAS_INTERVAL", "200ms");
+    let (proc, peak) = five_ticks_within_the_memory_bound(cmd).await;
+    let logs = proc.stderr_reader();
     let lines = proc.stderr_lines();
     let ticks_seen = lines
         .iter()
@@ -131,8 +129,7 @@ async fn a_dry_run_with_a_count_of_1e12_stays_small_and_terse() {
         1,
         "a dry run creates nothing (the one create is the seed)"
     );
-    proc.signal("TERM");
-    assert!(proc.wait(Duration::from_secs(60)).success(), "{}", logs());
+    stops_on_sigterm(proc);
     eprintln!("fly-autoscaler dry run, count 1e12: peak RSS {peak:.1} MiB");
 }
 
@@ -143,29 +140,15 @@ async fn a_metric_of_1e300_is_bounded_per_tick() {
     let lab = fleetscale_metrics::harness::shared_lab()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut cmd = fas();
-    cmd.arg("serve")
-        .env("FLY_FLAPS_BASE_URL", server.url())
-        .env("FLY_API_BASE_URL", server.url())
-        .env("FAS_APP_NAME", "spike")
-        .env("FAS_API_TOKEN", TOKEN)
-        .env("FAS_CREATED_MACHINE_COUNT", "running_machines")
+    let mut cmd = common::fas_serve(&server.url(), "spike", TOKEN);
+    cmd.env("FAS_CREATED_MACHINE_COUNT", "running_machines")
         .env("FAS_PROMETHEUS_ADDRESS", lab.prometheus.url())
         .env("FAS_PROMETHEUS_METRIC_NAME", "running_machines")
         .env("FAS_PROMETHEUS_QUERY", "vector(1e300)")
         .env("FAS_DRY_RUN", "true")
-        .env("FAS_INTERVAL", "200ms")
-        .env("FAS_METRICS_ADDR", "127.0.0.1:0");
-    let mut proc = Proc::spawn(cmd);
-    let stderr = proc.stderr.clone();
-    let logs = move || stderr.lock().unwrap().join("\n");
-    ticks(&proc, 5, &logs).await;
-    let peak = peak_rss_mib(proc.child.id());
-    assert!(
-        peak < MEMORY_BOUND_MIB,
-        "peak RSS {peak:.1} MiB\n{}",
-        logs()
-    );
+        .env("FAS_INTERVAL", "200ms");
+    let (proc, peak) = five_ticks_within_the_memory_bound(cmd).await;
+    let logs = proc.stderr_reader();
     let json = proc.json_logs();
     let r = json
         .iter()
@@ -178,8 +161,7 @@ async fn a_metric_of_1e300_is_bounded_per_tick() {
         .unwrap_or_else(|| panic!("no saturation warning\n{}", logs()));
     assert_eq!(warn["expression"], "running_machines", "{warn}");
     assert_eq!(warn["value"], 1e300, "{warn}");
-    proc.signal("TERM");
-    assert!(proc.wait(Duration::from_secs(60)).success(), "{}", logs());
+    stops_on_sigterm(proc);
     eprintln!("fly-autoscaler dry run, metric 1e300: peak RSS {peak:.1} MiB");
 }
 
@@ -223,16 +205,8 @@ async fn a_target_of_a_million_in_eval_and_in_a_dry_run() {
     cmd.args(["run", "--dry-run", "--config"])
         .arg(&path)
         .env("FLY_API_TOKEN", TOKEN);
-    let mut proc = Proc::spawn(cmd);
-    let stderr = proc.stderr.clone();
-    let logs = move || stderr.lock().unwrap().join("\n");
-    ticks(&proc, 5, &logs).await;
-    let peak = peak_rss_mib(proc.child.id());
-    assert!(
-        peak < MEMORY_BOUND_MIB,
-        "peak RSS {peak:.1} MiB\n{}",
-        logs()
-    );
+    let (proc, peak) = five_ticks_within_the_memory_bound(cmd).await;
+    let logs = proc.stderr_reader();
     let lines = proc.stderr_lines();
     let ticks_seen = lines.iter().filter(|l| l.contains(" reconciling")).count();
     assert!(
@@ -247,8 +221,7 @@ async fn a_target_of_a_million_in_eval_and_in_a_dry_run() {
         "{}",
         logs()
     );
-    proc.signal("TERM");
-    assert!(proc.wait(Duration::from_secs(60)).success(), "{}", logs());
+    stops_on_sigterm(proc);
     eprintln!("fleetscale run --dry-run, target 1e6: peak RSS {peak:.1} MiB");
 }
 

@@ -14,23 +14,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, run, Proc};
+use common::{eventually, fas, fleetscale, run, Proc};
+use fleetscale_fly::fake::FakeFlyServer;
 
 const TOKEN: &str = "FlyV1 fm2_lifecycle-token";
-
-fn fas() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fly-autoscaler"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    cmd
-}
-
-fn fleetscale() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetscale"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    cmd
-}
 
 /// A Prometheus that accepts connections and never answers; counts the connections.
 async fn hung_server() -> (SocketAddr, Arc<AtomicUsize>) {
@@ -49,36 +36,36 @@ async fn hung_server() -> (SocketAddr, Arc<AtomicUsize>) {
 }
 
 fn hung_metric_serve(server: &str, prom: SocketAddr, grace: &str) -> Command {
-    let mut cmd = fas();
-    cmd.arg("serve")
-        .env("FLY_FLAPS_BASE_URL", server)
-        .env("FLY_API_BASE_URL", server)
-        .env("FAS_APP_NAME", "hung-app")
-        .env("FAS_API_TOKEN", TOKEN)
-        .env("FAS_CREATED_MACHINE_COUNT", "m + 1")
+    let mut cmd = common::fas_serve(server, "hung-app", TOKEN);
+    cmd.env("FAS_CREATED_MACHINE_COUNT", "m + 1")
         .env("FAS_PROMETHEUS_ADDRESS", format!("http://{prom}"))
         .env("FAS_PROMETHEUS_METRIC_NAME", "m")
         .env("FAS_PROMETHEUS_QUERY", "count(up)")
         .env("FAS_TIMEOUT", "10m")
-        .env("FAS_SHUTDOWN_GRACE", grace)
-        .env("FAS_METRICS_ADDR", "127.0.0.1:0");
+        .env("FAS_SHUTDOWN_GRACE", grace);
     cmd
+}
+
+/// `fly-autoscaler serve` with the shutdown grace `grace`, once its tick waits on a metric
+/// that never answers (the fake Machines API is returned: it must outlive the process).
+async fn serving_with_a_hung_metric(grace: &str) -> (FakeFlyServer, Proc) {
+    let server = common::fake_fly(TOKEN).await;
+    common::seed_app(&common::client(&server, TOKEN), "hung-app").await;
+    let (prom, seen) = hung_server().await;
+    let proc = Proc::spawn(hung_metric_serve(&server.url(), prom, grace));
+    eventually(
+        "the tick waiting on the hung metric",
+        || (seen.load(Ordering::SeqCst) > 0).then_some(()),
+        proc.stderr_reader(),
+    )
+    .await;
+    (server, proc)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_a_hung_metric_ends_after_the_grace() {
-    let server = common::fake_fly(TOKEN).await;
-    common::seed_app(&common::client(&server, TOKEN), "hung-app").await;
-    let (prom, seen) = hung_server().await;
-    let mut proc = Proc::spawn(hung_metric_serve(&server.url(), prom, "1s"));
-    let stderr = proc.stderr.clone();
-    let logs = move || stderr.lock().unwrap().join("\n");
-    eventually(
-        "the tick waiting on the hung metric",
-        || (seen.load(Ordering::SeqCst) > 0).then_some(()),
-        &logs,
-    )
-    .await;
+    let (_server, mut proc) = serving_with_a_hung_metric("1s").await;
+    let logs = proc.stderr_reader();
     proc.signal("TERM");
     // Without the grace the tick would wait out its 10 minute deadline: this deadline is a
     // guard against that hang, the assertions are on what was logged.
@@ -101,18 +88,8 @@ async fn sigterm_with_a_hung_metric_ends_after_the_grace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once() {
-    let server = common::fake_fly(TOKEN).await;
-    common::seed_app(&common::client(&server, TOKEN), "hung-app").await;
-    let (prom, seen) = hung_server().await;
-    let mut proc = Proc::spawn(hung_metric_serve(&server.url(), prom, "10m"));
-    let stderr = proc.stderr.clone();
-    let logs = move || stderr.lock().unwrap().join("\n");
-    eventually(
-        "the tick waiting on the hung metric",
-        || (seen.load(Ordering::SeqCst) > 0).then_some(()),
-        &logs,
-    )
-    .await;
+    let (_server, mut proc) = serving_with_a_hung_metric("10m").await;
+    let logs = proc.stderr_reader();
     proc.signal("TERM");
     eventually(
         "the first signal logged",
@@ -337,8 +314,7 @@ async fn holds_are_explained_and_records_are_structured() {
         .arg(&path)
         .env("FLY_API_TOKEN", TOKEN);
     let mut proc = Proc::spawn(cmd);
-    let stderr = proc.stderr.clone();
-    let logs = move || stderr.lock().unwrap().join("\n");
+    let logs = proc.stderr_reader();
     eventually(
         "the hold explained",
         || {
@@ -410,19 +386,12 @@ async fn holds_are_explained_and_records_are_structured() {
 async fn a_wildcard_that_matches_no_app_says_so() {
     let server = common::fake_fly(TOKEN).await;
     common::seed_app(&common::client(&server, TOKEN), "tame").await;
-    let mut cmd = fas();
-    cmd.arg("serve")
-        .env("FLY_FLAPS_BASE_URL", server.url())
-        .env("FLY_API_BASE_URL", server.url())
-        .env("FAS_APP_NAME", "wild-*")
-        .env("FAS_ORG", "my-org")
-        .env("FAS_API_TOKEN", TOKEN)
+    let mut cmd = common::fas_serve(&server.url(), "wild-*", TOKEN);
+    cmd.env("FAS_ORG", "my-org")
         .env("FAS_CREATED_MACHINE_COUNT", "2")
-        .env("FAS_INTERVAL", "200ms")
-        .env("FAS_METRICS_ADDR", "127.0.0.1:0");
+        .env("FAS_INTERVAL", "200ms");
     let mut proc = Proc::spawn(cmd);
-    let stderr = proc.stderr.clone();
-    let logs = move || stderr.lock().unwrap().join("\n");
+    let logs = proc.stderr_reader();
     eventually(
         "the warning",
         || {

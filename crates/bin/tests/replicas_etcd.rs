@@ -13,7 +13,7 @@ use common::{eventually, Proc};
 use fleetscale_etcd::harness::EtcdCluster;
 use fleetscale_etcd::rendezvous;
 use fleetscale_fly::fake::FakeFlyServer;
-use fleetscale_fly::DestroyOptions;
+use fleetscale_fly::{DestroyOptions, MachinesClient};
 
 const TOKEN: &str = "replicas-token";
 const APPS: usize = 8;
@@ -55,21 +55,61 @@ fn spawn(path: &std::path::Path) -> Proc {
     Proc::spawn(cmd)
 }
 
-/// The `/metrics` address a replica logged.
-async fn metrics_addr(p: &Proc) -> String {
-    let stderr = p.stderr.clone();
+/// The address of the first log line of `p` with the message `msg` (where it serves its
+/// metrics), once it is there.
+async fn logged_addr(p: &Proc, msg: &str) -> String {
     eventually(
-        "the /metrics address in the logs",
+        &format!("`{msg}` with an address in the logs"),
         || {
             p.json_logs().iter().find_map(|l| {
-                (l["msg"].as_str() == Some("serving /metrics and /healthz"))
+                (l["msg"].as_str() == Some(msg))
                     .then(|| l["addr"].as_str().map(str::to_string))
                     .flatten()
             })
         },
-        move || stderr.lock().unwrap().join("\n"),
+        p.stderr_reader(),
     )
     .await
+}
+
+/// The `/metrics` address a replica logged.
+async fn metrics_addr(p: &Proc) -> String {
+    logged_addr(p, "serving /metrics and /healthz").await
+}
+
+/// One etcd member, the fake Machines API with [`APPS`] apps (and a client of it), and the
+/// apps each of `names` must own by rendezvous hashing (each owns some, or the test would
+/// mean nothing).
+async fn etcd_and_apps(
+    names: &[String],
+) -> (
+    EtcdCluster,
+    FakeFlyServer,
+    MachinesClient,
+    Vec<BTreeSet<String>>,
+) {
+    let etcd = EtcdCluster::start(1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let fly = common::fake_fly(TOKEN).await;
+    let client = common::client(&fly, TOKEN);
+    for i in 0..APPS {
+        common::seed_app(&client, &app(i)).await;
+    }
+    let expect: Vec<BTreeSet<String>> = names
+        .iter()
+        .map(|n| {
+            (0..APPS)
+                .map(app)
+                .filter(|a| rendezvous::owner(a, names) == Some(n.as_str()))
+                .collect()
+        })
+        .collect();
+    assert!(
+        expect.iter().all(|s| !s.is_empty()),
+        "the apps must be split for the test to mean anything: {expect:?}"
+    );
+    (etcd, fly, client, expect)
 }
 
 /// The targets a replica says it owns on `/metrics`, and whether it acts.
@@ -122,28 +162,8 @@ fn counts(fly: &FakeFlyServer) -> Vec<usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_the_apps_and_one_takes_over_after_the_other_is_killed() {
-    let etcd = EtcdCluster::start(1)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let fly = common::fake_fly(TOKEN).await;
-    let client = common::client(&fly, TOKEN);
-    for i in 0..APPS {
-        common::seed_app(&client, &app(i)).await;
-    }
     let names = vec!["replica-a".to_string(), "replica-b".to_string()];
-    let expect: Vec<BTreeSet<String>> = names
-        .iter()
-        .map(|n| {
-            (0..APPS)
-                .map(app)
-                .filter(|a| rendezvous::owner(a, &names) == Some(n.as_str()))
-                .collect()
-        })
-        .collect();
-    assert!(
-        expect.iter().all(|s| !s.is_empty()),
-        "the apps must be split for the test to mean anything: {expect:?}"
-    );
+    let (etcd, fly, client, expect) = etcd_and_apps(&names).await;
 
     let dir = tempfile::tempdir().unwrap();
     let mut procs = Vec::new();
@@ -245,14 +265,8 @@ fn count_lines(p: &Proc, msg: &str) -> usize {
 /// acts again once etcd is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_frozen_past_its_lease_sends_nothing_when_it_resumes() {
-    let mut etcd = EtcdCluster::start(1)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let fly = common::fake_fly(TOKEN).await;
-    let client = common::client(&fly, TOKEN);
-    for i in 0..APPS {
-        common::seed_app(&client, &app(i)).await;
-    }
+    let names = vec!["replica-a".to_string(), "replica-b".to_string()];
+    let (mut etcd, fly, client, _) = etcd_and_apps(&names).await;
     let dir = tempfile::tempdir().unwrap();
     let mut procs = Vec::new();
     for n in ["replica-a", "replica-b"] {
@@ -269,7 +283,6 @@ async fn a_replica_frozen_past_its_lease_sends_nothing_when_it_resumes() {
         fly_counts,
     )
     .await;
-    let names = ["replica-a".to_string(), "replica-b".to_string()];
     let sets = until_owned(
         "ownership by rendezvous hashing",
         &[&a_addr, &b_addr],
@@ -349,62 +362,25 @@ async fn a_replica_frozen_past_its_lease_sends_nothing_when_it_resumes() {
 }
 
 fn fly_autoscaler(fly: &FakeFlyServer) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fly-autoscaler"));
-    cmd.arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("FLY_FLAPS_BASE_URL", fly.url())
-        .env("FLY_API_BASE_URL", fly.url())
-        .env("FAS_ORG", "my-org")
-        .env("FAS_APP_NAME", "tenant-*")
-        .env("FAS_API_TOKEN", TOKEN)
+    let mut cmd = common::fas_serve(&fly.url(), "tenant-*", TOKEN);
+    cmd.env("FAS_ORG", "my-org")
         .env("FAS_CREATED_MACHINE_COUNT", "2")
         .env("FAS_INITIAL_MACHINE_STATE", "started")
-        .env("FAS_INTERVAL", "300ms")
-        .env("FAS_METRICS_ADDR", "127.0.0.1:0");
+        .env("FAS_INTERVAL", "300ms");
     cmd
 }
 
 /// The `/metrics` address `fly-autoscaler` logged.
 async fn fas_metrics_addr(p: &Proc) -> String {
-    let stderr = p.stderr.clone();
-    eventually(
-        "the metrics address in the logs",
-        || {
-            p.json_logs().iter().find_map(|l| {
-                (l["msg"].as_str() == Some("serving metrics"))
-                    .then(|| l["addr"].as_str().map(str::to_string))
-                    .flatten()
-            })
-        },
-        move || stderr.lock().unwrap().join("\n"),
-    )
-    .await
+    logged_addr(p, "serving metrics").await
 }
 
 /// `fly-autoscaler` replicas configured by `FAS_ETCD_*` share a wildcard's apps and one takes
 /// over after `kill -9` of the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fly_autoscaler_replicas_share_a_wildcards_apps_through_etcd() {
-    let etcd = EtcdCluster::start(1)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let fly = common::fake_fly(TOKEN).await;
-    let client = common::client(&fly, TOKEN);
-    for i in 0..APPS {
-        common::seed_app(&client, &app(i)).await;
-    }
     let names = vec!["fas-a".to_string(), "fas-b".to_string()];
-    let expect: Vec<BTreeSet<String>> = names
-        .iter()
-        .map(|n| {
-            (0..APPS)
-                .map(app)
-                .filter(|a| rendezvous::owner(a, &names) == Some(n.as_str()))
-                .collect()
-        })
-        .collect();
-    assert!(expect.iter().all(|s| !s.is_empty()), "{expect:?}");
+    let (etcd, fly, client, expect) = etcd_and_apps(&names).await;
     let mut procs = Vec::new();
     for n in &names {
         let mut cmd = fly_autoscaler(&fly);

@@ -142,8 +142,7 @@ async fn the_status_page_renders_in_headless_chromium() {
         .env("FLY_API_BASE_URL", server.url())
         .env("MY_FLY_TOKEN", TOKEN);
     let mut proc = Proc::spawn(cmd);
-    let stderr = proc.stderr.clone();
-    let logs = move || stderr.lock().unwrap().join("\n");
+    let logs = proc.stderr_reader();
     eventually(
         "two spares created for web",
         || (fake.machines("status-app").len() == 3).then_some(()),

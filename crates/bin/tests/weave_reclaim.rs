@@ -62,8 +62,7 @@ async fn reclaim_daemon_reclaims_a_vanished_peer_exactly_once() {
         "--interval",
         "1s",
     ]));
-    let stderr = proc.stderr.clone();
-    let logs = move || stderr.lock().unwrap().join("\n");
+    let logs = proc.stderr_reader();
     // While dyn4 lives, the daemon binds it to its host and leaves it alone.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(emu.rmpeer_log().is_empty(), "{}", logs());

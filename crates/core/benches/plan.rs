@@ -13,68 +13,20 @@
 //! or falling time per element across sizes.
 
 use std::hint::black_box;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use fleetscale_core::plan::{plan_actions, ActionKind, PlanOptions};
-use fleetscale_core::{Bounds, Capabilities, Counts, Machine, MachineState, Targets};
+use fleetscale_core::{Capabilities, Counts, Targets};
 
+#[path = "../tests/support/bench_fleet.rs"]
+mod bench_fleet;
 #[path = "../tests/support/reference_plan.rs"]
 mod reference_plan;
-
-/// The state mix, repeated: mostly started and stopped, with every transition and failure.
-const MIX: [MachineState; 12] = [
-    MachineState::Started,
-    MachineState::Started,
-    MachineState::Started,
-    MachineState::Started,
-    MachineState::Stopped,
-    MachineState::Stopped,
-    MachineState::Created,
-    MachineState::Starting,
-    MachineState::Stopping,
-    MachineState::Suspended,
-    MachineState::Failed,
-    MachineState::Destroying,
-];
-
-/// `n` machines in the mixed states, with distinct ids and creation times.
-pub fn inventory(n: usize) -> Vec<Machine> {
-    (0..n)
-        .map(|i| {
-            Machine::new(format!("m{i:08}"), MIX[i % MIX.len()])
-                .with_created_at(
-                    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + i as u64),
-                )
-                .with_region("ams")
-        })
-        .collect()
-}
+use bench_fleet::{inventory, scenario_targets, SCENARIOS};
 
 fn scenarios(c: &Counts) -> [(&'static str, Targets); 3] {
-    [
-        (
-            "steady",
-            Targets {
-                created: Bounds::between(c.created, c.created),
-                started: Bounds::between(c.started, c.started),
-            },
-        ),
-        (
-            "scale_up",
-            Targets {
-                created: Bounds::exactly(c.created + c.created / 10),
-                started: Bounds::exactly(c.created * 8 / 10),
-            },
-        ),
-        (
-            "scale_down",
-            Targets {
-                created: Bounds::exactly((c.created / 2).max(1)),
-                started: Bounds::exactly(c.created / 4),
-            },
-        ),
-    ]
+    SCENARIOS.map(|name| (name, scenario_targets(name, c)))
 }
 
 fn bench(c: &mut Criterion) {

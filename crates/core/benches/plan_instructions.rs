@@ -13,59 +13,15 @@
 //! 10,000 machines with both planners and checks that the plans are equal.
 
 use std::hint::black_box;
-use std::time::{Duration, SystemTime};
 
 use fleetscale_core::plan::{plan_actions, Plan, PlanOptions};
-use fleetscale_core::{Bounds, Capabilities, Counts, Machine, MachineState, Targets};
+use fleetscale_core::{Capabilities, Counts, Machine};
 
+#[path = "../tests/support/bench_fleet.rs"]
+mod bench_fleet;
 #[path = "../tests/support/reference_plan.rs"]
 mod reference_plan;
-
-const MIX: [MachineState; 12] = [
-    MachineState::Started,
-    MachineState::Started,
-    MachineState::Started,
-    MachineState::Started,
-    MachineState::Stopped,
-    MachineState::Stopped,
-    MachineState::Created,
-    MachineState::Starting,
-    MachineState::Stopping,
-    MachineState::Suspended,
-    MachineState::Failed,
-    MachineState::Destroying,
-];
-
-/// The inventory of `benches/plan.rs`.
-fn inventory(n: usize) -> Vec<Machine> {
-    (0..n)
-        .map(|i| {
-            Machine::new(format!("m{i:08}"), MIX[i % MIX.len()])
-                .with_created_at(
-                    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + i as u64),
-                )
-                .with_region("ams")
-        })
-        .collect()
-}
-
-fn targets(scenario: &str, c: &Counts) -> Targets {
-    match scenario.trim_end_matches("_capped") {
-        "steady" => Targets {
-            created: Bounds::between(c.created, c.created),
-            started: Bounds::between(c.started, c.started),
-        },
-        "scale_up" => Targets {
-            created: Bounds::exactly(c.created + c.created / 10),
-            started: Bounds::exactly(c.created * 8 / 10),
-        },
-        "scale_down" => Targets {
-            created: Bounds::exactly((c.created / 2).max(1)),
-            started: Bounds::exactly(c.created / 4),
-        },
-        other => panic!("unknown scenario {other}"),
-    }
-}
+use bench_fleet::{inventory, scenario_targets};
 
 fn options(scenario: &str) -> PlanOptions {
     let cap = scenario.ends_with("_capped").then_some(10);
@@ -80,7 +36,7 @@ fn options(scenario: &str) -> PlanOptions {
 }
 
 fn plan(which: &str, scenario: &str, inv: &[Machine]) -> Plan {
-    let t = targets(scenario, &Counts::of(inv));
+    let t = scenario_targets(scenario, &Counts::of(inv));
     let o = options(scenario);
     match which {
         "fast" => plan_actions(black_box(inv), black_box(&t), &o),

@@ -8,8 +8,11 @@ use fleetscale_core::{
 };
 use proptest::prelude::*;
 
+#[path = "support/bench_fleet.rs"]
+mod bench_fleet;
 #[path = "support/reference_plan.rs"]
 mod reference_plan;
+use bench_fleet::MIX;
 use reference_plan::reference_plan;
 
 fn at(secs: u64) -> SystemTime {
@@ -599,20 +602,6 @@ proptest! {
 /// the same plan as the reference planner.
 #[test]
 fn large_plans_equal_the_reference_planner() {
-    const MIX: [MachineState; 12] = [
-        MachineState::Started,
-        MachineState::Started,
-        MachineState::Started,
-        MachineState::Started,
-        MachineState::Stopped,
-        MachineState::Stopped,
-        MachineState::Created,
-        MachineState::Starting,
-        MachineState::Stopping,
-        MachineState::Suspended,
-        MachineState::Failed,
-        MachineState::Destroying,
-    ];
     let inv: Vec<Machine> = (0..10_000u64)
         .map(|i| {
             // Creation times repeat (every 7th second), so ids break ties.

@@ -13,10 +13,14 @@
 //! whose message is the install hint: tests fail on it, they never skip.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions, Permission};
+use fleetscale_core::testing::server_process::{
+    find_program, free_loopback_port, retry_on_port_clash, says_address_in_use, shorten_log,
+    ServerCommand, ServerProcess, StopSignal,
+};
 
 use crate::{EtcdConfig, Secret};
 
@@ -68,36 +72,13 @@ impl std::fmt::Debug for HarnessError {
 /// # Errors
 /// [`HarnessError::NotInstalled`] (with [`INSTALL_HINT`]) when none exists.
 pub fn etcd_binary() -> Result<PathBuf, HarnessError> {
-    if let Some(explicit) = std::env::var_os("FLEETSCALE_ETCD") {
-        let p = PathBuf::from(explicit);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(HarnessError::NotInstalled)
-        };
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join("etcd");
-            if candidate.is_file() {
-                return Ok(candidate);
-            }
-        }
-    }
-    let debian = PathBuf::from("/usr/bin/etcd");
-    if debian.is_file() {
-        Ok(debian)
-    } else {
-        Err(HarnessError::NotInstalled)
-    }
-}
-
-/// A free loopback port (bound, then released: another process may take it in between, so
-/// starts are retried on "address already in use").
-fn free_port() -> Result<u16, HarnessError> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    find_program(
+        "FLEETSCALE_ETCD",
+        "etcd",
+        &[],
+        &[PathBuf::from("/usr/bin/etcd")],
+    )
+    .ok_or(HarnessError::NotInstalled)
 }
 
 /// A test CA and certificates signed by it, made fresh by [`TestPki::new`].
@@ -257,30 +238,15 @@ impl ClusterOptions {
     }
 }
 
-/// A watchdog around one member: the shell starts etcd in the background, writes its pid,
-/// and kills it as soon as our end of its stdin closes, which happens on drop and also when
-/// the test process dies in any way (so no etcd outlives its test run). A frozen member is
-/// continued after the kill so that it dies too.
-const WATCHDOG: &str = r#"
-exec 3<&0
-"$@" </dev/null >>"$LOG" 2>&1 &
-p=$!
-echo "$p" >"$PIDFILE"
-( read _ <&3; kill -KILL "$p" 2>/dev/null; kill -CONT "$p" 2>/dev/null ) </dev/null &
-w=$!
-wait "$p"
-rc=$?
-kill "$w" 2>/dev/null
-exit "$rc"
-"#;
-
+/// One member: its name, ports, and its process while it runs (killed with `SIGKILL` on
+/// stop, and when the test process dies in any way, so no etcd outlives its test run; a frozen
+/// member dies too).
 #[derive(Debug)]
 struct Member {
     name: String,
     client_port: u16,
     peer_port: u16,
-    child: Option<Child>,
-    stdin: Option<ChildStdin>,
+    process: Option<ServerProcess>,
 }
 
 /// Real etcd members on loopback (see the [module docs](self)).
@@ -320,22 +286,12 @@ impl EtcdCluster {
     /// As [`EtcdCluster::start`].
     pub async fn start_with(options: ClusterOptions) -> Result<Self, HarnessError> {
         let binary = etcd_binary()?;
-        let mut last = None;
-        for _ in 0..5 {
-            match Self::start_once(&binary, &options).await {
-                Ok(c) => return Ok(c),
-                Err(HarnessError::Start { message, log })
-                    if log.contains("address already in use") =>
-                {
-                    last = Some(HarnessError::Start { message, log });
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or(HarnessError::Start {
-            message: "no free ports".into(),
-            log: String::new(),
-        }))
+        retry_on_port_clash(
+            5,
+            || Self::start_once(&binary, &options),
+            |e| matches!(e, HarnessError::Start { log, .. } if says_address_in_use(log)),
+        )
+        .await
     }
 
     async fn start_once(binary: &Path, options: &ClusterOptions) -> Result<Self, HarnessError> {
@@ -353,10 +309,9 @@ impl EtcdCluster {
         for i in 0..options.members.max(1) {
             members.push(Member {
                 name: format!("m{i}"),
-                client_port: free_port()?,
-                peer_port: free_port()?,
-                child: None,
-                stdin: None,
+                client_port: free_loopback_port()?,
+                peer_port: free_loopback_port()?,
+                process: None,
             });
         }
         let mut cluster = EtcdCluster {
@@ -393,12 +348,6 @@ impl EtcdCluster {
             .join(format!("{}.log", self.members[i].name))
     }
 
-    fn pid_path(&self, i: usize) -> PathBuf {
-        self.dir
-            .path()
-            .join(format!("{}.pid", self.members[i].name))
-    }
-
     fn spawn_member(&mut self, i: usize) -> Result<(), HarnessError> {
         let initial_cluster = self
             .members
@@ -409,11 +358,8 @@ impl EtcdCluster {
         let m = &self.members[i];
         let client_url = format!("{}://127.0.0.1:{}", self.scheme(), m.client_port);
         let peer_url = format!("http://127.0.0.1:{}", m.peer_port);
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(WATCHDOG)
-            .arg("etcd-watchdog")
-            .arg(&self.binary)
+        let mut cmd = ServerCommand::new(&self.binary, self.log_path(i))
+            .stop_with(StopSignal::Kill)
             .arg(format!("--name={}", m.name))
             .arg(format!("--data-dir={}", self.member_dir(i).display()))
             .arg(format!("--listen-client-urls={client_url}"))
@@ -426,32 +372,23 @@ impl EtcdCluster {
             .arg("--logger=zap")
             .arg("--log-outputs=stderr");
         if let Some((_, files)) = &self.pki {
-            cmd.arg(format!("--cert-file={}", files.server_cert.display()))
+            cmd = cmd
+                .arg(format!("--cert-file={}", files.server_cert.display()))
                 .arg(format!("--key-file={}", files.server_key.display()));
             if self.client_cert_auth {
-                cmd.arg("--client-cert-auth")
+                cmd = cmd
+                    .arg("--client-cert-auth")
                     .arg(format!("--trusted-ca-file={}", files.ca.display()));
             }
         }
-        let _ = std::fs::remove_file(self.pid_path(i));
-        let child = cmd
-            .env("LOG", self.log_path(i))
-            .env("PIDFILE", self.pid_path(i))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let m = &mut self.members[i];
-        m.child = Some(child);
-        m.stdin = m.child.as_mut().and_then(|c| c.stdin.take());
+        self.members[i].process = Some(cmd.spawn()?);
         Ok(())
     }
 
-    /// The end of member `i`'s log (for failure messages).
+    /// The end of member `i`'s log, with the cause lines of a crash kept (for failure
+    /// messages).
     pub fn log(&self, i: usize) -> String {
-        let text = std::fs::read_to_string(self.log_path(i)).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        shorten_log(&std::fs::read_to_string(self.log_path(i)).unwrap_or_default())
     }
 
     fn logs(&self) -> String {
@@ -505,12 +442,7 @@ impl EtcdCluster {
 
     /// The pid of member `i`'s etcd process, when it runs.
     pub fn pid(&self, i: usize) -> Option<u32> {
-        self.members[i].child.as_ref()?;
-        std::fs::read_to_string(self.pid_path(i))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        self.members[i].process.as_ref()?.pid()
     }
 
     fn signal(&self, i: usize, signal: &str) -> Result<(), HarnessError> {
@@ -533,22 +465,7 @@ impl EtcdCluster {
     }
 
     fn stop_member(&mut self, i: usize) {
-        let m = &mut self.members[i];
-        drop(m.stdin.take());
-        if let Some(mut child) = m.child.take() {
-            let started = Instant::now();
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if started.elapsed() > Duration::from_secs(10) => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        }
+        drop(self.members[i].process.take());
     }
 
     /// Kills member `i` with `SIGKILL` (as a crash or a lost host) and waits until it is gone.
@@ -564,7 +481,7 @@ impl EtcdCluster {
     /// Kills every member (etcd entirely down).
     pub fn kill_all(&mut self) {
         for i in 0..self.members.len() {
-            if self.members[i].child.is_some() {
+            if self.members[i].process.is_some() {
                 let _ = self.kill(i);
             }
         }
@@ -592,7 +509,7 @@ impl EtcdCluster {
     /// # Errors
     /// The process cannot be spawned.
     pub fn restart(&mut self, i: usize) -> Result<(), HarnessError> {
-        if self.members[i].child.is_some() {
+        if self.members[i].process.is_some() {
             return Ok(());
         }
         self.spawn_member(i)
@@ -611,7 +528,7 @@ impl EtcdCluster {
 
     /// Whether member `i`'s process runs (it may be frozen).
     pub fn is_running(&self, i: usize) -> bool {
-        self.members[i].child.is_some()
+        self.members[i].process.is_some()
     }
 
     fn connect_options(&self) -> ConnectOptions {
@@ -662,12 +579,12 @@ impl EtcdCluster {
             let mut healthy = true;
             let mut last = String::new();
             for i in 0..self.members.len() {
-                let Some(child) = self.members[i].child.as_mut() else {
+                let Some(process) = self.members[i].process.as_ref() else {
                     continue;
                 };
-                if let Ok(Some(status)) = child.try_wait() {
+                if let Some(status) = process.exited() {
                     let message = format!("member {} exited ({status})", self.members[i].name);
-                    self.members[i].child = None;
+                    self.members[i].process = None;
                     return Err(HarnessError::Start {
                         message,
                         log: self.log(i),

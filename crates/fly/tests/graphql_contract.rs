@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client, seed_app, server};
+use common::{client, fast_retry, seed_app, server};
 use fleetscale_core::Scaler;
 use fleetscale_fly::fake::{FakeConfig, Fault, FaultKind};
 use fleetscale_fly::{
@@ -20,12 +20,7 @@ const TOKEN: &str = "FlyV1 fm2_test";
 fn gql_config(srv: &fleetscale_fly::fake::FakeFlyServer) -> GraphqlConfig {
     GraphqlConfig {
         timeout: Duration::from_secs(20),
-        retry: RetryConfig {
-            max_attempts: 4,
-            initial_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_millis(100),
-            max_retry_after: Duration::from_secs(5),
-        },
+        retry: fast_retry(),
         ..GraphqlConfig::default().with_base_url(srv.url())
     }
 }

@@ -12,49 +12,19 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use fleetscale_core::engine::{Engine, EngineConfig, TargetSpec};
 use fleetscale_core::policy::Policy;
 use fleetscale_core::testing::{FakeScaler, Op};
 use fleetscale_core::{ClusterMembership, Error, Machine, MachineState, Scope};
-use fleetscale_weave::fake::{EmulatedHosts, Emulator, EmulatorConfig, PeerSpec, Role};
-use fleetscale_weave::inventory::{HostInventory, HostSnapshot};
+use fleetscale_weave::fake::{
+    EmulatedHosts, Emulator, EmulatorConfig, MachinePool, PeerSpec, Role,
+};
+use fleetscale_weave::inventory::HostSnapshot;
 use fleetscale_weave::ledger::{Ledger, LedgerEntry, LedgerState, PeerRecord, ReclaimStage};
 use fleetscale_weave::{
     FixedPeer, PeerName, ReclaimConfig, Reclaimer, RefusalReason, RouterClient, WeaveError,
     WeaveMembership, WeaveMembershipConfig,
 };
-
-/// The autoscaled pool as its backend lists it: the machines, also a host inventory.
-#[derive(Default)]
-struct Pool(Mutex<Vec<Machine>>);
-
-impl Pool {
-    fn add(&self, m: Machine) {
-        self.0.lock().unwrap().push(m);
-    }
-    fn remove(&self, name: &str) {
-        self.0.lock().unwrap().retain(|m| m.name != name);
-    }
-    fn set_state(&self, name: &str, state: MachineState) {
-        for m in self.0.lock().unwrap().iter_mut().filter(|m| m.name == name) {
-            m.state = state;
-        }
-    }
-    fn machines(&self) -> Vec<Machine> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-#[async_trait]
-impl HostInventory for Pool {
-    fn source(&self) -> &str {
-        "pool"
-    }
-    async fn hosts(&self) -> Result<HostSnapshot, WeaveError> {
-        Ok(HostSnapshot::from_machines("pool", &self.machines()))
-    }
-}
 
 fn pn(n: u64) -> PeerName {
     PeerName::from_u64(n).unwrap()
@@ -80,28 +50,21 @@ struct World {
     emu: Emulator,
     hosts: EmulatedHosts,
     fixed: Vec<FixedPeer>,
-    pool: Arc<Pool>,
+    pool: Arc<MachinePool>,
     dir: tempfile::TempDir,
 }
 
 impl World {
     async fn new(config: EmulatorConfig) -> World {
         let emu = Emulator::new(config);
-        let mut fixed = Vec::new();
-        for n in 1..=3 {
-            let url = emu
-                .start_fixed(
-                    PeerSpec::new(pn(n), format!("fixed{n}"), addr(n)),
-                    targets(),
-                )
-                .await
-                .unwrap();
-            fixed.push(FixedPeer::new(pn(n), addr(n), url));
-        }
         // weave prime on one fixed peer (once the reconnect delay, if any, has passed).
-        RouterClient::new(&fixed[0].api_url)
-            .unwrap()
-            .prime(Duration::from_secs(60))
+        let fixed = emu
+            .start_primed(
+                (1..=3)
+                    .map(|n| PeerSpec::new(pn(n), format!("fixed{n}"), addr(n)))
+                    .collect(),
+                Duration::from_secs(60),
+            )
             .await
             .unwrap();
         for n in 4..=5 {
@@ -115,7 +78,7 @@ impl World {
             hosts: EmulatedHosts::new(emu.clone()),
             emu,
             fixed,
-            pool: Arc::default(),
+            pool: Arc::new(MachinePool::new("pool")),
             dir: tempfile::tempdir().unwrap(),
         }
     }

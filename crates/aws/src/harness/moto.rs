@@ -1,13 +1,17 @@
 //! [`MotoServer`]: the real `moto_server`, started and stopped by a test.
 
 use std::fs;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_config::{BehaviorVersion, ConfigLoader};
 use aws_sdk_ec2::config::{Credentials, Region};
 use aws_sdk_ec2::Client;
+use fleetscale_core::testing::server_process::{
+    find_program, free_loopback_port, retry_on_port_clash, says_address_in_use, ServerCommand,
+    ServerProcess, StopSignal,
+};
 
 use super::HarnessError;
 use crate::{Ec2PoolConfig, RetrySettings};
@@ -36,54 +40,22 @@ fn venv_binary() -> PathBuf {
 /// # Errors
 /// [`HarnessError::NotInstalled`] (with [`INSTALL_HINT`]) when none exists.
 pub fn moto_server_binary() -> Result<PathBuf, HarnessError> {
-    if let Some(explicit) = std::env::var_os("FLEETSCALE_MOTO_SERVER") {
-        let p = PathBuf::from(explicit);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(HarnessError::NotInstalled)
-        };
-    }
-    let venv = venv_binary();
-    if venv.is_file() {
-        return Ok(venv);
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join("moto_server");
-            if candidate.is_file() {
-                return Ok(candidate);
-            }
-        }
-    }
-    Err(HarnessError::NotInstalled)
+    find_program(
+        "FLEETSCALE_MOTO_SERVER",
+        "moto_server",
+        &[venv_binary()],
+        &[],
+    )
+    .ok_or(HarnessError::NotInstalled)
 }
 
-/// A watchdog around moto: the shell starts it in the background and kills it (SIGKILL: moto
-/// keeps its state in memory only, and its web server takes seconds to honour SIGTERM) as soon
-/// as our end of its stdin closes, which happens on [`MotoServer`]'s drop and also when the test
-/// process dies in any way, so no moto outlives its test run.
-const WATCHDOG: &str = r#"
-exec 3<&0
-"$@" </dev/null >"$DIR/moto.log" 2>&1 &
-p=$!
-( read _ <&3; : >"$DIR/.stopping"; kill -KILL "$p" 2>/dev/null ) </dev/null &
-w=$!
-wait "$p"
-rc=$?
-kill "$w" 2>/dev/null
-if [ -e "$DIR/.stopping" ]; then rm -rf -- "$DIR"; fi
-exit "$rc"
-"#;
-
 /// A running `moto_server` on `127.0.0.1:<free port>`, with its log in a temporary directory.
-/// Killed on drop.
+/// Killed on drop (SIGKILL: moto keeps its state in memory only, and its web server takes
+/// seconds to honour SIGTERM), and also when the test process dies in any way.
 #[derive(Debug)]
 pub struct MotoServer {
     port: u16,
-    child: Option<Child>,
-    stdin: Option<ChildStdin>,
-    dir: PathBuf,
+    process: ServerProcess,
 }
 
 impl MotoServer {
@@ -94,24 +66,12 @@ impl MotoServer {
     /// of its log when it exits or does not answer within [`DEFAULT_DEADLINE`].
     pub async fn start() -> Result<Self, HarnessError> {
         let binary = moto_server_binary()?;
-        let mut last = None;
-        // The free port is found by binding and releasing it; another process may take it in
-        // between, so retry a few times on "address already in use".
-        for _ in 0..5 {
-            match Self::start_once(&binary).await {
-                Ok(server) => return Ok(server),
-                Err(HarnessError::Start { log, message })
-                    if log.to_ascii_lowercase().contains("address already in use") =>
-                {
-                    last = Some(HarnessError::Start { log, message });
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or(HarnessError::Start {
-            message: "could not find a free port".into(),
-            log: String::new(),
-        }))
+        retry_on_port_clash(
+            5,
+            || Self::start_once(&binary),
+            |e| matches!(e, HarnessError::Start { log, .. } if says_address_in_use(log)),
+        )
+        .await
     }
 
     async fn start_once(binary: &Path) -> Result<Self, HarnessError> {
@@ -121,61 +81,26 @@ impl MotoServer {
             crate::random::u64()
         ));
         fs::create_dir_all(&dir)?;
-        let port = super::server::free_port()?;
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(WATCHDOG)
-            .arg("moto-watchdog")
-            .arg(binary)
-            .arg("-H")
-            .arg("127.0.0.1")
-            .arg("-p")
-            .arg(port.to_string())
-            .env("DIR", &dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        let port = free_loopback_port()?;
+        let process = ServerCommand::new(binary, dir.join("moto.log"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stop_with(StopSignal::Kill)
+            .remove_dir_on_stop(&dir)
             .spawn()?;
-        let mut server = MotoServer {
-            port,
-            stdin: None,
-            child: Some(child),
-            dir,
-        };
-        server.stdin = server.child.as_mut().and_then(|c| c.stdin.take());
-        server.wait_ready(DEFAULT_DEADLINE).await?;
+        let server = MotoServer { port, process };
+        server
+            .process
+            .wait_http_ready(
+                DEFAULT_DEADLINE,
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                "/moto-api/data.json",
+            )
+            .await
+            .map_err(|e| HarnessError::Start {
+                message: format!("moto_server {e}"),
+                log: e.log,
+            })?;
         Ok(server)
-    }
-
-    async fn wait_ready(&mut self, deadline: Duration) -> Result<(), HarnessError> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| HarnessError::Setup(e.to_string()))?;
-        let started = Instant::now();
-        let url = format!("{}/moto-api/data.json", self.endpoint());
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(HarnessError::Start {
-                        message: format!("moto_server exited early ({status})"),
-                        log: self.log(),
-                    });
-                }
-            }
-            if let Ok(r) = client.get(&url).send().await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
-            }
-            if started.elapsed() > deadline {
-                return Err(HarnessError::Start {
-                    message: format!("moto_server not answering after {deadline:?}"),
-                    log: self.log(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 
     /// The port.
@@ -188,11 +113,9 @@ impl MotoServer {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// The end of moto's log (for failure messages).
+    /// The end of moto's log, with the cause lines of a crash kept (for failure messages).
     pub fn log(&self) -> String {
-        let text = fs::read_to_string(self.dir.join("moto.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        self.process.log_tail()
     }
 
     /// An AWS configuration loader for `endpoint` (this server's, or a proxy's in front of it)
@@ -277,28 +200,6 @@ impl MotoServer {
 
     /// Stops the server now (what drop does).
     pub fn stop(&mut self) {
-        // Closing stdin tells the watchdog to SIGTERM moto and clean up.
-        drop(self.stdin.take());
-        if let Some(mut child) = self.child.take() {
-            let started = Instant::now();
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if started.elapsed() > Duration::from_secs(10) => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            }
-        }
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Drop for MotoServer {
-    fn drop(&mut self) {
-        self.stop();
+        self.process.stop();
     }
 }

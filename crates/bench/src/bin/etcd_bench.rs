@@ -27,7 +27,6 @@ use fleetscale_bench::replicas::{mutations, FenceLog, Loads, Replica, ReplicaOpt
 use fleetscale_etcd::harness::EtcdCluster;
 use fleetscale_etcd::RequestCounts;
 use fleetscale_fly::fake::{FakeConfig, FakeFlyServer, Fault, FaultKind};
-use fleetscale_fly::{ClientConfig, MachinesClient, PacingConfig};
 
 /// Benchmarks of replicas coordinated through etcd.
 #[derive(Parser, Debug)]
@@ -149,15 +148,7 @@ async fn fake_with_apps(apps: usize) -> FakeFlyServer {
     let server = FakeFlyServer::bind("127.0.0.1:0".parse().unwrap(), FakeConfig::instant())
         .await
         .expect("fake");
-    let client = MachinesClient::new(
-        None,
-        ClientConfig {
-            base_url: server.url(),
-            pacing: PacingConfig::disabled(),
-            ..ClientConfig::default()
-        },
-    )
-    .expect("client");
+    let client = fleet::seeding_client(server.url());
     fleet::seed(&client, apps, 1, 64).await.expect("seeded");
     server.fake().clear_request_log();
     server

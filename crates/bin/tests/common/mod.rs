@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fleetscale_fly::fake::{FakeConfig, FakeFlyServer};
-use fleetscale_fly::types::{CreateAppRequest, CreateMachineRequest};
-use fleetscale_fly::{ClientConfig, FlyMachine, MachinesClient, Token};
+use fleetscale_fly::{ClientConfig, FlyMachine, Token, MachinesClient};
+use fleetscale_metrics::harness::PrometheusServer;
 use serde_json::{json, Value};
 
 /// Deadline for anything a test waits for: generous, a loaded 2-core machine is slow.
@@ -52,6 +52,32 @@ impl Proc {
             stdout,
             stderr,
         }
+    }
+
+    /// A closure that returns everything the process wrote to stderr so far, for failure
+    /// messages (it holds no borrow of the process, which the test may still signal or wait).
+    pub fn stderr_reader(&self) -> impl Fn() -> String + Send + Sync + 'static {
+        let stderr = self.stderr.clone();
+        move || stderr.lock().unwrap().join("\n")
+    }
+
+    /// The same as [`Proc::stderr_reader`] for stdout.
+    pub fn stdout_reader(&self) -> impl Fn() -> String + Send + Sync + 'static {
+        let stdout = self.stdout.clone();
+        move || stdout.lock().unwrap().join("\n")
+    }
+
+    /// Waits until `n` more JSON log lines with the message `msg` have arrived than there are
+    /// now (`reconciling`: `n` more ticks).
+    pub async fn await_more_logs(&self, msg: &str, n: usize) {
+        let count = || self.json_logs().iter().filter(|l| l["msg"] == msg).count();
+        let seen = count();
+        eventually(
+            &format!("{n} more `{msg}` lines"),
+            || (count() >= seen + n).then_some(()),
+            self.stderr_reader(),
+        )
+        .await;
     }
 
     pub fn stderr_lines(&self) -> Vec<String> {
@@ -106,6 +132,89 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The built `fly-autoscaler` with an empty environment but `PATH`: nothing of the test
+/// process' own environment reaches it.
+pub fn fas() -> Command {
+    clean(Command::new(env!("CARGO_BIN_EXE_fly-autoscaler")))
+}
+
+/// The built `fleetscale` with an empty environment but `PATH`.
+pub fn fleetscale() -> Command {
+    clean(Command::new(env!("CARGO_BIN_EXE_fleetscale")))
+}
+
+fn clean(mut cmd: Command) -> Command {
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd
+}
+
+/// `fly-autoscaler serve` against the Machines API at `fly_url` (both base URLs) for `app`
+/// with `token`, its own `/metrics` on a free port; the test adds the scaling settings.
+pub fn fas_serve(fly_url: &str, app: &str, token: &str) -> Command {
+    let mut cmd = fas();
+    cmd.arg("serve")
+        .env("FLY_FLAPS_BASE_URL", fly_url)
+        .env("FLY_API_BASE_URL", fly_url)
+        .env("FAS_APP_NAME", app)
+        .env("FAS_API_TOKEN", token)
+        .env("FAS_METRICS_ADDR", "127.0.0.1:0");
+    cmd
+}
+
+/// The fake Machines API with `app` seeded (one started machine) and a real Prometheus
+/// scraping the fake's `fly_instance_up` series, once it counts that machine: the world of
+/// Fly's "Autoscale Machines" blueprint.
+pub async fn blueprint_world(app: &str, token: &str) -> (FakeFlyServer, PrometheusServer) {
+    let server = fake_fly(token).await;
+    seed_app(&client(&server, token), app).await;
+    let prometheus = PrometheusServer::start(&[server.addr()])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    prometheus
+        .wait_for_values(&format!("count(fly_instance_up{{app='{app}'}})"), &["1"])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    (server, prometheus)
+}
+
+/// `fly-autoscaler serve` with the blueprint's exact configuration (FAS_* variables only:
+/// `count(fly_instance_up{app='$APP_NAME'})` as `running_machines`,
+/// `min(running_machines + 1, 10)` machines, new machines stopped, a 500 ms interval).
+pub fn blueprint_serve(
+    server: &FakeFlyServer,
+    prometheus: &PrometheusServer,
+    app: &str,
+    token: &str,
+) -> Command {
+    let mut cmd = fas_serve(&server.url(), app, token);
+    cmd.env("FAS_CREATED_MACHINE_COUNT", "min(running_machines + 1, 10)")
+        .env("FAS_INITIAL_MACHINE_STATE", "stopped")
+        .env("FAS_PROMETHEUS_ADDRESS", prometheus.url())
+        .env("FAS_PROMETHEUS_METRIC_NAME", "running_machines")
+        .env(
+            "FAS_PROMETHEUS_QUERY",
+            "count(fly_instance_up{app='$APP_NAME'})",
+        )
+        .env("FAS_INTERVAL", "500ms");
+    cmd
+}
+
+/// A loopback port nothing listens on at the moment, for a binary told to listen there.
+pub fn free_port() -> u16 {
+    fleetscale_core::testing::server_process::free_loopback_port().expect("a free port")
+}
+
+/// The body of `GET url` (a `/metrics` page), which must answer.
+pub async fn get_text(url: &str) -> String {
+    reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
 }
 
 /// Runs a binary to completion and returns (status, stdout, stderr).
@@ -173,23 +282,7 @@ pub fn app_config() -> Value {
 
 /// Creates an app and its first (started) machine with the same requests as against Fly.
 pub async fn seed_app(client: &MachinesClient, app: &str) -> FlyMachine {
-    client
-        .create_app(&CreateAppRequest {
-            app_name: app.into(),
-            org_slug: "my-org".into(),
-            network: None,
-        })
+    fleetscale_fly::fake::seed_app(client, "my-org", app, app_config(), "iad")
         .await
-        .expect("create app");
-    client
-        .create_machine(
-            app,
-            &CreateMachineRequest {
-                config: app_config(),
-                region: Some("iad".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("create first machine")
+        .expect("create the app and its first machine")
 }

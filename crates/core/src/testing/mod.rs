@@ -8,16 +8,23 @@
 //! - [`StaticMetric`], [`ScriptedMetric`]: metric sources whose values the test sets.
 //! - [`MemoryLedger`]: a shared in-memory [`crate::coordination::LedgerStore`] with a real
 //!   exclusive lock.
+//! - [`LoopbackThread`]: a test server on a free loopback port, on a thread with its own
+//!   runtime (so it outlives any one test's runtime).
+//! - [`server_process`]: real server programs for tests (find, spawn under a watchdog that
+//!   dies with the test process, wait for readiness, a log tail that keeps crash causes).
 //! - [`conformance`]: `conformance::scaler(&my_scaler)` and
 //!   `conformance::membership(&my_membership, &machine)` check the trait contracts.
 
 pub mod conformance;
 mod fake_membership;
 mod fake_scaler;
+mod loopback;
 mod memory_ledger;
 mod metrics;
+pub mod server_process;
 
 pub use fake_membership::{FakeMembership, MembershipCall};
 pub use fake_scaler::{FakeScaler, Op, ScalerCall, Transitions};
+pub use loopback::{LoopbackThread, ShutdownSignal};
 pub use memory_ledger::MemoryLedger;
 pub use metrics::{ScriptedMetric, StaticMetric};

@@ -41,7 +41,42 @@ mod graphql;
 mod server;
 mod state;
 
+use crate::types::{CreateAppRequest, CreateMachineRequest};
+use crate::{FlyError, FlyMachine, MachinesClient};
+
 pub use server::FakeFlyServer;
 pub use state::{
     Delays, FakeConfig, FakeFly, FakeRateLimits, FakeRelease, Fault, FaultKind, RequestRecord,
 };
+
+/// Creates the app `app` of the organization `org` and its first machine (`config` in
+/// `region`) through `client`, with the requests a user's `fly launch` sends: how tests give
+/// the fake (or Fly) an app to scale.
+///
+/// # Errors
+/// The client's, when a request fails.
+pub async fn seed_app(
+    client: &MachinesClient,
+    org: &str,
+    app: &str,
+    config: serde_json::Value,
+    region: &str,
+) -> Result<FlyMachine, FlyError> {
+    client
+        .create_app(&CreateAppRequest {
+            app_name: app.into(),
+            org_slug: org.into(),
+            network: None,
+        })
+        .await?;
+    client
+        .create_machine(
+            app,
+            &CreateMachineRequest {
+                config,
+                region: Some(region.into()),
+                ..Default::default()
+            },
+        )
+        .await
+}

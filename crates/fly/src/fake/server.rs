@@ -9,12 +9,12 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, on, post, MethodFilter, MethodRouter};
 use axum::Router;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::state::{ApiErr, ApiResult, FakeConfig, FakeFly, FaultKind, RequestRecord};
+use super::state::{ApiErr, ApiResult, FakeConfig, FakeFly, FaultKind, Inner, RequestRecord};
 use crate::client::{LEASE_NONCE_HEADER, REQUEST_ID_HEADER};
 
 #[derive(Clone)]
@@ -119,26 +119,65 @@ fn router(state: AppState) -> Router {
         )
         .route(
             "/v1/apps/{app}/machines/{id}",
-            get(get_machine).delete(destroy_machine),
+            machine_call(MethodFilter::GET, |f, app, id, _| {
+                f.api_get_machine(app, id)
+            })
+            .delete(destroy_machine),
         )
-        .route("/v1/apps/{app}/machines/{id}/start", post(start_machine))
+        .route(
+            "/v1/apps/{app}/machines/{id}/start",
+            machine_call(MethodFilter::POST, Inner::api_start),
+        )
         .route("/v1/apps/{app}/machines/{id}/stop", post(stop_machine))
         .route(
             "/v1/apps/{app}/machines/{id}/suspend",
-            post(suspend_machine),
+            machine_call(MethodFilter::POST, Inner::api_suspend),
         )
-        .route("/v1/apps/{app}/machines/{id}/cordon", post(cordon))
-        .route("/v1/apps/{app}/machines/{id}/uncordon", post(uncordon))
+        .route(
+            "/v1/apps/{app}/machines/{id}/cordon",
+            machine_call(MethodFilter::POST, |f, app, id, nonce| {
+                f.api_cordon(app, id, true, nonce)
+            }),
+        )
+        .route(
+            "/v1/apps/{app}/machines/{id}/uncordon",
+            machine_call(MethodFilter::POST, |f, app, id, nonce| {
+                f.api_cordon(app, id, false, nonce)
+            }),
+        )
         .route("/v1/apps/{app}/machines/{id}/wait", get(wait_machine))
         .route(
             "/v1/apps/{app}/machines/{id}/lease",
-            get(get_lease).post(acquire_lease).delete(release_lease),
+            machine_call(MethodFilter::GET, |f, app, id, _| f.api_lease_get(app, id))
+                .post(acquire_lease)
+                .merge(machine_call(MethodFilter::DELETE, Inner::api_lease_release)),
         )
         .route("/metrics", get(metrics))
         .route("/graphql", post(graphql))
         .fallback(|| async { reply(Err(ApiErr::new(404, "not found"))) })
         .layer(middleware::from_fn_with_state(state.clone(), frontdoor))
         .with_state(state)
+}
+
+/// A call on one machine that takes no body: the fake's state, the app, the machine id and the
+/// lease nonce (`fly-machine-lease-nonce`) when the request carries one.
+type MachineCall = fn(&mut Inner, &str, &str, Option<&str>) -> ApiResult;
+
+/// The route of `method` on `/v1/apps/{app}/machines/{id}[/...]` answering `call`.
+fn machine_call(method: MethodFilter, call: MachineCall) -> MethodRouter<AppState> {
+    on(
+        method,
+        move |State(st): State<AppState>,
+              Path((app, id)): Path<(String, String)>,
+              headers: HeaderMap| async move {
+            reply(call(
+                &mut st.fake.lock(),
+                &app,
+                &id,
+                nonce(&headers).as_deref(),
+            ))
+        },
+    )
 }
 
 fn reply(r: ApiResult) -> Response {
@@ -324,13 +363,6 @@ async fn create_machine(
     reply(r)
 }
 
-async fn get_machine(
-    State(st): State<AppState>,
-    Path((app, id)): Path<(String, String)>,
-) -> Response {
-    reply(st.fake.lock().api_get_machine(&app, &id))
-}
-
 async fn destroy_machine(
     State(st): State<AppState>,
     Path((app, id)): Path<(String, String)>,
@@ -343,18 +375,6 @@ async fn destroy_machine(
         st.fake
             .lock()
             .api_destroy(&app, &id, force, nonce(&headers).as_deref()),
-    )
-}
-
-async fn start_machine(
-    State(st): State<AppState>,
-    Path((app, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    reply(
-        st.fake
-            .lock()
-            .api_start(&app, &id, nonce(&headers).as_deref()),
     )
 }
 
@@ -376,42 +396,6 @@ async fn stop_machine(
             .api_stop(&app, &id, nonce(&headers).as_deref())
     });
     reply(r)
-}
-
-async fn suspend_machine(
-    State(st): State<AppState>,
-    Path((app, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    reply(
-        st.fake
-            .lock()
-            .api_suspend(&app, &id, nonce(&headers).as_deref()),
-    )
-}
-
-async fn cordon(
-    State(st): State<AppState>,
-    Path((app, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    reply(
-        st.fake
-            .lock()
-            .api_cordon(&app, &id, true, nonce(&headers).as_deref()),
-    )
-}
-
-async fn uncordon(
-    State(st): State<AppState>,
-    Path((app, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    reply(
-        st.fake
-            .lock()
-            .api_cordon(&app, &id, false, nonce(&headers).as_deref()),
-    )
 }
 
 async fn wait_machine(
@@ -477,25 +461,6 @@ async fn acquire_lease(
             .api_lease_acquire(&app, &id, ttl, &description, nonce(&headers).as_deref())
     });
     reply(r)
-}
-
-async fn get_lease(
-    State(st): State<AppState>,
-    Path((app, id)): Path<(String, String)>,
-) -> Response {
-    reply(st.fake.lock().api_lease_get(&app, &id))
-}
-
-async fn release_lease(
-    State(st): State<AppState>,
-    Path((app, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    reply(
-        st.fake
-            .lock()
-            .api_lease_release(&app, &id, nonce(&headers).as_deref()),
-    )
 }
 
 async fn graphql(State(st): State<AppState>, body: Bytes) -> Response {

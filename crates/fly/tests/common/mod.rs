@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use fleetscale_fly::fake::{FakeConfig, FakeFlyServer};
-use fleetscale_fly::types::{CreateAppRequest, CreateMachineRequest};
-use fleetscale_fly::{ClientConfig, FlyMachine, MachinesClient, PacingConfig, RetryConfig, Token};
+use fleetscale_fly::{
+    ClientConfig, FlyMachine, Token, MachinesClient, PacingConfig, RetryConfig,
+};
 use serde_json::{json, Value};
 
 pub async fn server(config: FakeConfig) -> FakeFlyServer {
@@ -15,17 +16,22 @@ pub async fn server(config: FakeConfig) -> FakeFlyServer {
         .expect("bind fake")
 }
 
+/// Four attempts, 10 ms to 100 ms apart, a `Retry-After` of up to 5 s honoured.
+pub fn fast_retry() -> RetryConfig {
+    RetryConfig {
+        max_attempts: 4,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(100),
+        max_retry_after: Duration::from_secs(5),
+    }
+}
+
 /// Fast retries, no client pacing, generous timeout.
 pub fn client_config(server: &FakeFlyServer) -> ClientConfig {
     ClientConfig {
         base_url: server.url(),
         timeout: Duration::from_secs(20),
-        retry: RetryConfig {
-            max_attempts: 4,
-            initial_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_millis(100),
-            max_retry_after: Duration::from_secs(5),
-        },
+        retry: fast_retry(),
         pacing: PacingConfig::disabled(),
         ..ClientConfig::default()
     }
@@ -53,25 +59,9 @@ pub fn app_config(group: Option<&str>) -> Value {
 
 /// Creates an app and its first machine with the same requests a user sends to Fly.
 pub async fn seed_app(client: &MachinesClient, app: &str, group: Option<&str>) -> FlyMachine {
-    client
-        .create_app(&CreateAppRequest {
-            app_name: app.into(),
-            org_slug: "my-org".into(),
-            network: None,
-        })
+    fleetscale_fly::fake::seed_app(client, "my-org", app, app_config(group), "ams")
         .await
-        .expect("create app");
-    client
-        .create_machine(
-            app,
-            &CreateMachineRequest {
-                config: app_config(group),
-                region: Some("ams".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("create first machine")
+        .expect("create the app and its first machine")
 }
 
 /// Polls until `f` holds (generous timeout for loaded CI machines).

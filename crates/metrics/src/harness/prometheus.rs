@@ -3,9 +3,12 @@
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fleetscale_core::testing::server_process::{
+    find_program, retry_on_port_clash, says_address_in_use, ServerCommand, ServerProcess,
+};
 use serde::Deserialize;
 
 use super::HarnessError;
@@ -24,57 +27,25 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(90);
 /// # Errors
 /// [`HarnessError::NotInstalled`] (with [`INSTALL_HINT`]) when none exists.
 pub fn prometheus_binary() -> Result<PathBuf, HarnessError> {
-    if let Some(explicit) = std::env::var_os("FLEETSCALE_PROMETHEUS") {
-        let p = PathBuf::from(explicit);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(HarnessError::NotInstalled)
-        };
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join("prometheus");
-            if candidate.is_file() {
-                return Ok(candidate);
-            }
-        }
-    }
-    let debian = PathBuf::from("/usr/bin/prometheus");
-    if debian.is_file() {
-        Ok(debian)
-    } else {
-        Err(HarnessError::NotInstalled)
-    }
+    find_program(
+        "FLEETSCALE_PROMETHEUS",
+        "prometheus",
+        &[],
+        &[PathBuf::from("/usr/bin/prometheus")],
+    )
+    .ok_or(HarnessError::NotInstalled)
 }
-
-/// A watchdog around Prometheus: the shell starts it in the background, and kills it as soon as
-/// our end of its stdin closes, which happens on [`PrometheusServer`]'s drop and also when the
-/// test process dies in any way (so no Prometheus outlives its test run, even one held in a
-/// `static`). After a requested stop the temp directory is removed too; after a crash it is
-/// kept so the harness can show the log.
-const WATCHDOG: &str = r#"
-exec 3<&0
-"$@" </dev/null >"$DIR/prometheus.log" 2>&1 &
-p=$!
-( read _ <&3; : >"$DIR/.stopping"; kill -TERM "$p" 2>/dev/null ) </dev/null &
-w=$!
-wait "$p"
-rc=$?
-kill "$w" 2>/dev/null
-if [ -e "$DIR/.stopping" ]; then rm -rf -- "$DIR"; fi
-exit "$rc"
-"#;
 
 /// A running Prometheus server on `127.0.0.1:<free port>` with its own configuration and
 /// storage in a temporary directory, scraping the given targets every second.
 ///
-/// Killed (SIGTERM, then SIGKILL after 10 s) and its directory removed on drop.
+/// Stopped (SIGTERM, then its watchdog is killed after 10 s) and its directory removed on
+/// drop; also killed when the test process dies in any way (so no Prometheus outlives its test
+/// run, even one held in a `static`). After a crash the directory is kept for the log.
 #[derive(Debug)]
 pub struct PrometheusServer {
     addr: SocketAddr,
-    child: Option<Child>,
-    stdin: Option<ChildStdin>,
+    process: ServerProcess,
     dir: PathBuf,
 }
 
@@ -107,24 +78,12 @@ impl PrometheusServer {
         history: Option<&str>,
     ) -> Result<Self, HarnessError> {
         let binary = prometheus_binary()?;
-        let mut last = None;
-        // The free port is found by binding and releasing it; another process may take it in
-        // between, so retry a few times on "address already in use".
-        for _ in 0..5 {
-            match Self::start_once(&binary, targets, history).await {
-                Ok(server) => return Ok(server),
-                Err(HarnessError::Start { log, message })
-                    if log.contains("address already in use") =>
-                {
-                    last = Some(HarnessError::Start { log, message });
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or(HarnessError::Start {
-            message: "could not find a free port".into(),
-            log: String::new(),
-        }))
+        retry_on_port_clash(
+            5,
+            || Self::start_once(&binary, targets, history),
+            |e| matches!(e, HarnessError::Start { log, .. } if says_address_in_use(log)),
+        )
+        .await
     }
 
     async fn start_once(
@@ -153,11 +112,7 @@ impl PrometheusServer {
         );
         let config_path = dir.join("prometheus.yml");
         fs::write(&config_path, config)?;
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(WATCHDOG)
-            .arg("prometheus-watchdog")
-            .arg(binary)
+        let process = ServerCommand::new(binary, dir.join("prometheus.log"))
             .arg(format!("--config.file={}", config_path.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
@@ -166,48 +121,18 @@ impl PrometheusServer {
             .arg(format!("--web.listen-address={addr}"))
             .arg(format!("--storage.tsdb.retention.time={retention}"))
             .arg("--log.level=info")
-            .env("DIR", &dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .remove_dir_on_stop(&dir)
             .spawn()?;
-        let mut server = PrometheusServer {
-            addr,
-            stdin: None,
-            child: Some(child),
-            dir,
-        };
-        server.stdin = server.child.as_mut().and_then(|c| c.stdin.take());
-        server.wait_ready(DEFAULT_DEADLINE).await?;
+        let server = PrometheusServer { addr, process, dir };
+        server
+            .process
+            .wait_http_ready(DEFAULT_DEADLINE, addr, "/-/ready")
+            .await
+            .map_err(|e| HarnessError::Start {
+                message: format!("prometheus {e}"),
+                log: e.log,
+            })?;
         Ok(server)
-    }
-
-    async fn wait_ready(&mut self, deadline: Duration) -> Result<(), HarnessError> {
-        let client = reqwest::Client::new();
-        let started = Instant::now();
-        let url = format!("{}/-/ready", self.url());
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(HarnessError::Start {
-                        message: format!("prometheus exited early ({status})"),
-                        log: self.log(),
-                    });
-                }
-            }
-            if let Ok(r) = client.get(&url).send().await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
-            }
-            if started.elapsed() > deadline {
-                return Err(HarnessError::Start {
-                    message: format!("prometheus not ready after {deadline:?}"),
-                    log: self.log(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 
     /// The listening address.
@@ -226,11 +151,10 @@ impl PrometheusServer {
         &self.dir
     }
 
-    /// The end of Prometheus' log (for failure messages).
+    /// The end of Prometheus' log, with the cause lines of a crash kept (for failure
+    /// messages).
     pub fn log(&self) -> String {
-        let text = fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        self.process.log_tail()
     }
 
     /// Runs an instant query and returns `(labels, value)` per series (values as written, so
@@ -344,45 +268,20 @@ impl PrometheusServer {
 
     /// Stops the server now (what drop does).
     pub fn stop(&mut self) {
-        // Closing stdin tells the watchdog to SIGTERM Prometheus and clean up.
-        drop(self.stdin.take());
-        if let Some(mut child) = self.child.take() {
-            let started = Instant::now();
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if started.elapsed() > Duration::from_secs(10) => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            }
-        }
-        let _ = fs::remove_dir_all(&self.dir);
+        self.process.stop();
     }
 }
 
-impl Drop for PrometheusServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// `promtool`, next to the Prometheus binary (as Debian installs both) or on `PATH`.
+/// `promtool`: `$FLEETSCALE_PROMTOOL` if set, else next to the Prometheus binary (as Debian
+/// installs both), else on `PATH`.
 fn promtool_binary(prometheus: &Path) -> Result<PathBuf, HarnessError> {
-    let sibling = prometheus.with_file_name("promtool");
-    if sibling.is_file() {
-        return Ok(sibling);
-    }
-    std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|d| d.join("promtool"))
-                .find(|c| c.is_file())
-        })
-        .ok_or(HarnessError::NotInstalled)
+    find_program(
+        "FLEETSCALE_PROMTOOL",
+        "promtool",
+        &[prometheus.with_file_name("promtool")],
+        &[],
+    )
+    .ok_or(HarnessError::NotInstalled)
 }
 
 /// Writes `samples` as TSDB blocks under `dir/data` with promtool.

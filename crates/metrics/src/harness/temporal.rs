@@ -22,14 +22,18 @@
 //!   are started, terminated and counted with the same CLI.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use fleetscale_core::testing::server_process::{
+    find_program, free_loopback_port, retry_on_port_clash, says_address_in_use, ServerCommand,
+    ServerProcess,
+};
+use fleetscale_core::testing::LoopbackThread;
 
 use prost::Message;
 use temporalio_protos::google::rpc::Status as RpcStatus;
@@ -40,7 +44,6 @@ use temporalio_protos::temporal::api::workflowservice::v1::{
     get_system_info_response::Capabilities, CountWorkflowExecutionsRequest,
     CountWorkflowExecutionsResponse, GetSystemInfoRequest, GetSystemInfoResponse,
 };
-use tokio::sync::oneshot;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Code, Status};
 
@@ -144,17 +147,15 @@ pub struct ServerTls {
 /// A fake Temporal frontend on `127.0.0.1:<free port>`, on its own thread and runtime.
 /// Stopped on drop.
 pub struct FakeTemporal {
-    addr: SocketAddr,
+    server: LoopbackThread,
     tls: bool,
     state: Arc<Mutex<State>>,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for FakeTemporal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FakeTemporal")
-            .field("addr", &self.addr)
+            .field("addr", &self.server.addr())
             .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
@@ -174,9 +175,6 @@ impl FakeTemporal {
     /// # Errors
     /// As [`FakeTemporal::start`]; invalid TLS material.
     pub fn start_with(tls: Option<ServerTls>) -> Result<Self, HarnessError> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State::default()));
         state
             .lock()
@@ -198,39 +196,20 @@ impl FakeTemporal {
         let svc = WorkflowService {
             state: state.clone(),
         };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let (tx, rx) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name(format!("fake-temporal-{}", addr.port()))
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            tracing::error!(error = %e, "fake temporal cannot listen");
-                            return;
-                        }
-                    };
-                    let incoming = tonic::transport::server::TcpIncoming::from(listener);
-                    let served = builder
-                        .add_service(svc)
-                        .serve_with_incoming_shutdown(incoming, async move {
-                            let _ = rx.await;
-                        })
-                        .await;
-                    if let Err(e) = served {
-                        tracing::error!(error = %e, "fake temporal failed");
-                    }
-                });
-            })?;
+        let server = LoopbackThread::spawn("fake-temporal", |listener, stop| async move {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            let served = builder
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, stop)
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "fake temporal failed");
+            }
+        })?;
         Ok(FakeTemporal {
-            addr,
+            server,
             tls: with_tls,
             state,
-            shutdown: Some(tx),
-            thread: Some(thread),
         })
     }
 
@@ -240,17 +219,17 @@ impl FakeTemporal {
 
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// `127.0.0.1:<port>`: the address as fly-autoscaler takes it (`FAS_TEMPORAL_ADDRESS`).
     pub fn host_port(&self) -> String {
-        self.addr.to_string()
+        self.server.addr().to_string()
     }
 
     /// `localhost:<port>`: the same, by the name the [`TestPki`] server certificate carries.
     pub fn localhost_port(&self) -> String {
-        format!("localhost:{}", self.addr.port())
+        format!("localhost:{}", self.server.addr().port())
     }
 
     /// Creates a namespace (idempotent).
@@ -327,19 +306,6 @@ impl FakeTemporal {
             .into_iter()
             .filter(|c| c.path == path)
             .collect()
-    }
-}
-
-impl Drop for FakeTemporal {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            if thread.is_finished() {
-                let _ = thread.join();
-            }
-        }
     }
 }
 
@@ -874,15 +840,13 @@ impl TestPki {
 /// TLS in front of a plaintext TCP server: accepts TLS (ALPN `h2`) on a free loopback port and
 /// copies bytes both ways to `backend`. Stopped on drop.
 pub struct TlsProxy {
-    addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    server: LoopbackThread,
 }
 
 impl std::fmt::Debug for TlsProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsProxy")
-            .field("addr", &self.addr)
+            .field("addr", &self.server.addr())
             .finish_non_exhaustive()
     }
 }
@@ -930,64 +894,33 @@ impl TlsProxy {
         config.alpn_protocols = vec![b"h2".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
 
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let (tx, mut rx) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name(format!("tls-proxy-{}", addr.port()))
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                        return;
-                    };
-                    loop {
-                        tokio::select! {
-                            _ = &mut rx => break,
-                            accepted = listener.accept() => {
-                                let Ok((socket, _)) = accepted else { continue };
-                                let acceptor = acceptor.clone();
-                                tokio::spawn(async move {
-                                    let Ok(mut tls) = acceptor.accept(socket).await else { return };
-                                    let Ok(mut upstream) = tokio::net::TcpStream::connect(backend).await else { return };
-                                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
-                                });
-                            }
-                        }
+        let server = LoopbackThread::spawn("tls-proxy", move |listener, mut stop| async move {
+            loop {
+                tokio::select! {
+                    _ = &mut stop => break,
+                    accepted = listener.accept() => {
+                        let Ok((socket, _)) = accepted else { continue };
+                        let acceptor = acceptor.clone();
+                        tokio::spawn(async move {
+                            let Ok(mut tls) = acceptor.accept(socket).await else { return };
+                            let Ok(mut upstream) = tokio::net::TcpStream::connect(backend).await else { return };
+                            let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+                        });
                     }
-                });
-            })?;
-        Ok(TlsProxy {
-            addr,
-            shutdown: Some(tx),
-            thread: Some(thread),
-        })
+                }
+            }
+        })?;
+        Ok(TlsProxy { server })
     }
 
     /// The proxy's address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// `localhost:<port>`, matching the [`TestPki`] server certificate.
     pub fn localhost_port(&self) -> String {
-        format!("localhost:{}", self.addr.port())
-    }
-}
-
-impl Drop for TlsProxy {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            if t.is_finished() {
-                let _ = t.join();
-            }
-        }
+        format!("localhost:{}", self.server.addr().port())
     }
 }
 
@@ -1000,45 +933,19 @@ pub const TEMPORAL_INSTALL_HINT: &str = "temporal CLI not found: run scripts/ins
 /// # Errors
 /// [`HarnessError::TemporalNotInstalled`] when none exists.
 pub fn temporal_binary() -> Result<PathBuf, HarnessError> {
-    if let Some(explicit) = std::env::var_os("FLEETSCALE_TEMPORAL") {
-        let p = PathBuf::from(explicit);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(HarnessError::TemporalNotInstalled)
-        };
-    }
-    std::env::var_os("PATH")
-        .and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|d| d.join("temporal"))
-                .find(|c| c.is_file())
-        })
+    find_program("FLEETSCALE_TEMPORAL", "temporal", &[], &[])
         .ok_or(HarnessError::TemporalNotInstalled)
 }
 
-/// Runs `"$@"` in the background and kills it when our end of stdin closes (drop, or death of
-/// the test process), as the Prometheus harness does.
-const WATCHDOG: &str = r#"
-exec 3<&0
-"$@" </dev/null >"$LOG" 2>&1 &
-p=$!
-( read _ <&3; kill -TERM "$p" 2>/dev/null ) </dev/null &
-w=$!
-wait "$p"
-rc=$?
-kill "$w" 2>/dev/null
-exit "$rc"
-"#;
-
 /// The real Temporal server (`temporal server start-dev`: frontend, history, matching and
-/// visibility in one process, in-memory SQLite) on free loopback ports. Killed on drop.
+/// visibility in one process, in-memory SQLite) on free loopback ports. Stopped on drop, and
+/// killed when the test process dies in any way.
 pub struct TemporalDevServer {
     binary: PathBuf,
     addr: SocketAddr,
-    child: Option<Child>,
-    stdin: Option<ChildStdin>,
-    dir: tempfile::TempDir,
+    // Declared before `dir`: the process stops before its directory is removed.
+    process: ServerProcess,
+    _dir: tempfile::TempDir,
 }
 
 impl std::fmt::Debug for TemporalDevServer {
@@ -1061,22 +968,12 @@ impl TemporalDevServer {
     /// its log when it exits or is not ready within [`TEMPORAL_DEADLINE`].
     pub async fn start(namespaces: &[&str]) -> Result<Self, HarnessError> {
         let binary = temporal_binary()?;
-        let mut last = None;
-        for _ in 0..3 {
-            match Self::start_once(&binary, namespaces).await {
-                Ok(s) => return Ok(s),
-                Err(HarnessError::TemporalStart { message, log })
-                    if log.contains("address already in use") =>
-                {
-                    last = Some(HarnessError::TemporalStart { message, log });
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or(HarnessError::TemporalStart {
-            message: "could not find free ports".into(),
-            log: String::new(),
-        }))
+        retry_on_port_clash(
+            3,
+            || Self::start_once(&binary, namespaces),
+            |e| matches!(e, HarnessError::TemporalStart { log, .. } if says_address_in_use(log)),
+        )
+        .await
     }
 
     async fn start_once(
@@ -1086,57 +983,41 @@ impl TemporalDevServer {
         let dir = tempfile::Builder::new()
             .prefix("fleetscale-temporal-")
             .tempdir()?;
-        let port = |_: ()| super::closed_port().map(|a| a.port());
-        let (grpc, http, metrics) = (port(())?, port(())?, port(())?);
+        let (grpc, http, metrics) = (
+            free_loopback_port()?,
+            free_loopback_port()?,
+            free_loopback_port()?,
+        );
         let addr = SocketAddr::from(([127, 0, 0, 1], grpc));
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(WATCHDOG)
-            .arg("temporal-watchdog")
-            .arg(binary)
+        let process = ServerCommand::new(binary, dir.path().join("temporal.log"))
             .args(["server", "start-dev", "--headless", "--ip", "127.0.0.1"])
             .args(["--port", &grpc.to_string()])
             .args(["--http-port", &http.to_string()])
             .args(["--metrics-port", &metrics.to_string()])
-            .args(["--log-level", "warn"]);
-        for ns in namespaces {
-            cmd.args(["--namespace", ns]);
-        }
-        let child = cmd
-            .env("LOG", dir.path().join("temporal.log"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .args(["--log-level", "warn"])
+            .args(namespaces.iter().flat_map(|ns| ["--namespace", *ns]))
             .spawn()?;
-        let mut server = TemporalDevServer {
+        let server = TemporalDevServer {
             binary: binary.to_owned(),
             addr,
-            child: Some(child),
-            stdin: None,
-            dir,
+            process,
+            _dir: dir,
         };
-        server.stdin = server.child.as_mut().and_then(|c| c.stdin.take());
         let started = Instant::now();
-        let mut all: Vec<&str> = vec!["default"];
-        all.extend_from_slice(namespaces);
-        for ns in all {
-            loop {
-                if let Some(Ok(Some(status))) = server.child.as_mut().map(Child::try_wait) {
-                    return Err(HarnessError::TemporalStart {
-                        message: format!("temporal exited early ({status})"),
-                        log: server.log(),
-                    });
-                }
-                if server.count(ns, "").await.is_ok() {
-                    break;
-                }
-                if started.elapsed() > TEMPORAL_DEADLINE {
-                    return Err(HarnessError::TemporalStart {
-                        message: format!("namespace {ns} not ready after {TEMPORAL_DEADLINE:?}"),
-                        log: server.log(),
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+        for ns in std::iter::once(&"default").chain(namespaces) {
+            let left = TEMPORAL_DEADLINE.saturating_sub(started.elapsed());
+            let ready = server
+                .process
+                .wait_ready(left, Duration::from_millis(200), || {
+                    let server = &server;
+                    async move { server.count(ns, "").await.is_ok() }
+                })
+                .await;
+            if let Err(e) = ready {
+                return Err(HarnessError::TemporalStart {
+                    message: format!("temporal {e} (namespace {ns})"),
+                    log: e.log,
+                });
             }
         }
         Ok(server)
@@ -1152,13 +1033,11 @@ impl TemporalDevServer {
         self.addr.to_string()
     }
 
-    /// The server's log, shortened: the lines before the last 30 that state a cause (a Go
-    /// panic's message is at its top and its stack fills the end, so the end alone hides why
-    /// it stopped, e.g. `bind: address already in use`), then the last 30 lines.
+    /// The server's log, shortened by
+    /// [`fleetscale_core::testing::server_process::shorten_log`]: the cause lines of a crash, then
+    /// the end.
     pub fn log(&self) -> String {
-        let text =
-            std::fs::read_to_string(self.dir.path().join("temporal.log")).unwrap_or_default();
-        shorten_log(&text)
+        self.process.log_tail()
     }
 
     /// Runs the Temporal CLI against this server (`--address` added) and returns its stdout.
@@ -1291,67 +1170,6 @@ impl TemporalDevServer {
 
     /// Stops the server now (what drop does).
     pub fn stop(&mut self) {
-        drop(self.stdin.take());
-        if let Some(mut child) = self.child.take() {
-            let started = Instant::now();
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if started.elapsed() > Duration::from_secs(10) => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            }
-        }
-    }
-}
-
-impl Drop for TemporalDevServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Keeps up to 10 cause lines (panic, fatal, error) from before the last 30 lines, then those 30.
-fn shorten_log(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = lines.len().saturating_sub(30);
-    let causes = lines[..tail]
-        .iter()
-        .filter(|l| {
-            let l = l.to_ascii_lowercase();
-            l.contains("panic") || l.contains("fatal") || l.contains("error")
-        })
-        .take(10);
-    let mut out: Vec<&str> = causes.copied().collect();
-    if !out.is_empty() {
-        out.push("...");
-    }
-    out.extend_from_slice(&lines[tail..]);
-    out.join("\n")
-}
-
-#[cfg(test)]
-mod shorten_log_tests {
-    use super::shorten_log;
-
-    #[test]
-    fn a_panic_message_above_a_long_stack_is_kept() {
-        let mut log = String::from(
-            "info starting\npanic: listen tcp 127.0.0.1:7233: bind: address already in use\n",
-        );
-        for i in 0..100 {
-            log.push_str(&format!("frame {i}\n"));
-        }
-        let short = shorten_log(&log);
-        assert!(short.contains("address already in use"), "{short}");
-        assert!(
-            short.contains("frame 99") && !short.contains("frame 69\n"),
-            "{short}"
-        );
-        assert!(!short.contains("info starting"), "{short}");
+        self.process.stop();
     }
 }

@@ -4,11 +4,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fleetscale_core::Scope;
-use reqwest::header::{ACCEPT, AUTHORIZATION};
 
 use super::result::{self, label_set, Ctx, QueryData};
-use super::{seconds, Aggregation, EmptyResult, PrometheusSource, QueryMethod};
-use crate::error::{display_url, truncate, MetricsError};
+use super::{seconds, Aggregation, EmptyResult, PrometheusSource};
+use crate::error::{truncate, MetricsError};
 use crate::http::{self, bounded};
 use crate::SourceConfig;
 
@@ -201,12 +200,7 @@ impl PrometheusSource {
         step: Duration,
     ) -> Result<(Vec<(String, Vec<(f64, f64)>)>, Vec<String>), MetricsError> {
         let url = &self.range_url;
-        let method = match self.config.method {
-            QueryMethod::Get => "GET",
-            QueryMethod::Post => "POST",
-        };
-        let shown = display_url(url);
-        let context = format!("{method} {shown}");
+        let (shown, context) = self.shown_and_context(url);
         let work = async {
             let params = [
                 ("query", query.to_owned()),
@@ -215,14 +209,7 @@ impl PrometheusSource {
                 ("step", seconds(step)),
                 ("timeout", seconds(self.config.timeout)),
             ];
-            let request = match self.config.method {
-                QueryMethod::Get => self.client.get(url.clone()).query(&params),
-                QueryMethod::Post => self.client.post(url.clone()).form(&params),
-            };
-            let mut request = request.header(ACCEPT, "application/json");
-            if let Some(auth) = &self.auth {
-                request = request.header(AUTHORIZATION, auth.clone());
-            }
+            let request = self.request(url, &params);
             let answer = http::send(request, &self.config.name, &shown).await?;
             let ctx = Ctx {
                 metric: &self.config.name,

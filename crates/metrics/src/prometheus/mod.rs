@@ -465,23 +465,10 @@ impl PrometheusSource {
         } else {
             &self.query_url
         };
-        let method = match self.config.method {
-            QueryMethod::Get => "GET",
-            QueryMethod::Post => "POST",
-        };
-        let shown = display_url(url);
-        let context = format!("{method} {shown}");
+        let (shown, context) = self.shown_and_context(url);
         tracing::debug!(metric = %self.config.name, target = %scope.target, %query, "prometheus query");
         let work = async {
-            let params = self.params(&query);
-            let request = match self.config.method {
-                QueryMethod::Get => self.client.get(url.clone()).query(&params),
-                QueryMethod::Post => self.client.post(url.clone()).form(&params),
-            };
-            let mut request = request.header(ACCEPT, "application/json");
-            if let Some(auth) = &self.auth {
-                request = request.header(AUTHORIZATION, auth.clone());
-            }
+            let request = self.request(url, &self.params(&query));
             let answer = http::send(request, &self.config.name, &shown).await?;
             let ctx = Ctx {
                 metric: &self.config.name,
@@ -518,6 +505,31 @@ impl PrometheusSource {
             format!("{context} (query {})", truncate(&query, 200))
         })
         .await
+    }
+
+    /// The address as shown in errors (no query string, no credentials), and `METHOD address`.
+    fn shown_and_context(&self, url: &Url) -> (String, String) {
+        let method = match self.config.method {
+            QueryMethod::Get => "GET",
+            QueryMethod::Post => "POST",
+        };
+        let shown = display_url(url);
+        let context = format!("{method} {shown}");
+        (shown, context)
+    }
+
+    /// A request of `params` to `url` by the configured method (a `GET` query string or a
+    /// `POST` form), asking for JSON, with the authorization when one is configured.
+    fn request(&self, url: &Url, params: &[(&str, String)]) -> reqwest::RequestBuilder {
+        let request = match self.config.method {
+            QueryMethod::Get => self.client.get(url.clone()).query(params),
+            QueryMethod::Post => self.client.post(url.clone()).form(params),
+        };
+        let request = request.header(ACCEPT, "application/json");
+        match &self.auth {
+            Some(auth) => request.header(AUTHORIZATION, auth.clone()),
+            None => request,
+        }
     }
 
     fn params(&self, query: &str) -> Vec<(&'static str, String)> {

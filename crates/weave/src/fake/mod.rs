@@ -48,6 +48,7 @@
 
 mod hosts;
 mod http;
+mod pool;
 mod ring;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -59,6 +60,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 pub use hosts::EmulatedHosts;
+pub use pool::MachinePool;
 
 use crate::status::{render_ipam_line, IpamPeerState};
 use crate::PeerName;
@@ -196,6 +198,9 @@ pub enum FakeError {
     /// Binding the HTTP listener failed.
     #[error("cannot bind router API: {0}")]
     Bind(#[from] std::io::Error),
+    /// `weave prime` through a router's HTTP API failed.
+    #[error("prime: {0}")]
+    Prime(#[source] crate::WeaveError),
 }
 
 struct Router {
@@ -949,6 +954,36 @@ impl Emulator {
         let name = spec.name;
         self.add_peer(spec, Role::Fixed)?;
         self.launch(name, targets).await
+    }
+
+    /// Starts the fixed peers `specs`, each targeting all of them (as `weave launch $PEERS`
+    /// on each host does), and primes the ring through the first one's HTTP API
+    /// (`weave prime`, which waits up to `prime_deadline`, e.g. for a reconnect delay to
+    /// pass): a running cluster for dynamic peers to join. Returns the peers as the
+    /// membership and the reclaimer take them.
+    ///
+    /// # Errors
+    /// [`FakeError::Exists`] and the errors of [`Emulator::launch`]; [`FakeError::Prime`].
+    pub async fn start_primed(
+        &self,
+        specs: Vec<PeerSpec>,
+        prime_deadline: Duration,
+    ) -> Result<Vec<crate::FixedPeer>, FakeError> {
+        let targets: Vec<String> = specs.iter().map(|s| s.address.clone()).collect();
+        let mut fixed = Vec::new();
+        for spec in specs {
+            let (name, address) = (spec.name, spec.address.clone());
+            let url = self.start_fixed(spec, targets.clone()).await?;
+            fixed.push(crate::FixedPeer::new(name, address, url));
+        }
+        if let Some(first) = fixed.first() {
+            crate::RouterClient::new(&first.api_url)
+                .map_err(FakeError::Prime)?
+                .prime(prime_deadline)
+                .await
+                .map_err(FakeError::Prime)?;
+        }
+        Ok(fixed)
     }
 
     /// Registers and launches an observer with the given targets.
