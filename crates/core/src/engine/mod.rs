@@ -436,7 +436,7 @@ impl Engine {
         self
     }
 
-    /// The settings.
+    /// The settings this engine was built with (interval, deadlines, concurrency, dry run).
     pub fn config(&self) -> &EngineConfig {
         &self.config
     }
