@@ -143,7 +143,7 @@ impl FlyState {
         }
     }
 
-    /// The wire name.
+    /// The state's name as the Machines API writes it (`started`; [`FlyState::Other`] verbatim).
     pub fn as_str(&self) -> &str {
         match self {
             FlyState::Created => "created",
@@ -459,7 +459,7 @@ impl FlyMachine {
 /// ignored; use [`FlyMachine::config`] for the complete raw config.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct MachineConfig {
-    /// The image.
+    /// The image reference the machine runs (`config.image`).
     #[serde(default)]
     pub image: Option<String>,
     /// Environment variables.
@@ -583,7 +583,7 @@ pub struct WaitResponse {
     pub version: Option<String>,
 }
 
-/// A lease on a machine.
+/// A lease on a machine; calls that change the leased machine send its nonce.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     /// The nonce to send as `fly-machine-lease-nonce`.
@@ -609,7 +609,7 @@ pub struct LeaseEnvelope {
     /// `success`.
     #[serde(default)]
     pub status: Option<String>,
-    /// The lease.
+    /// The lease acquired or refreshed (`None` when the answer had no `data`).
     #[serde(default)]
     pub data: Option<Lease>,
 }
@@ -639,12 +639,12 @@ pub struct AppList {
     /// Total number of apps.
     #[serde(default, deserialize_with = "lenient_u64")]
     pub total_apps: Option<u64>,
-    /// The apps.
+    /// One entry per app of the organization (an empty list for `null`).
     #[serde(default, deserialize_with = "null_default")]
     pub apps: Vec<AppSummary>,
 }
 
-/// An organization reference.
+/// The organization an app belongs to, as `GET /v1/apps/{app}` shows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Organization {
     /// Display name.
@@ -677,7 +677,7 @@ pub struct App {
 pub struct CreateAppRequest {
     /// The new app's name.
     pub app_name: String,
-    /// The organization slug.
+    /// The slug of the organization that will own the app.
     pub org_slug: String,
     /// Optional custom 6PN network.
     #[serde(default, skip_serializing_if = "Option::is_none")]

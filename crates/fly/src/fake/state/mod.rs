@@ -222,7 +222,7 @@ impl FakeFly {
         lock(&self.inner)
     }
 
-    /// The configuration.
+    /// A copy of the fake's current settings (token, delays, rate limits, default region).
     pub fn config(&self) -> FakeConfig {
         self.lock().config.clone()
     }
@@ -232,7 +232,7 @@ impl FakeFly {
         self.lock().config.delays = delays;
     }
 
-    /// A copy of the request log.
+    /// Every request the fake has seen since the log was last cleared, oldest first.
     pub fn request_log(&self) -> Vec<RequestRecord> {
         self.lock().log.clone()
     }
