@@ -216,9 +216,9 @@ pub enum IpamStatus {
     AllRangesUnreachable,
     /// `awaiting consensus (quorum: Q, known: K)`.
     AwaitingConsensus {
-        /// The quorum.
+        /// How many electors must agree before the IPAM ring is created (Paxos quorum).
         quorum: u32,
-        /// The electors known so far.
+        /// How many electors this peer has heard from so far.
         known: u32,
     },
     /// `priming`: an observer waiting for a ring.
