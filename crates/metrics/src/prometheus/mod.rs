@@ -136,9 +136,9 @@ pub enum Aggregation {
     Sum,
     /// The mean of the series' values.
     Avg,
-    /// The smallest value.
+    /// The smallest of the series' values.
     Min,
-    /// The largest value.
+    /// The largest of the series' values.
     Max,
 }
 
@@ -151,9 +151,9 @@ pub enum WindowAggregation {
     Avg,
     /// The largest sample (scale for the peak).
     Max,
-    /// The smallest sample.
+    /// The smallest sample in the window.
     Min,
-    /// The newest sample.
+    /// The last sample of the window (Prometheus sends them oldest first).
     Last,
 }
 
@@ -429,7 +429,7 @@ impl PrometheusSource {
         })
     }
 
-    /// The configuration.
+    /// The settings this source was built with (address, query, timeout, aggregation, range).
     pub fn config(&self) -> &PrometheusConfig {
         &self.config
     }
