@@ -208,7 +208,7 @@ pub enum TickStatus {
     },
     /// The tick failed before planning.
     Failed {
-        /// Where.
+        /// The step that failed: the pause check or the listing.
         stage: TickStage,
         /// The error class ([`crate::Error::kind`]).
         kind: ErrorKind,
