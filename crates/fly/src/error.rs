@@ -266,7 +266,7 @@ pub enum FlyError {
     Refused {
         /// The id of the machine left alone.
         id: String,
-        /// Why.
+        /// What made the scaler refuse to act on the machine.
         reason: String,
     },
     /// A machine did not reach the expected state (e.g. after a suspend-on-create).

@@ -166,7 +166,7 @@ pub struct Release {
     /// `running` while a deploy is in progress; `complete`, `failed`, `interrupted` after.
     #[serde(default)]
     pub status: String,
-    /// Description.
+    /// Free text describing the release.
     #[serde(default)]
     pub description: Option<String>,
     /// Reason, e.g. `deploy`.

@@ -367,7 +367,7 @@ pub struct FlyMachine {
     /// Machine name.
     #[serde(default, deserialize_with = "null_default")]
     pub name: String,
-    /// State.
+    /// The machine's state (unknown states kept verbatim in [`FlyState::Other`]).
     #[serde(default)]
     pub state: FlyState,
     /// Region code, e.g. `iad`.
@@ -465,7 +465,7 @@ pub struct MachineConfig {
     /// Environment variables.
     #[serde(default, deserialize_with = "null_default")]
     pub env: BTreeMap<String, String>,
-    /// Size.
+    /// The guest size: CPU kind, CPU count and memory.
     #[serde(default)]
     pub guest: Option<Guest>,
     /// Services (ports, autostop/autostart).
@@ -595,7 +595,7 @@ pub struct Lease {
     /// Who holds it.
     #[serde(default)]
     pub owner: Option<String>,
-    /// Free text.
+    /// The description the holder gave when taking the lease.
     #[serde(default)]
     pub description: Option<String>,
     /// Machine version the lease was taken on.
@@ -622,10 +622,10 @@ pub struct AppSummary {
     pub id: String,
     /// App name.
     pub name: String,
-    /// Machines.
+    /// How many machines the app has, when the list reports it.
     #[serde(default, deserialize_with = "lenient_u64")]
     pub machine_count: Option<u64>,
-    /// Volumes.
+    /// How many volumes the app has, when the list reports it.
     #[serde(default, deserialize_with = "lenient_u64")]
     pub volume_count: Option<u64>,
     /// 6PN network name.
@@ -650,7 +650,7 @@ pub struct Organization {
     /// Display name.
     #[serde(default)]
     pub name: Option<String>,
-    /// Slug.
+    /// The organization's slug, as used in `org_slug` (e.g. `personal`).
     #[serde(default)]
     pub slug: Option<String>,
 }

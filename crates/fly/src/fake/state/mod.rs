@@ -78,7 +78,7 @@ pub struct FakeConfig {
     /// token produces (see [`crate::token::authorization_header`]); otherwise 401. When `None`, any
     /// or no `Authorization` is accepted.
     pub token: Option<Token>,
-    /// Transition times.
+    /// How long each machine state transition takes on the fake.
     pub delays: Delays,
     /// Server-side rate limits; `None` disables them.
     pub rate_limits: Option<FakeRateLimits>,
@@ -112,7 +112,7 @@ impl FakeConfig {
 /// One request as the fake saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestRecord {
-    /// Method.
+    /// The HTTP method, upper case (`GET`, `POST`, ...).
     pub method: String,
     /// Path (no query).
     pub path: String,
