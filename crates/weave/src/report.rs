@@ -121,7 +121,7 @@ pub struct ReportConnection {
     /// `ip:port`.
     #[serde(default)]
     pub address: String,
-    /// Whether we dialled.
+    /// Whether this router dialled the connection (`false`: the remote peer did).
     #[serde(default)]
     pub outbound: bool,
     /// `established`, `failed`, ...

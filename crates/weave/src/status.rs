@@ -354,7 +354,7 @@ impl Direction {
 /// One connection of a peer in `GET /status/peers`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerConnection {
-    /// Direction.
+    /// Who dialled: this peer (`->`) or the remote one (`<-`).
     pub direction: Direction,
     /// `ip:port`.
     pub address: String,
@@ -438,7 +438,7 @@ pub fn parse_peers(text: &str) -> Result<Vec<PeerStatus>, WeaveError> {
 /// One line of `GET /status/connections`: a local connection or connection attempt.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectionStatus {
-    /// Direction.
+    /// Who dialled: this peer (`->`) or the remote one (`<-`).
     pub direction: Direction,
     /// `ip:port`.
     pub address: String,
