@@ -72,7 +72,7 @@ pub const MAX_TAGS: usize = 50;
 pub struct UserData(String);
 
 impl UserData {
-    /// Wraps the text.
+    /// User data holding `text` as given (base64 encoding happens at launch).
     pub fn new(text: impl Into<String>) -> Self {
         UserData(text.into())
     }

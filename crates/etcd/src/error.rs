@@ -23,7 +23,7 @@ pub enum EtcdError {
     TlsFile {
         /// Which file (`CA certificate`, `client certificate`, `client key`).
         what: &'static str,
-        /// Its path.
+        /// The path of that file, as given in the settings.
         path: String,
         /// The I/O error.
         #[source]
