@@ -448,7 +448,7 @@ pub struct PassReport {
     pub refused: Vec<(PeerName, RefusalReason, String)>,
     /// Fixed peers that did not answer: (name, error).
     pub silent_fixed: Vec<(PeerName, String)>,
-    /// What went wrong in this pass, as text (no inventory, no quorum, no IPAM, a failed survey...).
+    /// What went wrong in this pass, as text (no inventory, quorum or IPAM; a failed survey...).
     pub errors: Vec<String>,
 }
 
