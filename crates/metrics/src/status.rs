@@ -85,7 +85,7 @@ pub struct RecentAction {
 /// One point of the chart.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ChartPoint {
-    /// When.
+    /// When that tick started.
     pub at: SystemTime,
     /// Machines that exist.
     pub created: u32,

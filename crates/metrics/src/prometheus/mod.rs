@@ -279,7 +279,7 @@ impl PrometheusConfig {
         }
     }
 
-    /// Sets the token.
+    /// Sets [`PrometheusConfig::token`], sent as `Authorization` on every query.
     pub fn with_token(mut self, token: impl Into<Token>) -> Self {
         self.token = Some(token.into());
         self
