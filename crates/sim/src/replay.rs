@@ -141,9 +141,9 @@ pub enum Actor {
 pub struct ActionEvent {
     /// When, Unix milliseconds.
     pub at_ms: i64,
-    /// Who.
+    /// Who acted: the autoscaler or Fly Proxy.
     pub by: Actor,
-    /// What.
+    /// Which action (create, start, stop, suspend, destroy).
     pub kind: ActionKind,
     /// On which machine (the new one for a create).
     pub machine: String,
