@@ -6,7 +6,7 @@
 //! - `null` is accepted wherever a list, map or string may appear (machines on unreachable
 //!   hosts answer `config: null`);
 //! - `autostop` is a boolean or `"off"`/`"stop"`/`"suspend"` (fly-autoscaler v0.3.1 crashed on
-//!   the string form, issue #41);
+//!   the string form, superfly/fly-autoscaler#41);
 //! - states outside the 17 documented ones are kept verbatim ([`FlyState::Other`]);
 //! - numbers that could be large (timestamps) are `u64` and may also arrive as strings.
 //!
