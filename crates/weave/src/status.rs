@@ -371,9 +371,9 @@ pub struct PeerConnection {
 pub struct PeerStatus {
     /// The peer's name.
     pub peer: PeerName,
-    /// Its nickname.
+    /// The peer's nickname (host name); `None` when the router printed `name()`.
     pub nickname: Option<String>,
-    /// Its connections.
+    /// The peer's connections to other peers, as the answering router knows them.
     pub connections: Vec<PeerConnection>,
 }
 
