@@ -100,7 +100,7 @@ pub struct ChartPoint {
 pub struct TargetView {
     /// The target's name.
     pub name: String,
-    /// Its last decision.
+    /// The target's most recent tick (`None` until its first tick is recorded).
     pub last: Option<LastDecision>,
     /// Its last error and when it happened.
     pub last_error: Option<(SystemTime, String)>,
