@@ -72,7 +72,7 @@ pub const MAX_TAGS: usize = 50;
 pub struct UserData(String);
 
 impl UserData {
-    /// Wraps the text.
+    /// User data holding `text` as given (base64 encoding happens at launch).
     pub fn new(text: impl Into<String>) -> Self {
         UserData(text.into())
     }
@@ -254,7 +254,7 @@ pub struct Ec2PoolConfig {
     /// A named profile of `~/.aws/config` for region and credentials; absent = the standard
     /// chain (`AWS_PROFILE`, else `default`).
     pub profile: Option<String>,
-    /// The launch template.
+    /// The launch template new instances are launched from, when one is used.
     pub launch_template: Option<LaunchTemplateRef>,
     /// The AMI (`ami-…`, or `resolve:ssm:/parameter`).
     pub image_id: Option<String>,

@@ -79,7 +79,7 @@ pub enum AwsError {
     NotInPool {
         /// The instance id asked for.
         id: String,
-        /// The pool.
+        /// The pool asked about (the value its pool tag must have).
         pool: String,
         /// Why, when more is known (e.g. `terminated`).
         reason: String,
@@ -96,18 +96,18 @@ pub enum AwsError {
     /// that is still `pending`).
     #[error("instance {id} is {state}: cannot {operation} it now")]
     WrongState {
-        /// The instance.
+        /// The id of the instance (`i-…`) left as it was.
         id: String,
         /// Its EC2 state.
         state: String,
-        /// The operation.
+        /// What was asked of the instance (`start`, `stop`, `stop (after launch)`).
         operation: &'static str,
     },
     /// An instance was launched but is already shutting down or terminated (EC2 found no
     /// capacity for it after all, e.g. a spot instance reclaimed at once).
     #[error("instance {id} was launched but is {state}: {reason}")]
     LaunchedButGone {
-        /// The instance.
+        /// The id of the launched instance (`i-…`).
         id: String,
         /// Its EC2 state.
         state: String,
@@ -117,7 +117,7 @@ pub enum AwsError {
     /// A launched instance did not reach `running` in time to be stopped (create stopped).
     #[error("instance {id} was still {state} after {after:?}; it was not stopped")]
     LaunchWait {
-        /// The instance.
+        /// The id of the launched instance (`i-…`), which was not stopped.
         id: String,
         /// Its last EC2 state.
         state: String,

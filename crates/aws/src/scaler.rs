@@ -617,7 +617,7 @@ impl Ec2Scaler {
         )
     }
 
-    /// The tags of a new instance.
+    /// The tags of a new instance: configured tags, the create's labels, `Name`, pool tag, launch token.
     fn launch_tags(&self, launch: &PreparedLaunch) -> Result<Vec<Tag>, AwsError> {
         let mut tags: BTreeMap<String, String> = self.config.tags.clone();
         for (k, v) in &launch.request.labels {

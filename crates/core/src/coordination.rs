@@ -74,14 +74,14 @@ use crate::{MachineId, Result};
 pub struct ActionNote {
     /// The target (the engine's target name).
     pub target: String,
-    /// The kind of action.
+    /// Which action (create, start, stop, suspend, destroy) the fence is taken for.
     pub kind: ActionKind,
     /// The machine acted on, when there is one (not for creates).
     pub machine: Option<MachineId>,
 }
 
 impl ActionNote {
-    /// A note.
+    /// A note of a `kind` action on `target`, about `machine` (`None` for a create).
     pub fn new(target: impl Into<String>, kind: ActionKind, machine: Option<MachineId>) -> Self {
         ActionNote {
             target: target.into(),

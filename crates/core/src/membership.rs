@@ -92,7 +92,7 @@ impl Member {
 pub struct ReclaimOutcome {
     /// How much of the shared resource moved (Weave: IPs taken over).
     pub reclaimed: u64,
-    /// The member that took it over.
+    /// The name ([`Member::name`]) of the member that took the resource over.
     pub by: String,
     /// `true` when this member had already been reclaimed before (by this or another actor,
     /// as recorded in the membership's ledger) and nothing was done this time.

@@ -168,41 +168,41 @@ impl PlanOptions {
 pub enum Action {
     /// Create a machine.
     Create {
-        /// What to create.
+        /// The machine to create (template, region, initial state, labels).
         request: CreateRequest,
-        /// Why.
+        /// Why the planner chose it, for logs and decision records.
         reason: String,
     },
     /// Start (or resume) a machine.
     Start {
-        /// Which machine.
+        /// The machine to start.
         id: MachineId,
         /// Its state when planned.
         from: MachineState,
-        /// Why.
+        /// Why the planner chose it, for logs and decision records.
         reason: String,
     },
     /// Stop a started machine.
     Stop {
-        /// Which machine.
+        /// The machine to stop.
         id: MachineId,
-        /// Why.
+        /// Why the planner chose it, for logs and decision records.
         reason: String,
     },
     /// Suspend a started machine ([`ScaleIn::Suspend`]).
     Suspend {
-        /// Which machine.
+        /// The machine to suspend.
         id: MachineId,
-        /// Why.
+        /// Why the planner chose it, for logs and decision records.
         reason: String,
     },
     /// Destroy a machine.
     Destroy {
-        /// Which machine.
+        /// The machine to destroy.
         id: MachineId,
         /// Its state when planned.
         from: MachineState,
-        /// Why.
+        /// Why the planner chose it, for logs and decision records.
         reason: String,
     },
 }

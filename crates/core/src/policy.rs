@@ -156,7 +156,7 @@ pub enum ErrorPolicy {
     Fallback {
         /// Consecutive failed ticks before the fallback applies (at least 1).
         after_failures: u32,
-        /// The count to use.
+        /// The count every defined rule (created, started) uses once the fallback applies.
         count: u32,
     },
 }
@@ -241,7 +241,7 @@ pub fn check_duration(name: &str, d: Duration, zero_ok: bool) -> Result<()> {
     Ok(())
 }
 
-/// The rules of one target.
+/// How one target is scaled: its count rules, hard limits and what a metric failure does.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Policy {
     /// How many machines should exist.
@@ -285,7 +285,7 @@ pub type MetricReadings = BTreeMap<String, std::result::Result<f64, String>>;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Decision {
-    /// The targets to plan for.
+    /// The counts the planner plans for, after limits, windows, steps and cooldowns.
     pub targets: Targets,
     /// The targets the rules produced before limits, windows, steps and cooldowns (`None` when
     /// the rules were not evaluated because of an error).

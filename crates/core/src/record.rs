@@ -13,13 +13,13 @@ use crate::{Counts, ErrorKind, MachineId};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MetricReading {
-    /// The value read.
+    /// The value the metric source returned this tick.
     Value(f64),
     /// Why no value could be read.
     Failed {
         /// The error class ([`crate::Error::kind`]).
         kind: ErrorKind,
-        /// The error message.
+        /// The error's text, without a leading ``metric `name`: `` (the map key names the metric).
         message: String,
     },
 }
@@ -28,7 +28,7 @@ pub enum MetricReading {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ActionOutcome {
-    /// The action as planned.
+    /// The action as the plan listed it, whether or not it succeeded.
     pub action: Action,
     /// The machine created, for creates that succeeded.
     pub created: Option<MachineId>,
@@ -49,7 +49,7 @@ pub struct ActionOutcome {
 pub struct ActionError {
     /// The error class ([`crate::Error::kind`]).
     pub kind: ErrorKind,
-    /// The message.
+    /// The error's text (its `Display`), for logs and `status`.
     pub message: String,
     /// Which step failed.
     pub step: ActionStep,
@@ -208,11 +208,11 @@ pub enum TickStatus {
     },
     /// The tick failed before planning.
     Failed {
-        /// Where.
+        /// The step that failed: the pause check or the listing.
         stage: TickStage,
-        /// The error class.
+        /// The error class ([`crate::Error::kind`]).
         kind: ErrorKind,
-        /// The message.
+        /// The error's text (its `Display`), for logs and `status`.
         message: String,
     },
 }
@@ -247,11 +247,11 @@ pub struct DecisionRecord {
     pub duration: Duration,
     /// The counts of the inventory read (`None` when listing failed).
     pub counts: Option<Counts>,
-    /// The metric readings by name.
+    /// Each metric's value or failure this tick, keyed by the metric's name.
     pub metrics: BTreeMap<String, MetricReading>,
     /// The policy's decision.
     pub decision: Option<Decision>,
-    /// The plan.
+    /// The actions planned from the decision (`None` when the tick ended before planning).
     pub plan: Option<Plan>,
     /// The executed actions' outcomes, in plan order.
     pub outcomes: Vec<ActionOutcome>,

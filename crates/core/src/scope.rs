@@ -17,7 +17,7 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// A scope for one target.
+    /// The scope of `target` with no group and no extra variables.
     pub fn new(target: impl Into<String>) -> Self {
         Scope {
             target: target.into(),

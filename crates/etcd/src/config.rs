@@ -79,7 +79,7 @@ pub struct EtcdConfig {
     pub replica_name: Option<String>,
     /// User for etcd's authentication (`etcdctl --user`).
     pub username: Option<String>,
-    /// Its password.
+    /// The password of `username` (redacted in `Debug`, `Display` and serialised form).
     pub password: Option<Secret>,
     /// CA certificate (PEM) to trust instead of the system's roots.
     pub ca_file: Option<PathBuf>,

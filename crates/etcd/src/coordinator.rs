@@ -220,7 +220,7 @@ impl EtcdCoordinator {
         &self.replica
     }
 
-    /// The settings.
+    /// The settings this coordinator was built with (endpoints, prefix, lease TTL, timeouts).
     pub fn config(&self) -> &EtcdConfig {
         &self.config
     }

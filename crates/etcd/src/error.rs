@@ -23,7 +23,7 @@ pub enum EtcdError {
     TlsFile {
         /// Which file (`CA certificate`, `client certificate`, `client key`).
         what: &'static str,
-        /// Its path.
+        /// The path of that file, as given in the settings.
         path: String,
         /// The I/O error.
         #[source]
@@ -78,7 +78,7 @@ pub enum EtcdError {
     /// ownership key changed in etcd.
     #[error("target {target}: {reason}")]
     NotOwner {
-        /// The target.
+        /// The target whose fence was refused.
         target: String,
         /// Why (who owns it, what changed).
         reason: String,
@@ -87,7 +87,7 @@ pub enum EtcdError {
     /// The ledger lock is held by another process after the wait.
     #[error("ledger lock {key} is held by {holder} (waited {})", fleetscale_core::format_seconds(*waited))]
     LockBusy {
-        /// The lock key.
+        /// The etcd key of the ledger's lock.
         key: String,
         /// The holder's description (replica, host, process).
         holder: String,
@@ -99,16 +99,16 @@ pub enum EtcdError {
     /// not appended.
     #[error("ledger lock {key} was lost: nothing appended")]
     LockLost {
-        /// The lock key.
+        /// The etcd key of the lock that was lost.
         key: String,
     },
 
     /// A live replica is already registered under this replica name.
     #[error("replica name {name} is already registered in etcd by a live process ({holder}); give each replica its own name")]
     DuplicateReplica {
-        /// The name.
+        /// The replica name asked for.
         name: String,
-        /// The registration found.
+        /// The live registration's value in etcd (which process holds the name).
         holder: String,
     },
 
@@ -169,7 +169,7 @@ impl EtcdError {
         }
     }
 
-    /// A configuration error.
+    /// An [`EtcdError::Config`] with `message` (the setting and what is wrong with it).
     pub(crate) fn config(message: impl Into<String>) -> Self {
         EtcdError::Config {
             message: message.into(),

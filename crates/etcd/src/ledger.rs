@@ -112,12 +112,12 @@ impl EtcdLedger {
         })
     }
 
-    /// The lock key.
+    /// The etcd key of this ledger's lock (`<prefix>ledger/<name>/lock`).
     pub fn lock_key(&self) -> String {
         format!("{}lock", self.base)
     }
 
-    /// The prefix of the record keys.
+    /// The key prefix of this ledger's records (`<prefix>ledger/<name>/records/`).
     pub fn records_prefix(&self) -> String {
         format!("{}records/", self.base)
     }

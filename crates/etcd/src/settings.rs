@@ -75,7 +75,7 @@ pub struct CoordinationSection {
     pub username: Option<String>,
     /// [`EtcdConfig::password`] (use `${VAR}` in the file, or `password_file`).
     pub password: Option<Secret>,
-    /// A file holding the password.
+    /// A file whose content (one trailing newline dropped) is the password; not with `password`.
     pub password_file: Option<PathBuf>,
     /// [`EtcdConfig::ca_file`].
     pub ca_file: Option<PathBuf>,

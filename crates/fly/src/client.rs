@@ -56,7 +56,7 @@ use fleetscale_core::Token;
 pub const DEFAULT_BASE_URL: &str = "https://api.machines.dev";
 /// The environment variable fly-go reads to override the base URL.
 pub const BASE_URL_ENV: &str = "FLY_FLAPS_BASE_URL";
-/// The lease nonce header.
+/// The header that carries a lease's nonce on calls to a leased machine.
 pub const LEASE_NONCE_HEADER: &str = "fly-machine-lease-nonce";
 /// The request ID header Fly sets on every answer.
 pub const REQUEST_ID_HEADER: &str = "fly-request-id";
@@ -220,7 +220,7 @@ impl MachinesClient {
         MachinesClient::new(token, ClientConfig::from_env())
     }
 
-    /// The configuration.
+    /// The settings this client was built with (base URL, timeouts, retries, pacing).
     pub fn config(&self) -> &ClientConfig {
         &self.config
     }

@@ -29,14 +29,14 @@ pub struct Wildcard {
 }
 
 impl Wildcard {
-    /// A wildcard from a pattern.
+    /// A wildcard matching names against `pattern` (`*` matches any run of characters).
     pub fn new(pattern: impl Into<String>) -> Self {
         Wildcard {
             pattern: pattern.into(),
         }
     }
 
-    /// The pattern as given.
+    /// The pattern exactly as given to [`Wildcard::new`].
     pub fn pattern(&self) -> &str {
         &self.pattern
     }
@@ -96,12 +96,12 @@ impl AppDiscovery {
         }
     }
 
-    /// The organization slug.
+    /// The slug of the organization whose apps are listed.
     pub fn org(&self) -> &str {
         &self.org
     }
 
-    /// The pattern.
+    /// The wildcard an app's name must match to be scaled.
     pub fn pattern(&self) -> &Wildcard {
         &self.pattern
     }

@@ -52,7 +52,7 @@ impl fmt::Display for ApiContext {
 /// uses is not documented).
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GraphqlError {
-    /// The message.
+    /// The error's text, as the server wrote it.
     #[serde(default)]
     pub message: String,
     /// The response path of the field that failed, e.g. `["app"]`.
@@ -64,7 +64,7 @@ pub struct GraphqlError {
 }
 
 impl GraphqlError {
-    /// An error with only a message.
+    /// An error with `message` and no path or extensions.
     pub fn new(message: impl Into<String>) -> Self {
         GraphqlError {
             message: message.into(),
@@ -120,7 +120,7 @@ pub enum FlyError {
     /// region or later; never retried automatically.
     #[error("{ctx}: insufficient capacity: {message}")]
     InsufficientCapacity {
-        /// The call.
+        /// The call that failed (server, method, path, status, `fly-request-id`).
         ctx: ApiContext,
         /// Fly's message.
         message: String,
@@ -128,7 +128,7 @@ pub enum FlyError {
     /// The machine or app name is taken (`status: "name_taken"`).
     #[error("{ctx}: name taken: {message}")]
     NameTaken {
-        /// The call.
+        /// The call that failed (server, method, path, status, `fly-request-id`).
         ctx: ApiContext,
         /// Fly's message.
         message: String,
@@ -136,7 +136,7 @@ pub enum FlyError {
     /// HTTP 409: the machine is leased by someone else (or the lease nonce is wrong).
     #[error("{ctx}: lease conflict: {message}")]
     LeaseConflict {
-        /// The call.
+        /// The call that failed (server, method, path, status, `fly-request-id`).
         ctx: ApiContext,
         /// Fly's message, e.g. `aborted: machine ID … lease currently held by …`.
         message: String,
@@ -145,7 +145,7 @@ pub enum FlyError {
     /// `unable to start machine from current state: 'replacing'`).
     #[error("{ctx}: precondition failed: {message}")]
     PreconditionFailed {
-        /// The call.
+        /// The call that failed (server, method, path, status, `fly-request-id`).
         ctx: ApiContext,
         /// Fly's message.
         message: String,
@@ -153,7 +153,7 @@ pub enum FlyError {
     /// HTTP 404: the app or machine does not exist.
     #[error("{ctx}: not found: {message}")]
     NotFound {
-        /// The call.
+        /// The call that failed (server, method, path, status, `fly-request-id`).
         ctx: ApiContext,
         /// Fly's message.
         message: String,
@@ -161,7 +161,7 @@ pub enum FlyError {
     /// HTTP 401 or 403: the token was refused.
     #[error("{ctx}: unauthorized: {message}")]
     Unauthorized {
-        /// The call.
+        /// The call that failed (server, method, path, status, `fly-request-id`).
         ctx: ApiContext,
         /// Fly's message (never contains the token).
         message: String,
@@ -169,7 +169,7 @@ pub enum FlyError {
     /// HTTP 408 from `wait`: the state was not reached within the wait timeout.
     #[error("{ctx}: wait timed out: {message}")]
     WaitTimeout {
-        /// The call.
+        /// The call that failed (server, method, path, status, `fly-request-id`).
         ctx: ApiContext,
         /// Fly's message.
         message: String,
@@ -180,7 +180,7 @@ pub enum FlyError {
     /// HTTP 400 or 422: the request was invalid.
     #[error("{ctx}: invalid request: {message}")]
     InvalidRequest {
-        /// The call.
+        /// The call that failed (server, method, path, status, `fly-request-id`).
         ctx: ApiContext,
         /// Fly's message.
         message: String,
@@ -188,7 +188,7 @@ pub enum FlyError {
     /// HTTP 429: rate limited.
     #[error("{ctx}: rate limited{}", retry_after.map(|d| format!(" (retry after {})", fleetscale_core::format_seconds(d))).unwrap_or_default())]
     RateLimited {
-        /// The call.
+        /// The call that failed (server, method, path, status, `fly-request-id`).
         ctx: ApiContext,
         /// The `Retry-After` header (seconds or HTTP date), when present and valid.
         retry_after: Option<Duration>,
@@ -198,7 +198,7 @@ pub enum FlyError {
     /// HTTP 5xx.
     #[error("{ctx}: server error: {message}")]
     Server {
-        /// The call.
+        /// The call that failed (server, method, path, status, `fly-request-id`).
         ctx: ApiContext,
         /// Fly's message or a body excerpt.
         message: String,
@@ -206,7 +206,7 @@ pub enum FlyError {
     /// Any other non-2xx status.
     #[error("{ctx}: unexpected status: {message}")]
     UnexpectedStatus {
-        /// The call.
+        /// The call that failed (server, method, path, status, `fly-request-id`).
         ctx: ApiContext,
         /// Fly's message or a body excerpt.
         message: String,
@@ -223,11 +223,11 @@ pub enum FlyError {
     /// A 2xx answer whose body could not be decoded.
     #[error("{ctx}: malformed response body ({source}); body starts with {excerpt:?}")]
     MalformedBody {
-        /// The call.
+        /// The call whose answer could not be decoded (server, method, path, status, request id).
         ctx: ApiContext,
         /// The first bytes of the body (at most 200 characters).
         excerpt: String,
-        /// The decoding error.
+        /// Why the body is not the JSON expected.
         #[source]
         source: serde_json::Error,
     },
@@ -244,9 +244,9 @@ pub enum FlyError {
     /// The call did not finish within its timeout.
     #[error("{ctx}: no answer from {} within {}", ctx.origin, fleetscale_core::format_seconds(*after))]
     Timeout {
-        /// The call.
+        /// The call that got no answer in time.
         ctx: ApiContext,
-        /// The timeout.
+        /// The per-attempt timeout that passed.
         after: Duration,
     },
     /// The client or scaler is misconfigured (bad base URL, empty app name, ...).
@@ -255,24 +255,24 @@ pub enum FlyError {
     /// No machine of the process group can serve as a template for `create`.
     #[error("app {app}: no machine of process group {group:?} available to clone")]
     NoTemplate {
-        /// The app.
+        /// The app whose machines were searched.
         app: String,
-        /// The process group.
+        /// The process group no usable machine was found in.
         group: String,
     },
     /// The machine exists but belongs to another app/process group, or its host is not ok:
     /// the scaler refuses to act on it.
     #[error("refusing to act on machine {id}: {reason}")]
     Refused {
-        /// The machine.
+        /// The id of the machine left alone.
         id: String,
-        /// Why.
+        /// What made the scaler refuse to act on the machine.
         reason: String,
     },
     /// A machine did not reach the expected state (e.g. after a suspend-on-create).
     #[error("machine {id}: {message}")]
     UnexpectedState {
-        /// The machine.
+        /// The id of the machine in the wrong state.
         id: String,
         /// What was expected and seen.
         message: String,

@@ -166,13 +166,13 @@ pub struct Release {
     /// `running` while a deploy is in progress; `complete`, `failed`, `interrupted` after.
     #[serde(default)]
     pub status: String,
-    /// Description.
+    /// Free text describing the release.
     #[serde(default)]
     pub description: Option<String>,
     /// Reason, e.g. `deploy`.
     #[serde(default)]
     pub reason: Option<String>,
-    /// The image of the release.
+    /// The image the release deployed, as the GraphQL `imageRef` field gives it.
     #[serde(default)]
     pub image_ref: Option<String>,
     /// Whether the release is stable.
@@ -262,7 +262,7 @@ impl FlyGraphql {
         FlyGraphql::new(token, GraphqlConfig::from_env())
     }
 
-    /// The configuration.
+    /// The settings this client was built with (base URL, timeouts, retries).
     pub fn config(&self) -> &GraphqlConfig {
         &self.config
     }

@@ -6,7 +6,7 @@
 //! - `null` is accepted wherever a list, map or string may appear (machines on unreachable
 //!   hosts answer `config: null`);
 //! - `autostop` is a boolean or `"off"`/`"stop"`/`"suspend"` (fly-autoscaler v0.3.1 crashed on
-//!   the string form, issue #41);
+//!   the string form, superfly/fly-autoscaler#41);
 //! - states outside the 17 documented ones are kept verbatim ([`FlyState::Other`]);
 //! - numbers that could be large (timestamps) are `u64` and may also arrive as strings.
 //!
@@ -143,7 +143,7 @@ impl FlyState {
         }
     }
 
-    /// The wire name.
+    /// The state's name as the Machines API writes it (`started`; [`FlyState::Other`] verbatim).
     pub fn as_str(&self) -> &str {
         match self {
             FlyState::Created => "created",
@@ -367,7 +367,7 @@ pub struct FlyMachine {
     /// Machine name.
     #[serde(default, deserialize_with = "null_default")]
     pub name: String,
-    /// State.
+    /// The machine's state (unknown states kept verbatim in [`FlyState::Other`]).
     #[serde(default)]
     pub state: FlyState,
     /// Region code, e.g. `iad`.
@@ -459,13 +459,13 @@ impl FlyMachine {
 /// ignored; use [`FlyMachine::config`] for the complete raw config.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct MachineConfig {
-    /// The image.
+    /// The image reference the machine runs (`config.image`).
     #[serde(default)]
     pub image: Option<String>,
     /// Environment variables.
     #[serde(default, deserialize_with = "null_default")]
     pub env: BTreeMap<String, String>,
-    /// Size.
+    /// The guest size: CPU kind, CPU count and memory.
     #[serde(default)]
     pub guest: Option<Guest>,
     /// Services (ports, autostop/autostart).
@@ -583,7 +583,7 @@ pub struct WaitResponse {
     pub version: Option<String>,
 }
 
-/// A lease on a machine.
+/// A lease on a machine; calls that change the leased machine send its nonce.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     /// The nonce to send as `fly-machine-lease-nonce`.
@@ -595,7 +595,7 @@ pub struct Lease {
     /// Who holds it.
     #[serde(default)]
     pub owner: Option<String>,
-    /// Free text.
+    /// The description the holder gave when taking the lease.
     #[serde(default)]
     pub description: Option<String>,
     /// Machine version the lease was taken on.
@@ -609,7 +609,7 @@ pub struct LeaseEnvelope {
     /// `success`.
     #[serde(default)]
     pub status: Option<String>,
-    /// The lease.
+    /// The lease acquired or refreshed (`None` when the answer had no `data`).
     #[serde(default)]
     pub data: Option<Lease>,
 }
@@ -622,10 +622,10 @@ pub struct AppSummary {
     pub id: String,
     /// App name.
     pub name: String,
-    /// Machines.
+    /// How many machines the app has, when the list reports it.
     #[serde(default, deserialize_with = "lenient_u64")]
     pub machine_count: Option<u64>,
-    /// Volumes.
+    /// How many volumes the app has, when the list reports it.
     #[serde(default, deserialize_with = "lenient_u64")]
     pub volume_count: Option<u64>,
     /// 6PN network name.
@@ -639,18 +639,18 @@ pub struct AppList {
     /// Total number of apps.
     #[serde(default, deserialize_with = "lenient_u64")]
     pub total_apps: Option<u64>,
-    /// The apps.
+    /// One entry per app of the organization (an empty list for `null`).
     #[serde(default, deserialize_with = "null_default")]
     pub apps: Vec<AppSummary>,
 }
 
-/// An organization reference.
+/// The organization an app belongs to, as `GET /v1/apps/{app}` shows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Organization {
     /// Display name.
     #[serde(default)]
     pub name: Option<String>,
-    /// Slug.
+    /// The organization's slug, as used in `org_slug` (e.g. `personal`).
     #[serde(default)]
     pub slug: Option<String>,
 }
@@ -677,7 +677,7 @@ pub struct App {
 pub struct CreateAppRequest {
     /// The new app's name.
     pub app_name: String,
-    /// The organization slug.
+    /// The slug of the organization that will own the app.
     pub org_slug: String,
     /// Optional custom 6PN network.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -169,7 +169,7 @@ pub struct CoordinationSample {
     pub replicas: u64,
     /// Whether this replica may act now.
     pub acting: bool,
-    /// The targets it owns.
+    /// The targets this replica owns now, by name.
     pub owned: Vec<String>,
     /// Targets taken over since start.
     pub gained_total: u64,

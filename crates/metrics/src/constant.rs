@@ -55,7 +55,7 @@ impl ConstantSource {
         ConstantSource::new(config.name.clone(), config.value)
     }
 
-    /// The value.
+    /// The number every read returns (finite, checked at construction).
     pub fn value(&self) -> f64 {
         self.value
     }

@@ -30,7 +30,7 @@ pub enum MetricsError {
         metric: String,
         /// What timed out, e.g. `GET http://prom:9090/api/v1/query`.
         operation: String,
-        /// The configured timeout.
+        /// How long the call was given (the source's configured timeout).
         after: Duration,
     },
 
@@ -189,7 +189,7 @@ pub enum MetricsError {
         metric: String,
         /// The gRPC method and endpoint, e.g. `CountWorkflowExecutions at https://h:7233`.
         call: String,
-        /// The namespace asked about.
+        /// The Temporal namespace the call asked about.
         namespace: String,
         /// gRPC's canonical code name, e.g. `UNAVAILABLE`.
         code: &'static str,
@@ -213,7 +213,7 @@ pub enum MetricsError {
 }
 
 impl MetricsError {
-    /// The metric the error is about.
+    /// The name of the metric the error is about (every variant has one).
     pub fn metric(&self) -> &str {
         match self {
             MetricsError::Config { metric, .. }

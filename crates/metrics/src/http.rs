@@ -16,7 +16,7 @@ pub(crate) const MAX_BODY: usize = 8 * 1024 * 1024;
 /// How much of a body goes into an error message.
 pub(crate) const BODY_SNIPPET: usize = 300;
 
-/// A response read to the end.
+/// An HTTP answer whose body was read to the end (at most [`MAX_BODY`] bytes).
 #[derive(Debug)]
 pub(crate) struct Answer {
     /// HTTP status code.

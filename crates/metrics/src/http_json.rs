@@ -142,7 +142,7 @@ impl HttpJsonSource {
         })
     }
 
-    /// The configuration.
+    /// The settings this source was built with (URL, JSON pointer, timeout).
     pub fn config(&self) -> &HttpJsonConfig {
         &self.config
     }

@@ -53,13 +53,13 @@ const MAX_POINTS: usize = 3600;
 pub struct LastDecision {
     /// When the tick started.
     pub at: SystemTime,
-    /// The tick number.
+    /// The tick's sequence number for this target (1 for the first).
     pub tick: u64,
     /// How it ended (`no_scale`, `scaled`, `held`, `failed`, ...).
     pub status: String,
-    /// The counts it saw.
+    /// The inventory's counts that tick (`None` when listing failed).
     pub counts: Option<Counts>,
-    /// The targets decided.
+    /// The counts the policy decided on (`None` when the tick ended before deciding).
     pub targets: Option<Targets>,
     /// Whether the counts were held.
     pub held: bool,
@@ -85,13 +85,13 @@ pub struct RecentAction {
 /// One point of the chart.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ChartPoint {
-    /// When.
+    /// When that tick started.
     pub at: SystemTime,
     /// Machines that exist.
     pub created: u32,
     /// Machines started (or starting).
     pub started: u32,
-    /// The targets of that tick.
+    /// The counts the policy decided on that tick, when it decided.
     pub targets: Option<Targets>,
 }
 
@@ -100,7 +100,7 @@ pub struct ChartPoint {
 pub struct TargetView {
     /// The target's name.
     pub name: String,
-    /// Its last decision.
+    /// The target's most recent tick (`None` until its first tick is recorded).
     pub last: Option<LastDecision>,
     /// Its last error and when it happened.
     pub last_error: Option<(SystemTime, String)>,
@@ -157,7 +157,7 @@ fn first_error(r: &DecisionRecord) -> Option<String> {
 }
 
 impl StatusBoard {
-    /// An empty board.
+    /// A board that knows no target yet, showing pages as `options` say.
     pub fn new(options: StatusOptions) -> Self {
         StatusBoard {
             options,
@@ -165,7 +165,7 @@ impl StatusBoard {
         }
     }
 
-    /// The settings.
+    /// The page settings this board was built with (title, refresh, window, actions shown).
     pub fn options(&self) -> &StatusOptions {
         &self.options
     }

@@ -45,13 +45,13 @@ pub enum SimError {
     Io {
         /// What was being done (`write`, `read`).
         action: &'static str,
-        /// The file.
+        /// The path of the file that could not be read or written.
         path: PathBuf,
-        /// The cause.
+        /// The I/O error, kept as the source.
         #[source]
         source: std::io::Error,
     },
 }
 
-/// The result type of this crate.
+/// The result type of this crate's fallible functions (errors are [`SimError`]).
 pub type Result<T, E = SimError> = std::result::Result<T, E>;

@@ -288,7 +288,7 @@ impl SimFleet {
         id
     }
 
-    /// The simulated time.
+    /// The simulated time now, in Unix milliseconds (the trace's time axis).
     pub fn clock(&self) -> i64 {
         self.clock
     }

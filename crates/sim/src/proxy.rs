@@ -194,7 +194,7 @@ impl FlyProxy {
         }
     }
 
-    /// The settings.
+    /// The settings this proxy model was built with (load metric, soft limit, autostart/stop).
     pub fn config(&self) -> &ProxyConfig {
         &self.config
     }

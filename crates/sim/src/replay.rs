@@ -37,14 +37,14 @@ pub struct ReplayConfig {
     pub label: String,
     /// The target (`app_name` in expressions).
     pub scope: Scope,
-    /// The policy under test.
+    /// The policy whose decisions are replayed (the same [`Policy`] the engine runs).
     pub policy: Policy,
     /// The planner's options (initial state of new machines, per-tick caps, and the
     /// capabilities of the backend simulated).
     pub plan_options: PlanOptions,
     /// Time between ticks (the engine's interval; 15 s by default).
     pub interval: Duration,
-    /// The simulated machines.
+    /// How the simulated machines behave: transition latencies and the initial fleet.
     pub fleet: FleetConfig,
     /// Fly Proxy, for Fly targets whose machines it starts and stops.
     pub proxy: Option<ProxyConfig>,
@@ -141,9 +141,9 @@ pub enum Actor {
 pub struct ActionEvent {
     /// When, Unix milliseconds.
     pub at_ms: i64,
-    /// Who.
+    /// Who acted: the autoscaler or Fly Proxy.
     pub by: Actor,
-    /// What.
+    /// Which action (create, start, stop, suspend, destroy).
     pub kind: ActionKind,
     /// On which machine (the new one for a create).
     pub machine: String,
@@ -164,10 +164,10 @@ pub struct Frame {
     pub ticked: bool,
 }
 
-/// The outcome of a replay.
+/// What a replay produced: the summary figures, a frame per sample and every action.
 #[derive(Clone, Debug)]
 pub struct Replay {
-    /// The figures.
+    /// The figures of the whole run (ticks, actions, peaks, time above max or below min).
     pub summary: Summary,
     /// One frame per sample.
     pub frames: Vec<Frame>,

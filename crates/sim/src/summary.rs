@@ -17,7 +17,7 @@ use crate::proxy::ProxyConfig;
 use crate::replay::{ActionEvent, Actor, ReplayConfig};
 use crate::trace::{format_time, Trace};
 
-/// The history replayed.
+/// The trace that was replayed: time span, sample count, step and metric names.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct HistoryInfo {
     /// The first sample's time (RFC 3339).
@@ -28,7 +28,7 @@ pub struct HistoryInfo {
     pub samples: usize,
     /// The usual distance between samples.
     pub step_seconds: f64,
-    /// The columns.
+    /// The trace's metric names, sorted.
     pub columns: Vec<String>,
 }
 
@@ -37,11 +37,11 @@ pub struct HistoryInfo {
 pub struct PolicyInfo {
     /// The created rule (`min(running_machines + 1, 10)`, or `min: …, max: …`).
     pub created: Option<String>,
-    /// The started rule.
+    /// The started rule's source (`min: …, max: …` for a range; `None` when undefined).
     pub started: Option<String>,
     /// Limits, steps, cooldowns, stabilization.
     pub limits: Limits,
-    /// The error rule.
+    /// What a metric failure does ([`ErrorPolicy`]).
     pub on_error: ErrorPolicy,
     /// The state new machines are created in.
     pub initial_state: InitialState,
@@ -85,11 +85,11 @@ pub struct TickCounts {
 pub struct Summary {
     /// The label of the run (e.g. the configuration file).
     pub label: String,
-    /// The target.
+    /// The target's name the policy was replayed for (`app_name` in expressions).
     pub target: String,
-    /// The history replayed.
+    /// The trace the policy was replayed over.
     pub history: HistoryInfo,
-    /// The policy.
+    /// The policy as configured: rules, limits, error policy, initial state.
     pub policy: PolicyInfo,
     /// Time between ticks.
     pub interval_seconds: f64,

@@ -302,7 +302,7 @@ impl Trace {
         out
     }
 
-    /// The number of samples.
+    /// How many timestamps the trace has (each series has one value or gap per timestamp).
     pub fn len(&self) -> usize {
         self.timestamps.len()
     }

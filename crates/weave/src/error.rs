@@ -18,7 +18,7 @@ pub enum WeaveError {
         url: String,
         /// The call, e.g. `GET /status/ipam`.
         operation: String,
-        /// The transport error.
+        /// Why no HTTP answer arrived (connection refused or reset, DNS, TLS).
         #[source]
         source: reqwest::Error,
     },
@@ -29,7 +29,7 @@ pub enum WeaveError {
     NotReady {
         /// The router's base URL.
         url: String,
-        /// The call.
+        /// The call, e.g. `GET /status`.
         operation: String,
         /// The body of the answer (the status text while not ready).
         body: String,
@@ -40,7 +40,7 @@ pub enum WeaveError {
     Status {
         /// The router's base URL.
         url: String,
-        /// The call.
+        /// The call, e.g. `GET /status/ipam`.
         operation: String,
         /// The HTTP status code.
         status: u16,
@@ -53,7 +53,7 @@ pub enum WeaveError {
     Timeout {
         /// The call or action that timed out.
         operation: String,
-        /// The deadline that passed.
+        /// How long the call or action was given before it was abandoned.
         after: Duration,
     },
 
@@ -90,7 +90,7 @@ pub enum WeaveError {
     /// A string is not a Weave peer name (`aa:bb:cc:dd:ee:ff`, or a `::` short form).
     #[error("invalid peer name {input:?}: {message}")]
     InvalidPeerName {
-        /// The rejected input.
+        /// The string that was given as a peer name.
         input: String,
         /// Why.
         message: String,
@@ -106,7 +106,7 @@ pub enum WeaveError {
     /// A host command could not be started (program missing, permission denied).
     #[error("host {host}: cannot run {program}: {source}")]
     Spawn {
-        /// The host.
+        /// The host the command was to run on.
         host: String,
         /// The program that could not be started.
         program: String,
@@ -118,7 +118,7 @@ pub enum WeaveError {
     /// A host command ran and exited unsuccessfully.
     #[error("host {host}: `{command}` exited with {}: {stderr}", code.map(|c| c.to_string()).unwrap_or_else(|| "a signal".into()))]
     CommandFailed {
-        /// The host.
+        /// The host the command ran on.
         host: String,
         /// The command line, for humans (shell-quoted).
         command: String,
@@ -133,7 +133,7 @@ pub enum WeaveError {
     Refused {
         /// Which rule refused it, for metrics.
         kind: crate::reclaim::RefusalReason,
-        /// The explanation.
+        /// What the rule found, for humans.
         reason: String,
     },
 
@@ -147,7 +147,7 @@ pub enum WeaveError {
     /// After a `leave` or a reclaim, the peer still owns IP space past the deadline.
     #[error("peer {peer} still owns {owned} IPs after {after:?}")]
     StillOwned {
-        /// The peer name.
+        /// The name of the peer that still owns space.
         peer: String,
         /// How many addresses it still owns.
         owned: u64,
@@ -158,7 +158,7 @@ pub enum WeaveError {
     /// Reading or writing the reclaim ledger (or its lock) failed.
     #[error("reclaim ledger {path}: {source}")]
     Ledger {
-        /// The ledger or lock file.
+        /// The path of the ledger file or of its lock file, whichever failed.
         path: String,
         /// The I/O error.
         #[source]
@@ -168,11 +168,11 @@ pub enum WeaveError {
     /// A ledger line is not valid; the ledger is never silently skipped over.
     #[error("reclaim ledger {path}, line {line_no}: {message}: {line:?}")]
     LedgerCorrupt {
-        /// The ledger file.
+        /// Where the ledger is: a file path or the store's description.
         path: String,
         /// 1-based line number.
         line_no: usize,
-        /// The offending line.
+        /// The text of the line that is not a ledger record.
         line: String,
         /// What was wrong.
         message: String,
@@ -181,7 +181,7 @@ pub enum WeaveError {
     /// Another reclaimer process holds the ledger lock.
     #[error("reclaim ledger lock {path} is held by another process")]
     Locked {
-        /// The lock file.
+        /// The lock file's path (or the ledger store's description) whose lock was not had.
         path: String,
     },
 

@@ -150,7 +150,7 @@ pub struct HostSnapshot {
 }
 
 impl HostSnapshot {
-    /// A snapshot.
+    /// A listing of `hosts` taken from the inventory named `source`.
     pub fn new(source: impl Into<String>, hosts: Vec<Host>) -> Self {
         HostSnapshot {
             source: source.into(),
@@ -168,7 +168,7 @@ impl HostSnapshot {
         self.hosts.iter().filter(|h| !h.gone)
     }
 
-    /// The host with this id.
+    /// The listed host whose id is `id` (live or gone), or `None`.
     pub fn get(&self, id: &str) -> Option<&Host> {
         self.hosts.iter().find(|h| h.id == id)
     }

@@ -120,7 +120,7 @@ impl FixedCluster {
 pub enum PeerRole {
     /// A member of the fixed cluster.
     Fixed,
-    /// An autoscaled peer.
+    /// A peer started and stopped by the autoscaler: an IPAM observer that joins and leaves.
     Dynamic,
 }
 
@@ -159,7 +159,7 @@ impl LaunchPlan {
         }
     }
 
-    /// The role.
+    /// Whether this plan launches a fixed or a dynamic peer.
     pub fn role(&self) -> PeerRole {
         self.role
     }

@@ -107,7 +107,7 @@ pub struct LedgerEntry {
     pub address: Option<String>,
     /// Milliseconds since the Unix epoch.
     pub at_unix_ms: u64,
-    /// The writing process.
+    /// The id of the process that wrote the line.
     pub pid: u32,
     /// Free text (e.g. `recovered: space already moved`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -160,7 +160,7 @@ pub enum ReclaimStage {
     Intent,
     /// `rmpeer` took the space over; not yet seen moved.
     Done,
-    /// The space was seen moved.
+    /// The designated peer's IPAM was seen no longer listing the peer: the reclaim is complete.
     Verified,
 }
 
@@ -183,7 +183,7 @@ pub struct HostBinding {
 /// A peer name's current incarnation, folded from its ledger lines.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerRecord {
-    /// The peer name.
+    /// The peer name whose lines this record folds.
     pub peer: PeerName,
     /// Which life (1 = the first).
     pub incarnation: u32,
@@ -368,7 +368,7 @@ impl Ledger {
         }
     }
 
-    /// The ledger file.
+    /// The path of the ledger file (its lock file is this path plus `.lock`).
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -149,7 +149,7 @@ fn sees_nickname(obs: &Observation, nick: &str) -> bool {
 }
 
 impl WeaveMembership {
-    /// A membership.
+    /// A membership of the fixed cluster in `config`, launching joining machines as dynamic peers.
     ///
     /// # Errors
     /// [`WeaveError::Config`] for an empty or invalid fixed cluster or launch flags.

@@ -121,7 +121,7 @@ use crate::{PeerName, WeaveError};
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum RefusalReason {
-    /// The peer is a fixed peer.
+    /// The peer's name is in the configured fixed cluster; fixed peers are never reclaimed.
     Fixed,
     /// A fixed peer still reaches it (alive, maybe partitioned from others).
     Reachable,
@@ -156,7 +156,7 @@ pub enum RefusalReason {
 }
 
 impl RefusalReason {
-    /// A stable label for metrics.
+    /// The reason as a stable snake_case label (`fixed`, `lock_held`), for metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {
             RefusalReason::Fixed => "fixed",
@@ -205,7 +205,7 @@ pub struct FixedPeer {
 }
 
 impl FixedPeer {
-    /// A fixed peer.
+    /// A fixed peer `name`, given to `weave launch` as `address`, with its router API at `api_url`.
     pub fn new(name: PeerName, address: impl Into<String>, api_url: impl Into<String>) -> Self {
         FixedPeer {
             name,
@@ -218,7 +218,7 @@ impl FixedPeer {
 /// Reclaimer settings.
 #[derive(Clone)]
 pub struct ReclaimConfig {
-    /// The fixed cluster.
+    /// Every fixed peer: never reclaimed, and each asked for its view of the cluster.
     pub fixed: Vec<FixedPeer>,
     /// The single designated reclaimer peer (one of `fixed`). Every reclaimer of a cluster
     /// must be configured with the same one.
@@ -415,7 +415,7 @@ impl ReclaimMetrics {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// A snapshot.
+    /// The counters and gauges as of now, each read on its own (not one atomic view).
     pub fn snapshot(&self) -> ReclaimMetricsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         ReclaimMetricsSnapshot {
@@ -448,7 +448,7 @@ pub struct PassReport {
     pub refused: Vec<(PeerName, RefusalReason, String)>,
     /// Fixed peers that did not answer: (name, error).
     pub silent_fixed: Vec<(PeerName, String)>,
-    /// Failures.
+    /// What went wrong in this pass, as text (no inventory, quorum or IPAM; a failed survey...).
     pub errors: Vec<String>,
 }
 
@@ -615,7 +615,7 @@ enum Judgement {
 }
 
 impl Reclaimer {
-    /// A reclaimer.
+    /// A reclaimer of `config`'s fixed cluster, recording its steps in `config`'s ledger.
     ///
     /// # Errors
     /// [`WeaveError::Config`] for invalid settings ([`ReclaimConfig::validate`]), fixed peers
@@ -637,12 +637,12 @@ impl Reclaimer {
         })
     }
 
-    /// The metrics.
+    /// The counters and gauges this reclaimer updates (read with [`ReclaimMetrics::snapshot`]).
     pub fn metrics(&self) -> Arc<ReclaimMetrics> {
         Arc::clone(&self.metrics)
     }
 
-    /// The settings.
+    /// The settings this reclaimer was built with.
     pub fn config(&self) -> &ReclaimConfig {
         &self.config
     }

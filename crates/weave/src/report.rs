@@ -121,7 +121,7 @@ pub struct ReportConnection {
     /// `ip:port`.
     #[serde(default)]
     pub address: String,
-    /// Whether we dialled.
+    /// Whether this router dialled the connection (`false`: the remote peer did).
     #[serde(default)]
     pub outbound: bool,
     /// `established`, `failed`, ...
@@ -151,7 +151,7 @@ pub struct IpamReport {
     /// Addresses in use on the answering router.
     #[serde(default, rename = "ActiveIPs")]
     pub active_ips: u64,
-    /// The default subnet.
+    /// The subnet containers get when they ask for none (CIDR).
     #[serde(default)]
     pub default_subnet: String,
     /// One item per ring range (wrapping ranges split in two); empty when the ring is empty.
@@ -175,7 +175,7 @@ pub struct PaxosReport {
     /// Electors heard from.
     #[serde(default)]
     pub known_nodes: u32,
-    /// The quorum.
+    /// How many electors must agree before the IPAM ring is created (Paxos quorum).
     #[serde(default)]
     pub quorum: u32,
 }
@@ -205,7 +205,7 @@ pub struct IpamEntry {
 /// One peer's aggregate in the IPAM ring (what `weave status ipam` prints per line).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IpamOwner {
-    /// The peer name.
+    /// The peer name of the owner (`aa:bb:cc:dd:ee:ff`).
     pub peer: String,
     /// The nickname of its first entry.
     pub nickname: String,

@@ -216,9 +216,9 @@ pub enum IpamStatus {
     AllRangesUnreachable,
     /// `awaiting consensus (quorum: Q, known: K)`.
     AwaitingConsensus {
-        /// The quorum.
+        /// How many electors must agree before the IPAM ring is created (Paxos quorum).
         quorum: u32,
-        /// The electors known so far.
+        /// How many electors this peer has heard from so far.
         known: u32,
     },
     /// `priming`: an observer waiting for a ring.
@@ -354,7 +354,7 @@ impl Direction {
 /// One connection of a peer in `GET /status/peers`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerConnection {
-    /// Direction.
+    /// Who dialled: this peer (`->`) or the remote one (`<-`).
     pub direction: Direction,
     /// `ip:port`.
     pub address: String,
@@ -371,9 +371,9 @@ pub struct PeerConnection {
 pub struct PeerStatus {
     /// The peer's name.
     pub peer: PeerName,
-    /// Its nickname.
+    /// The peer's nickname (host name); `None` when the router printed `name()`.
     pub nickname: Option<String>,
-    /// Its connections.
+    /// The peer's connections to other peers, as the answering router knows them.
     pub connections: Vec<PeerConnection>,
 }
 
@@ -438,7 +438,7 @@ pub fn parse_peers(text: &str) -> Result<Vec<PeerStatus>, WeaveError> {
 /// One line of `GET /status/connections`: a local connection or connection attempt.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectionStatus {
-    /// Direction.
+    /// Who dialled: this peer (`->`) or the remote one (`<-`).
     pub direction: Direction,
     /// `ip:port`.
     pub address: String,

@@ -67,11 +67,11 @@ use pending::{expected_inventory, PendingCreate, DEFAULT_PENDING_CREATE_TIMEOUT}
 pub struct TargetSpec {
     /// The target's scope (name, group, variables).
     pub scope: Scope,
-    /// Its machines.
+    /// The backend that lists and changes this target's machines.
     pub scaler: Arc<dyn Scaler>,
     /// Its metrics, by [`MetricSource::name`].
     pub sources: Vec<Arc<dyn MetricSource>>,
-    /// Its rules.
+    /// The policy that turns the readings into this target's counts.
     pub policy: Arc<Policy>,
     /// Planner options (initial state, per-action caps). Capabilities are read from the scaler
     /// at every tick.
@@ -436,7 +436,7 @@ impl Engine {
         self
     }
 
-    /// The settings.
+    /// The settings this engine was built with (interval, deadlines, concurrency, dry run).
     pub fn config(&self) -> &EngineConfig {
         &self.config
     }

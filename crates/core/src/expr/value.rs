@@ -15,7 +15,7 @@ pub enum Value {
 }
 
 impl Value {
-    /// The type of this value.
+    /// The [`ValueType`] of this value, as the type rules and error messages name it.
     pub fn value_type(&self) -> ValueType {
         match self {
             Value::Number(_) => ValueType::Number,
@@ -113,7 +113,7 @@ impl fmt::Display for ValueType {
 pub struct Variables(BTreeMap<String, Value>);
 
 impl Variables {
-    /// An empty set of variables.
+    /// A set with no names bound; add them with the `set_*` methods.
     pub fn new() -> Self {
         Variables::default()
     }

@@ -48,7 +48,7 @@ use crate::{
     Member, Scaler,
 };
 
-/// A failed conformance check.
+/// A conformance check that failed: which check, what was expected and what happened.
 #[derive(Debug, thiserror::Error)]
 #[error("conformance check `{check}` failed: {message}")]
 pub struct ConformanceError {
@@ -72,7 +72,7 @@ pub struct ScalerSuite {
     pub settle_timeout: Duration,
     /// How often to poll `list` while waiting (default 20 ms).
     pub poll_interval: Duration,
-    /// An id that no machine has.
+    /// An id no machine of the backend has: `start`, `stop` and `destroy` of it must be not found.
     pub unknown_id: MachineId,
 }
 

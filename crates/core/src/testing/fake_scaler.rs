@@ -28,7 +28,7 @@ pub enum Op {
 /// One call made to a [`FakeScaler`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScalerCall {
-    /// The operation.
+    /// Which [`Scaler`] method was called.
     pub op: Op,
     /// The machine (`None` for list; the new machine for a successful create).
     pub machine: Option<MachineId>,

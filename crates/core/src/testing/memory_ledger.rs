@@ -19,7 +19,7 @@ pub struct MemoryLedger {
 }
 
 impl MemoryLedger {
-    /// An empty store.
+    /// A store with no records and its lock free; clones of it share both.
     pub fn new() -> Self {
         MemoryLedger::default()
     }

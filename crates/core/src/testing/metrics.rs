@@ -35,7 +35,7 @@ impl StaticMetric {
         }
     }
 
-    /// Sets the value.
+    /// Makes every read from now on return `value` (ending a [`StaticMetric::fail`]).
     pub fn set(&self, value: f64) {
         *self.value.lock().unwrap_or_else(|e| e.into_inner()) = Ok(value);
     }

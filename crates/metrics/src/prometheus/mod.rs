@@ -136,9 +136,9 @@ pub enum Aggregation {
     Sum,
     /// The mean of the series' values.
     Avg,
-    /// The smallest value.
+    /// The smallest of the series' values.
     Min,
-    /// The largest value.
+    /// The largest of the series' values.
     Max,
 }
 
@@ -151,9 +151,9 @@ pub enum WindowAggregation {
     Avg,
     /// The largest sample (scale for the peak).
     Max,
-    /// The smallest sample.
+    /// The smallest sample in the window.
     Min,
-    /// The newest sample.
+    /// The last sample of the window (Prometheus sends them oldest first).
     Last,
 }
 
@@ -279,7 +279,7 @@ impl PrometheusConfig {
         }
     }
 
-    /// Sets the token.
+    /// Sets [`PrometheusConfig::token`], sent as `Authorization` on every query.
     pub fn with_token(mut self, token: impl Into<Token>) -> Self {
         self.token = Some(token.into());
         self
@@ -429,7 +429,7 @@ impl PrometheusSource {
         })
     }
 
-    /// The configuration.
+    /// The settings this source was built with (address, query, timeout, aggregation, range).
     pub fn config(&self) -> &PrometheusConfig {
         &self.config
     }

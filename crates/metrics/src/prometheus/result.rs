@@ -25,7 +25,7 @@ pub(crate) struct Ctx<'a> {
     pub context: &'a str,
     /// The address without query string.
     pub url: &'a str,
-    /// The query as sent.
+    /// The PromQL query after variable expansion, exactly as sent.
     pub query: &'a str,
 }
 
@@ -70,17 +70,17 @@ pub(crate) struct Series {
 /// A decoded `data` object.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum QueryData {
-    /// An instant vector.
+    /// `resultType: vector`: one sample per series (instant query).
     Vector(Vec<Series>),
-    /// A range vector.
+    /// `resultType: matrix`: samples over time per series (range query).
     Matrix(Vec<Series>),
-    /// A scalar.
+    /// `resultType: scalar`: one number, kept as the string Prometheus sent.
     Scalar(String),
     /// A string result (not a number).
     String,
 }
 
-/// A successful answer.
+/// A `status: success` answer, decoded, with its warnings and infos.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Decoded {
     pub data: QueryData,

@@ -459,7 +459,7 @@ impl TemporalSource {
         })
     }
 
-    /// The configuration.
+    /// The settings this source was built with (address, namespace, query, TLS).
     pub fn config(&self) -> &TemporalConfig {
         &self.config
     }

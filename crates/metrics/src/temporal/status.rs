@@ -105,7 +105,7 @@ fn details(status: &tonic::Status) -> Option<String> {
     (!out.is_empty()).then(|| out.join("; "))
 }
 
-/// The error for a failed call.
+/// The [`MetricsError`] of a failed gRPC call, with the status's details in words.
 pub(crate) fn error(
     metric: &str,
     call: &'static str,

@@ -29,11 +29,11 @@ pub struct FakeRelease {
     pub version: u64,
     /// `running` during a deploy; `complete`, `failed`, `interrupted` after (flyctl's values).
     pub status: String,
-    /// Description.
+    /// Free text describing the release.
     pub description: String,
     /// Reason (`deploy`).
     pub reason: String,
-    /// Image.
+    /// The image reference the release deployed (`imageRef` in GraphQL answers).
     pub image_ref: String,
     /// Whether it is stable (`complete`).
     pub stable: bool,

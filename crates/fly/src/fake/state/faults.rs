@@ -9,7 +9,7 @@ use super::{FakeFly, Inner};
 pub enum FaultKind {
     /// Answer this status with this body (the request is not executed).
     Status {
-        /// HTTP status.
+        /// The HTTP status code answered.
         status: u16,
         /// Body (JSON or not).
         body: String,
@@ -37,7 +37,7 @@ pub struct Fault {
     pub method: Option<String>,
     /// Only paths containing this, any when `None`.
     pub path_contains: Option<String>,
-    /// What to do.
+    /// What a matching request gets instead of (or before) its answer.
     pub kind: FaultKind,
     /// How many matching requests it applies to.
     pub times: u32,
@@ -74,7 +74,7 @@ impl Fault {
 }
 
 impl FakeFly {
-    /// Adds a fault.
+    /// Queues `fault`: a request takes the first matching fault, using up one of its `times`.
     pub fn inject(&self, fault: Fault) {
         self.lock().faults.push(fault);
     }

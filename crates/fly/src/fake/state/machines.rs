@@ -96,7 +96,7 @@ impl FakeFly {
             .unwrap_or_default()
     }
 
-    /// The state of a machine now.
+    /// The machine's state at this moment (transitions applied), or `None` for an unknown id.
     pub fn state(&self, app: &str, id: &str) -> Option<FlyState> {
         self.machine(app, id).map(|m| m.state)
     }

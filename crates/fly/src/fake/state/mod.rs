@@ -78,7 +78,7 @@ pub struct FakeConfig {
     /// token produces (see [`crate::token::authorization_header`]); otherwise 401. When `None`, any
     /// or no `Authorization` is accepted.
     pub token: Option<Token>,
-    /// Transition times.
+    /// How long each machine state transition takes on the fake.
     pub delays: Delays,
     /// Server-side rate limits; `None` disables them.
     pub rate_limits: Option<FakeRateLimits>,
@@ -112,7 +112,7 @@ impl FakeConfig {
 /// One request as the fake saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestRecord {
-    /// Method.
+    /// The HTTP method, upper case (`GET`, `POST`, ...).
     pub method: String,
     /// Path (no query).
     pub path: String,
@@ -222,7 +222,7 @@ impl FakeFly {
         lock(&self.inner)
     }
 
-    /// The configuration.
+    /// A copy of the fake's current settings (token, delays, rate limits, default region).
     pub fn config(&self) -> FakeConfig {
         self.lock().config.clone()
     }
@@ -232,7 +232,7 @@ impl FakeFly {
         self.lock().config.delays = delays;
     }
 
-    /// A copy of the request log.
+    /// Every request the fake has seen since the log was last cleared, oldest first.
     pub fn request_log(&self) -> Vec<RequestRecord> {
         self.lock().log.clone()
     }
