@@ -5,7 +5,6 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use fleetscale_fly::fake::{Delays, FakeConfig, FakeFlyServer};
-use fleetscale_fly::types::{CreateAppRequest, CreateMachineRequest};
 use fleetscale_fly::{ClientConfig, MachinesClient, Token};
 use fleetscale_weave::fake::{Emulator, EmulatorConfig, PeerSpec};
 use fleetscale_weave::{PeerName, RouterClient};
@@ -45,30 +44,15 @@ pub async fn fake_fly(a: FakeFlyArgs) -> Result<()> {
         ClientConfig::default().with_base_url(server.url()),
     )?;
     for app in &a.app {
-        client
-            .create_app(&CreateAppRequest {
-                app_name: app.clone(),
-                org_slug: "personal".into(),
-                network: None,
-            })
-            .await?;
-        client
-            .create_machine(
-                app,
-                &CreateMachineRequest {
-                    config: json!({
-                        "image": format!("registry.fly.io/{app}:deployment-1"),
-                        "guest": {"cpu_kind": "shared", "cpus": 1, "memory_mb": 256},
-                        "services": [{"protocol": "tcp", "internal_port": 8080,
-                            "autostop": "stop", "autostart": true,
-                            "ports": [{"port": 443, "handlers": ["tls", "http"]}]}],
-                        "metadata": {"fly_process_group": "app"}
-                    }),
-                    region: Some("iad".into()),
-                    ..Default::default()
-                },
-            )
-            .await?;
+        let config = json!({
+            "image": format!("registry.fly.io/{app}:deployment-1"),
+            "guest": {"cpu_kind": "shared", "cpus": 1, "memory_mb": 256},
+            "services": [{"protocol": "tcp", "internal_port": 8080,
+                "autostop": "stop", "autostart": true,
+                "ports": [{"port": 443, "handlers": ["tls", "http"]}]}],
+            "metadata": {"fly_process_group": "app"}
+        });
+        fleetscale_fly::fake::seed_app(&client, "personal", app, config, "iad").await?;
     }
     println!("fake Fly Machines API listening on {}", server.url());
     println!("  export FLY_FLAPS_BASE_URL={}", server.url());

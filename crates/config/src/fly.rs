@@ -8,7 +8,7 @@ use std::sync::Arc;
 use fleetscale_core::policy::Policy;
 use fleetscale_core::{InitialState, MetricSource};
 use fleetscale_fly::apps::FlyApps;
-use fleetscale_fly::{ClientConfig, FlyGraphql, Token, GraphqlConfig, MachinesClient, Wildcard};
+use fleetscale_fly::{ClientConfig, FlyGraphql, GraphqlConfig, MachinesClient, Token, Wildcard};
 
 use crate::error::{ConfigError, Result};
 use crate::schema::{EngineSection, FlyBackend, TargetConfig, WeaveSection};

@@ -10,7 +10,7 @@ use fleetscale_core::expr::Expr;
 use fleetscale_core::policy::{self, CountRule, Policy, COUNT_VARIABLES};
 use fleetscale_core::{Bounds, Counts, InitialState, MetricSource, Scope, Targets};
 use fleetscale_fly::apps::FlyApps;
-use fleetscale_fly::{ClientConfig, FlyGraphql, Token, GraphqlConfig, MachinesClient};
+use fleetscale_fly::{ClientConfig, FlyGraphql, GraphqlConfig, MachinesClient, Token};
 use fleetscale_metrics::{
     MetricsError, PrometheusConfig, PrometheusSource, TemporalConfig, TemporalSource,
 };

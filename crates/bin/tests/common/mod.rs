@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fleetscale_fly::fake::{FakeConfig, FakeFlyServer};
-use fleetscale_fly::{ClientConfig, FlyMachine, Token, MachinesClient};
+use fleetscale_fly::{ClientConfig, FlyMachine, MachinesClient, Token};
 use fleetscale_metrics::harness::PrometheusServer;
 use serde_json::{json, Value};
 

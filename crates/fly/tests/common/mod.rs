@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use fleetscale_fly::fake::{FakeConfig, FakeFlyServer};
-use fleetscale_fly::{
-    ClientConfig, FlyMachine, Token, MachinesClient, PacingConfig, RetryConfig,
-};
+use fleetscale_fly::{ClientConfig, FlyMachine, MachinesClient, PacingConfig, RetryConfig, Token};
 use serde_json::{json, Value};
 
 pub async fn server(config: FakeConfig) -> FakeFlyServer {

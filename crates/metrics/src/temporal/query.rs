@@ -5,7 +5,7 @@
 //! `ExecutionStatus="Running" AND (<query>)`; then `$APP_NAME` is replaced by the app and other
 //! `$VAR`s by the environment (`fas.ExpandMetricQuery`). We build exactly that string, with our
 //! expansion rules (scope variables first, names nobody knows kept as written: see
-//! [`crate::expand`]).
+//! `fleetscale_metrics`'s variable expansion).
 //!
 //! One check is ours: the configured query must have balanced parentheses and closed string
 //! literals outside of strings. Otherwise `a) OR (b` would turn the wrapper into
