@@ -31,8 +31,8 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let path = Path::new("fuzz.toml");
-    if let Ok(expanded) = native::expand_braced_env(path, text, &getenv) {
-        if let Ok(cfg) = toml::from_str::<native::FileConfig>(&expanded) {
+    if let Ok(expanded) = native::ConfigText::expand(path, text, &getenv) {
+        if let Ok(cfg) = toml::from_str::<native::FileConfig>(&expanded.expanded) {
             let _ = NativeTargets::build(path, &expanded, &cfg, &getenv);
         }
     }

@@ -67,12 +67,6 @@ impl BinError {
     }
 }
 
-impl From<fleetscale_fas::config::ConfigError> for BinError {
-    fn from(e: fleetscale_fas::config::ConfigError) -> Self {
-        BinError::Config(e.0)
-    }
-}
-
 impl From<BinError> for fleetscale_core::Error {
     /// Core errors come back as they were; everything else is a configuration or backend
     /// error with its message.

@@ -291,25 +291,48 @@ async fn fake_fly_and_fake_weave_serve_until_signalled() {
     proc.signal("INT");
     assert!(proc.wait(Duration::from_secs(30)).success());
 
-    // fake weave: 3 fixed routers on predictable ports, primed.
-    let base = common::free_port().saturating_sub(3);
-    let mut cmd = fleetscale();
-    cmd.args([
-        "fake",
-        "weave",
-        "--listen-base",
-        &base.to_string(),
-        "--dynamic",
-        "1",
-    ]);
-    let mut proc = Proc::spawn(cmd);
-    let out = proc.stdout_reader();
-    eventually(
-        "the routers",
-        || out().contains("reclaimer:").then_some(()),
-        &out,
-    )
-    .await;
+    // fake weave: 3 fixed routers on predictable ports, primed. The ports are free when chosen
+    // but may be taken (by another test's connection) before the binary binds them: then it
+    // exits with the bind error, and the test tries another run of ports.
+    let (mut proc, base, out) = {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let base = common::free_port_run(4);
+            let mut cmd = fleetscale();
+            cmd.args([
+                "fake",
+                "weave",
+                "--listen-base",
+                &base.to_string(),
+                "--dynamic",
+                "1",
+            ]);
+            let mut proc = Proc::spawn(cmd);
+            let out = proc.stdout_reader();
+            let err = proc.stderr_reader();
+            let both = || format!("stdout:\n{}\nstderr:\n{}", out(), err());
+            let started = eventually(
+                "the routers (or the binary's exit)",
+                || {
+                    if out().contains("reclaimer:") {
+                        return Some(true);
+                    }
+                    proc.child.try_wait().ok().flatten().map(|_| false)
+                },
+                &both,
+            )
+            .await;
+            if started {
+                break (proc, base, out);
+            }
+            assert!(
+                attempt < 3 && err().contains("Address already in use"),
+                "fake weave exited\n{}",
+                both()
+            );
+        }
+    };
     let router =
         fleetscale_weave::RouterClient::new(&format!("http://127.0.0.1:{}", base + 1)).unwrap();
     router.status().await.expect("status of the second router");

@@ -432,7 +432,7 @@ mod tests {
         );
         // Valid: built without connecting; Go's Validate has nothing to say about Temporal.
         let ok = with(temporal("localhost:7233", "default"));
-        assert_eq!(ok.validate(), Ok(()));
+        ok.validate().unwrap();
         let sources = build_sources(&ok).unwrap();
         assert_eq!(sources[0].name(), "workflows");
     }

@@ -14,6 +14,7 @@ use fleetscale_metrics::Token;
 use serde::{Deserialize, Deserializer};
 
 use crate::gocompat::{expand_env_keep_app_name, go_quote, parse_go_duration};
+use crate::FasError;
 
 /// Default reconcile interval (`fas.DefaultReconcileInterval`).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
@@ -133,13 +134,10 @@ pub const ENV_VARIABLES: &[(&str, &str)] = &[
     ("RUST_LOG", "fleetscale: log filter, e.g. debug"),
 ];
 
-/// A configuration problem, with the Go tool's message where it has one.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
-
-fn err(msg: impl Into<String>) -> ConfigError {
-    ConfigError(msg.into())
+/// A configuration problem ([`FasError::Config`]), with the Go tool's message where it has
+/// one.
+fn err(msg: impl Into<String>) -> FasError {
+    FasError::config(msg)
 }
 
 /// One `metric-collectors` entry (or the collector defined by `FAS_PROMETHEUS_*`).
@@ -176,7 +174,7 @@ impl CollectorConfig {
     /// # Errors
     /// `metric name required`, `type required`, `invalid type: "x"`, `prometheus address
     /// required`, `prometheus query required`.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), FasError> {
         if self.metric_name.is_empty() {
             return Err(err("metric name required"));
         }
@@ -279,7 +277,7 @@ impl Default for Config {
     }
 }
 
-fn duration_value(name: &str, s: &str) -> Result<Duration, ConfigError> {
+fn duration_value(name: &str, s: &str) -> Result<Duration, FasError> {
     let parse_err = || err(format!("cannot parse {name} as duration: {}", go_quote(s)));
     let ns = parse_go_duration(s).map_err(|_| parse_err())?;
     if ns <= 0 {
@@ -299,14 +297,14 @@ fn duration_value(name: &str, s: &str) -> Result<Duration, ConfigError> {
 }
 
 /// A grace period: like [`duration_value`], but `0s` is allowed (cancel at once).
-fn grace_value(name: &str, s: &str) -> Result<Duration, ConfigError> {
+fn grace_value(name: &str, s: &str) -> Result<Duration, FasError> {
     if parse_go_duration(s) == Ok(0) {
         return Ok(Duration::ZERO);
     }
     duration_value(name, s)
 }
 
-fn actions_value(name: &str, s: &str) -> Result<u32, ConfigError> {
+fn actions_value(name: &str, s: &str) -> Result<u32, FasError> {
     match s.trim().parse::<u32>() {
         Ok(n) if (1..=fleetscale_core::expr::MAX_MACHINE_COUNT).contains(&n) => Ok(n),
         _ => Err(err(format!(
@@ -328,7 +326,7 @@ impl Config {
     /// # Errors
     /// `cannot parse FAS_CONCURRENCY as integer: "x"`, `cannot parse FAS_INTERVAL as
     /// duration: "x"` (and the same for `FAS_TIMEOUT`, `FAS_APP_LIST_REFRESH_INTERVAL`).
-    pub fn from_env(getenv: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    pub fn from_env(getenv: &dyn Fn(&str) -> Option<String>) -> Result<Config, FasError> {
         let get = |k: &str| getenv(k).unwrap_or_default();
         let mut c = Config {
             app_name: get("FAS_APP_NAME"),
@@ -446,7 +444,7 @@ impl Config {
     ///
     /// # Errors
     /// As [`Config::from_env`].
-    pub fn from_process_env() -> Result<Config, ConfigError> {
+    pub fn from_process_env() -> Result<Config, FasError> {
         Config::from_env(&|k| std::env::var(k).ok())
     }
 
@@ -465,7 +463,7 @@ impl Config {
         &mut self,
         text: &str,
         getenv: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<(), ConfigError> {
+    ) -> Result<(), FasError> {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let substituted = std::cell::RefCell::new(Vec::<(String, String)>::new());
         let expanded = expand_env_keep_app_name(text, |name| {
@@ -587,7 +585,7 @@ impl Config {
     ///
     /// # Errors
     /// The first problem found.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), FasError> {
         if self.app_name.is_empty() {
             return Err(err("app name required"));
         }
@@ -642,7 +640,7 @@ impl Config {
     ///
     /// # Errors
     /// The first problem found.
-    pub fn validate_serve(&self) -> Result<(), ConfigError> {
+    pub fn validate_serve(&self) -> Result<(), FasError> {
         if self.api_token.as_ref().is_none_or(Token::is_empty) {
             return Err(err("cannot create fly client: api token required"));
         }
@@ -658,7 +656,7 @@ impl Config {
     ///
     /// # Errors
     /// When the address is not `host:port` or `:port`.
-    pub fn metrics_socket_addr(&self) -> Result<SocketAddr, ConfigError> {
+    pub fn metrics_socket_addr(&self) -> Result<SocketAddr, FasError> {
         parse_listen_addr(&self.metrics_addr).ok_or_else(|| {
             err(format!(
                 "invalid FAS_METRICS_ADDR {}",
@@ -705,7 +703,7 @@ fn first_non_empty<'a>(a: &'a str, b: &'a str) -> &'a str {
     }
 }
 
-fn validate_kind(kind: &str, single: &str, min: &str, max: &str) -> Result<(), ConfigError> {
+fn validate_kind(kind: &str, single: &str, min: &str, max: &str) -> Result<(), FasError> {
     if single.is_empty() && min.is_empty() && max.is_empty() {
         return Ok(());
     }
@@ -729,7 +727,7 @@ fn validate_kind(kind: &str, single: &str, min: &str, max: &str) -> Result<(), C
 
 /// Constant min and max expressions with min above max can never be met: refused at load
 /// (expressions with variables are clamped at run time, max winning).
-fn inverted_bounds(kind: &str, min: &str, max: &str) -> Result<(), ConfigError> {
+fn inverted_bounds(kind: &str, min: &str, max: &str) -> Result<(), FasError> {
     use fleetscale_core::expr::{Expr, Variables};
     let constant = |src: &str| {
         let e = Expr::parse(src).ok()?;
@@ -965,7 +963,7 @@ mod tests {
             assert_eq!(c.validate().unwrap_err().to_string(), want);
         }
         let ok = app(|c| c.started_machine_count = "ceil(q / 10)".into());
-        assert_eq!(ok.validate(), Ok(()));
+        ok.validate().unwrap();
     }
 
     #[test]
@@ -1015,8 +1013,8 @@ mod tests {
             !format!("{c:?}").contains("secret"),
             "token leaked in Debug"
         );
-        assert_eq!(c.validate(), Ok(()));
-        assert_eq!(c.validate_serve(), Ok(()));
+        c.validate().unwrap();
+        c.validate_serve().unwrap();
     }
 
     #[test]
@@ -1187,7 +1185,7 @@ metric-collectors:
         assert_eq!(mc.query, "WorkflowType=\"my_workflow_type\"");
         assert_eq!(mc.api_key.as_ref().unwrap().expose(), "AK");
         assert_eq!(mc.ca_data.as_ref().unwrap().expose(), "CA");
-        assert_eq!(mc.validate(), Ok(()));
+        mc.validate().unwrap();
     }
 
     #[test]
@@ -1268,7 +1266,7 @@ metric-collectors:
             c.min_created_machine_count = "q + 5".into();
             c.max_created_machine_count = "2".into();
         });
-        assert_eq!(c.validate(), Ok(()));
+        c.validate().unwrap();
     }
 
     #[test]

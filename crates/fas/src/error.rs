@@ -50,11 +50,5 @@ impl FasError {
     }
 }
 
-impl From<crate::config::ConfigError> for FasError {
-    fn from(e: crate::config::ConfigError) -> Self {
-        FasError::Config(e.0)
-    }
-}
-
 /// The result type of the fly-autoscaler compatibility layer.
 pub type Result<T> = std::result::Result<T, FasError>;

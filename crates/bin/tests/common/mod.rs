@@ -207,6 +207,24 @@ pub fn free_port() -> u16 {
     fleetscale_core::testing::server_process::free_loopback_port().expect("a free port")
 }
 
+/// The first of `n` consecutive loopback ports nothing listens on at the moment (held all at
+/// once while checked), for a binary told to listen on a range of ports.
+pub fn free_port_run(n: u16) -> u16 {
+    for _ in 0..200 {
+        let first = free_port();
+        let Some(last) = first.checked_add(n - 1) else {
+            continue;
+        };
+        let held: Vec<_> = (first..=last)
+            .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)))
+            .collect();
+        if held.iter().all(Result::is_ok) {
+            return first;
+        }
+    }
+    panic!("no run of {n} free loopback ports");
+}
+
 /// The body of `GET url` (a `/metrics` page), which must answer.
 pub async fn get_text(url: &str) -> String {
     reqwest::get(url)
