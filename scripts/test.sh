@@ -42,7 +42,7 @@ step "rust-version: no dependency needs a newer Rust than its crate declares"
 bash scripts/check-msrv.sh
 
 step "cargo test"
-cargo test --workspace --all-features
+cargo test --workspace --all-features --no-fail-fast
 
 step "engine_bench --check (API calls per pass, refused creates, heap per app; no timings)"
 cargo run --quiet -p fleetscale-bench --all-features --bin engine_bench -- --check
