@@ -326,6 +326,8 @@ async fn fake_fly_and_fake_weave_serve_until_signalled() {
             if started {
                 break (proc, base, out);
             }
+            // It exited: let the reader threads take the rest of its stderr first.
+            proc.wait(Duration::from_secs(5));
             assert!(
                 attempt < 3 && err().contains("Address already in use"),
                 "fake weave exited\n{}",
