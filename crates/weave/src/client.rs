@@ -97,15 +97,17 @@ impl Default for RouterClient {
 
 /// Refuses a URL this build cannot speak: anything but `http`/`https` with a host, and `https`
 /// when the crate is built without its `tls` feature (reqwest would only fail at the first
-/// request, long after the configuration was accepted).
+/// request, long after the configuration was accepted). `expected` is the form the message
+/// shows for a wrong scheme or a missing host (`http://host:port`).
 pub(crate) fn check_http_url(
     what: &str,
+    expected: &str,
     url: &str,
     parsed: &reqwest::Url,
 ) -> Result<(), WeaveError> {
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(WeaveError::config(format!(
-            "{what} {url:?}: expected http://host:port"
+            "{what} {url:?}: expected {expected}"
         )));
     }
     if parsed.scheme() == "https" && !cfg!(feature = "tls") {
@@ -138,7 +140,7 @@ impl RouterClient {
         let base = base_url.trim_end_matches('/');
         let parsed = reqwest::Url::parse(base)
             .map_err(|e| WeaveError::config(format!("router URL {base_url:?}: {e}")))?;
-        check_http_url("router URL", base_url, &parsed)?;
+        check_http_url("router URL", "http://host:port", base_url, &parsed)?;
         if !matches!(parsed.path(), "" | "/")
             || parsed.query().is_some()
             || parsed.fragment().is_some()
@@ -444,7 +446,18 @@ mod tests {
             }
         }
         RouterClient::new("http://127.0.0.1:6784").expect("plain http always");
-        assert!(RouterClient::new("ftp://h:1").is_err());
+        let err = RouterClient::new("ftp://h:1").err().unwrap();
+        assert!(
+            err.to_string().contains("expected http://host:port"),
+            "{err}"
+        );
+        let err = crate::inventory::HttpInventory::new("ftp://inv/hosts", Duration::from_secs(1))
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("expected http://host[:port]/path"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -353,7 +353,7 @@ impl HttpInventory {
     pub fn new(url: &str, timeout: Duration) -> Result<Self, WeaveError> {
         let parsed = reqwest::Url::parse(url)
             .map_err(|e| WeaveError::config(format!("inventory URL {url:?}: {e}")))?;
-        crate::client::check_http_url("inventory URL", url, &parsed)?;
+        crate::client::check_http_url("inventory URL", "http://host[:port]/path", url, &parsed)?;
         let mut shown = parsed.clone();
         // Never record credentials in the source name (it is logged and written to the ledger).
         let _ = shown.set_password(None);
