@@ -103,15 +103,16 @@ impl fmt::Display for Secret {
     }
 }
 
+// A token shows itself exactly as the secret it holds does.
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(REDACTED)
+        fmt::Debug::fmt(&self.0, f)
     }
 }
 
 impl fmt::Display for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(REDACTED)
+        fmt::Display::fmt(&self.0, f)
     }
 }
 
@@ -158,10 +159,10 @@ impl Serialize for Secret {
     }
 }
 
-/// Serialises as the string `<redacted>`, so printing an effective configuration is safe.
+/// Serialises as the string `<redacted>`, as the [`Secret`] it holds.
 impl Serialize for Token {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(REDACTED)
+        self.0.serialize(serializer)
     }
 }
 
