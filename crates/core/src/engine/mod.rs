@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex as StdMutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use futures::stream::{self, StreamExt};
+use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
 use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -522,7 +522,7 @@ impl Engine {
                     ),
                 }
             }
-            let pass = self.run_pass(&targets, cancel);
+            let pass = self.run_pass(&targets, cancel, false);
             tokio::pin!(pass);
             let finished = tokio::select! {
                 _ = &mut pass => true,
@@ -552,7 +552,9 @@ impl Engine {
     /// and tests.
     pub async fn run_once(&self) -> Result<Vec<DecisionRecord>> {
         let targets = self.provider.targets().await?;
-        Ok(self.run_pass(&targets, &CancellationToken::new()).await)
+        Ok(self
+            .run_pass(&targets, &CancellationToken::new(), true)
+            .await)
     }
 
     fn forget_missing(&self, targets: &[TargetSpec]) {
@@ -564,10 +566,14 @@ impl Engine {
         }
     }
 
+    /// One pass over `targets`, `concurrency` ticks at a time; returns the records only when
+    /// `keep_records` (the loop does not need them: each tick already went to the observers
+    /// and to [`Engine::last_decisions`]).
     async fn run_pass(
         &self,
         targets: &[TargetSpec],
         cancel: &CancellationToken,
+        keep_records: bool,
     ) -> Vec<DecisionRecord> {
         let names: Vec<String> = targets.iter().map(|t| t.name().to_owned()).collect();
         let owned: std::collections::HashSet<String> = match self.coordinator.acquire(&names).await
@@ -578,17 +584,29 @@ impl Engine {
                 return Vec::new();
             }
         };
-        // Futures are built up front: a `map` closure over borrowed targets makes the stream's
-        // future lose `Send` (rust-lang/rust#102211), and `Engine::run` must be spawnable.
-        let ticks: Vec<_> = targets
-            .iter()
-            .filter(|t| owned.contains(t.name()))
-            .map(|t| self.tick_inner(t, self.config.dry_run, cancel))
-            .collect();
-        stream::iter(ticks)
-            .buffer_unordered(self.config.concurrency.max(1))
-            .collect()
-            .await
+        // At most `concurrency` tick futures exist at once: a pass over 10,000 targets must not
+        // hold 10,000 suspended ticks. The loop indexes the targets instead of mapping a stream
+        // over them, because a `map` closure over borrowed targets makes the pass's future lose
+        // `Send` (rust-lang/rust#102211), and `Engine::run` must be spawnable.
+        let limit = self.config.concurrency.max(1);
+        let mut running = FuturesUnordered::new();
+        let mut next = 0;
+        let mut records = Vec::new();
+        loop {
+            while running.len() < limit && next < targets.len() {
+                let target = &targets[next];
+                next += 1;
+                if owned.contains(target.name()) {
+                    running.push(self.tick_inner(target, self.config.dry_run, cancel));
+                }
+            }
+            match running.next().await {
+                Some(record) if keep_records => records.push(record),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        records
     }
 
     /// One tick of one target, honouring the engine's dry-run setting or forcing one.
@@ -755,18 +773,24 @@ impl Engine {
         } else {
             // 6: execute.
             let by_id: HashMap<_, _> = inventory.iter().map(|m| (&m.id, m)).collect();
-            let calls: Vec<_> = plan
-                .actions
-                .iter()
-                .map(|action| {
+            // In plan order, `action_concurrency` calls at a time, and only that many call
+            // futures alive at once (a plan of thousands of creates builds them as it goes).
+            let limit = self.config.action_concurrency.max(1);
+            let mut running = FuturesOrdered::new();
+            let mut next = 0;
+            let mut outcomes: Vec<Executed> = Vec::with_capacity(plan.actions.len());
+            loop {
+                while running.len() < limit && next < plan.actions.len() {
+                    let action = &plan.actions[next];
+                    next += 1;
                     let machine = action.machine().and_then(|id| by_id.get(id).copied());
-                    self.execute(target, action, machine, deadline, cancel)
-                })
-                .collect();
-            let outcomes: Vec<Executed> = stream::iter(calls)
-                .buffered(self.config.action_concurrency.max(1))
-                .collect()
-                .await;
+                    running.push_back(self.execute(target, action, machine, deadline, cancel));
+                }
+                match running.next().await {
+                    Some(executed) => outcomes.push(executed),
+                    None => break,
+                }
+            }
             let up = outcomes
                 .iter()
                 .any(|o| o.outcome.ok() && o.outcome.action.kind().is_scale_up());
