@@ -45,7 +45,7 @@ use serde_json::Value;
 use url::Url;
 
 use crate::error::{excerpt, ApiContext, FlyError};
-use crate::pacing::{Limiter, PacingConfig, Rate, RetryConfig};
+use crate::pacing::{Limiter, Paced, PacingConfig, Rate, RetryConfig};
 use crate::types::{
     App, AppList, CreateAppRequest, CreateMachineRequest, ErrorBody, FlyMachine, Lease,
     LeaseEnvelope, ListOptions, StartResponse, StopRequest, WaitResponse,
@@ -632,13 +632,14 @@ impl MachinesClient {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            let mut paced = None;
             if self.config.pacing.enabled {
                 if let Some((action, scope, rate)) = &call.pace {
                     let rate = self.config.pacing.paced(*rate);
-                    self.limiter.acquire(action, scope, rate).await;
+                    paced = Some(self.limiter.acquire(action, scope, rate).await);
                 }
             }
-            let result = self.attempt(&call, &url, &path).await;
+            let result = self.attempt(&call, &url, &path, paced).await;
             let err = match result {
                 Ok(ok) => return Ok(ok),
                 Err(e) => e,
@@ -676,6 +677,7 @@ impl MachinesClient {
         call: &Call,
         url: &Url,
         path: &str,
+        paced: Option<Paced>,
     ) -> Result<(ApiContext, Vec<u8>), FlyError> {
         let ctx = ApiContext {
             origin: ApiContext::origin_of(url),
@@ -700,7 +702,13 @@ impl MachinesClient {
         if let Some(body) = &call.body {
             req = req.json(body);
         }
-        let (ctx, status, headers, body) = send_once(req, call.timeout, ctx).await?;
+        let sent = send_once(req, call.timeout, ctx).await;
+        if let (Some(paced), Some((action, scope, _))) = (paced, &call.pace) {
+            // Answered or failed, the server counted the call (if at all) no later than now;
+            // learnt before a refusal or headers below, which then only lower the bucket.
+            self.limiter.answered(action, scope, paced);
+        }
+        let (ctx, status, headers, body) = sent?;
         if let Some((action, scope, rate)) =
             call.pace.as_ref().filter(|_| self.config.pacing.enabled)
         {

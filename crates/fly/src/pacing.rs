@@ -16,6 +16,18 @@
 //! rate-limit headers (`RateLimit-Remaining`/`RateLimit-Reset` of the IETF draft
 //! `draft-ietf-httpapi-ratelimit-headers`, or their `X-RateLimit-*` forms), when an answer
 //! carries them, lower the bucket to what the server says is left.
+//!
+//! The margin covers jitter, not delay: a burst sent into a full bucket but held up on its way
+//! (a busy server, a slow network) arrives into a server bucket that was still full, so the
+//! server's refill starts later than the client's by the delay, and the paced call after the
+//! burst arrives early. So the client also learns from the answers: the server counted a
+//! call no later than its answer arrived, and when that is after the call's place in the
+//! client's schedule, the schedule (and every call waiting in it) moves later by the
+//! difference ([`Limiter::answered`]; the buckets are kept in GCRA form so that this is
+//! exact). A burst delayed together costs its delay once; a call sent when its place is
+//! already ahead costs nothing. What this cannot see: an answer slower than the paced calls
+//! behind it (more than a token's time, 1 s at Fly's rates); those fall back on the margin and
+//! on `Retry-After`.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -179,25 +191,58 @@ fn random_u64() -> u64 {
     h.finish()
 }
 
+/// One bucket in GCRA form (the generic cell rate algorithm, equivalent to a token bucket):
+/// `tat`, the theoretical arrival time, is when the bucket would be full again. It is full
+/// whenever `tat <= now`, and each token spent moves `tat` one token's time later. Kept as a
+/// time rather than a token count so that a correction learnt after the fact (an answer
+/// arriving late, see [`Limiter::answered`]) can be added to it exactly: a token count is
+/// clipped at the burst, and what the clip discarded cannot be recovered.
 #[derive(Debug)]
 struct Bucket {
-    tokens: f64,
-    last: Instant,
+    tat: Instant,
     /// The bucket's own rate, by which it refills and by which eviction judges it.
     rate: Rate,
+    /// How far [`Limiter::answered`] has moved `tat` in all: calls already waiting for their
+    /// slot move with it (see [`Limiter::acquire`]).
+    shifted: Duration,
 }
 
 impl Bucket {
-    /// Tokens at `now` (refilled at the bucket's own rate, at most its burst).
-    fn tokens_at(&self, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        (self.tokens + elapsed * self.rate.per_second()).min(self.rate.burst())
+    fn new(now: Instant, rate: Rate) -> Self {
+        Bucket {
+            tat: now,
+            rate,
+            shifted: Duration::ZERO,
+        }
     }
 
-    fn refill(&mut self, now: Instant) {
-        self.tokens = self.tokens_at(now);
-        self.last = self.last.max(now);
+    fn token_time(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.rate.per_second())
     }
+
+    fn is_full(&self, now: Instant) -> bool {
+        self.tat <= now
+    }
+
+    /// Lowers the tokens at `now` to `tokens` (never raises them).
+    fn lower_to(&mut self, now: Instant, tokens: f64) {
+        let owed = (self.rate.burst() - tokens).max(0.0) / self.rate.per_second();
+        self.tat = self
+            .tat
+            .max(now + Duration::from_secs_f64(owed.min(MAX_OWED_SECS)));
+    }
+}
+
+/// A bucket never owes more than a day (keeps `Instant` arithmetic far from overflow whatever
+/// a server's headers say).
+const MAX_OWED_SECS: f64 = 86_400.0;
+
+/// A token handed out by [`Limiter::acquire`]: which bucket, and `slot`, the moment from which
+/// the client's schedule counts this call (the later of its send time and the end of the
+/// calls before it). Hand it to [`Limiter::answered`] when the answer arrives.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Paced {
+    slot: Instant,
 }
 
 /// Buckets kept before full ones are forgotten.
@@ -237,7 +282,19 @@ impl Limiter {
     }
 
     /// Reserves one token and returns how long to wait before using it.
+    #[cfg(test)]
     pub(crate) fn reserve(&self, action: &'static str, scope: &str, rate: Rate) -> Duration {
+        self.reserve_slot(action, scope, rate).0
+    }
+
+    /// Reserves one token: how long to wait before using it, its slot, and the bucket's
+    /// shift so far.
+    fn reserve_slot(
+        &self,
+        action: &'static str,
+        scope: &str,
+        rate: Rate,
+    ) -> (Duration, Paced, Duration) {
         let now = Instant::now();
         let mut buckets = self.lock();
         if buckets.len() > EVICT_ABOVE {
@@ -252,7 +309,7 @@ impl Limiter {
             if due {
                 // Forget buckets that are full again, each judged by its own rate: they carry
                 // no information.
-                buckets.retain(|_, b| b.tokens_at(now) < b.rate.burst());
+                buckets.retain(|_, b| !b.is_full(now));
                 *sweep = Sweep {
                     last: Some(now),
                     kept: buckets.len(),
@@ -260,19 +317,16 @@ impl Limiter {
                 };
             }
         }
-        let b = buckets.entry((action, scope.to_owned())).or_insert(Bucket {
-            tokens: rate.burst(),
-            last: now,
-            rate,
-        });
-        b.refill(now);
+        let b = buckets
+            .entry((action, scope.to_owned()))
+            .or_insert_with(|| Bucket::new(now, rate));
         b.rate = rate;
-        b.tokens = b.tokens.min(rate.burst()) - 1.0;
-        if b.tokens >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-b.tokens / rate.per_second())
-        }
+        // GCRA: the call may go once at most `burst - 1` tokens' time is owed before it.
+        let ahead = b.token_time().mul_f64(rate.burst() - 1.0);
+        let send = now.max(b.tat.checked_sub(ahead).unwrap_or(now));
+        let slot = b.tat.max(send);
+        b.tat = slot + b.token_time();
+        (send - now, Paced { slot }, b.shifted)
     }
 
     /// How many times the sweep for full buckets ran.
@@ -328,39 +382,76 @@ impl Limiter {
     fn at_most(&self, action: &'static str, scope: &str, rate: Rate, tokens: f64) {
         let now = Instant::now();
         let mut buckets = self.lock();
-        let b = buckets.entry((action, scope.to_owned())).or_insert(Bucket {
-            tokens: rate.burst(),
-            last: now,
-            rate,
-        });
-        b.refill(now);
-        b.tokens = b.tokens.min(tokens);
+        buckets
+            .entry((action, scope.to_owned()))
+            .or_insert_with(|| Bucket::new(now, rate))
+            .lower_to(now, tokens);
+    }
+
+    /// The answer to a paced call arrived (whatever it said, or the call failed): the server
+    /// counted the call no later than now. The client's schedule counted it at its slot; if
+    /// that is earlier, the server's bucket may be behind the client's by the difference (a
+    /// call sent into a full bucket but delayed on its way arrives into a bucket that was
+    /// still full, and the server's refill starts later than the client's), so the client's
+    /// schedule moves that much later.
+    ///
+    /// Why this bounds the server: the server runs the same algorithm over arrival times, and
+    /// each step `tat = max(tat, arrival) + T` grows with the arrival; replacing each arrival
+    /// by the answer time (which is later) and adding each call's `answer - slot` to the
+    /// client's schedule gives a time no earlier than the server's. The calls of a burst sent
+    /// at once and delayed together cost the delay once (only the first one's slot is before
+    /// its answer); a call sent when its slot is far ahead costs nothing.
+    pub(crate) fn answered(&self, action: &'static str, scope: &str, paced: Paced) {
+        let now = Instant::now();
+        let late = now.saturating_duration_since(paced.slot);
+        if late.is_zero() {
+            return;
+        }
+        let mut buckets = self.lock();
+        if let Some(b) = buckets.get_mut(&(action, scope.to_owned())) {
+            let late = late.min(Duration::from_secs_f64(MAX_OWED_SECS));
+            b.tat += late;
+            b.shifted += late;
+        }
+    }
+
+    /// How far the bucket moved since it had moved `seen` in all.
+    fn shifted_since(&self, action: &'static str, scope: &str, seen: Duration) -> Duration {
+        self.lock()
+            .get(&(action, scope.to_owned()))
+            .map_or(Duration::ZERO, |b| b.shifted.saturating_sub(seen))
     }
 
     /// Waits for a token. Cancellation-safe: dropped before the wait ends, it gives the token
     /// back.
-    pub(crate) async fn acquire(&self, action: &'static str, scope: &str, rate: Rate) {
-        let wait = self.reserve(action, scope, rate);
-        if !wait.is_zero() {
+    pub(crate) async fn acquire(&self, action: &'static str, scope: &str, rate: Rate) -> Paced {
+        let (mut wait, mut paced, mut seen) = self.reserve_slot(action, scope, rate);
+        let mut unused = UnusedToken {
+            limiter: self,
+            action,
+            scope,
+            armed: true,
+        };
+        // A call waiting for its slot waits longer when the schedule moved meanwhile (an
+        // answer showed the server behind the client): its slot moved with it.
+        while !wait.is_zero() {
             tracing::debug!(action, scope, ?wait, "pacing Machines API call");
-            let mut unused = UnusedToken {
-                limiter: self,
-                action,
-                scope,
-                armed: true,
-            };
             tokio::time::sleep(wait).await;
-            unused.armed = false;
+            wait = self.shifted_since(action, scope, seen);
+            seen += wait;
+            paced.slot += wait;
         }
+        unused.armed = false;
+        paced
     }
 
-    /// Returns a reserved token that was not used (capped at the bucket's burst).
+    /// Returns a reserved token that was not used (at most up to a full bucket).
     fn give_back(&self, action: &'static str, scope: &str) {
         let now = Instant::now();
         let mut buckets = self.lock();
         if let Some(b) = buckets.get_mut(&(action, scope.to_owned())) {
-            b.refill(now);
-            b.tokens = (b.tokens + 1.0).min(b.rate.burst());
+            let earlier = b.tat.checked_sub(b.token_time()).unwrap_or(now);
+            b.tat = earlier.max(now);
         }
     }
 }
@@ -588,6 +679,103 @@ mod tests {
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(l.reserve("list", "other", list), Duration::ZERO);
         assert!(l.lock().len() < 10, "{}", l.lock().len());
+    }
+
+    /// The server's side: GCRA over arrival times at the documented rate (no margin), as
+    /// Fly's proxy counts calls. Returns the arrivals it refuses.
+    fn refused_by_server(arrivals: &mut [Instant], rate: Rate) -> usize {
+        arrivals.sort();
+        let t = Duration::from_secs_f64(1.0 / rate.per_second());
+        let tolerance = t.mul_f64(rate.burst() - 1.0);
+        let mut tat = arrivals[0];
+        let mut refused = 0;
+        for &a in arrivals.iter() {
+            if tat.saturating_duration_since(a) > tolerance {
+                refused += 1;
+            } else {
+                tat = tat.max(a) + t;
+            }
+        }
+        refused
+    }
+
+    /// `delays.len()` calls issued at once (a scale pass's creates for one app), each paced
+    /// by the client, then on its way for its delay, answered 20 ms after it arrived (telling
+    /// the limiter only when `learn`). Returns the arrival times.
+    async fn calls_with_delays(delays: &[Duration], learn: bool) -> Vec<Instant> {
+        let l = std::sync::Arc::new(Limiter::default());
+        let r = PacingConfig::default().paced(Rate::new(1.0, 3));
+        let arrivals = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for &delay in delays {
+            let (l, arrivals) = (l.clone(), arrivals.clone());
+            tasks.push(tokio::spawn(async move {
+                let paced = l.acquire("create", "app", r).await;
+                tokio::time::sleep(delay).await;
+                arrivals.lock().unwrap().push(Instant::now());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if learn {
+                    l.answered("create", "app", paced);
+                }
+            }));
+            // Spawned in order, as the engine sends a plan's calls in order.
+            tokio::task::yield_now().await;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let v = arrivals.lock().unwrap().clone();
+        v
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_delayed_on_its_way_does_not_get_the_paced_calls_refused() {
+        // The burst goes at once and arrives 300 ms later; the 4th call, paced 1.053 s after
+        // the burst was sent, arrives at once. The server's bucket refills from the burst's
+        // arrival, the client's (without learning) from its sending: 247 ms short.
+        let mut delays = vec![Duration::from_millis(300); 3];
+        delays.extend([Duration::ZERO; 3]);
+        let r = Rate::new(1.0, 3);
+        let mut blind = calls_with_delays(&delays, false).await;
+        assert!(
+            refused_by_server(&mut blind, r) > 0,
+            "the scenario must be one the fixed margin alone gets refused"
+        );
+        let start = Instant::now();
+        let mut learnt = calls_with_delays(&delays, true).await;
+        assert_eq!(refused_by_server(&mut learnt, r), 0, "{learnt:?}");
+        // And it costs the delay once, not once per call: the 6th call goes about 3 paced
+        // tokens (3 × 1.053 s) plus 300 ms after the first.
+        let last = *learnt.iter().max().unwrap() - start;
+        assert!(last < Duration::from_millis(3_500), "{last:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_delayed_at_random_are_never_refused_once_answers_are_learnt() {
+        // 200 scale passes of 2 to 9 calls, each call on its way for 0 to 400 ms (a seeded
+        // generator: the same cases every run).
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let r = Rate::new(1.0, 3);
+        for case in 0..200 {
+            let n = 2 + (next() % 8) as usize;
+            let delays: Vec<Duration> = (0..n)
+                .map(|_| Duration::from_millis(next() % 401))
+                .collect();
+            let mut arrivals = calls_with_delays(&delays, true).await;
+            assert_eq!(
+                refused_by_server(&mut arrivals, r),
+                0,
+                "case {case}: delays {delays:?}"
+            );
+            // The bucket is full again before the next case.
+            tokio::time::advance(Duration::from_secs(60)).await;
+        }
     }
 
     #[test]
