@@ -14,6 +14,17 @@ use fleetscale_fly::{
 };
 use serde_json::json;
 
+/// `?force=true`, the documented way to destroy a running machine.
+const FORCE: DestroyOptions = DestroyOptions {
+    force: true,
+    kill: false,
+};
+/// `?kill=true`, what fly-go sends.
+const KILL: DestroyOptions = DestroyOptions {
+    force: false,
+    kill: true,
+};
+
 /// Asserts that a Fly error maps to the named `fleetscale_core::Error` variant.
 macro_rules! assert_maps_to {
     ($error:expr, $variant:ident) => {{
@@ -258,30 +269,14 @@ async fn machine_endpoints_full_lifecycle() {
         matches!(running, FlyError::PreconditionFailed { .. }),
         "{running}"
     );
-    c.destroy_machine(
-        APP,
-        &first.id,
-        DestroyOptions {
-            force: true,
-            kill: false,
-        },
-        None,
-    )
-    .await
-    .unwrap();
+    c.destroy_machine(APP, &first.id, FORCE, None)
+        .await
+        .unwrap();
     wait(&c, &first.id, "destroyed", 10).await.unwrap();
     // `kill=true` is accepted as well (what fly-go sends).
-    c.destroy_machine(
-        APP,
-        &second.id,
-        DestroyOptions {
-            force: false,
-            kill: true,
-        },
-        None,
-    )
-    .await
-    .unwrap();
+    c.destroy_machine(APP, &second.id, KILL, None)
+        .await
+        .unwrap();
     let remaining = c.list_machines(APP, &ListOptions::default()).await.unwrap();
     assert!(remaining.iter().all(|m| m.id != first.id));
     let deleted = list_where(&c, |o| o.include_deleted = true).await;
