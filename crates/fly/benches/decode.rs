@@ -101,12 +101,14 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group! {
-    name = benches;
-    config = Criterion::default()
+/// Short runs (20 samples over 3 s after a 1 s warm-up): enough for figures that move by
+/// whole percents, quick enough to run on every change.
+fn short_runs() -> Criterion {
+    Criterion::default()
         .sample_size(20)
         .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1));
-    targets = bench
+        .warm_up_time(Duration::from_secs(1))
 }
+
+criterion_group!(name = benches; config = short_runs(); targets = bench);
 criterion_main!(benches);

@@ -230,25 +230,46 @@ impl MachinesClient {
         &self.base
     }
 
-    fn machine_call(&self, method: Method, app: &str, id: &str, tail: &[&str]) -> Call {
-        let mut segments = vec![
-            "v1".into(),
-            "apps".into(),
-            app.into(),
-            "machines".into(),
-            id.into(),
-        ];
-        segments.extend(tail.iter().map(|s| (*s).to_owned()));
+    /// A call of `method` on the path `segments`, paced by `pace`: idempotent, with no query,
+    /// body or nonce, bounded by the configured timeout. Callers change what differs.
+    fn call(
+        &self,
+        method: Method,
+        segments: &[&str],
+        pace: Option<(&'static str, String, Rate)>,
+    ) -> Call {
         Call {
             method,
-            segments,
+            segments: segments.iter().map(|s| (*s).to_owned()).collect(),
             query: Vec::new(),
             body: None,
             nonce: None,
             retry: Retry::Idempotent,
-            pace: None,
+            pace,
             timeout: self.config.timeout,
         }
+    }
+
+    fn machine_call(&self, method: Method, app: &str, id: &str, tail: &[&str]) -> Call {
+        let mut call = self.call(method, &["v1", "apps", app, "machines", id], None);
+        call.segments.extend(tail.iter().map(|s| (*s).to_owned()));
+        call
+    }
+
+    /// `POST …/{id}/{action}` with the lease nonce when given, paced as `pace_key` among the
+    /// machine's actions.
+    fn action_call(
+        &self,
+        app: &str,
+        id: &str,
+        action: &str,
+        pace_key: &'static str,
+        nonce: Option<&str>,
+    ) -> Call {
+        let mut call = self.machine_call(Method::POST, app, id, &[action]);
+        call.nonce = nonce.map(str::to_owned);
+        call.pace = self.action_pace(pace_key, id);
+        call
     }
 
     fn action_pace(&self, action: &'static str, id: &str) -> Option<(&'static str, String, Rate)> {
@@ -264,16 +285,12 @@ impl MachinesClient {
         app: &str,
         options: &ListOptions,
     ) -> Result<Vec<FlyMachine>, FlyError> {
-        let call = Call {
-            method: Method::GET,
-            segments: vec!["v1".into(), "apps".into(), app.into(), "machines".into()],
-            query: options.query(),
-            body: None,
-            nonce: None,
-            retry: Retry::Idempotent,
-            pace: Some(("list", app.to_owned(), self.config.pacing.app_action)),
-            timeout: self.config.timeout,
-        };
+        let mut call = self.call(
+            Method::GET,
+            &["v1", "apps", app, "machines"],
+            Some(("list", app.to_owned(), self.config.pacing.app_action)),
+        );
+        call.query = options.query();
         self.json(call).await
     }
 
@@ -300,16 +317,13 @@ impl MachinesClient {
     ) -> Result<FlyMachine, FlyError> {
         let body = serde_json::to_value(request)
             .map_err(|e| FlyError::Config(format!("cannot encode create request: {e}")))?;
-        let call = Call {
-            method: Method::POST,
-            segments: vec!["v1".into(), "apps".into(), app.into(), "machines".into()],
-            query: Vec::new(),
-            body: Some(body),
-            nonce: None,
-            retry: Retry::RateLimitedOnly,
-            pace: Some(("create", app.to_owned(), self.config.pacing.create)),
-            timeout: self.config.timeout,
-        };
+        let mut call = self.call(
+            Method::POST,
+            &["v1", "apps", app, "machines"],
+            Some(("create", app.to_owned(), self.config.pacing.create)),
+        );
+        call.body = Some(body);
+        call.retry = Retry::RateLimitedOnly;
         self.json(call).await
     }
 
@@ -324,9 +338,7 @@ impl MachinesClient {
         id: &str,
         nonce: Option<&str>,
     ) -> Result<StartResponse, FlyError> {
-        let mut call = self.machine_call(Method::POST, app, id, &["start"]);
-        call.nonce = nonce.map(str::to_owned);
-        call.pace = self.action_pace("start", id);
+        let call = self.action_call(app, id, "start", "start", nonce);
         self.json_or_default(call).await
     }
 
@@ -341,10 +353,8 @@ impl MachinesClient {
         request: &StopRequest,
         nonce: Option<&str>,
     ) -> Result<(), FlyError> {
-        let mut call = self.machine_call(Method::POST, app, id, &["stop"]);
+        let mut call = self.action_call(app, id, "stop", "stop", nonce);
         call.body = Some(serde_json::to_value(request).unwrap_or(Value::Null));
-        call.nonce = nonce.map(str::to_owned);
-        call.pace = self.action_pace("stop", id);
         self.empty(call).await
     }
 
@@ -358,10 +368,8 @@ impl MachinesClient {
         id: &str,
         nonce: Option<&str>,
     ) -> Result<(), FlyError> {
-        let mut call = self.machine_call(Method::POST, app, id, &["suspend"]);
-        call.nonce = nonce.map(str::to_owned);
-        call.pace = self.action_pace("suspend", id);
-        self.empty(call).await
+        self.empty(self.action_call(app, id, "suspend", "suspend", nonce))
+            .await
     }
 
     /// `DELETE …/{id}` (`?force=true` / `?kill=true` per `options`). Retried on transient
@@ -489,10 +497,8 @@ impl MachinesClient {
     /// # Errors
     /// Any [`FlyError`].
     pub async fn cordon(&self, app: &str, id: &str, nonce: Option<&str>) -> Result<(), FlyError> {
-        let mut call = self.machine_call(Method::POST, app, id, &["cordon"]);
-        call.nonce = nonce.map(str::to_owned);
-        call.pace = self.action_pace("cordon", id);
-        self.empty(call).await
+        self.empty(self.action_call(app, id, "cordon", "cordon", nonce))
+            .await
     }
 
     /// `POST …/{id}/uncordon`.
@@ -500,10 +506,8 @@ impl MachinesClient {
     /// # Errors
     /// Any [`FlyError`].
     pub async fn uncordon(&self, app: &str, id: &str, nonce: Option<&str>) -> Result<(), FlyError> {
-        let mut call = self.machine_call(Method::POST, app, id, &["uncordon"]);
-        call.nonce = nonce.map(str::to_owned);
-        call.pace = self.action_pace("cordon", id);
-        self.empty(call).await
+        self.empty(self.action_call(app, id, "uncordon", "cordon", nonce))
+            .await
     }
 
     /// `GET /v1/apps?org_slug=…`: the apps of an organization.
@@ -511,16 +515,12 @@ impl MachinesClient {
     /// # Errors
     /// Any [`FlyError`].
     pub async fn list_apps(&self, org_slug: &str) -> Result<AppList, FlyError> {
-        let call = Call {
-            method: Method::GET,
-            segments: vec!["v1".into(), "apps".into()],
-            query: vec![("org_slug".into(), org_slug.to_owned())],
-            body: None,
-            nonce: None,
-            retry: Retry::Idempotent,
-            pace: Some(("apps", org_slug.to_owned(), self.config.pacing.app_action)),
-            timeout: self.config.timeout,
-        };
+        let mut call = self.call(
+            Method::GET,
+            &["v1", "apps"],
+            Some(("apps", org_slug.to_owned(), self.config.pacing.app_action)),
+        );
+        call.query = vec![("org_slug".into(), org_slug.to_owned())];
         self.json(call).await
     }
 
@@ -533,20 +533,17 @@ impl MachinesClient {
     pub async fn create_app(&self, request: &CreateAppRequest) -> Result<App, FlyError> {
         let body = serde_json::to_value(request)
             .map_err(|e| FlyError::Config(format!("cannot encode create app request: {e}")))?;
-        let call = Call {
-            method: Method::POST,
-            segments: vec!["v1".into(), "apps".into()],
-            query: Vec::new(),
-            body: Some(body),
-            nonce: None,
-            retry: Retry::Never,
-            pace: Some((
+        let mut call = self.call(
+            Method::POST,
+            &["v1", "apps"],
+            Some((
                 "create_app",
                 request.org_slug.clone(),
                 self.config.pacing.create,
             )),
-            timeout: self.config.timeout,
-        };
+        );
+        call.body = Some(body);
+        call.retry = Retry::Never;
         let mut app: App = self.json_or_default(call).await?;
         if app.name.is_empty() {
             app.name = request.app_name.clone();
@@ -559,16 +556,11 @@ impl MachinesClient {
     /// # Errors
     /// [`FlyError::NotFound`]; any other.
     pub async fn get_app(&self, app: &str) -> Result<App, FlyError> {
-        let call = Call {
-            method: Method::GET,
-            segments: vec!["v1".into(), "apps".into(), app.into()],
-            query: Vec::new(),
-            body: None,
-            nonce: None,
-            retry: Retry::Idempotent,
-            pace: Some(("get_app", app.to_owned(), self.config.pacing.app_action)),
-            timeout: self.config.timeout,
-        };
+        let call = self.call(
+            Method::GET,
+            &["v1", "apps", app],
+            Some(("get_app", app.to_owned(), self.config.pacing.app_action)),
+        );
         self.json(call).await
     }
 
@@ -652,17 +644,8 @@ impl MachinesClient {
             if attempt >= max_attempts || !retryable {
                 return Err(err);
             }
-            let delay = match &err {
-                FlyError::RateLimited {
-                    retry_after: Some(after),
-                    ..
-                } => {
-                    if *after > retry_cfg.max_retry_after {
-                        return Err(err);
-                    }
-                    *after
-                }
-                _ => retry_cfg.backoff(attempt - 1),
+            let Some(delay) = retry_cfg.delay_after(attempt, &err) else {
+                return Err(err);
             };
             tracing::debug!(
                 method = %call.method, path = %path, attempt, ?delay, error = %err,

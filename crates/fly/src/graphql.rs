@@ -359,17 +359,8 @@ impl FlyGraphql {
             if attempt >= max_attempts || !transient {
                 return Err(err);
             }
-            let delay = match &err {
-                FlyError::RateLimited {
-                    retry_after: Some(after),
-                    ..
-                } => {
-                    if *after > retry.max_retry_after {
-                        return Err(err);
-                    }
-                    *after
-                }
-                _ => retry.backoff(attempt - 1),
+            let Some(delay) = retry.delay_after(attempt, &err) else {
+                return Err(err);
             };
             tracing::debug!(attempt, ?delay, error = %err, "retrying Fly GraphQL query");
             tokio::time::sleep(delay).await;

@@ -181,6 +181,20 @@ impl RetryConfig {
         }
         Duration::from_nanos(random_u64() % (nanos + 1))
     }
+
+    /// How long to wait before retrying after attempt number `attempt` (1-based) failed with
+    /// `err`: the server's `Retry-After` when it sent one, else [`RetryConfig::backoff`].
+    /// `None` when the `Retry-After` is longer than `max_retry_after`: the caller gives up and
+    /// returns the error.
+    pub(crate) fn delay_after(&self, attempt: u32, err: &crate::FlyError) -> Option<Duration> {
+        match err {
+            crate::FlyError::RateLimited {
+                retry_after: Some(after),
+                ..
+            } => (*after <= self.max_retry_after).then_some(*after),
+            _ => Some(self.backoff(attempt - 1)),
+        }
+    }
 }
 
 /// A non-cryptographic random number (for jitter only), from std's randomly seeded hasher.

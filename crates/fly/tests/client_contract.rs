@@ -5,55 +5,146 @@ mod common;
 
 use std::time::Duration;
 
-use common::{app_config, client, client_config, eventually, seed_app, server};
-use fleetscale_fly::fake::{Delays, FakeConfig, FakeRateLimits, Fault, FaultKind};
-use fleetscale_fly::types::{CreateAppRequest, CreateMachineRequest, StopRequest};
+use common::{app_config, client, client_config, eventually, seed_app, server, status_fault, APP};
+use fleetscale_fly::fake::{Delays, FakeConfig, FakeFlyServer, FakeRateLimits, Fault, FaultKind};
+use fleetscale_fly::types::{CreateAppRequest, CreateMachineRequest, StopRequest, WaitResponse};
 use fleetscale_fly::{
     ClientConfig, DestroyOptions, FlyError, FlyMachine, FlyState, ListOptions, MachinesClient,
     PacingConfig, Rate, RetryConfig, Token, WaitOptions,
 };
 use serde_json::json;
 
-const APP: &str = "web";
+/// `?force=true`, the documented way to destroy a running machine.
+const FORCE: DestroyOptions = DestroyOptions {
+    force: true,
+    kill: false,
+};
+/// `?kill=true`, what fly-go sends.
+const KILL: DestroyOptions = DestroyOptions {
+    force: false,
+    kill: true,
+};
+
+/// Asserts that a Fly error maps to the named `fleetscale_core::Error` variant.
+macro_rules! assert_maps_to {
+    ($error:expr, $variant:ident) => {{
+        let core = fleetscale_core::Error::from($error);
+        assert!(
+            matches!(core, fleetscale_core::Error::$variant { .. }),
+            "expected {}, got {core:?}",
+            stringify!($variant)
+        );
+    }};
+}
+
+/// Waits up to `secs` for machine `id` of [`APP`] to reach `state`.
+async fn wait(
+    c: &MachinesClient,
+    id: &str,
+    state: &str,
+    secs: u64,
+) -> Result<WaitResponse, FlyError> {
+    c.wait_machine(APP, id, &WaitOptions::new(state, Duration::from_secs(secs)))
+        .await
+}
+
+/// An instant fake with [`APP`] and its first machine, and a client of it.
+async fn seeded() -> (FakeFlyServer, MachinesClient, FlyMachine) {
+    let srv = server(FakeConfig::instant()).await;
+    let c = client(&srv);
+    let m = seed_app(&c, APP, None).await;
+    (srv, c, m)
+}
+
+/// A fake that accepts only `token`.
+async fn server_with_token(token: &str) -> FakeFlyServer {
+    server(FakeConfig {
+        token: Some(Token::new(token)),
+        ..FakeConfig::instant()
+    })
+    .await
+}
+
+/// A client of `srv` that sends `token`.
+fn client_with_token(srv: &FakeFlyServer, token: &str) -> MachinesClient {
+    MachinesClient::new(Some(Token::new(token)), client_config(srv)).unwrap()
+}
+
+/// Lists the machines of [`APP`] with the options `set` chooses.
+async fn list_where(c: &MachinesClient, set: impl FnOnce(&mut ListOptions)) -> Vec<FlyMachine> {
+    let mut options = ListOptions::default();
+    set(&mut options);
+    c.list_machines(APP, &options).await.unwrap()
+}
+
+/// Creates a machine in [`APP`].
+async fn create(c: &MachinesClient, request: CreateMachineRequest) -> Result<FlyMachine, FlyError> {
+    c.create_machine(APP, &request).await
+}
+
+/// A create request for the default app config, to be completed with `..plain_create()`.
+fn plain_create() -> CreateMachineRequest {
+    CreateMachineRequest {
+        config: app_config(None),
+        ..Default::default()
+    }
+}
+
+/// A create request for the default app config that leaves the machine `created`.
+fn skip_launch_create() -> CreateMachineRequest {
+    CreateMachineRequest {
+        skip_launch: Some(true),
+        ..plain_create()
+    }
+}
+
+/// A create request for the default app config with a machine name.
+fn named_create(name: &str) -> CreateMachineRequest {
+    CreateMachineRequest {
+        name: Some(name.into()),
+        ..plain_create()
+    }
+}
+
+/// A request to create app `name` in org `org`.
+fn app_request(name: &str, org: &str) -> CreateAppRequest {
+    CreateAppRequest {
+        app_name: name.into(),
+        org_slug: org.into(),
+        network: None,
+    }
+}
+
+/// A 429 fault with the given `Retry-After` header.
+fn rate_limited(retry_after: &str) -> Fault {
+    Fault::new(FaultKind::RateLimited {
+        retry_after: Some(retry_after.into()),
+    })
+}
 
 #[tokio::test]
 async fn apps_create_get_list_and_name_taken() {
     let srv = server(FakeConfig::instant()).await;
     let c = client(&srv);
     let app = c
-        .create_app(&CreateAppRequest {
-            app_name: "my-app-1".into(),
-            org_slug: "acme".into(),
-            network: None,
-        })
+        .create_app(&app_request("my-app-1", "acme"))
         .await
         .unwrap();
     assert_eq!(app.name, "my-app-1");
-    c.create_app(&CreateAppRequest {
-        app_name: "other".into(),
-        org_slug: "elsewhere".into(),
-        network: None,
-    })
-    .await
-    .unwrap();
+    c.create_app(&app_request("other", "elsewhere"))
+        .await
+        .unwrap();
     let got = c.get_app("my-app-1").await.unwrap();
     assert_eq!(got.organization.unwrap().slug.as_deref(), Some("acme"));
     let list = c.list_apps("acme").await.unwrap();
     assert_eq!(list.total_apps, Some(1));
     assert_eq!(list.apps[0].name, "my-app-1");
     let dup = c
-        .create_app(&CreateAppRequest {
-            app_name: "my-app-1".into(),
-            org_slug: "acme".into(),
-            network: None,
-        })
+        .create_app(&app_request("my-app-1", "acme"))
         .await
         .unwrap_err();
     assert!(matches!(dup, FlyError::NameTaken { .. }), "{dup}");
-    assert!(matches!(
-        fleetscale_core::Error::from(dup),
-        fleetscale_core::Error::Conflict { .. }
-    ));
+    assert_maps_to!(dup, Conflict);
     let missing = c.get_app("nope").await.unwrap_err();
     assert!(missing.is_not_found(), "{missing}");
     srv.shutdown().await;
@@ -72,14 +163,7 @@ async fn machine_endpoints_full_lifecycle() {
     // The raw config round-trips, unknown fields included.
     assert_eq!(first.config.as_ref().unwrap(), &app_config(Some("app")));
 
-    let w = c
-        .wait_machine(
-            APP,
-            &first.id,
-            &WaitOptions::new("started", Duration::from_secs(10)),
-        )
-        .await
-        .unwrap();
+    let w = wait(&c, &first.id, "started", 10).await.unwrap();
     assert_eq!(w.ok, Some(true));
     let got = c.get_machine(APP, &first.id).await.unwrap();
     assert_eq!(got.state, FlyState::Started);
@@ -107,45 +191,17 @@ async fn machine_endpoints_full_lifecycle() {
 
     let all = c.list_machines(APP, &ListOptions::default()).await.unwrap();
     assert_eq!(all.len(), 2);
-    let by_region = c
-        .list_machines(
-            APP,
-            &ListOptions {
-                region: Some("iad".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let by_region = list_where(&c, |o| o.region = Some("iad".into())).await;
     assert_eq!(ids(&by_region), vec![second.id.clone()]);
-    let started = c
-        .list_machines(
-            APP,
-            &ListOptions {
-                states: vec!["started".into()],
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let started = list_where(&c, |o| o.states = vec!["started".into()]).await;
     assert_eq!(ids(&started), vec![first.id.clone()]);
-    let mut meta = ListOptions::default();
-    meta.metadata
-        .insert("fly_process_group".into(), "worker".into());
-    assert_eq!(
-        ids(&c.list_machines(APP, &meta).await.unwrap()),
-        vec![second.id.clone()]
-    );
-    let summary = c
-        .list_machines(
-            APP,
-            &ListOptions {
-                summary: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let in_group = list_where(&c, |o| {
+        o.metadata
+            .insert("fly_process_group".into(), "worker".into());
+    })
+    .await;
+    assert_eq!(ids(&in_group), vec![second.id.clone()]);
+    let summary = list_where(&c, |o| o.summary = true).await;
     assert!(summary
         .iter()
         .all(|m| m.config.is_none() && m.host_status.is_none()));
@@ -172,23 +228,11 @@ async fn machine_endpoints_full_lifecycle() {
     .unwrap();
     let started = c.start_machine(APP, &first.id, None).await.unwrap();
     assert_eq!(started.previous_state.as_deref(), Some("stopped"));
-    c.wait_machine(
-        APP,
-        &first.id,
-        &WaitOptions::new("started", Duration::from_secs(10)),
-    )
-    .await
-    .unwrap();
+    wait(&c, &first.id, "started", 10).await.unwrap();
 
     // Suspend and resume.
     c.suspend_machine(APP, &first.id, None).await.unwrap();
-    c.wait_machine(
-        APP,
-        &first.id,
-        &WaitOptions::new("suspended", Duration::from_secs(10)),
-    )
-    .await
-    .unwrap();
+    wait(&c, &first.id, "suspended", 10).await.unwrap();
     let resumed = c.start_machine(APP, &first.id, None).await.unwrap();
     assert_eq!(resumed.previous_state.as_deref(), Some("suspended"));
 
@@ -205,13 +249,7 @@ async fn machine_endpoints_full_lifecycle() {
     );
 
     // Starting a started machine is a 412 on Fly.
-    c.wait_machine(
-        APP,
-        &first.id,
-        &WaitOptions::new("started", Duration::from_secs(10)),
-    )
-    .await
-    .unwrap();
+    wait(&c, &first.id, "started", 10).await.unwrap();
     let again = c.start_machine(APP, &first.id, None).await.unwrap_err();
     assert!(
         matches!(again, FlyError::PreconditionFailed { .. }),
@@ -231,48 +269,17 @@ async fn machine_endpoints_full_lifecycle() {
         matches!(running, FlyError::PreconditionFailed { .. }),
         "{running}"
     );
-    c.destroy_machine(
-        APP,
-        &first.id,
-        DestroyOptions {
-            force: true,
-            kill: false,
-        },
-        None,
-    )
-    .await
-    .unwrap();
-    c.wait_machine(
-        APP,
-        &first.id,
-        &WaitOptions::new("destroyed", Duration::from_secs(10)),
-    )
-    .await
-    .unwrap();
-    // `kill=true` is accepted as well (what fly-go sends).
-    c.destroy_machine(
-        APP,
-        &second.id,
-        DestroyOptions {
-            force: false,
-            kill: true,
-        },
-        None,
-    )
-    .await
-    .unwrap();
-    let remaining = c.list_machines(APP, &ListOptions::default()).await.unwrap();
-    assert!(remaining.iter().all(|m| m.id != first.id));
-    let deleted = c
-        .list_machines(
-            APP,
-            &ListOptions {
-                include_deleted: true,
-                ..Default::default()
-            },
-        )
+    c.destroy_machine(APP, &first.id, FORCE, None)
         .await
         .unwrap();
+    wait(&c, &first.id, "destroyed", 10).await.unwrap();
+    // `kill=true` is accepted as well (what fly-go sends).
+    c.destroy_machine(APP, &second.id, KILL, None)
+        .await
+        .unwrap();
+    let remaining = c.list_machines(APP, &ListOptions::default()).await.unwrap();
+    assert!(remaining.iter().all(|m| m.id != first.id));
+    let deleted = list_where(&c, |o| o.include_deleted = true).await;
     assert!(deleted
         .iter()
         .any(|m| m.id == first.id && m.state == FlyState::Destroyed));
@@ -305,24 +312,8 @@ fn ids(ms: &[FlyMachine]) -> Vec<String> {
 async fn skip_launch_stays_created() {
     let srv = server(FakeConfig::instant()).await;
     let c = client(&srv);
-    c.create_app(&CreateAppRequest {
-        app_name: APP.into(),
-        org_slug: "o".into(),
-        network: None,
-    })
-    .await
-    .unwrap();
-    let m = c
-        .create_machine(
-            APP,
-            &CreateMachineRequest {
-                config: app_config(None),
-                skip_launch: Some(true),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    c.create_app(&app_request(APP, "o")).await.unwrap();
+    let m = create(&c, skip_launch_create()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(
         c.get_machine(APP, &m.id).await.unwrap().state,
@@ -333,9 +324,7 @@ async fn skip_launch_stays_created() {
 
 #[tokio::test]
 async fn leases_nonces_and_409() {
-    let srv = server(FakeConfig::instant()).await;
-    let c = client(&srv);
-    let m = seed_app(&c, APP, None).await;
+    let (srv, c, m) = seeded().await;
     let lease = c
         .acquire_lease(APP, &m.id, Duration::from_secs(30), Some("test"))
         .await
@@ -363,10 +352,7 @@ async fn leases_nonces_and_409() {
         .await
         .unwrap_err();
     assert!(matches!(stop, FlyError::LeaseConflict { .. }), "{stop}");
-    assert!(matches!(
-        fleetscale_core::Error::from(stop),
-        fleetscale_core::Error::Conflict { .. }
-    ));
+    assert_maps_to!(stop, Conflict);
     let wrong = c
         .release_lease(APP, &m.id, "not-the-nonce")
         .await
@@ -396,17 +382,15 @@ async fn leases_nonces_and_409() {
         .any(|r| r.path.ends_with("/stop") && r.nonce.as_deref() == Some(lease.nonce.as_str())));
 
     // create with lease_ttl answers a nonce and holds the lease.
-    let leased = c
-        .create_machine(
-            APP,
-            &CreateMachineRequest {
-                config: app_config(None),
-                lease_ttl: Some(30),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let leased = create(
+        &c,
+        CreateMachineRequest {
+            lease_ttl: Some(30),
+            ..plain_create()
+        },
+    )
+    .await
+    .unwrap();
     let nonce = leased.nonce.clone().expect("nonce with lease_ttl");
     let e = c
         .stop_machine(APP, &leased.id, &StopRequest::default(), None)
@@ -419,19 +403,11 @@ async fn leases_nonces_and_409() {
 
 #[tokio::test]
 async fn auth_headers_and_401() {
-    let cfg = FakeConfig {
-        token: Some(Token::new("FlyV1 fm2_secret,fm1a_other")),
-        ..FakeConfig::instant()
-    };
-    let srv = server(cfg).await;
+    let srv = server_with_token("FlyV1 fm2_secret,fm1a_other").await;
     // The same token with a different spelling produces the same header.
-    let ok = MachinesClient::new(
-        Some(Token::new("fm2_secret, fm1a_other")),
-        client_config(&srv),
-    )
-    .unwrap();
+    let ok = client_with_token(&srv, "fm2_secret, fm1a_other");
     ok.list_apps("o").await.unwrap();
-    let bad = MachinesClient::new(Some(Token::new("fm2_wrong")), client_config(&srv)).unwrap();
+    let bad = client_with_token(&srv, "fm2_wrong");
     let e = bad.list_apps("o").await.unwrap_err();
     assert!(matches!(e, FlyError::Unauthorized { .. }), "{e}");
     assert_eq!(e.status(), Some(401));
@@ -440,10 +416,7 @@ async fn auth_headers_and_401() {
         !e.to_string().contains("fm2_wrong"),
         "no token in errors: {e}"
     );
-    assert!(matches!(
-        fleetscale_core::Error::from(e),
-        fleetscale_core::Error::Unauthorized { .. }
-    ));
+    assert_maps_to!(e, Unauthorized);
     let none = MachinesClient::new(None, client_config(&srv)).unwrap();
     assert!(matches!(
         none.list_apps("o").await.unwrap_err(),
@@ -455,33 +428,18 @@ async fn auth_headers_and_401() {
     srv.shutdown().await;
 
     // Bearer tokens.
-    let cfg = FakeConfig {
-        token: Some(Token::new("personal-token")),
-        ..FakeConfig::instant()
-    };
-    let srv = server(cfg).await;
-    let c = MachinesClient::new(
-        Some(Token::new("Bearer personal-token")),
-        client_config(&srv),
-    )
-    .unwrap();
+    let srv = server_with_token("personal-token").await;
+    let c = client_with_token(&srv, "Bearer personal-token");
     c.list_apps("o").await.unwrap();
     srv.shutdown().await;
 }
 
 #[tokio::test]
 async fn rate_limit_429_with_retry_after_is_waited_and_retried() {
-    let srv = server(FakeConfig::instant()).await;
-    let c = client(&srv);
-    let m = seed_app(&c, APP, None).await;
+    let (srv, c, m) = seeded().await;
     srv.fake().clear_request_log();
-    srv.fake().inject(
-        Fault::new(FaultKind::RateLimited {
-            retry_after: Some("1".into()),
-        })
-        .method("GET")
-        .path("/machines/"),
-    );
+    srv.fake()
+        .inject(rate_limited("1").method("GET").path("/machines/"));
     let got = c.get_machine(APP, &m.id).await.unwrap();
     assert_eq!(got.id, m.id);
     let log = srv.fake().request_log();
@@ -495,23 +453,16 @@ async fn rate_limit_429_with_retry_after_is_waited_and_retried() {
 
     // An HTTP-date Retry-After in the past means "now".
     srv.fake().inject(
-        Fault::new(FaultKind::RateLimited {
-            retry_after: Some("Sun, 06 Nov 1994 08:49:37 GMT".into()),
-        })
-        .method("GET")
-        .path("/machines/"),
+        rate_limited("Sun, 06 Nov 1994 08:49:37 GMT")
+            .method("GET")
+            .path("/machines/"),
     );
     c.get_machine(APP, &m.id).await.unwrap();
 
     // A Retry-After longer than the cap is returned, not waited out.
     srv.fake().clear_request_log();
-    srv.fake().inject(
-        Fault::new(FaultKind::RateLimited {
-            retry_after: Some("120".into()),
-        })
-        .method("GET")
-        .path("/machines/"),
-    );
+    srv.fake()
+        .inject(rate_limited("120").method("GET").path("/machines/"));
     let e = c.get_machine(APP, &m.id).await.unwrap_err();
     match &e {
         FlyError::RateLimited { retry_after, .. } => {
@@ -599,9 +550,7 @@ async fn server_side_rate_limits_and_client_pacing() {
 
 #[tokio::test]
 async fn not_found_wait_timeout_invalid_and_capacity() {
-    let srv = server(FakeConfig::instant()).await;
-    let c = client(&srv);
-    let m = seed_app(&c, APP, None).await;
+    let (srv, c, m) = seeded().await;
 
     let nf = c.get_machine(APP, "0000000000dead").await.unwrap_err();
     assert!(nf.is_not_found());
@@ -615,25 +564,8 @@ async fn not_found_wait_timeout_invalid_and_capacity() {
     assert!(nf_app.is_not_found());
 
     // 408: waiting for a state that never comes.
-    let idle = c
-        .create_machine(
-            APP,
-            &CreateMachineRequest {
-                config: app_config(None),
-                skip_launch: Some(true),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let timeout = c
-        .wait_machine(
-            APP,
-            &idle.id,
-            &WaitOptions::new("started", Duration::from_secs(1)),
-        )
-        .await
-        .unwrap_err();
+    let idle = create(&c, skip_launch_create()).await.unwrap();
+    let timeout = wait(&c, &idle.id, "started", 1).await.unwrap_err();
     assert!(matches!(timeout, FlyError::WaitTimeout { .. }), "{timeout}");
     assert_eq!(timeout.status(), Some(408));
     let core = fleetscale_core::Error::from(timeout);
@@ -650,11 +582,7 @@ async fn not_found_wait_timeout_invalid_and_capacity() {
     srv.fake().clear_request_log();
     let _ = tokio::time::timeout(
         Duration::from_millis(200),
-        c.wait_machine(
-            APP,
-            &idle.id,
-            &WaitOptions::new("started", Duration::from_secs(600)),
-        ),
+        wait(&c, &idle.id, "started", 600),
     )
     .await;
     let log = srv.fake().request_log();
@@ -679,94 +607,40 @@ async fn not_found_wait_timeout_invalid_and_capacity() {
         "{invalid}"
     );
     assert_eq!(invalid.status(), Some(422));
-    assert!(matches!(
-        fleetscale_core::Error::from(invalid),
-        fleetscale_core::Error::InvalidRequest { .. }
-    ));
-    let bad_state = c
-        .wait_machine(
-            APP,
-            &m.id,
-            &WaitOptions::new("running", Duration::from_secs(1)),
-        )
-        .await
-        .unwrap_err();
+    assert_maps_to!(invalid, InvalidRequest);
+    let bad_state = wait(&c, &m.id, "running", 1).await.unwrap_err();
     assert!(matches!(bad_state, FlyError::InvalidRequest { .. }));
     assert_eq!(bad_state.status(), Some(400));
 
     // insufficient_capacity.
     srv.fake().fail_next_creates(1);
-    let cap = c
-        .create_machine(
-            APP,
-            &CreateMachineRequest {
-                config: app_config(None),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_err();
+    let cap = create(&c, plain_create()).await.unwrap_err();
     assert!(
         matches!(cap, FlyError::InsufficientCapacity { .. }),
         "{cap}"
     );
-    assert!(matches!(
-        fleetscale_core::Error::from(cap),
-        fleetscale_core::Error::Capacity { .. }
-    ));
-    c.create_machine(
-        APP,
-        &CreateMachineRequest {
-            config: app_config(None),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    assert_maps_to!(cap, Capacity);
+    create(&c, plain_create()).await.unwrap();
 
     // name_taken on a machine name.
-    c.create_machine(
-        APP,
-        &CreateMachineRequest {
-            config: app_config(None),
-            name: Some("n1".into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let taken = c
-        .create_machine(
-            APP,
-            &CreateMachineRequest {
-                config: app_config(None),
-                name: Some("n1".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_err();
+    create(&c, named_create("n1")).await.unwrap();
+    let taken = create(&c, named_create("n1")).await.unwrap_err();
     assert!(matches!(taken, FlyError::NameTaken { .. }), "{taken}");
     srv.shutdown().await;
 }
 
 #[tokio::test]
 async fn five_xx_is_retried_for_idempotent_calls_only() {
-    let srv = server(FakeConfig::instant()).await;
-    let c = client(&srv);
-    let m = seed_app(&c, APP, None).await;
+    let (srv, c, m) = seeded().await;
     let fake = srv.fake();
 
     // 503 twice, then success.
     fake.clear_request_log();
     fake.inject(
-        Fault::new(FaultKind::Status {
-            status: 503,
-            body: "upstream unavailable".into(),
-        })
-        .method("GET")
-        .path("/machines")
-        .times(2),
+        status_fault(503, "upstream unavailable")
+            .method("GET")
+            .path("/machines")
+            .times(2),
     );
     let list = c.list_machines(APP, &ListOptions::default()).await.unwrap();
     assert_eq!(list.len(), 1);
@@ -776,33 +650,21 @@ async fn five_xx_is_retried_for_idempotent_calls_only() {
     // 502 forever: gives up after max_attempts.
     fake.clear_request_log();
     fake.inject(
-        Fault::new(FaultKind::Status {
-            status: 502,
-            body: "<html>bad gateway</html>".into(),
-        })
-        .method("POST")
-        .path("/start")
-        .times(100),
+        status_fault(502, "<html>bad gateway</html>")
+            .method("POST")
+            .path("/start")
+            .times(100),
     );
     let e = c.start_machine(APP, &m.id, None).await.unwrap_err();
     assert!(matches!(e, FlyError::Server { .. }), "{e}");
     assert!(e.to_string().contains("bad gateway"));
     assert_eq!(fake.count_requests("POST", "/start"), 4);
-    assert!(matches!(
-        fleetscale_core::Error::from(e),
-        fleetscale_core::Error::Unavailable { .. }
-    ));
+    assert_maps_to!(e, Unavailable);
     fake.clear_faults();
 
     // 500 is not retried.
     fake.clear_request_log();
-    fake.inject(
-        Fault::new(FaultKind::Status {
-            status: 500,
-            body: r#"{"error":"boom"}"#.into(),
-        })
-        .method("GET"),
-    );
+    fake.inject(status_fault(500, r#"{"error":"boom"}"#).method("GET"));
     let e = c.get_machine(APP, &m.id).await.unwrap_err();
     assert!(matches!(e, FlyError::Server { .. }));
     assert_eq!(fake.request_log().len(), 1);
@@ -810,24 +672,12 @@ async fn five_xx_is_retried_for_idempotent_calls_only() {
     // A create is never retried after an error that may follow its execution (429 only is).
     fake.clear_request_log();
     fake.inject(
-        Fault::new(FaultKind::Status {
-            status: 503,
-            body: "{}".into(),
-        })
-        .method("POST")
-        .path("/machines")
-        .times(5),
+        status_fault(503, "{}")
+            .method("POST")
+            .path("/machines")
+            .times(5),
     );
-    let e = c
-        .create_machine(
-            APP,
-            &CreateMachineRequest {
-                config: app_config(None),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_err();
+    let e = create(&c, plain_create()).await.unwrap_err();
     assert!(matches!(e, FlyError::Server { .. }));
     assert_eq!(fake.count_requests("POST", "/machines"), 1);
     fake.clear_faults();
@@ -837,14 +687,7 @@ async fn five_xx_is_retried_for_idempotent_calls_only() {
         .await
         .unwrap();
     fake.clear_request_log();
-    fake.inject(
-        Fault::new(FaultKind::Status {
-            status: 503,
-            body: "{}".into(),
-        })
-        .method("DELETE")
-        .times(1),
-    );
+    fake.inject(status_fault(503, "{}").method("DELETE").times(1));
     assert!(c
         .destroy_machine(APP, &m.id, DestroyOptions::default(), None)
         .await
@@ -854,14 +697,7 @@ async fn five_xx_is_retried_for_idempotent_calls_only() {
         .acquire_lease(APP, &m.id, Duration::from_secs(30), None)
         .await
         .unwrap();
-    fake.inject(
-        Fault::new(FaultKind::Status {
-            status: 503,
-            body: "{}".into(),
-        })
-        .method("DELETE")
-        .times(1),
-    );
+    fake.inject(status_fault(503, "{}").method("DELETE").times(1));
     c.destroy_machine(APP, &m.id, DestroyOptions::default(), Some(&lease.nonce))
         .await
         .unwrap();
@@ -871,9 +707,7 @@ async fn five_xx_is_retried_for_idempotent_calls_only() {
 
 #[tokio::test]
 async fn malformed_bodies_are_invalid_response_errors() {
-    let srv = server(FakeConfig::instant()).await;
-    let c = client(&srv);
-    let m = seed_app(&c, APP, None).await;
+    let (srv, c, m) = seeded().await;
     srv.fake().inject(
         Fault::new(FaultKind::Malformed)
             .method("GET")
@@ -901,12 +735,9 @@ async fn malformed_bodies_are_invalid_response_errors() {
     }
     // A body of the wrong shape too.
     srv.fake().inject(
-        Fault::new(FaultKind::Status {
-            status: 200,
-            body: r#"{"not":"a list"}"#.into(),
-        })
-        .method("GET")
-        .path("/machines"),
+        status_fault(200, r#"{"not":"a list"}"#)
+            .method("GET")
+            .path("/machines"),
     );
     assert!(matches!(
         c.list_machines(APP, &ListOptions::default())
@@ -921,9 +752,7 @@ async fn malformed_bodies_are_invalid_response_errors() {
 
 #[tokio::test]
 async fn dropped_connections_and_hangs() {
-    let srv = server(FakeConfig::instant()).await;
-    let c = client(&srv);
-    let m = seed_app(&c, APP, None).await;
+    let (srv, c, m) = seeded().await;
     let fake = srv.fake();
 
     fake.clear_request_log();
@@ -945,16 +774,7 @@ async fn dropped_connections_and_hangs() {
             .method("POST")
             .path("/machines"),
     );
-    let e = c
-        .create_machine(
-            APP,
-            &CreateMachineRequest {
-                config: app_config(None),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_err();
+    let e = create(&c, plain_create()).await.unwrap_err();
     assert!(matches!(e, FlyError::Transport { .. }), "{e}");
     assert_eq!(fake.count_requests("POST", "/machines"), 1);
 
@@ -981,10 +801,7 @@ async fn dropped_connections_and_hangs() {
     fake.inject(Fault::new(FaultKind::Hang).method("GET").path("/machines/"));
     let e = no_retry.get_machine(APP, &m.id).await.unwrap_err();
     assert!(matches!(e, FlyError::Timeout { .. }), "{e}");
-    assert!(matches!(
-        fleetscale_core::Error::from(e),
-        fleetscale_core::Error::Timeout { .. }
-    ));
+    assert_maps_to!(e, Timeout);
 
     // Latency delays but does not fail.
     fake.inject(Fault::new(FaultKind::Latency(Duration::from_millis(100))).method("GET"));
@@ -994,21 +811,14 @@ async fn dropped_connections_and_hangs() {
 
 #[tokio::test]
 async fn cancelled_calls_leave_the_client_usable() {
-    let srv = server(FakeConfig::instant()).await;
-    let c = client(&srv);
-    let m = seed_app(&c, APP, None).await;
+    let (srv, c, m) = seeded().await;
     srv.fake()
         .inject(Fault::new(FaultKind::Hang).method("GET").path("/machines/"));
     let cancelled =
         tokio::time::timeout(Duration::from_millis(200), c.get_machine(APP, &m.id)).await;
     assert!(cancelled.is_err(), "the hanging call was dropped");
     // Same for a call waiting in backoff.
-    srv.fake().inject(
-        Fault::new(FaultKind::RateLimited {
-            retry_after: Some("3".into()),
-        })
-        .method("GET"),
-    );
+    srv.fake().inject(rate_limited("3").method("GET"));
     let cancelled =
         tokio::time::timeout(Duration::from_millis(500), c.get_machine(APP, &m.id)).await;
     assert!(cancelled.is_err());
@@ -1025,17 +835,7 @@ async fn every_answer_has_a_request_id_and_metrics_are_served() {
     .await;
     let c = client(&srv);
     let m = seed_app(&c, APP, None).await;
-    let idle = c
-        .create_machine(
-            APP,
-            &CreateMachineRequest {
-                config: app_config(None),
-                skip_launch: Some(true),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let idle = create(&c, skip_launch_create()).await.unwrap();
     let _ = c.get_machine(APP, "missing").await;
     eventually("first machine started", || async {
         srv.fake().state(APP, &m.id) == Some(FlyState::Started)

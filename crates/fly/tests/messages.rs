@@ -8,7 +8,7 @@ use std::time::Duration;
 use fleetscale_core::Scaler;
 use fleetscale_fly::pacing::RetryConfig;
 use fleetscale_fly::{
-    ClientConfig, FlyGraphql, FlyScaler, FlyScalerConfig, GraphqlConfig, MachinesClient,
+    ClientConfig, FlyError, FlyGraphql, FlyScaler, FlyScalerConfig, GraphqlConfig, MachinesClient,
 };
 
 /// A loopback port nobody listens on.
@@ -29,13 +29,15 @@ fn client(base: &str) -> MachinesClient {
     .unwrap()
 }
 
+/// The error of `GET /v1/apps/my-app` against `base`.
+async fn get_app_error(base: &str) -> FlyError {
+    client(base).get_app("my-app").await.unwrap_err()
+}
+
 #[tokio::test]
 async fn connection_refused_names_the_server_and_the_cause() {
     let port = closed_port();
-    let e = client(&format!("http://127.0.0.1:{port}"))
-        .get_app("my-app")
-        .await
-        .unwrap_err();
+    let e = get_app_error(&format!("http://127.0.0.1:{port}")).await;
     let text = e.to_string();
     assert!(
         text.contains(&format!("http://127.0.0.1:{port}/v1/apps/my-app")),
@@ -60,10 +62,7 @@ async fn a_timeout_says_what_and_how_long_in_seconds() {
             held.push(s);
         }
     });
-    let e = client(&format!("http://{addr}"))
-        .get_app("my-app")
-        .await
-        .unwrap_err();
+    let e = get_app_error(&format!("http://{addr}")).await;
     let text = e.to_string();
     assert!(
         text.contains(&format!("no answer from http://{addr} within 0.5 s")),

@@ -6,20 +6,21 @@ mod common;
 
 use std::time::Duration;
 
-use common::{app_config, client, client_config, eventually, seed_app, server};
+use common::{
+    app_config, client, client_config, seed_app, server, server_with_delays, status_fault,
+    wait_state, APP,
+};
 use fleetscale_core::plan::{plan_actions, Action, ActionKind, PlanOptions};
 use fleetscale_core::testing::conformance;
 use fleetscale_core::{
     Bounds, CreateRequest, Error, InitialState, Machine, MachineId, MachineState, Scaler, Targets,
 };
-use fleetscale_fly::fake::{Delays, FakeConfig, FakeFly, Fault, FaultKind};
+use fleetscale_fly::fake::{Delays, FakeConfig};
 use fleetscale_fly::types::{CreateMachineRequest, StopRequest};
 use fleetscale_fly::{
-    ClientConfig, FlyMachine, FlyScaler, FlyScalerConfig, FlyState, MachinesClient, WaitOptions,
+    ClientConfig, FlyMachine, FlyScaler, FlyScalerConfig, FlyState, MachinesClient,
 };
 use serde_json::json;
-
-const APP: &str = "web";
 
 fn scaler(c: &MachinesClient) -> FlyScaler {
     FlyScaler::new(c.clone(), FlyScalerConfig::new(APP)).unwrap()
@@ -39,11 +40,23 @@ async fn add_machine(c: &MachinesClient, group: Option<&str>, skip_launch: bool)
     .unwrap()
 }
 
-async fn wait_state(fake: &FakeFly, id: &str, state: FlyState) {
-    eventually(&format!("{id} {state}"), || async {
-        fake.state(APP, id) == Some(state.clone())
-    })
-    .await;
+/// A scaler of [`APP`] restricted to process `group` (`None`: every group).
+fn group_scaler(c: &MachinesClient, group: Option<&str>) -> FlyScaler {
+    FlyScaler::new(
+        c.clone(),
+        FlyScalerConfig::new(APP).with_process_group(group.map(str::to_owned)),
+    )
+    .unwrap()
+}
+
+/// The ids of the machines `s` lists.
+async fn listed_ids(s: &FlyScaler) -> Vec<String> {
+    s.list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id.0)
+        .collect()
 }
 
 #[tokio::test]
@@ -108,13 +121,10 @@ async fn a_failing_create_is_attempted_exactly_once_per_call() {
     fake.fail_next_creates(0);
     fake.clear_request_log();
     fake.inject(
-        Fault::new(FaultKind::Status {
-            status: 503,
-            body: "{}".into(),
-        })
-        .method("POST")
-        .path("/machines")
-        .times(100),
+        status_fault(503, "{}")
+            .method("POST")
+            .path("/machines")
+            .times(100),
     );
     let e = s.create(&CreateRequest::default()).await.unwrap_err();
     assert!(e.is_retryable(), "{e}");
@@ -218,11 +228,7 @@ async fn transitions_in_flight_never_overshoot_across_ticks() {
 
 #[tokio::test]
 async fn destroy_touches_only_the_named_machine() {
-    let srv = server(FakeConfig {
-        delays: Delays::uniform(Duration::from_millis(20)),
-        ..FakeConfig::instant()
-    })
-    .await;
+    let srv = server_with_delays(Delays::uniform(Duration::from_millis(20))).await;
     let c = client(&srv);
     let a = seed_app(&c, APP, None).await;
     let b = add_machine(&c, None, false).await;
@@ -368,20 +374,10 @@ async fn process_groups_and_unlabelled_machines() {
     // Only unlabelled machines: they are the app's one group (fly-autoscaler ignores them).
     assert_eq!(s.list().await.unwrap().len(), 1);
     // They are the default group `app`, not any group.
-    let web = FlyScaler::new(
-        c.clone(),
-        FlyScalerConfig::new(APP).with_process_group(Some("web".into())),
-    )
-    .unwrap();
+    let web = group_scaler(&c, Some("web"));
     assert!(web.list().await.unwrap().is_empty());
     let app_labelled = add_machine(&c, Some("app"), true).await;
-    let listed: Vec<String> = s
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.id.0)
-        .collect();
+    let listed: Vec<String> = listed_ids(&s).await;
     assert_eq!(
         listed.len(),
         2,
@@ -389,32 +385,12 @@ async fn process_groups_and_unlabelled_machines() {
     );
     // A second group appears: unlabelled machines are no longer attributed.
     let worker = add_machine(&c, Some("worker"), true).await;
-    let listed: Vec<String> = s
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.id.0)
-        .collect();
+    let listed: Vec<String> = listed_ids(&s).await;
     assert_eq!(listed, vec![app_labelled.id.clone()]);
-    let workers = FlyScaler::new(
-        c.clone(),
-        FlyScalerConfig::new(APP).with_process_group(Some("worker".into())),
-    )
-    .unwrap();
-    let listed: Vec<String> = workers
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.id.0)
-        .collect();
+    let workers = group_scaler(&c, Some("worker"));
+    let listed: Vec<String> = listed_ids(&workers).await;
     assert_eq!(listed, vec![worker.id.clone()]);
-    let everything = FlyScaler::new(
-        c.clone(),
-        FlyScalerConfig::new(APP).with_process_group(None),
-    )
-    .unwrap();
+    let everything = group_scaler(&c, None);
     assert_eq!(everything.list().await.unwrap().len(), 3);
     // The legacy `process_group` key counts too.
     let mut legacy_cfg = app_config(None);
@@ -580,11 +556,7 @@ async fn create_clones_the_newest_healthy_machine_with_a_pinned_image() {
 
 #[tokio::test]
 async fn create_initial_states_and_no_template() {
-    let srv = server(FakeConfig {
-        delays: Delays::uniform(Duration::from_millis(30)),
-        ..FakeConfig::instant()
-    })
-    .await;
+    let srv = server_with_delays(Delays::uniform(Duration::from_millis(30))).await;
     let c = client(&srv);
     let first = seed_app(&c, APP, None).await;
     wait_state(srv.fake(), &first.id, FlyState::Started).await;
@@ -627,20 +599,10 @@ async fn create_initial_states_and_no_template() {
         Some(FlyState::Suspended)
     );
     s.start(&suspended.id).await.unwrap();
-    c.wait_machine(
-        APP,
-        suspended.id.as_str(),
-        &WaitOptions::new("started", Duration::from_secs(30)),
-    )
-    .await
-    .unwrap();
+    wait_state(srv.fake(), suspended.id.as_str(), FlyState::Started).await;
 
     // A group with no machine cannot create.
-    let empty = FlyScaler::new(
-        c.clone(),
-        FlyScalerConfig::new(APP).with_process_group(Some("nobody".into())),
-    )
-    .unwrap();
+    let empty = group_scaler(&c, Some("nobody"));
     let e = empty.create(&CreateRequest::default()).await.unwrap_err();
     assert!(matches!(e, Error::InvalidRequest { .. }), "{e}");
     assert!(e.to_string().contains("no machine"), "{e}");

@@ -12,7 +12,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{app_config, client, eventually, seed_app, server};
+use common::{
+    app_config, client, seed_app, server, server_with_delays, status_fault, wait_state, APP,
+};
 use fleetscale_core::engine::{Engine, EngineConfig, TargetSpec};
 use fleetscale_core::plan::{Action, ActionKind, Plan};
 use fleetscale_core::policy::{CountRule, Policy};
@@ -23,15 +25,6 @@ use fleetscale_core::{
 use fleetscale_fly::fake::{Delays, FakeConfig, FakeFly, FakeFlyServer, Fault, FaultKind};
 use fleetscale_fly::types::{CreateMachineRequest, StopRequest};
 use fleetscale_fly::{FlyScaler, FlyScalerConfig, FlyState, MachinesClient};
-
-const APP: &str = "web";
-
-async fn wait_state(fake: &FakeFly, id: &str, state: FlyState) {
-    eventually(&format!("{id} {state}"), || async {
-        fake.state(APP, id) == Some(state.clone())
-    })
-    .await;
-}
 
 async fn add_machine(c: &MachinesClient, group: Option<&str>) -> String {
     c.create_machine(
@@ -207,10 +200,7 @@ fn calls(fake: &FakeFly) -> (usize, usize, usize) {
 #[tokio::test]
 async fn a_bulk_scale_up_costs_one_list_and_one_post_per_create() {
     for group in [Some("app"), None] {
-        let srv = server(FakeConfig::instant()).await;
-        let c = client(&srv);
-        let first = seed_app(&c, APP, group).await.id;
-        wait_state(srv.fake(), &first, FlyState::Started).await;
+        let (srv, c, first) = one_started(group).await;
         let fake = srv.fake();
         let s = Arc::new(FlyScaler::new(c.clone(), FlyScalerConfig::new(APP)).unwrap());
         fake.clear_request_log();
@@ -243,10 +233,7 @@ async fn a_bulk_scale_up_costs_one_list_and_one_post_per_create() {
 
 #[tokio::test]
 async fn a_create_reads_its_template_only_when_the_request_does_not_carry_it() {
-    let srv = server(FakeConfig::instant()).await;
-    let c = client(&srv);
-    let first = seed_app(&c, APP, Some("app")).await.id;
-    wait_state(srv.fake(), &first, FlyState::Started).await;
+    let (srv, c, first) = one_started(Some("app")).await;
     let fake = srv.fake();
     let s = FlyScaler::new(c.clone(), FlyScalerConfig::new(APP)).unwrap();
 
@@ -272,12 +259,9 @@ async fn a_create_reads_its_template_only_when_the_request_does_not_carry_it() {
 
     // A failed create changes nothing: the next one clones the listed template too.
     fake.inject(
-        Fault::new(FaultKind::Status {
-            status: 422,
-            body: r#"{"error":"invalid config"}"#.into(),
-        })
-        .method("POST")
-        .path("/machines"),
+        status_fault(422, r#"{"error":"invalid config"}"#)
+            .method("POST")
+            .path("/machines"),
     );
     fake.clear_request_log();
     let e = s.create(&carried).await.unwrap_err();
@@ -302,10 +286,7 @@ fn post_statuses(fake: &FakeFly) -> Vec<u16> {
 
 #[tokio::test]
 async fn a_create_answered_429_is_retried_and_creates_exactly_one_machine() {
-    let srv = server(FakeConfig::instant()).await;
-    let c = client(&srv);
-    let first = seed_app(&c, APP, Some("app")).await.id;
-    wait_state(srv.fake(), &first, FlyState::Started).await;
+    let (srv, c, _) = one_started(Some("app")).await;
     let fake = srv.fake();
     let s = FlyScaler::new(c.clone(), FlyScalerConfig::new(APP)).unwrap();
     let post_429 = |retry_after: Option<&str>| {
@@ -375,6 +356,30 @@ async fn a_create_answered_429_is_retried_and_creates_exactly_one_machine() {
     srv.shutdown().await;
 }
 
+/// An instant fake with one started machine of `group`: `(server, client, its id)`.
+async fn one_started(group: Option<&str>) -> (FakeFlyServer, MachinesClient, String) {
+    let srv = server(FakeConfig::instant()).await;
+    let c = client(&srv);
+    let first = seed_app(&c, APP, group).await.id;
+    wait_state(srv.fake(), &first, FlyState::Started).await;
+    (srv, c, first)
+}
+
+/// A fake whose transitions take `delays`, with two started machines of group `app`:
+/// `(server, client, first id, second id)`.
+async fn two_started_app_machines(
+    delays: Delays,
+) -> (FakeFlyServer, MachinesClient, String, String) {
+    let srv = server_with_delays(delays).await;
+    let c = client(&srv);
+    let first = seed_app(&c, APP, Some("app")).await.id;
+    let b = add_machine(&c, Some("app")).await;
+    for id in [&first, &b] {
+        wait_state(srv.fake(), id, FlyState::Started).await;
+    }
+    (srv, c, first, b)
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -384,30 +389,18 @@ fn unix_now() -> u64 {
 
 #[tokio::test]
 async fn a_lease_left_by_a_failed_destroy_is_short_and_does_not_block_the_scaler() {
-    let srv = server(FakeConfig {
-        delays: Delays::uniform(Duration::from_millis(20)),
-        ..FakeConfig::instant()
-    })
-    .await;
-    let c = client(&srv);
-    let first = seed_app(&c, APP, Some("app")).await.id;
-    let b = add_machine(&c, Some("app")).await;
-    for id in [&first, &b] {
-        wait_state(srv.fake(), id, FlyState::Started).await;
-    }
+    let (srv, c, first, b) =
+        two_started_app_machines(Delays::uniform(Duration::from_millis(20))).await;
     let fake = srv.fake();
     let s = FlyScaler::new(c.clone(), FlyScalerConfig::new(APP)).unwrap();
     let id = MachineId::new(b.clone());
 
     // The delete fails, and so does the release of the lease (500s are not retried).
     fake.inject(
-        Fault::new(FaultKind::Status {
-            status: 500,
-            body: r#"{"error":"internal error"}"#.into(),
-        })
-        .method("DELETE")
-        .path(&b)
-        .times(2),
+        status_fault(500, r#"{"error":"internal error"}"#)
+            .method("DELETE")
+            .path(&b)
+            .times(2),
     );
     let e = s.destroy(&id).await.unwrap_err();
     assert!(matches!(e, Error::Unavailable { .. }), "{e}");
@@ -472,20 +465,11 @@ async fn a_lease_left_by_a_failed_destroy_is_short_and_does_not_block_the_scaler
 async fn a_destroy_keeps_its_short_lease_alive_while_it_waits_for_the_stop() {
     // The machine takes 6 s to stop, longer than the 4 s lease: the scaler waits in chunks
     // of half the TTL and refreshes the lease in between, so the machine stays leased.
-    let srv = server(FakeConfig {
-        delays: Delays {
-            stop: Duration::from_secs(6),
-            ..Delays::uniform(Duration::from_millis(20))
-        },
-        ..FakeConfig::instant()
+    let (srv, c, _, b) = two_started_app_machines(Delays {
+        stop: Duration::from_secs(6),
+        ..Delays::uniform(Duration::from_millis(20))
     })
     .await;
-    let c = client(&srv);
-    let first = seed_app(&c, APP, Some("app")).await.id;
-    let b = add_machine(&c, Some("app")).await;
-    for id in [&first, &b] {
-        wait_state(srv.fake(), id, FlyState::Started).await;
-    }
     let fake = srv.fake();
     let mut config = FlyScalerConfig::new(APP);
     config.lease_ttl = Duration::from_secs(4);

@@ -605,6 +605,16 @@ enum Attempt {
     Resolved { by: Option<PeerName> },
 }
 
+/// What one pass knows when it judges a peer: the fresh observation taken under the lock,
+/// the inventory's hosts (`None`: no inventory this pass) and the lasting contradictions
+/// between that inventory and the mesh.
+#[derive(Clone, Copy)]
+struct PassFacts<'a> {
+    obs: &'a Observation,
+    hosts: Option<&'a HostSnapshot>,
+    contradictions: &'a [String],
+}
+
 /// The outcome of judging one peer under the lock.
 enum Judgement {
     /// Run `rmpeer` (`repeat`: an unfinished intent on the same designated peer).
@@ -1069,12 +1079,15 @@ impl Reclaimer {
     /// Rule 6: whether the inventory shows the peer's host gone. `Ok` says how.
     fn evidence(
         &self,
-        obs: &Observation,
+        facts: &PassFacts<'_>,
         peer: PeerName,
         record: Option<&PeerRecord>,
-        hosts: Option<&HostSnapshot>,
-        contradictions: &[String],
     ) -> Result<String, (RefusalReason, String)> {
+        let PassFacts {
+            obs,
+            hosts,
+            contradictions,
+        } = *facts;
         let Some(hosts) = hosts else {
             return Err((
                 RefusalReason::InventoryUnavailable,
@@ -1179,12 +1192,11 @@ impl Reclaimer {
     /// unfinished reclaim found to have taken effect comes back with the lines that record it.
     fn judge(
         &self,
-        obs: &Observation,
+        facts: &PassFacts<'_>,
         peer: PeerName,
         record: Option<&PeerRecord>,
-        hosts: Option<&HostSnapshot>,
-        contradictions: &[String],
     ) -> Result<Judgement, (RefusalReason, String)> {
+        let obs = facts.obs;
         let name = peer.to_string();
         let d = self.config.designated;
         if self.is_fixed(peer) {
@@ -1285,7 +1297,7 @@ impl Reclaimer {
         if let Err(why) = sync {
             return Err((RefusalReason::DesignatedNotSynced, why));
         }
-        let why_gone = self.evidence(obs, peer, record, hosts, contradictions)?;
+        let why_gone = self.evidence(facts, peer, record)?;
         let min = self.config.min_unreachable;
         let unreachable_for = self
             .memory()
@@ -1496,7 +1508,15 @@ impl Reclaimer {
             .into_iter()
             .next();
         match self
-            .judge(&obs, peer, record.as_ref(), hosts, &contradictions)
+            .judge(
+                &PassFacts {
+                    obs: &obs,
+                    hosts,
+                    contradictions: &contradictions,
+                },
+                peer,
+                record.as_ref(),
+            )
             .map_err(|(k, w)| refused(k, w))?
         {
             Judgement::Already { lines } => {

@@ -169,6 +169,12 @@ struct Seen {
     forms: Vec<String>,
 }
 
+/// Records the form a `POST /connect` or `/forget` sent.
+async fn record_form(State(seen): State<Arc<Mutex<Seen>>>, body: String) -> StatusCode {
+    seen.lock().unwrap().forms.push(body);
+    StatusCode::OK
+}
+
 async fn serve(ready: bool) -> (String, Arc<Mutex<Seen>>) {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let app = Router::new()
@@ -230,24 +236,8 @@ async fn serve(ready: bool) -> (String, Arc<Mutex<Seen>>) {
                 },
             ),
         )
-        .route(
-            "/connect",
-            post(
-                |State(seen): State<Arc<Mutex<Seen>>>, body: String| async move {
-                    seen.lock().unwrap().forms.push(body);
-                    StatusCode::OK
-                },
-            ),
-        )
-        .route(
-            "/forget",
-            post(
-                |State(seen): State<Arc<Mutex<Seen>>>, body: String| async move {
-                    seen.lock().unwrap().forms.push(body);
-                    StatusCode::OK
-                },
-            ),
-        )
+        .route("/connect", post(record_form))
+        .route("/forget", post(record_form))
         .route(
             "/ring",
             get(|| async {

@@ -146,14 +146,7 @@ async fn fixture_scenario_byte_for_byte() {
 
     // 3. rmpeer dyn5 on fixed1 (by nickname, as captured).
     let http = reqwest::Client::new();
-    let body = http
-        .delete(format!("{url1}/peer/dyn5"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = body_of(http.delete(format!("{url1}/peer/dyn5"))).await;
     assert_eq!(body, "262144 IPs taken over from dyn5\n");
     assert_ipam_matches(
         &fixed1.status_ipam_text().await.unwrap(),
@@ -193,26 +186,12 @@ async fn fixture_scenario_byte_for_byte() {
         want.lines().skip(1).collect::<Vec<_>>(),
         "everything but the Version line"
     );
-    let peers = http
-        .get(format!("{url1}/status/peers"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let peers = body_of(http.get(format!("{url1}/status/peers"))).await;
     assert_eq!(
         peer_blocks(&normalize_ports(&peers)),
         peer_blocks(&normalize_ports(&fixture("status-peers.txt")))
     );
-    let conns = http
-        .get(format!("{url1}/status/connections"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let conns = body_of(http.get(format!("{url1}/status/connections"))).await;
     // Connections come from a Go map too: compared as a set of lines.
     let lines = |s: &str| {
         normalize_ports(s)
@@ -229,4 +208,9 @@ async fn fixture_scenario_byte_for_byte() {
     assert_eq!(log.len(), 3);
     assert_eq!(log[0].target, Some(pn(5)));
     assert_eq!(log[0].taken_over, 262144);
+}
+
+/// Sends `request` and returns the answer's body.
+async fn body_of(request: reqwest::RequestBuilder) -> String {
+    request.send().await.unwrap().text().await.unwrap()
 }

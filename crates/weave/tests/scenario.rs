@@ -34,6 +34,11 @@ fn addr(n: u64) -> String {
     format!("192.168.77.{n}")
 }
 
+/// Peer `n` at [`addr`]`(n)`, nicknamed `{kind}{n}` (`fixed1`, `dyn4`).
+fn spec(n: u64, kind: &str) -> PeerSpec {
+    PeerSpec::new(pn(n), format!("{kind}{n}"), addr(n))
+}
+
 fn machine(n: u64, nick: &str) -> Machine {
     let mut m = Machine::new(format!("m-{nick}"), MachineState::Started)
         .with_address(addr(n))
@@ -60,19 +65,13 @@ impl World {
         // weave prime on one fixed peer (once the reconnect delay, if any, has passed).
         let fixed = emu
             .start_primed(
-                (1..=3)
-                    .map(|n| PeerSpec::new(pn(n), format!("fixed{n}"), addr(n)))
-                    .collect(),
+                (1..=3).map(|n| spec(n, "fixed")).collect(),
                 Duration::from_secs(60),
             )
             .await
             .unwrap();
         for n in 4..=5 {
-            emu.add_peer(
-                PeerSpec::new(pn(n), format!("dyn{n}"), addr(n)),
-                Role::Observer,
-            )
-            .unwrap();
+            emu.add_peer(spec(n, "dyn"), Role::Observer).unwrap();
         }
         World {
             hosts: EmulatedHosts::new(emu.clone()),
@@ -81,6 +80,20 @@ impl World {
             pool: Arc::new(MachinePool::new("pool")),
             dir: tempfile::tempdir().unwrap(),
         }
+    }
+
+    /// A world where dyn4 and dyn5 joined through a membership without a reclaimer.
+    async fn joined(config: EmulatorConfig) -> (World, WeaveMembership) {
+        let w = World::new(config).await;
+        let m = w.membership(None);
+        w.join_both(&m).await;
+        (w, m)
+    }
+
+    /// The host of dyn`n` dies and leaves the inventory.
+    fn lose(&self, n: u64) {
+        self.emu.kill(pn(n)).unwrap();
+        self.pool.remove(&format!("dyn{n}"));
     }
 
     fn reclaim_config(&self, designated: u64, ledger: &str) -> ReclaimConfig {
@@ -156,9 +169,7 @@ fn reasons(p: &fleetscale_weave::PassReport, peer: PeerName) -> Vec<RefusalReaso
 
 #[tokio::test]
 async fn scenario_join_leave_kill_reclaim_exactly_once_with_two_reclaimers() {
-    let w = World::new(EmulatorConfig::default()).await;
-    let m = w.membership(None);
-    w.join_both(&m).await;
+    let (w, m) = World::joined(EmulatorConfig::default()).await;
 
     // The joins ran the observer launch with the fixed cluster only.
     let cmds = w.hosts.commands();
@@ -205,8 +216,7 @@ async fn scenario_join_leave_kill_reclaim_exactly_once_with_two_reclaimers() {
 
     // dyn5's host vanishes, and the inventory no longer has it.
     let owned5 = w.emu.owned(pn(1), pn(5));
-    w.emu.kill(pn(5)).unwrap();
-    w.pool.remove("dyn5");
+    w.lose(5);
 
     let (ra, rb) = tokio::join!(a.run_once(), b.run_once());
     let reclaimed: Vec<_> = ra.reclaimed.iter().chain(rb.reclaimed.iter()).collect();
@@ -250,9 +260,7 @@ async fn scenario_join_leave_kill_reclaim_exactly_once_with_two_reclaimers() {
 
 #[tokio::test]
 async fn without_an_inventory_nothing_is_reclaimed() {
-    let w = World::new(EmulatorConfig::default()).await;
-    let m = w.membership(None);
-    w.join_both(&m).await;
+    let (w, _m) = World::joined(EmulatorConfig::default()).await;
     // A second reclaimer, with an inventory, watches from the start (binds both peers).
     let r2 = w.reclaimer("l2.jsonl");
     r2.run_once().await;
@@ -297,15 +305,13 @@ async fn without_an_inventory_nothing_is_reclaimed() {
 /// rejoins and no address is handed out twice.
 #[tokio::test]
 async fn finding_1_a_partitioned_live_peer_is_never_reclaimed() {
-    let w = World::new(EmulatorConfig {
+    let (w, _m) = World::joined(EmulatorConfig {
         detection_delay: Duration::from_millis(200),
         detection_jitter: Duration::from_millis(300),
         reconnect_delay: Duration::from_millis(100),
         ..EmulatorConfig::default()
     })
     .await;
-    let m = w.membership(None);
-    w.join_both(&m).await;
     let r = Reclaimer::new(
         w.reclaim_config(1, "l.jsonl")
             .with_min_unreachable(Duration::from_millis(300)),
@@ -358,13 +364,11 @@ async fn finding_1_a_partitioned_live_peer_is_never_reclaimed() {
 /// the peer refuses the ring and never rejoins.
 #[tokio::test]
 async fn the_emulator_reproduces_a_wrongful_rmpeer_of_a_partitioned_peer() {
-    let w = World::new(EmulatorConfig {
+    let (w, _m) = World::joined(EmulatorConfig {
         reconnect_delay: Duration::from_millis(50),
         ..EmulatorConfig::default()
     })
     .await;
-    let m = w.membership(None);
-    w.join_both(&m).await;
     let range = w.emu.report(pn(1))["IPAM"]["Entries"]
         .as_array()
         .unwrap()
@@ -495,13 +499,10 @@ async fn finding_2_the_engine_reclaims_peers_it_never_joined_also_after_a_restar
 /// back are covered: seen reachable with a new UID, and seen only owning space again.
 #[tokio::test]
 async fn finding_3_a_reclaimed_name_that_comes_back_and_dies_is_reclaimed_again() {
-    let w = World::new(EmulatorConfig::default()).await;
-    let m = w.membership(None);
-    w.join_both(&m).await;
+    let (w, m) = World::joined(EmulatorConfig::default()).await;
     let r = w.reclaimer("l.jsonl");
     r.run_once().await;
-    w.emu.kill(pn(5)).unwrap();
-    w.pool.remove("dyn5");
+    w.lose(5);
     let p = r.run_once().await;
     assert_eq!(p.reclaimed.len(), 1, "{p:?}");
     assert_eq!(w.records("l.jsonl").await[&pn(5)].incarnation, 1);
@@ -524,8 +525,7 @@ async fn finding_3_a_reclaimed_name_that_comes_back_and_dies_is_reclaimed_again(
 
     // It dies again: reclaimed again, exactly once.
     let owned = w.emu.owned(pn(1), pn(5));
-    w.emu.kill(pn(5)).unwrap();
-    w.pool.remove("dyn5");
+    w.lose(5);
     let p = r.run_once().await;
     assert_eq!(p.reclaimed, [(pn(5), owned)], "{p:?}");
     for _ in 0..2 {
@@ -636,12 +636,9 @@ async fn partitioned_and_fixed_peers_are_never_reclaimed_through_the_membership(
 /// by a restarted reclaimer that only has the intent line.
 #[tokio::test]
 async fn finding_4_an_intent_whose_rmpeer_took_effect_is_resolved_and_forgotten() {
-    let w = World::new(EmulatorConfig::default()).await;
-    let m = w.membership(None);
-    w.join_both(&m).await;
+    let (w, _m) = World::joined(EmulatorConfig::default()).await;
     w.reclaimer("l.jsonl").run_once().await;
-    w.emu.kill(pn(5)).unwrap();
-    w.pool.remove("dyn5");
+    w.lose(5);
     // Crashed between sending rmpeer and recording its answer.
     let mut intent = LedgerEntry::reclaim(pn(5), LedgerState::Intent, pn(1), 1);
     intent.address = Some(addr(5));
@@ -669,13 +666,10 @@ async fn finding_4_an_intent_whose_rmpeer_took_effect_is_resolved_and_forgotten(
 #[tokio::test]
 async fn restart_with_intent_but_no_answer() {
     // Case 1: crashed after the intent, before the rmpeer was sent: repeated on the same peer.
-    let w = World::new(EmulatorConfig::default()).await;
-    let m = w.membership(None);
-    w.join_both(&m).await;
+    let (w, _m) = World::joined(EmulatorConfig::default()).await;
     w.reclaimer("crash1.jsonl").run_once().await;
     let owned5 = w.emu.owned(pn(1), pn(5));
-    w.emu.kill(pn(5)).unwrap();
-    w.pool.remove("dyn5");
+    w.lose(5);
     w.append(
         "crash1.jsonl",
         LedgerEntry::reclaim(pn(5), LedgerState::Intent, pn(1), 1),
@@ -687,12 +681,9 @@ async fn restart_with_intent_but_no_answer() {
     assert_eq!(w.emu.rmpeer_log()[0].by, pn(1));
 
     // Case 2: an unfinished intent on another designated peer is never repeated elsewhere.
-    let w = World::new(EmulatorConfig::default()).await;
-    let m = w.membership(None);
-    w.join_both(&m).await;
+    let (w, _m) = World::joined(EmulatorConfig::default()).await;
     w.reclaimer("crash3.jsonl").run_once().await;
-    w.emu.kill(pn(5)).unwrap();
-    w.pool.remove("dyn5");
+    w.lose(5);
     w.append(
         "crash3.jsonl",
         LedgerEntry::reclaim(pn(5), LedgerState::Intent, pn(2), 1),
@@ -785,17 +776,14 @@ impl Proxy {
 
 #[tokio::test]
 async fn finding_4_a_lost_rmpeer_answer_and_a_no_op_rmpeer() {
-    let w = World::new(EmulatorConfig::default()).await;
-    let m = w.membership(None);
-    w.join_both(&m).await;
+    let (w, _m) = World::joined(EmulatorConfig::default()).await;
     let proxy = Proxy::start(w.fixed[0].api_url.clone()).await;
     let mut config = w.reclaim_config(1, "l.jsonl");
     config.fixed[0].api_url = proxy.url.clone();
     let r = Reclaimer::new(config.clone()).unwrap();
     r.run_once().await;
     let owned5 = w.emu.owned(pn(1), pn(5));
-    w.emu.kill(pn(5)).unwrap();
-    w.pool.remove("dyn5");
+    w.lose(5);
 
     // The router runs the rmpeer, but the answer is lost: an error, the intent stays.
     proxy.set(ProxyMode::LoseRmpeerAnswer);
@@ -822,8 +810,7 @@ async fn finding_4_a_lost_rmpeer_answer_and_a_no_op_rmpeer() {
     // A no-op: dyn4 dies; another actor runs the rmpeer on the designated peer just before
     // ours, so ours takes nothing. That is not a reclaim: not counted, not logged as one.
     r.run_once().await;
-    w.emu.kill(pn(4)).unwrap();
-    w.pool.remove("dyn4");
+    w.lose(4);
     proxy.set(ProxyMode::RmpeerTwice);
     let p = r.run_once().await;
     assert!(p.reclaimed.is_empty(), "{p:?}");
@@ -848,12 +835,9 @@ async fn finding_4_a_lost_rmpeer_answer_and_a_no_op_rmpeer() {
 /// reported on every pass.
 #[tokio::test]
 async fn finding_4_a_majority_of_fixed_peers_must_answer() {
-    let w = World::new(EmulatorConfig::default()).await;
-    let m = w.membership(None);
-    w.join_both(&m).await;
+    let (w, _m) = World::joined(EmulatorConfig::default()).await;
     w.reclaimer("l.jsonl").run_once().await;
-    w.emu.kill(pn(5)).unwrap();
-    w.pool.remove("dyn5");
+    w.lose(5);
     // Two of three URLs are wrong (nothing listens there).
     let mut c = w.reclaim_config(1, "l.jsonl");
     for f in &mut c.fixed[1..] {
@@ -891,8 +875,7 @@ async fn finding_4_a_restarted_designated_peer_is_used_only_once_re_synced() {
     w.join_both(&m).await;
     let r = w.reclaimer("l.jsonl");
     r.run_once().await;
-    w.emu.kill(pn(5)).unwrap();
-    w.pool.remove("dyn5");
+    w.lose(5);
     // The designated peer restarts (same name, new UID); until it reconnects it sees nobody.
     w.emu.stop(pn(1)).unwrap();
     w.emu.restart(pn(1)).await.unwrap();
@@ -985,12 +968,9 @@ async fn nonsensical_settings_are_refused() {
 
 #[tokio::test]
 async fn designated_peer_down_means_no_action() {
-    let w = World::new(EmulatorConfig::default()).await;
-    let m = w.membership(None);
-    w.join_both(&m).await;
+    let (w, _m) = World::joined(EmulatorConfig::default()).await;
     w.reclaimer("l.jsonl").run_once().await;
-    w.emu.kill(pn(5)).unwrap();
-    w.pool.remove("dyn5");
+    w.lose(5);
     w.emu.stop(pn(1)).unwrap(); // the designated reclaimer
     let r = w.reclaimer("l.jsonl");
     let p = r.run_once().await;
@@ -1012,13 +992,11 @@ async fn designated_peer_down_means_no_action() {
 #[tokio::test]
 async fn emulator_exposes_the_duplicate_ownership_hazard() {
     // What the ledger prevents: two peers rmpeer the same dead peer before gossip spreads.
-    let w = World::new(EmulatorConfig {
+    let (w, _m) = World::joined(EmulatorConfig {
         gossip_delay: Duration::from_millis(200),
         ..EmulatorConfig::default()
     })
     .await;
-    let m = w.membership(None);
-    w.join_both(&m).await;
     // Let the grants' broadcasts arrive everywhere first.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     w.emu.kill(pn(5)).unwrap();
@@ -1035,9 +1013,7 @@ async fn emulator_exposes_the_duplicate_ownership_hazard() {
 
 #[tokio::test]
 async fn leave_of_a_partitioned_peer_fails_verification() {
-    let w = World::new(EmulatorConfig::default()).await;
-    let m = w.membership(None);
-    w.join_both(&m).await;
+    let (w, m) = World::joined(EmulatorConfig::default()).await;
     w.emu.partition(pn(4)).unwrap();
     // The hand-off broadcast is lost: the fixed cluster still sees dyn4 owning its space.
     let e = m.leave(&machine(4, "dyn4")).await.unwrap_err();
@@ -1048,19 +1024,10 @@ async fn leave_of_a_partitioned_peer_fails_verification() {
 async fn observers_cannot_form_a_ring_alone() {
     let emu = Emulator::default();
     for n in 1..=3 {
-        emu.add_peer(
-            PeerSpec::new(pn(n), format!("fixed{n}"), addr(n)),
-            Role::Fixed,
-        )
-        .unwrap();
+        emu.add_peer(spec(n, "fixed"), Role::Fixed).unwrap();
     }
-    let u4 = emu
-        .start_observer(PeerSpec::new(pn(4), "dyn4", addr(4)), targets())
-        .await
-        .unwrap();
-    emu.start_observer(PeerSpec::new(pn(5), "dyn5", addr(5)), targets())
-        .await
-        .unwrap();
+    let u4 = emu.start_observer(spec(4, "dyn"), targets()).await.unwrap();
+    emu.start_observer(spec(5, "dyn"), targets()).await.unwrap();
     assert!(emu.allocate(pn(4), "c").is_err());
     let c4 = RouterClient::new(&u4).unwrap();
     assert!(matches!(
@@ -1149,16 +1116,13 @@ async fn pass_until_reclaimed(
 
 #[tokio::test]
 async fn a_peer_unreachable_for_less_than_the_minimum_is_refused_then_reclaimed_once() {
-    let w = World::new(EmulatorConfig::default()).await;
-    let m = w.membership(None);
-    w.join_both(&m).await;
+    let (w, _m) = World::joined(EmulatorConfig::default()).await;
     let min = Duration::from_secs(1);
     let r = Reclaimer::new(w.reclaim_config(1, "l.jsonl").with_min_unreachable(min)).unwrap();
     r.run_once().await;
     let owned5 = w.emu.owned(pn(1), pn(5));
     // dyn5's host vanishes and the inventory says so at once.
-    w.emu.kill(pn(5)).unwrap();
-    w.pool.remove("dyn5");
+    w.lose(5);
 
     // First sight: gone by the inventory, unreachable, but only just: refused.
     let t0 = Instant::now();
@@ -1225,9 +1189,7 @@ async fn a_peer_unreachable_for_less_than_the_minimum_is_refused_then_reclaimed_
 
 #[tokio::test]
 async fn a_peer_seen_reachable_again_restarts_its_clock() {
-    let w = World::new(EmulatorConfig::default()).await;
-    let m = w.membership(None);
-    w.join_both(&m).await;
+    let (w, _m) = World::joined(EmulatorConfig::default()).await;
     let min = Duration::from_secs(1);
     let r = Reclaimer::new(w.reclaim_config(1, "l.jsonl").with_min_unreachable(min)).unwrap();
     r.run_once().await;
@@ -1270,8 +1232,7 @@ async fn the_membership_reclaim_waits_for_the_minimum_too() {
     w.join_both(&m).await;
     m.members(&w.pool.machines()).await.unwrap();
     let owned5 = w.emu.owned(pn(1), pn(5));
-    w.emu.kill(pn(5)).unwrap();
-    w.pool.remove("dyn5");
+    w.lose(5);
     let inventory = w.pool.machines();
     let member = m
         .members(&inventory)
@@ -1321,9 +1282,7 @@ async fn the_membership_reclaim_waits_for_the_minimum_too() {
 /// unfinished intent on another designated peer never repeats it elsewhere.
 #[tokio::test]
 async fn reclaimers_with_different_designated_peers_on_one_shared_ledger_reclaim_once() {
-    let w = World::new(EmulatorConfig::default()).await;
-    let m = w.membership(None);
-    w.join_both(&m).await;
+    let (w, _m) = World::joined(EmulatorConfig::default()).await;
     let store = fleetscale_core::testing::MemoryLedger::new();
     let on = |designated: u64| {
         Arc::new(
@@ -1337,8 +1296,7 @@ async fn reclaimers_with_different_designated_peers_on_one_shared_ledger_reclaim
     let (a, b, c) = (on(1), on(2), on(3));
     a.run_once().await;
     let owned5 = w.emu.owned(pn(1), pn(5));
-    w.emu.kill(pn(5)).unwrap();
-    w.pool.remove("dyn5");
+    w.lose(5);
     let (ra, rb, rc) = tokio::join!(a.run_once(), b.run_once(), c.run_once());
     let reclaimed: Vec<_> = [&ra, &rb, &rc]
         .iter()
@@ -1359,8 +1317,7 @@ async fn reclaimers_with_different_designated_peers_on_one_shared_ledger_reclaim
     // An intent on fixed1 whose answer nobody saw: the reclaimer designated fixed2 refuses to
     // repeat it on fixed2 while dyn4's space has not moved.
     b.run_once().await;
-    w.emu.kill(pn(4)).unwrap();
-    w.pool.remove("dyn4");
+    w.lose(4);
     let mut intent = LedgerEntry::reclaim(pn(4), LedgerState::Intent, pn(1), 1);
     intent.address = Some(addr(4));
     {

@@ -575,20 +575,12 @@ impl Scaler for FlyScaler {
             return Ok(());
         }
         let nonce = self.leases.nonce(id.as_str(), self.config.lease_ttl);
-        match self
+        let result = self
             .client
             .start_machine(self.app(), id.as_str(), nonce.as_deref())
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(FlyError::PreconditionFailed { .. })
-                if self.now_in(id, &["started", "starting"]).await =>
-            {
-                Ok(())
-            }
-            Err(e) if e.is_not_found() => Err(self.not_found(id.as_str())),
-            Err(e) => Err(e.into()),
-        }
+            .map(drop);
+        self.settle(id, result, &["started", "starting"]).await
     }
 
     /// Stops a running machine; a no-op for machines that are not running.
@@ -605,7 +597,7 @@ impl Scaler for FlyScaler {
             _ => {}
         }
         let nonce = self.leases.nonce(id.as_str(), self.config.lease_ttl);
-        match self
+        let result = self
             .client
             .stop_machine(
                 self.app(),
@@ -613,17 +605,8 @@ impl Scaler for FlyScaler {
                 &StopRequest::default(),
                 nonce.as_deref(),
             )
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(FlyError::PreconditionFailed { .. })
-                if self.now_in(id, &["stopped", "stopping"]).await =>
-            {
-                Ok(())
-            }
-            Err(e) if e.is_not_found() => Err(self.not_found(id.as_str())),
-            Err(e) => Err(e.into()),
-        }
+            .await;
+        self.settle(id, result, &["stopped", "stopping"]).await
     }
 
     /// Suspends a started machine; a no-op when it is suspended or suspending.
@@ -633,20 +616,11 @@ impl Scaler for FlyScaler {
             return Ok(());
         }
         let nonce = self.leases.nonce(id.as_str(), self.config.lease_ttl);
-        match self
+        let result = self
             .client
             .suspend_machine(self.app(), id.as_str(), nonce.as_deref())
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(FlyError::PreconditionFailed { .. })
-                if self.now_in(id, &["suspended", "suspending"]).await =>
-            {
-                Ok(())
-            }
-            Err(e) if e.is_not_found() => Err(self.not_found(id.as_str())),
-            Err(e) => Err(e.into()),
-        }
+            .await;
+        self.settle(id, result, &["suspended", "suspending"]).await
     }
 
     /// Destroys exactly this machine under a lease (see the type docs and [`destroy`]).
@@ -656,6 +630,23 @@ impl Scaler for FlyScaler {
 }
 
 impl FlyScaler {
+    /// The outcome of a start, stop or suspend call: a 412 is success when the machine is now
+    /// in one of `settled` (another actor got there first), a 404 names the machine, any other
+    /// error maps to the core error.
+    async fn settle(
+        &self,
+        id: &MachineId,
+        result: std::result::Result<(), FlyError>,
+        settled: &[&str],
+    ) -> Result<()> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(FlyError::PreconditionFailed { .. }) if self.now_in(id, settled).await => Ok(()),
+            Err(e) if e.is_not_found() => Err(self.not_found(id.as_str())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Whether the machine is now in one of `states` (used after a 412 race).
     async fn now_in(&self, id: &MachineId, states: &[&str]) -> bool {
         match self.client.get_machine(self.app(), id.as_str()).await {

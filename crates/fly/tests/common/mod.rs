@@ -4,14 +4,44 @@
 
 use std::time::Duration;
 
-use fleetscale_fly::fake::{FakeConfig, FakeFlyServer};
-use fleetscale_fly::{ClientConfig, FlyMachine, MachinesClient, PacingConfig, RetryConfig, Token};
+use fleetscale_fly::fake::{Delays, FakeConfig, FakeFly, FakeFlyServer, Fault, FaultKind};
+use fleetscale_fly::{
+    ClientConfig, FlyMachine, FlyState, MachinesClient, PacingConfig, RetryConfig, Token,
+};
 use serde_json::{json, Value};
+
+/// The app the tests seed and scale.
+pub const APP: &str = "web";
 
 pub async fn server(config: FakeConfig) -> FakeFlyServer {
     FakeFlyServer::bind("127.0.0.1:0".parse().unwrap(), config)
         .await
         .expect("bind fake")
+}
+
+/// A fake with no rate limits whose transitions take `delays`.
+pub async fn server_with_delays(delays: Delays) -> FakeFlyServer {
+    server(FakeConfig {
+        delays,
+        ..FakeConfig::instant()
+    })
+    .await
+}
+
+/// A fault answering `status` with `body`.
+pub fn status_fault(status: u16, body: &str) -> Fault {
+    Fault::new(FaultKind::Status {
+        status,
+        body: body.into(),
+    })
+}
+
+/// Polls until machine `id` of [`APP`] is in `state` on the fake.
+pub async fn wait_state(fake: &FakeFly, id: &str, state: FlyState) {
+    eventually(&format!("{id} {state}"), || async {
+        fake.state(APP, id) == Some(state.clone())
+    })
+    .await;
 }
 
 /// Four attempts, 10 ms to 100 ms apart, a `Retry-After` of up to 5 s honoured.
