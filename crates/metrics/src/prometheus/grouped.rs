@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use fleetscale_core::{expand_vars, MetricSource, Scope};
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
 use serde::{Deserialize, Serialize};
-use tokio::sync::OnceCell;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -254,10 +254,10 @@ struct Table {
 
 type Outcome = Result<Arc<Table>, Arc<MetricsError>>;
 
-/// One request and the answer every read within its max age shares.
+/// One request and the answer every read within its max age shares: `None` while in flight.
 struct Flight {
     started: Instant,
-    outcome: Arc<OnceCell<Outcome>>,
+    outcome: watch::Receiver<Option<Outcome>>,
 }
 
 struct Inner {
@@ -299,8 +299,8 @@ struct Inner {
 ///   [`MetricsError::NotFinite`]; all for that target only. Series without the label serve
 ///   no target (logged once per answer).
 /// - **Cancellation.** Dropping a read, or firing the token of
-///   [`GroupedPrometheusSource::read_with_cancel`], stops only that read's wait; if it was the
-///   one sending, the next waiter sends the request instead.
+///   [`GroupedPrometheusSource::read_with_cancel`], stops only that read's wait: the request
+///   runs in a task of its own (bounded by the timeout) and still serves the other readers.
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -437,9 +437,11 @@ impl GroupedPrometheusSource {
         }
     }
 
-    /// The current answer: shared when one started less than `max_age` ago, else a new one.
+    /// The current answer: shared when one started less than `max_age` ago or is still in
+    /// flight, else a new one. The request runs in its own task, so that a reader that stops
+    /// waiting does not stop it for the others.
     async fn answer(&self) -> Outcome {
-        let outcome = {
+        let mut outcome = {
             let mut current = self
                 .inner
                 .current
@@ -450,22 +452,36 @@ impl GroupedPrometheusSource {
                 // In flight: its answer will be newer than its start, join it. Done: use it
                 // while it is younger than `max_age`.
                 Some(f)
-                    if !f.outcome.initialized()
+                    if f.outcome.borrow().is_none()
                         || now.duration_since(f.started) < self.inner.config.max_age =>
                 {
                     f.outcome.clone()
                 }
                 _ => {
-                    let outcome = Arc::new(OnceCell::new());
+                    let (done, outcome) = watch::channel(None);
                     *current = Some(Flight {
                         started: now,
                         outcome: outcome.clone(),
+                    });
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let answer = this.fetch().await;
+                        done.send_replace(Some(answer));
                     });
                     outcome
                 }
             }
         };
-        outcome.get_or_init(|| self.fetch()).await.clone()
+        let result = match outcome.wait_for(Option::is_some).await {
+            Ok(answer) => answer.clone(),
+            Err(_) => None,
+        };
+        // The task ends only by sending; without a runtime to finish it, report it stopped.
+        result.unwrap_or_else(|| {
+            Err(Arc::new(MetricsError::Cancelled {
+                metric: self.inner.config.name.clone(),
+            }))
+        })
     }
 
     /// Sends the query and indexes the answer by label value.
