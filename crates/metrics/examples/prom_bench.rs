@@ -7,14 +7,14 @@
 //!     [--rounds 3] [--concurrency 16] [--short]
 //! ```
 //!
-//! For each number of apps N it starts nothing new: one Prometheus (the Debian binary, via the
-//! test harness) holds, from TSDB blocks written by `promtool`, one gauge series per app for
-//! the largest N (a sample a minute over the last 30 minutes; no scraping, so Prometheus' CPU
-//! is the queries' alone). A pass reads every app once, as one engine tick does:
-//! - per-app: `sum(last_over_time(bench_load{app="$APP_NAME"}[1h]))`, N requests, at most
+//! One Prometheus (the Debian binary, via the test harness) holds, from TSDB blocks written by
+//! `promtool`, for each number of apps N a gauge `bench_load_<N>` with one series per app (a
+//! sample a minute over the last 30 minutes; no scraping, so Prometheus' CPU is the queries'
+//! alone). A pass reads every app once, as one engine tick does:
+//! - per-app: `sum(last_over_time(bench_load_<N>{app="$APP_NAME"}[1h]))`, N requests, at most
 //!   `--concurrency` in flight (the engine reads targets concurrently);
-//! - grouped: `sum by (app) (last_over_time(bench_load[1h]))`, every target reading the shared
-//!   answer.
+//! - grouped: `sum by (app) (last_over_time(bench_load_<N>[1h]))`, every target reading the
+//!   shared answer (max age 1 s, passes 1 s apart).
 //!
 //! Measured per pass: the queries Prometheus counted (`prometheus_http_requests_total` of
 //! `/api/v1/query`), the wall time (median of the rounds), Prometheus' CPU time (utime+stime
@@ -24,7 +24,8 @@
 //! both passes give every app the same value, which is the app's own; Prometheus counts N
 //! queries per per-app pass and exactly 1 per grouped pass; and from 100 apps on, the grouped
 //! pass costs at most a fifth of the per-app pass in Prometheus CPU + wall time. `--short`
-//! (1 and 100 apps, one round) is the CI mode.
+//! (1 and 100 apps, 4 rounds) is the CI mode. Rounds: 4× `--rounds` up to 100 apps (CPU time
+//! comes in 10 ms clock ticks), `--rounds` at 1,000, a third of it beyond.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -39,6 +40,9 @@ use fleetscale_metrics::{
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+
+/// The grouped source's max age: longer than one pass, shorter than the pause between passes.
+const GROUPED_MAX_AGE: Duration = Duration::from_secs(1);
 
 struct Args {
     apps: Vec<usize>,
@@ -80,8 +84,7 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    if args.apps.is_empty() || args.apps.contains(&0) || args.rounds == 0 || args.concurrency == 0
-    {
+    if args.apps.is_empty() || args.apps.contains(&0) || args.rounds == 0 || args.concurrency == 0 {
         return Err("--apps, --rounds and --concurrency must be positive".into());
     }
     Ok(args)
@@ -96,26 +99,51 @@ fn value_of(i: usize) -> f64 {
     i as f64 + 0.5
 }
 
-/// One gauge series per app, a sample a minute over the last 30 minutes, as OpenMetrics.
-fn history(apps: usize) -> String {
+/// The metric holding exactly `apps` series, so that the grouped query of an N-app pass
+/// covers N apps, no more.
+fn metric(apps: usize) -> String {
+    format!("bench_load_{apps}")
+}
+
+/// For each N, a gauge with one series per app, a sample a minute over the last 30 minutes,
+/// as OpenMetrics.
+fn history(sizes: &[usize]) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs() as i64;
-    let mut text = String::with_capacity(apps * 31 * 40);
-    text.push_str("# TYPE bench_load gauge\n");
-    for i in 0..apps {
-        let name = app(i);
-        for minute in (0..=30).rev() {
-            let _ = writeln!(
-                text,
-                "bench_load{{app=\"{name}\"}} {} {}",
-                value_of(i),
-                now - minute * 60
-            );
+    let total: usize = sizes.iter().sum();
+    let mut text = String::with_capacity(total * 31 * 50);
+    for &apps in sizes {
+        let metric = metric(apps);
+        let _ = writeln!(text, "# TYPE {metric} gauge");
+        for i in 0..apps {
+            let name = app(i);
+            for minute in (0..=30).rev() {
+                let _ = writeln!(
+                    text,
+                    "{metric}{{app=\"{name}\"}} {} {}",
+                    value_of(i),
+                    now - minute * 60
+                );
+            }
         }
     }
     text
+}
+
+/// The size of the grouped query's answer (JSON bytes).
+async fn answer_bytes(prometheus: &PrometheusServer, query: &str) -> Result<usize, String> {
+    let body = reqwest::Client::new()
+        .get(format!("{}/api/v1/query", prometheus.url()))
+        .query(&[("query", query)])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .bytes()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(body.len())
 }
 
 /// The pid of the Prometheus process whose storage is under `dir`.
@@ -166,16 +194,30 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// `/api/v1/query` requests Prometheus has answered so far (its own counter).
+/// `/api/v1/query` requests Prometheus has answered so far: its own counter
+/// `prometheus_http_requests_total{handler="/api/v1/query"}`, read from its `/metrics` (it
+/// scrapes nothing here, so the counter is not in its TSDB).
 async fn queries_answered(prometheus: &PrometheusServer) -> Result<f64, String> {
-    let samples = prometheus
-        .query("sum(prometheus_http_requests_total{handler=\"/api/v1/query\"})")
+    let text = reqwest::get(format!("{}/metrics", prometheus.url()))
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
         .await
         .map_err(|e| e.to_string())?;
-    samples
-        .first()
-        .and_then(|s| s.value.parse().ok())
-        .ok_or_else(|| format!("no request counter in {samples:?}"))
+    let mut total = None;
+    for line in text.lines() {
+        if line.starts_with("prometheus_http_requests_total{")
+            && line.contains("handler=\"/api/v1/query\"")
+        {
+            let value: f64 = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("bad counter line {line:?}"))?;
+            *total.get_or_insert(0.0) += value;
+        }
+    }
+    total.ok_or_else(|| "no prometheus_http_requests_total for /api/v1/query".to_owned())
 }
 
 struct Pass {
@@ -207,8 +249,7 @@ impl Meter<'_> {
         let wall = started.elapsed();
         let p1 = cpu_time(&self.pid, self.ticks);
         let c1 = cpu_time("self", self.ticks);
-        // The counter query before the pass is counted in the one after it.
-        let queries = queries_answered(self.prometheus).await? - q0 - 1.0;
+        let queries = queries_answered(self.prometheus).await? - q0;
         Ok(Pass {
             wall,
             prometheus_cpu: p1.saturating_sub(p0),
@@ -277,9 +318,12 @@ async fn main() {
 
 async fn run() -> Result<(), String> {
     let args = parse_args()?;
-    let most = *args.apps.iter().max().expect("not empty");
-    eprintln!("writing {most} series into TSDB blocks and starting prometheus...");
-    let prometheus = PrometheusServer::start_with_history(&history(most))
+    let mut sizes = args.apps.clone();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let total: usize = sizes.iter().sum();
+    eprintln!("writing {total} series into TSDB blocks and starting prometheus...");
+    let prometheus = PrometheusServer::start_with_history(&history(&sizes))
         .await
         .map_err(|e| e.to_string())?;
     let pid = prometheus_pid(prometheus.dir())
@@ -290,47 +334,64 @@ async fn run() -> Result<(), String> {
         pid,
         ticks: clock_ticks(),
     };
-    let per_app = PrometheusSource::new(PrometheusConfig::new(
-        "load",
-        prometheus.url(),
-        "sum(last_over_time(bench_load{app=\"$APP_NAME\"}[1h]))",
-    ))
-    .map_err(|e| e.to_string())?;
-    // A tiny max age: every pass (they are further apart) sends its own request.
-    let grouped = GroupedPrometheusSource::new(
-        GroupedPrometheusConfig::new(
+    let per_app_query = |apps: usize| {
+        format!(
+            "sum(last_over_time({}{{app=\"$APP_NAME\"}}[1h]))",
+            metric(apps)
+        )
+    };
+    let grouped_query =
+        |apps: usize| format!("sum by (app) (last_over_time({}[1h]))", metric(apps));
+    // Reads of one pass share one request; the next pass starts after the max age (the
+    // engine's tick interval is longer than the max age in the same way).
+    let sources = |apps: usize| -> Result<(PrometheusSource, GroupedPrometheusSource), String> {
+        let per_app = PrometheusSource::new(PrometheusConfig::new(
             "load",
             prometheus.url(),
-            "sum by (app) (last_over_time(bench_load[1h]))",
+            per_app_query(apps),
+        ))
+        .map_err(|e| e.to_string())?;
+        let grouped = GroupedPrometheusSource::new(
+            GroupedPrometheusConfig::new("load", prometheus.url(), grouped_query(apps))
+                .with_max_age(GROUPED_MAX_AGE),
         )
-        .with_max_age(Duration::from_millis(1)),
-    )
-    .map_err(|e| e.to_string())?;
-    // Warm up: connections, Prometheus' caches of the postings.
-    per_app_pass(&per_app, most.min(100), args.concurrency).await?;
-    grouped_pass(&grouped, most).await?;
+        .map_err(|e| e.to_string())?;
+        Ok((per_app, grouped))
+    };
 
     let mut failures = Vec::new();
     let mut rows = Vec::new();
     for &apps in &args.apps {
-        let rounds = if apps >= 10_000 { 1 } else { args.rounds };
+        // CPU time comes in clock ticks (10 ms): small passes get more rounds.
+        let rounds = match apps {
+            0..=100 => args.rounds * 4,
+            101..=1_000 => args.rounds,
+            _ => args.rounds.div_ceil(3),
+        };
+        let (per_app, grouped) = sources(apps)?;
+        let bytes = answer_bytes(&prometheus, &grouped_query(apps)).await?;
+        // Warm up: connections, Prometheus' caches of the postings.
+        per_app_pass(&per_app, apps.min(100), args.concurrency).await?;
+        grouped_pass(&grouped, apps).await?;
         let mut kinds: BTreeMap<&str, Vec<Pass>> = BTreeMap::new();
         for _ in 0..rounds {
+            tokio::time::sleep(GROUPED_MAX_AGE + Duration::from_millis(50)).await;
             let p = meter
                 .measure(|| per_app_pass(&per_app, apps, args.concurrency))
                 .await?;
             kinds.entry("per-app").or_default().push(p);
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(GROUPED_MAX_AGE + Duration::from_millis(50)).await;
             let g = meter.measure(|| grouped_pass(&grouped, apps)).await?;
             kinds.entry("grouped").or_default().push(g);
-            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let mut summary: BTreeMap<&str, (f64, Duration, Duration, Duration)> = BTreeMap::new();
         for (kind, passes) in &kinds {
             for p in passes {
                 let own = (0..apps).all(|i| p.values[i] == value_of(i));
                 if !own {
-                    failures.push(format!("{apps} apps, {kind}: an app did not get its own value"));
+                    failures.push(format!(
+                        "{apps} apps, {kind}: an app did not get its own value"
+                    ));
                 }
                 let want = if *kind == "per-app" { apps as f64 } else { 1.0 };
                 if p.queries != want {
@@ -360,15 +421,15 @@ async fn run() -> Result<(), String> {
                 ms(pw + pc)
             ));
         }
-        rows.push((apps, rounds, pq, pw, pc, pcl, gq, gw, gc, gcl));
+        rows.push((apps, rounds, pq, pw, pc, pcl, gq, gw, gc, gcl, bytes));
         eprintln!("{apps} apps done");
     }
 
     println!(
-        "| apps | rounds | per-app queries/pass | per-app wall/pass (ms) | per-app Prometheus CPU/pass (ms) | per-app client CPU/pass (ms) | grouped queries/pass | grouped wall/pass (ms) | grouped Prometheus CPU/pass (ms) | grouped client CPU/pass (ms) | wall saving | Prometheus CPU saving |"
+        "| apps | rounds | per-app queries/pass | per-app wall/pass (ms) | per-app Prometheus CPU/pass (ms) | per-app client CPU/pass (ms) | grouped queries/pass | grouped wall/pass (ms) | grouped Prometheus CPU/pass (ms) | grouped client CPU/pass (ms) | wall saving | Prometheus CPU saving | grouped answer (bytes) |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (apps, rounds, pq, pw, pc, pcl, gq, gw, gc, gcl) in rows {
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (apps, rounds, pq, pw, pc, pcl, gq, gw, gc, gcl, bytes) in rows {
         let ratio = |a: Duration, b: Duration| {
             if b.is_zero() {
                 "n/a (below clock tick)".to_owned()
@@ -377,7 +438,7 @@ async fn run() -> Result<(), String> {
             }
         };
         println!(
-            "| {apps} | {rounds} | {pq} | {} | {} | {} | {gq} | {} | {} | {} | {} | {} |",
+            "| {apps} | {rounds} | {pq} | {} | {} | {} | {gq} | {} | {} | {} | {} | {} | {bytes} |",
             ms(pw),
             ms(pc),
             ms(pcl),

@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use fleetscale_core::{Error, MetricSource, Scope};
 use fleetscale_metrics::harness::{self, closed_port, Lab, LoopbackServer};
 use fleetscale_metrics::{
-    EmptyResult, GroupedPrometheusConfig, GroupedPrometheusSource, MetricsError,
-    PrometheusConfig, PrometheusSource, QueryMethod,
+    EmptyResult, GroupedPrometheusConfig, GroupedPrometheusSource, MetricsError, PrometheusConfig,
+    PrometheusSource, QueryMethod,
 };
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -177,7 +177,11 @@ async fn one_request_serves_every_target_with_its_own_value() {
     );
     let reading = post.read(&Scope::new("app-07")).await.unwrap();
     assert_eq!((reading.value, reading.series), (14.5, 1));
-    assert!(reading.query.contains("app=\"app-07\""), "{}", reading.query);
+    assert!(
+        reading.query.contains("app=\"app-07\""),
+        "{}",
+        reading.query
+    );
 
     // Another scope variable can pick the series: the group label of the target.
     let by_group = grouped(
@@ -232,13 +236,17 @@ async fn a_missing_app_follows_the_empty_result_policy_as_a_per_app_query_would(
         ),
     ];
     for (query, per_app_query, empty, want) in cases {
-        let src = grouped(GroupedPrometheusConfig::new("reqs", proxy.url(), query).with_empty(empty));
+        let src =
+            grouped(GroupedPrometheusConfig::new("reqs", proxy.url(), query).with_empty(empty));
         let per_app = PrometheusSource::new(
             PrometheusConfig::new("reqs", proxy.url(), per_app_query).with_empty(empty),
         )
         .unwrap();
         // The app that has a series gets it whatever the policy.
-        assert_eq!(src.collect(&Scope::new("busy")).await.unwrap(), if query.starts_with("count") { 1.0 } else { 5.0 });
+        assert_eq!(
+            src.collect(&Scope::new("busy")).await.unwrap(),
+            if query.starts_with("count") { 1.0 } else { 5.0 }
+        );
         let got = src.read(&idle).await;
         let single = per_app.read(&idle).await;
         match want {
@@ -296,7 +304,10 @@ async fn a_failed_or_unusable_answer_fails_every_target() {
     assert_eq!(proxy.queries(), 1, "a failure is shared too");
 
     // A scalar, and a vector whose series all lack the label, can serve no target.
-    for (query, kind) in [("scalar(sum(g3_up))", "metric"), ("sum(g3_up)", "invalid_response")] {
+    for (query, kind) in [
+        ("scalar(sum(g3_up))", "metric"),
+        ("sum(g3_up)", "invalid_response"),
+    ] {
         let src = grouped(GroupedPrometheusConfig::new("up", proxy.url(), query));
         for r in read_all(&src, &apps).await {
             let err = r.unwrap_err();
@@ -339,7 +350,11 @@ async fn duplicates_and_non_numbers_fail_only_their_own_target() {
         .unwrap();
     let proxy = CountingProxy::start(lab, Duration::ZERO);
     // No aggregation: several series per app are possible, and must not be silently picked.
-    let src = grouped(GroupedPrometheusConfig::new("conns", proxy.url(), "g4_conns"));
+    let src = grouped(GroupedPrometheusConfig::new(
+        "conns",
+        proxy.url(),
+        "g4_conns",
+    ));
     let apps: Vec<String> = ["dup", "single", "nan"].map(String::from).to_vec();
     let results = read_all(&src, &apps).await;
     match &results[0] {

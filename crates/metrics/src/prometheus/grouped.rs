@@ -606,13 +606,15 @@ impl GroupedPrometheusSource {
     /// `scope`'s value from an indexed answer.
     fn pick(&self, table: &Table, scope: &Scope) -> Result<Reading, MetricsError> {
         let config = &self.inner.config;
-        let key = scope.var(&config.scope_var).ok_or_else(|| MetricsError::Config {
-            metric: config.name.clone(),
-            message: format!(
-                "target `{}` has no scope variable `{}` to pick its series by",
-                scope.target, config.scope_var
-            ),
-        })?;
+        let key = scope
+            .var(&config.scope_var)
+            .ok_or_else(|| MetricsError::Config {
+                metric: config.name.clone(),
+                message: format!(
+                    "target `{}` has no scope variable `{}` to pick its series by",
+                    scope.target, config.scope_var
+                ),
+            })?;
         let query = format!("{} [{}=\"{key}\"]", config.query, config.label);
         let reading = |value: f64, series: usize| Reading {
             value,

@@ -534,10 +534,7 @@ impl PrometheusSource {
 }
 
 /// The API base address: an absolute `http`/`https` URL without query string or fragment.
-fn base_url(
-    address: &str,
-    bad: &dyn Fn(String) -> MetricsError,
-) -> Result<Url, MetricsError> {
+fn base_url(address: &str, bad: &dyn Fn(String) -> MetricsError) -> Result<Url, MetricsError> {
     let base = Url::parse(address.trim())
         .map_err(|e| bad(format!("`address` {address:?} is not a URL: {e}")))?;
     if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
