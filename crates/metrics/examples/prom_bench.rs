@@ -157,7 +157,7 @@ fn prometheus_pid(dir: &Path) -> Option<u32> {
             continue;
         };
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        if args.iter().any(|a| *a == needle.as_bytes())
+        if args.contains(&needle.as_bytes())
             && args
                 .first()
                 .is_some_and(|a| String::from_utf8_lossy(a).ends_with("prometheus"))
