@@ -313,7 +313,8 @@ struct Inner {
 ///     "sum by (app) (rate(http_requests_total[1m]))",
 /// ))?;
 /// // The same source (or clones of it) for every target: one HTTP request serves them all.
-/// let (web, api) = tokio::join!(rps.collect(&Scope::new("web")), rps.collect(&Scope::new("api")));
+/// let (web, api) = (Scope::new("web"), Scope::new("api"));
+/// let (web, api) = tokio::join!(rps.collect(&web), rps.collect(&api));
 /// println!("web {} api {} in {} request(s)", web?, api?, rps.requests_sent());
 /// # Ok(()) }
 /// ```
