@@ -417,6 +417,8 @@ impl GroupedPrometheusSource {
     }
 
     /// Reads the value for `scope`, with details. See the type's docs for behaviour and errors.
+    /// The reading's `query` is the shared query followed by the series picked,
+    /// `sum by (app) (x) [app="web"]`; its `series` is 1, or 0 for a missing value read as 0.
     pub async fn read(&self, scope: &Scope) -> Result<Reading, MetricsError> {
         let table = self.answer().await.map_err(MetricsError::Shared)?;
         self.pick(&table, scope)
