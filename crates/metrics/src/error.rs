@@ -1,5 +1,6 @@
 //! The crate's error type, [`MetricsError`], and its conversion into [`fleetscale_core::Error`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use fleetscale_core::{BoxError, Error};
@@ -210,6 +211,12 @@ pub enum MetricsError {
         /// What was found instead.
         message: String,
     },
+
+    /// The one request shared by several targets failed (see
+    /// [`crate::GroupedPrometheusSource`]): every target reading it gets this, which shows
+    /// and maps exactly as the error it holds.
+    #[error(transparent)]
+    Shared(Arc<MetricsError>),
 }
 
 impl MetricsError {
@@ -231,6 +238,7 @@ impl MetricsError {
             | MetricsError::UnexpectedResultType { metric, .. }
             | MetricsError::Pointer { metric, .. }
             | MetricsError::Temporal { metric, .. } => metric,
+            MetricsError::Shared(inner) => inner.metric(),
         }
     }
 }
@@ -239,68 +247,74 @@ impl MetricsError {
 /// kept in the core error's message, and the underlying I/O or decoding error as its `source`.
 impl From<MetricsError> for Error {
     fn from(err: MetricsError) -> Self {
-        let message = err.to_string();
-        let core = match &err {
-            MetricsError::Config { .. } => Error::config(message),
-            MetricsError::Timeout {
-                operation, after, ..
-            } => Error::timeout(operation.clone(), *after),
-            MetricsError::Cancelled { .. } => return Error::Cancelled,
-            MetricsError::Connect { .. } => Error::unavailable(message),
-            MetricsError::Unauthorized { .. } => Error::unauthorized(message),
-            MetricsError::RateLimited { retry_after, .. } => {
-                Error::rate_limited(message, *retry_after)
-            }
-            MetricsError::Http { status, url, .. } => {
-                if *status >= 500 {
-                    Error::unavailable(message)
-                } else {
-                    Error::InvalidResponse {
-                        context: url.clone(),
-                        message,
-                        source: None,
-                    }
-                }
-            }
-            MetricsError::Prometheus {
-                status, error_type, ..
-            } => match error_type.as_str() {
-                "timeout" | "internal" | "unavailable" | "canceled" => Error::unavailable(message),
-                "bad_data" | "execution" => Error::invalid_request(message),
-                _ if *status >= 500 => Error::unavailable(message),
-                _ if *status >= 400 => Error::invalid_request(message),
-                _ => Error::metric(err.metric(), without_metric(&message, err.metric())),
-            },
-            MetricsError::Temporal {
-                code,
-                namespace,
-                metric,
-                ..
-            } => match *code {
-                "UNAVAILABLE" | "RESOURCE_EXHAUSTED" | "ABORTED" | "INTERNAL" | "UNKNOWN"
-                | "DEADLINE_EXCEEDED" | "CANCELLED" => Error::unavailable(message),
-                "PERMISSION_DENIED" | "UNAUTHENTICATED" => Error::unauthorized(message),
-                "NOT_FOUND" => {
-                    Error::not_found(format!("temporal namespace {namespace:?} ({message})"))
-                }
-                "INVALID_ARGUMENT" | "UNIMPLEMENTED" => Error::invalid_request(message),
-                _ => Error::metric(metric.clone(), message),
-            },
-            MetricsError::InvalidResponse { context, .. } => Error::InvalidResponse {
-                context: context.clone(),
-                message,
-                source: None,
-            },
-            // `Error::Metric` names the metric itself: its message is the rest.
-            MetricsError::Empty { metric, .. }
-            | MetricsError::MultipleSeries { metric, .. }
-            | MetricsError::NotFinite { metric, .. }
-            | MetricsError::UnexpectedResultType { metric, .. }
-            | MetricsError::Pointer { metric, .. } => {
-                Error::metric(metric.clone(), without_metric(&message, metric))
-            }
-        };
+        let core = class_of(&err, err.to_string());
+        if matches!(core, Error::Cancelled) {
+            return core;
+        }
         core.with_source(err)
+    }
+}
+
+/// The core error of `err`'s class, carrying `message` (without a source).
+fn class_of(err: &MetricsError, message: String) -> Error {
+    match err {
+        MetricsError::Shared(inner) => class_of(inner, message),
+        MetricsError::Config { .. } => Error::config(message),
+        MetricsError::Timeout {
+            operation, after, ..
+        } => Error::timeout(operation.clone(), *after),
+        MetricsError::Cancelled { .. } => Error::Cancelled,
+        MetricsError::Connect { .. } => Error::unavailable(message),
+        MetricsError::Unauthorized { .. } => Error::unauthorized(message),
+        MetricsError::RateLimited { retry_after, .. } => Error::rate_limited(message, *retry_after),
+        MetricsError::Http { status, url, .. } => {
+            if *status >= 500 {
+                Error::unavailable(message)
+            } else {
+                Error::InvalidResponse {
+                    context: url.clone(),
+                    message,
+                    source: None,
+                }
+            }
+        }
+        MetricsError::Prometheus {
+            status, error_type, ..
+        } => match error_type.as_str() {
+            "timeout" | "internal" | "unavailable" | "canceled" => Error::unavailable(message),
+            "bad_data" | "execution" => Error::invalid_request(message),
+            _ if *status >= 500 => Error::unavailable(message),
+            _ if *status >= 400 => Error::invalid_request(message),
+            _ => Error::metric(err.metric(), without_metric(&message, err.metric())),
+        },
+        MetricsError::Temporal {
+            code,
+            namespace,
+            metric,
+            ..
+        } => match *code {
+            "UNAVAILABLE" | "RESOURCE_EXHAUSTED" | "ABORTED" | "INTERNAL" | "UNKNOWN"
+            | "DEADLINE_EXCEEDED" | "CANCELLED" => Error::unavailable(message),
+            "PERMISSION_DENIED" | "UNAUTHENTICATED" => Error::unauthorized(message),
+            "NOT_FOUND" => {
+                Error::not_found(format!("temporal namespace {namespace:?} ({message})"))
+            }
+            "INVALID_ARGUMENT" | "UNIMPLEMENTED" => Error::invalid_request(message),
+            _ => Error::metric(metric.clone(), message),
+        },
+        MetricsError::InvalidResponse { context, .. } => Error::InvalidResponse {
+            context: context.clone(),
+            message,
+            source: None,
+        },
+        // `Error::Metric` names the metric itself: its message is the rest.
+        MetricsError::Empty { metric, .. }
+        | MetricsError::MultipleSeries { metric, .. }
+        | MetricsError::NotFinite { metric, .. }
+        | MetricsError::UnexpectedResultType { metric, .. }
+        | MetricsError::Pointer { metric, .. } => {
+            Error::metric(metric.clone(), without_metric(&message, metric))
+        }
     }
 }
 

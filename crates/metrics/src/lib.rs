@@ -71,8 +71,9 @@ pub use error::MetricsError;
 pub use fleetscale_core::Token;
 pub use http_json::{HttpJsonConfig, HttpJsonSource};
 pub use prometheus::{
-    is_total_without_grouping, Aggregation, EmptyResult, History, PrometheusConfig,
-    PrometheusSource, QueryMethod, RangeQuery, Reading, WindowAggregation,
+    is_total_grouped_by, is_total_without_grouping, Aggregation, EmptyResult,
+    GroupedPrometheusConfig, GroupedPrometheusSource, History, PrometheusConfig, PrometheusSource,
+    QueryMethod, RangeQuery, Reading, WindowAggregation,
 };
 pub use temporal::{TemporalConfig, TemporalSource};
 

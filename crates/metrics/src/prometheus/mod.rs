@@ -1,9 +1,13 @@
 //! [`PrometheusSource`]: one number per target from a Prometheus-compatible HTTP API (Prometheus,
 //! Fly.io's managed VictoriaMetrics at `https://api.fly.io/prometheus/<org>`, Thanos, Mimir).
 
+mod grouped;
 mod history;
 mod result;
 
+pub use grouped::{
+    is_total_grouped_by, GroupedPrometheusConfig, GroupedPrometheusSource, DEFAULT_MAX_AGE,
+};
 pub use history::{History, MAX_POINTS_PER_QUERY};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -391,33 +395,10 @@ impl PrometheusSource {
                 ));
             }
         }
-        let base = Url::parse(config.address.trim())
-            .map_err(|e| bad(format!("`address` {:?} is not a URL: {e}", config.address)))?;
-        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-            return Err(bad(format!(
-                "`address` {:?} must be an http or https URL",
-                display_url(&base)
-            )));
-        }
-        if base.query().is_some() || base.fragment().is_some() {
-            return Err(bad(
-                "`address` must not have a query string or fragment".into()
-            ));
-        }
-        let join = |suffix: &str| -> Result<Url, MetricsError> {
-            let text = format!("{}/{suffix}", base.as_str().trim_end_matches('/'));
-            Url::parse(&text).map_err(|e| bad(format!("cannot build the API URL: {e}")))
-        };
-        let query_url = join("api/v1/query")?;
-        let range_url = join("api/v1/query_range")?;
-        let auth = match &config.token {
-            Some(t) if !t.is_empty() => Some(
-                crate::token::fly_prometheus_authorization(t).ok_or_else(|| {
-                    bad("`token` contains characters not allowed in an HTTP header".into())
-                })?,
-            ),
-            _ => None,
-        };
+        let base = base_url(&config.address, &bad)?;
+        let query_url = join_url(&base, "api/v1/query", &bad)?;
+        let range_url = join_url(&base, "api/v1/query_range", &bad)?;
+        let auth = authorization(config.token.as_ref(), &bad)?;
         let client = http::client(config.timeout)
             .map_err(|e| bad(format!("cannot build the HTTP client: {e}")))?;
         Ok(PrometheusSource {
@@ -549,6 +530,47 @@ impl PrometheusSource {
             params.push(("step", seconds(range.effective_step())));
         }
         params
+    }
+}
+
+/// The API base address: an absolute `http`/`https` URL without query string or fragment.
+fn base_url(address: &str, bad: &dyn Fn(String) -> MetricsError) -> Result<Url, MetricsError> {
+    let base = Url::parse(address.trim())
+        .map_err(|e| bad(format!("`address` {address:?} is not a URL: {e}")))?;
+    if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+        return Err(bad(format!(
+            "`address` {:?} must be an http or https URL",
+            display_url(&base)
+        )));
+    }
+    if base.query().is_some() || base.fragment().is_some() {
+        return Err(bad(
+            "`address` must not have a query string or fragment".into()
+        ));
+    }
+    Ok(base)
+}
+
+/// `base` + `/suffix`, with or without a trailing `/` on `base`.
+fn join_url(
+    base: &Url,
+    suffix: &str,
+    bad: &dyn Fn(String) -> MetricsError,
+) -> Result<Url, MetricsError> {
+    let text = format!("{}/{suffix}", base.as_str().trim_end_matches('/'));
+    Url::parse(&text).map_err(|e| bad(format!("cannot build the API URL: {e}")))
+}
+
+/// The `Authorization` header of `token` (none for no or an empty token).
+fn authorization(
+    token: Option<&Token>,
+    bad: &dyn Fn(String) -> MetricsError,
+) -> Result<Option<HeaderValue>, MetricsError> {
+    match token {
+        Some(t) if !t.is_empty() => crate::token::fly_prometheus_authorization(t)
+            .map(Some)
+            .ok_or_else(|| bad("`token` contains characters not allowed in an HTTP header".into())),
+        _ => Ok(None),
     }
 }
 

@@ -323,7 +323,7 @@ pub(crate) fn select(
     Ok((value, count))
 }
 
-fn parse_value(raw: &str, series: &str, ctx: &Ctx<'_>) -> Result<f64, MetricsError> {
+pub(crate) fn parse_value(raw: &str, series: &str, ctx: &Ctx<'_>) -> Result<f64, MetricsError> {
     let v: f64 = raw.trim().parse().map_err(|_| {
         ctx.invalid(
             format!("sample value {raw:?} of {series} is not a number"),
