@@ -74,7 +74,7 @@ pub(crate) fn template(
     // An autoscaler without credentials can do nothing; say so at start, as
     // fly-autoscaler does ("api token required"), rather than at every tick.
     let token = match getenv(&fly.token_env) {
-        Some(t) if !t.trim().is_empty() => {
+        Some(t) if !fleetscale_fly::token::is_blank(&Token::new(t.as_str())) => {
             fleetscale_fas::redact::register(&t);
             Token::new(t)
         }

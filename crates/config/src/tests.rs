@@ -349,8 +349,15 @@ fn a_missing_fly_token_is_refused_at_load() {
         .to_string();
     assert!(e.contains("Fly API token required"), "{e}");
     assert!(e.contains("FLY_API_TOKEN"), "{e}");
-    let empty = |k: &str| Some(if k == "FLY_API_TOKEN" { " " } else { "x" }.to_owned());
-    assert!(NativeTargets::build(Path::new("f.toml"), &text, &cfg, &empty).is_err());
+    // Blank, or only a scheme: no credentials would be sent.
+    for blank in [" ", "FlyV1 ", "Bearer"] {
+        let env = |k: &str| Some(if k == "FLY_API_TOKEN" { blank } else { "x" }.to_owned());
+        let e = NativeTargets::build(Path::new("f.toml"), &text, &cfg, &env)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("Fly API token required"), "{blank:?}: {e}");
+    }
 }
 
 #[test]

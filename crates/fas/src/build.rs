@@ -337,7 +337,11 @@ pub async fn eval(config: &Config, getenv: &dyn Fn(&str) -> Option<String>) -> R
                 "eval cannot read machine counts for a wildcard app name: name one app",
             ));
         }
-        if config.api_token.is_none() {
+        if config
+            .api_token
+            .as_ref()
+            .is_none_or(fleetscale_fly::token::is_blank)
+        {
             return Err(FasError::config(
                 "api token required: an expression uses the current machine counts",
             ));

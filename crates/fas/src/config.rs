@@ -641,7 +641,12 @@ impl Config {
     /// # Errors
     /// The first problem found.
     pub fn validate_serve(&self) -> Result<(), FasError> {
-        if self.api_token.as_ref().is_none_or(Token::is_empty) {
+        // A token that is only a scheme (`FlyV1 `, `Bearer `) sends no credentials at all.
+        if self
+            .api_token
+            .as_ref()
+            .is_none_or(fleetscale_fly::token::is_blank)
+        {
             return Err(err("cannot create fly client: api token required"));
         }
         if self.is_wildcard() && self.org.is_empty() {
@@ -1044,6 +1049,17 @@ mod tests {
             c.validate_serve().unwrap_err().to_string(),
             "cannot create fly client: api token required"
         );
+        for blank in ["FlyV1 ", "Bearer  ", "FlyV1"] {
+            let c = app(|c| {
+                c.created_machine_count = "2".into();
+                c.api_token = Some(Token::new(blank));
+            });
+            assert_eq!(
+                c.validate_serve().unwrap_err().to_string(),
+                "cannot create fly client: api token required",
+                "{blank:?}"
+            );
+        }
         let c = app(|c| {
             c.app_name = "my-app-*".into();
             c.created_machine_count = "2".into();
