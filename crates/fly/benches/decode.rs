@@ -6,11 +6,13 @@
 //! Run: `cargo bench -p fleetscale-fly --bench decode -- --sample-size 20 --measurement-time 3`
 
 use std::hint::black_box;
-use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use fleetscale_fly::{ClientConfig, FlyMachine, FlyScaler, FlyScalerConfig, MachinesClient};
 use serde_json::{json, Value};
+
+#[path = "../../core/benches/support/criterion_config.rs"]
+mod criterion_config;
 
 const STATES: [&str; 8] = [
     "started",
@@ -101,12 +103,6 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group! {
-    name = benches;
-    config = Criterion::default()
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1));
-    targets = bench
+fn main() {
+    criterion_config::run(bench);
 }
-criterion_main!(benches);
