@@ -17,6 +17,7 @@
 //! cargo-fuzz is not used: it needs a nightly toolchain, which CI does not have. Any input
 //! that ever crashes one of these goes into `regressions()` below as a fixed case.
 
+use fleetscale_bench::proptest_cases;
 use fleetscale_fly::{
     parse_http_date, parse_rfc3339, ClientConfig, FlyMachine, FlyScaler, FlyScalerConfig, FlyState,
     MachinesClient,
@@ -351,16 +352,8 @@ fn the_valid_documents_decode() {
     }
 }
 
-/// The number of cases: `PROPTEST_CASES` when set (long runs), else `default`.
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(256), failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: proptest_cases(256), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn machines_decoder_survives_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
