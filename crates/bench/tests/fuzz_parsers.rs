@@ -45,31 +45,7 @@ const IPAM: [&str; 3] = [
 
 /// A machine as the Machines API documents it.
 fn machine_doc() -> Value {
-    json!({
-        "id": "17811953c92e18",
-        "name": "sparkling-rain-2222",
-        "state": "started",
-        "region": "ams",
-        "instance_id": "01HBP4HXQ6JPP4GDHH6JYNBP2R",
-        "private_ip": "fdaa:2:45b:a7b:19c:bbd4:5a9d:2",
-        "config": {
-            "env": {"APP_ENV": "production"},
-            "guest": {"cpu_kind": "shared", "cpus": 1, "memory_mb": 256},
-            "metadata": {"fly_process_group": "app", "fly_release_id": "Zx3", "fly_release_version": "12"},
-            "services": [{"protocol": "tcp", "internal_port": 8080, "autostop": true, "autostart": true,
-                          "ports": [{"port": 443, "handlers": ["http", "tls"]}]}],
-            "image": "registry.fly.io/my-app:deployment-01HBP4"
-        },
-        "image_ref": {"registry": "registry.fly.io", "repository": "my-app", "tag": "deployment-01HBP4",
-                      "digest": "sha256:e9d7", "labels": {}},
-        "created_at": "2023-10-31T02:30:10Z",
-        "updated_at": "2023-10-31T02:30:12.5Z",
-        "events": [{"type": "launch", "status": "created", "source": "user", "timestamp": 1_698_719_400_000u64}],
-        "checks": [{"name": "alive", "status": "passing", "output": "ok"}],
-        "host_status": "ok",
-        "incomplete_config": null,
-        "version": "01HBP4"
-    })
+    serde_json::from_str(include_str!("fuzz_seeds/machine.json")).expect("the seed machine is JSON")
 }
 
 /// Any JSON value, a few levels deep.
