@@ -11,7 +11,7 @@ use fleetscale_core::expr::MAX_MACHINE_COUNT;
 use fleetscale_core::plan::{ActionKind, DEFAULT_MAX_ACTIONS_PER_KIND};
 use fleetscale_core::policy::{CountRule, Limits, Policy};
 use fleetscale_core::record::{DecisionObserver, DecisionRecord, MetricReading, TickStatus};
-use fleetscale_core::testing::{FakeScaler, Op, StaticMetric};
+use fleetscale_core::testing::{FakeScaler, LogBuffer, Op, StaticMetric};
 use fleetscale_core::{
     Bounds, Capabilities, CreateRequest, Machine, MachineId, MachineState, MetricSource, Result,
     Scaler, Scope,
@@ -226,27 +226,6 @@ async fn shutdown_ends_a_hung_tick_after_the_grace() {
     );
 }
 
-/// Captures log lines (the WARN of actions cancelled in flight).
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Lines {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Lines {
-    type Writer = Lines;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 /// A backend whose creates are sent and never answered.
 struct SlowCreates(FakeScaler);
 
@@ -274,9 +253,12 @@ impl Scaler for SlowCreates {
 
 #[test]
 fn actions_sent_when_the_grace_ends_are_logged_as_sent_with_unknown_outcome() {
-    let lines = Lines::default();
+    let lines = LogBuffer::default();
     let subscriber = tracing_subscriber::fmt()
-        .with_writer(lines.clone())
+        .with_writer({
+            let lines = lines.clone();
+            move || lines.clone()
+        })
         .with_ansi(false)
         .finish();
     tracing::subscriber::with_default(subscriber, || {
@@ -306,7 +288,7 @@ fn actions_sent_when_the_grace_ends_are_logged_as_sent_with_unknown_outcome() {
             run.await.unwrap().unwrap();
         });
     });
-    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let text = lines.text();
     assert!(
         text.contains("ticks still in flight after the grace of 1 s"),
         "{text}"
