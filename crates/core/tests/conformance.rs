@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use fleetscale_core::testing::conformance::{self, ScalerSuite};
-use fleetscale_core::testing::{FakeMembership, FakeScaler, Transitions};
+use fleetscale_core::testing::{FakeMembership, FakeScaler, Op, Transitions};
 use fleetscale_core::{
     Capabilities, CreateRequest, Error, Machine, MachineId, MachineState, Result, Scaler,
 };
@@ -98,36 +98,14 @@ async fn suite_names_what_is_broken() {
     assert!(err.to_string().contains("NotFound"), "{err}");
 }
 
-/// Claims suspend but does not implement it: the suite notices.
-struct ClaimsSuspend(FakeScaler);
-
-#[async_trait]
-impl Scaler for ClaimsSuspend {
-    fn capabilities(&self) -> Capabilities {
-        self.0.capabilities()
-    }
-    async fn list(&self) -> Result<Vec<Machine>> {
-        self.0.list().await
-    }
-    async fn create(&self, r: &CreateRequest) -> Result<Machine> {
-        self.0.create(r).await
-    }
-    async fn start(&self, id: &MachineId) -> Result<()> {
-        self.0.start(id).await
-    }
-    async fn stop(&self, id: &MachineId) -> Result<()> {
-        self.0.stop(id).await
-    }
-    async fn destroy(&self, id: &MachineId) -> Result<()> {
-        self.0.destroy(id).await
-    }
-}
-
 #[tokio::test]
 async fn suite_checks_claimed_capabilities() {
-    let err = conformance::scaler(&ClaimsSuspend(FakeScaler::new()))
-        .await
-        .unwrap_err();
+    // Claims suspend (as the fake does) but answers every suspend as the trait's default does.
+    let claims_suspend = FakeScaler::new();
+    claims_suspend.fail_next(Op::Suspend, u32::MAX, || Error::Unsupported {
+        operation: "suspend",
+    });
+    let err = conformance::scaler(&claims_suspend).await.unwrap_err();
     assert_eq!(err.check, "suspend", "{err}");
 }
 
