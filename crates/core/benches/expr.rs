@@ -8,7 +8,7 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion};
 use fleetscale_core::expr::{Expr, Variables};
 
-#[path = "support/criterion_config.rs"]
+#[path = "../../shared/criterion_config.rs"]
 mod criterion_config;
 
 /// fly-autoscaler's blueprint (`blueprints/autoscale-machines`).

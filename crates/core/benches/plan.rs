@@ -24,7 +24,7 @@ mod bench_fleet;
 mod reference_plan;
 use bench_fleet::{inventory, scenario_targets, SCENARIOS};
 
-#[path = "support/criterion_config.rs"]
+#[path = "../../shared/criterion_config.rs"]
 mod criterion_config;
 
 fn scenarios(c: &Counts) -> [(&'static str, Targets); 3] {

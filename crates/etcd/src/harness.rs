@@ -81,28 +81,10 @@ pub fn etcd_binary() -> Result<PathBuf, HarnessError> {
     .ok_or(HarnessError::NotInstalled)
 }
 
-/// A test CA and certificates signed by it, made fresh by [`TestPki::new`].
-#[derive(Clone)]
-pub struct TestPki {
-    /// The CA certificate (PEM).
-    pub ca_pem: String,
-    /// A server certificate for `localhost` and `127.0.0.1`.
-    pub server_cert_pem: String,
-    /// Its key.
-    pub server_key_pem: String,
-    /// A client certificate (CN `fleetscale-test-client`).
-    pub client_cert_pem: String,
-    /// Its key.
-    pub client_key_pem: String,
-    /// A CA that signed nothing the servers trust.
-    pub other_ca_pem: String,
-}
+#[path = "../../shared/test_pki.rs"]
+mod test_pki;
 
-impl std::fmt::Debug for TestPki {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TestPki { .. }")
-    }
-}
+pub use test_pki::TestPki;
 
 impl TestPki {
     /// Generates the CAs and certificates (ECDSA P-256).
@@ -110,63 +92,8 @@ impl TestPki {
     /// # Errors
     /// When `rcgen` fails.
     pub fn new() -> Result<Self, HarnessError> {
-        use rcgen::{
-            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-            KeyPair, KeyUsagePurpose,
-        };
-        let err = |e: rcgen::Error| HarnessError::Io(std::io::Error::other(format!("rcgen: {e}")));
-        let ca = |cn: &str| -> Result<(String, Issuer<'static, KeyPair>), HarnessError> {
-            let mut p = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-            p.distinguished_name.push(DnType::CommonName, cn);
-            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            p.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
-            let key = KeyPair::generate().map_err(err)?;
-            let cert = p.self_signed(&key).map_err(err)?;
-            Ok((cert.pem(), Issuer::new(p, key)))
-        };
-        let leaf = |issuer: &Issuer<'_, KeyPair>,
-                    names: Vec<String>,
-                    cn: &str,
-                    usages: Vec<ExtendedKeyUsagePurpose>|
-         -> Result<(String, String), HarnessError> {
-            let mut p = CertificateParams::new(names).map_err(err)?;
-            p.distinguished_name.push(DnType::CommonName, cn);
-            p.extended_key_usages = usages;
-            let key = KeyPair::generate().map_err(err)?;
-            let cert = p.signed_by(&key, issuer).map_err(err)?;
-            Ok((cert.pem(), key.serialize_pem()))
-        };
-        let (ca_pem, issuer) = ca("fleetscale etcd test CA")?;
-        let (other_ca_pem, _) = ca("fleetscale untrusted CA")?;
-        // etcd's server certificate also serves its own gRPC gateway, which dials the server
-        // as a client: it needs both usages.
-        let (server_cert_pem, server_key_pem) = leaf(
-            &issuer,
-            vec!["localhost".into(), "127.0.0.1".into()],
-            "localhost",
-            vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ],
-        )?;
-        let (client_cert_pem, client_key_pem) = leaf(
-            &issuer,
-            Vec::new(),
-            "fleetscale-test-client",
-            vec![ExtendedKeyUsagePurpose::ClientAuth],
-        )?;
-        Ok(TestPki {
-            ca_pem,
-            server_cert_pem,
-            server_key_pem,
-            client_cert_pem,
-            client_key_pem,
-            other_ca_pem,
-        })
+        test_pki::generate()
+            .map_err(|e| HarnessError::Io(std::io::Error::other(format!("rcgen: {e}"))))
     }
 }
 

@@ -11,7 +11,7 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use fleetscale_fly::{ClientConfig, FlyMachine, FlyScaler, FlyScalerConfig, MachinesClient};
 use serde_json::{json, Value};
 
-#[path = "../../core/benches/support/criterion_config.rs"]
+#[path = "../../shared/criterion_config.rs"]
 mod criterion_config;
 
 const STATES: [&str; 8] = [

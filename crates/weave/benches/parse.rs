@@ -13,7 +13,7 @@ use fleetscale_weave::status::{parse_ipam, parse_peers, render_ipam_line, IpamPe
 use fleetscale_weave::PeerName;
 use serde_json::{json, Value};
 
-#[path = "../../core/benches/support/criterion_config.rs"]
+#[path = "../../shared/criterion_config.rs"]
 mod criterion_config;
 
 const FIXTURE: &str = include_str!("../tests/fixtures/report-with-dynamic-peers.json");

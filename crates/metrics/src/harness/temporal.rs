@@ -735,95 +735,19 @@ mod visibility {
     }
 }
 
-/// A test CA and certificates signed by it, made fresh by [`TestPki::new`].
-#[derive(Clone)]
-pub struct TestPki {
-    /// The CA certificate (PEM): give it to clients as their trust root.
-    pub ca_pem: String,
-    /// A server certificate for `localhost` and `127.0.0.1`, signed by the CA.
-    pub server_cert_pem: String,
-    /// Its key.
-    pub server_key_pem: String,
-    /// A client certificate (CN `fleetscale-test-client`), signed by the CA.
-    pub client_cert_pem: String,
-    /// Its key.
-    pub client_key_pem: String,
-    /// A second CA that signed nothing the servers trust.
-    pub other_ca_pem: String,
-    /// A client certificate signed by the other CA.
-    pub other_client_cert_pem: String,
-    /// Its key.
-    pub other_client_key_pem: String,
-}
+#[path = "../../../shared/test_pki.rs"]
+mod test_pki;
 
-impl std::fmt::Debug for TestPki {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TestPki { .. }")
-    }
-}
+pub use test_pki::TestPki;
 
 impl TestPki {
-    /// Generates the CA and certificates (ECDSA P-256).
+    /// Generates the CAs and certificates (ECDSA P-256).
     ///
     /// # Errors
     /// When `rcgen` fails.
     pub fn new() -> Result<Self, HarnessError> {
-        use rcgen::{
-            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-            KeyPair, KeyUsagePurpose,
-        };
-        let err = |e: rcgen::Error| HarnessError::Io(std::io::Error::other(format!("rcgen: {e}")));
-        let ca = |cn: &str| -> Result<(String, Issuer<'static, KeyPair>), HarnessError> {
-            let mut p = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-            p.distinguished_name.push(DnType::CommonName, cn);
-            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            p.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
-            let key = KeyPair::generate().map_err(err)?;
-            let cert = p.self_signed(&key).map_err(err)?;
-            Ok((cert.pem(), Issuer::new(p, key)))
-        };
-        let leaf = |issuer: &Issuer<'_, KeyPair>,
-                    names: Vec<String>,
-                    cn: &str,
-                    server: bool|
-         -> Result<(String, String), HarnessError> {
-            let mut p = CertificateParams::new(names).map_err(err)?;
-            p.distinguished_name.push(DnType::CommonName, cn);
-            p.extended_key_usages = vec![if server {
-                ExtendedKeyUsagePurpose::ServerAuth
-            } else {
-                ExtendedKeyUsagePurpose::ClientAuth
-            }];
-            let key = KeyPair::generate().map_err(err)?;
-            let cert = p.signed_by(&key, issuer).map_err(err)?;
-            Ok((cert.pem(), key.serialize_pem()))
-        };
-        let (ca_pem, ca_issuer) = ca("fleetscale test CA")?;
-        let (other_ca_pem, other_issuer) = ca("fleetscale untrusted CA")?;
-        let (server_cert_pem, server_key_pem) = leaf(
-            &ca_issuer,
-            vec!["localhost".into(), "127.0.0.1".into()],
-            "localhost",
-            true,
-        )?;
-        let (client_cert_pem, client_key_pem) =
-            leaf(&ca_issuer, Vec::new(), "fleetscale-test-client", false)?;
-        let (other_client_cert_pem, other_client_key_pem) =
-            leaf(&other_issuer, Vec::new(), "fleetscale-other-client", false)?;
-        Ok(TestPki {
-            ca_pem,
-            server_cert_pem,
-            server_key_pem,
-            client_cert_pem,
-            client_key_pem,
-            other_ca_pem,
-            other_client_cert_pem,
-            other_client_key_pem,
-        })
+        test_pki::generate()
+            .map_err(|e| HarnessError::Io(std::io::Error::other(format!("rcgen: {e}"))))
     }
 
     /// Server TLS with the server certificate; `mutual` demands a client certificate signed by

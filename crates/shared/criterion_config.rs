@@ -1,7 +1,8 @@
 //! The Criterion settings of the workspace's micro-benchmarks (core's expression and planner
 //! benches, Fly's decoding, Weave's parsing), in one place so that their figures in
-//! BENCHMARKS.md are measured alike. The benches of other crates include this file with
-//! `#[path]`: a bench target cannot export a function, and Criterion is a dev-dependency only.
+//! BENCHMARKS.md are measured alike. Each bench includes this file with `#[path]` (see
+//! `crates/shared/README.md`): a bench target cannot export a function, and Criterion is a
+//! dev-dependency only.
 
 use std::time::Duration;
 
