@@ -272,28 +272,6 @@ async fn reclaims_lost_members_once_when_enabled() {
     );
 }
 
-/// A scaler whose list hangs forever.
-struct Hanging;
-
-#[async_trait]
-impl Scaler for Hanging {
-    async fn list(&self) -> Result<Vec<Machine>> {
-        std::future::pending().await
-    }
-    async fn create(&self, _: &fleetscale_core::CreateRequest) -> Result<Machine> {
-        unreachable!("never planned")
-    }
-    async fn start(&self, _: &fleetscale_core::MachineId) -> Result<()> {
-        unreachable!("never planned")
-    }
-    async fn stop(&self, _: &fleetscale_core::MachineId) -> Result<()> {
-        unreachable!("never planned")
-    }
-    async fn destroy(&self, _: &fleetscale_core::MachineId) -> Result<()> {
-        unreachable!("never planned")
-    }
-}
-
 /// A metric that never answers.
 struct Silent;
 
@@ -309,13 +287,17 @@ impl MetricSource for Silent {
 
 #[tokio::test(start_paused = true)]
 async fn deadlines_bound_list_and_metrics() {
-    let t = TargetSpec::new(Scope::new("app"), Arc::new(Hanging), policy("1", None));
+    // A scaler whose list hangs forever.
+    let hanging = Arc::new(FakeScaler::new());
+    hanging.hang_next(Op::List, u32::MAX);
+    let t = TargetSpec::new(Scope::new("app"), hanging.clone(), policy("1", None));
     let engine = engine_for(vec![t], EngineConfig::default());
     let r = one_tick(&engine).await;
     assert!(
         matches!(r.status, TickStatus::Failed { ref kind, .. } if *kind == fleetscale_core::ErrorKind::Timeout),
         "{r:?}"
     );
+    assert!(hanging.calls().is_empty(), "nothing planned without a list");
 
     let fake = Arc::new(FakeScaler::new().with_machines(3, MachineState::Started));
     let t = TargetSpec::new(Scope::new("app"), fake.clone(), policy("silent", None))

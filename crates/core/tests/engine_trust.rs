@@ -12,10 +12,7 @@ use fleetscale_core::plan::{ActionKind, DEFAULT_MAX_ACTIONS_PER_KIND};
 use fleetscale_core::policy::{CountRule, Limits, Policy};
 use fleetscale_core::record::{DecisionObserver, DecisionRecord, MetricReading, TickStatus};
 use fleetscale_core::testing::{FakeScaler, LogBuffer, Op, StaticMetric};
-use fleetscale_core::{
-    Bounds, Capabilities, CreateRequest, Machine, MachineId, MachineState, MetricSource, Result,
-    Scaler, Scope,
-};
+use fleetscale_core::{Bounds, MachineState, MetricSource, Result, Scope};
 use tokio_util::sync::CancellationToken;
 
 fn created(rule: &str) -> Policy {
@@ -226,31 +223,6 @@ async fn shutdown_ends_a_hung_tick_after_the_grace() {
     );
 }
 
-/// A backend whose creates are sent and never answered.
-struct SlowCreates(FakeScaler);
-
-#[async_trait]
-impl Scaler for SlowCreates {
-    fn capabilities(&self) -> Capabilities {
-        self.0.capabilities()
-    }
-    async fn list(&self) -> Result<Vec<Machine>> {
-        self.0.list().await
-    }
-    async fn create(&self, _: &CreateRequest) -> Result<Machine> {
-        std::future::pending().await
-    }
-    async fn start(&self, id: &MachineId) -> Result<()> {
-        self.0.start(id).await
-    }
-    async fn stop(&self, id: &MachineId) -> Result<()> {
-        self.0.stop(id).await
-    }
-    async fn destroy(&self, id: &MachineId) -> Result<()> {
-        self.0.destroy(id).await
-    }
-}
-
 #[test]
 fn actions_sent_when_the_grace_ends_are_logged_as_sent_with_unknown_outcome() {
     let lines = LogBuffer::default();
@@ -268,9 +240,9 @@ fn actions_sent_when_the_grace_ends_are_logged_as_sent_with_unknown_outcome() {
             .build()
             .unwrap();
         rt.block_on(async {
-            let scaler = Arc::new(SlowCreates(
-                FakeScaler::new().with_machines(1, MachineState::Started),
-            ));
+            // A backend whose creates are sent and never answered.
+            let scaler = Arc::new(FakeScaler::new().with_machines(1, MachineState::Started));
+            scaler.hang_next(Op::Create, u32::MAX);
             let t = TargetSpec::new(Scope::new("web"), scaler, created("3"));
             let engine = Arc::new(Engine::new(
                 EngineConfig::default()
