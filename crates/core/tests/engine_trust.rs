@@ -5,14 +5,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use fleetscale_core::engine::{Engine, EngineConfig, TargetSpec};
 use fleetscale_core::expr::MAX_MACHINE_COUNT;
 use fleetscale_core::plan::{ActionKind, DEFAULT_MAX_ACTIONS_PER_KIND};
 use fleetscale_core::policy::{CountRule, Limits, Policy};
 use fleetscale_core::record::{DecisionObserver, DecisionRecord, MetricReading, TickStatus};
 use fleetscale_core::testing::{FakeScaler, LogBuffer, Op, StaticMetric};
-use fleetscale_core::{Bounds, MachineState, MetricSource, Result, Scope};
+use fleetscale_core::{Bounds, MachineState, Scope};
 use tokio_util::sync::CancellationToken;
 
 fn created(rule: &str) -> Policy {
@@ -175,25 +174,15 @@ async fn a_zero_interval_is_an_error_not_a_panic() {
     assert!(e.to_string().contains("interval"), "{e}");
 }
 
-/// A metric that never answers, like a hung Prometheus.
-struct Hung;
-
-#[async_trait]
-impl MetricSource for Hung {
-    fn name(&self) -> &str {
-        "load"
-    }
-    async fn collect(&self, _: &Scope) -> Result<f64> {
-        std::future::pending().await
-    }
-}
-
 /// With a hung metric and long deadlines, a cancelled run returns after the shutdown grace,
 /// not after the metric deadline. Time is tokio's paused clock: deterministic, not wall time.
 #[tokio::test(start_paused = true)]
 async fn shutdown_ends_a_hung_tick_after_the_grace() {
     let fake = Arc::new(FakeScaler::new().with_machines(1, MachineState::Started));
-    let t = TargetSpec::new(Scope::new("app"), fake, created("load")).with_source(Arc::new(Hung));
+    // A metric that never answers, like a hung Prometheus.
+    let hung = Arc::new(StaticMetric::new("load", 1.0));
+    hung.hang();
+    let t = TargetSpec::new(Scope::new("app"), fake, created("load")).with_source(hung);
     let passes = Arc::new(Passes::default());
     let grace = Duration::from_secs(2);
     let engine = Arc::new(
