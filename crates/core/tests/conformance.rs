@@ -143,6 +143,18 @@ async fn suite_settings_are_honoured() {
 // the settle time, the test counts `list` calls instead of measuring time: waiting out the 30 s
 // default settle time at the 20 ms poll interval takes about 1,500 of them.
 
+/// Runs the suite on a backend broken by `fault` and asserts that it fails check `check`
+/// with a message containing each of `says`; gives the backend back for more assertions.
+async fn caught(fault: Fault, check: &str, says: &[&str]) -> Broken {
+    let b = Broken::new(fault);
+    let err = conformance::scaler(&b).await.unwrap_err();
+    assert_eq!(err.check, check, "{fault:?}: {err}");
+    for words in says {
+        assert!(err.message.contains(words), "{fault:?}: {err}");
+    }
+    b
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
     /// Lists every machine with `manageable: false`.
@@ -285,29 +297,24 @@ async fn a_destroy_that_wipes_other_machines_is_caught_even_on_an_empty_scaler()
 
 #[tokio::test]
 async fn duplicate_ids_after_a_create_are_caught() {
-    let b = Broken::new(Fault::DuplicateIds);
-    let err = conformance::scaler(&b).await.unwrap_err();
-    assert_eq!(err.check, "list-unique-ids", "{err}");
-    assert!(err.message.contains("twice"), "{err}");
+    caught(Fault::DuplicateIds, "list-unique-ids", &["twice"]).await;
 }
 
 #[tokio::test]
 async fn a_machine_that_goes_away_or_fails_is_reported_at_once_under_its_own_check() {
-    let b = Broken::new(Fault::StopDestroys);
-    let err = conformance::scaler(&b).await.unwrap_err();
-    assert_eq!(err.check, "stop-settles", "{err}");
-    assert!(err.message.contains("went away"), "{err}");
+    let b = caught(Fault::StopDestroys, "stop-settles", &["went away"]).await;
     assert!(
         b.lists() < 50,
         "waited out the settle time: {} lists",
         b.lists()
     );
 
-    let b = Broken::new(Fault::StartFails);
-    let err = conformance::scaler(&b).await.unwrap_err();
-    assert_eq!(err.check, "start-settles", "{err}");
-    assert!(err.message.contains("failed while"), "{err}");
-    assert!(err.message.contains("states seen"), "{err}");
+    let b = caught(
+        Fault::StartFails,
+        "start-settles",
+        &["failed while", "states seen"],
+    )
+    .await;
     assert!(
         b.lists() < 50,
         "waited out the settle time: {} lists",
@@ -317,10 +324,7 @@ async fn a_machine_that_goes_away_or_fails_is_reported_at_once_under_its_own_che
 
 #[tokio::test]
 async fn an_operation_that_changes_another_machine_is_caught() {
-    let b = Broken::new(Fault::StopsAnother);
-    let err = conformance::scaler(&b).await.unwrap_err();
-    assert_eq!(err.check, "only-named", "{err}");
-    assert!(err.message.contains("also changed machine"), "{err}");
+    caught(Fault::StopsAnother, "only-named", &["also changed machine"]).await;
 }
 
 #[tokio::test]
