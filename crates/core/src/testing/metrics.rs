@@ -18,7 +18,8 @@ use crate::{Error, MetricSource, Result, Scope};
 /// m.fail("broker down");
 /// assert!(m.collect(&Scope::new("app")).await.is_err());
 /// m.hang();
-/// let read = tokio::time::timeout(std::time::Duration::from_millis(10), m.collect(&Scope::new("app")));
+/// let app = Scope::new("app");
+/// let read = tokio::time::timeout(std::time::Duration::from_millis(10), m.collect(&app));
 /// assert!(read.await.is_err(), "a hung read never answers");
 /// # });
 /// ```
