@@ -200,15 +200,7 @@ impl Default for RetrySettings {
 impl RetrySettings {
     /// The backoff before retry number `retry` (0-based), with full jitter.
     pub fn backoff(&self, retry: u32) -> Duration {
-        let cap = self
-            .initial_backoff
-            .saturating_mul(2u32.saturating_pow(retry.min(30)))
-            .min(self.max_backoff);
-        let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
-        if nanos == 0 {
-            return Duration::ZERO;
-        }
-        Duration::from_nanos(crate::random::u64() % (nanos + 1))
+        fleetscale_core::backoff::full_jitter(self.initial_backoff, self.max_backoff, retry)
     }
 }
 

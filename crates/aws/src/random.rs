@@ -1,4 +1,4 @@
-//! Random numbers for backoff jitter and launch tokens, from std's randomly keyed hasher (no
+//! Random numbers for launch tokens and test request ids, from std's randomly keyed hasher (no
 //! extra dependency; not for cryptography).
 
 use std::collections::hash_map::RandomState;

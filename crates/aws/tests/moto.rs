@@ -590,19 +590,22 @@ async fn capacity_errors_map_to_capacity_and_move_to_another_subnet() {
     assert_eq!(lab.pool_ids("capacity").await, vec![m.id.to_string()]);
 }
 
+/// The state `scaler` lists machine `id` in, if it lists it.
+async fn listed_state(scaler: &Ec2Scaler, id: &MachineId) -> Option<MachineState> {
+    let list = scaler.list().await.unwrap();
+    list.iter().find(|m| &m.id == id).map(|m| m.state)
+}
+
 #[tokio::test]
 async fn states_map_through_the_whole_lifecycle_and_operations_are_idempotent() {
     let lab = Lab::start().await;
     let scaler = lab.scaler(lab.config("life").await).await;
-    let state_of = |list: &[fleetscale_core::Machine], id: &MachineId| {
-        list.iter().find(|m| &m.id == id).map(|m| m.state)
-    };
 
     let m = scaler.create(&started()).await.unwrap();
     assert_eq!(m.state, MachineState::Starting);
     assert_eq!(lab.state(m.id.as_str()).await, "running");
     assert_eq!(
-        state_of(&scaler.list().await.unwrap(), &m.id),
+        listed_state(&scaler, &m.id).await,
         Some(MachineState::Started)
     );
     lab.proxy.reset_counts();
@@ -617,7 +620,7 @@ async fn states_map_through_the_whole_lifecycle_and_operations_are_idempotent() 
     assert_eq!(lab.proxy.count("StopInstances"), 1);
     assert_eq!(lab.state(m.id.as_str()).await, "stopped");
     assert_eq!(
-        state_of(&scaler.list().await.unwrap(), &m.id),
+        listed_state(&scaler, &m.id).await,
         Some(MachineState::Stopped)
     );
     scaler.stop(&m.id).await.unwrap();
@@ -630,7 +633,7 @@ async fn states_map_through_the_whole_lifecycle_and_operations_are_idempotent() 
     scaler.start(&m.id).await.unwrap();
     assert_eq!(lab.proxy.count("StartInstances"), 1);
     assert_eq!(
-        state_of(&scaler.list().await.unwrap(), &m.id),
+        listed_state(&scaler, &m.id).await,
         Some(MachineState::Started)
     );
 
@@ -638,7 +641,7 @@ async fn states_map_through_the_whole_lifecycle_and_operations_are_idempotent() 
     assert_eq!(lab.proxy.count("TerminateInstances"), 1);
     assert_eq!(lab.state(m.id.as_str()).await, "terminated");
     assert_eq!(
-        state_of(&scaler.list().await.unwrap(), &m.id),
+        listed_state(&scaler, &m.id).await,
         None,
         "terminated instances are not listed"
     );

@@ -210,24 +210,19 @@ mod tests {
 
     #[test]
     fn kinds_follow_the_api_paths() {
-        assert_eq!(request_kind("GET", "/v1/apps/a/machines"), "list");
-        assert_eq!(request_kind("POST", "/v1/apps/a/machines"), "create");
-        assert_eq!(request_kind("GET", "/v1/apps/a/machines/m1"), "get");
-        assert_eq!(request_kind("DELETE", "/v1/apps/a/machines/m1"), "destroy");
-        assert_eq!(
-            request_kind("POST", "/v1/apps/a/machines/m1/start"),
-            "start"
-        );
-        assert_eq!(
-            request_kind("POST", "/v1/apps/a/machines/m1/lease"),
-            "lease"
-        );
-        assert_eq!(
-            request_kind("DELETE", "/v1/apps/a/machines/m1/lease"),
-            "lease"
-        );
-        assert_eq!(request_kind("GET", "/v1/apps"), "app");
-        assert_eq!(request_kind("GET", "/metrics"), "other");
+        for (method, path, kind) in [
+            ("GET", "/v1/apps/a/machines", "list"),
+            ("POST", "/v1/apps/a/machines", "create"),
+            ("GET", "/v1/apps/a/machines/m1", "get"),
+            ("DELETE", "/v1/apps/a/machines/m1", "destroy"),
+            ("POST", "/v1/apps/a/machines/m1/start", "start"),
+            ("POST", "/v1/apps/a/machines/m1/lease", "lease"),
+            ("DELETE", "/v1/apps/a/machines/m1/lease", "lease"),
+            ("GET", "/v1/apps", "app"),
+            ("GET", "/metrics", "other"),
+        ] {
+            assert_eq!(request_kind(method, path), kind, "{method} {path}");
+        }
     }
 
     #[test]

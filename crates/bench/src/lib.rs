@@ -6,7 +6,7 @@
 //! - soak and fuzz tests that need several backends (`tests/`).
 //!
 //! This library holds what the binary and the tests share: process statistics read from
-//! `/proc`, seeding of the fake, and request-log summaries.
+//! `/proc`, seeding of the fake, request-log summaries, and the fuzz tests' case count.
 
 pub mod alloc_count;
 pub mod fleet;
@@ -14,3 +14,12 @@ pub mod procstat;
 pub mod remote;
 pub mod replicas;
 pub mod stages;
+
+/// The number of cases a fuzz test runs: `PROPTEST_CASES` when set to a number (long runs),
+/// else `default` (what CI runs).
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

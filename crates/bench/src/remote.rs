@@ -19,11 +19,26 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fleetscale_fly::fake::{Delays, FakeConfig, FakeFlyServer, FakeRateLimits, Fault, FaultKind};
+use fleetscale_fly::fake::{
+    Delays, FakeConfig, FakeFly, FakeFlyServer, FakeRateLimits, Fault, FaultKind,
+};
 use fleetscale_fly::{ClientConfig, FlyState, MachinesClient, PacingConfig};
 
 use crate::fleet::{self, RequestSummary};
 use crate::procstat::thread_cpu;
+
+/// Turns on the measured conditions of the engine benchmarks: `latency` on every request
+/// (none when zero), Fly's rate limits and machine transitions that take time; clears faults
+/// and the request log.
+pub fn realistic(fake: &FakeFly, latency: Duration) {
+    fake.set_delays(Delays::default());
+    fake.set_rate_limits(Some(FakeRateLimits::default()));
+    fake.clear_faults();
+    if !latency.is_zero() {
+        fake.inject(Fault::new(FaultKind::Latency(latency)).times(u32::MAX));
+    }
+    fake.clear_request_log();
+}
 
 /// Serves the fake on loopback with `threads` runtime threads named `fake-fly`, reading
 /// commands from stdin until `quit` or end of input (see the [module docs](self)).
@@ -90,13 +105,7 @@ async fn command(server: &FakeFlyServer, line: &str) -> Result<String, String> {
         }
         Some("realistic") => {
             let latency = Duration::from_millis(count(words.next(), "latency")? as u64);
-            fake.set_delays(Delays::default());
-            fake.set_rate_limits(Some(FakeRateLimits::default()));
-            fake.clear_faults();
-            if !latency.is_zero() {
-                fake.inject(Fault::new(FaultKind::Latency(latency)).times(u32::MAX));
-            }
-            fake.clear_request_log();
+            realistic(fake, latency);
             Ok(String::new())
         }
         Some("clear") => {

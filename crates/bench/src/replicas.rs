@@ -246,23 +246,6 @@ pub fn targets(name: &str, fly_url: &str, apps: &[String], loads: &Loads) -> Vec
 }
 
 impl Replica {
-    /// Registers replica `name` in etcd, then starts its engine over `apps`.
-    ///
-    /// # Panics
-    /// When the settings are invalid or etcd refuses the registration.
-    pub async fn start(
-        name: &str,
-        etcd: &EtcdConfig,
-        fly_url: &str,
-        apps: &[String],
-        loads: &Loads,
-        options: &ReplicaOptions,
-        fences: &FenceLog,
-    ) -> Replica {
-        let coordinator = Replica::register(name, etcd).await;
-        Replica::run(name, coordinator, fly_url, apps, loads, options, fences)
-    }
-
     /// Registers replica `name` in etcd (so that the others count it from their next pass).
     ///
     /// # Panics
@@ -275,7 +258,8 @@ impl Replica {
         coordinator
     }
 
-    /// Starts the engine of a registered replica over `apps`.
+    /// Starts the engine of a replica over `apps`, once [`Replica::register`] has registered
+    /// it.
     pub fn run(
         name: &str,
         coordinator: Arc<EtcdCoordinator>,

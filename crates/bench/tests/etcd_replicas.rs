@@ -70,16 +70,16 @@ impl World {
     }
 
     async fn replica(&self, name: &str, etcd: &EtcdConfig) -> Replica {
-        Replica::start(
+        let coordinator = Replica::register(name, etcd).await;
+        Replica::run(
             name,
-            etcd,
+            coordinator,
             &self.server.url(),
             &self.apps,
             &self.loads,
             &ReplicaOptions::default(),
             &self.fences,
         )
-        .await
     }
 
     /// Fencing held over the whole run: no request arrived after one sent under a newer

@@ -111,8 +111,16 @@ async fn replicas_stay_fenced_through_kills_partitions_and_etcd_outages() {
             // Cut means cut: the replica's only way to etcd is the proxy.
             let mut c: EtcdConfig = config;
             c.endpoints = vec![proxy.url(false)];
-            let replica =
-                Replica::start(&name, &c, &server_url, &apps, &loads, &options, &fences).await;
+            let coordinator = Replica::register(&name, &c).await;
+            let replica = Replica::run(
+                &name,
+                coordinator,
+                &server_url,
+                &apps,
+                &loads,
+                &options,
+                &fences,
+            );
             Live {
                 replica,
                 proxy,

@@ -11,6 +11,7 @@
 //! odd ones, lines dropped, duplicated or cut). The property: no panic; errors are values.
 //! Any input that ever panics becomes a fixed case in `regressions`.
 
+use fleetscale_bench::proptest_cases;
 use fleetscale_config::{self as native, NativeTargets};
 use fleetscale_fas::args::parse_args;
 use fleetscale_fas::config::{parse_go_bool, parse_listen_addr, Config};
@@ -38,40 +39,8 @@ metric-collectors:\n\
 \x20   query: sum(queue_depth{app='$APP_NAME'})\n\
 \x20   token: ${PROM_TOKEN}\n";
 
-const TOML: &str = r#"
-[engine]
-interval = "300ms"
-concurrency = 4
-
-[server]
-listen = "127.0.0.1:0"
-
-[[target]]
-name = "web"
-backend = { type = "fly", app = "cli-app", token_env = "MY_FLY_TOKEN" }
-initial_state = "stopped"
-
-[target.policy]
-created = "min(spare_wanted + started_machines, 10)"
-
-[target.policy.limits]
-created = { min = 1, max = 4 }
-
-[[target.source]]
-type = "constant"
-name = "spare_wanted"
-value = 2
-
-[[target]]
-backend = { type = "fly", app = "${APP}", token_env = "MY_FLY_TOKEN" }
-[target.policy]
-started = "queue"
-[[target.source]]
-type = "prometheus"
-name = "queue"
-address = "http://127.0.0.1:9090"
-query = "sum(q{app='$APP_NAME'})"
-"#;
+/// The valid `fleetscale` file whose mutations the TOML cases load.
+const TOML: &str = include_str!("fuzz_seeds/fleetscale.toml");
 
 const FAS_KEYS: [&str; 20] = [
     "FAS_APP_NAME",
@@ -263,16 +232,8 @@ fn regression_inputs_do_not_panic() {
     }
 }
 
-/// The number of cases: `PROPTEST_CASES` when set (long runs), else `default`.
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(128), failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: proptest_cases(128), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn fas_environment_never_panics(

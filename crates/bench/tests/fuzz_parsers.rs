@@ -17,6 +17,7 @@
 //! cargo-fuzz is not used: it needs a nightly toolchain, which CI does not have. Any input
 //! that ever crashes one of these goes into `regressions()` below as a fixed case.
 
+use fleetscale_bench::proptest_cases;
 use fleetscale_fly::{
     parse_http_date, parse_rfc3339, ClientConfig, FlyMachine, FlyScaler, FlyScalerConfig, FlyState,
     MachinesClient,
@@ -44,31 +45,7 @@ const IPAM: [&str; 3] = [
 
 /// A machine as the Machines API documents it.
 fn machine_doc() -> Value {
-    json!({
-        "id": "17811953c92e18",
-        "name": "sparkling-rain-2222",
-        "state": "started",
-        "region": "ams",
-        "instance_id": "01HBP4HXQ6JPP4GDHH6JYNBP2R",
-        "private_ip": "fdaa:2:45b:a7b:19c:bbd4:5a9d:2",
-        "config": {
-            "env": {"APP_ENV": "production"},
-            "guest": {"cpu_kind": "shared", "cpus": 1, "memory_mb": 256},
-            "metadata": {"fly_process_group": "app", "fly_release_id": "Zx3", "fly_release_version": "12"},
-            "services": [{"protocol": "tcp", "internal_port": 8080, "autostop": true, "autostart": true,
-                          "ports": [{"port": 443, "handlers": ["http", "tls"]}]}],
-            "image": "registry.fly.io/my-app:deployment-01HBP4"
-        },
-        "image_ref": {"registry": "registry.fly.io", "repository": "my-app", "tag": "deployment-01HBP4",
-                      "digest": "sha256:e9d7", "labels": {}},
-        "created_at": "2023-10-31T02:30:10Z",
-        "updated_at": "2023-10-31T02:30:12.5Z",
-        "events": [{"type": "launch", "status": "created", "source": "user", "timestamp": 1_698_719_400_000u64}],
-        "checks": [{"name": "alive", "status": "passing", "output": "ok"}],
-        "host_status": "ok",
-        "incomplete_config": null,
-        "version": "01HBP4"
-    })
+    serde_json::from_str(include_str!("fuzz_seeds/machine.json")).expect("the seed machine is JSON")
 }
 
 /// Any JSON value, a few levels deep.
@@ -351,16 +328,8 @@ fn the_valid_documents_decode() {
     }
 }
 
-/// The number of cases: `PROPTEST_CASES` when set (long runs), else `default`.
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(256), failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: proptest_cases(256), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn machines_decoder_survives_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {

@@ -188,41 +188,48 @@ fn overlapping_targets_are_refused() {
         )
     };
     let file = |targets: &[String]| targets.concat();
-    let e = build_err(&file(&[
-        target("a", "app = \"my-app\""),
-        target("b", "app = \"my-app\""),
-    ]));
-    assert!(
-        e.contains("manages the same machines as target \"a\""),
-        "{e}"
-    );
-    assert!(
-        e.starts_with("fleetscale.toml:8:"),
-        "points at the second target: {e}"
-    );
-    // Every process group ("") overlaps any group.
-    let e = build_err(&file(&[
-        target("a", "app = \"my-app\", process_group = \"web\""),
-        target("b", "app = \"my-app\", process_group = \"\""),
-    ]));
-    assert!(e.contains("every process group"), "{e}");
-    // A wildcard that matches an app named elsewhere, in either order.
-    let e = build_err(&file(&[
-        target("a", "app = \"my-app\""),
-        target("b", "app = \"my-*\", org = \"o\""),
-    ]));
-    assert!(e.contains("\"my-*\""), "{e}");
-    let e = build_err(&file(&[
-        target("a", "app = \"my-*\", org = \"o\""),
-        target("b", "app = \"my-app\""),
-    ]));
-    assert!(e.contains("same machines"), "{e}");
-    // Two names for the same target.
-    let e = build_err(&file(&[
-        target("a", "app = \"one\""),
-        target("a", "app = \"two\""),
-    ]));
-    assert!(e.contains("already defined at line 2"), "{e}");
+    // (first target, second target, what the error says); the first error's position is
+    // checked too.
+    let refused: [((&str, &str), (&str, &str), &str); 5] = [
+        (
+            ("a", "app = \"my-app\""),
+            ("b", "app = \"my-app\""),
+            "manages the same machines as target \"a\"",
+        ),
+        // Every process group ("") overlaps any group.
+        (
+            ("a", "app = \"my-app\", process_group = \"web\""),
+            ("b", "app = \"my-app\", process_group = \"\""),
+            "every process group",
+        ),
+        // A wildcard that matches an app named elsewhere, in either order.
+        (
+            ("a", "app = \"my-app\""),
+            ("b", "app = \"my-*\", org = \"o\""),
+            "\"my-*\"",
+        ),
+        (
+            ("a", "app = \"my-*\", org = \"o\""),
+            ("b", "app = \"my-app\""),
+            "same machines",
+        ),
+        // Two names for the same target.
+        (
+            ("a", "app = \"one\""),
+            ("a", "app = \"two\""),
+            "already defined at line 2",
+        ),
+    ];
+    for (i, ((name_a, a), (name_b, b), says)) in refused.into_iter().enumerate() {
+        let e = build_err(&file(&[target(name_a, a), target(name_b, b)]));
+        assert!(e.contains(says), "{a} / {b}: {e}");
+        if i == 0 {
+            assert!(
+                e.starts_with("fleetscale.toml:8:"),
+                "points at the second target: {e}"
+            );
+        }
+    }
     // Different process groups, different apps, different APIs: fine.
     build(&file(&[
         target("a", "app = \"my-app\", process_group = \"web\""),

@@ -4,10 +4,12 @@
 //! Run: `cargo bench -p fleetscale-core --bench expr -- --sample-size 20 --measurement-time 3`
 
 use std::hint::black_box;
-use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{BenchmarkId, Criterion};
 use fleetscale_core::expr::{Expr, Variables};
+
+#[path = "../../shared/criterion_config.rs"]
+mod criterion_config;
 
 /// fly-autoscaler's blueprint (`blueprints/autoscale-machines`).
 const BLUEPRINT: &str = "min(running_machines + 1, 10)";
@@ -62,12 +64,6 @@ fn bench(c: &mut Criterion) {
     eval.finish();
 }
 
-criterion_group! {
-    name = benches;
-    config = Criterion::default()
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1));
-    targets = bench
+fn main() {
+    criterion_config::run(bench);
 }
-criterion_main!(benches);

@@ -13,9 +13,8 @@
 //! or falling time per element across sizes.
 
 use std::hint::black_box;
-use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use fleetscale_core::plan::{plan_actions, ActionKind, PlanOptions};
 use fleetscale_core::{Capabilities, Counts, Targets};
 
@@ -24,6 +23,9 @@ mod bench_fleet;
 #[path = "../tests/support/reference_plan.rs"]
 mod reference_plan;
 use bench_fleet::{inventory, scenario_targets, SCENARIOS};
+
+#[path = "../../shared/criterion_config.rs"]
+mod criterion_config;
 
 fn scenarios(c: &Counts) -> [(&'static str, Targets); 3] {
     SCENARIOS.map(|name| (name, scenario_targets(name, c)))
@@ -117,12 +119,6 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group! {
-    name = benches;
-    config = Criterion::default()
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1));
-    targets = bench
+fn main() {
+    criterion_config::run(bench);
 }
-criterion_main!(benches);

@@ -363,94 +363,31 @@ impl Error {
     /// assert_eq!(e.kind(), ErrorKind::Unauthorized);
     /// assert_eq!(e.to_string(), "unauthorized: release check at https://api.fly.io/graphql: token expired");
     /// ```
-    pub fn context(self, context: impl std::fmt::Display) -> Self {
-        let prefix = |m: String| format!("{context}: {m}");
-        match self {
-            Error::NotFound { what, source } => Error::NotFound {
-                what: format!("{what} ({context})"),
-                source,
-            },
-            Error::Conflict { message, source } => Error::Conflict {
-                message: prefix(message),
-                source,
-            },
-            Error::RateLimited {
-                message,
-                request_id,
-                retry_after,
-                source,
-            } => Error::RateLimited {
-                message: prefix(message),
-                request_id,
-                retry_after,
-                source,
-            },
-            Error::Capacity { message, source } => Error::Capacity {
-                message: prefix(message),
-                source,
-            },
-            Error::Unauthorized { message, source } => Error::Unauthorized {
-                message: prefix(message),
-                source,
-            },
-            Error::InvalidRequest { message, source } => Error::InvalidRequest {
-                message: prefix(message),
-                source,
-            },
-            Error::Unavailable { message, source } => Error::Unavailable {
-                message: prefix(message),
-                source,
-            },
-            Error::Timeout {
-                operation,
-                after,
-                source,
-            } => Error::Timeout {
-                operation: prefix(operation),
-                after,
-                source,
-            },
-            Error::InvalidResponse {
-                context: call,
-                message,
-                source,
-            } => Error::InvalidResponse {
-                context: call,
-                message: prefix(message),
-                source,
-            },
-            Error::Metric {
-                metric,
-                message,
-                source,
-            } => Error::Metric {
-                metric,
-                message: prefix(message),
-                source,
-            },
-            Error::Config { message, source } => Error::Config {
-                message: prefix(message),
-                source,
-            },
-            Error::Refused { reason, source } => Error::Refused {
-                reason: prefix(reason),
-                source,
-            },
-            Error::Backend {
-                message,
-                retryable,
-                source,
-            } => Error::Backend {
-                message: prefix(message),
-                retryable,
-                source,
-            },
-            other => Error::Backend {
-                message: prefix(other.to_string()),
-                retryable: other.is_retryable(),
-                source: Some(Box::new(other)),
-            },
+    pub fn context(mut self, context: impl std::fmt::Display) -> Self {
+        let prefix = |m: &mut String| *m = format!("{context}: {m}");
+        match &mut self {
+            Error::NotFound { what, .. } => *what = format!("{what} ({context})"),
+            Error::Conflict { message, .. }
+            | Error::RateLimited { message, .. }
+            | Error::Capacity { message, .. }
+            | Error::Unauthorized { message, .. }
+            | Error::InvalidRequest { message, .. }
+            | Error::Unavailable { message, .. }
+            | Error::InvalidResponse { message, .. }
+            | Error::Metric { message, .. }
+            | Error::Config { message, .. }
+            | Error::Backend { message, .. } => prefix(message),
+            Error::Timeout { operation, .. } => prefix(operation),
+            Error::Refused { reason, .. } => prefix(reason),
+            _ => {
+                return Error::Backend {
+                    message: format!("{context}: {self}"),
+                    retryable: self.is_retryable(),
+                    source: Some(Box::new(self)),
+                }
+            }
         }
+        self
     }
 
     /// Shorthand for [`Error::NotFound`].
@@ -626,6 +563,78 @@ mod tests {
             Error::rate_limited("", Some(Duration::from_secs(2))).retry_after(),
             Some(Duration::from_secs(2))
         );
+    }
+
+    #[test]
+    fn context_prefixes_the_message_and_keeps_class_and_source() {
+        let cases: Vec<(Error, &str)> = vec![
+            (Error::not_found("machine 1"), "machine 1 (ctx) not found"),
+            (Error::conflict("lease"), "conflict: ctx: lease"),
+            (
+                Error::rate_limited("slow down", Some(Duration::from_secs(1))),
+                "rate limited (retry after 1 s): ctx: slow down",
+            ),
+            (Error::capacity("none"), "insufficient capacity: ctx: none"),
+            (Error::unauthorized("token"), "unauthorized: ctx: token"),
+            (Error::invalid_request("bad"), "invalid request: ctx: bad"),
+            (
+                Error::Unavailable {
+                    message: "down".into(),
+                    source: None,
+                },
+                "unavailable: ctx: down",
+            ),
+            (
+                Error::Timeout {
+                    operation: "list".into(),
+                    after: Duration::from_secs(2),
+                    source: None,
+                },
+                "ctx: list timed out after 2 s",
+            ),
+            (
+                Error::InvalidResponse {
+                    context: "GET /x".into(),
+                    message: "eof".into(),
+                    source: None,
+                },
+                "invalid response from GET /x: ctx: eof",
+            ),
+            (Error::metric("q", "nan"), "metric `q`: ctx: nan"),
+            (Error::config("key"), "invalid configuration: ctx: key"),
+            (
+                Error::refused("last machine"),
+                "refused for safety: ctx: last machine",
+            ),
+            (
+                Error::backend("boom", true, std::io::Error::other("x")),
+                "ctx: boom",
+            ),
+        ];
+        for (e, want) in cases {
+            let e = e.with_source(std::io::Error::other("root cause"));
+            let (kind, retryable) = (e.kind(), e.is_retryable());
+            let name = format!("{e:?}");
+            let got = e.context("ctx");
+            assert_eq!(got.to_string(), want, "{name}");
+            assert_eq!(got.kind(), kind, "{name}");
+            assert_eq!(got.is_retryable(), retryable, "{name}");
+            let cause = std::error::Error::source(&got).map(ToString::to_string);
+            assert_eq!(cause.as_deref(), Some("root cause"), "{name}");
+        }
+        // Classes without a message of their own become a backend error whose source is them.
+        let unsupported = Error::Unsupported {
+            operation: "suspend",
+        };
+        for e in [Error::Cancelled, unsupported] {
+            let (message, retryable) = (e.to_string(), e.is_retryable());
+            let got = e.context("ctx");
+            assert_eq!(got.kind(), ErrorKind::Backend, "{message}");
+            assert_eq!(got.to_string(), format!("ctx: {message}"));
+            assert_eq!(got.is_retryable(), retryable, "{message}");
+            let cause = std::error::Error::source(&got).map(ToString::to_string);
+            assert_eq!(cause, Some(message));
+        }
     }
 
     #[test]

@@ -50,6 +50,7 @@
 //! }
 //! ```
 
+pub mod backoff;
 pub mod coordination;
 pub mod engine;
 mod error;

@@ -11,9 +11,7 @@ use fleetscale_core::record::{DecisionObserver, DecisionRecord, TickStatus};
 use fleetscale_core::testing::{
     FakeMembership, FakeScaler, MembershipCall, Op, StaticMetric, Transitions,
 };
-use fleetscale_core::{
-    Counts, Error, InitialState, Machine, MachineState, MetricSource, Result, Scaler, Scope,
-};
+use fleetscale_core::{Counts, Error, InitialState, Machine, MachineState, Result, Scaler, Scope};
 use tokio_util::sync::CancellationToken;
 
 fn policy(created: &str, started: Option<&str>) -> Policy {
@@ -272,54 +270,26 @@ async fn reclaims_lost_members_once_when_enabled() {
     );
 }
 
-/// A scaler whose list hangs forever.
-struct Hanging;
-
-#[async_trait]
-impl Scaler for Hanging {
-    async fn list(&self) -> Result<Vec<Machine>> {
-        std::future::pending().await
-    }
-    async fn create(&self, _: &fleetscale_core::CreateRequest) -> Result<Machine> {
-        unreachable!("never planned")
-    }
-    async fn start(&self, _: &fleetscale_core::MachineId) -> Result<()> {
-        unreachable!("never planned")
-    }
-    async fn stop(&self, _: &fleetscale_core::MachineId) -> Result<()> {
-        unreachable!("never planned")
-    }
-    async fn destroy(&self, _: &fleetscale_core::MachineId) -> Result<()> {
-        unreachable!("never planned")
-    }
-}
-
-/// A metric that never answers.
-struct Silent;
-
-#[async_trait]
-impl MetricSource for Silent {
-    fn name(&self) -> &str {
-        "silent"
-    }
-    async fn collect(&self, _: &Scope) -> Result<f64> {
-        std::future::pending().await
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn deadlines_bound_list_and_metrics() {
-    let t = TargetSpec::new(Scope::new("app"), Arc::new(Hanging), policy("1", None));
+    // A scaler whose list hangs forever.
+    let hanging = Arc::new(FakeScaler::new());
+    hanging.hang_next(Op::List, u32::MAX);
+    let t = TargetSpec::new(Scope::new("app"), hanging.clone(), policy("1", None));
     let engine = engine_for(vec![t], EngineConfig::default());
     let r = one_tick(&engine).await;
     assert!(
         matches!(r.status, TickStatus::Failed { ref kind, .. } if *kind == fleetscale_core::ErrorKind::Timeout),
         "{r:?}"
     );
+    assert!(hanging.calls().is_empty(), "nothing planned without a list");
 
     let fake = Arc::new(FakeScaler::new().with_machines(3, MachineState::Started));
+    // A metric that never answers.
+    let silent = Arc::new(StaticMetric::new("silent", 1.0));
+    silent.hang();
     let t = TargetSpec::new(Scope::new("app"), fake.clone(), policy("silent", None))
-        .with_source(Arc::new(Silent));
+        .with_source(silent);
     let engine = engine_for(vec![t], EngineConfig::default());
     let r = one_tick(&engine).await;
     assert_eq!(r.status, TickStatus::Held);

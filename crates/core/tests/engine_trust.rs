@@ -5,17 +5,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use fleetscale_core::engine::{Engine, EngineConfig, TargetSpec};
 use fleetscale_core::expr::MAX_MACHINE_COUNT;
 use fleetscale_core::plan::{ActionKind, DEFAULT_MAX_ACTIONS_PER_KIND};
 use fleetscale_core::policy::{CountRule, Limits, Policy};
 use fleetscale_core::record::{DecisionObserver, DecisionRecord, MetricReading, TickStatus};
-use fleetscale_core::testing::{FakeScaler, Op, StaticMetric};
-use fleetscale_core::{
-    Bounds, Capabilities, CreateRequest, Machine, MachineId, MachineState, MetricSource, Result,
-    Scaler, Scope,
-};
+use fleetscale_core::testing::{FakeScaler, LogBuffer, Op, StaticMetric};
+use fleetscale_core::{Bounds, MachineState, Scope};
 use tokio_util::sync::CancellationToken;
 
 fn created(rule: &str) -> Policy {
@@ -178,25 +174,15 @@ async fn a_zero_interval_is_an_error_not_a_panic() {
     assert!(e.to_string().contains("interval"), "{e}");
 }
 
-/// A metric that never answers, like a hung Prometheus.
-struct Hung;
-
-#[async_trait]
-impl MetricSource for Hung {
-    fn name(&self) -> &str {
-        "load"
-    }
-    async fn collect(&self, _: &Scope) -> Result<f64> {
-        std::future::pending().await
-    }
-}
-
 /// With a hung metric and long deadlines, a cancelled run returns after the shutdown grace,
 /// not after the metric deadline. Time is tokio's paused clock: deterministic, not wall time.
 #[tokio::test(start_paused = true)]
 async fn shutdown_ends_a_hung_tick_after_the_grace() {
     let fake = Arc::new(FakeScaler::new().with_machines(1, MachineState::Started));
-    let t = TargetSpec::new(Scope::new("app"), fake, created("load")).with_source(Arc::new(Hung));
+    // A metric that never answers, like a hung Prometheus.
+    let hung = Arc::new(StaticMetric::new("load", 1.0));
+    hung.hang();
+    let t = TargetSpec::new(Scope::new("app"), fake, created("load")).with_source(hung);
     let passes = Arc::new(Passes::default());
     let grace = Duration::from_secs(2);
     let engine = Arc::new(
@@ -226,57 +212,14 @@ async fn shutdown_ends_a_hung_tick_after_the_grace() {
     );
 }
 
-/// Captures log lines (the WARN of actions cancelled in flight).
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Lines {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Lines {
-    type Writer = Lines;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-/// A backend whose creates are sent and never answered.
-struct SlowCreates(FakeScaler);
-
-#[async_trait]
-impl Scaler for SlowCreates {
-    fn capabilities(&self) -> Capabilities {
-        self.0.capabilities()
-    }
-    async fn list(&self) -> Result<Vec<Machine>> {
-        self.0.list().await
-    }
-    async fn create(&self, _: &CreateRequest) -> Result<Machine> {
-        std::future::pending().await
-    }
-    async fn start(&self, id: &MachineId) -> Result<()> {
-        self.0.start(id).await
-    }
-    async fn stop(&self, id: &MachineId) -> Result<()> {
-        self.0.stop(id).await
-    }
-    async fn destroy(&self, id: &MachineId) -> Result<()> {
-        self.0.destroy(id).await
-    }
-}
-
 #[test]
 fn actions_sent_when_the_grace_ends_are_logged_as_sent_with_unknown_outcome() {
-    let lines = Lines::default();
+    let lines = LogBuffer::default();
     let subscriber = tracing_subscriber::fmt()
-        .with_writer(lines.clone())
+        .with_writer({
+            let lines = lines.clone();
+            move || lines.clone()
+        })
         .with_ansi(false)
         .finish();
     tracing::subscriber::with_default(subscriber, || {
@@ -286,9 +229,9 @@ fn actions_sent_when_the_grace_ends_are_logged_as_sent_with_unknown_outcome() {
             .build()
             .unwrap();
         rt.block_on(async {
-            let scaler = Arc::new(SlowCreates(
-                FakeScaler::new().with_machines(1, MachineState::Started),
-            ));
+            // A backend whose creates are sent and never answered.
+            let scaler = Arc::new(FakeScaler::new().with_machines(1, MachineState::Started));
+            scaler.hang_next(Op::Create, u32::MAX);
             let t = TargetSpec::new(Scope::new("web"), scaler, created("3"));
             let engine = Arc::new(Engine::new(
                 EngineConfig::default()
@@ -306,7 +249,7 @@ fn actions_sent_when_the_grace_ends_are_logged_as_sent_with_unknown_outcome() {
             run.await.unwrap().unwrap();
         });
     });
-    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let text = lines.text();
     assert!(
         text.contains("ticks still in flight after the grace of 1 s"),
         "{text}"

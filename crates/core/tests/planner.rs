@@ -40,16 +40,28 @@ fn ids(plan: &fleetscale_core::plan::Plan, kind: ActionKind) -> Vec<String> {
         .collect()
 }
 
+/// Asserts that one of the plan's notes contains `needle`.
+#[track_caller]
+fn assert_note(plan: &fleetscale_core::plan::Plan, needle: &str) {
+    assert!(
+        plan.notes.iter().any(|n| n.contains(needle)),
+        "no note contains {needle:?}: {:?}",
+        plan.notes
+    );
+}
+
+/// The targets `created` and `started`.
+fn targets(created: Bounds, started: Bounds) -> Targets {
+    Targets { created, started }
+}
+
 /// Machines that exist, manageable or not, counted independently of `Counts`.
 fn existing(inv: &[Machine]) -> u32 {
     inv.iter().filter(|m| m.state.exists()).count() as u32
 }
 
 fn created(n: u32) -> Targets {
-    Targets {
-        created: Bounds::exactly(n),
-        started: Bounds::NONE,
-    }
+    targets(Bounds::exactly(n), Bounds::NONE)
 }
 
 #[test]
@@ -130,11 +142,7 @@ fn machines_in_transition_are_never_destroyed() {
     ];
     let plan = plan_actions(&inv, &created(1), &opts());
     assert_eq!(ids(&plan, ActionKind::Destroy), vec!["c"]);
-    assert!(
-        plan.notes.iter().any(|n| n.contains("only 1 of 2")),
-        "{:?}",
-        plan.notes
-    );
+    assert_note(&plan, "only 1 of 2");
 }
 
 #[test]
@@ -170,11 +178,7 @@ fn unmanageable_machines_are_counted_but_never_touched() {
     // Above max, only manageable machines are destroyed, and never the last of them.
     let plan = plan_actions(&inv, &created(1), &opts());
     assert!(plan.is_empty(), "{plan:?}");
-    assert!(
-        plan.notes.iter().any(|n| n.contains("unmanageable")),
-        "{:?}",
-        plan.notes
-    );
+    assert_note(&plan, "unmanageable");
 }
 
 /// The defect of a backend whose new machines are briefly unmanageable: under a maximum of 3
@@ -183,10 +187,7 @@ fn unmanageable_machines_are_counted_but_never_touched() {
 #[test]
 fn new_machines_listed_unmanageable_never_push_the_count_past_max() {
     let mut inv = vec![m("a", MachineState::Started, 1)];
-    let t = Targets {
-        created: Bounds::between(3, 3),
-        started: Bounds::NONE,
-    };
+    let t = targets(Bounds::between(3, 3), Bounds::NONE);
     for tick in 0..5 {
         let plan = plan_actions(&inv, &t, &opts());
         let mut next = apply_plan(&inv, &plan);
@@ -212,10 +213,7 @@ fn start_prefers_stopped_then_suspended_then_created_oldest_first() {
         m("x1", MachineState::Stopped, 3),
         m("s1", MachineState::Started, 5),
     ];
-    let t = Targets {
-        created: Bounds::NONE,
-        started: Bounds::exactly(5),
-    };
+    let t = targets(Bounds::NONE, Bounds::exactly(5));
     let plan = plan_actions(&inv, &t, &opts());
     assert_eq!(ids(&plan, ActionKind::Start), vec!["x1", "x2", "p1", "c1"]);
 }
@@ -227,10 +225,7 @@ fn failed_machines_are_started_last_so_the_fleet_recovers() {
         m("x1", MachineState::Stopped, 2),
         m("s1", MachineState::Started, 3),
     ];
-    let t = Targets {
-        created: Bounds::exactly(3),
-        started: Bounds::exactly(3),
-    };
+    let t = targets(Bounds::exactly(3), Bounds::exactly(3));
     let plan = plan_actions(&inv, &t, &opts());
     assert_eq!(ids(&plan, ActionKind::Start), vec!["x1", "f1"]);
     assert!(plan.notes.is_empty(), "{:?}", plan.notes);
@@ -242,10 +237,7 @@ fn scale_down_actions_come_first() {
         m("s1", MachineState::Started, 1),
         m("s2", MachineState::Started, 2),
     ];
-    let t = Targets {
-        created: Bounds::exactly(3),
-        started: Bounds::exactly(1),
-    };
+    let t = targets(Bounds::exactly(3), Bounds::exactly(1));
     let o = opts().with_capabilities(opts().capabilities.with_create_stopped(false));
     let plan = plan_actions(&inv, &t, &o);
     let kinds: Vec<_> = plan.actions.iter().map(|a| a.kind()).collect();
@@ -264,10 +256,7 @@ fn stop_prefers_newest_started_and_skips_starting() {
         m("s3", MachineState::Started, 3),
         m("t1", MachineState::Starting, 4),
     ];
-    let t = Targets {
-        created: Bounds::NONE,
-        started: Bounds::exactly(2),
-    };
+    let t = targets(Bounds::NONE, Bounds::exactly(2));
     let plan = plan_actions(&inv, &t, &opts());
     assert_eq!(ids(&plan, ActionKind::Stop), vec!["s3", "s2"]);
 }
@@ -281,10 +270,7 @@ fn transitions_count_toward_their_destination() {
         m("t2", MachineState::Starting, 3),
         m("x1", MachineState::Stopped, 4),
     ];
-    let t = Targets {
-        created: Bounds::NONE,
-        started: Bounds::exactly(3),
-    };
+    let t = targets(Bounds::NONE, Bounds::exactly(3));
     assert!(plan_actions(&inv, &t, &opts()).is_empty());
     // A stopping machine is not counted as started.
     let inv = vec![
@@ -292,11 +278,7 @@ fn transitions_count_toward_their_destination() {
         m("d1", MachineState::Stopping, 2),
     ];
     let plan = plan_actions(&inv, &t, &opts());
-    assert!(
-        plan.notes.iter().any(|n| n.contains("not enough stopped")),
-        "{:?}",
-        plan.notes
-    );
+    assert_note(&plan, "not enough stopped");
 }
 
 #[test]
@@ -304,10 +286,7 @@ fn creates_start_when_the_started_minimum_needs_them() {
     // The blueprint case: the app must have 3 machines and 3 started; with 1 started and
     // initial state "stopped" the new machines are created started so the next tick is idle.
     let inv = vec![m("s1", MachineState::Started, 1)];
-    let t = Targets {
-        created: Bounds::exactly(3),
-        started: Bounds::exactly(3),
-    };
+    let t = targets(Bounds::exactly(3), Bounds::exactly(3));
     let o = opts().with_initial_state(InitialState::Stopped);
     let plan = plan_actions(&inv, &t, &o);
     let states: Vec<_> = plan
@@ -326,10 +305,7 @@ fn creates_start_when_the_started_minimum_needs_them() {
 #[test]
 fn started_creates_become_stopped_when_the_started_maximum_says_so() {
     let inv = vec![m("s1", MachineState::Started, 1)];
-    let t = Targets {
-        created: Bounds::exactly(3),
-        started: Bounds::exactly(1),
-    };
+    let t = targets(Bounds::exactly(3), Bounds::exactly(1));
     let plan = plan_actions(&inv, &t, &opts());
     assert_eq!(plan.count(ActionKind::Create), 2);
     assert_eq!(plan.count(ActionKind::Stop), 0);
@@ -615,22 +591,19 @@ fn large_plans_equal_the_reference_planner() {
         .collect();
     let c = Counts::of(&inv);
     let scenarios = [
-        Targets {
-            created: Bounds::between(c.created, c.created),
-            started: Bounds::between(c.started, c.started),
-        },
-        Targets {
-            created: Bounds::exactly(c.created + c.created / 10),
-            started: Bounds::exactly(c.created * 8 / 10),
-        },
-        Targets {
-            created: Bounds::exactly(c.created / 2),
-            started: Bounds::exactly(c.created / 4),
-        },
-        Targets {
-            created: Bounds::NONE,
-            started: Bounds::exactly(c.created / 4),
-        },
+        targets(
+            Bounds::between(c.created, c.created),
+            Bounds::between(c.started, c.started),
+        ),
+        targets(
+            Bounds::exactly(c.created + c.created / 10),
+            Bounds::exactly(c.created * 8 / 10),
+        ),
+        targets(
+            Bounds::exactly(c.created / 2),
+            Bounds::exactly(c.created / 4),
+        ),
+        targets(Bounds::NONE, Bounds::exactly(c.created / 4)),
     ];
     for capped in [None, Some(10)] {
         for scale_in in [ScaleIn::Stop, ScaleIn::Suspend] {

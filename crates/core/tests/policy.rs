@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use fleetscale_core::policy::{
-    CountRule, ErrorPolicy, Limits, MetricReadings, Policy, PolicyState,
+    CountRule, Decision, ErrorPolicy, Limits, MetricReadings, Policy, PolicyState,
 };
 use fleetscale_core::{Bounds, Capabilities, Counts, Error, Scope};
 
@@ -37,6 +37,39 @@ fn readings(pairs: &[(&str, Result<f64, &str>)]) -> MetricReadings {
 
 fn scope() -> Scope {
     Scope::new("my-app")
+}
+
+/// A policy whose created count is the metric `q`, within `limits`.
+fn q_policy(limits: Limits) -> Policy {
+    Policy {
+        created: rule("q"),
+        limits,
+        ..Policy::default()
+    }
+}
+
+/// The readings of a policy whose only metric is `q`.
+fn only_q(value: Result<f64, &str>) -> MetricReadings {
+    readings(&[("q", value)])
+}
+
+/// One decision of `p` for `my-app` with `created` machines of which `started` run.
+fn tick(
+    p: &Policy,
+    st: &mut PolicyState,
+    (created, started): (u32, u32),
+    metrics: &MetricReadings,
+    capabilities: Capabilities,
+    now: Instant,
+) -> Decision {
+    p.decide(
+        &scope(),
+        &counts(created, started),
+        metrics,
+        capabilities,
+        st,
+        now,
+    )
 }
 
 #[test]
@@ -108,14 +141,8 @@ fn evaluates_the_blueprint_with_counts_and_app_name() {
     };
     let mut st = PolicyState::default();
     for (running, want) in [(0.0, 1), (1.0, 2), (9.0, 10), (40.0, 10)] {
-        let d = p.decide(
-            &scope(),
-            &counts(3, 2),
-            &readings(&[("running_machines", Ok(running))]),
-            CLONES,
-            &mut st,
-            Instant::now(),
-        );
+        let running = readings(&[("running_machines", Ok(running))]);
+        let d = tick(&p, &mut st, (3, 2), &running, CLONES, Instant::now());
         assert_eq!(d.targets.created, Bounds::exactly(want), "{d:?}");
         assert_eq!(d.targets.started, Bounds::exactly(2));
         assert!(!d.held);
@@ -124,17 +151,14 @@ fn evaluates_the_blueprint_with_counts_and_app_name() {
 
 #[test]
 fn failed_metric_holds_and_never_scales_in() {
-    let p = Policy {
-        created: rule("q"),
-        ..Policy::default()
-    };
+    let p = q_policy(Limits::default());
     let mut st = PolicyState::default();
-    let d = p.decide(
-        &scope(),
-        &counts(5, 5),
-        &readings(&[("q", Err("timeout"))]),
-        POOL,
+    let d = tick(
+        &p,
         &mut st,
+        (5, 5),
+        &only_q(Err("timeout")),
+        POOL,
         Instant::now(),
     );
     assert!(d.held);
@@ -145,21 +169,17 @@ fn failed_metric_holds_and_never_scales_in() {
 
 #[test]
 fn hold_still_enforces_hard_limits() {
-    let p = Policy {
-        created: rule("q"),
-        limits: Limits {
-            created: Bounds::between(3, 8),
-            ..Limits::default()
-        },
-        ..Policy::default()
-    };
+    let p = q_policy(Limits {
+        created: Bounds::between(3, 8),
+        ..Limits::default()
+    });
     let mut st = PolicyState::default();
-    let d = p.decide(
-        &scope(),
-        &counts(1, 1),
-        &readings(&[("q", Err("down"))]),
-        POOL,
+    let d = tick(
+        &p,
         &mut st,
+        (1, 1),
+        &only_q(Err("down")),
+        POOL,
         Instant::now(),
     );
     assert_eq!(d.targets.created, Bounds::exactly(3));
@@ -172,14 +192,7 @@ fn expression_errors_are_failures_too() {
         ..Policy::default()
     };
     let mut st = PolicyState::default();
-    let d = p.decide(
-        &scope(),
-        &counts(2, 2),
-        &readings(&[("q", Ok(1.0))]),
-        POOL,
-        &mut st,
-        Instant::now(),
-    );
+    let d = tick(&p, &mut st, (2, 2), &only_q(Ok(1.0)), POOL, Instant::now());
     assert!(d.held, "{d:?}");
     assert_eq!(st.consecutive_failures, 1);
 }
@@ -196,24 +209,14 @@ fn fallback_after_n_failures_then_recovers() {
     };
     let mut st = PolicyState::default();
     let now = Instant::now();
-    let fail = readings(&[("q", Err("x"))]);
+    let fail = only_q(Err("x"));
     for _ in 0..2 {
-        assert!(
-            p.decide(&scope(), &counts(1, 1), &fail, POOL, &mut st, now)
-                .held
-        );
+        assert!(tick(&p, &mut st, (1, 1), &fail, POOL, now).held);
     }
-    let d = p.decide(&scope(), &counts(1, 1), &fail, POOL, &mut st, now);
+    let d = tick(&p, &mut st, (1, 1), &fail, POOL, now);
     assert!(!d.held);
     assert_eq!(d.targets.created, Bounds::exactly(4));
-    let d = p.decide(
-        &scope(),
-        &counts(4, 4),
-        &readings(&[("q", Ok(2.0))]),
-        POOL,
-        &mut st,
-        now,
-    );
+    let d = tick(&p, &mut st, (4, 4), &only_q(Ok(2.0)), POOL, now);
     assert_eq!(d.targets.created, Bounds::exactly(2));
     assert_eq!(st.consecutive_failures, 0);
     let zero = Policy {
@@ -228,36 +231,22 @@ fn fallback_after_n_failures_then_recovers() {
 
 #[test]
 fn hard_limits_clamp_and_created_keeps_one() {
-    let p = Policy {
-        created: rule("q"),
-        limits: Limits {
-            created: Bounds::between(2, 6),
-            ..Limits::default()
-        },
-        ..Policy::default()
-    };
+    let p = q_policy(Limits {
+        created: Bounds::between(2, 6),
+        ..Limits::default()
+    });
     let mut st = PolicyState::default();
     for (q, want) in [(0.0, 2), (4.0, 4), (100.0, 6)] {
-        let d = p.decide(
-            &scope(),
-            &counts(3, 3),
-            &readings(&[("q", Ok(q))]),
-            CLONES,
-            &mut st,
-            Instant::now(),
-        );
+        let d = tick(&p, &mut st, (3, 3), &only_q(Ok(q)), CLONES, Instant::now());
         assert_eq!(d.targets.created, Bounds::exactly(want));
     }
-    let p = Policy {
-        created: rule("q"),
-        ..Policy::default()
-    };
-    let d = p.decide(
-        &scope(),
-        &counts(3, 3),
-        &readings(&[("q", Ok(0.0))]),
-        CLONES,
+    let p = q_policy(Limits::default());
+    let d = tick(
+        &p,
         &mut st,
+        (3, 3),
+        &only_q(Ok(0.0)),
+        CLONES,
         Instant::now(),
     );
     assert_eq!(d.targets.created, Bounds::exactly(1));
@@ -265,28 +254,17 @@ fn hard_limits_clamp_and_created_keeps_one() {
 
 #[test]
 fn scale_in_stabilization_keeps_the_highest_recent_max() {
-    let p = Policy {
-        created: rule("q"),
-        limits: Limits {
-            scale_in_stabilization: Duration::from_secs(300),
-            ..Limits::default()
-        },
-        ..Policy::default()
-    };
+    let p = q_policy(Limits {
+        scale_in_stabilization: Duration::from_secs(300),
+        ..Limits::default()
+    });
     let mut st = PolicyState::default();
     let t0 = Instant::now();
     let at = |s: u64| t0 + Duration::from_secs(s);
     let mut decide = |q: f64, s: u64| {
-        p.decide(
-            &scope(),
-            &counts(5, 5),
-            &readings(&[("q", Ok(q))]),
-            POOL,
-            &mut st,
-            at(s),
-        )
-        .targets
-        .created
+        tick(&p, &mut st, (5, 5), &only_q(Ok(q)), POOL, at(s))
+            .targets
+            .created
     };
     assert_eq!(decide(8.0, 0), Bounds::exactly(8));
     // The recommendation drops, but 8 was seen within the window: max stays 8.
@@ -300,27 +278,16 @@ fn scale_in_stabilization_keeps_the_highest_recent_max() {
 
 #[test]
 fn step_limits_bound_each_tick() {
-    let p = Policy {
-        created: rule("q"),
-        limits: Limits {
-            max_step_up: Some(2),
-            max_step_down: Some(1),
-            ..Limits::default()
-        },
-        ..Policy::default()
-    };
+    let p = q_policy(Limits {
+        max_step_up: Some(2),
+        max_step_down: Some(1),
+        ..Limits::default()
+    });
     let mut st = PolicyState::default();
     let mut d = |q: f64| {
-        p.decide(
-            &scope(),
-            &counts(5, 5),
-            &readings(&[("q", Ok(q))]),
-            POOL,
-            &mut st,
-            Instant::now(),
-        )
-        .targets
-        .created
+        tick(&p, &mut st, (5, 5), &only_q(Ok(q)), POOL, Instant::now())
+            .targets
+            .created
     };
     assert_eq!(d(20.0), Bounds::between(7, 20));
     assert_eq!(d(1.0), Bounds::between(1, 4));
@@ -329,47 +296,22 @@ fn step_limits_bound_each_tick() {
 
 #[test]
 fn cooldowns_hold_after_actions() {
-    let p = Policy {
-        created: rule("q"),
-        limits: Limits {
-            cooldown_after_scale_up: Duration::from_secs(60),
-            cooldown_after_scale_down: Duration::from_secs(120),
-            ..Limits::default()
-        },
-        ..Policy::default()
-    };
+    let p = q_policy(Limits {
+        cooldown_after_scale_up: Duration::from_secs(60),
+        cooldown_after_scale_down: Duration::from_secs(120),
+        ..Limits::default()
+    });
     let mut st = PolicyState::default();
     let t0 = Instant::now();
     st.record_actions(t0, true, false);
-    let r = readings(&[("q", Ok(9.0))]);
-    let d = p.decide(
-        &scope(),
-        &counts(5, 5),
-        &r,
-        POOL,
-        &mut st,
-        t0 + Duration::from_secs(30),
-    );
+    let r = only_q(Ok(9.0));
+    let d = tick(&p, &mut st, (5, 5), &r, POOL, t0 + Duration::from_secs(30));
     assert!(d.held);
     assert_eq!(d.targets.created, Bounds::NONE);
-    let d = p.decide(
-        &scope(),
-        &counts(5, 5),
-        &r,
-        POOL,
-        &mut st,
-        t0 + Duration::from_secs(61),
-    );
+    let d = tick(&p, &mut st, (5, 5), &r, POOL, t0 + Duration::from_secs(61));
     assert_eq!(d.targets.created, Bounds::exactly(9));
     st.record_actions(t0 + Duration::from_secs(61), false, true);
-    let d = p.decide(
-        &scope(),
-        &counts(9, 9),
-        &r,
-        POOL,
-        &mut st,
-        t0 + Duration::from_secs(150),
-    );
+    let d = tick(&p, &mut st, (9, 9), &r, POOL, t0 + Duration::from_secs(150));
     assert!(d.held);
 }
 
@@ -397,14 +339,10 @@ proptest! {
     /// Whatever the metric, the targets respect the hard limits and a failure never lowers max.
     #[test]
     fn targets_respect_hard_limits(q in -1e6f64..1e6, lo in 0u32..10, span in 0u32..10, created in 0u32..30, fail in any::<bool>()) {
-        let p = Policy {
-            created: rule("q"),
-            limits: Limits { created: Bounds::between(lo, lo + span), ..Limits::default() },
-            ..Policy::default()
-        };
+        let p = q_policy(Limits { created: Bounds::between(lo, lo + span), ..Limits::default() });
         let mut st = PolicyState::default();
-        let r = if fail { readings(&[("q", Err("x"))]) } else { readings(&[("q", Ok(q))]) };
-        let d = p.decide(&scope(), &counts(created, 0), &r, POOL, &mut st, Instant::now());
+        let r = only_q(if fail { Err("x") } else { Ok(q) });
+        let d = tick(&p, &mut st, (created, 0), &r, POOL, Instant::now());
         if let Some(min) = d.targets.created.min { prop_assert!(min >= lo && min <= lo + span); }
         if let Some(max) = d.targets.created.max { prop_assert!(max >= lo && max <= lo + span); }
         if fail {

@@ -131,33 +131,20 @@ impl ChaosScaler {
         let mut rng = self.rng.lock().unwrap();
         let mut stats = self.stats.lock().unwrap();
         let roll = rng.random_range(0..1000);
-        match roll {
-            0..=79 => {
-                stats.rate_limited += 1;
-                Fate::RateLimited
-            }
-            80..=139 => {
-                stats.unavailable += 1;
-                Fate::Unavailable
-            }
-            140..=169 => {
-                stats.hang += 1;
-                Fate::Hang
-            }
-            170..=219 => {
-                stats.apply_then_fail += 1;
-                Fate::ApplyThenFail
-            }
-            220..=239 => {
-                stats.apply_then_hang += 1;
-                Fate::ApplyThenHang
-            }
+        let (fate, count) = match roll {
+            0..=79 => (Fate::RateLimited, &mut stats.rate_limited),
+            80..=139 => (Fate::Unavailable, &mut stats.unavailable),
+            140..=169 => (Fate::Hang, &mut stats.hang),
+            170..=219 => (Fate::ApplyThenFail, &mut stats.apply_then_fail),
+            220..=239 => (Fate::ApplyThenHang, &mut stats.apply_then_hang),
             240..=339 => {
-                stats.slow += 1;
-                Fate::Slow(Duration::from_millis(50 + rng.random_range(0..1_500)))
+                let slow = Duration::from_millis(50 + rng.random_range(0..1_500));
+                (Fate::Slow(slow), &mut stats.slow)
             }
-            _ => Fate::Pass,
-        }
+            _ => return Fate::Pass,
+        };
+        *count += 1;
+        fate
     }
 
     /// Whether a machine that was just started fails to boot (lands `stopped`).
@@ -284,6 +271,23 @@ impl Scaler for ChaosScaler {
         })
         .await
     }
+}
+
+/// What the soak measured over its cycles, printed at the end.
+#[derive(Debug, Default)]
+struct SoakTally {
+    /// Fault/calm cycles run.
+    cycles: u64,
+    /// The most calm ticks a target took to converge.
+    worst_convergence: u64,
+    /// The most items a kept decision record held.
+    peak_record_items: usize,
+    /// The most fleet entries a fake held.
+    peak_machines: usize,
+    /// The most record items in the first cycle.
+    record_items_first_cycle: usize,
+    /// Target-ticks with started above its max after a failed tick.
+    started_over_max_after_failed_tick: u64,
 }
 
 /// A metric the test sets, read through the same fault dice.
@@ -564,15 +568,10 @@ async fn chaos_soak_keeps_safety_invariants_and_converges() {
     let bound = convergence_bound();
     let hold = 5u64;
     let mut ticks = 0u64;
-    let mut cycles = 0u64;
-    let mut worst_convergence = 0u64;
-    let mut peak_record_items = 0usize;
-    let mut peak_machines = 0usize;
-    let mut record_items_first_cycle = 0usize;
-    let mut started_over_max_after_failed_tick = 0u64;
+    let mut tally = SoakTally::default();
 
     while ticks < total_ticks {
-        cycles += 1;
+        tally.cycles += 1;
         // Fault phase: faults on, the load wanders.
         let fault_ticks = 40 + rng.random_range(0..160);
         for t in &targets {
@@ -599,7 +598,7 @@ async fn chaos_soak_keeps_safety_invariants_and_converges() {
                     );
                 }
                 if counts(t).started > STARTED_HARD.1 {
-                    started_over_max_after_failed_tick += 1;
+                    tally.started_over_max_after_failed_tick += 1;
                 }
             }
         }
@@ -631,7 +630,7 @@ async fn chaos_soak_keeps_safety_invariants_and_converges() {
                 match converged_at.get(&t.name) {
                     None if on_target => {
                         converged_at.insert(t.name.clone(), i);
-                        worst_convergence = worst_convergence.max(i);
+                        tally.worst_convergence = tally.worst_convergence.max(i);
                     }
                     Some(at) if !on_target => panic!(
                         "seed {seed}, tick {ticks}, target {}: left its target {want:?} after converging at calm tick {at}: {c:?}\nrecord: {r:#?}",
@@ -654,16 +653,16 @@ async fn chaos_soak_keeps_safety_invariants_and_converges() {
                     + r.metrics.len()
                     + r.reclaims.len();
                 let machines = t.scaler.inner().machines().len();
-                peak_machines = peak_machines.max(machines);
+                tally.peak_machines = tally.peak_machines.max(machines);
                 assert!(
                     machines <= 2 * CREATED_HARD.1 as usize,
                     "seed {seed}: fleet of {} grew to {machines} entries",
                     t.name
                 );
             }
-            peak_record_items = peak_record_items.max(record_items);
-            if cycles == 1 {
-                record_items_first_cycle = record_items_first_cycle.max(record_items);
+            tally.peak_record_items = tally.peak_record_items.max(record_items);
+            if tally.cycles == 1 {
+                tally.record_items_first_cycle = tally.record_items_first_cycle.max(record_items);
             }
             assert_eq!(
                 engine.last_decisions().len(),
@@ -674,7 +673,8 @@ async fn chaos_soak_keeps_safety_invariants_and_converges() {
         for t in &targets {
             assert!(
                 converged_at.contains_key(&t.name),
-                "seed {seed}, cycle {cycles}: target {} did not reach {:?} within {bound} calm ticks: {:?} (initial state {:?})",
+                "seed {seed}, cycle {}: target {} did not reach {:?} within {bound} calm ticks: {:?} (initial state {:?})",
+                tally.cycles,
                 t.name,
                 wanted(*t.metric.value.lock().unwrap()),
                 counts(t),
@@ -712,15 +712,24 @@ async fn chaos_soak_keeps_safety_invariants_and_converges() {
         faults.metric_faults += *t.metric.faults.lock().unwrap();
     }
     eprintln!(
-        "soak: seed {seed}, {ticks} passes x {} targets, {cycles} fault/calm cycles, faults {faults:?}, \
-         worst convergence {worst_convergence} ticks (bound {bound}), peak record items {peak_record_items} \
-         (first cycle {record_items_first_cycle}), peak fleet entries {peak_machines}, \
-         target-ticks with started above its max after a failed tick {started_over_max_after_failed_tick}",
-        targets.len()
+        "soak: seed {seed}, {ticks} passes x {} targets, {} fault/calm tally.cycles, faults {faults:?}, \
+         worst convergence {} ticks (bound {bound}), peak record items {} \
+         (first cycle {}), peak fleet entries {}, \
+         target-ticks with started above its max after a failed tick {}",
+        targets.len(),
+        tally.cycles,
+        tally.worst_convergence,
+        tally.peak_record_items,
+        tally.record_items_first_cycle,
+        tally.peak_machines,
+        tally.started_over_max_after_failed_tick,
     );
     // The dice really rolled: every kind of fault happened.
     assert!(faults.rate_limited > 0 && faults.unavailable > 0 && faults.hang > 0);
     assert!(faults.apply_then_fail > 0 && faults.apply_then_hang > 0 && faults.slow > 0);
     assert!(faults.boot_failures > 0 && faults.metric_faults > 0);
-    assert!(cycles >= 2, "at least two fault/calm cycles ran");
+    assert!(
+        tally.cycles >= 2,
+        "at least two fault/calm tally.cycles ran"
+    );
 }

@@ -407,6 +407,23 @@ impl EtcdConfig {
             )),
         }
     }
+
+    /// The client kept in `slot`, connecting (as [`EtcdConfig::connect`]) and keeping it there
+    /// first when there is none yet: the coordinator and the ledger connect on first use and
+    /// share one connection after. A failed connect leaves the slot empty, so the next call
+    /// tries again.
+    pub(crate) async fn connect_once(
+        &self,
+        slot: &tokio::sync::Mutex<Option<Client>>,
+    ) -> Result<Client, EtcdError> {
+        let mut slot = slot.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = self.connect().await?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
 }
 
 #[cfg(test)]

@@ -305,13 +305,7 @@ impl EtcdCoordinator {
 
     /// The connected client (connecting first when needed).
     async fn client(&self) -> Result<Client, EtcdError> {
-        let mut slot = self.client.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let c = self.config.connect().await?;
-        *slot = Some(c.clone());
-        Ok(c)
+        self.config.connect_once(&self.client).await
     }
 
     async fn txn(&self, client: &Client, txn: Txn, what: &str) -> Result<TxnResponse, EtcdError> {

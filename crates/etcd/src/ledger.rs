@@ -128,13 +128,7 @@ impl EtcdLedger {
     }
 
     async fn client(&self) -> Result<Client, EtcdError> {
-        let mut slot = self.client.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let c = self.config.connect().await?;
-        *slot = Some(c.clone());
-        Ok(c)
+        self.config.connect_once(&self.client).await
     }
 
     async fn lock_inner(&self, wait: Duration) -> Result<EtcdLedgerLock, EtcdError> {

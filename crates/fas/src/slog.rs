@@ -199,40 +199,22 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
+    use fleetscale_core::testing::LogBuffer;
     use tracing_subscriber::filter::LevelFilter;
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
 
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Buf {
-        type Writer = Buf;
-        fn make_writer(&'a self) -> Self::Writer {
-            self.clone()
-        }
-    }
-
     fn capture(f: impl FnOnce()) -> Vec<String> {
-        let buf = Buf::default();
+        let buf = LogBuffer::default();
+        let writer = {
+            let buf = buf.clone();
+            move || buf.clone()
+        };
         let sub = tracing_subscriber::registry()
-            .with(SlogJsonLayer::new(buf.clone()).with_filter(LevelFilter::INFO));
+            .with(SlogJsonLayer::new(writer).with_filter(LevelFilter::INFO));
         tracing::subscriber::with_default(sub, f);
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        text.lines().map(str::to_owned).collect()
+        buf.text().lines().map(str::to_owned).collect()
     }
 
     #[test]

@@ -6,11 +6,13 @@
 //! Run: `cargo bench -p fleetscale-fly --bench decode -- --sample-size 20 --measurement-time 3`
 
 use std::hint::black_box;
-use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use fleetscale_fly::{ClientConfig, FlyMachine, FlyScaler, FlyScalerConfig, MachinesClient};
 use serde_json::{json, Value};
+
+#[path = "../../shared/criterion_config.rs"]
+mod criterion_config;
 
 const STATES: [&str; 8] = [
     "started",
@@ -101,14 +103,6 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-/// Short runs (20 samples over 3 s after a 1 s warm-up): enough for figures that move by
-/// whole percents, quick enough to run on every change.
-fn short_runs() -> Criterion {
-    Criterion::default()
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1))
+fn main() {
+    criterion_config::run(bench);
 }
-
-criterion_group!(name = benches; config = short_runs(); targets = bench);
-criterion_main!(benches);

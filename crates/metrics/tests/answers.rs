@@ -9,6 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use fleetscale_core::testing::LogBuffer;
 use fleetscale_core::{Error, MetricSource, Scope};
 use fleetscale_metrics::harness::LoopbackServer;
 use fleetscale_metrics::{
@@ -169,31 +170,14 @@ async fn fly_path_prefix_token_and_parameters_are_sent_as_documented() {
 
 #[tokio::test]
 async fn warnings_are_logged_and_returned() {
-    use tracing_subscriber::fmt::MakeWriter;
-
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    impl<'a> MakeWriter<'a> for Buf {
-        type Writer = Buf;
-        fn make_writer(&'a self) -> Buf {
-            self.clone()
-        }
-    }
-
     let body = r#"{"status":"success","warnings":["PromQL warning: encountered a mix of histograms"],"data":{"resultType":"scalar","result":[1700000000,"3"]}}"#;
     let server = Server::start(200, JSON, body);
-    let buf = Buf::default();
+    let buf = LogBuffer::default();
     let subscriber = tracing_subscriber::fmt()
-        .with_writer(buf.clone())
+        .with_writer({
+            let buf = buf.clone();
+            move || buf.clone()
+        })
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
@@ -203,7 +187,7 @@ async fn warnings_are_logged_and_returned() {
         reading.warnings,
         vec!["PromQL warning: encountered a mix of histograms"]
     );
-    let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let log = buf.text();
     assert!(log.contains("WARN"), "{log}");
     assert!(log.contains("encountered a mix of histograms"), "{log}");
 }

@@ -34,6 +34,14 @@ fn v(e: &Exposition, name: &str, labels: &[(&str, &str)]) -> f64 {
         .unwrap_or_else(|| panic!("no sample {name}{labels:?} in {:#?}", e.samples))
 }
 
+/// Asserts each sample `(name, labels, value)`, naming the one that differs.
+#[track_caller]
+fn assert_samples(e: &Exposition, samples: &[(&str, &[(&str, &str)], f64)]) {
+    for (name, labels, want) in samples {
+        assert_eq!(v(e, name, labels), *want, "{name}{labels:?}");
+    }
+}
+
 #[test]
 fn plain_data_renders_exact_names_labels_and_values() {
     let m = AutoscalerMetrics::new();
@@ -101,18 +109,17 @@ fn plain_data_renders_exact_names_labels_and_values() {
         assert_eq!(e.family(name).unwrap().kind, "gauge", "{name}");
         assert!(e.samples_named(&format!("{name}_total")).is_empty());
     }
-    assert_eq!(v(&e, "fas_reconcile_count", &[("status", "create")]), 2.0);
-    assert_eq!(v(&e, "fas_reconcile_count", &[("status", "no_scale")]), 1.0);
-    assert_eq!(v(&e, "fas_reconcile_count", &[("status", "destroy")]), 0.0);
-    assert_eq!(v(&e, "fas_machine_start_count", &[("status", "ok")]), 1.0);
-    assert_eq!(
-        v(&e, "fas_machine_start_count", &[("status", "failed")]),
-        1.0
-    );
-    assert_eq!(v(&e, "fas_machine_stop_count", &[("status", "ok")]), 1.0);
-    assert_eq!(
-        v(&e, "fas_machine_stop_count", &[("status", "failed")]),
-        0.0
+    assert_samples(
+        &e,
+        &[
+            ("fas_reconcile_count", &[("status", "create")], 2.0),
+            ("fas_reconcile_count", &[("status", "no_scale")], 1.0),
+            ("fas_reconcile_count", &[("status", "destroy")], 0.0),
+            ("fas_machine_start_count", &[("status", "ok")], 1.0),
+            ("fas_machine_start_count", &[("status", "failed")], 1.0),
+            ("fas_machine_stop_count", &[("status", "ok")], 1.0),
+            ("fas_machine_stop_count", &[("status", "failed")], 0.0),
+        ],
     );
 
     // Per-target series.
@@ -173,37 +180,30 @@ fn plain_data_renders_exact_names_labels_and_values() {
         e.family("fleetscale_machine_actions").unwrap().kind,
         "counter"
     );
-    assert_eq!(
-        v(
-            &e,
-            "fleetscale_errors_total",
-            &[("target", "web"), ("kind", "rate_limited")]
-        ),
-        2.0
-    );
-    assert_eq!(
-        v(
-            &e,
-            "fleetscale_ticks_total",
-            &[("target", "web"), ("status", "scaled")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        v(
-            &e,
-            "fleetscale_ticks_total",
-            &[("target", "web"), ("status", "failed")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        v(
-            &e,
-            "fleetscale_member_reclaims_total",
-            &[("target", "web"), ("status", "ok")]
-        ),
-        1.0
+    assert_samples(
+        &e,
+        &[
+            (
+                "fleetscale_errors_total",
+                &[("target", "web"), ("kind", "rate_limited")],
+                2.0,
+            ),
+            (
+                "fleetscale_ticks_total",
+                &[("target", "web"), ("status", "scaled")],
+                1.0,
+            ),
+            (
+                "fleetscale_ticks_total",
+                &[("target", "web"), ("status", "failed")],
+                1.0,
+            ),
+            (
+                "fleetscale_member_reclaims_total",
+                &[("target", "web"), ("status", "ok")],
+                1.0,
+            ),
+        ],
     );
     // The failed tick did not move the last success.
     assert_eq!(
@@ -221,37 +221,30 @@ fn plain_data_renders_exact_names_labels_and_values() {
     );
     assert_eq!(v(&e, "fleetscale_tick_duration_seconds_count", &[]), 2.0);
     assert!((v(&e, "fleetscale_tick_duration_seconds_sum", &[]) - 0.32).abs() < 1e-9);
-    assert_eq!(
-        v(
-            &e,
-            "fleetscale_tick_duration_seconds_bucket",
-            &[("le", "0.01")]
-        ),
-        0.0
-    );
-    assert_eq!(
-        v(
-            &e,
-            "fleetscale_tick_duration_seconds_bucket",
-            &[("le", "0.025")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        v(
-            &e,
-            "fleetscale_tick_duration_seconds_bucket",
-            &[("le", "0.5")]
-        ),
-        2.0
-    );
-    assert_eq!(
-        v(
-            &e,
-            "fleetscale_tick_duration_seconds_bucket",
-            &[("le", "+Inf")]
-        ),
-        2.0
+    assert_samples(
+        &e,
+        &[
+            (
+                "fleetscale_tick_duration_seconds_bucket",
+                &[("le", "0.01")],
+                0.0,
+            ),
+            (
+                "fleetscale_tick_duration_seconds_bucket",
+                &[("le", "0.025")],
+                1.0,
+            ),
+            (
+                "fleetscale_tick_duration_seconds_bucket",
+                &[("le", "0.5")],
+                2.0,
+            ),
+            (
+                "fleetscale_tick_duration_seconds_bucket",
+                &[("le", "+Inf")],
+                2.0,
+            ),
+        ],
     );
 
     // Exactly these sample names, nothing else.
@@ -393,31 +386,27 @@ fn decision_records_map_onto_the_series() {
     m.observe(&c);
 
     let e = parse(&m);
-    assert_eq!(v(&e, "fas_reconcile_count", &[("status", "start")]), 1.0);
-    assert_eq!(v(&e, "fas_reconcile_count", &[("status", "destroy")]), 1.0);
-    assert_eq!(v(&e, "fas_reconcile_count", &[("status", "create")]), 1.0);
-    assert_eq!(v(&e, "fas_reconcile_count", &[("status", "no_scale")]), 2.0);
-    assert_eq!(v(&e, "fas_reconcile_count", &[("status", "stop")]), 0.0);
-    assert_eq!(v(&e, "fas_machine_start_count", &[("status", "ok")]), 1.0);
-    assert_eq!(
-        v(&e, "fas_machine_start_count", &[("status", "failed")]),
-        1.0
-    );
-    assert_eq!(
-        v(
-            &e,
-            "fleetscale_machines",
-            &[("target", "api"), ("state", "stopped")]
-        ),
-        3.0
-    );
-    assert_eq!(
-        v(
-            &e,
-            "fleetscale_metric_value",
-            &[("target", "api"), ("metric", "load")]
-        ),
-        7.0
+    assert_samples(
+        &e,
+        &[
+            ("fas_reconcile_count", &[("status", "start")], 1.0),
+            ("fas_reconcile_count", &[("status", "destroy")], 1.0),
+            ("fas_reconcile_count", &[("status", "create")], 1.0),
+            ("fas_reconcile_count", &[("status", "no_scale")], 2.0),
+            ("fas_reconcile_count", &[("status", "stop")], 0.0),
+            ("fas_machine_start_count", &[("status", "ok")], 1.0),
+            ("fas_machine_start_count", &[("status", "failed")], 1.0),
+            (
+                "fleetscale_machines",
+                &[("target", "api"), ("state", "stopped")],
+                3.0,
+            ),
+            (
+                "fleetscale_metric_value",
+                &[("target", "api"), ("metric", "load")],
+                7.0,
+            ),
+        ],
     );
     assert_eq!(
         e.value(
@@ -442,41 +431,34 @@ fn decision_records_map_onto_the_series() {
             "{target} {kind}"
         );
     }
-    assert_eq!(
-        v(
-            &e,
-            "fleetscale_machine_actions_total",
-            &[
-                ("target", "worker"),
-                ("action", "destroy"),
-                ("status", "failed")
-            ]
-        ),
-        1.0
-    );
-    assert_eq!(
-        v(
-            &e,
-            "fleetscale_member_reclaims_total",
-            &[("target", "api"), ("status", "failed")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        v(
-            &e,
-            "fleetscale_ticks_total",
-            &[("target", "api"), ("status", "failed")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        v(
-            &e,
-            "fleetscale_ticks_total",
-            &[("target", "deploying"), ("status", "paused")]
-        ),
-        1.0
+    assert_samples(
+        &e,
+        &[
+            (
+                "fleetscale_machine_actions_total",
+                &[
+                    ("target", "worker"),
+                    ("action", "destroy"),
+                    ("status", "failed"),
+                ],
+                1.0,
+            ),
+            (
+                "fleetscale_member_reclaims_total",
+                &[("target", "api"), ("status", "failed")],
+                1.0,
+            ),
+            (
+                "fleetscale_ticks_total",
+                &[("target", "api"), ("status", "failed")],
+                1.0,
+            ),
+            (
+                "fleetscale_ticks_total",
+                &[("target", "deploying"), ("status", "paused")],
+                1.0,
+            ),
+        ],
     );
     // api never had a clean tick (a metric and an action failed); worker did.
     assert_eq!(
@@ -544,23 +526,22 @@ async fn a_running_engine_exposes_its_decisions_on_metrics() {
     assert_eq!(Counts::of(&scaler.machines()).created, 3);
 
     let e = parse(&metrics);
-    assert_eq!(v(&e, "fas_reconcile_count", &[("status", "create")]), 1.0);
-    assert_eq!(v(&e, "fas_reconcile_count", &[("status", "no_scale")]), 0.0);
-    assert_eq!(
-        v(
-            &e,
-            "fleetscale_machine_actions_total",
-            &[("target", "web"), ("action", "create"), ("status", "ok")]
-        ),
-        2.0
-    );
-    assert_eq!(
-        v(
-            &e,
-            "fleetscale_metric_value",
-            &[("target", "web"), ("metric", "queue_depth")]
-        ),
-        3.0
+    assert_samples(
+        &e,
+        &[
+            ("fas_reconcile_count", &[("status", "create")], 1.0),
+            ("fas_reconcile_count", &[("status", "no_scale")], 0.0),
+            (
+                "fleetscale_machine_actions_total",
+                &[("target", "web"), ("action", "create"), ("status", "ok")],
+                2.0,
+            ),
+            (
+                "fleetscale_metric_value",
+                &[("target", "web"), ("metric", "queue_depth")],
+                3.0,
+            ),
+        ],
     );
     // Counts are the inventory the tick started from.
     assert_eq!(
@@ -621,14 +602,16 @@ async fn a_running_engine_exposes_its_decisions_on_metrics() {
         "{third:?}"
     );
     let e = parse(&metrics);
-    assert_eq!(v(&e, "fas_reconcile_count", &[("status", "no_scale")]), 2.0);
-    assert_eq!(
-        v(
-            &e,
-            "fleetscale_errors_total",
-            &[("target", "web"), ("kind", "metric")]
-        ),
-        1.0
+    assert_samples(
+        &e,
+        &[
+            ("fas_reconcile_count", &[("status", "no_scale")], 2.0),
+            (
+                "fleetscale_errors_total",
+                &[("target", "web"), ("kind", "metric")],
+                1.0,
+            ),
+        ],
     );
     assert_eq!(
         e.value(
@@ -637,15 +620,17 @@ async fn a_running_engine_exposes_its_decisions_on_metrics() {
         ),
         None
     );
-    assert_eq!(
-        v(
-            &e,
-            "fleetscale_ticks_total",
-            &[("target", "web"), ("status", "scaled")]
-        ),
-        1.0
+    assert_samples(
+        &e,
+        &[
+            (
+                "fleetscale_ticks_total",
+                &[("target", "web"), ("status", "scaled")],
+                1.0,
+            ),
+            ("fleetscale_tick_duration_seconds_count", &[], 3.0),
+        ],
     );
-    assert_eq!(v(&e, "fleetscale_tick_duration_seconds_count", &[]), 3.0);
 
     // A real Prometheus scrapes the page and stores fly-autoscaler's exact series names.
     let page = serve(metrics.clone());

@@ -4,35 +4,21 @@
 //! `cargo bench -p fleetscale-sim --bench replay`
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use fleetscale_core::policy::{CountRule, Limits, Policy};
-use fleetscale_core::InitialState;
-use fleetscale_sim::{plot, replay, FleetQuantity, ProxyConfig, ReplayConfig, Trace};
+use fleetscale_core::policy::Limits;
+use fleetscale_sim::{plot, replay, ReplayConfig, Trace};
 use std::hint::black_box;
 use std::time::Duration;
 
 const SHIPPED: &str = include_str!("../traces/diurnal-day.csv");
 
 fn blueprint() -> ReplayConfig {
-    let policy = Policy {
-        created: CountRule::from_settings(
-            "created",
-            Some("min(running_machines + 1, 10)"),
-            None,
-            None,
-        )
-        .unwrap(),
-        limits: Limits {
-            scale_in_stabilization: Duration::from_secs(300),
-            cooldown_after_scale_down: Duration::from_secs(60),
-            ..Limits::default()
-        },
-        ..Policy::default()
+    let mut c = ReplayConfig::fly_blueprint("blueprint", "my-app", "min(running_machines + 1, 10)")
+        .unwrap();
+    c.policy.limits = Limits {
+        scale_in_stabilization: Duration::from_secs(300),
+        cooldown_after_scale_down: Duration::from_secs(60),
+        ..Limits::default()
     };
-    let mut c = ReplayConfig::new("blueprint", "my-app", policy);
-    c.plan_options.initial_state = InitialState::Stopped;
-    c.fleet_metrics
-        .insert("running_machines".into(), FleetQuantity::Started);
-    c.proxy = Some(ProxyConfig::new("load"));
     c
 }
 

@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use fleetscale_core::plan::{plan_actions, ActionKind, PlanOptions};
-use fleetscale_core::policy::{MetricReadings, Policy, PolicyState};
-use fleetscale_core::{Capabilities, Counts, Scope, Targets};
+use fleetscale_core::policy::{CountRule, MetricReadings, Policy, PolicyState};
+use fleetscale_core::{Capabilities, Counts, InitialState, Scope, Targets};
 use serde::Serialize;
 
 use crate::error::{Result, SimError};
@@ -72,6 +72,32 @@ impl ReplayConfig {
             proxy: None,
             fleet_metrics: BTreeMap::new(),
         }
+    }
+
+    /// Fly's "Autoscale Machines" blueprint as a replay: the created count follows
+    /// `created_rule` (the blueprint's is `min(running_machines + 1, 10)`), new machines are
+    /// created stopped, `running_machines` is the fleet's started machines, and the Fly Proxy
+    /// model ([`ProxyConfig::new`] over the `load` column) starts and stops machines.
+    ///
+    /// # Errors
+    /// The rule's error ([`fleetscale_core::Error::Expression`] or `Config`), as
+    /// [`CountRule::from_settings`] gives it.
+    pub fn fly_blueprint(
+        label: impl Into<String>,
+        name: impl Into<String>,
+        created_rule: &str,
+    ) -> std::result::Result<Self, fleetscale_core::Error> {
+        let policy = Policy {
+            created: CountRule::from_settings("created", Some(created_rule), None, None)?,
+            ..Policy::default()
+        };
+        let mut config = ReplayConfig::new(label, name, policy);
+        config.plan_options.initial_state = InitialState::Stopped;
+        config
+            .fleet_metrics
+            .insert("running_machines".into(), FleetQuantity::Started);
+        config.proxy = Some(ProxyConfig::new("load"));
+        Ok(config)
     }
 
     /// Checks the settings against the trace: every variable the rules use comes from a

@@ -1,24 +1,11 @@
 //! The Fly blueprint replayed over the shipped day: outputs, determinism, `--compare`.
 
-use fleetscale_core::policy::{CountRule, Policy};
-use fleetscale_core::InitialState;
-use fleetscale_sim::{
-    replay, shapes, write_outputs, FleetQuantity, ProxyConfig, ReplayConfig, Trace,
-};
+use fleetscale_sim::{replay, shapes, write_outputs, ReplayConfig, Trace};
 
 const SHIPPED: &str = include_str!("../traces/diurnal-day.csv");
 
 fn blueprint(label: &str, rule: &str) -> ReplayConfig {
-    let policy = Policy {
-        created: CountRule::from_settings("created", Some(rule), None, None).unwrap(),
-        ..Policy::default()
-    };
-    let mut c = ReplayConfig::new(label, "my-app", policy);
-    c.plan_options.initial_state = InitialState::Stopped;
-    c.fleet_metrics
-        .insert("running_machines".into(), FleetQuantity::Started);
-    c.proxy = Some(ProxyConfig::new("load"));
-    c
+    ReplayConfig::fly_blueprint(label, "my-app", rule).unwrap()
 }
 
 #[test]

@@ -3,9 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use fleetscale_core::policy::{CountRule, Policy};
-use fleetscale_core::InitialState;
-use fleetscale_sim::{replay, FleetConfig, FleetQuantity, ProxyConfig, ReplayConfig, Trace};
+use fleetscale_sim::{replay, FleetConfig, ReplayConfig, Trace};
 
 const SHIPPED: &str = include_str!("../traces/diurnal-day.csv");
 
@@ -27,22 +25,10 @@ fn segment() -> Trace {
 
 #[test]
 fn the_blueprint_over_the_burst_matches_the_hand_computation() {
-    let policy = Policy {
-        created: CountRule::from_settings(
-            "created",
-            Some("min(running_machines + 1, 10)"),
-            None,
-            None,
-        )
-        .unwrap(),
-        ..Policy::default()
-    };
-    let mut config = ReplayConfig::new("blueprint", "my-app", policy);
-    config.plan_options.initial_state = InitialState::Stopped;
-    config
-        .fleet_metrics
-        .insert("running_machines".into(), FleetQuantity::Started);
-    config.proxy = Some(ProxyConfig::new("load")); // soft limit 20, autostop every 5 min
+    // Proxy: soft limit 20, autostop every 5 min.
+    let mut config =
+        ReplayConfig::fly_blueprint("blueprint", "my-app", "min(running_machines + 1, 10)")
+            .unwrap();
     config.fleet = FleetConfig {
         initial_started: 4,
         ..FleetConfig::default() // create 10 s, start 2 s, stop 5 s, destroy 5 s

@@ -6,13 +6,15 @@
 //! Run: `cargo bench -p fleetscale-weave --bench parse -- --sample-size 20 --measurement-time 3`
 
 use std::hint::black_box;
-use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use fleetscale_weave::report::Report;
 use fleetscale_weave::status::{parse_ipam, parse_peers, render_ipam_line, IpamPeerState};
 use fleetscale_weave::PeerName;
 use serde_json::{json, Value};
+
+#[path = "../../shared/criterion_config.rs"]
+mod criterion_config;
 
 const FIXTURE: &str = include_str!("../tests/fixtures/report-with-dynamic-peers.json");
 const FIXED: u64 = 3;
@@ -163,14 +165,6 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-/// Short runs (20 samples over 3 s after a 1 s warm-up): enough for figures that move by
-/// whole percents, quick enough to run on every change.
-fn short_runs() -> Criterion {
-    Criterion::default()
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1))
+fn main() {
+    criterion_config::run(bench);
 }
-
-criterion_group!(name = benches; config = short_runs(); targets = bench);
-criterion_main!(benches);

@@ -48,14 +48,14 @@ use clap::Parser;
 use fleetscale_bench::alloc_count::{live_bytes, peak_bytes, reset_peak, CountingAlloc};
 use fleetscale_bench::fleet::{self, RequestSummary};
 use fleetscale_bench::procstat::{thread_cpu, ProcStats};
-use fleetscale_bench::remote::{serve_stdio, RemoteFake};
+use fleetscale_bench::remote::{realistic, serve_stdio, RemoteFake};
 use fleetscale_bench::stages::{StageSnapshot, StageTimes, TimedScaler};
 use fleetscale_core::engine::{Engine, EngineConfig, TargetSpec};
 use fleetscale_core::policy::{CountRule, Policy};
 use fleetscale_core::record::DecisionRecord;
 use fleetscale_core::testing::StaticMetric;
 use fleetscale_core::Scope;
-use fleetscale_fly::fake::{Delays, FakeConfig, FakeFlyServer, FakeRateLimits, Fault, FaultKind};
+use fleetscale_fly::fake::{FakeConfig, FakeFlyServer, FakeRateLimits};
 use fleetscale_fly::{
     ClientConfig, FlyScaler, FlyScalerConfig, FlyState, MachinesClient, PacingConfig, RetryConfig,
 };
@@ -292,18 +292,6 @@ fn policy(created: Option<&str>, started: Option<&str>) -> Policy {
         started: CountRule::from_settings("started", started, None, None).expect("rule"),
         ..Policy::default()
     }
-}
-
-/// Turns on the measured conditions: latency on every request, Fly's rate limits, transitions.
-fn realistic(server: &FakeFlyServer, latency: Duration) {
-    let fake = server.fake();
-    fake.set_delays(Delays::default());
-    fake.set_rate_limits(Some(FakeRateLimits::default()));
-    fake.clear_faults();
-    if !latency.is_zero() {
-        fake.inject(Fault::new(FaultKind::Latency(latency)).times(u32::MAX));
-    }
-    fake.clear_request_log();
 }
 
 struct PassResult {
@@ -710,7 +698,7 @@ async fn bench_reaction(args: &Args, server: &FakeFlyServer) {
     fleet::seed(&client(server, false), 1, 3, 1)
         .await
         .expect("seed the fake");
-    realistic(server, latency);
+    realistic(server.fake(), latency);
     let app = fleet::app_name(0);
     println!(
         "# reaction: 1 app of 3 machines, started-machine-count = load, latency {} ms, interval {} ms \

@@ -91,32 +91,28 @@ pub(super) enum Func {
 
 pub(super) const FUNCTION_NAMES: &str = "abs, ceil, float, floor, int, max, min, round";
 
+/// Every function with its name in expressions: one table for parsing and printing.
+const FUNCTIONS: [(Func, &str); 8] = [
+    (Func::Min, "min"),
+    (Func::Max, "max"),
+    (Func::Abs, "abs"),
+    (Func::Ceil, "ceil"),
+    (Func::Floor, "floor"),
+    (Func::Round, "round"),
+    (Func::Int, "int"),
+    (Func::Float, "float"),
+];
+
 impl Func {
     pub(super) fn from_name(name: &str) -> Option<Func> {
-        Some(match name {
-            "min" => Func::Min,
-            "max" => Func::Max,
-            "abs" => Func::Abs,
-            "ceil" => Func::Ceil,
-            "floor" => Func::Floor,
-            "round" => Func::Round,
-            "int" => Func::Int,
-            "float" => Func::Float,
-            _ => return None,
-        })
+        FUNCTIONS.iter().find(|(_, n)| *n == name).map(|(f, _)| *f)
     }
 
     pub(super) fn name(self) -> &'static str {
-        match self {
-            Func::Min => "min",
-            Func::Max => "max",
-            Func::Abs => "abs",
-            Func::Ceil => "ceil",
-            Func::Floor => "floor",
-            Func::Round => "round",
-            Func::Int => "int",
-            Func::Float => "float",
-        }
+        FUNCTIONS
+            .iter()
+            .find(|(f, _)| *f == self)
+            .map_or("?", |(_, n)| n)
     }
 
     pub(super) fn is_variadic(self) -> bool {
@@ -177,5 +173,23 @@ pub(super) fn visit_vars<'a>(node: &'a Node, f: &mut dyn FnMut(&'a str, usize)) 
             visit_vars(c, f);
         }
         Kind::Call(_, args) => args.iter().for_each(|a| visit_vars(a, f)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_function_name_parses_back_and_the_known_list_names_them_all() {
+        for (f, n) in FUNCTIONS {
+            assert_eq!(Func::from_name(n), Some(f), "{n}");
+            assert_eq!(f.name(), n, "{f:?}");
+        }
+        let mut names: Vec<&str> = FUNCTIONS.iter().map(|(_, n)| *n).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.join(", "), FUNCTION_NAMES);
+        assert_eq!(Func::from_name("sqrt"), None);
     }
 }

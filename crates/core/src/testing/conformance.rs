@@ -201,6 +201,25 @@ async fn wait_for(
     }
 }
 
+/// Waits until the listed machine `id` is in `state` ([`wait_for`] under check `check`).
+async fn settle_in(
+    s: &dyn Scaler,
+    suite: &ScalerSuite,
+    check: &'static str,
+    id: &MachineId,
+    state: MachineState,
+) -> Result<(), ConformanceError> {
+    let wait = Wait {
+        check,
+        id,
+        describe: state.as_str(),
+        going: false,
+        listed: true,
+    };
+    wait_for(s, suite, wait, |m| m.is_some_and(|m| m.state == state)).await?;
+    Ok(())
+}
+
 fn expect_not_found(check: &'static str, r: crate::Result<()>) -> Result<(), ConformanceError> {
     match r {
         Err(Error::NotFound { .. }) => Ok(()),
@@ -348,17 +367,7 @@ pub async fn scaler_with(s: &dyn Scaler, suite: &ScalerSuite) -> Result<(), Conf
         }
         return Err(e);
     }
-    let started = Wait {
-        check: "create-started",
-        id: &id,
-        describe: "started",
-        going: false,
-        listed: true,
-    };
-    wait_for(s, suite, started, |m| {
-        m.is_some_and(|m| m.state == MachineState::Started)
-    })
-    .await?;
+    settle_in(s, suite, "create-started", &id, MachineState::Started).await?;
     let manageable = Wait {
         check: "create-manageable",
         id: &id,
@@ -433,17 +442,7 @@ pub async fn scaler_with(s: &dyn Scaler, suite: &ScalerSuite) -> Result<(), Conf
             );
         }
     }
-    let stopped = Wait {
-        check: "stop-settles",
-        id: &id,
-        describe: "stopped",
-        going: false,
-        listed: true,
-    };
-    wait_for(s, suite, stopped, |m| {
-        m.is_some_and(|m| m.state == MachineState::Stopped)
-    })
-    .await?;
+    settle_in(s, suite, "stop-settles", &id, MachineState::Stopped).await?;
     bystanders
         .check(s, "only-named", &id, &format!("stopping {id}"))
         .await?;
@@ -461,17 +460,7 @@ pub async fn scaler_with(s: &dyn Scaler, suite: &ScalerSuite) -> Result<(), Conf
             );
         }
     }
-    let restarted = Wait {
-        check: "start-settles",
-        id: &id,
-        describe: "started",
-        going: false,
-        listed: true,
-    };
-    wait_for(s, suite, restarted, |m| {
-        m.is_some_and(|m| m.state == MachineState::Started)
-    })
-    .await?;
+    settle_in(s, suite, "start-settles", &id, MachineState::Started).await?;
     bystanders
         .check(s, "only-named", &id, &format!("starting {id}"))
         .await?;
@@ -486,34 +475,14 @@ pub async fn scaler_with(s: &dyn Scaler, suite: &ScalerSuite) -> Result<(), Conf
         if let Err(e) = s.suspend(&id).await {
             return fail("suspend", format!("suspend failed: {e}"));
         }
-        let suspended = Wait {
-            check: "suspend-settles",
-            id: &id,
-            describe: "suspended",
-            going: false,
-            listed: true,
-        };
-        wait_for(s, suite, suspended, |m| {
-            m.is_some_and(|m| m.state == MachineState::Suspended)
-        })
-        .await?;
+        settle_in(s, suite, "suspend-settles", &id, MachineState::Suspended).await?;
         if let Err(e) = s.start(&id).await {
             return fail(
                 "resume",
                 format!("start of a suspended machine failed: {e}"),
             );
         }
-        let resumed = Wait {
-            check: "resume-settles",
-            id: &id,
-            describe: "started",
-            going: false,
-            listed: true,
-        };
-        wait_for(s, suite, resumed, |m| {
-            m.is_some_and(|m| m.state == MachineState::Started)
-        })
-        .await?;
+        settle_in(s, suite, "resume-settles", &id, MachineState::Started).await?;
         bystanders
             .check(
                 s,

@@ -60,6 +60,8 @@ struct Inner {
     next_id: u64,
     calls: Vec<ScalerCall>,
     faults: Vec<Fault>,
+    /// Calls that never answer: the operation and how many more of its calls hang.
+    hangs: Vec<(Op, u32)>,
     paused: Option<String>,
 }
 
@@ -109,6 +111,7 @@ impl FakeScaler {
                 next_id: 0,
                 calls: Vec::new(),
                 faults: Vec::new(),
+                hangs: Vec::new(),
                 paused: None,
             }),
             capabilities: Capabilities {
@@ -228,6 +231,13 @@ impl FakeScaler {
         });
     }
 
+    /// Makes the next `times` calls of `op` never answer, as a backend that took the request
+    /// and went silent: each stays pending until the caller gives up on it (drops it), and is
+    /// not in the call log.
+    pub fn hang_next(&self, op: Op, times: u32) {
+        self.lock().hangs.push((op, times));
+    }
+
     /// Makes [`Scaler::paused`] answer `reason` (e.g. a deploy in progress); `None` resumes.
     pub fn set_paused(&self, reason: Option<&str>) {
         self.lock().paused = reason.map(str::to_owned);
@@ -235,7 +245,27 @@ impl FakeScaler {
 
     /// Removes every pending fault.
     pub fn clear_faults(&self) {
-        self.lock().faults.clear();
+        let mut inner = self.lock();
+        inner.faults.clear();
+        inner.hangs.clear();
+    }
+
+    /// Never returns when a call of `op` is to hang ([`FakeScaler::hang_next`]).
+    async fn hang_if_asked(&self, op: Op) {
+        let hang = {
+            let mut inner = self.lock();
+            let hang = inner
+                .hangs
+                .iter_mut()
+                .find(|(o, remaining)| *o == op && *remaining > 0)
+                .map(|(_, remaining)| *remaining -= 1)
+                .is_some();
+            inner.hangs.retain(|(_, remaining)| *remaining > 0);
+            hang
+        };
+        if hang {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Every call made so far.
@@ -325,6 +355,7 @@ impl Scaler for FakeScaler {
     }
 
     async fn list(&self) -> Result<Vec<Machine>> {
+        self.hang_if_asked(Op::List).await;
         let mut inner = self.lock();
         let r = Self::check_fault(&mut inner, Op::List);
         inner.calls.push(ScalerCall {
@@ -353,6 +384,7 @@ impl Scaler for FakeScaler {
     }
 
     async fn create(&self, request: &CreateRequest) -> Result<Machine> {
+        self.hang_if_asked(Op::Create).await;
         {
             let mut inner = self.lock();
             let r = Self::check_fault(&mut inner, Op::Create).and_then(|_| {
@@ -432,6 +464,7 @@ impl Scaler for FakeScaler {
     }
 
     async fn start(&self, id: &MachineId) -> Result<()> {
+        self.hang_if_asked(Op::Start).await;
         self.mutate(Op::Start, id, |s, m, seen| match m.state {
             MachineState::Started | MachineState::Starting => Ok(()),
             MachineState::Stopped
@@ -449,6 +482,7 @@ impl Scaler for FakeScaler {
     }
 
     async fn stop(&self, id: &MachineId) -> Result<()> {
+        self.hang_if_asked(Op::Stop).await;
         self.mutate(Op::Stop, id, |s, m, seen| match m.state {
             MachineState::Stopped | MachineState::Stopping | MachineState::Created => Ok(()),
             MachineState::Started | MachineState::Suspended | MachineState::Failed => {
@@ -463,6 +497,7 @@ impl Scaler for FakeScaler {
     }
 
     async fn suspend(&self, id: &MachineId) -> Result<()> {
+        self.hang_if_asked(Op::Suspend).await;
         if !self.capabilities.suspend {
             return Err(Error::Unsupported {
                 operation: "suspend",
@@ -486,6 +521,7 @@ impl Scaler for FakeScaler {
     }
 
     async fn destroy(&self, id: &MachineId) -> Result<()> {
+        self.hang_if_asked(Op::Destroy).await;
         let r = self.mutate(Op::Destroy, id, |s, m, seen| {
             if m.state == MachineState::Destroying {
                 return Ok(());
@@ -497,5 +533,34 @@ impl Scaler for FakeScaler {
             .machines
             .retain(|(m, _)| m.state != MachineState::Destroyed);
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+
+    #[test]
+    fn hung_calls_never_answer_and_later_calls_do() {
+        let fake = FakeScaler::new().with_machines(1, MachineState::Started);
+        fake.hang_next(Op::List, 1);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut hung = fake.list();
+        assert!(hung.as_mut().poll(&mut cx).is_pending());
+        assert!(hung.as_mut().poll(&mut cx).is_pending());
+        let mut next = fake.list();
+        match next.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(machines)) => assert_eq!(machines.len(), 1),
+            other => panic!("the call after the hung one answers: {other:?}"),
+        }
+        assert_eq!(fake.call_count(Op::List), 1, "the hung call is not logged");
+        fake.hang_next(Op::Create, u32::MAX);
+        fake.clear_faults();
+        let request = CreateRequest::default();
+        let mut create = fake.create(&request);
+        assert!(create.as_mut().poll(&mut cx).is_ready(), "cleared");
     }
 }

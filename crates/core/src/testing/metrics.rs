@@ -1,4 +1,5 @@
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -16,12 +17,18 @@ use crate::{Error, MetricSource, Result, Scope};
 /// assert_eq!(m.collect(&Scope::new("app")).await.unwrap(), 7.0);
 /// m.fail("broker down");
 /// assert!(m.collect(&Scope::new("app")).await.is_err());
+/// m.hang();
+/// let app = Scope::new("app");
+/// let read = tokio::time::timeout(std::time::Duration::from_millis(10), m.collect(&app));
+/// assert!(read.await.is_err(), "a hung read never answers");
 /// # });
 /// ```
 #[derive(Debug)]
 pub struct StaticMetric {
     name: String,
     value: Mutex<std::result::Result<f64, String>>,
+    /// Whether reads never answer ([`StaticMetric::hang`]).
+    hanging: AtomicBool,
     reads: Mutex<u64>,
 }
 
@@ -31,18 +38,28 @@ impl StaticMetric {
         StaticMetric {
             name: name.into(),
             value: Mutex::new(Ok(value)),
+            hanging: AtomicBool::new(false),
             reads: Mutex::new(0),
         }
     }
 
-    /// Makes every read from now on return `value` (ending a [`StaticMetric::fail`]).
+    /// Makes every read from now on return `value` (ending a [`StaticMetric::fail`] or
+    /// [`StaticMetric::hang`]).
     pub fn set(&self, value: f64) {
+        self.hanging.store(false, Ordering::SeqCst);
         *self.value.lock().unwrap_or_else(|e| e.into_inner()) = Ok(value);
     }
 
     /// Makes every read fail with `message` until the next [`StaticMetric::set`].
     pub fn fail(&self, message: impl Into<String>) {
+        self.hanging.store(false, Ordering::SeqCst);
         *self.value.lock().unwrap_or_else(|e| e.into_inner()) = Err(message.into());
+    }
+
+    /// Makes every read from now on never answer (a hung metric server) until the next
+    /// [`StaticMetric::set`] or [`StaticMetric::fail`]; such reads are counted.
+    pub fn hang(&self) {
+        self.hanging.store(true, Ordering::SeqCst);
     }
 
     /// How many reads happened.
@@ -59,6 +76,9 @@ impl MetricSource for StaticMetric {
 
     async fn collect(&self, _scope: &Scope) -> Result<f64> {
         *self.reads.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        if self.hanging.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         self.value
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -8,6 +8,7 @@
 //! - [`StaticMetric`], [`ScriptedMetric`]: metric sources whose values the test sets.
 //! - [`MemoryLedger`]: a shared in-memory [`crate::coordination::LedgerStore`] with a real
 //!   exclusive lock.
+//! - [`LogBuffer`]: an in-memory log sink, for tests that assert what was logged.
 //! - [`LoopbackThread`]: a test server on a free loopback port, on a thread with its own
 //!   runtime (so it outlives any one test's runtime).
 //! - [`server_process`]: real server programs for tests (find, spawn under a watchdog that
@@ -18,6 +19,7 @@
 pub mod conformance;
 mod fake_membership;
 mod fake_scaler;
+mod log_buffer;
 mod loopback;
 mod memory_ledger;
 mod metrics;
@@ -25,6 +27,7 @@ pub mod server_process;
 
 pub use fake_membership::{FakeMembership, MembershipCall};
 pub use fake_scaler::{FakeScaler, Op, ScalerCall, Transitions};
+pub use log_buffer::LogBuffer;
 pub use loopback::{LoopbackThread, ShutdownSignal};
 pub use memory_ledger::MemoryLedger;
 pub use metrics::{ScriptedMetric, StaticMetric};

@@ -61,22 +61,9 @@ pub fn build(filter: &str, scope: &Scope, env: bool) -> String {
 /// closed.
 pub fn check(query: &str) -> Result<(), QueryError> {
     let mut open: Vec<usize> = Vec::new();
-    let mut quote: Option<(char, usize)> = None;
-    let mut escaped = false;
-    for (i, c) in query.chars().enumerate() {
-        let column = i + 1;
-        if let Some((q, _)) = quote {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == q {
-                quote = None;
-            }
-            continue;
-        }
+    let mut code = Unquoted::new(query.chars());
+    for (column, c) in code.by_ref() {
         match c {
-            '\'' | '"' | '`' => quote = Some((c, column)),
             '(' => open.push(column),
             ')' if open.pop().is_none() => {
                 return Err(QueryError {
@@ -87,7 +74,7 @@ pub fn check(query: &str) -> Result<(), QueryError> {
             _ => {}
         }
     }
-    if let Some((q, column)) = quote {
+    if let Some((q, column)) = code.open_quote {
         return Err(QueryError {
             column,
             message: format!("{q} opened here is never closed"),
@@ -100,6 +87,52 @@ pub fn check(query: &str) -> Result<(), QueryError> {
         });
     }
     Ok(())
+}
+
+/// The characters of a query outside its literals (`'…'`, `"…"`, `` `…` ``), each with its
+/// 1-based column. The opening quote of a literal is yielded; its contents and its closing
+/// quote are not, and a backslash inside a literal escapes the next character. After the
+/// last character, [`Unquoted::open_quote`] names a literal left open.
+struct Unquoted<I> {
+    chars: I,
+    column: usize,
+    /// The quote character and column of the literal being read, if any.
+    open_quote: Option<(char, usize)>,
+    escaped: bool,
+}
+
+impl<I: Iterator<Item = char>> Unquoted<I> {
+    fn new(chars: I) -> Self {
+        Unquoted {
+            chars,
+            column: 0,
+            open_quote: None,
+            escaped: false,
+        }
+    }
+}
+
+impl<I: Iterator<Item = char>> Iterator for Unquoted<I> {
+    type Item = (usize, char);
+
+    fn next(&mut self) -> Option<(usize, char)> {
+        loop {
+            let c = self.chars.next()?;
+            self.column += 1;
+            match self.open_quote {
+                Some(_) if self.escaped => self.escaped = false,
+                Some(_) if c == '\\' => self.escaped = true,
+                Some((q, _)) if c == q => self.open_quote = None,
+                Some(_) => {}
+                None => {
+                    if matches!(c, '\'' | '"' | '`') {
+                        self.open_quote = Some((c, self.column));
+                    }
+                    return Some((self.column, c));
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -237,22 +270,8 @@ mod tests {
     /// The 1-based column of the `)` closing the `(` at 1-based column `open`.
     fn closing_of(query: &str, open: usize) -> Option<usize> {
         let mut depth = 0i64;
-        let mut quote: Option<char> = None;
-        let mut escaped = false;
-        for (i, c) in query.chars().enumerate() {
-            let column = i + 1;
-            if let Some(q) = quote {
-                if escaped {
-                    escaped = false;
-                } else if c == '\\' {
-                    escaped = true;
-                } else if c == q {
-                    quote = None;
-                }
-                continue;
-            }
+        for (column, c) in Unquoted::new(query.chars()) {
             match c {
-                '\'' | '"' | '`' => quote = Some(c),
                 '(' => depth += 1,
                 ')' => {
                     depth -= 1;
@@ -271,21 +290,8 @@ mod tests {
     }
 
     fn quotes_closed(prefix: &[char]) -> bool {
-        let mut quote: Option<char> = None;
-        let mut escaped = false;
-        for &c in prefix {
-            if let Some(q) = quote {
-                if escaped {
-                    escaped = false;
-                } else if c == '\\' {
-                    escaped = true;
-                } else if c == q {
-                    quote = None;
-                }
-            } else if matches!(c, '\'' | '"' | '`') {
-                quote = Some(c);
-            }
-        }
-        quote.is_none()
+        let mut code = Unquoted::new(prefix.iter().copied());
+        code.by_ref().for_each(drop);
+        code.open_quote.is_none()
     }
 }
