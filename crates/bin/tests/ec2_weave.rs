@@ -21,13 +21,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{
-    Filter, InstanceAttributeName, InstanceType, ResourceType, Tag, TagSpecification,
+    Filter, Instance, InstanceAttributeName, InstanceType, ResourceType, Tag, TagSpecification,
 };
 use common::{Proc, DEADLINE};
 use fleetscale_aws::aws_sdk_ec2;
@@ -88,24 +87,10 @@ async fn simulate_hosts(
 ) {
     let mut next = 100u64;
     loop {
-        let out = ec2
-            .describe_instances()
-            .filters(
-                Filter::builder()
-                    .name("tag:fleetscale:pool")
-                    .values(POOL)
-                    .build(),
-            )
-            .send()
-            .await;
-        if let Ok(out) = out {
-            for i in out.reservations().iter().flat_map(|r| r.instances()) {
+        if let Ok(instances) = pool_instances(&ec2).await {
+            for i in &instances {
                 let id = i.instance_id().unwrap_or_default().to_owned();
-                let state = i
-                    .state()
-                    .and_then(|s| s.name())
-                    .map(|n| n.as_str().to_owned())
-                    .unwrap_or_default();
+                let state = state_name(i);
                 let known = hosts.lock().unwrap().get(&id).cloned();
                 match (known, state.as_str()) {
                     (None, "pending" | "running") => {
@@ -217,8 +202,8 @@ async fn until<T>(
     }
 }
 
-/// The pool's instances by state.
-async fn pool_states(ec2: &aws_sdk_ec2::Client) -> BTreeMap<String, String> {
+/// Every instance tagged with the pool, as `DescribeInstances` lists them.
+async fn pool_instances(ec2: &aws_sdk_ec2::Client) -> Result<Vec<Instance>, String> {
     let out = ec2
         .describe_instances()
         .filters(
@@ -229,17 +214,32 @@ async fn pool_states(ec2: &aws_sdk_ec2::Client) -> BTreeMap<String, String> {
         )
         .send()
         .await
-        .expect("DescribeInstances");
-    out.reservations()
+        .map_err(|e| format!("DescribeInstances: {e}"))?;
+    Ok(out
+        .reservations()
         .iter()
         .flat_map(|r| r.instances())
+        .cloned()
+        .collect())
+}
+
+/// The state of an instance as EC2 names it (`pending`, `running`, `terminated`, …).
+fn state_name(i: &Instance) -> String {
+    i.state()
+        .and_then(|s| s.name())
+        .map(|n| n.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+/// The pool's instances by state.
+async fn pool_states(ec2: &aws_sdk_ec2::Client) -> BTreeMap<String, String> {
+    let instances = pool_instances(ec2).await.unwrap_or_else(|e| panic!("{e}"));
+    instances
+        .iter()
         .map(|i| {
             (
                 i.instance_id().unwrap_or_default().to_owned(),
-                i.state()
-                    .and_then(|s| s.name())
-                    .map(|n| n.as_str().to_owned())
-                    .unwrap_or_default(),
+                state_name(i),
             )
         })
         .collect()
@@ -343,11 +343,8 @@ async fn fleetscale_run_scales_an_ec2_spot_pool_of_weave_peers() {
             )
         })
         .collect();
-    let config = dir.path().join("fleetscale.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+    let text = format!(
+        r#"
 [engine]
 interval = "1s"
 reclaim_lost_members = true
@@ -362,44 +359,33 @@ backend = {{ type = "ec2", pool = "{POOL}", region = "us-east-1", endpoint = "{e
 [target.policy]
 created = "demand"
 
-[[target.source]]
-type = "http_json"
-name = "demand"
-url = "{demand_url}"
-pointer = ""
-
 [target.weave]
 fixed = [{fixed}]
 router_port = {router_port}
 ledger = "{ledger}"
 min_unreachable = "1s"
 "#,
-            endpoint = moto.endpoint(),
-            fixed = fixed_toml.join(", "),
-            ledger = ledger.display(),
-        ),
-    )
-    .unwrap();
+        endpoint = moto.endpoint(),
+        fixed = fixed_toml.join(", "),
+        ledger = ledger.display(),
+    ) + &common::source_toml(
+        "http_json",
+        "demand",
+        &[("url", &demand_url), ("pointer", "")],
+    );
+    let config = common::write_file(dir.path(), "fleetscale.toml", &text);
 
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetscale"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_ACCESS_KEY_ID", "AKIAFLEETSCALETEST")
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("RUST_LOG", "info")
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(&config);
-    let mut proc = Proc::spawn(cmd);
-    let stderr = proc.stderr.clone();
-    let stdout = proc.stdout.clone();
-    let logs = move || {
-        format!(
-            "{}\n{}",
-            stdout.lock().unwrap().join("\n"),
-            stderr.lock().unwrap().join("\n")
-        )
-    };
+    let mut proc = Proc::spawn(
+        common::fleetscale()
+            .env("AWS_ACCESS_KEY_ID", "AKIAFLEETSCALETEST")
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("RUST_LOG", "info")
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(&config),
+    );
+    let (stdout, stderr) = (proc.stdout_reader(), proc.stderr_reader());
+    let logs = move || format!("{}\n{}", stdout(), stderr());
 
     // 1. Scale out to 2: spot instances with the tags and the rendered user data; their peers
     //    join as observers with only the fixed peers, and the engine sees them join.
@@ -538,11 +524,8 @@ min_unreachable = "1s"
         .send()
         .await
         .unwrap();
-    let other_state = other_state.reservations()[0].instances()[0]
-        .state()
-        .and_then(|s| s.name())
-        .map(|n| n.as_str().to_owned());
-    assert_eq!(other_state.as_deref(), Some("running"));
+    let other_state = state_name(&other_state.reservations()[0].instances()[0]);
+    assert_eq!(other_state, "running");
 
     proc.signal("TERM");
     assert!(proc.wait(Duration::from_secs(60)).success(), "{}", logs());
