@@ -96,13 +96,7 @@ pub async fn serve(config: Config, getenv: &dyn Fn(&str) -> Option<String>) -> R
     };
     tracing::info!(addr = %shown, "serving metrics");
 
-    let cancel = CancellationToken::new();
-    let run = {
-        let engine = engine.clone();
-        let cancel = cancel.clone();
-        tokio::spawn(async move { engine.run(cancel.cancelled_owned()).await })
-    };
-    let result = crate::supervise::run_until_signal(run, cancel, config.shutdown_grace).await;
+    let result = crate::supervise::run_engine_until_signal(engine, config.shutdown_grace).await;
     if let Some(r) = replication {
         r.stop().await;
     }
