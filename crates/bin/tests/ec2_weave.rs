@@ -23,12 +23,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_ec2::types::{
     Filter, Instance, InstanceAttributeName, InstanceType, ResourceType, Tag, TagSpecification,
 };
-use common::{Proc, DEADLINE};
+use common::Proc;
 use fleetscale_aws::aws_sdk_ec2;
 use fleetscale_aws::harness::{MotoServer, INSTALL_HINT};
 use fleetscale_weave::fake::PeerSpec;
@@ -181,25 +181,6 @@ fn base64_decode(s: &str) -> Vec<u8> {
         }
     }
     out
-}
-
-async fn until<T>(
-    what: &str,
-    logs: &dyn Fn() -> String,
-    mut f: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            t0.elapsed() < DEADLINE,
-            "timed out waiting for {what}\n{}",
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Every instance tagged with the pool, as `DescribeInstances` lists them.
@@ -393,7 +374,7 @@ min_unreachable = "1s"
         &FixedCluster::new(["192.168.77.1", "192.168.77.2", "192.168.77.3"]).unwrap(),
     )
     .bootstrap_script();
-    let first = until("2 booted pool instances", &logs, async || {
+    let first = common::eventually_async("2 booted pool instances", &logs, async || {
         let h = hosts.lock().unwrap().clone();
         (h.len() == 2).then_some(h)
     })
@@ -427,15 +408,16 @@ min_unreachable = "1s"
     // 2. Scale in to 1: the leaver resets (space handed over, no rmpeer) before EC2
     //    terminates it.
     demand.store(1, Ordering::SeqCst);
-    let (gone_id, gone) = until("a terminated pool instance", &logs, async || {
-        hosts
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(_, b)| b.owned_at_termination.is_some())
-            .map(|(i, b)| (i.clone(), b.clone()))
-    })
-    .await;
+    let (gone_id, gone) =
+        common::eventually_async("a terminated pool instance", &logs, async || {
+            hosts
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(_, b)| b.owned_at_termination.is_some())
+                .map(|(i, b)| (i.clone(), b.clone()))
+        })
+        .await;
     assert_eq!(
         gone.owned_at_termination,
         Some(0),
@@ -452,7 +434,7 @@ min_unreachable = "1s"
         "a leave, not a reclaim: {:?}",
         emu.rmpeer_log()
     );
-    let remaining = until("one live pool instance", &logs, async || {
+    let remaining = common::eventually_async("one live pool instance", &logs, async || {
         let l = live(&pool_states(&ec2).await);
         (l.len() == 1).then(|| l[0].clone())
     })
@@ -478,18 +460,19 @@ min_unreachable = "1s"
             .filter(|r| r.target == Some(p))
             .collect::<Vec<_>>()
     };
-    until("the lost peer's reclaim", &logs, async || {
+    common::eventually_async("the lost peer's reclaim", &logs, async || {
         (!rmpeers_of(survivor.peer).is_empty()).then_some(())
     })
     .await;
-    let replacement = until("a replacement instance booted", &logs, async || {
-        let l = live(&pool_states(&ec2).await);
-        let h = hosts.lock().unwrap();
-        l.into_iter()
-            .find(|i| h.contains_key(i) && *i != remaining)
-            .map(|i| (i.clone(), h[&i].clone()))
-    })
-    .await;
+    let replacement =
+        common::eventually_async("a replacement instance booted", &logs, async || {
+            let l = live(&pool_states(&ec2).await);
+            let h = hosts.lock().unwrap();
+            l.into_iter()
+                .find(|i| h.contains_key(i) && *i != remaining)
+                .map(|i| (i.clone(), h[&i].clone()))
+        })
+        .await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let records = rmpeers_of(survivor.peer);
     assert_eq!(records.len(), 1, "exactly once: {records:?}\n{}", logs());

@@ -290,30 +290,51 @@ pub fn free_port_run(n: u16) -> u16 {
     panic!("no run of {n} free loopback ports");
 }
 
-/// Polls `GET url` every 200 ms until `ready` holds for the body, and returns that body; a
-/// failed request counts as an empty body. Panics after [`DEADLINE`] with the last body and
-/// `describe()` (the process' logs).
+/// [`eventually`] for a check that awaits (an HTTP request, an API call): polls `f` every
+/// 200 ms until it returns `Some`, or panics after [`DEADLINE`] with `what` and `describe()`.
+pub async fn eventually_async<T>(
+    what: &str,
+    describe: impl Fn() -> String,
+    mut f: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            t0.elapsed() < DEADLINE,
+            "timed out waiting for {what}\n{}",
+            describe()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Polls `GET url` until `ready` holds for the body, and returns that body; a failed request
+/// counts as an empty body. A timeout shows the last body and `describe()` (the process' logs).
 pub async fn page_until(
     url: &str,
     describe: impl Fn() -> String,
     ready: impl Fn(&str) -> bool,
 ) -> String {
-    let t0 = Instant::now();
-    loop {
-        let body = match reqwest::get(url).await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        if ready(&body) {
-            return body;
-        }
-        assert!(
-            t0.elapsed() < DEADLINE,
-            "timed out waiting on {url}; last answer:\n{body}\n{}",
-            describe()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let last = Mutex::new(String::new());
+    eventually_async(
+        &format!("{url} to answer as expected"),
+        || format!("last answer:\n{}\n{}", last.lock().unwrap(), describe()),
+        async || {
+            let body = match reqwest::get(url).await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if ready(&body) {
+                return Some(body);
+            }
+            *last.lock().unwrap() = body;
+            None
+        },
+    )
+    .await
 }
 
 /// Writes `text` to `dir/name` and returns the path.
