@@ -12,7 +12,6 @@ use fleetscale_config::{check_env_utf8, engine_config, load, FileConfig, NativeT
 use fleetscale_core::engine::{Engine, TargetProvider};
 use fleetscale_core::record::{MetricReading, TickStatus, TracingObserver, MAX_LOGGED_ACTIONS};
 use fleetscale_metrics::AutoscalerMetrics;
-use tokio_util::sync::CancellationToken;
 
 use crate::error::{BinError, Result};
 use fleetscale_metrics::server::{Health, MetricsServer};

@@ -18,7 +18,6 @@ use fleetscale_fas::{
 };
 use fleetscale_metrics::server::{Health, MetricsServer};
 use fleetscale_metrics::AutoscalerMetrics;
-use tokio_util::sync::CancellationToken;
 
 use crate::error::{BinError, Result};
 
