@@ -580,16 +580,14 @@ mod tests {
 
     #[test]
     fn api_kinds() {
-        assert_eq!(api_kind("GET", "/v1/apps/a/machines"), "list machines");
-        assert_eq!(api_kind("POST", "/v1/apps/a/machines"), "create machine");
-        assert_eq!(
-            api_kind("DELETE", "/v1/apps/a/machines/m1"),
-            "destroy machine"
-        );
-        assert_eq!(
-            api_kind("POST", "/v1/apps/a/machines/m1/lease"),
-            "post lease"
-        );
-        assert_eq!(api_kind("POST", "/v1/apps"), "create app");
+        for (method, path, kind) in [
+            ("GET", "/v1/apps/a/machines", "list machines"),
+            ("POST", "/v1/apps/a/machines", "create machine"),
+            ("DELETE", "/v1/apps/a/machines/m1", "destroy machine"),
+            ("POST", "/v1/apps/a/machines/m1/lease", "post lease"),
+            ("POST", "/v1/apps", "create app"),
+        ] {
+            assert_eq!(api_kind(method, path), kind, "{method} {path}");
+        }
     }
 }

@@ -12,7 +12,6 @@ use fleetscale_config::{check_env_utf8, engine_config, load, FileConfig, NativeT
 use fleetscale_core::engine::{Engine, TargetProvider};
 use fleetscale_core::record::{MetricReading, TickStatus, TracingObserver, MAX_LOGGED_ACTIONS};
 use fleetscale_metrics::AutoscalerMetrics;
-use tokio_util::sync::CancellationToken;
 
 use crate::error::{BinError, Result};
 use fleetscale_metrics::server::{Health, MetricsServer};
@@ -108,13 +107,7 @@ pub async fn run(path: &Path, dry_run: bool, etcd: &[String]) -> Result<()> {
         interval_seconds = engine_cfg.interval.as_secs_f64(),
         "fleetscale running"
     );
-    let cancel = CancellationToken::new();
-    let task = {
-        let engine = engine.clone();
-        let cancel = cancel.clone();
-        tokio::spawn(async move { engine.run(cancel.cancelled_owned()).await })
-    };
-    let result = crate::supervise::run_until_signal(task, cancel, engine_cfg.shutdown_grace).await;
+    let result = crate::supervise::run_engine_until_signal(engine, engine_cfg.shutdown_grace).await;
     if let Some(r) = replication {
         r.stop().await;
     }

@@ -11,8 +11,10 @@
 //! - A second signal exits at once, without waiting for anything.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
+use fleetscale_core::engine::Engine;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -143,6 +145,20 @@ where
     }
 }
 
+/// Runs the loop of `engine` in its own task and supervises it with [`run_until_signal`]
+/// (`grace` is the engine's shutdown grace).
+///
+/// # Errors
+/// As [`run_until_shutdown`].
+pub async fn run_engine_until_signal(engine: Arc<Engine>, grace: Duration) -> Result<()> {
+    let cancel = CancellationToken::new();
+    let task = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move { engine.run(cancel.cancelled_owned()).await })
+    };
+    run_until_signal(task, cancel, grace).await
+}
+
 /// [`run_until_shutdown`] with the process's SIGINT and SIGTERM.
 ///
 /// # Errors
@@ -168,6 +184,19 @@ pub async fn run_until_signal(
 mod tests {
     use super::*;
 
+    /// The error with which supervising `task` ends when no signal ever arrives.
+    async fn error_without_a_signal(task: JoinHandle<fleetscale_core::Result<()>>) -> BinError {
+        run_until_shutdown(
+            task,
+            CancellationToken::new(),
+            Duration::from_secs(1),
+            std::future::pending(),
+            std::future::pending,
+        )
+        .await
+        .unwrap_err()
+    }
+
     #[tokio::test]
     async fn a_panicking_engine_ends_the_process_with_an_error() {
         let task = tokio::spawn(async {
@@ -176,15 +205,7 @@ mod tests {
             }
             Ok(())
         });
-        let e = run_until_shutdown(
-            task,
-            CancellationToken::new(),
-            Duration::from_secs(1),
-            std::future::pending(),
-            std::future::pending,
-        )
-        .await
-        .unwrap_err();
+        let e = error_without_a_signal(task).await;
         assert!(
             e.to_string().contains("panicked: injected engine bug"),
             "{e}"
@@ -198,15 +219,7 @@ mod tests {
                 "engine interval must be greater than zero",
             ))
         });
-        let e = run_until_shutdown(
-            task,
-            CancellationToken::new(),
-            Duration::from_secs(1),
-            std::future::pending(),
-            std::future::pending,
-        )
-        .await
-        .unwrap_err();
+        let e = error_without_a_signal(task).await;
         assert!(e.to_string().contains("interval"), "{e}");
     }
 

@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use common::{fleetscale, run};
 use fleetscale_metrics::harness::{openmetrics_gauge, PrometheusServer};
@@ -14,30 +15,28 @@ use serde_json::Value;
 const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sim/traces/diurnal-day.csv");
 
 /// The blueprint as a fleetscale TOML file; `address` is where its Prometheus would be.
-fn blueprint(dir: &Path, name: &str, rule: &str, address: &str) -> std::path::PathBuf {
-    let path = dir.join(name);
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-[[target]]
-name = "web"
-backend = {{ type = "fly", app = "bt-app" }}
-initial_state = "stopped"
+fn blueprint(dir: &Path, name: &str, rule: &str, address: &str) -> PathBuf {
+    let target = format!(
+        "\n[[target]]\nname = \"web\"\nbackend = {{ type = \"fly\", app = \"bt-app\" }}\ninitial_state = \"stopped\"\n\n[target.policy]\ncreated = \"{rule}\"\n\n"
+    );
+    let source = common::prometheus_source_toml(
+        "running_machines",
+        address,
+        "count(fly_instance_up{app='$APP_NAME'})",
+    );
+    common::write_file(dir, name, &(target + &source))
+}
 
-[target.policy]
-created = "{rule}"
-
-[[target.source]]
-type = "prometheus"
-name = "running_machines"
-address = "{address}"
-query = "count(fly_instance_up{{app='$APP_NAME'}})"
-"#
-        ),
-    )
-    .unwrap();
-    path
+/// `fleetscale backtest` of `config` on the trace file `trace`, writing to `out`.
+fn backtest(config: &Path, trace: &Path, out: &Path) -> Command {
+    let mut cmd = fleetscale();
+    cmd.args(["backtest", "--config"])
+        .arg(config)
+        .arg("--trace")
+        .arg(trace)
+        .arg("--out")
+        .arg(out);
+    cmd
 }
 
 fn summary(dir: &Path) -> Value {
@@ -60,14 +59,7 @@ fn the_shipped_trace_backtests_twice_to_the_same_bytes_and_compares_two_policies
         "http://127.0.0.1:9",
     );
     let go = |out: &str, compare: bool| {
-        let mut c = fleetscale();
-        c.arg("backtest")
-            .arg("--config")
-            .arg(&a)
-            .arg("--trace")
-            .arg(SHIPPED)
-            .arg("--out")
-            .arg(dir.path().join(out));
+        let mut c = backtest(&a, Path::new(SHIPPED), &dir.path().join(out));
         if compare {
             c.arg("--compare").arg(&b);
         }
@@ -134,16 +126,7 @@ fn bad_inputs_are_named_and_nothing_is_written() {
         "min(queue_depth + 1, 10)",
         "http://127.0.0.1:9",
     );
-    let (status, _, err) = run({
-        let mut c = fleetscale();
-        c.args(["backtest", "--config"])
-            .arg(&cfg)
-            .arg("--trace")
-            .arg(SHIPPED)
-            .arg("--out")
-            .arg(dir.path().join("x"));
-        c
-    });
+    let (status, _, err) = run(backtest(&cfg, Path::new(SHIPPED), &dir.path().join("x")));
     assert_eq!(status.code(), Some(1));
     assert!(err.contains("queue_depth"), "{err}");
     assert!(!dir.path().join("x").exists(), "nothing written");
@@ -154,34 +137,17 @@ fn bad_inputs_are_named_and_nothing_is_written() {
         "min(running_machines + 1, 10)",
         "http://127.0.0.1:9",
     );
-    let bad_trace = dir.path().join("t.csv");
-    std::fs::write(&bad_trace, "timestamp,load\n0,1\n15,lots\n").unwrap();
-    let (status, _, err) = run({
-        let mut c = fleetscale();
-        c.args(["backtest", "--config"])
-            .arg(&good)
-            .arg("--trace")
-            .arg(&bad_trace)
-            .arg("--out")
-            .arg(dir.path().join("y"));
-        c
-    });
+    let bad_trace = common::write_file(dir.path(), "t.csv", "timestamp,load\n0,1\n15,lots\n");
+    let (status, _, err) = run(backtest(&good, &bad_trace, &dir.path().join("y")));
     assert_eq!(status.code(), Some(1));
     assert!(err.contains("t.csv: trace line 3, column 2"), "{err}");
     assert!(!dir.path().join("y").exists());
 
-    let (status, _, err) = run({
-        let mut c = fleetscale();
-        c.args(["backtest", "--config"])
-            .arg(&good)
-            .arg("--from")
-            .arg("yesterday")
-            .arg("--to")
-            .arg("now")
-            .arg("--out")
-            .arg(dir.path().join("z"));
-        c
-    });
+    let (status, _, err) = run(fleetscale()
+        .args(["backtest", "--config"])
+        .arg(&good)
+        .args(["--from", "yesterday", "--to", "now", "--out"])
+        .arg(dir.path().join("z")));
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("is not a time"), "{err}");
 }
@@ -189,23 +155,18 @@ fn bad_inputs_are_named_and_nothing_is_written() {
 #[test]
 fn fly_autoscaler_variables_are_backtested_as_deployed() {
     let dir = tempfile::tempdir().unwrap();
-    let (status, out, err) = run({
-        let mut c = fleetscale();
-        c.args(["backtest", "--fas-env", "--trace"])
-            .arg(SHIPPED)
-            .arg("--out")
-            .arg(dir.path())
-            .env("FAS_APP_NAME", "bt-app")
-            .env("FAS_CREATED_MACHINE_COUNT", "min(running_machines + 1, 10)")
-            .env("FAS_INITIAL_MACHINE_STATE", "stopped")
-            .env("FAS_PROMETHEUS_ADDRESS", "http://127.0.0.1:9")
-            .env("FAS_PROMETHEUS_METRIC_NAME", "running_machines")
-            .env(
-                "FAS_PROMETHEUS_QUERY",
-                "count(fly_instance_up{app='$APP_NAME'})",
-            );
-        c
-    });
+    let (status, out, err) = run(fleetscale()
+        .args(["backtest", "--fas-env", "--trace", SHIPPED, "--out"])
+        .arg(dir.path())
+        .env("FAS_APP_NAME", "bt-app")
+        .env("FAS_CREATED_MACHINE_COUNT", "min(running_machines + 1, 10)")
+        .env("FAS_INITIAL_MACHINE_STATE", "stopped")
+        .env("FAS_PROMETHEUS_ADDRESS", "http://127.0.0.1:9")
+        .env("FAS_PROMETHEUS_METRIC_NAME", "running_machines")
+        .env(
+            "FAS_PROMETHEUS_QUERY",
+            "count(fly_instance_up{app='$APP_NAME'})",
+        ));
     assert!(status.success(), "{out}\n{err}");
     assert!(
         out.lines().next().unwrap().contains("FAS_* environment"),
@@ -263,41 +224,28 @@ async fn a_real_prometheus_gives_the_same_figures_as_the_same_history_in_a_trace
     );
     let from = part.timestamps()[0] / 1000;
     let to = part.timestamps()[part.len() - 1] / 1000;
-    let (status, out, err) = run({
-        let mut c = fleetscale();
-        c.args(["backtest", "--config"])
-            .arg(&cfg)
-            .args([
-                "--from",
-                &from.to_string(),
-                "--to",
-                &to.to_string(),
-                "--step",
-                "15s",
-            ])
-            .args(["--load-query", "sum(fly_app_concurrency{app='$APP_NAME'})"])
-            .arg("--out")
-            .arg(dir.path().join("prom"));
-        c
-    });
+    let (status, out, err) = run(fleetscale()
+        .args(["backtest", "--config"])
+        .arg(&cfg)
+        .args([
+            "--from",
+            &from.to_string(),
+            "--to",
+            &to.to_string(),
+            "--step",
+            "15s",
+        ])
+        .args(["--load-query", "sum(fly_app_concurrency{app='$APP_NAME'})"])
+        .arg("--out")
+        .arg(dir.path().join("prom")));
     assert!(status.success(), "{out}\n{err}");
     assert!(
         out.contains("1200 samples from 2026-01-05T07:00:00Z"),
         "{out}"
     );
 
-    let csv = dir.path().join("part.csv");
-    std::fs::write(&csv, part.to_csv()).unwrap();
-    let (status, out, err) = run({
-        let mut c = fleetscale();
-        c.args(["backtest", "--config"])
-            .arg(&cfg)
-            .arg("--trace")
-            .arg(&csv)
-            .arg("--out")
-            .arg(dir.path().join("csv"));
-        c
-    });
+    let csv = common::write_file(dir.path(), "part.csv", &part.to_csv());
+    let (status, out, err) = run(backtest(&cfg, &csv, &dir.path().join("csv")));
     assert!(status.success(), "{out}\n{err}");
     let mut from_prom = summary(&dir.path().join("prom"));
     let from_csv = summary(&dir.path().join("csv"));
@@ -316,15 +264,12 @@ async fn a_real_prometheus_gives_the_same_figures_as_the_same_history_in_a_trace
 fn the_readme_table_is_what_the_readme_command_prints() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = tempfile::tempdir().unwrap();
-    let (status, out, err) = run({
-        let mut c = fleetscale();
-        c.current_dir(&root)
-            .args(["backtest", "--config", "crates/sim/traces/blueprint.toml"])
-            .args(["--compare", "crates/sim/traces/two-spares.toml"])
-            .args(["--trace", "crates/sim/traces/diurnal-day.csv", "--out"])
-            .arg(dir.path());
-        c
-    });
+    let (status, out, err) = run(fleetscale()
+        .current_dir(&root)
+        .args(["backtest", "--config", "crates/sim/traces/blueprint.toml"])
+        .args(["--compare", "crates/sim/traces/two-spares.toml"])
+        .args(["--trace", "crates/sim/traces/diurnal-day.csv", "--out"])
+        .arg(dir.path()));
     assert!(status.success(), "{out}\n{err}");
     let table = std::fs::read_to_string(dir.path().join("table.txt")).unwrap();
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();

@@ -8,11 +8,10 @@ mod common;
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
-use common::{eventually, run, Proc};
+use common::{run, Proc};
 
 /// A Fly token with two macaroons, and a Prometheus token: neither may ever be printed, nor
 /// any of their parts.
@@ -84,11 +83,7 @@ fn help_never_shows_a_secret_environment_value() {
         vec!["serve", "-h"],
         vec!["eval", "-h"],
     ] {
-        let (status, out, err) = run({
-            let mut c = fas();
-            c.args(&args);
-            c
-        });
+        let (status, out, err) = run(fas().args(&args));
         assert!(status.success(), "{args:?}: {err}");
         assert_clean(&format!("fly-autoscaler {args:?}"), &format!("{out}{err}"));
     }
@@ -98,11 +93,7 @@ fn help_never_shows_a_secret_environment_value() {
         vec!["fake", "fly", "-h"],
         vec!["run", "--help"],
     ] {
-        let (status, out, err) = run({
-            let mut c = fleetscale();
-            c.args(&args);
-            c
-        });
+        let (status, out, err) = run(fleetscale().args(&args));
         assert!(status.success(), "{args:?}: {err}");
         assert_clean(&format!("fleetscale {args:?}"), &format!("{out}{err}"));
         if args.contains(&"fly") {
@@ -117,12 +108,9 @@ fn help_never_shows_a_secret_environment_value() {
 #[test]
 fn configuration_errors_never_show_a_secret() {
     // fly-autoscaler: a token put in the wrong variable, and expanded into a YAML file.
-    let (status, _, err) = run({
-        let mut c = fas();
-        c.env("FAS_CONCURRENCY", FLY_CANARY)
-            .env("FAS_APP_NAME", "a");
-        c
-    });
+    let (status, _, err) = run(fas()
+        .env("FAS_CONCURRENCY", FLY_CANARY)
+        .env("FAS_APP_NAME", "a"));
     assert_eq!(status.code(), Some(1));
     assert!(err.contains("FAS_CONCURRENCY"), "{err}");
     assert_clean("FAS_CONCURRENCY", &err);
@@ -134,15 +122,11 @@ fn configuration_errors_never_show_a_secret() {
         ("syntax", "app-name: a\napi-token: [$SECRET\n"),
         ("unknown key", "app-name: a\n$SECRET: 1\n"),
     ] {
-        let path = dir.path().join("fly-autoscaler.yml");
-        std::fs::write(&path, yaml).unwrap();
-        let (status, out, err) = run({
-            let mut c = fas();
-            c.args(["eval", "-config"])
-                .arg(&path)
-                .env("SECRET", FLY_CANARY);
-            c
-        });
+        let path = common::write_file(dir.path(), "fly-autoscaler.yml", yaml);
+        let (status, out, err) = run(fas()
+            .args(["eval", "-config"])
+            .arg(&path)
+            .env("SECRET", FLY_CANARY));
         assert_eq!(status.code(), Some(1), "{name}: {out}{err}");
         assert!(err.starts_with("ERROR: "), "{name}: {err}");
         assert_clean(&format!("YAML {name}"), &format!("{out}{err}"));
@@ -165,15 +149,11 @@ fn configuration_errors_never_show_a_secret() {
             "# token: ${FLY_API_TOKEN}\n[engine]\ninterval = 5 # ${PROM_TOKEN}\n",
         ),
     ] {
-        let path = dir.path().join("fleetscale.toml");
-        std::fs::write(&path, toml).unwrap();
+        let path = common::write_file(dir.path(), "fleetscale.toml", toml);
         for cmd in ["run", "eval"] {
             for format in ["text", "json"] {
-                let (status, out, err) = run({
-                    let mut c = fleetscale();
-                    c.args(["--log-format", format, cmd, "--config"]).arg(&path);
-                    c
-                });
+                let (status, out, err) =
+                    run(fleetscale().args(["--log-format", format, cmd, "--config"]).arg(&path));
                 assert_eq!(status.code(), Some(1), "{name}: {out}{err}");
                 assert!(err.contains("fleetscale.toml:"), "{name}: {err}");
                 assert_clean(&format!("TOML {name} ({cmd}, {format})"), &format!("{out}{err}"));
@@ -190,95 +170,69 @@ async fn api_error_bodies_that_echo_the_token_are_redacted() {
     let url = format!("http://{echo}");
 
     // fly-autoscaler serve (JSON logs): Machines API, release check and Prometheus errors.
-    let mut cmd = fas();
-    cmd.arg("serve")
-        .env("FLY_FLAPS_BASE_URL", &url)
-        .env("FLY_API_BASE_URL", &url)
-        .env("FAS_APP_NAME", "echo-app")
+    // The canaries as `fas()` sets them: the Fly token, and the Prometheus token.
+    let mut cmd = common::fas_serve(&url, "echo-app", FLY_CANARY);
+    cmd.env("FAS_PROMETHEUS_TOKEN", PROM_CANARY)
         .env("FAS_CREATED_MACHINE_COUNT", "m + 1")
         .env("FAS_PROMETHEUS_ADDRESS", &url)
         .env("FAS_PROMETHEUS_METRIC_NAME", "m")
         .env("FAS_PROMETHEUS_QUERY", "count(up)")
         .env("FAS_INTERVAL", "200ms")
-        .env("FAS_METRICS_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "debug");
     let mut proc = Proc::spawn(cmd);
-    let logs = proc.stderr_reader();
-    eventually(
-        "the echoed release check error",
-        || {
-            let l = logs();
-            (l.contains("token rejected: <redacted>")).then_some(())
-        },
-        &logs,
-    )
-    .await;
-    proc.signal("TERM");
-    proc.wait(Duration::from_secs(60));
-    assert_clean("fly-autoscaler serve", &logs());
+    // The echoed release check error.
+    proc.await_logged("token rejected: <redacted>").await;
+    proc.stop("TERM");
+    assert_clean("fly-autoscaler serve", &proc.stderr_reader()());
 
     // fly-autoscaler eval: the Prometheus error goes to stderr as `ERROR: …`.
-    let (status, out, err) = run({
-        let mut c = fas();
-        c.arg("eval")
-            .env("FAS_APP_NAME", "echo-app")
-            .env("FAS_CREATED_MACHINE_COUNT", "m")
-            .env("FAS_PROMETHEUS_ADDRESS", &url)
-            .env("FAS_PROMETHEUS_METRIC_NAME", "m")
-            .env("FAS_PROMETHEUS_QUERY", "count(up)")
-            // A token that is not a Fly token goes as `Bearer <token>`.
-            .env("FAS_PROMETHEUS_TOKEN", PROM_CANARY);
-        c
-    });
+    let (status, out, err) = run(fas()
+        .arg("eval")
+        .env("FAS_APP_NAME", "echo-app")
+        .env("FAS_CREATED_MACHINE_COUNT", "m")
+        .env("FAS_PROMETHEUS_ADDRESS", &url)
+        .env("FAS_PROMETHEUS_METRIC_NAME", "m")
+        .env("FAS_PROMETHEUS_QUERY", "count(up)")
+        // A token that is not a Fly token goes as `Bearer <token>`.
+        .env("FAS_PROMETHEUS_TOKEN", PROM_CANARY));
     assert_eq!(status.code(), Some(1), "{out}{err}");
     assert!(err.contains("bad token Bearer <redacted>"), "{err}");
     assert_clean("fly-autoscaler eval", &format!("{out}{err}"));
 
     // fleetscale run (text and JSON logs) and eval (text and JSON).
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("fleetscale.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[engine]\ninterval = \"200ms\"\n\n[server]\nlisten = \"127.0.0.1:0\"\n\n[[target]]\nname = \"echo\"\nbackend = {{ type = \"fly\", app = \"echo-app\", base_url = \"{url}\", graphql_base_url = \"{url}\" }}\n\n[target.policy]\ncreated = \"m + 1\"\n\n[[target.source]]\ntype = \"prometheus\"\nname = \"m\"\naddress = \"{url}\"\nquery = \"count(up)\"\ntoken = \"${{PROM_TOKEN}}\"\n"
-        ),
-    )
-    .unwrap();
+    let text = common::engine_toml("200ms", "127.0.0.1:0")
+        + &format!("\n[[target]]\nname = \"echo\"\nbackend = {{ type = \"fly\", app = \"echo-app\", base_url = \"{url}\", graphql_base_url = \"{url}\" }}\n\n[target.policy]\ncreated = \"m + 1\"\n\n")
+        + &common::prometheus_source_toml("m", &url, "count(up)")
+        + "token = \"${PROM_TOKEN}\"\n";
+    let path = common::write_file(dir.path(), "fleetscale.toml", &text);
     for format in ["text", "json"] {
-        let mut cmd = fleetscale();
-        cmd.args([
-            "--log-format",
-            format,
-            "--log-level",
-            "debug",
-            "run",
-            "--config",
-        ])
-        .arg(&path);
-        let mut proc = Proc::spawn(cmd);
+        let mut proc = Proc::spawn(
+            fleetscale()
+                .args([
+                    "--log-format",
+                    format,
+                    "--log-level",
+                    "debug",
+                    "run",
+                    "--config",
+                ])
+                .arg(&path),
+        );
         let logs = proc.stderr_reader();
-        eventually(
-            "the echoed error in the logs",
-            || logs().contains("<redacted>").then_some(()),
-            &logs,
-        )
-        .await;
-        proc.signal("TERM");
-        proc.wait(Duration::from_secs(60));
+        // The echoed error in the logs.
+        proc.await_logged("<redacted>").await;
+        proc.stop("TERM");
         assert_clean(&format!("fleetscale run ({format})"), &logs());
         if format == "text" {
             assert!(!logs().contains('\x1b'), "no colours off a terminal");
         }
     }
     for json in [false, true] {
-        let (_, out, err) = run({
-            let mut c = fleetscale();
-            c.args(["eval", "--config"]).arg(&path);
-            if json {
-                c.arg("--json");
-            }
-            c
-        });
+        let (_, out, err) = run(fleetscale()
+            .args(["eval", "--config"])
+            .arg(&path)
+            .args(json.then_some("--json")));
         assert!(
             out.contains("<redacted>"),
             "the echo reached the output: {out}{err}"
@@ -293,36 +247,9 @@ async fn api_error_bodies_that_echo_the_token_are_redacted() {
 /// The fake Machines API started with the canary as its required token says nothing of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fake_fly_server_does_not_print_its_token() {
-    let port = common::free_port();
-    let mut cmd = fleetscale();
-    cmd.args([
-        "fake",
-        "fly",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--app",
-        "a",
-    ]);
-    let mut proc = Proc::spawn(cmd);
-    let out = proc.stdout.clone();
-    let err = proc.stderr.clone();
-    let all = move || {
-        format!(
-            "{}\n{}",
-            out.lock().unwrap().join("\n"),
-            err.lock().unwrap().join("\n")
-        )
-    };
-    eventually(
-        "the fake listening",
-        || {
-            std::net::TcpStream::connect(("127.0.0.1", port))
-                .ok()
-                .map(|_| ())
-        },
-        &all,
-    )
-    .await;
+    let (mut proc, port) = common::fake_fly_process(fleetscale(), "a").await;
+    let (out, err) = (proc.stdout_reader(), proc.stderr_reader());
+    let all = move || format!("{}\n{}", out(), err());
     // A refused call: the fake logs nothing of the expected token.
     let client = reqwest::Client::new();
     let r = client
@@ -333,7 +260,6 @@ async fn the_fake_fly_server_does_not_print_its_token() {
         .unwrap();
     assert_eq!(r.status(), 401);
     assert_clean("fake fly answer", &r.text().await.unwrap());
-    proc.signal("TERM");
-    proc.wait(Duration::from_secs(30));
+    proc.stop("TERM");
     assert_clean("fleetscale fake fly", &all());
 }

@@ -21,15 +21,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_ec2::types::{
-    Filter, InstanceAttributeName, InstanceType, ResourceType, Tag, TagSpecification,
+    Filter, Instance, InstanceAttributeName, InstanceType, ResourceType, Tag, TagSpecification,
 };
-use common::{Proc, DEADLINE};
+use common::Proc;
 use fleetscale_aws::aws_sdk_ec2;
 use fleetscale_aws::harness::{MotoServer, INSTALL_HINT};
 use fleetscale_weave::fake::PeerSpec;
@@ -88,24 +87,10 @@ async fn simulate_hosts(
 ) {
     let mut next = 100u64;
     loop {
-        let out = ec2
-            .describe_instances()
-            .filters(
-                Filter::builder()
-                    .name("tag:fleetscale:pool")
-                    .values(POOL)
-                    .build(),
-            )
-            .send()
-            .await;
-        if let Ok(out) = out {
-            for i in out.reservations().iter().flat_map(|r| r.instances()) {
+        if let Ok(instances) = pool_instances(&ec2).await {
+            for i in &instances {
                 let id = i.instance_id().unwrap_or_default().to_owned();
-                let state = i
-                    .state()
-                    .and_then(|s| s.name())
-                    .map(|n| n.as_str().to_owned())
-                    .unwrap_or_default();
+                let state = state_name(i);
                 let known = hosts.lock().unwrap().get(&id).cloned();
                 match (known, state.as_str()) {
                     (None, "pending" | "running") => {
@@ -198,27 +183,8 @@ fn base64_decode(s: &str) -> Vec<u8> {
     out
 }
 
-async fn until<T>(
-    what: &str,
-    logs: &dyn Fn() -> String,
-    mut f: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            t0.elapsed() < DEADLINE,
-            "timed out waiting for {what}\n{}",
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// The pool's instances by state.
-async fn pool_states(ec2: &aws_sdk_ec2::Client) -> BTreeMap<String, String> {
+/// Every instance tagged with the pool, as `DescribeInstances` lists them.
+async fn pool_instances(ec2: &aws_sdk_ec2::Client) -> Result<Vec<Instance>, String> {
     let out = ec2
         .describe_instances()
         .filters(
@@ -229,17 +195,32 @@ async fn pool_states(ec2: &aws_sdk_ec2::Client) -> BTreeMap<String, String> {
         )
         .send()
         .await
-        .expect("DescribeInstances");
-    out.reservations()
+        .map_err(|e| format!("DescribeInstances: {e}"))?;
+    Ok(out
+        .reservations()
         .iter()
         .flat_map(|r| r.instances())
+        .cloned()
+        .collect())
+}
+
+/// The state of an instance as EC2 names it (`pending`, `running`, `terminated`, …).
+fn state_name(i: &Instance) -> String {
+    i.state()
+        .and_then(|s| s.name())
+        .map(|n| n.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+/// The pool's instances by state.
+async fn pool_states(ec2: &aws_sdk_ec2::Client) -> BTreeMap<String, String> {
+    let instances = pool_instances(ec2).await.unwrap_or_else(|e| panic!("{e}"));
+    instances
+        .iter()
         .map(|i| {
             (
                 i.instance_id().unwrap_or_default().to_owned(),
-                i.state()
-                    .and_then(|s| s.name())
-                    .map(|n| n.as_str().to_owned())
-                    .unwrap_or_default(),
+                state_name(i),
             )
         })
         .collect()
@@ -343,11 +324,8 @@ async fn fleetscale_run_scales_an_ec2_spot_pool_of_weave_peers() {
             )
         })
         .collect();
-    let config = dir.path().join("fleetscale.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+    let text = format!(
+        r#"
 [engine]
 interval = "1s"
 reclaim_lost_members = true
@@ -362,44 +340,33 @@ backend = {{ type = "ec2", pool = "{POOL}", region = "us-east-1", endpoint = "{e
 [target.policy]
 created = "demand"
 
-[[target.source]]
-type = "http_json"
-name = "demand"
-url = "{demand_url}"
-pointer = ""
-
 [target.weave]
 fixed = [{fixed}]
 router_port = {router_port}
 ledger = "{ledger}"
 min_unreachable = "1s"
 "#,
-            endpoint = moto.endpoint(),
-            fixed = fixed_toml.join(", "),
-            ledger = ledger.display(),
-        ),
-    )
-    .unwrap();
+        endpoint = moto.endpoint(),
+        fixed = fixed_toml.join(", "),
+        ledger = ledger.display(),
+    ) + &common::source_toml(
+        "http_json",
+        "demand",
+        &[("url", &demand_url), ("pointer", "")],
+    );
+    let config = common::write_file(dir.path(), "fleetscale.toml", &text);
 
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetscale"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_ACCESS_KEY_ID", "AKIAFLEETSCALETEST")
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("RUST_LOG", "info")
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(&config);
-    let mut proc = Proc::spawn(cmd);
-    let stderr = proc.stderr.clone();
-    let stdout = proc.stdout.clone();
-    let logs = move || {
-        format!(
-            "{}\n{}",
-            stdout.lock().unwrap().join("\n"),
-            stderr.lock().unwrap().join("\n")
-        )
-    };
+    let mut proc = Proc::spawn(
+        common::fleetscale()
+            .env("AWS_ACCESS_KEY_ID", "AKIAFLEETSCALETEST")
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("RUST_LOG", "info")
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(&config),
+    );
+    let (stdout, stderr) = (proc.stdout_reader(), proc.stderr_reader());
+    let logs = move || format!("{}\n{}", stdout(), stderr());
 
     // 1. Scale out to 2: spot instances with the tags and the rendered user data; their peers
     //    join as observers with only the fixed peers, and the engine sees them join.
@@ -407,7 +374,7 @@ min_unreachable = "1s"
         &FixedCluster::new(["192.168.77.1", "192.168.77.2", "192.168.77.3"]).unwrap(),
     )
     .bootstrap_script();
-    let first = until("2 booted pool instances", &logs, async || {
+    let first = common::eventually_async("2 booted pool instances", &logs, async || {
         let h = hosts.lock().unwrap().clone();
         (h.len() == 2).then_some(h)
     })
@@ -441,15 +408,16 @@ min_unreachable = "1s"
     // 2. Scale in to 1: the leaver resets (space handed over, no rmpeer) before EC2
     //    terminates it.
     demand.store(1, Ordering::SeqCst);
-    let (gone_id, gone) = until("a terminated pool instance", &logs, async || {
-        hosts
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(_, b)| b.owned_at_termination.is_some())
-            .map(|(i, b)| (i.clone(), b.clone()))
-    })
-    .await;
+    let (gone_id, gone) =
+        common::eventually_async("a terminated pool instance", &logs, async || {
+            hosts
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(_, b)| b.owned_at_termination.is_some())
+                .map(|(i, b)| (i.clone(), b.clone()))
+        })
+        .await;
     assert_eq!(
         gone.owned_at_termination,
         Some(0),
@@ -466,7 +434,7 @@ min_unreachable = "1s"
         "a leave, not a reclaim: {:?}",
         emu.rmpeer_log()
     );
-    let remaining = until("one live pool instance", &logs, async || {
+    let remaining = common::eventually_async("one live pool instance", &logs, async || {
         let l = live(&pool_states(&ec2).await);
         (l.len() == 1).then(|| l[0].clone())
     })
@@ -492,18 +460,19 @@ min_unreachable = "1s"
             .filter(|r| r.target == Some(p))
             .collect::<Vec<_>>()
     };
-    until("the lost peer's reclaim", &logs, async || {
+    common::eventually_async("the lost peer's reclaim", &logs, async || {
         (!rmpeers_of(survivor.peer).is_empty()).then_some(())
     })
     .await;
-    let replacement = until("a replacement instance booted", &logs, async || {
-        let l = live(&pool_states(&ec2).await);
-        let h = hosts.lock().unwrap();
-        l.into_iter()
-            .find(|i| h.contains_key(i) && *i != remaining)
-            .map(|i| (i.clone(), h[&i].clone()))
-    })
-    .await;
+    let replacement =
+        common::eventually_async("a replacement instance booted", &logs, async || {
+            let l = live(&pool_states(&ec2).await);
+            let h = hosts.lock().unwrap();
+            l.into_iter()
+                .find(|i| h.contains_key(i) && *i != remaining)
+                .map(|i| (i.clone(), h[&i].clone()))
+        })
+        .await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let records = rmpeers_of(survivor.peer);
     assert_eq!(records.len(), 1, "exactly once: {records:?}\n{}", logs());
@@ -538,11 +507,8 @@ min_unreachable = "1s"
         .send()
         .await
         .unwrap();
-    let other_state = other_state.reservations()[0].instances()[0]
-        .state()
-        .and_then(|s| s.name())
-        .map(|n| n.as_str().to_owned());
-    assert_eq!(other_state.as_deref(), Some("running"));
+    let other_state = state_name(&other_state.reservations()[0].instances()[0]);
+    assert_eq!(other_state, "running");
 
     proc.signal("TERM");
     assert!(proc.wait(Duration::from_secs(60)).success(), "{}", logs());

@@ -5,18 +5,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, fleetscale, run, Proc};
+use common::{eventually, fleetscale, on_fly, run, Proc};
 use fleetscale_fly::FlyState;
 
 const TOKEN: &str = "FlyV1 fm2_cli-token";
+/// The message of the log line that carries the `/metrics` address of `fleetscale run`.
+const SERVING: &str = "serving /metrics and /healthz";
 
 #[test]
 fn demo_scales_out_and_back_in() {
-    let (status, out, err) = run({
-        let mut c = fleetscale();
-        c.args(["demo", "--duration", "5s"]);
-        c
-    });
+    let (status, out, err) = run(fleetscale().args(["demo", "--duration", "5s"]));
     assert!(status.success(), "exit {status}\n{out}\n{err}");
     // Not a terminal: plain lines, no escape sequences.
     assert!(!out.contains('\x1b'), "{out}");
@@ -41,114 +39,43 @@ fn demo_scales_out_and_back_in() {
 
 #[test]
 fn version_and_help_teach() {
-    let (status, out, _) = run({
-        let mut c = fleetscale();
-        c.arg("version");
-        c
-    });
+    let (status, out, _) = run(fleetscale().arg("version"));
     assert!(status.success());
     assert!(out.starts_with("fleetscale "), "{out}");
-    let (status, out, _) = run({
-        let mut c = fleetscale();
-        c.arg("--help");
-        c
-    });
+    let (status, out, _) = run(fleetscale().arg("--help"));
     assert!(status.success());
     assert!(out.contains("fleetscale demo"), "{out}");
     assert!(out.contains("Examples:"), "{out}");
-    let (status, out, _) = run({
-        let mut c = fleetscale();
-        c.args(["run", "--help"]);
-        c
-    });
+    let (status, out, _) = run(fleetscale().args(["run", "--help"]));
     assert!(status.success());
     assert!(out.contains("[[target.source]]"), "{out}");
-    let (status, _, err) = run({
-        let mut c = fleetscale();
-        c.arg("frobnicate");
-        c
-    });
+    let (status, _, err) = run(fleetscale().arg("frobnicate"));
     assert_eq!(status.code(), Some(2));
     assert!(err.contains("frobnicate"), "{err}");
 }
 
-/// The address `fleetscale run` serves /metrics and /healthz on, from its JSON logs.
-async fn served_addr(proc: &Proc, logs: &impl Fn() -> String) -> String {
-    eventually(
-        "the metrics address in the logs",
-        || {
-            proc.json_logs().iter().find_map(|l| {
-                (l["msg"] == "serving /metrics and /healthz")
-                    .then(|| l["addr"].as_str().map(str::to_owned))
-                    .flatten()
-            })
-        },
-        logs,
-    )
-    .await
-}
-
-/// Polls `/metrics` until `ready` holds for the page, and returns that page.
+/// The `/metrics` page of `fleetscale run` at `served`, once `ready` holds for it.
 async fn metrics_page_until(
     served: &str,
     logs: &impl Fn() -> String,
     ready: impl Fn(&str) -> bool,
 ) -> String {
-    let t0 = std::time::Instant::now();
-    loop {
-        let page = reqwest::get(format!("http://{served}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if ready(&page) {
-            return page;
-        }
-        assert!(t0.elapsed() < common::DEADLINE, "{page}\n{}", logs());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::page_until(&format!("http://{served}/metrics"), logs, ready).await
 }
 
-fn config(dir: &std::path::Path, listen: &str) -> std::path::PathBuf {
-    let path = dir.join("fleetscale.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-[engine]
-interval = "300ms"
-
-[server]
-listen = "{listen}"
-
-[[target]]
-name = "web"
-backend = {{ type = "fly", app = "cli-app", token_env = "MY_FLY_TOKEN" }}
-initial_state = "stopped"
-
-[target.policy]
-created = "min(spare_wanted + started_machines, 10)"
-
-[target.policy.limits]
-created = {{ min = 1, max = 4 }}
-
-[[target.source]]
-type = "constant"
-name = "spare_wanted"
-value = 2
-"#
-        ),
-    )
-    .unwrap();
-    path
+/// The target `web` on the app `cli-app` (see [`common::web_spares_toml`]), capped by a hard
+/// limit of 4 machines.
+fn config(dir: &std::path::Path) -> std::path::PathBuf {
+    let text = common::engine_toml("300ms", "127.0.0.1:0")
+        + &common::web_spares_toml("cli-app")
+        + "\n[target.policy.limits]\ncreated = { min = 1, max = 4 }\n";
+    common::write_file(dir, "fleetscale.toml", &text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eval_then_run_a_toml_file_against_the_fake() {
-    let server = common::fake_fly(TOKEN).await;
+    let server = common::fake_fly_with_apps(TOKEN, &["cli-app"]).await;
     let fake = server.fake().clone();
-    common::seed_app(&common::client(&server, TOKEN), "cli-app").await;
     let started = || {
         fake.machines("cli-app")
             .iter()
@@ -157,28 +84,25 @@ async fn eval_then_run_a_toml_file_against_the_fake() {
     };
     eventually("the first machine started", started, String::new).await;
     let dir = tempfile::tempdir().unwrap();
-    let path = config(dir.path(), "127.0.0.1:0");
+    let path = config(dir.path());
 
     // eval: explains, changes nothing.
     let eval = || {
-        let mut c = fleetscale();
-        c.arg("eval")
-            .arg("--config")
-            .arg(&path)
-            .env("FLY_FLAPS_BASE_URL", server.url())
-            .env("FLY_API_BASE_URL", server.url())
-            .env("MY_FLY_TOKEN", TOKEN);
-        c
+        run(on_fly(
+            fleetscale().arg("eval").arg("--config").arg(&path),
+            &server.url(),
+            TOKEN,
+        ))
     };
     // During a deploy (the app's current release is `running`): paused, nothing planned.
     assert!(fake.set_release_status("cli-app", Some("running")));
-    let (status, out, err) = run(eval());
+    let (status, out, err) = eval();
     assert!(status.success(), "{out}\n{err}");
     assert!(out.contains("target web"), "{out}");
     assert!(out.contains("  paused: release in progress"), "{out}");
     assert!(!out.contains("would do"), "{out}");
     assert!(fake.set_release_status("cli-app", Some("complete")));
-    let (status, out, err) = run(eval());
+    let (status, out, err) = eval();
     assert!(status.success(), "{out}\n{err}");
     assert!(out.contains("target web"), "{out}");
     assert!(out.contains("metric spare_wanted = 2"), "{out}");
@@ -191,35 +115,22 @@ async fn eval_then_run_a_toml_file_against_the_fake() {
     assert_eq!(fake.machines("cli-app").len(), 1, "eval changed nothing");
 
     // A bad file: file, line and key.
-    let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[engine]\ninterval = \"soon\"\n").unwrap();
-    let (status, _, err) = run({
-        let mut c = fleetscale();
-        c.arg("eval").arg("--config").arg(&bad);
-        c
-    });
+    let bad = common::write_file(dir.path(), "bad.toml", "[engine]\ninterval = \"soon\"\n");
+    let (status, _, err) = run(fleetscale().arg("eval").arg("--config").arg(&bad));
     assert_eq!(status.code(), Some(1));
     assert!(err.contains("bad.toml:2:"), "{err}");
     assert!(err.contains("interval"), "{err}");
 
     // run: creates two stopped machines, capped by the hard limit of 4 in total.
-    let mut cmd = fleetscale();
-    cmd.arg("--log-format")
-        .arg("json")
-        .arg("run")
-        .arg("--config")
-        .arg(&path)
-        .env("FLY_FLAPS_BASE_URL", server.url())
-        .env("FLY_API_BASE_URL", server.url())
-        .env("MY_FLY_TOKEN", TOKEN);
-    let mut proc = Proc::spawn(cmd);
+    let mut proc = Proc::spawn(on_fly(
+        fleetscale()
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(&path),
+        &server.url(),
+        TOKEN,
+    ));
     let logs = proc.stderr_reader();
-    eventually(
-        "3 machines",
-        || (fake.machines("cli-app").len() == 3).then_some(()),
-        &logs,
-    )
-    .await;
+    common::machines_reach(&fake, "cli-app", 3, &logs).await;
     let spare = fake
         .machines("cli-app")
         .into_iter()
@@ -228,13 +139,8 @@ async fn eval_then_run_a_toml_file_against_the_fake() {
         .id;
     // Starting a spare raises the target (2 + started), but the hard max is 4.
     assert!(fake.proxy_autostart("cli-app", &spare));
-    eventually(
-        "4 machines",
-        || (fake.machines("cli-app").len() == 4).then_some(()),
-        &logs,
-    )
-    .await;
-    let served = served_addr(&proc, &logs).await;
+    common::machines_reach(&fake, "cli-app", 4, &logs).await;
+    let served = proc.logged_addr(SERVING).await;
     // The gauges show the inventory of the last tick: poll until a tick saw all 4.
     let page = metrics_page_until(&served, &logs, |page| {
         page.contains("fleetscale_machines{target=\"web\",state=\"created\"} 4")
@@ -252,32 +158,13 @@ async fn eval_then_run_a_toml_file_against_the_fake() {
     assert_eq!(health.status(), 200);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(fake.machines("cli-app").len(), 4, "hard max 4\n{}", logs());
-    proc.signal("INT");
-    let status = proc.wait(Duration::from_secs(60));
-    assert!(status.success(), "{status}\n{}", logs());
+    proc.stop_cleanly("INT");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fake_fly_and_fake_weave_serve_until_signalled() {
     // fake fly on a free port, with one app seeded as `fly launch` would.
-    let port = common::free_port();
-    let mut cmd = fleetscale();
-    cmd.args([
-        "fake",
-        "fly",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--app",
-        "exp-app",
-    ]);
-    let mut proc = Proc::spawn(cmd);
-    let out = proc.stdout_reader();
-    eventually(
-        "the fake to listen",
-        || out().contains("FLY_FLAPS_BASE_URL=").then_some(()),
-        &out,
-    )
-    .await;
+    let (mut proc, port) = common::fake_fly_process(fleetscale(), "exp-app").await;
     let client = fleetscale_fly::MachinesClient::new(
         None,
         fleetscale_fly::ClientConfig::default().with_base_url(format!("http://127.0.0.1:{port}")),
@@ -288,8 +175,7 @@ async fn fake_fly_and_fake_weave_serve_until_signalled() {
         .await
         .unwrap();
     assert_eq!(machines.len(), 1);
-    proc.signal("INT");
-    assert!(proc.wait(Duration::from_secs(30)).success());
+    proc.stop_cleanly("INT");
 
     // fake weave: 3 fixed routers on predictable ports, primed. The ports are free when chosen
     // but may be taken (by another test's connection) before the binary binds them: then it
@@ -299,16 +185,15 @@ async fn fake_fly_and_fake_weave_serve_until_signalled() {
         loop {
             attempt += 1;
             let base = common::free_port_run(4);
-            let mut cmd = fleetscale();
-            cmd.args([
+            let listen_base = base.to_string();
+            let mut proc = Proc::spawn(fleetscale().args([
                 "fake",
                 "weave",
                 "--listen-base",
-                &base.to_string(),
+                &listen_base,
                 "--dynamic",
                 "1",
-            ]);
-            let mut proc = Proc::spawn(cmd);
+            ]));
             let out = proc.stdout_reader();
             let err = proc.stderr_reader();
             let both = || format!("stdout:\n{}\nstderr:\n{}", out(), err());
@@ -343,30 +228,25 @@ async fn fake_fly_and_fake_weave_serve_until_signalled() {
         .await
         .expect("ipam of the second router");
     assert!(ipam.len() >= 3, "{ipam:?}");
-    proc.signal("TERM");
-    assert!(proc.wait(Duration::from_secs(30)).success(), "{}", out());
+    let status = proc.stop("TERM");
+    assert!(status.success(), "{}", out());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_dry_run_plans_but_never_calls_a_mutating_endpoint() {
-    let server = common::fake_fly(TOKEN).await;
+    let server = common::fake_fly_with_apps(TOKEN, &["cli-app"]).await;
     let fake = server.fake().clone();
-    common::seed_app(&common::client(&server, TOKEN), "cli-app").await;
     let dir = tempfile::tempdir().unwrap();
-    let path = config(dir.path(), "127.0.0.1:0");
-    let mut cmd = fleetscale();
-    cmd.arg("--log-format")
-        .arg("json")
-        .arg("run")
-        .arg("--dry-run")
-        .arg("--config")
-        .arg(&path)
-        .env("FLY_FLAPS_BASE_URL", server.url())
-        .env("FLY_API_BASE_URL", server.url())
-        .env("MY_FLY_TOKEN", TOKEN);
-    let mut proc = Proc::spawn(cmd);
+    let path = config(dir.path());
+    let mut proc = Proc::spawn(on_fly(
+        fleetscale()
+            .args(["--log-format", "json", "run", "--dry-run", "--config"])
+            .arg(&path),
+        &server.url(),
+        TOKEN,
+    ));
     let logs = proc.stderr_reader();
-    let served = served_addr(&proc, &logs).await;
+    let served = proc.logged_addr(SERVING).await;
     // Wait for three dry-run ticks: each planned two creates and executed none.
     metrics_page_until(&served, &logs, |page| {
         page.lines()
@@ -392,7 +272,5 @@ async fn run_dry_run_plans_but_never_calls_a_mutating_endpoint() {
         .filter(|r| r.path.contains("/apps/cli-app/machines"))
         .collect();
     assert_eq!(mutating.len(), 1, "only the seed create: {mutating:?}");
-    proc.signal("INT");
-    let status = proc.wait(Duration::from_secs(60));
-    assert!(status.success(), "{status}\n{}", logs());
+    proc.stop_cleanly("INT");
 }

@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{eventually, fleetscale, run, Proc};
+use common::{fleetscale, on_fly, run, Proc};
 use fleetscale_metrics::harness::{FakeTemporal, TestPki};
 use fleetscale_metrics::temporal::COUNT_PATH;
 
@@ -15,9 +13,8 @@ const APP: &str = "wf-app";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eval_and_run_scale_on_a_temporal_source() {
-    let server = common::fake_fly(TOKEN).await;
+    let server = common::fake_fly_with_apps(TOKEN, &[APP]).await;
     let fly = server.fake().clone();
-    common::seed_app(&common::client(&server, TOKEN), APP).await;
     let pki = TestPki::new().unwrap();
     let temporal = FakeTemporal::start_with(Some(pki.server_tls(true))).unwrap();
     temporal.add_namespace("batch");
@@ -32,20 +29,11 @@ async fn eval_and_run_scale_on_a_temporal_source() {
         ("client.pem", &pki.client_cert_pem),
         ("client.key", &pki.client_key_pem),
     ] {
-        std::fs::write(dir.path().join(name), pem).unwrap();
+        common::write_file(dir.path(), name, pem);
     }
     let d = dir.path().display();
-    let path = dir.path().join("fleetscale.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-[engine]
-interval = "300ms"
-
-[server]
-listen = "127.0.0.1:0"
-
+    let target = format!(
+        r#"
 # Unnamed: the target is the app, so `$APP_NAME` is `{APP}`.
 [[target]]
 backend = {{ type = "fly", app = "{APP}", token_env = "MY_FLY_TOKEN" }}
@@ -67,22 +55,20 @@ cert_file = "{d}/client.pem"
 key_file = "{d}/client.key"
 timeout = "3s"
 "#,
-            addr = temporal.localhost_port()
-        ),
-    )
-    .unwrap();
-    let with_env = |mut c: Command| {
-        c.env("FLY_FLAPS_BASE_URL", server.url())
-            .env("FLY_API_BASE_URL", server.url())
-            .env("MY_FLY_TOKEN", TOKEN);
-        c
+        addr = temporal.localhost_port()
+    );
+    let text = common::engine_toml("300ms", "127.0.0.1:0") + &target;
+    let path = common::write_file(dir.path(), "fleetscale.toml", &text);
+    let fly_url = server.url();
+    let eval = |config: &std::path::Path| {
+        run(on_fly(
+            fleetscale().args(["eval", "--config"]).arg(config),
+            &fly_url,
+            TOKEN,
+        ))
     };
 
-    let (status, out, err) = run(with_env({
-        let mut c = fleetscale();
-        c.arg("eval").arg("--config").arg(&path);
-        c
-    }));
+    let (status, out, err) = eval(&path);
     assert!(status.success(), "{out}\n{err}");
     assert!(
         out.contains("metric workflows = 3"),
@@ -96,35 +82,23 @@ timeout = "3s"
         "ExecutionStatus=\"Running\" AND (TaskQueue = 'wf-app')"
     );
 
-    let proc = Proc::spawn(with_env({
-        let mut c = fleetscale();
-        c.arg("--log-format")
-            .arg("json")
-            .arg("run")
-            .arg("--config")
-            .arg(&path);
-        c
-    }));
-    let logs = proc.stderr_reader();
-    eventually(
-        "3 machines",
-        || (fly.machines(APP).len() == 3).then_some(()),
-        &logs,
-    )
-    .await;
+    let proc = Proc::spawn(on_fly(
+        fleetscale()
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(&path),
+        &fly_url,
+        TOKEN,
+    ));
+    common::machines_reach(&fly, APP, 3, proc.stderr_reader()).await;
     drop(proc);
 
     // A Temporal source without a namespace: the file, the line of the target, the message.
-    let bad = dir.path().join("bad.toml");
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("namespace = \"batch\"", "namespace = \"\"");
-    std::fs::write(&bad, text).unwrap();
-    let (status, _, err) = run(with_env({
-        let mut c = fleetscale();
-        c.arg("eval").arg("--config").arg(&bad);
-        c
-    }));
+    let bad = common::write_file(
+        dir.path(),
+        "bad.toml",
+        &text.replace("namespace = \"batch\"", "namespace = \"\""),
+    );
+    let (status, _, err) = eval(&bad);
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("bad.toml:"), "{err}");
     assert!(err.contains("temporal namespace required"), "{err}");

@@ -7,17 +7,20 @@ use common::{fas, run};
 use fleetscale_metrics::harness::Lab;
 use serde_json::{json, Value};
 
+/// `fly-autoscaler eval` for the app `my-app` with the created count `created`.
+fn eval_my_app(created: &str) -> std::process::Command {
+    let mut cmd = fas();
+    cmd.arg("eval")
+        .env("FAS_APP_NAME", "my-app")
+        .env("FAS_CREATED_MACHINE_COUNT", created);
+    cmd
+}
+
 #[test]
 fn eval_prints_the_targets_as_the_go_tool() {
-    let (status, out, err) = run({
-        let mut c = fas();
-        c.arg("eval")
-            .env("FAS_APP_NAME", "my-app")
-            .env("FAS_CREATED_MACHINE_COUNT", "2.6")
-            .env("FAS_MIN_STARTED_MACHINE_COUNT", "0")
-            .env("FAS_MAX_STARTED_MACHINE_COUNT", "max(1, 3 - 5)");
-        c
-    });
+    let (status, out, err) = run(eval_my_app("2.6")
+        .env("FAS_MIN_STARTED_MACHINE_COUNT", "0")
+        .env("FAS_MAX_STARTED_MACHINE_COUNT", "max(1, 3 - 5)"));
     assert!(status.success(), "{err}");
     // json.MarshalIndent(out, "", "  ") in the Go tool's eval.go.
     assert_eq!(
@@ -25,13 +28,7 @@ fn eval_prints_the_targets_as_the_go_tool() {
         "{\n  \"created\": {\n    \"min\": 3,\n    \"max\": 3\n  },\n  \"started\": {\n    \"min\": 0,\n    \"max\": 1\n  }\n}\n"
     );
     // Created counts are at least 1 (nothing left to clone otherwise); undefined is null.
-    let (status, out, err) = run({
-        let mut c = fas();
-        c.arg("eval")
-            .env("FAS_APP_NAME", "my-app")
-            .env("FAS_CREATED_MACHINE_COUNT", "-2");
-        c
-    });
+    let (status, out, err) = run(eval_my_app("-2"));
     assert!(status.success(), "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
@@ -51,9 +48,9 @@ async fn eval_reads_prometheus_with_app_name_from_a_yaml_file() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("fly-autoscaler.yml");
-    std::fs::write(
-        &path,
+    let path = common::write_file(
+        dir.path(),
+        "fly-autoscaler.yml",
         "app-name: worker-app\n\
          started-machine-count: \"ceil(queue_depth / 10)\"\n\
          metric-collectors:\n\
@@ -61,16 +58,12 @@ async fn eval_reads_prometheus_with_app_name_from_a_yaml_file() {
          \x20   metric-name: queue_depth\n\
          \x20   address: ${PROM_URL}\n\
          \x20   query: sum(queue_depth{app='$APP_NAME'})\n",
-    )
-    .unwrap();
-    let (status, out, err) = run({
-        let mut c = fas();
-        c.arg("eval")
-            .arg("-config")
-            .arg(&path)
-            .env("PROM_URL", lab.prometheus.url());
-        c
-    });
+    );
+    let (status, out, err) = run(fas()
+        .arg("eval")
+        .arg("-config")
+        .arg(&path)
+        .env("PROM_URL", lab.prometheus.url()));
     assert!(status.success(), "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
@@ -78,38 +71,23 @@ async fn eval_reads_prometheus_with_app_name_from_a_yaml_file() {
         json!({"created": {"min": null, "max": null}, "started": {"min": 5, "max": 5}})
     );
 
-    // A sum over no series is 0 (an empty vector from Prometheus: nothing to add up).
-    std::fs::write(
-        &path,
-        format!(
-            "app-name: nobody\nstarted-machine-count: queue_depth\nmetric-collectors:\n  - type: prometheus\n    metric-name: queue_depth\n    address: {}\n    query: sum(queue_depth{{app='$APP_NAME'}})\n",
+    // The app `nobody` scaled on `query` over no series, evaluated with `--config`.
+    let eval_nobody = |query: &str| {
+        let yaml = format!(
+            "app-name: nobody\nstarted-machine-count: queue_depth\nmetric-collectors:\n  - type: prometheus\n    metric-name: queue_depth\n    address: {}\n    query: {query}\n",
             lab.prometheus.url()
-        ),
-    )
-    .unwrap();
-    let (status, out, err) = run({
-        let mut c = fas();
-        c.arg("eval").arg("--config").arg(&path);
-        c
-    });
+        );
+        let path = common::write_file(dir.path(), "fly-autoscaler.yml", &yaml);
+        run(fas().arg("eval").arg("--config").arg(&path))
+    };
+    // A sum over no series is 0 (an empty vector from Prometheus: nothing to add up).
+    let (status, out, err) = eval_nobody("sum(queue_depth{app='$APP_NAME'})");
     assert!(status.success(), "{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["started"], json!({"min": 0, "max": 0}));
 
     // A query without a natural zero that matches nothing: the Go tool's message, exit 1.
-    std::fs::write(
-        &path,
-        format!(
-            "app-name: nobody\nstarted-machine-count: queue_depth\nmetric-collectors:\n  - type: prometheus\n    metric-name: queue_depth\n    address: {}\n    query: queue_depth{{app='$APP_NAME'}}\n",
-            lab.prometheus.url()
-        ),
-    )
-    .unwrap();
-    let (status, _, err) = run({
-        let mut c = fas();
-        c.arg("eval").arg("--config").arg(&path);
-        c
-    });
+    let (status, _, err) = eval_nobody("queue_depth{app='$APP_NAME'}");
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(
         err.starts_with("ERROR: metrics collection failed: collect metric (\"queue_depth\"): "),
@@ -172,12 +150,7 @@ fn validation_errors_use_the_go_messages() {
         ),
     ];
     for (env, want) in cases {
-        let mut c = fas();
-        c.arg("serve");
-        for (k, v) in *env {
-            c.env(k, v);
-        }
-        let (status, _, err) = run(c);
+        let (status, _, err) = run(fas().arg("serve").envs(env.iter().copied()));
         assert_eq!(status.code(), Some(1), "{env:?}: {err}");
         // The JSON log lines come first; the error is the last line.
         let last = err.lines().last().unwrap_or("").to_owned() + "\n";
@@ -187,50 +160,33 @@ fn validation_errors_use_the_go_messages() {
 
 #[test]
 fn an_expression_with_an_unknown_variable_fails_at_start() {
-    let mut c = fas();
-    c.arg("serve")
+    let (status, _, err) = run(fas()
+        .arg("serve")
         .env("FAS_APP_NAME", "a")
         .env("FAS_API_TOKEN", "t")
-        .env("FAS_CREATED_MACHINE_COUNT", "queue_depth + 1");
-    let (status, _, err) = run(c);
+        .env("FAS_CREATED_MACHINE_COUNT", "queue_depth + 1"));
     assert_eq!(status.code(), Some(1));
     assert!(err.contains("queue_depth"), "{err}");
 }
 
 #[test]
 fn version_help_and_unknown_commands() {
-    let (status, out, _) = run({
-        let mut c = fas();
-        c.arg("version");
-        c
-    });
+    let (status, out, _) = run(fas().arg("version"));
     assert!(status.success());
     assert!(out.starts_with("fly-autoscaler "), "{out}");
 
-    let (status, out, _) = run({
-        let mut c = fas();
-        c.arg("help");
-        c
-    });
+    let (status, out, _) = run(fas().arg("help"));
     assert_eq!(status.code(), Some(0), "asking for help is not an error");
     assert!(
         out.contains("fly-autoscaler <command> [arguments]"),
         "{out}"
     );
 
-    let (status, _, err) = run({
-        let mut c = fas();
-        c.arg("frobnicate");
-        c
-    });
+    let (status, _, err) = run(fas().arg("frobnicate"));
     assert_eq!(status.code(), Some(1));
     assert_eq!(err, "ERROR: fly-autoscaler frobnicate: unknown command\n");
 
-    let (status, _, err) = run({
-        let mut c = fas();
-        c.args(["serve", "-config", "/nonexistent/fas.yml"]);
-        c
-    });
+    let (status, _, err) = run(fas().args(["serve", "-config", "/nonexistent/fas.yml"]));
     assert_eq!(status.code(), Some(1));
     assert!(err.contains("/nonexistent/fas.yml"), "{err}");
 }

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{eventually, Proc};
 use fleetscale_fly::fake::{Fault, FaultKind};
 
@@ -23,27 +21,20 @@ fn lines_with(p: &Proc, msg: &str) -> Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_scaling_while_a_release_is_running() {
-    let server = common::fake_fly(TOKEN).await;
+    let server = common::fake_fly_with_apps(TOKEN, &[APP]).await;
     let fake = server.fake().clone();
-    common::seed_app(&common::client(&server, TOKEN), APP).await;
     assert!(fake.set_release_status(APP, Some("running")));
 
-    let mut cmd = common::fas_serve(&server.url(), APP, TOKEN);
-    cmd.env("FAS_CREATED_MACHINE_COUNT", "3")
-        .env("FAS_INTERVAL", "300ms");
-    let mut proc = Proc::spawn(cmd);
+    let mut proc = Proc::spawn(
+        common::fas_serve(&server.url(), APP, TOKEN)
+            .env("FAS_CREATED_MACHINE_COUNT", "3")
+            .env("FAS_INTERVAL", "300ms"),
+    );
     let logs = proc.stderr_reader();
 
     // 1. A deploy is running: several ticks, each skipped with the Go tool's warning.
-    eventually(
-        "three skipped ticks",
-        || {
-            (lines_with(&proc, "release in progress, skipping reconciliation").len() >= 3)
-                .then_some(())
-        },
-        &logs,
-    )
-    .await;
+    proc.await_logs("release in progress, skipping reconciliation", 3)
+        .await;
     for l in lines_with(&proc, "release in progress, skipping reconciliation") {
         assert_eq!(l["level"], "WARN", "{l}");
         assert_eq!(l["app"], APP, "{l}");
@@ -106,12 +97,7 @@ async fn no_scaling_while_a_release_is_running() {
         .times(1_000),
     );
     assert!(fake.set_release_status(APP, Some("complete")));
-    eventually(
-        "two failed release checks",
-        || (lines_with(&proc, "get current release failed").len() >= 2).then_some(()),
-        &logs,
-    )
-    .await;
+    proc.await_logs("get current release failed", 2).await;
     let failed = lines_with(&proc, "get current release failed");
     assert_eq!(failed[0]["level"], "ERROR", "{}", failed[0]);
     assert_eq!(failed[0]["app"], APP);
@@ -131,20 +117,10 @@ async fn no_scaling_while_a_release_is_running() {
 
     // 3. The check works again and the release is complete: the app scales to 3.
     fake.clear_faults();
-    eventually(
-        "3 machines",
-        || (fake.machines(APP).len() == 3).then_some(()),
-        &logs,
-    )
-    .await;
+    common::machines_reach(&fake, APP, 3, &logs).await;
     // The fake sees a machine before this test's reader has the process's log line (it logs
     // after the effect, and its stderr is read by another thread), so the lines are awaited.
-    eventually(
-        "a reconciling line",
-        || (!lines_with(&proc, "reconciling").is_empty()).then_some(()),
-        &logs,
-    )
-    .await;
+    proc.await_logs("reconciling", 1).await;
     let completed = eventually(
         "the bulk create logged",
         || lines_with(&proc, "bulk create completed").first().cloned(),
@@ -153,15 +129,8 @@ async fn no_scaling_while_a_release_is_running() {
     .await;
     assert_eq!(completed["n"], 2, "{completed}");
     // And stays there: a few more ticks, no overshoot.
-    let seen = lines_with(&proc, "reconciling").len();
-    eventually(
-        "three more ticks",
-        || (lines_with(&proc, "reconciling").len() >= seen + 3).then_some(()),
-        &logs,
-    )
-    .await;
+    proc.await_more_logs("reconciling", 3).await;
     assert_eq!(fake.machines(APP).len(), 3, "{}", logs());
 
-    proc.signal("TERM");
-    assert!(proc.wait(Duration::from_secs(60)).success(), "{}", logs());
+    proc.stop_cleanly("TERM");
 }

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{eventually, Proc};
 use fleetscale_fly::FlyState;
 
@@ -149,9 +147,7 @@ async fn blueprint_keeps_one_spare_and_stops_at_ten() {
     );
 
     // SIGTERM: graceful shutdown with the Go tool's message, exit status 0.
-    proc.signal("TERM");
-    let status = proc.wait(Duration::from_secs(60));
-    assert!(status.success(), "exit status {status}\n{}", logs());
+    proc.stop_cleanly("TERM");
     assert!(
         proc.json_logs()
             .iter()
@@ -164,23 +160,16 @@ async fn blueprint_keeps_one_spare_and_stops_at_ten() {
 /// A wildcard app name with an organization: every matching app is scaled, others are not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wildcard_scales_every_matching_app_of_the_org() {
-    let server = common::fake_fly(TOKEN).await;
+    let server = common::fake_fly_with_apps(TOKEN, &["wild-1", "wild-2", "tame"]).await;
     let fake = server.fake().clone();
-    let client = common::client(&server, TOKEN);
-    for app in ["wild-1", "wild-2", "tame"] {
-        common::seed_app(&client, app).await;
-    }
-    let mut cmd = common::fas();
-    cmd.env("FLY_FLAPS_BASE_URL", server.url())
-        .env("FLY_API_BASE_URL", server.url())
-        .env("FAS_APP_NAME", "wild-*")
-        .env("FAS_ORG", "my-org")
-        .env("FAS_CONCURRENCY", "2")
-        .env("FAS_API_TOKEN", TOKEN)
-        .env("FAS_CREATED_MACHINE_COUNT", "2")
-        .env("FAS_INTERVAL", "500ms")
-        .env("FAS_METRICS_ADDR", "127.0.0.1:0");
-    let mut proc = Proc::spawn(cmd);
+    let mut proc = Proc::spawn(
+        // No command word: serving is the default.
+        common::fas_on(&server.url(), "wild-*", TOKEN)
+            .env("FAS_ORG", "my-org")
+            .env("FAS_CONCURRENCY", "2")
+            .env("FAS_CREATED_MACHINE_COUNT", "2")
+            .env("FAS_INTERVAL", "500ms"),
+    );
     let logs = proc.stderr_reader();
     eventually(
         "2 machines in each wild app",
@@ -199,6 +188,5 @@ async fn wildcard_scales_every_matching_app_of_the_org() {
         apps.into_iter().collect::<Vec<_>>(),
         vec!["wild-1".to_owned(), "wild-2".to_owned()]
     );
-    proc.signal("INT");
-    assert!(proc.wait(Duration::from_secs(60)).success(), "{}", logs());
+    proc.stop_cleanly("INT");
 }

@@ -28,13 +28,45 @@ fn machines(fake: &fleetscale_fly::fake::FakeFly, app: &str) -> (usize, usize) {
     (live.len(), started)
 }
 
+/// `fly-autoscaler serve` scaling `app` to the running workflows of its task queue in the
+/// namespace `ns` of the Temporal frontend at `address`, at least 1 and at most `cap`.
+fn serve_on_workflows(
+    fly_url: &str,
+    app: &str,
+    cap: usize,
+    address: &str,
+    ns: &str,
+) -> std::process::Command {
+    let mut cmd = common::fas_serve(fly_url, app, TOKEN);
+    cmd.env(
+        "FAS_CREATED_MACHINE_COUNT",
+        format!("min(max(workflow_count, 1), {cap})"),
+    )
+    .env("FAS_INTERVAL", "300ms")
+    .env("FAS_TEMPORAL_ADDRESS", address)
+    .env("FAS_TEMPORAL_NAMESPACE", ns)
+    .env("FAS_TEMPORAL_METRIC_NAME", "workflow_count")
+    .env("FAS_TEMPORAL_QUERY", "TaskQueue = '$APP_NAME'");
+    cmd
+}
+
+/// Waits until `app` has `n` machines that are not destroyed.
+async fn until_live(
+    fly: &fleetscale_fly::fake::FakeFly,
+    app: &str,
+    n: usize,
+    logs: impl Fn() -> String,
+) {
+    let what = format!("live machines of {app}");
+    common::count_reaches(&what, || machines(fly, app).0, n, logs).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scales_on_running_workflows_over_mutual_tls() {
     const APP: &str = "temporal-app";
     const NS: &str = "jobs";
-    let server = common::fake_fly(TOKEN).await;
+    let server = common::fake_fly_with_apps(TOKEN, &[APP]).await;
     let fly = server.fake().clone();
-    common::seed_app(&common::client(&server, TOKEN), APP).await;
 
     let pki = TestPki::new().unwrap();
     let temporal = FakeTemporal::start_with(Some(pki.server_tls(true))).unwrap();
@@ -44,20 +76,11 @@ async fn scales_on_running_workflows_over_mutual_tls() {
     temporal.start_workflow(NS, "done-1", "render", APP);
     temporal.set_status(NS, "done-1", ExecutionStatus::Completed);
 
-    let mut cmd = common::fas_serve(&server.url(), APP, TOKEN);
-    cmd.env(
-        "FAS_CREATED_MACHINE_COUNT",
-        "min(max(workflow_count, 1), 6)",
-    )
-    .env("FAS_INTERVAL", "300ms")
-    .env("FAS_TIMEOUT", "2s")
-    .env("FAS_TEMPORAL_ADDRESS", temporal.localhost_port())
-    .env("FAS_TEMPORAL_NAMESPACE", NS)
-    .env("FAS_TEMPORAL_METRIC_NAME", "workflow_count")
-    .env("FAS_TEMPORAL_QUERY", "TaskQueue = '$APP_NAME'")
-    .env("FAS_TEMPORAL_CERT_DATA", &pki.client_cert_pem)
-    .env("FAS_TEMPORAL_KEY_DATA", &pki.client_key_pem)
-    .env("FAS_TEMPORAL_CA_DATA", &pki.ca_pem);
+    let mut cmd = serve_on_workflows(&server.url(), APP, 6, &temporal.localhost_port(), NS);
+    cmd.env("FAS_TIMEOUT", "2s")
+        .env("FAS_TEMPORAL_CERT_DATA", &pki.client_cert_pem)
+        .env("FAS_TEMPORAL_KEY_DATA", &pki.client_key_pem)
+        .env("FAS_TEMPORAL_CA_DATA", &pki.ca_pem);
     let mut proc = Proc::spawn(cmd);
     let logs = proc.stderr_reader();
 
@@ -83,12 +106,7 @@ async fn scales_on_running_workflows_over_mutual_tls() {
     for i in 3..9 {
         temporal.start_workflow(NS, &format!("job-{i}"), "render", APP);
     }
-    eventually(
-        "6 machines (the cap)",
-        || (machines(&fly, APP).0 == 6).then_some(()),
-        &logs,
-    )
-    .await;
+    until_live(&fly, APP, 6, &logs).await;
     let seen = temporal.calls_to(COUNT_PATH).len();
     eventually(
         "four more reads",
@@ -102,12 +120,7 @@ async fn scales_on_running_workflows_over_mutual_tls() {
     for i in 0..7 {
         temporal.set_status(NS, &format!("job-{i}"), ExecutionStatus::Completed);
     }
-    eventually(
-        "2 machines",
-        || (machines(&fly, APP).0 == 2).then_some(()),
-        &logs,
-    )
-    .await;
+    until_live(&fly, APP, 2, &logs).await;
 
     // Temporal stops answering in time: the count is held, nothing is scaled in.
     temporal.set_delay(Some(Duration::from_secs(60)));
@@ -145,9 +158,7 @@ async fn scales_on_running_workflows_over_mutual_tls() {
     let key_body = pki.client_key_pem.lines().nth(1).unwrap().to_owned();
     assert!(!logs().contains(&key_body), "client key in the logs");
 
-    proc.signal("TERM");
-    let status = proc.wait(Duration::from_secs(60));
-    assert!(status.success(), "exit status {status}\n{}", logs());
+    proc.stop_cleanly("TERM");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,21 +168,16 @@ async fn scales_on_the_real_temporal_server() {
     let temporal = TemporalDevServer::start(&[NS])
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let server = common::fake_fly(TOKEN).await;
+    let server = common::fake_fly_with_apps(TOKEN, &[APP]).await;
     let fly = server.fake().clone();
-    common::seed_app(&common::client(&server, TOKEN), APP).await;
 
-    let mut cmd = common::fas_serve(&server.url(), APP, TOKEN);
-    cmd.env(
-        "FAS_CREATED_MACHINE_COUNT",
-        "min(max(workflow_count, 1), 5)",
-    )
-    .env("FAS_INTERVAL", "300ms")
-    .env("FAS_TEMPORAL_ADDRESS", temporal.host_port())
-    .env("FAS_TEMPORAL_NAMESPACE", NS)
-    .env("FAS_TEMPORAL_METRIC_NAME", "workflow_count")
-    .env("FAS_TEMPORAL_QUERY", "TaskQueue = '$APP_NAME'");
-    let proc = Proc::spawn(cmd);
+    let proc = Proc::spawn(serve_on_workflows(
+        &server.url(),
+        APP,
+        5,
+        &temporal.host_port(),
+        NS,
+    ));
     let stderr = proc.stderr.clone();
     let t = &temporal;
     let logs = move || {
@@ -188,24 +194,14 @@ async fn scales_on_the_real_temporal_server() {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     }
-    eventually(
-        "4 machines",
-        || (machines(&fly, APP).0 == 4).then_some(()),
-        &logs,
-    )
-    .await;
+    until_live(&fly, APP, 4, &logs).await;
     for i in 0..3 {
         temporal
             .terminate_workflow(NS, &format!("wf-{i}"))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     }
-    eventually(
-        "1 machine",
-        || (machines(&fly, APP).0 == 1).then_some(()),
-        &logs,
-    )
-    .await;
+    until_live(&fly, APP, 1, &logs).await;
     assert_eq!(
         temporal
             .count(NS, "ExecutionStatus = 'Running'")
@@ -228,9 +224,9 @@ async fn eval_reads_a_yaml_temporal_collector() {
         temporal.start_workflow("default", id, "my_workflow_type", queue);
     }
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("fly-autoscaler.yml");
-    std::fs::write(
-        &path,
+    let path = common::write_file(
+        dir.path(),
+        "fly-autoscaler.yml",
         "app-name: yaml-app\n\
          created-machine-count: \"workflow_count * 2\"\n\
          metric-collectors:\n\
@@ -239,12 +235,10 @@ async fn eval_reads_a_yaml_temporal_collector() {
          \x20   address: ${TEMPORAL_ADDR}\n\
          \x20   namespace: default\n\
          \x20   query: 'WorkflowType=\"my_workflow_type\" AND TaskQueue=\"$APP_NAME\"'\n",
-    )
-    .unwrap();
+    );
     let mut cmd = common::fas();
     cmd.env("TEMPORAL_ADDR", temporal.host_port())
-        .arg("eval")
-        .arg("-config")
+        .args(["eval", "-config"])
         .arg(&path);
     let (status, out, err) = tokio::task::spawn_blocking(move || run(cmd)).await.unwrap();
     assert!(status.success(), "{err}");

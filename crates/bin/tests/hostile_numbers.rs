@@ -6,7 +6,6 @@
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
 
 use common::{eventually, fas, fleetscale, run, Proc};
 
@@ -30,13 +29,10 @@ const MEMORY_BOUND_MIB: f64 = 160.0;
 
 #[test]
 fn eval_saturates_a_huge_count_with_a_warning() {
-    let (status, out, err) = run({
-        let mut c = fas();
-        c.arg("eval")
-            .env("FAS_APP_NAME", "my-app")
-            .env("FAS_CREATED_MACHINE_COUNT", "1e12");
-        c
-    });
+    let (status, out, err) = run(fas()
+        .arg("eval")
+        .env("FAS_APP_NAME", "my-app")
+        .env("FAS_CREATED_MACHINE_COUNT", "1e12"));
     assert!(status.success(), "exit {status}\n{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["created"]["min"], 10_000, "{out}");
@@ -83,45 +79,35 @@ async fn five_ticks_within_the_memory_bound(cmd: Command) -> (Proc, f64) {
     (proc, peak)
 }
 
-/// Sends SIGTERM and asserts a clean exit within a minute.
-fn stops_on_sigterm(mut proc: Proc) {
-    proc.signal("TERM");
-    let status = proc.wait(Duration::from_secs(60));
+/// Asserts that the process logged at most `per_tick` lines a tick (plus 20 at start; `tick`
+/// marks a tick's line) and summed up the actions it left out in a line `left_out` accepts.
+fn assert_terse(proc: &Proc, tick: &str, per_tick: usize, left_out: impl Fn(&str) -> bool) {
+    let lines = proc.stderr_lines();
+    let ticks_seen = lines.iter().filter(|l| l.contains(tick)).count();
     assert!(
-        status.success(),
-        "exit {status}\n{}",
-        proc.stderr_reader()()
+        lines.len() <= per_tick * ticks_seen + 20,
+        "{} lines for {ticks_seen} ticks",
+        lines.len()
+    );
+    assert!(
+        lines.iter().any(|l| left_out(l)),
+        "no summary of the actions left out\n{}",
+        lines.join("\n")
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_with_a_count_of_1e12_stays_small_and_terse() {
-    let server = common::fake_fly(TOKEN).await;
-    common::seed_app(&common::client(&server, TOKEN), "huge").await;
+    let server = common::fake_fly_with_apps(TOKEN, &["huge"]).await;
     let mut cmd = common::fas_serve(&server.url(), "huge", TOKEN);
     cmd.env("FAS_CREATED_MACHINE_COUNT", "1e12")
         .env("FAS_DRY_RUN", "true")
         .env("FAS_INTERVAL", "200ms");
-    let (proc, peak) = five_ticks_within_the_memory_bound(cmd).await;
-    let logs = proc.stderr_reader();
-    let lines = proc.stderr_lines();
-    let ticks_seen = lines
-        .iter()
-        .filter(|l| l.contains("\"msg\":\"reconciling\""))
-        .count();
+    let (mut proc, peak) = five_ticks_within_the_memory_bound(cmd).await;
     // Per tick: reconciling, the saturation WARN, a cap note, 20 actions and one summary.
-    assert!(
-        lines.len() <= 40 * ticks_seen + 20,
-        "{} lines for {ticks_seen} ticks",
-        lines.len()
-    );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("dry run: and more") && l.contains("80 create")),
-        "{}",
-        logs()
-    );
+    assert_terse(&proc, "\"msg\":\"reconciling\"", 40, |l| {
+        l.contains("dry run: and more") && l.contains("80 create")
+    });
     assert_eq!(
         server
             .fake()
@@ -129,14 +115,13 @@ async fn a_dry_run_with_a_count_of_1e12_stays_small_and_terse() {
         1,
         "a dry run creates nothing (the one create is the seed)"
     );
-    stops_on_sigterm(proc);
+    proc.stop_cleanly("TERM");
     eprintln!("fly-autoscaler dry run, count 1e12: peak RSS {peak:.1} MiB");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_metric_of_1e300_is_bounded_per_tick() {
-    let server = common::fake_fly(TOKEN).await;
-    common::seed_app(&common::client(&server, TOKEN), "spike").await;
+    let server = common::fake_fly_with_apps(TOKEN, &["spike"]).await;
     let lab = fleetscale_metrics::harness::shared_lab()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -147,7 +132,7 @@ async fn a_metric_of_1e300_is_bounded_per_tick() {
         .env("FAS_PROMETHEUS_QUERY", "vector(1e300)")
         .env("FAS_DRY_RUN", "true")
         .env("FAS_INTERVAL", "200ms");
-    let (proc, peak) = five_ticks_within_the_memory_bound(cmd).await;
+    let (mut proc, peak) = five_ticks_within_the_memory_bound(cmd).await;
     let logs = proc.stderr_reader();
     let json = proc.json_logs();
     let r = json
@@ -161,36 +146,28 @@ async fn a_metric_of_1e300_is_bounded_per_tick() {
         .unwrap_or_else(|| panic!("no saturation warning\n{}", logs()));
     assert_eq!(warn["expression"], "running_machines", "{warn}");
     assert_eq!(warn["value"], 1e300, "{warn}");
-    stops_on_sigterm(proc);
+    proc.stop_cleanly("TERM");
     eprintln!("fly-autoscaler dry run, metric 1e300: peak RSS {peak:.1} MiB");
 }
 
 fn config_file(dir: &std::path::Path, server_url: &str, created: &str) -> std::path::PathBuf {
-    let path = dir.join("fleetscale.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[engine]\ninterval = \"200ms\"\n\n[server]\nlisten = \"127.0.0.1:0\"\n\n[[target]]\nname = \"big\"\nbackend = {{ type = \"fly\", app = \"big\", base_url = \"{server_url}\", release_guard = false }}\n\n[target.policy]\ncreated = \"{created}\"\n"
-        ),
-    )
-    .unwrap();
-    path
+    let text = common::engine_toml("200ms", "127.0.0.1:0")
+        + &format!(
+            "\n[[target]]\nname = \"big\"\nbackend = {{ type = \"fly\", app = \"big\", base_url = \"{server_url}\", release_guard = false }}\n\n[target.policy]\ncreated = \"{created}\"\n"
+        );
+    common::write_file(dir, "fleetscale.toml", &text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_of_a_million_in_eval_and_in_a_dry_run() {
-    let server = common::fake_fly(TOKEN).await;
-    common::seed_app(&common::client(&server, TOKEN), "big").await;
+    let server = common::fake_fly_with_apps(TOKEN, &["big"]).await;
     let dir = tempfile::tempdir().unwrap();
     let path = config_file(dir.path(), &server.url(), "1e6");
 
-    let (status, out, err) = run({
-        let mut c = fleetscale();
-        c.args(["eval", "--config"])
-            .arg(&path)
-            .env("FLY_API_TOKEN", TOKEN);
-        c
-    });
+    let (status, out, err) = run(fleetscale()
+        .args(["eval", "--config"])
+        .arg(&path)
+        .env("FLY_API_TOKEN", TOKEN));
     assert!(status.success(), "exit {status}\n{out}\n{err}");
     assert!(
         out.contains("targets: created min 10000 max 10000"),
@@ -205,45 +182,25 @@ async fn a_target_of_a_million_in_eval_and_in_a_dry_run() {
     cmd.args(["run", "--dry-run", "--config"])
         .arg(&path)
         .env("FLY_API_TOKEN", TOKEN);
-    let (proc, peak) = five_ticks_within_the_memory_bound(cmd).await;
-    let logs = proc.stderr_reader();
-    let lines = proc.stderr_lines();
-    let ticks_seen = lines.iter().filter(|l| l.contains(" reconciling")).count();
-    assert!(
-        lines.len() <= 30 * ticks_seen + 20,
-        "{} lines for {ticks_seen} ticks",
-        lines.len()
-    );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("dry run: and 80 more (80 create)")),
-        "{}",
-        logs()
-    );
-    stops_on_sigterm(proc);
+    let (mut proc, peak) = five_ticks_within_the_memory_bound(cmd).await;
+    assert_terse(&proc, " reconciling", 30, |l| {
+        l.contains("dry run: and 80 more (80 create)")
+    });
+    proc.stop_cleanly("TERM");
     eprintln!("fleetscale run --dry-run, target 1e6: peak RSS {peak:.1} MiB");
 }
 
 #[test]
 fn demo_refuses_absurd_speeds_and_durations_at_parse_time() {
     for bad in ["0", "NaN", "inf", "-1", "1e20", "abc", "0.001", "101"] {
-        let (status, out, err) = run({
-            let mut c = fleetscale();
-            c.args(["demo", &format!("--speed={bad}")]);
-            c
-        });
+        let (status, out, err) = run(fleetscale().args(["demo", &format!("--speed={bad}")]));
         assert_eq!(status.code(), Some(2), "--speed {bad}: {out}\n{err}");
         assert!(err.contains("--speed"), "--speed {bad}: {err}");
         assert!(!err.contains("panicked"), "--speed {bad}: {err}");
         assert!(out.is_empty(), "the demo did not start: {out}");
     }
     for bad in ["0s", "100y", "soon"] {
-        let (status, _, err) = run({
-            let mut c = fleetscale();
-            c.args(["demo", &format!("--duration={bad}")]);
-            c
-        });
+        let (status, _, err) = run(fleetscale().args(["demo", &format!("--duration={bad}")]));
         assert_eq!(status.code(), Some(2), "--duration {bad}: {err}");
         assert!(err.contains("--duration"), "--duration {bad}: {err}");
     }

@@ -49,8 +49,7 @@ fn hung_metric_serve(server: &str, prom: SocketAddr, grace: &str) -> Command {
 /// `fly-autoscaler serve` with the shutdown grace `grace`, once its tick waits on a metric
 /// that never answers (the fake Machines API is returned: it must outlive the process).
 async fn serving_with_a_hung_metric(grace: &str) -> (FakeFlyServer, Proc) {
-    let server = common::fake_fly(TOKEN).await;
-    common::seed_app(&common::client(&server, TOKEN), "hung-app").await;
+    let server = common::fake_fly_with_apps(TOKEN, &["hung-app"]).await;
     let (prom, seen) = hung_server().await;
     let proc = Proc::spawn(hung_metric_serve(&server.url(), prom, grace));
     eventually(
@@ -62,14 +61,36 @@ async fn serving_with_a_hung_metric(grace: &str) -> (FakeFlyServer, Proc) {
     (server, proc)
 }
 
+/// `fly-autoscaler serve` for the app `a` with one machine and the token: the start every
+/// refusal test varies by one setting.
+fn serve_one_machine_of_a() -> Command {
+    let mut cmd = fas();
+    cmd.arg("serve")
+        .env("FAS_APP_NAME", "a")
+        .env("FAS_API_TOKEN", TOKEN)
+        .env("FAS_CREATED_MACHINE_COUNT", "1");
+    cmd
+}
+
+/// Runs `fleetscale <command words> --config <path>` with the token in `FLY_API_TOKEN`.
+fn run_with_token(
+    command: &str,
+    path: &std::path::Path,
+) -> (std::process::ExitStatus, String, String) {
+    run(fleetscale()
+        .args(command.split(' '))
+        .arg("--config")
+        .arg(path)
+        .env("FLY_API_TOKEN", TOKEN))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_a_hung_metric_ends_after_the_grace() {
     let (_server, mut proc) = serving_with_a_hung_metric("1s").await;
     let logs = proc.stderr_reader();
-    proc.signal("TERM");
-    // Without the grace the tick would wait out its 10 minute deadline: this deadline is a
-    // guard against that hang, the assertions are on what was logged.
-    let status = proc.wait(common::DEADLINE);
+    // Without the grace the tick would wait out its 10 minute deadline: the deadline of the
+    // wait is a guard against that hang, the assertions are on what was logged.
+    let status = proc.stop("TERM");
     assert!(status.success(), "exit {status}\n{}", logs());
     let json = proc.json_logs();
     let signal = json
@@ -91,18 +112,8 @@ async fn a_second_signal_exits_at_once() {
     let (_server, mut proc) = serving_with_a_hung_metric("10m").await;
     let logs = proc.stderr_reader();
     proc.signal("TERM");
-    eventually(
-        "the first signal logged",
-        || {
-            logs()
-                .contains("signal received, shutting down")
-                .then_some(())
-        },
-        &logs,
-    )
-    .await;
-    proc.signal("INT");
-    let status = proc.wait(common::DEADLINE);
+    proc.await_logged("signal received, shutting down").await;
+    let status = proc.stop("INT");
     assert_eq!(status.code(), Some(1), "{}", logs());
     assert!(
         logs().contains("second signal: exiting at once"),
@@ -115,16 +126,9 @@ async fn a_second_signal_exits_at_once() {
 fn a_metrics_port_in_use_stops_the_process_at_start() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let (status, _, err) = run({
-        let mut c = fas();
-        c.arg("serve")
-            .env("FAS_APP_NAME", "a")
-            .env("FAS_API_TOKEN", TOKEN)
-            .env("FAS_CREATED_MACHINE_COUNT", "1")
-            .env("FLY_FLAPS_BASE_URL", "http://127.0.0.1:9")
-            .env("FAS_METRICS_ADDR", addr.to_string());
-        c
-    });
+    let (status, _, err) = run(serve_one_machine_of_a()
+        .env("FLY_FLAPS_BASE_URL", "http://127.0.0.1:9")
+        .env("FAS_METRICS_ADDR", addr.to_string()));
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(
         err.contains(&format!(
@@ -135,19 +139,12 @@ fn a_metrics_port_in_use_stops_the_process_at_start() {
     assert!(err.to_lowercase().contains("address"), "the cause: {err}");
 
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("f.toml");
-    std::fs::write(
-        &path,
-        format!("[server]\nlisten = \"{addr}\"\n[[target]]\nbackend = {{ type = \"fly\", app = \"a\", base_url = \"http://127.0.0.1:9\" }}\n[target.policy]\ncreated = \"1\"\n"),
-    )
-    .unwrap();
-    let (status, _, err) = run({
-        let mut c = fleetscale();
-        c.args(["run", "--config"])
-            .arg(&path)
-            .env("FLY_API_TOKEN", TOKEN);
-        c
-    });
+    let path = common::write_file(
+        dir.path(),
+        "f.toml",
+        &format!("[server]\nlisten = \"{addr}\"\n[[target]]\nbackend = {{ type = \"fly\", app = \"a\", base_url = \"http://127.0.0.1:9\" }}\n[target.policy]\ncreated = \"1\"\n"),
+    );
+    let (status, _, err) = run_with_token("run", &path);
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains(&format!("listen on {addr}")), "{err}");
 }
@@ -155,27 +152,16 @@ fn a_metrics_port_in_use_stops_the_process_at_start() {
 #[test]
 fn no_token_and_zero_intervals_are_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("f.toml");
     let file = "[engine]\ninterval = \"15s\"\n[[target]]\nbackend = { type = \"fly\", app = \"a\" }\n[target.policy]\ncreated = \"1\"\n";
-    std::fs::write(&path, file).unwrap();
+    let path = common::write_file(dir.path(), "f.toml", file);
     for cmd in ["run", "eval"] {
-        let (status, _, err) = run({
-            let mut c = fleetscale();
-            c.args([cmd, "--config"]).arg(&path);
-            c
-        });
+        let (status, _, err) = run(fleetscale().args([cmd, "--config"]).arg(&path));
         assert_eq!(status.code(), Some(1), "{cmd}: {err}");
         assert!(err.contains("Fly API token required"), "{cmd}: {err}");
         assert!(err.contains("FLY_API_TOKEN"), "{cmd}: {err}");
     }
-    std::fs::write(&path, file.replace("15s", "0s")).unwrap();
-    let (status, _, err) = run({
-        let mut c = fleetscale();
-        c.args(["run", "--config"])
-            .arg(&path)
-            .env("FLY_API_TOKEN", TOKEN);
-        c
-    });
+    common::write_file(dir.path(), "f.toml", &file.replace("15s", "0s"));
+    let (status, _, err) = run_with_token("run", &path);
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(
         err.contains(":2:1: engine.interval must be greater than zero"),
@@ -183,24 +169,10 @@ fn no_token_and_zero_intervals_are_refused_at_start() {
     );
     assert!(err.contains("interval = \"0s\""), "the line: {err}");
 
-    let (status, _, err) = run({
-        let mut c = fas();
-        c.arg("serve")
-            .env("FAS_APP_NAME", "a")
-            .env("FAS_CREATED_MACHINE_COUNT", "1");
-        c
-    });
+    let (status, _, err) = run(serve_one_machine_of_a().env_remove("FAS_API_TOKEN"));
     assert_eq!(status.code(), Some(1));
     assert!(err.contains("api token required"), "{err}");
-    let (status, _, err) = run({
-        let mut c = fas();
-        c.arg("serve")
-            .env("FAS_APP_NAME", "a")
-            .env("FAS_API_TOKEN", TOKEN)
-            .env("FAS_CREATED_MACHINE_COUNT", "1")
-            .env("FAS_INTERVAL", "0s");
-        c
-    });
+    let (status, _, err) = run(serve_one_machine_of_a().env("FAS_INTERVAL", "0s"));
     assert_eq!(status.code(), Some(1));
     assert!(
         err.contains("FAS_INTERVAL must be a positive duration"),
@@ -211,11 +183,7 @@ fn no_token_and_zero_intervals_are_refused_at_start() {
 #[test]
 fn fly_autoscaler_help_and_version_exit_zero() {
     for arg in ["--help", "-h", "help"] {
-        let (status, out, _) = run({
-            let mut c = fas();
-            c.arg(arg);
-            c
-        });
+        let (status, out, _) = run(fas().arg(arg));
         assert!(status.success(), "{arg}");
         for var in [
             "FAS_APP_NAME",
@@ -229,11 +197,7 @@ fn fly_autoscaler_help_and_version_exit_zero() {
         }
     }
     for arg in ["--version", "version"] {
-        let (status, out, _) = run({
-            let mut c = fas();
-            c.arg(arg);
-            c
-        });
+        let (status, out, _) = run(fas().arg(arg));
         assert!(status.success(), "{arg}");
         assert!(out.starts_with("fly-autoscaler "), "{out}");
     }
@@ -243,13 +207,10 @@ fn fly_autoscaler_help_and_version_exit_zero() {
 fn a_non_utf8_environment_value_is_named() {
     use std::os::unix::ffi::OsStrExt;
     let bad = std::ffi::OsStr::from_bytes(b"my-\xffapp");
-    let (status, _, err) = run({
-        let mut c = fas();
-        c.arg("eval")
-            .env("FAS_APP_NAME", bad)
-            .env("FAS_CREATED_MACHINE_COUNT", "1");
-        c
-    });
+    let (status, _, err) = run(fas()
+        .arg("eval")
+        .env("FAS_APP_NAME", bad)
+        .env("FAS_CREATED_MACHINE_COUNT", "1"));
     assert_eq!(status.code(), Some(1));
     assert!(
         err.contains("FAS_APP_NAME is set but its value is not valid UTF-8"),
@@ -258,13 +219,11 @@ fn a_non_utf8_environment_value_is_named() {
     assert!(!err.contains("app name required"), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("f.toml");
-    std::fs::write(&path, "[[target]]\nbackend = { type = \"fly\", app = \"${APP}\" }\n[target.policy]\ncreated = \"1\"\n").unwrap();
-    let (status, _, err) = run({
-        let mut c = fleetscale();
-        c.args(["eval", "--config"]).arg(&path).env("APP", bad);
-        c
-    });
+    let path = common::write_file(dir.path(), "f.toml", "[[target]]\nbackend = { type = \"fly\", app = \"${APP}\" }\n[target.policy]\ncreated = \"1\"\n");
+    let (status, _, err) = run(fleetscale()
+        .args(["eval", "--config"])
+        .arg(&path)
+        .env("APP", bad));
     assert_eq!(status.code(), Some(1));
     assert!(
         err.contains("APP is set but its value is not valid UTF-8"),
@@ -276,30 +235,24 @@ fn a_non_utf8_environment_value_is_named() {
 /// structured fields as objects; `eval --json` has RFC 3339 times and seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holds_are_explained_and_records_are_structured() {
-    let server = common::fake_fly(TOKEN).await;
-    common::seed_app(&common::client(&server, TOKEN), "hold-app").await;
+    let server = common::fake_fly_with_apps(TOKEN, &["hold-app"]).await;
     let lab = fleetscale_metrics::harness::shared_lab()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("f.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[engine]\ninterval = \"200ms\"\n[server]\nlisten = \"127.0.0.1:0\"\n[[target]]\nname = \"hold\"\nbackend = {{ type = \"fly\", app = \"hold-app\", base_url = \"{}\", release_guard = false }}\n[target.policy]\ncreated = \"load\"\n[[target.source]]\ntype = \"prometheus\"\nname = \"load\"\naddress = \"{}\"\nquery = \"lifecycle_load{{app='$APP_NAME'}}\"\n",
-            server.url(),
-            lab.prometheus.url()
-        ),
-    )
-    .unwrap();
+    let text = common::engine_toml("200ms", "127.0.0.1:0")
+        + &format!(
+            "[[target]]\nname = \"hold\"\nbackend = {{ type = \"fly\", app = \"hold-app\", base_url = \"{}\", release_guard = false }}\n[target.policy]\ncreated = \"load\"\n",
+            server.url()
+        )
+        + &common::prometheus_source_toml(
+            "load",
+            &lab.prometheus.url(),
+            "lifecycle_load{app='$APP_NAME'}",
+        );
+    let path = common::write_file(dir.path(), "f.toml", &text);
 
-    let (status, out, err) = run({
-        let mut c = fleetscale();
-        c.args(["eval", "--json", "--config"])
-            .arg(&path)
-            .env("FLY_API_TOKEN", TOKEN);
-        c
-    });
+    let (status, out, err) = run_with_token("eval --json", &path);
     assert!(status.success(), "{out}{err}");
     let rec: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let started = rec["started_at"].as_str().expect("a string time");
@@ -309,32 +262,20 @@ async fn holds_are_explained_and_records_are_structured() {
     );
     assert!(rec["duration_seconds"].is_f64(), "{rec}");
 
-    let mut cmd = fleetscale();
-    cmd.args(["--log-format", "json", "run", "--config"])
-        .arg(&path)
-        .env("FLY_API_TOKEN", TOKEN);
-    let mut proc = Proc::spawn(cmd);
+    let mut proc = Proc::spawn(
+        fleetscale()
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(&path)
+            .env("FLY_API_TOKEN", TOKEN),
+    );
     let logs = proc.stderr_reader();
-    eventually(
-        "the hold explained",
-        || {
-            logs()
-                .contains("holding the current counts: metric `load` failed")
-                .then_some(())
-        },
-        &logs,
-    )
-    .await;
+    // The hold explained, then ended.
+    proc.await_logged("holding the current counts: metric `load` failed")
+        .await;
     lab.exporter
         .set("lifecycle_load", &[("app", "hold-app")], 2.0);
-    eventually(
-        "the hold ended",
-        || logs().contains("hold ended").then_some(()),
-        &logs,
-    )
-    .await;
-    proc.signal("TERM");
-    assert!(proc.wait(common::DEADLINE).success(), "{}", logs());
+    proc.await_logged("hold ended").await;
+    proc.stop_cleanly("TERM");
     let json = proc.json_logs();
     let holds = json
         .iter()
@@ -384,31 +325,16 @@ async fn holds_are_explained_and_records_are_structured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wildcard_that_matches_no_app_says_so() {
-    let server = common::fake_fly(TOKEN).await;
-    common::seed_app(&common::client(&server, TOKEN), "tame").await;
+    let server = common::fake_fly_with_apps(TOKEN, &["tame"]).await;
     let mut cmd = common::fas_serve(&server.url(), "wild-*", TOKEN);
     cmd.env("FAS_ORG", "my-org")
         .env("FAS_CREATED_MACHINE_COUNT", "2")
         .env("FAS_INTERVAL", "200ms");
     let mut proc = Proc::spawn(cmd);
     let logs = proc.stderr_reader();
-    eventually(
-        "the warning",
-        || {
-            logs()
-                .contains("matches no app of organization")
-                .then_some(())
-        },
-        &logs,
-    )
-    .await;
+    proc.await_logged("matches no app of organization").await;
     // Served, and healthy: the loop runs although it has no target.
-    let addr = proc
-        .json_logs()
-        .iter()
-        .find(|l| l["msg"] == "serving metrics")
-        .and_then(|l| l["addr"].as_str().map(str::to_owned))
-        .unwrap();
+    let addr = proc.logged_addr("serving metrics").await;
     let health = reqwest::get(format!("http://{addr}/healthz"))
         .await
         .unwrap();
@@ -416,6 +342,5 @@ async fn a_wildcard_that_matches_no_app_says_so() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     let warnings = logs().matches("matches no app of organization").count();
     assert_eq!(warnings, 1, "said once, not every refresh\n{}", logs());
-    proc.signal("TERM");
-    assert!(proc.wait(common::DEADLINE).success());
+    proc.stop_cleanly("TERM");
 }

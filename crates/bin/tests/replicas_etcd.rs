@@ -46,35 +46,31 @@ fn config(fly: &FakeFlyServer, etcd: &[String], replica: &str) -> String {
     s
 }
 
-fn spawn(path: &std::path::Path) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetscale"));
-    cmd.args(["--log-format", "json", "run", "--config"])
-        .arg(path)
-        .env("FLY_API_TOKEN", TOKEN)
-        .env_remove("RUST_LOG");
-    Proc::spawn(cmd)
-}
-
-/// The address of the first log line of `p` with the message `msg` (where it serves its
-/// metrics), once it is there.
-async fn logged_addr(p: &Proc, msg: &str) -> String {
-    eventually(
-        &format!("`{msg}` with an address in the logs"),
-        || {
-            p.json_logs().iter().find_map(|l| {
-                (l["msg"].as_str() == Some(msg))
-                    .then(|| l["addr"].as_str().map(str::to_string))
-                    .flatten()
-            })
-        },
-        p.stderr_reader(),
-    )
-    .await
+/// Writes the configuration of each of `names` in `dir` and starts `fleetscale run` on it.
+fn spawn_replicas(
+    dir: &std::path::Path,
+    fly: &FakeFlyServer,
+    etcd: &EtcdCluster,
+    names: &[String],
+) -> Vec<Proc> {
+    names
+        .iter()
+        .map(|n| {
+            let text = config(fly, &etcd.endpoints(), n);
+            let path = common::write_file(dir, &format!("{n}.toml"), &text);
+            Proc::spawn(
+                common::fleetscale()
+                    .args(["--log-format", "json", "run", "--config"])
+                    .arg(path)
+                    .env("FLY_API_TOKEN", TOKEN),
+            )
+        })
+        .collect()
 }
 
 /// The `/metrics` address a replica logged.
 async fn metrics_addr(p: &Proc) -> String {
-    logged_addr(p, "serving /metrics and /healthz").await
+    p.logged_addr("serving /metrics and /healthz").await
 }
 
 /// One etcd member, the fake Machines API with [`APPS`] apps (and a client of it), and the
@@ -160,85 +156,91 @@ fn counts(fly: &FakeFlyServer) -> Vec<usize> {
         .collect()
 }
 
+/// Waits until every app has two machines (`what` names the moment).
+async fn two_machines_per_app(fly: &FakeFlyServer, what: &str) {
+    eventually(
+        what,
+        || counts(fly).iter().all(|&c| c == 2).then_some(()),
+        || format!("{:?}", counts(fly)),
+    )
+    .await;
+}
+
+/// Asserts, a few ticks (300 ms apart) later, that every app still has two machines: none was
+/// scaled twice.
+async fn still_two_machines_per_app(fly: &FakeFlyServer) {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        counts(fly).iter().all(|&c| c == 2),
+        "an app was scaled twice: {:?}",
+        counts(fly)
+    );
+}
+
+/// Waits until the replicas serving `/metrics` at `addrs` own the apps `expect` says
+/// rendezvous hashing gives each.
+async fn owned_by_rendezvous(addrs: &[&str], expect: &[BTreeSet<String>]) {
+    until_owned("ownership by rendezvous hashing", addrs, |s| s == expect).await;
+}
+
+/// Destroys one machine of each of `apps` behind the replicas' backs.
+async fn destroy_one_machine_each(
+    client: &MachinesClient,
+    fly: &FakeFlyServer,
+    apps: &BTreeSet<String>,
+) {
+    for a in apps {
+        let m = fly.fake().machines(a).pop().expect("a machine");
+        let opts = DestroyOptions {
+            force: true,
+            kill: false,
+        };
+        client.destroy_machine(a, &m.id, opts, None).await.unwrap();
+    }
+}
+
+/// Every app's name.
+fn all_apps() -> BTreeSet<String> {
+    (0..APPS).map(app).collect()
+}
+
+/// `kill -9` of the first replica; waits until the second one (serving `/metrics` at
+/// `b_addr`) owns every app, once the first one's lease expired in etcd.
+async fn kill_a_and_b_takes_over(procs: &mut [Proc], b_addr: &str) {
+    procs[0].child.kill().unwrap();
+    procs[0].child.wait().unwrap();
+    until_owned("b owning every app", &[b_addr], |s| s[0] == all_apps()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_the_apps_and_one_takes_over_after_the_other_is_killed() {
     let names = vec!["replica-a".to_string(), "replica-b".to_string()];
     let (etcd, fly, client, expect) = etcd_and_apps(&names).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let mut procs = Vec::new();
-    for n in &names {
-        let path = dir.path().join(format!("{n}.toml"));
-        std::fs::write(&path, config(&fly, &etcd.endpoints(), n)).unwrap();
-        procs.push(spawn(&path));
-    }
-    let mut addrs = Vec::new();
-    for p in &procs {
-        addrs.push(metrics_addr(p).await);
-    }
-    let a_addr = addrs[0].clone();
-    let b_addr = addrs[1].clone();
+    let mut procs = spawn_replicas(dir.path(), &fly, &etcd, &names);
+    let a_addr = metrics_addr(&procs[0]).await;
+    let b_addr = metrics_addr(&procs[1]).await;
 
     // Each app owned by the replica rendezvous hashing names, by exactly one.
-    until_owned(
-        "ownership by rendezvous hashing",
-        &[&a_addr, &b_addr],
-        |s| s[0] == expect[0] && s[1] == expect[1],
-    )
-    .await;
+    owned_by_rendezvous(&[&a_addr, &b_addr], &expect).await;
     // Every app scaled to two machines, once: no app ever gets a third.
-    let fly_counts = || format!("{:?}", counts(&fly));
-    eventually(
-        "two machines per app",
-        || counts(&fly).iter().all(|&c| c == 2).then_some(()),
-        fly_counts,
-    )
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(
-        counts(&fly).iter().all(|&c| c == 2),
-        "an app was scaled twice: {:?}",
-        counts(&fly)
-    );
+    two_machines_per_app(&fly, "two machines per app").await;
+    still_two_machines_per_app(&fly).await;
 
     // kill -9 of replica a: b takes every app over once a's lease expired in etcd.
-    procs[0].child.kill().unwrap();
-    procs[0].child.wait().unwrap();
-    let all: BTreeSet<String> = (0..APPS).map(app).collect();
-    until_owned("b owning every app", &[&b_addr], |s| s[0] == all).await;
+    kill_a_and_b_takes_over(&mut procs, &b_addr).await;
     let (_, acting) = owned(&b_addr).await.expect("b answers");
     assert!(acting, "b acts");
 
     // b acts on a's apps: a machine destroyed behind its back is replaced.
-    for a in &expect[0] {
-        let m = fly.fake().machines(a).pop().expect("a machine");
-        client
-            .destroy_machine(
-                a,
-                &m.id,
-                DestroyOptions {
-                    force: true,
-                    kill: false,
-                },
-                None,
-            )
-            .await
-            .unwrap();
-    }
-    eventually(
-        "a's apps back to two machines",
-        || counts(&fly).iter().all(|&c| c == 2).then_some(()),
-        fly_counts,
-    )
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(counts(&fly).iter().all(|&c| c == 2), "{:?}", counts(&fly));
+    destroy_one_machine_each(&client, &fly, &expect[0]).await;
+    two_machines_per_app(&fly, "a's apps back to two machines").await;
+    still_two_machines_per_app(&fly).await;
 
     // b leaves cleanly: it logs leaving etcd and exits 0.
-    procs[1].signal("TERM");
-    let status = procs[1].wait(common::DEADLINE);
+    procs[1].stop_cleanly("TERM");
     let logs = procs[1].stderr_lines().join("\n");
-    assert!(status.success(), "{logs}");
     assert!(logs.contains("left etcd"), "{logs}");
     assert!(logs.contains("ownership gained"), "{logs}");
 }
@@ -268,21 +270,10 @@ async fn a_replica_frozen_past_its_lease_sends_nothing_when_it_resumes() {
     let names = vec!["replica-a".to_string(), "replica-b".to_string()];
     let (mut etcd, fly, client, _) = etcd_and_apps(&names).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut procs = Vec::new();
-    for n in ["replica-a", "replica-b"] {
-        let path = dir.path().join(format!("{n}.toml"));
-        std::fs::write(&path, config(&fly, &etcd.endpoints(), n)).unwrap();
-        procs.push(spawn(&path));
-    }
+    let mut procs = spawn_replicas(dir.path(), &fly, &etcd, &names);
     let a_addr = metrics_addr(&procs[0]).await;
     let b_addr = metrics_addr(&procs[1]).await;
-    let fly_counts = || format!("{:?}", counts(&fly));
-    eventually(
-        "two machines per app",
-        || counts(&fly).iter().all(|&c| c == 2).then_some(()),
-        fly_counts,
-    )
-    .await;
+    two_machines_per_app(&fly, "two machines per app").await;
     let sets = until_owned(
         "ownership by rendezvous hashing",
         &[&a_addr, &b_addr],
@@ -300,19 +291,11 @@ async fn a_replica_frozen_past_its_lease_sends_nothing_when_it_resumes() {
 
     // Freeze a; b takes every app over once a's lease expired in etcd.
     procs[0].signal("STOP");
-    let all: BTreeSet<String> = (0..APPS).map(app).collect();
+    let all = all_apps();
     until_owned("b owning every app", &[&b_addr], |s| s[0] == all).await;
     // b leaves; a's apps lose a machine each; etcd goes down: nobody may act now.
-    procs[1].signal("TERM");
-    assert!(procs[1].wait(common::DEADLINE).success());
-    for a in &a_owned {
-        let m = fly.fake().machines(a).pop().expect("a machine");
-        let opts = DestroyOptions {
-            force: true,
-            kill: false,
-        };
-        client.destroy_machine(a, &m.id, opts, None).await.unwrap();
-    }
+    procs[1].stop_cleanly("TERM");
+    destroy_one_machine_each(&client, &fly, &a_owned).await;
     etcd.kill_all();
     fly.fake().clear_request_log();
     let stopped_acting = count_lines(&procs[0], "not acting: the lease is not confirmed")
@@ -321,10 +304,7 @@ async fn a_replica_frozen_past_its_lease_sends_nothing_when_it_resumes() {
 
     // a resumes with its old view of the world: not one action.
     procs[0].signal("CONT");
-    let a_logs = {
-        let stderr = procs[0].stderr.clone();
-        move || stderr.lock().unwrap().join("\n")
-    };
+    let a_logs = procs[0].stderr_reader();
     eventually(
         "a noticing that it may not act",
         || {
@@ -350,15 +330,9 @@ async fn a_replica_frozen_past_its_lease_sends_nothing_when_it_resumes() {
     // etcd back: a registers again, owns every app and repairs its old ones.
     etcd.restart_all().await.unwrap_or_else(|e| panic!("{e}"));
     until_owned("a owning every app", &[&a_addr], |s| s[0] == all).await;
-    eventually(
-        "every app back to two machines",
-        || counts(&fly).iter().all(|&c| c == 2).then_some(()),
-        fly_counts,
-    )
-    .await;
+    two_machines_per_app(&fly, "every app back to two machines").await;
     assert!(!mutations(&fly).is_empty());
-    procs[0].signal("TERM");
-    assert!(procs[0].wait(common::DEADLINE).success(), "{}", a_logs());
+    procs[0].stop_cleanly("TERM");
 }
 
 fn fly_autoscaler(fly: &FakeFlyServer) -> Command {
@@ -372,7 +346,7 @@ fn fly_autoscaler(fly: &FakeFlyServer) -> Command {
 
 /// The `/metrics` address `fly-autoscaler` logged.
 async fn fas_metrics_addr(p: &Proc) -> String {
-    logged_addr(p, "serving metrics").await
+    p.logged_addr("serving metrics").await
 }
 
 /// `fly-autoscaler` replicas configured by `FAS_ETCD_*` share a wildcard's apps and one takes
@@ -381,52 +355,27 @@ async fn fas_metrics_addr(p: &Proc) -> String {
 async fn fly_autoscaler_replicas_share_a_wildcards_apps_through_etcd() {
     let names = vec!["fas-a".to_string(), "fas-b".to_string()];
     let (etcd, fly, client, expect) = etcd_and_apps(&names).await;
-    let mut procs = Vec::new();
-    for n in &names {
-        let mut cmd = fly_autoscaler(&fly);
-        cmd.env("FAS_ETCD_ENDPOINTS", etcd.endpoints().join(","))
-            .env("FAS_ETCD_PREFIX", "/fas-e2e/")
-            .env("FAS_ETCD_LEASE_TTL", "3s")
-            .env("FAS_ETCD_REPLICA_NAME", n);
-        procs.push(Proc::spawn(cmd));
-    }
+    let mut procs: Vec<Proc> = names
+        .iter()
+        .map(|n| {
+            Proc::spawn(
+                fly_autoscaler(&fly)
+                    .env("FAS_ETCD_ENDPOINTS", etcd.endpoints().join(","))
+                    .env("FAS_ETCD_PREFIX", "/fas-e2e/")
+                    .env("FAS_ETCD_LEASE_TTL", "3s")
+                    .env("FAS_ETCD_REPLICA_NAME", n),
+            )
+        })
+        .collect();
     let a_addr = fas_metrics_addr(&procs[0]).await;
     let b_addr = fas_metrics_addr(&procs[1]).await;
-    until_owned(
-        "ownership by rendezvous hashing",
-        &[&a_addr, &b_addr],
-        |s| s[0] == expect[0] && s[1] == expect[1],
-    )
-    .await;
-    let fly_counts = || format!("{:?}", counts(&fly));
-    eventually(
-        "two machines per app",
-        || counts(&fly).iter().all(|&c| c == 2).then_some(()),
-        fly_counts,
-    )
-    .await;
+    owned_by_rendezvous(&[&a_addr, &b_addr], &expect).await;
+    two_machines_per_app(&fly, "two machines per app").await;
 
-    procs[0].child.kill().unwrap();
-    procs[0].child.wait().unwrap();
-    let all: BTreeSet<String> = (0..APPS).map(app).collect();
-    until_owned("b owning every app", &[&b_addr], |s| s[0] == all).await;
-    for a in &expect[0] {
-        let m = fly.fake().machines(a).pop().expect("a machine");
-        let opts = DestroyOptions {
-            force: true,
-            kill: false,
-        };
-        client.destroy_machine(a, &m.id, opts, None).await.unwrap();
-    }
-    eventually(
-        "a's apps back to two machines",
-        || counts(&fly).iter().all(|&c| c == 2).then_some(()),
-        fly_counts,
-    )
-    .await;
-    procs[1].signal("TERM");
-    let status = procs[1].wait(common::DEADLINE);
-    assert!(status.success(), "{}", procs[1].stderr_lines().join("\n"));
+    kill_a_and_b_takes_over(&mut procs, &b_addr).await;
+    destroy_one_machine_each(&client, &fly, &expect[0]).await;
+    two_machines_per_app(&fly, "a's apps back to two machines").await;
+    procs[1].stop_cleanly("TERM");
 }
 
 /// Bad `FAS_ETCD_*` settings stop `fly-autoscaler` at start with the variable's name, never
@@ -456,11 +405,7 @@ async fn fly_autoscaler_refuses_bad_etcd_settings_at_start() {
             "TLS settings are given but the endpoints say http://",
         ),
     ] {
-        let mut cmd = fly_autoscaler(&fly);
-        for (k, v) in &vars {
-            cmd.env(k, v);
-        }
-        let (status, out, err) = common::run(cmd);
+        let (status, out, err) = common::run(fly_autoscaler(&fly).envs(vars.iter().copied()));
         assert!(!status.success(), "{vars:?}: {out}{err}");
         assert!(err.contains(want), "{vars:?}: {err} (wanted {want})");
         assert!(

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{eventually, Proc};
+use common::Proc;
 
 const TOKEN: &str = "FlyV1 fm2_status-token";
 const INSTALL_HINT: &str =
@@ -81,30 +81,10 @@ fn browse(url: &str, extra: &[String]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Two targets: `web` keeping two stopped spares, and `api` whose Prometheus (a closed port)
+/// never answers.
 fn config(dir: &Path) -> PathBuf {
-    let path = dir.join("fleetscale.toml");
-    std::fs::write(
-        &path,
-        r#"
-[engine]
-interval = "300ms"
-
-[server]
-listen = "127.0.0.1:0"
-
-[[target]]
-name = "web"
-backend = { type = "fly", app = "status-app", token_env = "MY_FLY_TOKEN" }
-initial_state = "stopped"
-
-[target.policy]
-created = "min(spare_wanted + started_machines, 10)"
-
-[[target.source]]
-type = "constant"
-name = "spare_wanted"
-value = 2
-
+    let api = r#"
 [[target]]
 name = "api"
 backend = { type = "fly", app = "status-api", token_env = "MY_FLY_TOKEN" }
@@ -112,70 +92,43 @@ backend = { type = "fly", app = "status-api", token_env = "MY_FLY_TOKEN" }
 [target.policy]
 created = "queue_depth / 10"
 
-[[target.source]]
-type = "prometheus"
-name = "queue_depth"
-address = "http://127.0.0.1:9"
-query = "sum(queue_depth{app='$APP_NAME'})"
-timeout = "1s"
-"#,
-    )
-    .unwrap();
-    path
+"#;
+    let api_source = common::prometheus_source_toml(
+        "queue_depth",
+        "http://127.0.0.1:9",
+        "sum(queue_depth{app='$APP_NAME'})",
+    );
+    let text = common::engine_toml("300ms", "127.0.0.1:0")
+        + &common::web_spares_toml("status-app")
+        + api
+        + &api_source
+        + "timeout = \"1s\"\n";
+    common::write_file(dir, "fleetscale.toml", &text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_renders_in_headless_chromium() {
     let browser = chromium();
-    let server = common::fake_fly(TOKEN).await;
+    let server = common::fake_fly_with_apps(TOKEN, &["status-app", "status-api"]).await;
     let fake = server.fake().clone();
-    let client = common::client(&server, TOKEN);
-    common::seed_app(&client, "status-app").await;
-    common::seed_app(&client, "status-api").await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fleetscale"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(config(dir.path()))
-        .env("FLY_FLAPS_BASE_URL", server.url())
-        .env("FLY_API_BASE_URL", server.url())
-        .env("MY_FLY_TOKEN", TOKEN);
-    let mut proc = Proc::spawn(cmd);
+    let mut proc = Proc::spawn(common::on_fly(
+        common::fleetscale()
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(config(dir.path())),
+        &server.url(),
+        TOKEN,
+    ));
     let logs = proc.stderr_reader();
-    eventually(
-        "two spares created for web",
-        || (fake.machines("status-app").len() == 3).then_some(()),
-        &logs,
-    )
-    .await;
-    let served: String = eventually(
-        "the metrics address",
-        || {
-            proc.json_logs().iter().find_map(|l| {
-                (l["msg"] == "serving /metrics and /healthz")
-                    .then(|| l["addr"].as_str().map(str::to_owned))
-                    .flatten()
-            })
-        },
-        &logs,
-    )
-    .await;
+    // Two spares created for web.
+    common::machines_reach(&fake, "status-app", 3, &logs).await;
+    let served = proc.logged_addr("serving /metrics and /healthz").await;
     let url = format!("http://{served}/");
     // A tick that saw all three machines, and one that failed to read the queue.
-    let t0 = Instant::now();
-    let page = loop {
-        let body = match reqwest::get(&url).await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        if body.contains("<dd data-count=\"created\">3</dd>") && body.contains("queue_depth failed")
-        {
-            break body;
-        }
-        assert!(t0.elapsed() < common::DEADLINE, "{body}\n{}", logs());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let page = common::page_until(&url, &logs, |body| {
+        body.contains("<dd data-count=\"created\">3</dd>") && body.contains("queue_depth failed")
+    })
+    .await;
     assert!(page.starts_with("<!doctype html>"), "{page}");
 
     // What the browser made of it.
@@ -239,7 +192,5 @@ async fn the_status_page_renders_in_headless_chromium() {
         println!("screenshot: {}", file.display());
     }
     let _ = browser;
-    proc.signal("INT");
-    let status = proc.wait(Duration::from_secs(60));
-    assert!(status.success(), "{status}\n{}", logs());
+    proc.stop_cleanly("INT");
 }

@@ -7,10 +7,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{eventually, run, Proc};
+use common::{eventually, fleetscale, run, Proc};
 use fleetscale_weave::fake::{Emulator, EmulatorConfig};
 use fleetscale_weave::PeerName;
 
@@ -29,8 +28,7 @@ async fn reclaim_daemon_reclaims_a_vanished_peer_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("reclaim.ledger");
     // The operator's inventory: a file of live hosts, printed by a command.
-    let hosts = dir.path().join("hosts.txt");
-    std::fs::write(&hosts, "i-dyn4 dyn4 192.168.77.4\n").unwrap();
+    let hosts = common::write_file(dir.path(), "hosts.txt", "i-dyn4 dyn4 192.168.77.4\n");
     let inventory = format!("command:cat {}", hosts.display());
     let fixed_args: Vec<String> = fixed
         .iter()
@@ -42,12 +40,8 @@ async fn reclaim_daemon_reclaims_a_vanished_peer_exactly_once() {
         })
         .collect();
     let reclaim_cmd = |extra: &[&str]| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_fleetscale"));
-        c.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .arg("--log-format")
-            .arg("json")
-            .args(["weave", "reclaim"])
+        let mut c = fleetscale();
+        c.args(["--log-format", "json", "weave", "reclaim"])
             .args(&fixed_args)
             .arg("--ledger")
             .arg(&ledger)
@@ -113,8 +107,7 @@ async fn reclaim_daemon_reclaims_a_vanished_peer_exactly_once() {
         "{}",
         logs()
     );
-    proc.signal("TERM");
-    assert!(proc.wait(Duration::from_secs(60)).success(), "{}", logs());
+    proc.stop_cleanly("TERM");
 
     // A one-shot pass afterwards: nothing left to reclaim, exit 0, no second rmpeer.
     let (status, out, err) = run(reclaim_cmd(&["--min-unreachable", "1s", "--once"]));
@@ -143,10 +136,8 @@ async fn refuses_a_grace_or_no_inventory_or_nonsense_before_touching_a_router() 
     let (url, connections) = counting_listener().await;
     let dir = tempfile::tempdir().unwrap();
     let base = |extra: &[&str]| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_fleetscale"));
-        c.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .args(["weave", "reclaim", "--once", "--fixed"])
+        let mut c = fleetscale();
+        c.args(["weave", "reclaim", "--once", "--fixed"])
             .arg(format!("00:00:00:00:00:01=10.0.0.1={url}"))
             .arg("--ledger")
             .arg(dir.path().join("l"))
@@ -189,17 +180,16 @@ async fn refuses_a_grace_or_no_inventory_or_nonsense_before_touching_a_router() 
         }
     }
     // A router URL with a path is refused at start too.
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fleetscale"));
-    c.args([
-        "weave",
-        "reclaim",
-        "--once",
-        "--inventory",
-        hosts,
-        "--fixed",
-    ])
-    .arg(format!("00:00:00:00:00:01=10.0.0.1={url}/weave"));
-    let (status, _, err) = run(c);
+    let (status, _, err) = run(fleetscale()
+        .args([
+            "weave",
+            "reclaim",
+            "--once",
+            "--inventory",
+            hosts,
+            "--fixed",
+        ])
+        .arg(format!("00:00:00:00:00:01=10.0.0.1={url}/weave")));
     assert!(!status.success());
     assert!(err.contains("no path"), "{err}");
     assert_eq!(

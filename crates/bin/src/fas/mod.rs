@@ -18,7 +18,6 @@ use fleetscale_fas::{
 };
 use fleetscale_metrics::server::{Health, MetricsServer};
 use fleetscale_metrics::AutoscalerMetrics;
-use tokio_util::sync::CancellationToken;
 
 use crate::error::{BinError, Result};
 
@@ -96,13 +95,7 @@ pub async fn serve(config: Config, getenv: &dyn Fn(&str) -> Option<String>) -> R
     };
     tracing::info!(addr = %shown, "serving metrics");
 
-    let cancel = CancellationToken::new();
-    let run = {
-        let engine = engine.clone();
-        let cancel = cancel.clone();
-        tokio::spawn(async move { engine.run(cancel.cancelled_owned()).await })
-    };
-    let result = crate::supervise::run_until_signal(run, cancel, config.shutdown_grace).await;
+    let result = crate::supervise::run_engine_until_signal(engine, config.shutdown_grace).await;
     if let Some(r) = replication {
         r.stop().await;
     }
