@@ -190,7 +190,8 @@ fn overlapping_targets_are_refused() {
     let file = |targets: &[String]| targets.concat();
     // (first target, second target, what the error says); the first error's position is
     // checked too.
-    let refused: [((&str, &str), (&str, &str), &str); 5] = [
+    type Target<'a> = (&'a str, &'a str);
+    let refused: [(Target, Target, &str); 5] = [
         (
             ("a", "app = \"my-app\""),
             ("b", "app = \"my-app\""),

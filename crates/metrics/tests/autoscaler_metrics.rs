@@ -34,9 +34,12 @@ fn v(e: &Exposition, name: &str, labels: &[(&str, &str)]) -> f64 {
         .unwrap_or_else(|| panic!("no sample {name}{labels:?} in {:#?}", e.samples))
 }
 
+/// One expected sample: name, labels, value.
+type Sample<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
+
 /// Asserts each sample `(name, labels, value)`, naming the one that differs.
 #[track_caller]
-fn assert_samples(e: &Exposition, samples: &[(&str, &[(&str, &str)], f64)]) {
+fn assert_samples(e: &Exposition, samples: &[Sample]) {
     for (name, labels, want) in samples {
         assert_eq!(v(e, name, labels), *want, "{name}{labels:?}");
     }

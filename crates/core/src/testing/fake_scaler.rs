@@ -538,7 +538,6 @@ impl Scaler for FakeScaler {
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
     use std::task::{Context, Poll, Waker};
 
     use super::*;
