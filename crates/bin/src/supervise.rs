@@ -168,14 +168,17 @@ pub async fn run_until_signal(
     cancel: CancellationToken,
     grace: Duration,
 ) -> Result<()> {
-    let mut signals = Signals::new();
-    let first = signals.next().await;
+    // Both waits read the same signal streams; the first releases them when a signal came.
+    // (Awaiting the first signal before supervising would leave an engine that stopped on its
+    // own unnoticed until a signal arrived.)
+    let signals = Arc::new(tokio::sync::Mutex::new(Signals::new()));
+    let again = signals.clone();
     run_until_shutdown(
         task,
         cancel,
         grace,
-        std::future::ready(first),
-        move || async move { signals.next().await },
+        async move { signals.lock().await.next().await },
+        move || async move { again.lock().await.next().await },
     )
     .await
 }
@@ -195,6 +198,24 @@ mod tests {
         )
         .await
         .unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn an_engine_that_stops_before_any_signal_ends_the_wait_for_signals() {
+        let task =
+            tokio::spawn(async { Err(fleetscale_core::Error::unavailable("injected failure")) });
+        // The timeout only guards against a hang: no signal is ever sent to this process.
+        let ended = tokio::time::timeout(
+            Duration::from_secs(60),
+            run_until_signal(task, CancellationToken::new(), Duration::from_secs(1)),
+        )
+        .await
+        .expect("supervision must end when the engine ends, without waiting for a signal");
+        let e = ended.unwrap_err().to_string();
+        assert!(
+            e.contains("the engine stopped") && e.contains("injected failure"),
+            "{e}"
+        );
     }
 
     #[tokio::test]
