@@ -801,18 +801,24 @@ impl Engine {
                 .policy
                 .record_actions(Instant::now().into_std(), up, down);
             let sent = Instant::now();
-            for o in &outcomes {
-                if let (Action::Create { request, .. }, Some(machine), true) =
-                    (&o.outcome.action, &o.created_machine, o.outcome.ok())
+            let mut executed = Vec::with_capacity(outcomes.len());
+            for o in outcomes {
+                if let (Action::Create { request, .. }, Some(mut machine), true) =
+                    (&o.outcome.action, o.created_machine, o.outcome.ok())
                 {
+                    // A pending machine is only counted, never acted on or cloned (see
+                    // `pending`), so the backend's record of it (a whole decoded machine
+                    // config for Fly) need not be kept until the inventory shows it.
+                    machine.detail = None;
                     state.pending.push(PendingCreate {
-                        machine: machine.clone(),
+                        machine,
                         destination: request.initial_state.destination(),
                         sent,
                     });
                 }
+                executed.push(o.outcome);
             }
-            record.outcomes = outcomes.into_iter().map(|o| o.outcome).collect();
+            record.outcomes = executed;
             record.status = TickStatus::Scaled;
         }
         record.plan = Some(plan);

@@ -26,7 +26,8 @@ pub const DEFAULT_PENDING_CREATE_TIMEOUT: Duration = Duration::from_secs(5 * 60)
 /// A create the engine sent and whose machine the inventory does not show on its way yet.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PendingCreate {
-    /// The machine as `create` returned it.
+    /// The machine as `create` returned it, without its [`Machine::detail`]: a pending
+    /// machine is counted, never acted on, so the backend's record is not kept.
     pub machine: Machine,
     /// Where the create sent it: [`Destination::Started`], [`Destination::Created`] (a
     /// stopped create) or [`Destination::Suspended`].
