@@ -47,6 +47,9 @@ cargo test --workspace --all-features --no-fail-fast
 step "engine_bench --check (API calls per pass, refused creates, heap per app; no timings)"
 cargo run --quiet -p fleetscale-bench --all-features --bin engine_bench -- --check
 
+step "prom_bench --short (queries per pass per-app vs grouped, against the real Prometheus)"
+cargo run --quiet -p fleetscale-metrics --all-features --example prom_bench -- --short
+
 # The workspace build unifies features, which hides a library that uses a tokio or reqwest
 # feature it does not name: each library is checked alone, with none, its default and all of
 # its own features,
