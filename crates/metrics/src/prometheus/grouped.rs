@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fleetscale_core::{expand_vars, MetricSource, Scope};
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
+use reqwest::header::HeaderValue;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -23,7 +23,7 @@ use url::Url;
 
 use super::result::{self, label_set, Ctx, QueryData};
 use super::{default_timeout, matching_close, EmptyResult, QueryMethod, Reading, DEFAULT_TIMEOUT};
-use crate::error::{display_url, truncate, MetricsError};
+use crate::error::{truncate, MetricsError};
 use crate::http::{self, bounded};
 use crate::Token;
 
@@ -380,12 +380,7 @@ impl GroupedPrometheusSource {
         let auth = super::authorization(config.token.as_ref(), &bad)?;
         let client = http::client(config.timeout)
             .map_err(|e| bad(format!("cannot build the HTTP client: {e}")))?;
-        let shown = display_url(&url);
-        let method = match config.method {
-            QueryMethod::Get => "GET",
-            QueryMethod::Post => "POST",
-        };
-        let context = format!("{method} {shown}");
+        let (shown, context) = super::shown_and_context(config.method, &url);
         let empty_is_zero = match config.empty {
             EmptyResult::Zero => true,
             EmptyResult::Error => false,
@@ -499,15 +494,13 @@ impl GroupedPrometheusSource {
                 ("query", config.query.clone()),
                 ("timeout", super::seconds(config.timeout)),
             ];
-            let request = match config.method {
-                QueryMethod::Get => inner.client.get(inner.url.clone()).query(&params),
-                QueryMethod::Post => inner.client.post(inner.url.clone()).form(&params),
-            }
-            .header(ACCEPT, "application/json");
-            let request = match &inner.auth {
-                Some(auth) => request.header(AUTHORIZATION, auth.clone()),
-                None => request,
-            };
+            let request = super::query_request(
+                &inner.client,
+                config.method,
+                &inner.url,
+                &params,
+                inner.auth.as_ref(),
+            );
             let answer = http::send(request, &config.name, &inner.shown).await?;
             let decoded = result::decode(&answer, &ctx)?;
             if !decoded.warnings.is_empty() {

@@ -490,27 +490,18 @@ impl PrometheusSource {
 
     /// The address as shown in errors (no query string, no credentials), and `METHOD address`.
     fn shown_and_context(&self, url: &Url) -> (String, String) {
-        let method = match self.config.method {
-            QueryMethod::Get => "GET",
-            QueryMethod::Post => "POST",
-        };
-        let shown = display_url(url);
-        let context = format!("{method} {shown}");
-        (shown, context)
+        shown_and_context(self.config.method, url)
     }
 
-    /// A request of `params` to `url` by the configured method (a `GET` query string or a
-    /// `POST` form), asking for JSON, with the authorization when one is configured.
+    /// A request of `params` to `url` by the configured method, with the authorization.
     fn request(&self, url: &Url, params: &[(&str, String)]) -> reqwest::RequestBuilder {
-        let request = match self.config.method {
-            QueryMethod::Get => self.client.get(url.clone()).query(params),
-            QueryMethod::Post => self.client.post(url.clone()).form(params),
-        };
-        let request = request.header(ACCEPT, "application/json");
-        match &self.auth {
-            Some(auth) => request.header(AUTHORIZATION, auth.clone()),
-            None => request,
-        }
+        query_request(
+            &self.client,
+            self.config.method,
+            url,
+            params,
+            self.auth.as_ref(),
+        )
     }
 
     fn params(&self, query: &str) -> Vec<(&'static str, String)> {
@@ -534,6 +525,37 @@ impl PrometheusSource {
 }
 
 /// The API base address: an absolute `http`/`https` URL without query string or fragment.
+/// The address as shown in errors (no query string, no credentials), and `METHOD address`.
+fn shown_and_context(method: QueryMethod, url: &Url) -> (String, String) {
+    let method = match method {
+        QueryMethod::Get => "GET",
+        QueryMethod::Post => "POST",
+    };
+    let shown = display_url(url);
+    let context = format!("{method} {shown}");
+    (shown, context)
+}
+
+/// A request of `params` to `url` by `method` (a `GET` query string or a `POST` form), asking
+/// for JSON, with `auth` as `Authorization` when there is one.
+fn query_request(
+    client: &reqwest::Client,
+    method: QueryMethod,
+    url: &Url,
+    params: &[(&str, String)],
+    auth: Option<&HeaderValue>,
+) -> reqwest::RequestBuilder {
+    let request = match method {
+        QueryMethod::Get => client.get(url.clone()).query(params),
+        QueryMethod::Post => client.post(url.clone()).form(params),
+    };
+    let request = request.header(ACCEPT, "application/json");
+    match auth {
+        Some(auth) => request.header(AUTHORIZATION, auth.clone()),
+        None => request,
+    }
+}
+
 fn base_url(address: &str, bad: &dyn Fn(String) -> MetricsError) -> Result<Url, MetricsError> {
     let base = Url::parse(address.trim())
         .map_err(|e| bad(format!("`address` {address:?} is not a URL: {e}")))?;
