@@ -178,14 +178,26 @@ async fn wildcard_scales_every_matching_app_of_the_org() {
     )
     .await;
     assert_eq!(fake.machines("tame").len(), 1, "{}", logs());
-    let apps: std::collections::BTreeSet<String> = proc
-        .json_logs()
-        .iter()
-        .filter(|l| l["msg"] == "reconciling")
-        .filter_map(|l| l["app"].as_str().map(str::to_owned))
-        .collect();
+    let reconciled = || -> std::collections::BTreeSet<String> {
+        proc.json_logs()
+            .iter()
+            .filter(|l| l["msg"] == "reconciling")
+            .filter_map(|l| l["app"].as_str().map(str::to_owned))
+            .collect()
+    };
+    // The log is read on another thread: a line written before the effect seen above may
+    // not have been read yet, so wait for both apps' lines before comparing.
+    eventually(
+        "both wild apps logged as reconciling",
+        || {
+            let apps = reconciled();
+            (apps.contains("wild-1") && apps.contains("wild-2")).then_some(())
+        },
+        &logs,
+    )
+    .await;
     assert_eq!(
-        apps.into_iter().collect::<Vec<_>>(),
+        reconciled().into_iter().collect::<Vec<_>>(),
         vec!["wild-1".to_owned(), "wild-2".to_owned()]
     );
     proc.stop_cleanly("INT");
