@@ -182,26 +182,37 @@ pub struct MachinesClient {
     limiter: std::sync::Arc<Limiter>,
 }
 
+/// Parses an API's base URL (`what` names it in the error): absolute, `http` or `https`, a
+/// trailing `/` dropped so that path segments append cleanly.
+pub(crate) fn parse_base_url(what: &str, raw: &str) -> Result<Url, FlyError> {
+    let url = Url::parse(raw.trim_end_matches('/'))
+        .map_err(|e| FlyError::Config(format!("invalid {what} {raw:?}: {e}")))?;
+    if url.cannot_be_a_base() || !matches!(url.scheme(), "http" | "https") {
+        return Err(FlyError::Config(format!(
+            "invalid {what} {raw:?}: must be http(s)"
+        )));
+    }
+    Ok(url)
+}
+
+/// The HTTP client both Fly APIs use: reqwest's defaults with the configured connect timeout
+/// (each call sets its own overall timeout).
+pub(crate) fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, FlyError> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .build()
+        .map_err(|e| FlyError::Config(format!("cannot build HTTP client: {e}")))
+}
+
 impl MachinesClient {
     /// A client with `token` (may be `None` for unauthenticated fakes) and `config`.
     ///
     /// # Errors
     /// [`FlyError::Config`] for an invalid base URL or a token that cannot be a header value.
     pub fn new(token: Option<Token>, config: ClientConfig) -> Result<Self, FlyError> {
-        let base = Url::parse(config.base_url.trim_end_matches('/')).map_err(|e| {
-            FlyError::Config(format!("invalid base URL {:?}: {e}", config.base_url))
-        })?;
-        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
-            return Err(FlyError::Config(format!(
-                "invalid base URL {:?}: must be http(s)",
-                config.base_url
-            )));
-        }
+        let base = parse_base_url("base URL", &config.base_url)?;
         let auth = crate::token::header_value(token.as_ref(), false)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .build()
-            .map_err(|e| FlyError::Config(format!("cannot build HTTP client: {e}")))?;
+        let http = http_client(config.connect_timeout)?;
         Ok(MachinesClient {
             http,
             base,

@@ -225,27 +225,13 @@ impl FlyGraphql {
     /// # Errors
     /// [`FlyError::Config`] for an invalid base URL or a token that cannot be a header value.
     pub fn new(token: Option<Token>, config: GraphqlConfig) -> Result<Self, FlyError> {
-        let mut url = Url::parse(config.base_url.trim_end_matches('/')).map_err(|e| {
-            FlyError::Config(format!(
-                "invalid GraphQL base URL {:?}: {e}",
-                config.base_url
-            ))
-        })?;
-        if url.cannot_be_a_base() || !matches!(url.scheme(), "http" | "https") {
-            return Err(FlyError::Config(format!(
-                "invalid GraphQL base URL {:?}: must be http(s)",
-                config.base_url
-            )));
-        }
+        let mut url = crate::client::parse_base_url("GraphQL base URL", &config.base_url)?;
         if let Ok(mut segs) = url.path_segments_mut() {
             segs.pop_if_empty();
             segs.push("graphql");
         }
         let auth = crate::token::header_value(token.as_ref(), true)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .build()
-            .map_err(|e| FlyError::Config(format!("cannot build HTTP client: {e}")))?;
+        let http = crate::client::http_client(config.connect_timeout)?;
         Ok(FlyGraphql {
             http,
             url,

@@ -3,13 +3,13 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::Hasher;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
 use super::apps::FakeApp;
 use super::leases::{new_lease, FakeLease};
-use super::{millis, random_hex, ApiErr, ApiResult, FakeFly, Inner};
+use super::{millis, random_hex, ApiErr, ApiResult, Delays, FakeFly, Inner};
 use crate::types::{FlyMachine, FlyState, ImageRef};
 
 #[derive(Clone, Debug)]
@@ -138,37 +138,24 @@ impl FakeFly {
     /// `suspended` or `created` machine goes `starting → started`. Ignores leases, as the
     /// proxy does. Returns whether it started something.
     pub fn proxy_autostart(&self, app: &str, id: &str) -> bool {
-        let mut g = self.lock();
-        g.advance_app(app);
-        let delays = g.config.delays;
-        let now = Instant::now();
-        match g.apps.get_mut(app).and_then(|a| a.machines.get_mut(id)) {
-            Some(m)
-                if matches!(
-                    m.m.state,
-                    FlyState::Stopped | FlyState::Suspended | FlyState::Created
-                ) =>
-            {
-                m.m.state = FlyState::Starting;
-                m.pending = VecDeque::from([(FlyState::Started, now + delays.start)]);
-                push_event(&mut m.m, "start", "started", "proxy");
-                true
-            }
-            _ => false,
-        }
+        use FlyState::{Created, Stopped, Suspended};
+        self.proxy_transition(app, id, &[Stopped, Suspended, Created], Transition::START)
     }
 
     /// Simulates the Fly Proxy autostopping a started machine.
     pub fn proxy_autostop(&self, app: &str, id: &str) -> bool {
+        self.proxy_transition(app, id, &[FlyState::Started], Transition::STOP)
+    }
+
+    /// Begins `t` on machine `id` of `app` (ignoring leases, as the proxy does) if it is in
+    /// one of the states `from`; whether it did.
+    fn proxy_transition(&self, app: &str, id: &str, from: &[FlyState], t: Transition) -> bool {
         let mut g = self.lock();
         g.advance_app(app);
         let delays = g.config.delays;
-        let now = Instant::now();
         match g.apps.get_mut(app).and_then(|a| a.machines.get_mut(id)) {
-            Some(m) if m.m.state == FlyState::Started => {
-                m.m.state = FlyState::Stopping;
-                m.pending = VecDeque::from([(FlyState::Stopped, now + delays.stop)]);
-                push_event(&mut m.m, "exit", "stopped", "proxy");
+            Some(m) if from.contains(&m.m.state) => {
+                t.begin(m, &delays, "proxy");
                 true
             }
             _ => false,
@@ -178,6 +165,49 @@ impl FakeFly {
     /// The next `n` creates fail with `insufficient_capacity`.
     pub fn fail_next_creates(&self, n: u32) {
         self.lock().capacity_failures = n;
+    }
+}
+
+/// A state change the fake plays out over time: into `via` at once, into `to` after its
+/// delay, recorded as a machine event (Fly's `type` and `status`).
+struct Transition {
+    via: FlyState,
+    to: FlyState,
+    delay: fn(&Delays) -> Duration,
+    event: (&'static str, &'static str),
+}
+
+impl Transition {
+    const START: Self = Self {
+        via: FlyState::Starting,
+        to: FlyState::Started,
+        delay: |d| d.start,
+        event: ("start", "started"),
+    };
+    const STOP: Self = Self {
+        via: FlyState::Stopping,
+        to: FlyState::Stopped,
+        delay: |d| d.stop,
+        event: ("exit", "stopped"),
+    };
+    const SUSPEND: Self = Self {
+        via: FlyState::Suspending,
+        to: FlyState::Suspended,
+        delay: |d| d.suspend,
+        event: ("suspend", "suspended"),
+    };
+    const DESTROY: Self = Self {
+        via: FlyState::Destroying,
+        to: FlyState::Destroyed,
+        delay: |d| d.destroy,
+        event: ("destroy", "destroyed"),
+    };
+
+    /// Begins this transition on `m` now, the event coming from `source` (`user`, `proxy`).
+    fn begin(&self, m: &mut FakeMachine, delays: &Delays, source: &str) {
+        m.m.state = self.via.clone();
+        m.pending = VecDeque::from([(self.to.clone(), Instant::now() + (self.delay)(delays))]);
+        push_event(&mut m.m, self.event.0, self.event.1, source);
     }
 }
 
@@ -391,9 +421,7 @@ impl Inner {
         let prev = m.m.state.clone();
         match prev {
             FlyState::Created | FlyState::Stopped | FlyState::Suspended | FlyState::Failed => {
-                m.m.state = FlyState::Starting;
-                m.pending = VecDeque::from([(FlyState::Started, Instant::now() + d.start)]);
-                push_event(&mut m.m, "start", "started", "user");
+                Transition::START.begin(m, &d, "user");
                 Ok((
                     200,
                     json!({ "previous_state": prev.as_str(), "migrated": false, "new_host": "" }),
@@ -409,9 +437,7 @@ impl Inner {
         Self::check_lease(m, nonce)?;
         match m.m.state.clone() {
             FlyState::Started | FlyState::Starting | FlyState::Restarting => {
-                m.m.state = FlyState::Stopping;
-                m.pending = VecDeque::from([(FlyState::Stopped, Instant::now() + d.stop)]);
-                push_event(&mut m.m, "exit", "stopped", "user");
+                Transition::STOP.begin(m, &d, "user");
                 Ok((200, json!({ "ok": true })))
             }
             // Stopping a suspended machine discards its snapshot (Fly docs).
@@ -430,9 +456,7 @@ impl Inner {
         Self::check_lease(m, nonce)?;
         match m.m.state.clone() {
             FlyState::Started => {
-                m.m.state = FlyState::Suspending;
-                m.pending = VecDeque::from([(FlyState::Suspended, Instant::now() + d.suspend)]);
-                push_event(&mut m.m, "suspend", "suspended", "user");
+                Transition::SUSPEND.begin(m, &d, "user");
                 Ok((200, json!({ "ok": true })))
             }
             other => Err(Self::precondition("suspend", &other)),
@@ -469,10 +493,8 @@ impl Inner {
                 ),
             ));
         }
-        m.m.state = FlyState::Destroying;
         m.lease = None;
-        m.pending = VecDeque::from([(FlyState::Destroyed, Instant::now() + d.destroy)]);
-        push_event(&mut m.m, "destroy", "destroyed", "user");
+        Transition::DESTROY.begin(m, &d, "user");
         Ok((200, json!({ "ok": true })))
     }
 
