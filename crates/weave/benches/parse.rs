@@ -7,7 +7,8 @@
 
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use fleetscale_weave::report::Report;
 use fleetscale_weave::status::{parse_ipam, parse_peers, render_ipam_line, IpamPeerState};
 use fleetscale_weave::PeerName;
@@ -132,35 +133,51 @@ fn peers_text(peers: u64) -> String {
     out
 }
 
+/// Benchmarks `parse` on `input` as `name`, after checking that it reads `peers` peers (a
+/// parser that failed or dropped peers would otherwise be timed as fast).
+fn bench_parser<T, E: std::fmt::Debug>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    peers: u64,
+    input: &str,
+    parse: impl Fn(&str) -> Result<T, E>,
+    peers_read: impl Fn(&T) -> usize,
+) {
+    let parsed = parse(input).unwrap_or_else(|e| panic!("{name} parses: {e:?}"));
+    assert_eq!(peers_read(&parsed), peers as usize, "{name}: peers read");
+    group.bench_with_input(BenchmarkId::new(name, peers), input, |b, s| {
+        b.iter(|| parse(black_box(s)))
+    });
+}
+
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("weave_parse");
     for peers in [50u64, 500] {
         group.throughput(Throughput::Elements(peers));
-        let report = report(peers);
-        let decoded: Report = serde_json::from_str(&report).expect("report decodes");
-        assert_eq!(
-            decoded.router.as_ref().map(|r| r.peers.len()),
-            Some(peers as usize)
+        bench_parser(
+            &mut group,
+            "report_json",
+            peers,
+            &report(peers),
+            |s| serde_json::from_str::<Report>(s),
+            |r| r.router.as_ref().map_or(0, |r| r.peers.len()),
         );
-        group.bench_with_input(BenchmarkId::new("report_json", peers), &report, |b, s| {
-            b.iter(|| serde_json::from_str::<Report>(black_box(s)))
-        });
-        let ipam = ipam_text(peers);
-        assert_eq!(
-            parse_ipam(&ipam).expect("ipam parses").len(),
-            peers as usize
+        bench_parser(
+            &mut group,
+            "status_ipam",
+            peers,
+            &ipam_text(peers),
+            parse_ipam,
+            Vec::len,
         );
-        group.bench_with_input(BenchmarkId::new("status_ipam", peers), &ipam, |b, s| {
-            b.iter(|| parse_ipam(black_box(s)))
-        });
-        let text = peers_text(peers);
-        assert_eq!(
-            parse_peers(&text).expect("peers parse").len(),
-            peers as usize
+        bench_parser(
+            &mut group,
+            "status_peers",
+            peers,
+            &peers_text(peers),
+            parse_peers,
+            Vec::len,
         );
-        group.bench_with_input(BenchmarkId::new("status_peers", peers), &text, |b, s| {
-            b.iter(|| parse_peers(black_box(s)))
-        });
     }
     group.finish();
 }

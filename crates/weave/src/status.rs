@@ -104,11 +104,7 @@ const IPAM: &str = "GET /status/ipam";
 /// ```
 pub fn parse_ipam(text: &str) -> Result<Vec<IpamLine>, WeaveError> {
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line_no = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
+    for (line_no, line) in content_lines(text) {
         out.push(parse_ipam_line(line, line_no, out.is_empty())?);
     }
     Ok(out)
@@ -295,11 +291,7 @@ const STATUS: &str = "GET /status";
 pub fn parse_status(text: &str) -> Result<RouterStatus, WeaveError> {
     let mut st = RouterStatus::default();
     let mut current: Option<String> = None;
-    for (i, line) in text.lines().enumerate() {
-        let line_no = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
+    for (line_no, line) in content_lines(text) {
         let (key, value) = line
             .split_once(':')
             .ok_or_else(|| parse_err(STATUS, line_no, line, "expected `Key: value`"))?;
@@ -383,11 +375,7 @@ const PEERS: &str = "GET /status/peers";
 /// connection: `   -> ADDRESS NAME(NICK) established|pending`.
 pub fn parse_peers(text: &str) -> Result<Vec<PeerStatus>, WeaveError> {
     let mut out: Vec<PeerStatus> = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line_no = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
+    for (line_no, line) in content_lines(text) {
         if !line.starts_with(char::is_whitespace) {
             let (peer, nickname) = split_name_nick(line.trim_end(), PEERS, line_no, line)?;
             out.push(PeerStatus {
@@ -472,11 +460,7 @@ const CONN_STATES: [&str; 6] = [
 /// Parses `GET /status/connections`: `DIR ADDRESS(%-21) STATE(%-11) INFO ATTRS`.
 pub fn parse_connections(text: &str) -> Result<Vec<ConnectionStatus>, WeaveError> {
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line_no = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
+    for (line_no, line) in content_lines(text) {
         let mut toks = line.splitn(2, ' ');
         let dir = toks.next().unwrap_or_default();
         let direction = Direction::parse(dir)
@@ -507,6 +491,15 @@ pub fn parse_connections(text: &str) -> Result<Vec<ConnectionStatus>, WeaveError
         });
     }
     Ok(out)
+}
+
+/// The lines of a router's text answer that carry content, each with its 1-based line number
+/// (blank lines are skipped, but still counted, so errors point at the line as printed).
+fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| (i + 1, line))
+        .filter(|(_, line)| !line.trim().is_empty())
 }
 
 #[cfg(test)]
