@@ -19,7 +19,6 @@ use fleetscale_core::testing::FakeScaler;
 use fleetscale_core::{
     Bounds, Counts, CreateRequest, Error, ErrorKind, MachineId, MachineState, Scope, Targets,
 };
-use fleetscale_metrics::harness::exposition::Sample;
 use fleetscale_metrics::harness::{self, Exposition, LoopbackServer, PrometheusServer};
 use fleetscale_metrics::{
     AutoscalerMetrics, PrometheusConfig, PrometheusSource, CONTENT_TYPE as OM,
@@ -35,55 +34,14 @@ fn v(e: &Exposition, name: &str, labels: &[(&str, &str)]) -> f64 {
         .unwrap_or_else(|| panic!("no sample {name}{labels:?} in {:#?}", e.samples))
 }
 
-/// The series of `text`, exposition lines `name{label="value",…} value`; none is a mistake.
-#[track_caller]
-fn expected(text: &str) -> Vec<Sample> {
-    let samples = Exposition::parse(text)
-        .unwrap_or_else(|err| panic!("expected series: {err}"))
-        .samples;
-    assert!(!samples.is_empty(), "no series in {text:?}");
-    samples
-}
+/// One expected sample: name, labels, value.
+type Sample<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
 
-/// The labels of `s` as [`Exposition::value`] takes them.
-fn labels(s: &Sample) -> Vec<(&str, &str)> {
-    s.labels
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect()
-}
-
-/// Asserts each sample written as an exposition line, `name{label="value",…} value`, naming
-/// the one that differs.
+/// Asserts each sample `(name, labels, value)`, naming the one that differs.
 #[track_caller]
-fn assert_samples(e: &Exposition, text: &str) {
-    for s in expected(text) {
-        assert_eq!(
-            v(e, &s.name, &labels(&s)),
-            s.value,
-            "{}{:?}",
-            s.name,
-            s.labels
-        );
-    }
-}
-
-/// Asserts that no series of `text` (lines `name{label="value",…}`) is exposed.
-#[track_caller]
-fn assert_absent(e: &Exposition, text: &str) {
-    let lines: String = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| format!("{} 0\n", l.trim()))
-        .collect();
-    for s in expected(&lines) {
-        assert_eq!(
-            e.value(&s.name, &labels(&s)),
-            None,
-            "{}{:?}",
-            s.name,
-            s.labels
-        );
+fn assert_samples(e: &Exposition, samples: &[Sample]) {
+    for (name, labels, want) in samples {
+        assert_eq!(v(e, name, labels), *want, "{name}{labels:?}");
     }
 }
 
@@ -156,61 +114,108 @@ fn plain_data_renders_exact_names_labels_and_values() {
     }
     assert_samples(
         &e,
-        r#"
-        fas_reconcile_count{status="create"} 2
-        fas_reconcile_count{status="no_scale"} 1
-        fas_reconcile_count{status="destroy"} 0
-        fas_machine_start_count{status="ok"} 1
-        fas_machine_start_count{status="failed"} 1
-        fas_machine_stop_count{status="ok"} 1
-        fas_machine_stop_count{status="failed"} 0
-        "#,
+        &[
+            ("fas_reconcile_count", &[("status", "create")], 2.0),
+            ("fas_reconcile_count", &[("status", "no_scale")], 1.0),
+            ("fas_reconcile_count", &[("status", "destroy")], 0.0),
+            ("fas_machine_start_count", &[("status", "ok")], 1.0),
+            ("fas_machine_start_count", &[("status", "failed")], 1.0),
+            ("fas_machine_stop_count", &[("status", "ok")], 1.0),
+            ("fas_machine_stop_count", &[("status", "failed")], 0.0),
+        ],
     );
 
     // Per-target series.
-    assert_samples(
-        &e,
-        r#"
-        fleetscale_machines{target="web",state="created"} 5
-        fleetscale_machines{target="web",state="started"} 3
-        fleetscale_machines{target="web",state="stopped"} 1
-        fleetscale_machines{target="web",state="suspended"} 0
-        fleetscale_machines{target="web",state="never_started"} 1
-        fleetscale_machines{target="web",state="failed"} 0
-        fleetscale_machines{target="web",state="transitioning"} 1
-        fleetscale_machines{target="web",state="unmanageable"} 0
-        fleetscale_target_machines{target="web",kind="created",bound="min"} 2
-        fleetscale_target_machines{target="web",kind="created",bound="max"} 6
-        fleetscale_target_machines{target="web",kind="started",bound="min"} 3
-        fleetscale_metric_value{target="web",metric="queue_depth"} 42.5
-        fleetscale_machine_actions_total{target="web",action="start",status="ok"} 1
-        fleetscale_machine_actions_total{target="web",action="start",status="failed"} 1
-        fleetscale_machine_actions_total{target="web",action="stop",status="ok"} 1
-        fleetscale_machine_actions_total{target="web",action="create",status="ok"} 1
-        "#,
+    let machines = |state| {
+        v(
+            &e,
+            "fleetscale_machines",
+            &[("target", "web"), ("state", state)],
+        )
+    };
+    assert_eq!(
+        [
+            machines("created"),
+            machines("started"),
+            machines("stopped"),
+            machines("suspended"),
+            machines("never_started"),
+            machines("failed"),
+            machines("transitioning"),
+            machines("unmanageable"),
+        ],
+        [5.0, 3.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
     );
-    // An unbounded side has no series; an action never taken neither.
-    assert_absent(
-        &e,
-        r#"
-        fleetscale_target_machines{target="web",kind="started",bound="max"}
-        fleetscale_machine_actions_total{target="web",action="destroy",status="ok"}
-        "#,
+    let bound = |kind, bound| {
+        e.value(
+            "fleetscale_target_machines",
+            &[("target", "web"), ("kind", kind), ("bound", bound)],
+        )
+    };
+    assert_eq!(bound("created", "min"), Some(2.0));
+    assert_eq!(bound("created", "max"), Some(6.0));
+    assert_eq!(bound("started", "min"), Some(3.0));
+    assert_eq!(
+        bound("started", "max"),
+        None,
+        "an unbounded side has no series"
     );
+    assert_eq!(
+        v(
+            &e,
+            "fleetscale_metric_value",
+            &[("target", "web"), ("metric", "queue_depth")]
+        ),
+        42.5
+    );
+    let action = |a, s| {
+        e.value(
+            "fleetscale_machine_actions_total",
+            &[("target", "web"), ("action", a), ("status", s)],
+        )
+    };
+    assert_eq!(action("start", "ok"), Some(1.0));
+    assert_eq!(action("start", "failed"), Some(1.0));
+    assert_eq!(action("stop", "ok"), Some(1.0));
+    assert_eq!(action("create", "ok"), Some(1.0));
+    assert_eq!(action("destroy", "ok"), None);
     assert_eq!(
         e.family("fleetscale_machine_actions").unwrap().kind,
         "counter"
     );
-    // The failed tick did not move the last success.
     assert_samples(
         &e,
-        r#"
-        fleetscale_errors_total{target="web",kind="rate_limited"} 2
-        fleetscale_ticks_total{target="web",status="scaled"} 1
-        fleetscale_ticks_total{target="web",status="failed"} 1
-        fleetscale_member_reclaims_total{target="web",status="ok"} 1
-        fleetscale_last_success_timestamp_seconds{target="web"} 1700000000
-        "#,
+        &[
+            (
+                "fleetscale_errors_total",
+                &[("target", "web"), ("kind", "rate_limited")],
+                2.0,
+            ),
+            (
+                "fleetscale_ticks_total",
+                &[("target", "web"), ("status", "scaled")],
+                1.0,
+            ),
+            (
+                "fleetscale_ticks_total",
+                &[("target", "web"), ("status", "failed")],
+                1.0,
+            ),
+            (
+                "fleetscale_member_reclaims_total",
+                &[("target", "web"), ("status", "ok")],
+                1.0,
+            ),
+        ],
+    );
+    // The failed tick did not move the last success.
+    assert_eq!(
+        v(
+            &e,
+            "fleetscale_last_success_timestamp_seconds",
+            &[("target", "web")]
+        ),
+        1_700_000_000.0
     );
     // Histogram: two observations, 0.3 s and 0.02 s.
     assert_eq!(
@@ -221,12 +226,28 @@ fn plain_data_renders_exact_names_labels_and_values() {
     assert!((v(&e, "fleetscale_tick_duration_seconds_sum", &[]) - 0.32).abs() < 1e-9);
     assert_samples(
         &e,
-        r#"
-        fleetscale_tick_duration_seconds_bucket{le="0.01"} 0
-        fleetscale_tick_duration_seconds_bucket{le="0.025"} 1
-        fleetscale_tick_duration_seconds_bucket{le="0.5"} 2
-        fleetscale_tick_duration_seconds_bucket{le="+Inf"} 2
-        "#,
+        &[
+            (
+                "fleetscale_tick_duration_seconds_bucket",
+                &[("le", "0.01")],
+                0.0,
+            ),
+            (
+                "fleetscale_tick_duration_seconds_bucket",
+                &[("le", "0.025")],
+                1.0,
+            ),
+            (
+                "fleetscale_tick_duration_seconds_bucket",
+                &[("le", "0.5")],
+                2.0,
+            ),
+            (
+                "fleetscale_tick_duration_seconds_bucket",
+                &[("le", "+Inf")],
+                2.0,
+            ),
+        ],
     );
 
     // Exactly these sample names, nothing else.
@@ -370,34 +391,85 @@ fn decision_records_map_onto_the_series() {
     let e = parse(&m);
     assert_samples(
         &e,
-        r#"
-        fas_reconcile_count{status="start"} 1
-        fas_reconcile_count{status="destroy"} 1
-        fas_reconcile_count{status="create"} 1
-        fas_reconcile_count{status="no_scale"} 2
-        fas_reconcile_count{status="stop"} 0
-        fas_machine_start_count{status="ok"} 1
-        fas_machine_start_count{status="failed"} 1
-        fleetscale_machines{target="api",state="stopped"} 3
-        fleetscale_metric_value{target="api",metric="load"} 7
-        fleetscale_errors_total{target="api",kind="timeout"} 1
-        fleetscale_errors_total{target="api",kind="capacity"} 1
-        fleetscale_errors_total{target="api",kind="unavailable"} 1
-        fleetscale_errors_total{target="worker",kind="not_found"} 1
-        fleetscale_machine_actions_total{target="worker",action="destroy",status="failed"} 1
-        fleetscale_member_reclaims_total{target="api",status="failed"} 1
-        fleetscale_ticks_total{target="api",status="failed"} 1
-        fleetscale_ticks_total{target="deploying",status="paused"} 1
-        "#,
+        &[
+            ("fas_reconcile_count", &[("status", "start")], 1.0),
+            ("fas_reconcile_count", &[("status", "destroy")], 1.0),
+            ("fas_reconcile_count", &[("status", "create")], 1.0),
+            ("fas_reconcile_count", &[("status", "no_scale")], 2.0),
+            ("fas_reconcile_count", &[("status", "stop")], 0.0),
+            ("fas_machine_start_count", &[("status", "ok")], 1.0),
+            ("fas_machine_start_count", &[("status", "failed")], 1.0),
+            (
+                "fleetscale_machines",
+                &[("target", "api"), ("state", "stopped")],
+                3.0,
+            ),
+            (
+                "fleetscale_metric_value",
+                &[("target", "api"), ("metric", "load")],
+                7.0,
+            ),
+        ],
     );
-    // The failed read has no value; api never had a clean tick (a metric and an action
-    // failed); worker did.
-    assert_absent(
+    assert_eq!(
+        e.value(
+            "fleetscale_metric_value",
+            &[("target", "api"), ("metric", "queue")]
+        ),
+        None
+    );
+    for (target, kind, n) in [
+        ("api", "timeout", 1.0),
+        ("api", "capacity", 1.0),
+        ("api", "unavailable", 1.0),
+        ("worker", "not_found", 1.0),
+    ] {
+        assert_eq!(
+            v(
+                &e,
+                "fleetscale_errors_total",
+                &[("target", target), ("kind", kind)]
+            ),
+            n,
+            "{target} {kind}"
+        );
+    }
+    assert_samples(
         &e,
-        r#"
-        fleetscale_metric_value{target="api",metric="queue"}
-        fleetscale_last_success_timestamp_seconds{target="api"}
-        "#,
+        &[
+            (
+                "fleetscale_machine_actions_total",
+                &[
+                    ("target", "worker"),
+                    ("action", "destroy"),
+                    ("status", "failed"),
+                ],
+                1.0,
+            ),
+            (
+                "fleetscale_member_reclaims_total",
+                &[("target", "api"), ("status", "failed")],
+                1.0,
+            ),
+            (
+                "fleetscale_ticks_total",
+                &[("target", "api"), ("status", "failed")],
+                1.0,
+            ),
+            (
+                "fleetscale_ticks_total",
+                &[("target", "deploying"), ("status", "paused")],
+                1.0,
+            ),
+        ],
+    );
+    // api never had a clean tick (a metric and an action failed); worker did.
+    assert_eq!(
+        e.value(
+            "fleetscale_last_success_timestamp_seconds",
+            &[("target", "api")]
+        ),
+        None
     );
     let worker = v(
         &e,
@@ -457,21 +529,47 @@ async fn a_running_engine_exposes_its_decisions_on_metrics() {
     assert_eq!(Counts::of(&scaler.machines()).created, 3);
 
     let e = parse(&metrics);
-    // Machine counts are the inventory the tick started from.
     assert_samples(
         &e,
-        r#"
-        fas_reconcile_count{status="create"} 1
-        fas_reconcile_count{status="no_scale"} 0
-        fleetscale_machine_actions_total{target="web",action="create",status="ok"} 2
-        fleetscale_metric_value{target="web",metric="queue_depth"} 3
-        fleetscale_machines{target="web",state="created"} 1
-        fleetscale_target_machines{target="web",kind="created",bound="min"} 3
-        fleetscale_target_machines{target="web",kind="created",bound="max"} 3
-        fleetscale_target_machines{target="web",kind="started",bound="min"} 3
-        fleetscale_target_machines{target="web",kind="started",bound="max"} 3
-        "#,
+        &[
+            ("fas_reconcile_count", &[("status", "create")], 1.0),
+            ("fas_reconcile_count", &[("status", "no_scale")], 0.0),
+            (
+                "fleetscale_machine_actions_total",
+                &[("target", "web"), ("action", "create"), ("status", "ok")],
+                2.0,
+            ),
+            (
+                "fleetscale_metric_value",
+                &[("target", "web"), ("metric", "queue_depth")],
+                3.0,
+            ),
+        ],
     );
+    // Counts are the inventory the tick started from.
+    assert_eq!(
+        v(
+            &e,
+            "fleetscale_machines",
+            &[("target", "web"), ("state", "created")]
+        ),
+        1.0
+    );
+    for (kind, bound) in [
+        ("created", "min"),
+        ("created", "max"),
+        ("started", "min"),
+        ("started", "max"),
+    ] {
+        assert_eq!(
+            v(
+                &e,
+                "fleetscale_target_machines",
+                &[("target", "web"), ("kind", kind), ("bound", bound)]
+            ),
+            3.0
+        );
+    }
     let first_success = v(
         &e,
         "fleetscale_last_success_timestamp_seconds",
@@ -509,16 +607,32 @@ async fn a_running_engine_exposes_its_decisions_on_metrics() {
     let e = parse(&metrics);
     assert_samples(
         &e,
-        r#"
-        fas_reconcile_count{status="no_scale"} 2
-        fleetscale_errors_total{target="web",kind="metric"} 1
-        fleetscale_ticks_total{target="web",status="scaled"} 1
-        fleetscale_tick_duration_seconds_count 3
-        "#,
+        &[
+            ("fas_reconcile_count", &[("status", "no_scale")], 2.0),
+            (
+                "fleetscale_errors_total",
+                &[("target", "web"), ("kind", "metric")],
+                1.0,
+            ),
+        ],
     );
-    assert_absent(
+    assert_eq!(
+        e.value(
+            "fleetscale_metric_value",
+            &[("target", "web"), ("metric", "queue_depth")]
+        ),
+        None
+    );
+    assert_samples(
         &e,
-        r#"fleetscale_metric_value{target="web",metric="queue_depth"}"#,
+        &[
+            (
+                "fleetscale_ticks_total",
+                &[("target", "web"), ("status", "scaled")],
+                1.0,
+            ),
+            ("fleetscale_tick_duration_seconds_count", &[], 3.0),
+        ],
     );
 
     // A real Prometheus scrapes the page and stores fly-autoscaler's exact series names.
