@@ -9,8 +9,8 @@ use fleetscale_metrics::{
     Aggregation, EmptyResult, MetricsError, PrometheusConfig, PrometheusSource, QueryMethod,
     RangeQuery, WindowAggregation,
 };
-use tokio_util::sync::CancellationToken;
 
+mod cancel;
 mod common;
 use common::{lab, publish, publish_apps};
 
@@ -185,12 +185,7 @@ async fn a_slow_server_times_out_and_a_query_can_be_cancelled() {
 
     // Cancellation: a generous timeout, cancelled from outside.
     let patient = build(cfg.with_timeout(Duration::from_secs(120)));
-    let token = CancellationToken::new();
-    let canceller = token.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        canceller.cancel();
-    });
+    let token = cancel::fired_after(Duration::from_millis(200));
     let err = patient
         .read_with_cancel(&Scope::new("slow"), &token)
         .await

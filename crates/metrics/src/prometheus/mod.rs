@@ -668,26 +668,24 @@ mod tests {
 
     #[test]
     fn fly_tokens_go_verbatim_others_as_bearer() {
-        let fly = PrometheusSource::new(
-            PrometheusConfig::new("m", "http://h", "up").with_token("FlyV1 fm2_abc,fo1_def"),
-        )
-        .unwrap();
-        assert_eq!(
-            fly.auth.as_ref().unwrap().to_str().unwrap(),
-            "FlyV1 fm2_abc,fo1_def"
-        );
-        let bearer =
-            PrometheusSource::new(PrometheusConfig::new("m", "http://h", "up").with_token("abc"))
-                .unwrap();
-        assert_eq!(
-            bearer.auth.as_ref().unwrap().to_str().unwrap(),
-            "Bearer abc"
-        );
-        let none =
-            PrometheusSource::new(PrometheusConfig::new("m", "http://h", "up").with_token(""))
-                .unwrap();
-        assert!(none.auth.is_none());
-        assert!(!format!("{fly:?}").contains("fm2_abc"));
+        // Token, the `Authorization` sent, a secret part that `Debug` must not show.
+        for (token, header, secret) in [
+            (
+                "FlyV1 fm2_abc,fo1_def",
+                Some("FlyV1 fm2_abc,fo1_def"),
+                "fm2_abc",
+            ),
+            ("abc", Some("Bearer abc"), "abc"),
+            ("", None, ""),
+        ] {
+            let cfg = PrometheusConfig::new("m", "http://h", "up").with_token(token);
+            let s = PrometheusSource::new(cfg).unwrap();
+            let sent = s.auth.as_ref().map(|a| a.to_str().unwrap());
+            assert_eq!(sent, header, "{token:?}");
+            if !secret.is_empty() {
+                assert!(!format!("{s:?}").contains(secret), "{token:?}");
+            }
+        }
     }
 
     #[test]
