@@ -11,6 +11,9 @@ use fleetscale_metrics::harness::{TemporalDevServer, TestPki, TlsProxy};
 use fleetscale_metrics::{TemporalConfig, TemporalSource};
 use tokio::sync::OnceCell;
 
+mod mentions;
+use mentions::assert_mentions;
+
 const NS: &str = "fleetscale";
 
 static SERVER: OnceCell<TemporalDevServer> = OnceCell::const_new();
@@ -97,10 +100,9 @@ async fn the_real_servers_errors_have_the_classes_the_fake_mimics() {
     let missing = source(t.host_port(), "no-such-namespace", "");
     let e = missing.read(&Scope::new("a")).await.unwrap_err();
     let text = e.to_string();
-    assert!(text.contains("NOT_FOUND"), "{text}");
-    assert!(
-        text.contains("namespace \"no-such-namespace\" not found"),
-        "details decoded: {text}"
+    assert_mentions(
+        &text,
+        &["NOT_FOUND", "namespace \"no-such-namespace\" not found"],
     );
     let core: Error = e.into();
     assert!(core.is_not_found(), "{core:?}");
