@@ -99,9 +99,8 @@ async fn the_real_servers_errors_have_the_classes_the_fake_mimics() {
     let t = server().await;
     let missing = source(t.host_port(), "no-such-namespace", "");
     let e = missing.read(&Scope::new("a")).await.unwrap_err();
-    let text = e.to_string();
     assert_mentions(
-        &text,
+        &e,
         &["NOT_FOUND", "namespace \"no-such-namespace\" not found"],
     );
     let core: Error = e.into();
