@@ -199,121 +199,49 @@ struct Seen {
     error_kinds: BTreeSet<String>,
 }
 
-#[derive(Clone, Debug)]
-struct Families {
-    reconcile: Family<StatusLabel, U64Gauge>,
-    machine_start: Family<StatusLabel, U64Gauge>,
-    machine_stop: Family<StatusLabel, U64Gauge>,
-    machines: Family<MachinesLabels, Gauge>,
-    target_machines: Family<BoundLabels, Gauge>,
-    metric_value: Family<MetricLabels, F64Gauge>,
-    actions: Family<ActionLabels, Counter>,
-    errors: Family<KindLabels, Counter>,
-    ticks: Family<TargetStatusLabels, Counter>,
-    reclaims: Family<TargetStatusLabels, Counter>,
-    tick_duration: Histogram,
-    last_success: Family<TargetLabel, F64Gauge>,
-    replicas: Family<ReplicaLabel, Gauge>,
-    acting: Family<ReplicaLabel, Gauge>,
-    owned_targets: Family<ReplicaLabel, Gauge>,
-    target_owned: Family<TargetLabel, Gauge>,
-    ownership_changes: Family<ChangeLabel, Counter>,
-    store_requests: Family<OpLabel, Counter>,
+/// Declares `Families` from one row per metric family: its field, its type and first value,
+/// its exposition name and its help text; `Families::new` makes them, `Families::register`
+/// registers each under its name.
+macro_rules! families {
+    ($($field:ident: $ty:ty = $init:expr, $name:literal, $help:literal;)*) => {
+        #[derive(Clone, Debug)]
+        struct Families {
+            $($field: $ty,)*
+        }
+
+        impl Families {
+            fn new() -> Self {
+                Families {
+                    $($field: $init,)*
+                }
+            }
+
+            fn register(&self, r: &mut Registry) {
+                $(r.register($name, $help, self.$field.clone());)*
+            }
+        }
+    };
 }
 
-impl Families {
-    fn register(&self, r: &mut Registry) {
-        r.register(
-            "fas_reconcile_count",
-            "Reconciles by outcome, as fly-autoscaler counts them (one per tick; a monotonic counter exposed as a gauge to keep fly-autoscaler's exact name).",
-            self.reconcile.clone(),
-        );
-        r.register(
-            "fas_machine_start_count",
-            "Machine starts by status (monotonic counter exposed as a gauge to keep fly-autoscaler's exact name).",
-            self.machine_start.clone(),
-        );
-        r.register(
-            "fas_machine_stop_count",
-            "Machine stops by status (monotonic counter exposed as a gauge to keep fly-autoscaler's exact name).",
-            self.machine_stop.clone(),
-        );
-        r.register(
-            "fleetscale_machines",
-            "Machines of a target by state, as of the last inventory read.",
-            self.machines.clone(),
-        );
-        r.register(
-            "fleetscale_target_machines",
-            "The bounds the policy set for a target at the last tick (absent when unbounded).",
-            self.target_machines.clone(),
-        );
-        r.register(
-            "fleetscale_metric_value",
-            "The last value read from each metric source of a target (absent after a failed read).",
-            self.metric_value.clone(),
-        );
-        r.register(
-            "fleetscale_machine_actions",
-            "Machine actions executed, by kind and status.",
-            self.actions.clone(),
-        );
-        r.register(
-            "fleetscale_errors",
-            "Errors by class: metric reads, backend calls and failed ticks.",
-            self.errors.clone(),
-        );
-        r.register(
-            "fleetscale_ticks",
-            "Ticks by how they ended.",
-            self.ticks.clone(),
-        );
-        r.register(
-            "fleetscale_member_reclaims",
-            "Cluster members reclaimed, by status.",
-            self.reclaims.clone(),
-        );
-        r.register(
-            "fleetscale_tick_duration_seconds",
-            "Duration of one tick of one target.",
-            self.tick_duration.clone(),
-        );
-        r.register(
-            "fleetscale_last_success_timestamp_seconds",
-            "Unix time at which the last successful tick of a target ended.",
-            self.last_success.clone(),
-        );
-        r.register(
-            "fleetscale_coordination_replicas",
-            "Live replicas seen at the last pass.",
-            self.replicas.clone(),
-        );
-        r.register(
-            "fleetscale_coordination_acting",
-            "1 while this replica may act (its lease is confirmed), 0 while it acts on nothing.",
-            self.acting.clone(),
-        );
-        r.register(
-            "fleetscale_coordination_owned_targets",
-            "Targets this replica owns.",
-            self.owned_targets.clone(),
-        );
-        r.register(
-            "fleetscale_coordination_target_owned",
-            "1 for each target this replica owns.",
-            self.target_owned.clone(),
-        );
-        r.register(
-            "fleetscale_coordination_ownership_changes",
-            "Targets taken over (gained) and given up or lost (lost) by this replica.",
-            self.ownership_changes.clone(),
-        );
-        r.register(
-            "fleetscale_coordination_store_requests",
-            "Requests to the coordination store (etcd) by kind.",
-            self.store_requests.clone(),
-        );
-    }
+families! {
+    reconcile: Family<StatusLabel, U64Gauge> = Family::default(), "fas_reconcile_count", "Reconciles by outcome, as fly-autoscaler counts them (one per tick; a monotonic counter exposed as a gauge to keep fly-autoscaler's exact name).";
+    machine_start: Family<StatusLabel, U64Gauge> = Family::default(), "fas_machine_start_count", "Machine starts by status (monotonic counter exposed as a gauge to keep fly-autoscaler's exact name).";
+    machine_stop: Family<StatusLabel, U64Gauge> = Family::default(), "fas_machine_stop_count", "Machine stops by status (monotonic counter exposed as a gauge to keep fly-autoscaler's exact name).";
+    machines: Family<MachinesLabels, Gauge> = Family::default(), "fleetscale_machines", "Machines of a target by state, as of the last inventory read.";
+    target_machines: Family<BoundLabels, Gauge> = Family::default(), "fleetscale_target_machines", "The bounds the policy set for a target at the last tick (absent when unbounded).";
+    metric_value: Family<MetricLabels, F64Gauge> = Family::default(), "fleetscale_metric_value", "The last value read from each metric source of a target (absent after a failed read).";
+    actions: Family<ActionLabels, Counter> = Family::default(), "fleetscale_machine_actions", "Machine actions executed, by kind and status.";
+    errors: Family<KindLabels, Counter> = Family::default(), "fleetscale_errors", "Errors by class: metric reads, backend calls and failed ticks.";
+    ticks: Family<TargetStatusLabels, Counter> = Family::default(), "fleetscale_ticks", "Ticks by how they ended.";
+    reclaims: Family<TargetStatusLabels, Counter> = Family::default(), "fleetscale_member_reclaims", "Cluster members reclaimed, by status.";
+    tick_duration: Histogram = Histogram::new(TICK_BUCKETS), "fleetscale_tick_duration_seconds", "Duration of one tick of one target.";
+    last_success: Family<TargetLabel, F64Gauge> = Family::default(), "fleetscale_last_success_timestamp_seconds", "Unix time at which the last successful tick of a target ended.";
+    replicas: Family<ReplicaLabel, Gauge> = Family::default(), "fleetscale_coordination_replicas", "Live replicas seen at the last pass.";
+    acting: Family<ReplicaLabel, Gauge> = Family::default(), "fleetscale_coordination_acting", "1 while this replica may act (its lease is confirmed), 0 while it acts on nothing.";
+    owned_targets: Family<ReplicaLabel, Gauge> = Family::default(), "fleetscale_coordination_owned_targets", "Targets this replica owns.";
+    target_owned: Family<TargetLabel, Gauge> = Family::default(), "fleetscale_coordination_target_owned", "1 for each target this replica owns.";
+    ownership_changes: Family<ChangeLabel, Counter> = Family::default(), "fleetscale_coordination_ownership_changes", "Targets taken over (gained) and given up or lost (lost) by this replica.";
+    store_requests: Family<OpLabel, Counter> = Family::default(), "fleetscale_coordination_store_requests", "Requests to the coordination store (etcd) by kind.";
 }
 
 /// The autoscaler's own metrics (see the [module docs](self) for every series).
@@ -354,26 +282,7 @@ impl AutoscalerMetrics {
     /// A new set of metrics with its own registry. The `fas_*` series exist from the start with
     /// value 0 for every status, as fly-autoscaler exposes them.
     pub fn new() -> Self {
-        let families = Families {
-            reconcile: Family::default(),
-            machine_start: Family::default(),
-            machine_stop: Family::default(),
-            machines: Family::default(),
-            target_machines: Family::default(),
-            metric_value: Family::default(),
-            actions: Family::default(),
-            errors: Family::default(),
-            ticks: Family::default(),
-            reclaims: Family::default(),
-            tick_duration: Histogram::new(TICK_BUCKETS),
-            last_success: Family::default(),
-            replicas: Family::default(),
-            acting: Family::default(),
-            owned_targets: Family::default(),
-            target_owned: Family::default(),
-            ownership_changes: Family::default(),
-            store_requests: Family::default(),
-        };
+        let families = Families::new();
         for status in RECONCILE_STATUSES {
             let _ = families.reconcile.get_or_create(&StatusLabel { status });
         }

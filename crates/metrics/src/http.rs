@@ -151,10 +151,15 @@ pub(crate) fn describe_transport(e: &reqwest::Error) -> String {
 }
 
 /// The HTTP client every source builds: rustls, no proxy surprises beyond reqwest's defaults,
-/// a connect timeout no longer than the query timeout.
-pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+/// a connect timeout no longer than the query timeout. A client that cannot be built is a
+/// configuration error made by `bad`.
+pub(crate) fn client(
+    timeout: Duration,
+    bad: &dyn Fn(String) -> MetricsError,
+) -> Result<reqwest::Client, MetricsError> {
     reqwest::Client::builder()
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .user_agent(concat!("fleetscale-metrics/", env!("CARGO_PKG_VERSION")))
         .build()
+        .map_err(|e| bad(format!("cannot build the HTTP client: {e}")))
 }

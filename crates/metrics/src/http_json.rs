@@ -68,19 +68,14 @@ impl HttpJsonConfig {
             expand_env: false,
         }
     }
-
-    /// Sets the bearer token.
-    pub fn with_token(mut self, token: impl Into<Token>) -> Self {
-        self.token = Some(token.into());
-        self
-    }
-
-    /// Sets the timeout.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
 }
+
+setters! { HttpJsonConfig {
+    /// Sets the bearer token.
+    with_token(token: impl Into<Token>) = Some(token.into());
+    /// Sets the timeout.
+    with_timeout(timeout: Duration) = timeout;
+}}
 
 /// A [`MetricSource`] that `GET`s a URL and picks a number out of the JSON answer.
 ///
@@ -108,11 +103,7 @@ impl HttpJsonSource {
     /// empty nor starts with `/`, a zero timeout, a token unusable as a header, or a URL that is
     /// not http(s) once expanded with a sample scope.
     pub fn new(config: HttpJsonConfig) -> Result<Self, MetricsError> {
-        let bad = |message: String| MetricsError::Config {
-            metric: config.name.clone(),
-            message,
-        };
-        crate::check_name(&config.name).map_err(|m| bad(m.to_owned()))?;
+        let bad = crate::config_errors(&config.name)?;
         if !(config.pointer.is_empty() || config.pointer.starts_with('/')) {
             return Err(bad(format!(
                 "`pointer` {:?} must be empty or start with `/` (RFC 6901)",
@@ -133,8 +124,7 @@ impl HttpJsonSource {
             }
             _ => None,
         };
-        let client = http::client(config.timeout)
-            .map_err(|e| bad(format!("cannot build the HTTP client: {e}")))?;
+        let client = http::client(config.timeout, &bad)?;
         Ok(HttpJsonSource {
             config,
             client,

@@ -46,6 +46,22 @@
 //! loopback port with a generated configuration scraping a test exporter. The tests fail (they
 //! never skip) when the binary is missing: run `scripts/install-test-deps.sh`.
 
+/// Builder setters of a configuration struct, each with its own doc: `name(field: Type) = value;`
+/// makes `pub fn name(mut self, field: Type) -> Self`, which sets `field` to `value`.
+macro_rules! setters {
+    ($config:ty { $($(#[$attr:meta])* $name:ident($field:ident: $ty:ty) = $value:expr;)* }) => {
+        impl $config {
+            $(
+                $(#[$attr])*
+                pub fn $name(mut self, $field: $ty) -> Self {
+                    self.$field = $value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
 pub mod autoscaler;
 mod config;
 mod constant;
@@ -72,10 +88,24 @@ pub use fleetscale_core::Token;
 pub use http_json::{HttpJsonConfig, HttpJsonSource};
 pub use prometheus::{
     is_total_grouped_by, is_total_without_grouping, Aggregation, EmptyResult,
-    GroupedPrometheusConfig, GroupedPrometheusSource, History, PrometheusConfig, PrometheusSource,
-    QueryMethod, RangeQuery, Reading, WindowAggregation,
+    GroupedPrometheusConfig, GroupedPrometheusSource, History, HistoryRange, PrometheusConfig,
+    PrometheusSource, QueryMethod, RangeQuery, Reading, WindowAggregation,
 };
 pub use temporal::{TemporalConfig, TemporalSource};
+
+/// The first check of every source's configuration: refuses a `name` that cannot be an
+/// expression variable ([`check_name`]), then gives the maker of the [`MetricsError::Config`]
+/// errors that name this source, for the checks that follow.
+pub(crate) fn config_errors(
+    name: &str,
+) -> Result<impl Fn(String) -> MetricsError + Copy + '_, MetricsError> {
+    let bad = move |message: String| MetricsError::Config {
+        metric: name.to_owned(),
+        message,
+    };
+    check_name(name).map_err(|m| bad(m.to_owned()))?;
+    Ok(bad)
+}
 
 /// Checks that a metric name can be an expression variable: `[A-Za-z_][A-Za-z0-9_]*`.
 pub(crate) fn check_name(name: &str) -> Result<(), &'static str> {

@@ -19,12 +19,8 @@ use fleetscale_metrics::{
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-async fn lab() -> &'static Lab {
-    match harness::shared_lab().await {
-        Ok(lab) => lab,
-        Err(e) => panic!("{e}"),
-    }
-}
+mod common;
+use common::{lab, publish, publish_apps};
 
 /// A proxy in front of the lab's Prometheus that counts the `/api/v1/query` requests it
 /// forwards and can hold each one for a while.
@@ -195,11 +191,7 @@ async fn one_request_serves_every_target_with_its_own_value() {
 #[tokio::test]
 async fn a_missing_app_follows_the_empty_result_policy_as_a_per_app_query_would() {
     let lab = lab().await;
-    lab.exporter.set("g2_reqs", &[("app", "busy")], 5.0);
-    lab.prometheus
-        .wait_for_values("g2_reqs", &["5"])
-        .await
-        .unwrap();
+    publish_apps(lab, "g2_reqs", &[("busy", 5.0)]).await;
     let proxy = CountingProxy::start(lab, Duration::ZERO);
     let idle = Scope::new("idle");
     let cases = [
@@ -273,12 +265,7 @@ async fn a_missing_app_follows_the_empty_result_policy_as_a_per_app_query_would(
 #[tokio::test]
 async fn a_failed_or_unusable_answer_fails_every_target() {
     let lab = lab().await;
-    lab.exporter.set("g3_up", &[("app", "a")], 1.0);
-    lab.exporter.set("g3_up", &[("app", "b")], 2.0);
-    lab.prometheus
-        .wait_for_values("g3_up", &["1", "2"])
-        .await
-        .unwrap();
+    publish_apps(lab, "g3_up", &[("a", 1.0), ("b", 2.0)]).await;
     let proxy = CountingProxy::start(lab, Duration::ZERO);
     let apps = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
     let long = Duration::from_secs(3600);
@@ -337,17 +324,18 @@ async fn a_failed_or_unusable_answer_fails_every_target() {
 #[tokio::test]
 async fn duplicates_and_non_numbers_fail_only_their_own_target() {
     let lab = lab().await;
-    lab.exporter
-        .set("g4_conns", &[("app", "dup"), ("instance", "i-1")], 1.0);
-    lab.exporter
-        .set("g4_conns", &[("app", "dup"), ("instance", "i-2")], 2.0);
-    lab.exporter.set("g4_conns", &[("app", "single")], 7.0);
-    lab.exporter.set("g4_conns", &[("app", "nan")], f64::NAN);
-    lab.exporter.set("g4_conns", &[("region", "ord")], 3.0);
-    lab.prometheus
-        .wait_for_values("g4_conns", &["1", "2", "7", "NaN", "3"])
-        .await
-        .unwrap();
+    publish(
+        lab,
+        "g4_conns",
+        &[
+            (&[("app", "dup"), ("instance", "i-1")], 1.0),
+            (&[("app", "dup"), ("instance", "i-2")], 2.0),
+            (&[("app", "single")], 7.0),
+            (&[("app", "nan")], f64::NAN),
+            (&[("region", "ord")], 3.0),
+        ],
+    )
+    .await;
     let proxy = CountingProxy::start(lab, Duration::ZERO);
     // No aggregation: several series per app are possible, and must not be silently picked.
     let src = grouped(GroupedPrometheusConfig::new(
@@ -380,11 +368,7 @@ async fn duplicates_and_non_numbers_fail_only_their_own_target() {
 #[tokio::test]
 async fn an_answer_is_reused_within_max_age_and_never_after_it() {
     let lab = lab().await;
-    lab.exporter.set("g5_depth", &[("app", "q")], 1.0);
-    lab.prometheus
-        .wait_for_values("g5_depth", &["1"])
-        .await
-        .unwrap();
+    publish_apps(lab, "g5_depth", &[("q", 1.0)]).await;
     let proxy = CountingProxy::start(lab, Duration::ZERO);
     let query = "sum by (app) (g5_depth)";
     let long = grouped(
@@ -401,11 +385,7 @@ async fn an_answer_is_reused_within_max_age_and_never_after_it() {
     assert_eq!(proxy.queries(), 2);
 
     // The value changes at the server.
-    lab.exporter.set("g5_depth", &[("app", "q")], 2.0);
-    lab.prometheus
-        .wait_for_values("g5_depth", &["2"])
-        .await
-        .unwrap();
+    publish_apps(lab, "g5_depth", &[("q", 2.0)]).await;
     // Within its max age the answer (and its old value) is reused: no request.
     assert_eq!(long.collect(&q).await.unwrap(), 1.0);
     assert_eq!(long.requests_sent(), 1);
@@ -422,13 +402,7 @@ async fn an_answer_is_reused_within_max_age_and_never_after_it() {
 #[tokio::test]
 async fn concurrent_reads_share_one_request_in_flight_and_cancel_alone() {
     let lab = lab().await;
-    for (app, v) in [("x", 10.0), ("y", 20.0)] {
-        lab.exporter.set("g6_busy", &[("app", app)], v);
-    }
-    lab.prometheus
-        .wait_for_values("g6_busy", &["10", "20"])
-        .await
-        .unwrap();
+    publish_apps(lab, "g6_busy", &[("x", 10.0), ("y", 20.0)]).await;
     // Each request is held 300 ms; the max age is far shorter, so only single flight (not
     // the cache) can make the readers share.
     let proxy = CountingProxy::start(lab, Duration::from_millis(300));

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fleetscale_core::Scope;
 use fleetscale_metrics::harness::{openmetrics_gauge, PrometheusServer};
 use fleetscale_metrics::{
-    Aggregation, EmptyResult, MetricsError, PrometheusConfig, PrometheusSource,
+    Aggregation, EmptyResult, History, HistoryRange, MetricsError, PrometheusConfig,
+    PrometheusSource, SourceConfig,
 };
 
 /// 2026-01-05T00:00:00Z.
@@ -15,6 +16,22 @@ const DAY: i64 = 1_767_571_200;
 
 fn at(s: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(s as u64)
+}
+
+/// Every `step_s` seconds from `from` to `to` (Unix seconds).
+fn range(from: i64, to: i64, step_s: u64) -> HistoryRange {
+    HistoryRange::new(at(from), at(to), Duration::from_secs(step_s))
+}
+
+/// `source`'s history for app `a` from `from` to `to` (Unix seconds), every 15 s.
+async fn config_history(
+    source: &SourceConfig,
+    from: i64,
+    to: i64,
+) -> Result<History, MetricsError> {
+    source
+        .history(&Scope::new("a"), at(from), at(to), Duration::from_secs(15))
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,12 +69,7 @@ async fn history_reads_past_samples_per_target_with_aggregation_and_gaps() {
     // `$APP_NAME` is expanded per target; the sum is evaluated by Prometheus at each step.
     let sum = source("sum(hist_load{app='$APP_NAME'})");
     let h = sum
-        .history(
-            &Scope::new("alpha"),
-            at(DAY),
-            at(DAY + 4 * 3600 - 15),
-            Duration::from_secs(15),
-        )
+        .history(&Scope::new("alpha"), &range(DAY, DAY + 4 * 3600 - 15, 15))
         .await
         .unwrap();
     assert_eq!(h.timestamps.len(), n as usize);
@@ -68,12 +80,7 @@ async fn history_reads_past_samples_per_target_with_aggregation_and_gaps() {
     // Several series at a step: an error without an aggregation, combined with one.
     let raw = source("hist_load{app='$APP_NAME'}");
     let e = raw
-        .history(
-            &Scope::new("alpha"),
-            at(DAY),
-            at(DAY + 60),
-            Duration::from_secs(15),
-        )
+        .history(&Scope::new("alpha"), &range(DAY, DAY + 60, 15))
         .await
         .unwrap_err();
     assert!(
@@ -86,12 +93,7 @@ async fn history_reads_past_samples_per_target_with_aggregation_and_gaps() {
     )
     .unwrap();
     let h = max
-        .history(
-            &Scope::new("alpha"),
-            at(DAY + 60),
-            at(DAY + 120),
-            Duration::from_secs(30),
-        )
+        .history(&Scope::new("alpha"), &range(DAY + 60, DAY + 120, 30))
         .await
         .unwrap();
     assert_eq!(h.values, vec![Some(1000.0); 3]);
@@ -100,12 +102,7 @@ async fn history_reads_past_samples_per_target_with_aggregation_and_gaps() {
     let gap = source("hist_beta{app='$APP_NAME'}");
     let from = DAY + 15 * 90;
     let h = gap
-        .history(
-            &Scope::new("beta"),
-            at(from),
-            at(from + 15 * 70),
-            Duration::from_secs(15),
-        )
+        .history(&Scope::new("beta"), &range(from, from + 15 * 70, 15))
         .await
         .unwrap();
     let missing = h.values.iter().filter(|v| v.is_none()).count();
@@ -119,12 +116,7 @@ async fn history_reads_past_samples_per_target_with_aggregation_and_gaps() {
     )
     .unwrap();
     let h = zero
-        .history(
-            &Scope::new("beta"),
-            at(from),
-            at(from + 15 * 70),
-            Duration::from_secs(15),
-        )
+        .history(&Scope::new("beta"), &range(from, from + 15 * 70, 15))
         .await
         .unwrap();
     assert!(h.values.iter().all(Option::is_some));
@@ -132,12 +124,7 @@ async fn history_reads_past_samples_per_target_with_aggregation_and_gaps() {
     // By default (`auto`) a count of no series is 0, as a live read says.
     let count = source("count(hist_beta{app='$APP_NAME'})");
     let h = count
-        .history(
-            &Scope::new("beta"),
-            at(from),
-            at(from + 15 * 70),
-            Duration::from_secs(15),
-        )
+        .history(&Scope::new("beta"), &range(from, from + 15 * 70, 15))
         .await
         .unwrap();
     assert_eq!(h.values.iter().filter(|v| **v == Some(0.0)).count(), 20);
@@ -145,12 +132,7 @@ async fn history_reads_past_samples_per_target_with_aggregation_and_gaps() {
 
     // A long range is read in chunks of at most 10,000 steps: 4 h at 1 s is 14,401 steps.
     let h = sum
-        .history(
-            &Scope::new("alpha"),
-            at(DAY),
-            at(DAY + 4 * 3600),
-            Duration::from_secs(1),
-        )
+        .history(&Scope::new("alpha"), &range(DAY, DAY + 4 * 3600, 1))
         .await
         .unwrap();
     assert_eq!(h.timestamps.len(), 14_401);
@@ -164,18 +146,10 @@ async fn history_reads_past_samples_per_target_with_aggregation_and_gaps() {
 
 #[tokio::test]
 async fn constants_repeat_and_sources_without_a_past_are_named() {
-    use fleetscale_metrics::{SourceConfig, TemporalConfig};
+    use fleetscale_metrics::TemporalConfig;
     let constant: SourceConfig =
         toml::from_str("type = \"constant\"\nname = \"spare\"\nvalue = 2").unwrap();
-    let h = constant
-        .history(
-            &Scope::new("a"),
-            at(DAY),
-            at(DAY + 60),
-            Duration::from_secs(15),
-        )
-        .await
-        .unwrap();
+    let h = config_history(&constant, DAY, DAY + 60).await.unwrap();
     assert_eq!(h.timestamps.len(), 5);
     assert_eq!(h.values, vec![Some(2.0); 5]);
     let temporal = SourceConfig::Temporal(TemporalConfig::new(
@@ -183,13 +157,7 @@ async fn constants_repeat_and_sources_without_a_past_are_named() {
         "127.0.0.1:7233",
         "default",
     ));
-    let e = temporal
-        .history(
-            &Scope::new("a"),
-            at(DAY),
-            at(DAY + 60),
-            Duration::from_secs(15),
-        )
+    let e = config_history(&temporal, DAY, DAY + 60)
         .await
         .unwrap_err()
         .to_string();
@@ -197,13 +165,7 @@ async fn constants_repeat_and_sources_without_a_past_are_named() {
         e.contains("cannot be read over the past") && e.contains("workflows"),
         "{e}"
     );
-    let e = constant
-        .history(
-            &Scope::new("a"),
-            at(DAY + 60),
-            at(DAY),
-            Duration::from_secs(15),
-        )
+    let e = config_history(&constant, DAY + 60, DAY)
         .await
         .unwrap_err()
         .to_string();

@@ -9,14 +9,10 @@ use fleetscale_metrics::{
     Aggregation, EmptyResult, MetricsError, PrometheusConfig, PrometheusSource, QueryMethod,
     RangeQuery, WindowAggregation,
 };
-use tokio_util::sync::CancellationToken;
 
-async fn lab() -> &'static Lab {
-    match harness::shared_lab().await {
-        Ok(lab) => lab,
-        Err(e) => panic!("{e}"),
-    }
-}
+mod cancel;
+mod common;
+use common::{lab, publish, publish_apps};
 
 fn source(lab: &Lab, name: &str, query: &str) -> PrometheusConfig {
     PrometheusConfig::new(name, lab.prometheus.url(), query)
@@ -29,21 +25,13 @@ fn build(cfg: PrometheusConfig) -> PrometheusSource {
 #[tokio::test]
 async fn a_gauge_set_by_the_exporter_is_read_back() {
     let lab = lab().await;
-    lab.exporter.set("t1_queue_depth", &[("app", "solo")], 7.0);
-    lab.prometheus
-        .wait_for_values("t1_queue_depth", &["7"])
-        .await
-        .unwrap();
+    publish_apps(lab, "t1_queue_depth", &[("solo", 7.0)]).await;
     let get = build(source(lab, "queue_depth", "t1_queue_depth"));
     assert_eq!(get.name(), "queue_depth");
     assert_eq!(get.collect(&Scope::new("solo")).await.unwrap(), 7.0);
 
     // A change is seen after the next scrape, via GET and POST alike.
-    lab.exporter.set("t1_queue_depth", &[("app", "solo")], 9.25);
-    lab.prometheus
-        .wait_for_values("t1_queue_depth", &["9.25"])
-        .await
-        .unwrap();
+    publish_apps(lab, "t1_queue_depth", &[("solo", 9.25)]).await;
     assert_eq!(get.collect(&Scope::new("solo")).await.unwrap(), 9.25);
     let post = build(source(lab, "queue_depth", "t1_queue_depth").with_method(QueryMethod::Post));
     let reading = post.read(&Scope::new("solo")).await.unwrap();
@@ -62,12 +50,7 @@ async fn a_gauge_set_by_the_exporter_is_read_back() {
 #[tokio::test]
 async fn app_name_selects_the_series_of_each_target() {
     let lab = lab().await;
-    lab.exporter.set("t2_load", &[("app", "alpha")], 3.0);
-    lab.exporter.set("t2_load", &[("app", "beta")], 11.0);
-    lab.prometheus
-        .wait_for_values("t2_load", &["3", "11"])
-        .await
-        .unwrap();
+    publish_apps(lab, "t2_load", &[("alpha", 3.0), ("beta", 11.0)]).await;
     // The same source serves both targets; expansion happens at query time.
     let plain = build(source(lab, "load", "t2_load{app=\"$APP_NAME\"}"));
     let braced = build(source(lab, "load", "sum(t2_load{app='${APP_NAME}'})"));
@@ -111,14 +94,12 @@ async fn empty_result_is_an_error_by_default_and_zero_when_configured() {
 #[tokio::test]
 async fn several_series_are_named_in_the_error_or_aggregated() {
     let lab = lab().await;
-    for (instance, v) in [("i-1", 1.0), ("i-2", 2.0), ("i-3", 4.0)] {
-        lab.exporter
-            .set("t4_conns", &[("app", "multi"), ("instance", instance)], v);
-    }
-    lab.prometheus
-        .wait_for_values("t4_conns", &["1", "2", "4"])
-        .await
-        .unwrap();
+    let series: [(&[(&str, &str)], f64); 3] = [
+        (&[("app", "multi"), ("instance", "i-1")], 1.0),
+        (&[("app", "multi"), ("instance", "i-2")], 2.0),
+        (&[("app", "multi"), ("instance", "i-3")], 4.0),
+    ];
+    publish(lab, "t4_conns", &series).await;
     let query = "t4_conns{app=\"$APP_NAME\"}";
     let err = build(source(lab, "conns", query))
         .read(&Scope::new("multi"))
@@ -148,13 +129,12 @@ async fn several_series_are_named_in_the_error_or_aggregated() {
 #[tokio::test]
 async fn nan_and_infinity_from_the_exporter_are_errors() {
     let lab = lab().await;
-    lab.exporter.set("t5_ratio", &[("app", "nan")], f64::NAN);
-    lab.exporter
-        .set("t5_ratio", &[("app", "inf")], f64::INFINITY);
-    lab.prometheus
-        .wait_for_values("t5_ratio", &["NaN", "+Inf"])
-        .await
-        .unwrap();
+    publish_apps(
+        lab,
+        "t5_ratio",
+        &[("nan", f64::NAN), ("inf", f64::INFINITY)],
+    )
+    .await;
     let src = build(source(lab, "ratio", "t5_ratio{app=\"$APP_NAME\"}"));
     for (app, shown) in [("nan", "NaN"), ("inf", "+Inf")] {
         match src.read(&Scope::new(app)).await {
@@ -183,11 +163,7 @@ async fn an_unreachable_server_is_unavailable() {
 #[tokio::test]
 async fn a_slow_server_times_out_and_a_query_can_be_cancelled() {
     let lab = lab().await;
-    lab.exporter.set("t7_slow", &[("app", "slow")], 1.0);
-    lab.prometheus
-        .wait_for_values("t7_slow", &["1"])
-        .await
-        .unwrap();
+    publish_apps(lab, "t7_slow", &[("slow", 1.0)]).await;
     let proxy =
         start_proxy(ProxyOptions::new(lab.prometheus.addr()).delay(Duration::from_secs(30)))
             .unwrap();
@@ -209,17 +185,10 @@ async fn a_slow_server_times_out_and_a_query_can_be_cancelled() {
 
     // Cancellation: a generous timeout, cancelled from outside.
     let patient = build(cfg.with_timeout(Duration::from_secs(120)));
-    let token = CancellationToken::new();
-    let canceller = token.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        canceller.cancel();
-    });
-    let err = patient
-        .read_with_cancel(&Scope::new("slow"), &token)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, MetricsError::Cancelled { .. }), "{err}");
+    let err = cancel::cancelled_read(Duration::from_millis(200), async |token| {
+        patient.read_with_cancel(&Scope::new("slow"), token).await
+    })
+    .await;
     assert!(matches!(Error::from(err), Error::Cancelled));
 
     // The same proxy without delay answers: the timeout was the delay's doing.
@@ -233,11 +202,7 @@ async fn a_slow_server_times_out_and_a_query_can_be_cancelled() {
 #[tokio::test]
 async fn tokens_are_sent_like_flys_client_and_a_bad_one_is_unauthorized() {
     let lab = lab().await;
-    lab.exporter.set("t8_secure", &[("app", "sec")], 5.0);
-    lab.prometheus
-        .wait_for_values("t8_secure", &["5"])
-        .await
-        .unwrap();
+    publish_apps(lab, "t8_secure", &[("sec", 5.0)]).await;
 
     let bearer = start_proxy(
         ProxyOptions::new(lab.prometheus.addr()).require_authorization("Bearer good-token"),
@@ -294,11 +259,7 @@ async fn a_prometheus_error_body_is_reported_with_its_type() {
     assert_eq!(Error::from(err).kind(), "invalid_request");
 
     // An instant query that returns a range vector is explained.
-    lab.exporter.set("t9_level", &[("app", "m")], 2.0);
-    lab.prometheus
-        .wait_for_values("t9_level", &["2"])
-        .await
-        .unwrap();
+    publish_apps(lab, "t9_level", &[("m", 2.0)]).await;
     let err = build(source(lab, "m", "t9_level[1m]"))
         .read(&Scope::new("m"))
         .await
@@ -318,16 +279,8 @@ async fn a_prometheus_error_body_is_reported_with_its_type() {
 #[tokio::test]
 async fn a_range_query_aggregates_over_the_window() {
     let lab = lab().await;
-    lab.exporter.set("t10_level", &[("app", "ranged")], 1.0);
-    lab.prometheus
-        .wait_for_values("t10_level", &["1"])
-        .await
-        .unwrap();
-    lab.exporter.set("t10_level", &[("app", "ranged")], 3.0);
-    lab.prometheus
-        .wait_for_values("t10_level", &["3"])
-        .await
-        .unwrap();
+    publish_apps(lab, "t10_level", &[("ranged", 1.0)]).await;
+    publish_apps(lab, "t10_level", &[("ranged", 3.0)]).await;
     let base = source(lab, "level", "t10_level{app=\"$APP_NAME\"}");
     let range = |over| RangeQuery {
         window: Duration::from_secs(600),
@@ -383,15 +336,12 @@ async fn a_dropped_server_is_stopped_and_its_directory_removed() {
 #[tokio::test]
 async fn an_empty_count_or_sum_is_zero_and_other_empty_results_stay_errors() {
     let lab = lab().await;
-    lab.exporter.set(
+    publish(
+        lab,
         "t12_fly_instance_up",
-        &[("app", "day"), ("instance", "m1")],
-        1.0,
-    );
-    lab.prometheus
-        .wait_for_values("t12_fly_instance_up", &["1"])
-        .await
-        .unwrap();
+        &[(&[("app", "day"), ("instance", "m1")], 1.0)],
+    )
+    .await;
     let blueprint = build(source(
         lab,
         "running_machines",
@@ -437,11 +387,7 @@ async fn an_empty_count_or_sum_is_zero_and_other_empty_results_stay_errors() {
         Err(MetricsError::Empty { .. })
     ));
     // NaN inside a count is still an error, not 0.
-    lab.exporter.set("t12_ratio", &[("app", "nan")], f64::NAN);
-    lab.prometheus
-        .wait_for_values("t12_ratio", &["NaN"])
-        .await
-        .unwrap();
+    publish_apps(lab, "t12_ratio", &[("nan", f64::NAN)]).await;
     let nan = build(source(lab, "ratio", "sum(t12_ratio{app='$APP_NAME'})"));
     assert!(matches!(
         nan.read(&Scope::new("nan")).await,

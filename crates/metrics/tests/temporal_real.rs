@@ -6,10 +6,13 @@
 
 use std::time::Duration;
 
-use fleetscale_core::{Error, MetricSource, Scope};
+use fleetscale_core::{Error, ErrorKind, MetricSource, Scope};
 use fleetscale_metrics::harness::{TemporalDevServer, TestPki, TlsProxy};
 use fleetscale_metrics::{TemporalConfig, TemporalSource};
 use tokio::sync::OnceCell;
+
+mod mentions;
+use mentions::assert_mentions;
 
 const NS: &str = "fleetscale";
 
@@ -94,23 +97,27 @@ async fn counts_match_the_official_cli() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_servers_errors_have_the_classes_the_fake_mimics() {
     let t = server().await;
-    let missing = source(t.host_port(), "no-such-namespace", "");
-    let e = missing.read(&Scope::new("a")).await.unwrap_err();
-    let text = e.to_string();
-    assert!(text.contains("NOT_FOUND"), "{text}");
-    assert!(
-        text.contains("namespace \"no-such-namespace\" not found"),
-        "details decoded: {text}"
-    );
-    let core: Error = e.into();
-    assert!(core.is_not_found(), "{core:?}");
-
-    let bad_query = source(t.host_port(), NS, "CustomerTier = 'gold'");
-    let e = bad_query.read(&Scope::new("a")).await.unwrap_err();
-    let text = e.to_string();
-    assert!(text.contains("INVALID_ARGUMENT"), "{text}");
-    let core: Error = e.into();
-    assert!(matches!(core, Error::InvalidRequest { .. }), "{core:?}");
+    // Namespace, query; what the error says, its class.
+    let cases: [(&str, &str, &[&str], ErrorKind); 2] = [
+        (
+            "no-such-namespace",
+            "",
+            &["NOT_FOUND", "namespace \"no-such-namespace\" not found"],
+            ErrorKind::NotFound,
+        ),
+        (
+            NS,
+            "CustomerTier = 'gold'",
+            &["INVALID_ARGUMENT"],
+            ErrorKind::InvalidRequest,
+        ),
+    ];
+    for (namespace, query, says, kind) in cases {
+        let s = source(t.host_port(), namespace, query);
+        let e = s.read(&Scope::new("a")).await.unwrap_err();
+        assert_mentions(&e, says);
+        assert_eq!(Error::from(e).kind(), kind, "{namespace} {query}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

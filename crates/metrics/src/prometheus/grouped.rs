@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::result::{self, label_set, Ctx, QueryData};
-use super::{default_timeout, matching_close, EmptyResult, QueryMethod, Reading, DEFAULT_TIMEOUT};
+use super::{default_timeout, matching_close, EmptyResult, QueryMethod, Reading};
 use crate::error::{truncate, MetricsError};
 use crate::http::{self, bounded};
 use crate::Token;
@@ -107,16 +107,27 @@ impl GroupedPrometheusConfig {
         address: impl Into<String>,
         query: impl Into<String>,
     ) -> Self {
+        // The settings a per-target source also has default as there.
+        let super::PrometheusConfig {
+            name,
+            address,
+            query,
+            token,
+            timeout,
+            empty,
+            method,
+            ..
+        } = super::PrometheusConfig::new(name, address, query);
         GroupedPrometheusConfig {
-            name: name.into(),
-            address: address.into(),
-            query: query.into(),
+            name,
+            address,
+            query,
             label: default_label(),
             scope_var: default_scope_var(),
-            token: None,
-            timeout: DEFAULT_TIMEOUT,
-            empty: EmptyResult::Auto,
-            method: QueryMethod::Get,
+            token,
+            timeout,
+            empty,
+            method,
             max_age: DEFAULT_MAX_AGE,
         }
     }
@@ -128,37 +139,20 @@ impl GroupedPrometheusConfig {
         self.scope_var = scope_var.into();
         self
     }
-
-    /// Sets the API token.
-    pub fn with_token(mut self, token: impl Into<Token>) -> Self {
-        self.token = Some(token.into());
-        self
-    }
-
-    /// Sets the deadline of the shared query.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Sets what a missing label value means.
-    pub fn with_empty(mut self, empty: EmptyResult) -> Self {
-        self.empty = empty;
-        self
-    }
-
-    /// Sets the HTTP method.
-    pub fn with_method(mut self, method: QueryMethod) -> Self {
-        self.method = method;
-        self
-    }
-
-    /// Sets how long one answer serves later reads.
-    pub fn with_max_age(mut self, max_age: Duration) -> Self {
-        self.max_age = max_age;
-        self
-    }
 }
+
+setters! { GroupedPrometheusConfig {
+    /// Sets the API token.
+    with_token(token: impl Into<Token>) = Some(token.into());
+    /// Sets the deadline of the shared query.
+    with_timeout(timeout: Duration) = timeout;
+    /// Sets what a missing label value means.
+    with_empty(empty: EmptyResult) = empty;
+    /// Sets the HTTP method.
+    with_method(method: QueryMethod) = method;
+    /// Sets how long one answer serves later reads.
+    with_max_age(max_age: Duration) = max_age;
+}}
 
 /// Whether a grouped PromQL query's outermost operation is a `sum` or `count` grouped by
 /// `label` alone (`sum by (app) (…)` or `count(…) by (app)`): then a label value missing from
@@ -340,14 +334,7 @@ impl GroupedPrometheusSource {
     /// for a query using a scope variable, an empty label or scope variable, or a zero
     /// `max_age`.
     pub fn new(config: GroupedPrometheusConfig) -> Result<Self, MetricsError> {
-        let bad = |message: String| MetricsError::Config {
-            metric: config.name.clone(),
-            message,
-        };
-        crate::check_name(&config.name).map_err(|m| bad(m.to_owned()))?;
-        if config.query.trim().is_empty() {
-            return Err(bad("`query` is empty".to_owned()));
-        }
+        let bad = super::config_errors(&config.name, &config.query)?;
         let scope_vars = std::cell::RefCell::new(Vec::new());
         expand_vars(&config.query, |name| {
             if matches!(name, "APP_NAME" | "TARGET" | "GROUP") || name == config.scope_var {
@@ -375,11 +362,9 @@ impl GroupedPrometheusSource {
                     .to_owned(),
             ));
         }
-        let base = super::base_url(&config.address, &bad)?;
+        let super::Endpoint { base, auth, client } =
+            super::endpoint(&config.address, config.token.as_ref(), config.timeout, &bad)?;
         let url = super::join_url(&base, "api/v1/query", &bad)?;
-        let auth = super::authorization(config.token.as_ref(), &bad)?;
-        let client = http::client(config.timeout)
-            .map_err(|e| bad(format!("cannot build the HTTP client: {e}")))?;
         let (shown, context) = super::shown_and_context(config.method, &url);
         let empty_is_zero = match config.empty {
             EmptyResult::Zero => true,

@@ -27,6 +27,24 @@ pub struct History {
     pub warnings: Vec<String>,
 }
 
+/// The times a history is read at: every `step` from `start` up to `end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryRange {
+    /// The first evaluation time.
+    pub start: SystemTime,
+    /// The last time an evaluation may fall on (included when a step lands on it).
+    pub end: SystemTime,
+    /// The time between two evaluations: at least 1 ms.
+    pub step: Duration,
+}
+
+impl HistoryRange {
+    /// Every `step` from `start` up to `end`.
+    pub fn new(start: SystemTime, end: SystemTime, step: Duration) -> Self {
+        HistoryRange { start, end, step }
+    }
+}
+
 fn unix_ms(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_millis() as i64,
@@ -48,18 +66,13 @@ fn combine(values: &[f64], aggregate: Option<Aggregation>) -> Option<f64> {
 }
 
 /// The evaluation times `start + k × step` up to `end`, Unix milliseconds.
-fn grid(
-    metric: &str,
-    start: SystemTime,
-    end: SystemTime,
-    step: Duration,
-) -> Result<Vec<i64>, MetricsError> {
+fn grid(metric: &str, range: &HistoryRange) -> Result<Vec<i64>, MetricsError> {
     let bad = |message: &str| MetricsError::Config {
         metric: metric.to_owned(),
         message: message.to_owned(),
     };
-    let (start, end) = (unix_ms(start), unix_ms(end));
-    let step_ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX);
+    let (start, end) = (unix_ms(range.start), unix_ms(range.end));
+    let step_ms = i64::try_from(range.step.as_millis()).unwrap_or(i64::MAX);
     if step_ms <= 0 {
         return Err(bad("the history step must be at least 1 ms"));
     }
@@ -85,14 +98,11 @@ impl SourceConfig {
         end: SystemTime,
         step: Duration,
     ) -> Result<History, MetricsError> {
+        let range = HistoryRange::new(start, end, step);
         match self {
-            SourceConfig::Prometheus(c) => {
-                PrometheusSource::new(c.clone())?
-                    .history(scope, start, end, step)
-                    .await
-            }
+            SourceConfig::Prometheus(c) => PrometheusSource::new(c.clone())?.history(scope, &range).await,
             SourceConfig::Constant(c) => {
-                let timestamps = grid(&c.name, start, end, step)?;
+                let timestamps = grid(&c.name, &range)?;
                 Ok(History {
                     values: vec![Some(c.value); timestamps.len()],
                     timestamps,
@@ -115,8 +125,7 @@ impl SourceConfig {
 }
 
 impl PrometheusSource {
-    /// The query for `scope` at every `step` from `start` to `end`
-    /// (`/api/v1/query_range`), as the live source would have read it at each of those
+    /// The query for `scope` at every time of `range` (`/api/v1/query_range`), as the live source would have read it at each of those
     /// times: `$APP_NAME` and the scope variables expanded, the same address, token, method
     /// and per-request timeout; at each time, several series combine with the configured
     /// [`Aggregation`], and no series gives 0 where a live read would (see [`EmptyResult`]),
@@ -129,16 +138,14 @@ impl PrometheusSource {
     /// # Errors
     /// The errors of [`PrometheusSource::read`] (unreachable server, HTTP and Prometheus
     /// errors, timeouts, undecodable answers); [`MetricsError::Config`] for a zero step or
-    /// an `end` before `start`; [`MetricsError::MultipleSeries`] when several series answer
+    /// an end before the start; [`MetricsError::MultipleSeries`] when several series answer
     /// at one time and no aggregation is configured; a result that is not a range vector.
     pub async fn history(
         &self,
         scope: &Scope,
-        start: SystemTime,
-        end: SystemTime,
-        step: Duration,
+        range: &HistoryRange,
     ) -> Result<History, MetricsError> {
-        let timestamps = grid(&self.config.name, start, end, step)?;
+        let timestamps = grid(&self.config.name, range)?;
         let query = self.expanded_query(scope);
         // As for a live read: no series is 0 for `count(…)`/`sum(…)` under `Auto`.
         let empty_is_zero = match self.config.empty {
@@ -150,7 +157,7 @@ impl PrometheusSource {
         let mut warnings = Vec::new();
         for chunk in timestamps.chunks(MAX_POINTS_PER_QUERY) {
             let (from, to) = (chunk[0], chunk[chunk.len() - 1]);
-            let (series, w) = self.range_chunk(&query, from, to, step).await?;
+            let (series, w) = self.range_chunk(&query, from, to, range.step).await?;
             warnings.extend(w);
             for (labels, samples) in series {
                 for (ts, v) in samples {

@@ -8,7 +8,7 @@ mod result;
 pub use grouped::{
     is_total_grouped_by, GroupedPrometheusConfig, GroupedPrometheusSource, DEFAULT_MAX_AGE,
 };
-pub use history::{History, MAX_POINTS_PER_QUERY};
+pub use history::{History, HistoryRange, MAX_POINTS_PER_QUERY};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -282,49 +282,24 @@ impl PrometheusConfig {
             expand_env: false,
         }
     }
-
-    /// Sets [`PrometheusConfig::token`], sent as `Authorization` on every query.
-    pub fn with_token(mut self, token: impl Into<Token>) -> Self {
-        self.token = Some(token.into());
-        self
-    }
-
-    /// Sets the per-query timeout.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Sets what an empty result means.
-    pub fn with_empty(mut self, empty: EmptyResult) -> Self {
-        self.empty = empty;
-        self
-    }
-
-    /// Combines several series with `aggregate`.
-    pub fn with_aggregate(mut self, aggregate: Aggregation) -> Self {
-        self.aggregate = Some(aggregate);
-        self
-    }
-
-    /// Makes it a range query.
-    pub fn with_range(mut self, range: RangeQuery) -> Self {
-        self.range = Some(range);
-        self
-    }
-
-    /// Sets the HTTP method.
-    pub fn with_method(mut self, method: QueryMethod) -> Self {
-        self.method = method;
-        self
-    }
-
-    /// Turns environment expansion on or off.
-    pub fn with_expand_env(mut self, on: bool) -> Self {
-        self.expand_env = on;
-        self
-    }
 }
+
+setters! { PrometheusConfig {
+    /// Sets [`PrometheusConfig::token`], sent as `Authorization` on every query.
+    with_token(token: impl Into<Token>) = Some(token.into());
+    /// Sets the per-query timeout.
+    with_timeout(timeout: Duration) = timeout;
+    /// Sets what an empty result means.
+    with_empty(empty: EmptyResult) = empty;
+    /// Combines several series with `aggregate`.
+    with_aggregate(aggregate: Aggregation) = Some(aggregate);
+    /// Makes it a range query.
+    with_range(range: RangeQuery) = Some(range);
+    /// Sets the HTTP method.
+    with_method(method: QueryMethod) = method;
+    /// Turns environment expansion on or off.
+    with_expand_env(expand_env: bool) = expand_env;
+}}
 
 /// One reading with its details, from [`PrometheusSource::read`].
 #[derive(Clone, Debug, PartialEq)]
@@ -377,14 +352,7 @@ impl PrometheusSource {
     /// that is not an absolute `http`/`https` URL (or has a query string), a zero timeout, a
     /// zero range window or step, or a token that cannot be an HTTP header.
     pub fn new(config: PrometheusConfig) -> Result<Self, MetricsError> {
-        let bad = |message: String| MetricsError::Config {
-            metric: config.name.clone(),
-            message,
-        };
-        crate::check_name(&config.name).map_err(|m| bad(m.to_owned()))?;
-        if config.query.trim().is_empty() {
-            return Err(bad("`query` is empty".to_owned()));
-        }
+        let bad = config_errors(&config.name, &config.query)?;
         if config.timeout.is_zero() {
             return Err(bad("`timeout` must be greater than zero".to_owned()));
         }
@@ -395,17 +363,13 @@ impl PrometheusSource {
                 ));
             }
         }
-        let base = base_url(&config.address, &bad)?;
-        let query_url = join_url(&base, "api/v1/query", &bad)?;
-        let range_url = join_url(&base, "api/v1/query_range", &bad)?;
-        let auth = authorization(config.token.as_ref(), &bad)?;
-        let client = http::client(config.timeout)
-            .map_err(|e| bad(format!("cannot build the HTTP client: {e}")))?;
+        let Endpoint { base, auth, client } =
+            endpoint(&config.address, config.token.as_ref(), config.timeout, &bad)?;
         Ok(PrometheusSource {
+            query_url: join_url(&base, "api/v1/query", &bad)?,
+            range_url: join_url(&base, "api/v1/query_range", &bad)?,
             config,
             client,
-            query_url,
-            range_url,
             auth,
         })
     }
@@ -524,7 +488,45 @@ impl PrometheusSource {
     }
 }
 
-/// The API base address: an absolute `http`/`https` URL without query string or fragment.
+/// The first checks of a Prometheus source's configuration: its `name` ([`crate::check_name`])
+/// and a non-empty `query`; then the maker of the [`MetricsError::Config`] errors naming it.
+fn config_errors<'a>(
+    name: &'a str,
+    query: &str,
+) -> Result<impl Fn(String) -> MetricsError + Copy + 'a, MetricsError> {
+    let bad = crate::config_errors(name)?;
+    if query.trim().is_empty() {
+        return Err(bad("`query` is empty".to_owned()));
+    }
+    Ok(bad)
+}
+
+/// What a Prometheus source sends its queries with, built from its configuration.
+struct Endpoint {
+    /// The API base address, for [`join_url`].
+    base: Url,
+    /// The `Authorization` header of the token, if any.
+    auth: Option<HeaderValue>,
+    /// The HTTP client, its connect timeout within the query timeout.
+    client: reqwest::Client,
+}
+
+/// Checks `address` and `token` (in this order) and builds the client: the last checks of a
+/// Prometheus source's configuration. (The API URLs are joined after these: a base that
+/// [`base_url`] accepts always takes a path.)
+fn endpoint(
+    address: &str,
+    token: Option<&Token>,
+    timeout: Duration,
+    bad: &dyn Fn(String) -> MetricsError,
+) -> Result<Endpoint, MetricsError> {
+    Ok(Endpoint {
+        base: base_url(address, bad)?,
+        auth: authorization(token, bad)?,
+        client: http::client(timeout, bad)?,
+    })
+}
+
 /// The address as shown in errors (no query string, no credentials), and `METHOD address`.
 fn shown_and_context(method: QueryMethod, url: &Url) -> (String, String) {
     let method = match method {
@@ -556,6 +558,7 @@ fn query_request(
     }
 }
 
+/// The API base address: an absolute `http`/`https` URL without query string or fragment.
 fn base_url(address: &str, bad: &dyn Fn(String) -> MetricsError) -> Result<Url, MetricsError> {
     let base = Url::parse(address.trim())
         .map_err(|e| bad(format!("`address` {address:?} is not a URL: {e}")))?;
@@ -665,26 +668,24 @@ mod tests {
 
     #[test]
     fn fly_tokens_go_verbatim_others_as_bearer() {
-        let fly = PrometheusSource::new(
-            PrometheusConfig::new("m", "http://h", "up").with_token("FlyV1 fm2_abc,fo1_def"),
-        )
-        .unwrap();
-        assert_eq!(
-            fly.auth.as_ref().unwrap().to_str().unwrap(),
-            "FlyV1 fm2_abc,fo1_def"
-        );
-        let bearer =
-            PrometheusSource::new(PrometheusConfig::new("m", "http://h", "up").with_token("abc"))
-                .unwrap();
-        assert_eq!(
-            bearer.auth.as_ref().unwrap().to_str().unwrap(),
-            "Bearer abc"
-        );
-        let none =
-            PrometheusSource::new(PrometheusConfig::new("m", "http://h", "up").with_token(""))
-                .unwrap();
-        assert!(none.auth.is_none());
-        assert!(!format!("{fly:?}").contains("fm2_abc"));
+        // Token, the `Authorization` sent, a secret part that `Debug` must not show.
+        for (token, header, secret) in [
+            (
+                "FlyV1 fm2_abc,fo1_def",
+                Some("FlyV1 fm2_abc,fo1_def"),
+                "fm2_abc",
+            ),
+            ("abc", Some("Bearer abc"), "abc"),
+            ("", None, ""),
+        ] {
+            let cfg = PrometheusConfig::new("m", "http://h", "up").with_token(token);
+            let s = PrometheusSource::new(cfg).unwrap();
+            let sent = s.auth.as_ref().map(|a| a.to_str().unwrap());
+            assert_eq!(sent, header, "{token:?}");
+            if !secret.is_empty() {
+                assert!(!format!("{s:?}").contains(secret), "{token:?}");
+            }
+        }
     }
 
     #[test]

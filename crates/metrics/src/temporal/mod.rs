@@ -169,58 +169,10 @@ impl TemporalConfig {
         }
     }
 
-    /// Sets the visibility filter.
-    pub fn with_query(mut self, query: impl Into<String>) -> Self {
-        self.query = query.into();
-        self
-    }
-
     /// Sets the client certificate and key (PEM) for mutual TLS.
     pub fn with_client_cert(mut self, cert: impl Into<String>, key: impl Into<Token>) -> Self {
         self.cert = Some(cert.into());
         self.key = Some(key.into());
-        self
-    }
-
-    /// Sets the CA certificates (PEM) that verify the server.
-    pub fn with_ca(mut self, ca: impl Into<String>) -> Self {
-        self.ca = Some(ca.into());
-        self
-    }
-
-    /// Sets the API key.
-    pub fn with_api_key(mut self, key: impl Into<Token>) -> Self {
-        self.api_key = Some(key.into());
-        self
-    }
-
-    /// Sets the TLS server name.
-    pub fn with_server_name(mut self, name: impl Into<String>) -> Self {
-        self.server_name = Some(name.into());
-        self
-    }
-
-    /// Forces TLS on or off.
-    pub fn with_tls(mut self, on: bool) -> Self {
-        self.tls = Some(on);
-        self
-    }
-
-    /// Sets the deadline of one read.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Sets the attempts per call.
-    pub fn with_attempts(mut self, attempts: u32) -> Self {
-        self.attempts = attempts;
-        self
-    }
-
-    /// Turns environment expansion of the query on or off.
-    pub fn with_expand_env(mut self, on: bool) -> Self {
-        self.expand_env = on;
         self
     }
 
@@ -240,6 +192,25 @@ impl TemporalConfig {
         })
     }
 }
+
+setters! { TemporalConfig {
+    /// Sets the visibility filter.
+    with_query(query: impl Into<String>) = query.into();
+    /// Sets the CA certificates (PEM) that verify the server.
+    with_ca(ca: impl Into<String>) = Some(ca.into());
+    /// Sets the API key.
+    with_api_key(api_key: impl Into<Token>) = Some(api_key.into());
+    /// Sets the TLS server name.
+    with_server_name(server_name: impl Into<String>) = Some(server_name.into());
+    /// Forces TLS on or off.
+    with_tls(tls: bool) = Some(tls);
+    /// Sets the deadline of one read.
+    with_timeout(timeout: Duration) = timeout;
+    /// Sets the attempts per call.
+    with_attempts(attempts: u32) = attempts;
+    /// Turns environment expansion of the query on or off.
+    with_expand_env(expand_env: bool) = expand_env;
+}}
 
 /// Host and port of an address in any of the accepted forms.
 fn split_address(address: &str) -> Option<(String, u16)> {
@@ -330,11 +301,7 @@ impl TemporalSource {
     /// unclosed literal, an unreadable file, a CA bundle with no certificate, a zero timeout or
     /// zero attempts, a key or API key that cannot be a gRPC header.
     pub fn new(config: TemporalConfig) -> Result<Self, MetricsError> {
-        let bad = |message: String| MetricsError::Config {
-            metric: config.name.clone(),
-            message,
-        };
-        crate::check_name(&config.name).map_err(|m| bad(m.to_owned()))?;
+        let bad = crate::config_errors(&config.name)?;
         let address = config.address.trim();
         if address.is_empty() {
             return Err(bad("temporal address required".into()));
