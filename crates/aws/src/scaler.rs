@@ -399,10 +399,9 @@ impl Ec2Scaler {
     }
 
     fn memory(&self) -> std::sync::MutexGuard<'_, PoolMemory> {
-        match self.memory.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        self.memory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn pool_filter(&self) -> Filter {

@@ -7,7 +7,7 @@
 //! status (EC2 API reference, "Error codes" and "Query requests").
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -150,10 +150,7 @@ impl FaultProxy {
     }
 
     fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
-        match self.shared.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Applies `fault` to the next `times` requests of `action` (after faults queued before).
@@ -248,10 +245,7 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
     let fault = {
-        let mut s = match state.shared.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut s = state.shared.lock().unwrap_or_else(PoisonError::into_inner);
         let fault = s.faults.get_mut(&action).and_then(VecDeque::pop_front);
         s.requests.push(RecordedRequest {
             action: action.clone(),
