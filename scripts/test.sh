@@ -55,7 +55,7 @@ cargo run --quiet -p fleetscale-metrics --all-features --example prom_bench -- -
 # its own features,
 # and so is the production binary (no fakes).
 step "each library built alone on its own features"
-for crate in core metrics fly weave aws etcd sim config fas; do
+for crate in core metrics fly weave aws etcd sim config fas testkit; do
     cargo check --quiet -p "fleetscale-$crate" --no-default-features
     cargo check --quiet -p "fleetscale-$crate"
     cargo check --quiet -p "fleetscale-$crate" --all-features

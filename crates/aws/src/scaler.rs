@@ -399,10 +399,9 @@ impl Ec2Scaler {
     }
 
     fn memory(&self) -> std::sync::MutexGuard<'_, PoolMemory> {
-        match self.memory.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        self.memory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn pool_filter(&self) -> Filter {
@@ -858,13 +857,7 @@ impl Ec2Scaler {
                     return Ok(m);
                 }
                 ("pending" | "not yet visible", _) => {}
-                (other, _) => {
-                    return Err(AwsError::WrongState {
-                        id: id.to_string(),
-                        state: other.to_string(),
-                        operation: "stop (after launch)",
-                    })
-                }
+                (other, _) => return Err(wrong_state(id, other, "stop (after launch)")),
             }
             if started.elapsed() >= self.config.create_stopped_timeout {
                 return Err(AwsError::LaunchWait {
@@ -977,11 +970,7 @@ impl Ec2Scaler {
                 .map(|_| ())
             }
             "shutting-down" => Err(self.not_in_pool(id, "shutting-down")),
-            other => Err(AwsError::WrongState {
-                id: id.to_string(),
-                state: other.to_string(),
-                operation: "start",
-            }),
+            other => Err(wrong_state(id, other, "start")),
         }
     }
 
@@ -991,11 +980,7 @@ impl Ec2Scaler {
             "stopping" | "stopped" => Ok(()),
             "running" => self.send_stop(id).await,
             "shutting-down" => Err(self.not_in_pool(id, "shutting-down")),
-            other => Err(AwsError::WrongState {
-                id: id.to_string(),
-                state: other.to_string(),
-                operation: "stop",
-            }),
+            other => Err(wrong_state(id, other, "stop")),
         }
     }
 
@@ -1135,5 +1120,14 @@ impl Scaler for Ec2Scaler {
     async fn destroy(&self, id: &MachineId) -> Result<()> {
         self.refuse_if_listing_only("destroy").map_err(core)?;
         self.destroy_machine(id).await.map_err(core)
+    }
+}
+
+/// Instance `id` is in `state`, from which `operation` cannot proceed.
+fn wrong_state(id: &MachineId, state: &str, operation: &'static str) -> AwsError {
+    AwsError::WrongState {
+        id: id.to_string(),
+        state: state.to_string(),
+        operation,
     }
 }

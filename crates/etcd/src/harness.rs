@@ -24,6 +24,8 @@ use fleetscale_core::testing::server_process::{
 
 use crate::{EtcdConfig, Secret};
 
+pub use fleetscale_testkit::pki::{PkiFiles, TestPki};
+
 /// The message of [`HarnessError::NotInstalled`].
 pub const INSTALL_HINT: &str = "etcd not found: run scripts/install-test-deps.sh (apt-get install -y etcd-server), or set FLEETSCALE_ETCD=/path/to/etcd";
 
@@ -60,11 +62,7 @@ pub enum HarnessError {
     Io(#[from] std::io::Error),
 }
 
-impl std::fmt::Debug for HarnessError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
-    }
-}
+fleetscale_testkit::debug_as_display!(HarnessError);
 
 /// Finds the etcd binary: `$FLEETSCALE_ETCD` if set, else `etcd` on `PATH`, else
 /// `/usr/bin/etcd` (where the Debian package puts it).
@@ -79,134 +77,6 @@ pub fn etcd_binary() -> Result<PathBuf, HarnessError> {
         &[PathBuf::from("/usr/bin/etcd")],
     )
     .ok_or(HarnessError::NotInstalled)
-}
-
-/// A test CA and certificates signed by it, made fresh by [`TestPki::new`].
-#[derive(Clone)]
-pub struct TestPki {
-    /// The CA certificate (PEM).
-    pub ca_pem: String,
-    /// A server certificate for `localhost` and `127.0.0.1`.
-    pub server_cert_pem: String,
-    /// Its key.
-    pub server_key_pem: String,
-    /// A client certificate (CN `fleetscale-test-client`).
-    pub client_cert_pem: String,
-    /// Its key.
-    pub client_key_pem: String,
-    /// A CA that signed nothing the servers trust.
-    pub other_ca_pem: String,
-}
-
-impl std::fmt::Debug for TestPki {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TestPki { .. }")
-    }
-}
-
-impl TestPki {
-    /// Generates the CAs and certificates (ECDSA P-256).
-    ///
-    /// # Errors
-    /// When `rcgen` fails.
-    pub fn new() -> Result<Self, HarnessError> {
-        use rcgen::{
-            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-            KeyPair, KeyUsagePurpose,
-        };
-        let err = |e: rcgen::Error| HarnessError::Io(std::io::Error::other(format!("rcgen: {e}")));
-        let ca = |cn: &str| -> Result<(String, Issuer<'static, KeyPair>), HarnessError> {
-            let mut p = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-            p.distinguished_name.push(DnType::CommonName, cn);
-            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            p.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
-            let key = KeyPair::generate().map_err(err)?;
-            let cert = p.self_signed(&key).map_err(err)?;
-            Ok((cert.pem(), Issuer::new(p, key)))
-        };
-        let leaf = |issuer: &Issuer<'_, KeyPair>,
-                    names: Vec<String>,
-                    cn: &str,
-                    usages: Vec<ExtendedKeyUsagePurpose>|
-         -> Result<(String, String), HarnessError> {
-            let mut p = CertificateParams::new(names).map_err(err)?;
-            p.distinguished_name.push(DnType::CommonName, cn);
-            p.extended_key_usages = usages;
-            let key = KeyPair::generate().map_err(err)?;
-            let cert = p.signed_by(&key, issuer).map_err(err)?;
-            Ok((cert.pem(), key.serialize_pem()))
-        };
-        let (ca_pem, issuer) = ca("fleetscale etcd test CA")?;
-        let (other_ca_pem, _) = ca("fleetscale untrusted CA")?;
-        // etcd's server certificate also serves its own gRPC gateway, which dials the server
-        // as a client: it needs both usages.
-        let (server_cert_pem, server_key_pem) = leaf(
-            &issuer,
-            vec!["localhost".into(), "127.0.0.1".into()],
-            "localhost",
-            vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ],
-        )?;
-        let (client_cert_pem, client_key_pem) = leaf(
-            &issuer,
-            Vec::new(),
-            "fleetscale-test-client",
-            vec![ExtendedKeyUsagePurpose::ClientAuth],
-        )?;
-        Ok(TestPki {
-            ca_pem,
-            server_cert_pem,
-            server_key_pem,
-            client_cert_pem,
-            client_key_pem,
-            other_ca_pem,
-        })
-    }
-}
-
-/// Paths of the PEM files a [`TestPki`] was written to.
-#[derive(Clone, Debug)]
-pub struct PkiFiles {
-    /// The CA certificate.
-    pub ca: PathBuf,
-    /// The server certificate.
-    pub server_cert: PathBuf,
-    /// Its key.
-    pub server_key: PathBuf,
-    /// The client certificate.
-    pub client_cert: PathBuf,
-    /// Its key.
-    pub client_key: PathBuf,
-    /// The untrusted CA.
-    pub other_ca: PathBuf,
-}
-
-impl TestPki {
-    /// Writes the PEM files into `dir`.
-    ///
-    /// # Errors
-    /// I/O errors.
-    pub fn write(&self, dir: &Path) -> Result<PkiFiles, HarnessError> {
-        let put = |name: &str, pem: &str| -> Result<PathBuf, HarnessError> {
-            let p = dir.join(name);
-            std::fs::write(&p, pem)?;
-            Ok(p)
-        };
-        Ok(PkiFiles {
-            ca: put("ca.pem", &self.ca_pem)?,
-            server_cert: put("server.pem", &self.server_cert_pem)?,
-            server_key: put("server-key.pem", &self.server_key_pem)?,
-            client_cert: put("client.pem", &self.client_cert_pem)?,
-            client_key: put("client-key.pem", &self.client_key_pem)?,
-            other_ca: put("other-ca.pem", &self.other_ca_pem)?,
-        })
-    }
 }
 
 /// How to start a cluster.

@@ -101,16 +101,16 @@ fn ms(d: Duration) -> i64 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Latencies {
     /// From a create call to the machine existing in its initial state (default 10 s).
-    #[serde(with = "humantime_secs")]
+    #[serde(with = "crate::seconds")]
     pub create: Duration,
     /// From a start (or the proxy's autostart) to `started` (default 2 s).
-    #[serde(with = "humantime_secs")]
+    #[serde(with = "crate::seconds")]
     pub start: Duration,
     /// From a stop to `stopped` (default 5 s, Fly's default `kill_timeout`).
-    #[serde(with = "humantime_secs")]
+    #[serde(with = "crate::seconds")]
     pub stop: Duration,
     /// From a destroy to gone (default 5 s).
-    #[serde(with = "humantime_secs")]
+    #[serde(with = "crate::seconds")]
     pub destroy: Duration,
 }
 
@@ -122,22 +122,6 @@ impl Default for Latencies {
             stop: Duration::from_secs(5),
             destroy: Duration::from_secs(5),
         }
-    }
-}
-
-/// Durations in `summary.json` as a number of seconds.
-mod humantime_secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let v = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)
     }
 }
 

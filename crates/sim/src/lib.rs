@@ -48,6 +48,7 @@ pub mod history;
 pub mod plot;
 pub mod proxy;
 pub mod replay;
+mod seconds;
 pub mod shapes;
 pub mod summary;
 mod trace;

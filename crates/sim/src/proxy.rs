@@ -43,25 +43,10 @@ pub struct ProxyConfig {
     /// `min_machines_running` (default 0).
     pub min_machines_running: u32,
     /// Time between autostop passes: Fly says "every few minutes"; 5 minutes by default.
-    #[serde(with = "secs")]
+    #[serde(with = "crate::seconds")]
     pub autostop_every: Duration,
     /// At most this many autostarts per pass (`None`: as many as the load needs).
     pub max_starts_per_pass: Option<u32>,
-}
-
-mod secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let v = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)
-    }
 }
 
 impl ProxyConfig {

@@ -24,7 +24,6 @@
 
 mod moto;
 mod proxy;
-mod server;
 
 pub use moto::{moto_server_binary, MotoServer, DEFAULT_DEADLINE, INSTALL_HINT, TEST_REGION};
 pub use proxy::{Fault, FaultProxy, RecordedRequest};
@@ -53,8 +52,4 @@ pub enum HarnessError {
     Io(#[from] std::io::Error),
 }
 
-impl std::fmt::Debug for HarnessError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
-    }
-}
+fleetscale_testkit::debug_as_display!(HarnessError);

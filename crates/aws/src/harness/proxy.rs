@@ -7,16 +7,16 @@
 //! status (EC2 API reference, "Error codes" and "Query requests").
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-
-use super::server::LoopbackServer;
+use axum::response::Response;
+use fleetscale_testkit::proxy::BufferedRequest;
+use fleetscale_testkit::server::LoopbackServer;
 
 /// What the proxy does to one request of an action.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,7 +104,7 @@ impl RecordedRequest {
     }
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Shared {
     faults: BTreeMap<String, VecDeque<Fault>>,
     requests: Vec<RecordedRequest>,
@@ -119,17 +119,10 @@ struct ProxyState {
 
 /// A proxy on a free loopback port forwarding to an EC2 endpoint (moto), recording every
 /// request and applying queued [`Fault`]s per action. Stopped on drop.
+#[derive(Debug)]
 pub struct FaultProxy {
     server: LoopbackServer,
     shared: Arc<Mutex<Shared>>,
-}
-
-impl std::fmt::Debug for FaultProxy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FaultProxy")
-            .field("addr", &self.server.addr())
-            .finish_non_exhaustive()
-    }
 }
 
 impl FaultProxy {
@@ -153,14 +146,11 @@ impl FaultProxy {
 
     /// `http://127.0.0.1:<port>`: use it as the pool's endpoint.
     pub fn url(&self) -> String {
-        format!("http://{}", self.server.addr())
+        self.server.url()
     }
 
     fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
-        match self.shared.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Applies `fault` to the next `times` requests of `action` (after faults queued before).
@@ -242,18 +232,11 @@ fn xml_escape(s: &str) -> String {
 }
 
 async fn forward(State(state): State<ProxyState>, request: Request) -> Response {
-    let method = request.method().clone();
-    let path = request
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "/".to_owned());
-    let headers = request.headers().clone();
-    let body: Bytes = match axum::body::to_bytes(request.into_body(), 16 * 1024 * 1024).await {
-        Ok(b) => b,
-        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    let request = match BufferedRequest::read(request).await {
+        Ok(r) => r,
+        Err(refused) => return refused,
     };
-    let params: Vec<(String, String)> = url::form_urlencoded::parse(&body)
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(&request.body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     let action = params
@@ -262,10 +245,7 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
     let fault = {
-        let mut s = match state.shared.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut s = state.shared.lock().unwrap_or_else(PoisonError::into_inner);
         let fault = s.faults.get_mut(&action).and_then(VecDeque::pop_front);
         s.requests.push(RecordedRequest {
             action: action.clone(),
@@ -287,22 +267,15 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
         *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
         return r;
     }
-    let mut upstream = state
-        .client
-        .request(method, format!("{}{path}", state.upstream))
-        .body(body);
-    for (name, value) in headers.iter() {
-        if name != axum::http::header::HOST && name != axum::http::header::CONTENT_LENGTH {
-            upstream = upstream.header(name, value);
-        }
-    }
-    let answer = match upstream.send().await {
+    let answer = match request
+        .send(&state.client, &state.upstream, |name| {
+            name != axum::http::header::HOST && name != axum::http::header::CONTENT_LENGTH
+        })
+        .await
+    {
         Ok(a) => a,
-        Err(e) => return (StatusCode::BAD_GATEWAY, format!("proxy: {e}")).into_response(),
+        Err(failed) => return failed,
     };
-    let status = answer.status();
-    let content_type = answer.headers().get(CONTENT_TYPE).cloned();
-    let bytes = answer.bytes().await.unwrap_or_default();
     match fault {
         Some(Fault::ForwardThenError {
             status,
@@ -312,10 +285,5 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
         Some(Fault::ForwardThenDelay(d)) => tokio::time::sleep(d).await,
         _ => {}
     }
-    let mut response = Response::new(Body::from(bytes));
-    *response.status_mut() = status;
-    if let Some(ct) = content_type {
-        response.headers_mut().insert(CONTENT_TYPE, ct);
-    }
-    response
+    answer.into_response()
 }

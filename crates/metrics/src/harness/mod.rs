@@ -26,17 +26,16 @@ mod exporter;
 pub mod exposition;
 mod prometheus;
 mod proxy;
-mod server;
 pub mod temporal;
 
 pub use exporter::TestExporter;
 pub use exposition::{Exposition, ParseError};
+pub use fleetscale_testkit::server::{closed_port, LoopbackServer};
 pub use prometheus::{
     openmetrics_gauge, prometheus_binary, PrometheusServer, QuerySample, DEFAULT_DEADLINE,
     INSTALL_HINT,
 };
 pub use proxy::{start_proxy, ProxyOptions};
-pub use server::{closed_port, LoopbackServer};
 pub use temporal::{
     temporal_binary, FakeTemporal, Fault, ServerTls, TemporalDevServer, TestPki, TlsProxy,
     TEMPORAL_INSTALL_HINT,
@@ -102,11 +101,7 @@ pub enum HarnessError {
     Io(#[from] std::io::Error),
 }
 
-impl std::fmt::Debug for HarnessError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
-    }
-}
+fleetscale_testkit::debug_as_display!(HarnessError);
 
 /// A test exporter and a Prometheus scraping it every second.
 #[derive(Debug)]

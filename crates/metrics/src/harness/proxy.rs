@@ -4,11 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+
+use fleetscale_testkit::proxy::BufferedRequest;
 
 use super::LoopbackServer;
 
@@ -80,34 +81,16 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
     if !state.options.delay.is_zero() {
         tokio::time::sleep(state.options.delay).await;
     }
-    let method = request.method().clone();
-    let path = request
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "/".to_owned());
-    let content_type = request.headers().get(CONTENT_TYPE).cloned();
-    let body = match axum::body::to_bytes(request.into_body(), 16 * 1024 * 1024).await {
-        Ok(b) => b,
-        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    let request = match BufferedRequest::read(request).await {
+        Ok(r) => r,
+        Err(refused) => return refused,
     };
-    let url = format!("http://{}{path}", state.options.upstream);
-    let mut upstream = state.client.request(method, url).body(body);
-    if let Some(ct) = content_type {
-        upstream = upstream.header(CONTENT_TYPE, ct);
-    }
-    match upstream.send().await {
-        Ok(answer) => {
-            let status = answer.status();
-            let ct = answer.headers().get(CONTENT_TYPE).cloned();
-            let bytes = answer.bytes().await.unwrap_or_default();
-            let mut response = Response::new(Body::from(bytes));
-            *response.status_mut() = status;
-            if let Some(ct) = ct {
-                response.headers_mut().insert(CONTENT_TYPE, ct);
-            }
-            response
-        }
-        Err(e) => (StatusCode::BAD_GATEWAY, format!("proxy: {e}")).into_response(),
+    let upstream = format!("http://{}", state.options.upstream);
+    match request
+        .send(&state.client, &upstream, |name| name == CONTENT_TYPE)
+        .await
+    {
+        Ok(answer) => answer.into_response(),
+        Err(failed) => failed,
     }
 }

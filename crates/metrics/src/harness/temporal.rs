@@ -12,8 +12,8 @@
 //!   (`NamespaceNotFoundFailure` for an unknown namespace, `PermissionDeniedFailure` for a
 //!   missing or wrong API key, `ResourceExhaustedFailure`). Faults are injected per call
 //!   ([`Fault`]); every call is recorded ([`Call`]).
-//! - [`TestPki`]: a test CA and certificates made with `rcgen` (server for `localhost` and
-//!   `127.0.0.1`, a client certificate, and a second, untrusted CA).
+//! - [`TestPki`] (from `fleetscale-testkit`): a test CA and certificates (server for
+//!   `localhost` and `127.0.0.1`, a client certificate, and a second, untrusted CA).
 //! - [`TlsProxy`]: TLS (ALPN `h2`, optional client authentication) in front of any plaintext
 //!   gRPC server, e.g. the real dev server, which has no TLS of its own.
 //! - [`TemporalDevServer`]: the real Temporal server, `temporal server start-dev` from the
@@ -49,6 +49,9 @@ use tonic::{Code, Status};
 
 use super::HarnessError;
 use crate::temporal::{COUNT_PATH, SYSTEM_INFO_PATH};
+
+// The test CA of the TLS tests and the TLS settings of a `FakeTemporal` or `TlsProxy`.
+pub use fleetscale_testkit::pki::{ServerTls, TestPki};
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
@@ -131,17 +134,6 @@ struct State {
     calls: Vec<Call>,
     api_key: Option<String>,
     system_info_unimplemented: bool,
-}
-
-/// TLS settings of a [`FakeTemporal`] or [`TlsProxy`].
-#[derive(Clone, Debug)]
-pub struct ServerTls {
-    /// The server certificate chain (PEM).
-    pub cert_pem: String,
-    /// Its key (PEM).
-    pub key_pem: String,
-    /// When set, a client certificate signed by this CA is required.
-    pub client_ca_pem: Option<String>,
 }
 
 /// A fake Temporal frontend on `127.0.0.1:<free port>`, on its own thread and runtime.
@@ -735,120 +727,11 @@ mod visibility {
     }
 }
 
-/// A test CA and certificates signed by it, made fresh by [`TestPki::new`].
-#[derive(Clone)]
-pub struct TestPki {
-    /// The CA certificate (PEM): give it to clients as their trust root.
-    pub ca_pem: String,
-    /// A server certificate for `localhost` and `127.0.0.1`, signed by the CA.
-    pub server_cert_pem: String,
-    /// Its key.
-    pub server_key_pem: String,
-    /// A client certificate (CN `fleetscale-test-client`), signed by the CA.
-    pub client_cert_pem: String,
-    /// Its key.
-    pub client_key_pem: String,
-    /// A second CA that signed nothing the servers trust.
-    pub other_ca_pem: String,
-    /// A client certificate signed by the other CA.
-    pub other_client_cert_pem: String,
-    /// Its key.
-    pub other_client_key_pem: String,
-}
-
-impl std::fmt::Debug for TestPki {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TestPki { .. }")
-    }
-}
-
-impl TestPki {
-    /// Generates the CA and certificates (ECDSA P-256).
-    ///
-    /// # Errors
-    /// When `rcgen` fails.
-    pub fn new() -> Result<Self, HarnessError> {
-        use rcgen::{
-            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-            KeyPair, KeyUsagePurpose,
-        };
-        let err = |e: rcgen::Error| HarnessError::Io(std::io::Error::other(format!("rcgen: {e}")));
-        let ca = |cn: &str| -> Result<(String, Issuer<'static, KeyPair>), HarnessError> {
-            let mut p = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-            p.distinguished_name.push(DnType::CommonName, cn);
-            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            p.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
-            let key = KeyPair::generate().map_err(err)?;
-            let cert = p.self_signed(&key).map_err(err)?;
-            Ok((cert.pem(), Issuer::new(p, key)))
-        };
-        let leaf = |issuer: &Issuer<'_, KeyPair>,
-                    names: Vec<String>,
-                    cn: &str,
-                    server: bool|
-         -> Result<(String, String), HarnessError> {
-            let mut p = CertificateParams::new(names).map_err(err)?;
-            p.distinguished_name.push(DnType::CommonName, cn);
-            p.extended_key_usages = vec![if server {
-                ExtendedKeyUsagePurpose::ServerAuth
-            } else {
-                ExtendedKeyUsagePurpose::ClientAuth
-            }];
-            let key = KeyPair::generate().map_err(err)?;
-            let cert = p.signed_by(&key, issuer).map_err(err)?;
-            Ok((cert.pem(), key.serialize_pem()))
-        };
-        let (ca_pem, ca_issuer) = ca("fleetscale test CA")?;
-        let (other_ca_pem, other_issuer) = ca("fleetscale untrusted CA")?;
-        let (server_cert_pem, server_key_pem) = leaf(
-            &ca_issuer,
-            vec!["localhost".into(), "127.0.0.1".into()],
-            "localhost",
-            true,
-        )?;
-        let (client_cert_pem, client_key_pem) =
-            leaf(&ca_issuer, Vec::new(), "fleetscale-test-client", false)?;
-        let (other_client_cert_pem, other_client_key_pem) =
-            leaf(&other_issuer, Vec::new(), "fleetscale-other-client", false)?;
-        Ok(TestPki {
-            ca_pem,
-            server_cert_pem,
-            server_key_pem,
-            client_cert_pem,
-            client_key_pem,
-            other_ca_pem,
-            other_client_cert_pem,
-            other_client_key_pem,
-        })
-    }
-
-    /// Server TLS with the server certificate; `mutual` demands a client certificate signed by
-    /// the CA.
-    pub fn server_tls(&self, mutual: bool) -> ServerTls {
-        ServerTls {
-            cert_pem: self.server_cert_pem.clone(),
-            key_pem: self.server_key_pem.clone(),
-            client_ca_pem: mutual.then(|| self.ca_pem.clone()),
-        }
-    }
-}
-
 /// TLS in front of a plaintext TCP server: accepts TLS (ALPN `h2`) on a free loopback port and
 /// copies bytes both ways to `backend`. Stopped on drop.
+#[derive(Debug)]
 pub struct TlsProxy {
     server: LoopbackThread,
-}
-
-impl std::fmt::Debug for TlsProxy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsProxy")
-            .field("addr", &self.server.addr())
-            .finish_non_exhaustive()
-    }
 }
 
 impl TlsProxy {

@@ -9,6 +9,17 @@ use fleetscale_core::testing::LoopbackThread;
 /// runtime, so it outlives any one test's runtime and can be shared through a `static`.
 ///
 /// Stopped (gracefully; a thread still busy with a slow answer ends by itself) on drop.
+///
+/// ```
+/// use fleetscale_testkit::server::LoopbackServer;
+///
+/// let server = LoopbackServer::start(axum::Router::new().route(
+///     "/hello",
+///     axum::routing::get(|| async { "hello" }),
+/// ))
+/// .unwrap();
+/// assert!(server.url().starts_with("http://127.0.0.1:"));
+/// ```
 #[derive(Debug)]
 pub struct LoopbackServer(LoopbackThread);
 
@@ -42,6 +53,9 @@ impl LoopbackServer {
 
 /// A port on 127.0.0.1 that nothing listens on (bound, then released): connecting to it is
 /// refused, unless another process grabs it in between (unlikely within a test).
+///
+/// # Errors
+/// When no port can be bound.
 pub fn closed_port() -> std::io::Result<SocketAddr> {
     Ok(SocketAddr::from(([127, 0, 0, 1], free_loopback_port()?)))
 }
