@@ -10,6 +10,9 @@ use serde_json::{json, Value};
 use super::apps::FakeApp;
 use super::leases::{new_lease, FakeLease};
 use super::{millis, random_hex, ApiErr, ApiResult, Delays, FakeFly, Inner};
+use crate::types::FlyState::{
+    Destroyed, Destroying, Started, Starting, Stopped, Stopping, Suspended, Suspending,
+};
 use crate::types::{FlyMachine, FlyState, ImageRef};
 
 #[derive(Clone, Debug)]
@@ -169,45 +172,40 @@ impl FakeFly {
 }
 
 /// A state change the fake plays out over time: into `via` at once, into `to` after its
-/// delay, recorded as a machine event (Fly's `type` and `status`).
+/// delay, recorded as a machine event of type `event` whose status is `to` (as Fly's
+/// events read: `start`/`started`, `exit`/`stopped`, ...).
 struct Transition {
     via: FlyState,
     to: FlyState,
     delay: fn(&Delays) -> Duration,
-    event: (&'static str, &'static str),
+    event: &'static str,
 }
 
 impl Transition {
-    const START: Self = Self {
-        via: FlyState::Starting,
-        to: FlyState::Started,
-        delay: |d| d.start,
-        event: ("start", "started"),
-    };
-    const STOP: Self = Self {
-        via: FlyState::Stopping,
-        to: FlyState::Stopped,
-        delay: |d| d.stop,
-        event: ("exit", "stopped"),
-    };
-    const SUSPEND: Self = Self {
-        via: FlyState::Suspending,
-        to: FlyState::Suspended,
-        delay: |d| d.suspend,
-        event: ("suspend", "suspended"),
-    };
-    const DESTROY: Self = Self {
-        via: FlyState::Destroying,
-        to: FlyState::Destroyed,
-        delay: |d| d.destroy,
-        event: ("destroy", "destroyed"),
-    };
+    const START: Self = Self::new(Starting, Started, |d| d.start, "start");
+    const STOP: Self = Self::new(Stopping, Stopped, |d| d.stop, "exit");
+    const SUSPEND: Self = Self::new(Suspending, Suspended, |d| d.suspend, "suspend");
+    const DESTROY: Self = Self::new(Destroying, Destroyed, |d| d.destroy, "destroy");
+
+    const fn new(
+        via: FlyState,
+        to: FlyState,
+        delay: fn(&Delays) -> Duration,
+        event: &'static str,
+    ) -> Self {
+        Self {
+            via,
+            to,
+            delay,
+            event,
+        }
+    }
 
     /// Begins this transition on `m` now, the event coming from `source` (`user`, `proxy`).
     fn begin(&self, m: &mut FakeMachine, delays: &Delays, source: &str) {
         m.m.state = self.via.clone();
         m.pending = VecDeque::from([(self.to.clone(), Instant::now() + (self.delay)(delays))]);
-        push_event(&mut m.m, self.event.0, self.event.1, source);
+        push_event(&mut m.m, self.event, self.to.as_str(), source);
     }
 }
 
