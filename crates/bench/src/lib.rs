@@ -6,7 +6,8 @@
 //! - soak and fuzz tests that need several backends (`tests/`).
 //!
 //! This library holds what the binary and the tests share: process statistics read from
-//! `/proc`, seeding of the fake, request-log summaries, and the fuzz tests' case count.
+//! `/proc`, seeding of the fake, request-log summaries, the emulated Weave cluster, and the
+//! fuzz tests' case count.
 
 pub mod alloc_count;
 pub mod fleet;
@@ -14,6 +15,7 @@ pub mod procstat;
 pub mod remote;
 pub mod replicas;
 pub mod stages;
+pub mod weave_cluster;
 
 /// The number of cases a fuzz test runs: `PROPTEST_CASES` when set to a number (long runs),
 /// else `default` (what CI runs).
