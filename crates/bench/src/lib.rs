@@ -20,7 +20,18 @@ pub mod weave_cluster;
 /// The number of cases a fuzz test runs: `PROPTEST_CASES` when set to a number (long runs),
 /// else `default` (what CI runs).
 pub fn proptest_cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
+    env_number("PROPTEST_CASES", default)
+}
+
+/// The number in the environment variable `name` when it holds one, else `default`: how the
+/// soaks read their length, pace and seed, so that a long run or a failing seed is replayed by
+/// setting a variable.
+///
+/// ```
+/// assert_eq!(fleetscale_bench::env_number("FLEETSCALE_UNSET_FOR_THE_EXAMPLE", 7u64), 7);
+/// ```
+pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)

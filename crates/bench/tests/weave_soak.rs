@@ -38,6 +38,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleetscale_bench::env_number;
 use fleetscale_bench::weave_cluster::{
     fixed_peer_addresses, peer_address, peer_name, start_fixed_peers, FIXED_PEERS,
 };
@@ -328,14 +329,8 @@ fn check(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation_once() {
-    let rounds: u64 = std::env::var("FLEETSCALE_WEAVE_SOAK_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
-    let seed: u64 = std::env::var("FLEETSCALE_SOAK_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x00EA_7E50);
+    let rounds: u64 = env_number("FLEETSCALE_WEAVE_SOAK_ROUNDS", 60);
+    let seed: u64 = env_number("FLEETSCALE_SOAK_SEED", 0x00EA_7E50);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
 
     let emu = Emulator::new(EmulatorConfig {
