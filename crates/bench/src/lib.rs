@@ -23,6 +23,20 @@ pub fn proptest_cases(default: u32) -> u32 {
     env_number("PROPTEST_CASES", default)
 }
 
+/// A multi-threaded Tokio runtime with I/O and timers, of `threads` workers (at least one)
+/// named `thread_name`: the engine benchmark gives the engine and the fake Fly server runtimes
+/// of their own, so that each one's threads are sized and seen apart (in `top -H`, profiles).
+///
+/// # Errors
+/// When the operating system refuses the threads or the I/O driver.
+pub fn runtime(threads: usize, thread_name: &str) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name(thread_name)
+        .enable_all()
+        .build()
+}
+
 /// The number in the environment variable `name` when it holds one, else `default`: how the
 /// soaks read their length, pace and seed, so that a long run or a failing seed is replayed by
 /// setting a variable.
