@@ -220,6 +220,63 @@ async fn settle_in(
     Ok(())
 }
 
+/// A transition the suite asks for repeatedly, to check that asking is idempotent.
+#[derive(Clone, Copy)]
+enum Transition {
+    Stop,
+    Start,
+}
+
+/// Asks for `transition` of `id` twice in a row, waits for the machine to settle, checks that
+/// nothing else moved, and asks once more of the settled machine: every request must succeed
+/// (stop and start are idempotent, [`Scaler`]).
+async fn repeated_transition(
+    s: &dyn Scaler,
+    suite: &ScalerSuite,
+    bystanders: &Bystanders,
+    id: &MachineId,
+    transition: Transition,
+) -> Result<(), ConformanceError> {
+    let (verb, idempotent, settles, doing, settled) = match transition {
+        Transition::Stop => (
+            "stop",
+            "stop-idempotent",
+            "stop-settles",
+            "stopping",
+            MachineState::Stopped,
+        ),
+        Transition::Start => (
+            "start",
+            "start-idempotent",
+            "start-settles",
+            "starting",
+            MachineState::Started,
+        ),
+    };
+    let request = || async move {
+        match transition {
+            Transition::Stop => s.stop(id).await,
+            Transition::Start => s.start(id).await,
+        }
+    };
+    for round in 1..=2 {
+        if let Err(e) = request().await {
+            return fail(idempotent, format!("{verb} #{round} failed: {e}"));
+        }
+    }
+    settle_in(s, suite, settles, id, settled).await?;
+    bystanders
+        .check(s, "only-named", id, &format!("{doing} {id}"))
+        .await?;
+    if let Err(e) = request().await {
+        return fail(
+            idempotent,
+            format!("{verb} of a {settled} machine failed: {e}"),
+        );
+    }
+    Ok(())
+}
+
 fn expect_not_found(check: &'static str, r: crate::Result<()>) -> Result<(), ConformanceError> {
     match r {
         Err(Error::NotFound { .. }) => Ok(()),
@@ -434,42 +491,8 @@ pub async fn scaler_with(s: &dyn Scaler, suite: &ScalerSuite) -> Result<(), Conf
         .check(s, "only-named", &id, &format!("creating {}", second.id))
         .await?;
 
-    for round in 0..2 {
-        if let Err(e) = s.stop(&id).await {
-            return fail(
-                "stop-idempotent",
-                format!("stop #{} failed: {e}", round + 1),
-            );
-        }
-    }
-    settle_in(s, suite, "stop-settles", &id, MachineState::Stopped).await?;
-    bystanders
-        .check(s, "only-named", &id, &format!("stopping {id}"))
-        .await?;
-    if let Err(e) = s.stop(&id).await {
-        return fail(
-            "stop-idempotent",
-            format!("stop of a stopped machine failed: {e}"),
-        );
-    }
-    for round in 0..2 {
-        if let Err(e) = s.start(&id).await {
-            return fail(
-                "start-idempotent",
-                format!("start #{} failed: {e}", round + 1),
-            );
-        }
-    }
-    settle_in(s, suite, "start-settles", &id, MachineState::Started).await?;
-    bystanders
-        .check(s, "only-named", &id, &format!("starting {id}"))
-        .await?;
-    if let Err(e) = s.start(&id).await {
-        return fail(
-            "start-idempotent",
-            format!("start of a started machine failed: {e}"),
-        );
-    }
+    repeated_transition(s, suite, &bystanders, &id, Transition::Stop).await?;
+    repeated_transition(s, suite, &bystanders, &id, Transition::Start).await?;
 
     if caps.suspend {
         if let Err(e) = s.suspend(&id).await {
