@@ -259,11 +259,7 @@ async fn repeated_transition(
             Transition::Start => s.start(id).await,
         }
     };
-    for round in 1..=2 {
-        if let Err(e) = request().await {
-            return fail(idempotent, format!("{verb} #{round} failed: {e}"));
-        }
-    }
+    twice(idempotent, verb, request).await?;
     settle_in(s, suite, settles, id, settled).await?;
     bystanders
         .check(s, "only-named", id, &format!("{doing} {id}"))
@@ -273,6 +269,21 @@ async fn repeated_transition(
             idempotent,
             format!("{verb} of a {settled} machine failed: {e}"),
         );
+    }
+    Ok(())
+}
+
+/// Makes `request` twice in a row: both must succeed (the request is idempotent), else the
+/// check `check` fails naming the `verb` and the round.
+async fn twice<F: std::future::Future<Output = crate::Result<()>>>(
+    check: &'static str,
+    verb: &str,
+    request: impl Fn() -> F,
+) -> Result<(), ConformanceError> {
+    for round in 1..=2 {
+        if let Err(e) = request().await {
+            return fail(check, format!("{verb} #{round} failed: {e}"));
+        }
     }
     Ok(())
 }
@@ -588,6 +599,17 @@ fn is_member_of(member: &Member, machine: &Machine) -> bool {
         || (member.address.is_some() && member.address == machine.address)
 }
 
+/// The members `m` lists for `inventory`, or the failure of the check `members`.
+async fn members_checked(
+    m: &dyn ClusterMembership,
+    inventory: &[Machine],
+) -> Result<Vec<Member>, ConformanceError> {
+    match m.members(inventory).await {
+        Ok(v) => Ok(v),
+        Err(e) => fail("members", format!("members failed: {e}")),
+    }
+}
+
 /// Checks a [`ClusterMembership`] against the contract, using `joinable`, a machine the
 /// membership can really join (it must be up):
 ///
@@ -602,22 +624,9 @@ pub async fn membership(
     joinable: &Machine,
 ) -> Result<(), ConformanceError> {
     let inventory = std::slice::from_ref(joinable);
-    let before = match m.members(inventory).await {
-        Ok(v) => v,
-        Err(e) => return fail("members", format!("members failed: {e}")),
-    };
-    for round in 0..2 {
-        if let Err(e) = m.join(joinable).await {
-            return fail(
-                "join-idempotent",
-                format!("join #{} failed: {e}", round + 1),
-            );
-        }
-    }
-    let members = match m.members(inventory).await {
-        Ok(v) => v,
-        Err(e) => return fail("members", format!("members failed: {e}")),
-    };
+    let before = members_checked(m, inventory).await?;
+    twice("join-idempotent", "join", || m.join(joinable)).await?;
+    let members = members_checked(m, inventory).await?;
     let joined: Vec<&Member> = members
         .iter()
         .filter(|x| is_member_of(x, joinable))
@@ -666,18 +675,8 @@ pub async fn membership(
             }
         }
     }
-    for round in 0..2 {
-        if let Err(e) = m.leave(joinable).await {
-            return fail(
-                "leave-idempotent",
-                format!("leave #{} failed: {e}", round + 1),
-            );
-        }
-    }
-    let after = match m.members(inventory).await {
-        Ok(v) => v,
-        Err(e) => return fail("members", format!("members failed: {e}")),
-    };
+    twice("leave-idempotent", "leave", || m.leave(joinable)).await?;
+    let after = members_checked(m, inventory).await?;
     if let Some(left) = after
         .iter()
         .find(|x| is_member_of(x, joinable) && x.owned > 0)
