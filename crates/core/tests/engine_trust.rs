@@ -25,6 +25,17 @@ fn existing(fake: &FakeScaler) -> usize {
     fake.machines().iter().filter(|m| m.state.exists()).count()
 }
 
+/// One engine pass, after which the backend lists every machine but the first (`m1`), so every
+/// machine the engine made, as unmanageable.
+async fn pass_listing_new_machines_unmanageable(engine: &Engine, fake: &FakeScaler) {
+    engine.run_once().await.unwrap();
+    for m in fake.machines() {
+        if m.id.as_str() != "m1" {
+            fake.set_manageable(&m.id, false);
+        }
+    }
+}
+
 /// A backend whose new machines are listed unmanageable (Fly: `host_status` not `ok` for a
 /// while): under a hard maximum of 3 the engine used to create 2 machines every tick.
 #[tokio::test]
@@ -44,12 +55,7 @@ async fn the_hard_maximum_holds_when_new_machines_are_listed_unmanageable() {
     t.validate().unwrap();
     let engine = Engine::new(EngineConfig::default(), Arc::new(vec![t]));
     for tick in 1..=5 {
-        engine.run_once().await.unwrap();
-        for m in fake.machines() {
-            if m.id.as_str() != "m1" {
-                fake.set_manageable(&m.id, false);
-            }
-        }
+        pass_listing_new_machines_unmanageable(&engine, &fake).await;
         assert!(
             existing(&fake) <= 3,
             "tick {tick}: {} machines exist under a maximum of 3",
@@ -78,12 +84,7 @@ async fn step_limits_count_unmanageable_machines() {
     let t = TargetSpec::new(Scope::new("app"), fake.clone(), policy);
     let engine = Engine::new(EngineConfig::default(), Arc::new(vec![t]));
     for tick in 1..=4 {
-        engine.run_once().await.unwrap();
-        for m in fake.machines() {
-            if m.id.as_str() != "m1" {
-                fake.set_manageable(&m.id, false);
-            }
-        }
+        pass_listing_new_machines_unmanageable(&engine, &fake).await;
         assert!(
             existing(&fake) <= 1 + tick,
             "tick {tick}: more than one step"
