@@ -288,6 +288,27 @@ async fn twice<F: std::future::Future<Output = crate::Result<()>>>(
     Ok(())
 }
 
+/// Waits until the machine `id` is no longer listed, or listed destroyed (check
+/// `destroy-settles`).
+async fn settle_gone(
+    s: &dyn Scaler,
+    suite: &ScalerSuite,
+    id: &MachineId,
+) -> Result<(), ConformanceError> {
+    let wait = Wait {
+        check: "destroy-settles",
+        id,
+        describe: "gone",
+        going: true,
+        listed: true,
+    };
+    wait_for(s, suite, wait, |m| {
+        m.is_none_or(|m| m.state == MachineState::Destroyed)
+    })
+    .await?;
+    Ok(())
+}
+
 fn expect_not_found(check: &'static str, r: crate::Result<()>) -> Result<(), ConformanceError> {
     match r {
         Err(Error::NotFound { .. }) => Ok(()),
@@ -541,17 +562,7 @@ pub async fn scaler_with(s: &dyn Scaler, suite: &ScalerSuite) -> Result<(), Conf
     if let Err(e) = s.destroy(&id).await {
         return fail("destroy", format!("destroy failed: {e}"));
     }
-    let gone = Wait {
-        check: "destroy-settles",
-        id: &id,
-        describe: "gone",
-        going: true,
-        listed: true,
-    };
-    wait_for(s, suite, gone, |m| {
-        m.is_none_or(|m| m.state == MachineState::Destroyed)
-    })
-    .await?;
+    settle_gone(s, suite, &id).await?;
     bystanders
         .check(s, "destroy-only-named", &id, &format!("destroying {id}"))
         .await?;
@@ -567,17 +578,7 @@ pub async fn scaler_with(s: &dyn Scaler, suite: &ScalerSuite) -> Result<(), Conf
             ),
         );
     }
-    let second_gone = Wait {
-        check: "destroy-settles",
-        id: &second.id,
-        describe: "gone",
-        going: true,
-        listed: true,
-    };
-    wait_for(s, suite, second_gone, |m| {
-        m.is_none_or(|m| m.state == MachineState::Destroyed)
-    })
-    .await?;
+    settle_gone(s, suite, &second.id).await?;
     bystanders.own = None;
     bystanders
         .check(
