@@ -36,6 +36,21 @@ async fn pass_listing_new_machines_unmanageable(engine: &Engine, fake: &FakeScal
     }
 }
 
+/// Runs `engine`'s loop on a task until the returned token is cancelled.
+fn spawn_run(
+    engine: &Arc<Engine>,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<fleetscale_core::Result<()>>,
+) {
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn({
+        let (e, c) = (engine.clone(), cancel.clone());
+        async move { e.run(c.cancelled_owned()).await }
+    });
+    (cancel, run)
+}
+
 /// A backend whose new machines are listed unmanageable (Fly: `host_status` not `ok` for a
 /// while): under a hard maximum of 3 the engine used to create 2 machines every tick.
 #[tokio::test]
@@ -153,11 +168,7 @@ async fn every_pass_is_reported_also_over_no_target() {
         )
         .with_observer(passes.clone()),
     );
-    let cancel = CancellationToken::new();
-    let run = tokio::spawn({
-        let (e, c) = (engine.clone(), cancel.clone());
-        async move { e.run(c.cancelled_owned()).await }
-    });
+    let (cancel, run) = spawn_run(&engine);
     tokio::time::sleep(Duration::from_secs(25)).await;
     cancel.cancel();
     run.await.unwrap().unwrap();
@@ -196,11 +207,7 @@ async fn shutdown_ends_a_hung_tick_after_the_grace() {
         )
         .with_observer(passes.clone()),
     );
-    let cancel = CancellationToken::new();
-    let run = tokio::spawn({
-        let (e, c) = (engine.clone(), cancel.clone());
-        async move { e.run(c.cancelled_owned()).await }
-    });
+    let (cancel, run) = spawn_run(&engine);
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(passes.records.lock().unwrap().is_empty(), "the tick hangs");
     let cancelled_at = tokio::time::Instant::now();
@@ -240,11 +247,7 @@ fn actions_sent_when_the_grace_ends_are_logged_as_sent_with_unknown_outcome() {
                     .with_shutdown_grace(Duration::from_secs(1)),
                 Arc::new(vec![t]),
             ));
-            let cancel = CancellationToken::new();
-            let run = tokio::spawn({
-                let (e, c) = (engine.clone(), cancel.clone());
-                async move { e.run(c.cancelled_owned()).await }
-            });
+            let (cancel, run) = spawn_run(&engine);
             tokio::time::sleep(Duration::from_secs(3)).await;
             cancel.cancel();
             run.await.unwrap().unwrap();
