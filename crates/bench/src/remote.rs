@@ -46,11 +46,7 @@ pub fn realistic(fake: &FakeFly, latency: Duration) {
 /// # Errors
 /// When the runtime cannot be built, the port cannot be bound or stdout is closed.
 pub fn serve_stdio(threads: usize) -> std::io::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .thread_name("fake-fly")
-        .enable_all()
-        .build()?;
+    let rt = crate::runtime(threads, "fake-fly")?;
     let server = rt.block_on(FakeFlyServer::bind(
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         FakeConfig::instant(),

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleetscale_bench::weave_cluster::{peer_address, peer_name, start_fixed_peers};
 use fleetscale_core::coordination::LedgerStore;
 use fleetscale_core::{ClusterMembership, Machine, MachineState};
 use fleetscale_etcd::harness::EtcdCluster;
@@ -14,30 +15,14 @@ use fleetscale_weave::fake::{
     EmulatedHosts, Emulator, EmulatorConfig, MachinePool, PeerSpec, Role,
 };
 use fleetscale_weave::{
-    FixedPeer, PeerName, ReclaimConfig, Reclaimer, WeaveMembership, WeaveMembershipConfig,
+    FixedPeer, ReclaimConfig, Reclaimer, WeaveMembership, WeaveMembershipConfig,
 };
-
-fn pn(n: u64) -> PeerName {
-    PeerName::from_u64(n).unwrap()
-}
-
-fn addr(n: u64) -> String {
-    format!("192.168.78.{n}")
-}
 
 /// Three fixed peers, and observers dyn4..=dyn7 joined through the membership, each owning
 /// address space.
 async fn cluster() -> (Emulator, Vec<FixedPeer>, Arc<MachinePool>) {
     let emu = Emulator::new(EmulatorConfig::default());
-    let fixed = emu
-        .start_primed(
-            (1..=3)
-                .map(|n| PeerSpec::new(pn(n), format!("fixed{n}"), addr(n)))
-                .collect(),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
+    let fixed = start_fixed_peers(&emu).await.unwrap();
     let pool = Arc::new(MachinePool::new("pool"));
     let mut config = WeaveMembershipConfig::new(fixed.clone())
         .with_runner(Arc::new(EmulatedHosts::new(emu.clone())))
@@ -47,18 +32,18 @@ async fn cluster() -> (Emulator, Vec<FixedPeer>, Arc<MachinePool>) {
     let membership = WeaveMembership::new(config).unwrap();
     for n in 4..=7 {
         emu.add_peer(
-            PeerSpec::new(pn(n), format!("dyn{n}"), addr(n)),
+            PeerSpec::new(peer_name(n), format!("dyn{n}"), peer_address(n)),
             Role::Observer,
         )
         .unwrap();
         let mut m = Machine::new(format!("m-dyn{n}"), MachineState::Started)
-            .with_address(addr(n))
+            .with_address(peer_address(n))
             .with_label("role", "dynamic");
         m.name = format!("dyn{n}");
         pool.add(m.clone());
         membership.join(&m).await.unwrap();
-        emu.allocate(pn(n), &format!("c{n}")).unwrap();
-        assert!(emu.owned(pn(1), pn(n)) > 0);
+        emu.allocate(peer_name(n), &format!("c{n}")).unwrap();
+        assert!(emu.owned(peer_name(1), peer_name(n)) > 0);
     }
     (emu, fixed, pool)
 }
@@ -70,9 +55,13 @@ fn reclaimer(
     store: Arc<dyn LedgerStore>,
     dir: &std::path::Path,
 ) -> Arc<Reclaimer> {
-    let mut c = ReclaimConfig::new(fixed.to_vec(), pn(designated), dir.join("unused.jsonl"))
-        .with_inventory(pool.clone())
-        .with_ledger_store(store);
+    let mut c = ReclaimConfig::new(
+        fixed.to_vec(),
+        peer_name(designated),
+        dir.join("unused.jsonl"),
+    )
+    .with_inventory(pool.clone())
+    .with_ledger_store(store);
     c.verify_timeout = Duration::from_secs(30);
     c.lock_wait = Duration::from_secs(60);
     c.min_unreachable = Duration::ZERO;
@@ -97,9 +86,9 @@ async fn reclaimers_on_two_hosts_with_different_designated_peers_reclaim_each_de
 
     let mut reclaimed = Vec::new();
     for (round, dead) in [4u64, 5, 6, 7].into_iter().enumerate() {
-        let owned = emu.owned(pn(1), pn(dead));
+        let owned = emu.owned(peer_name(1), peer_name(dead));
         assert!(owned > 0);
-        emu.kill(pn(dead)).unwrap();
+        emu.kill(peer_name(dead)).unwrap();
         pool.remove(&format!("dyn{dead}"));
         // Both hosts at once, in either order, several passes each.
         for _ in 0..3 {
@@ -116,7 +105,10 @@ async fn reclaimers_on_two_hosts_with_different_designated_peers_reclaim_each_de
             reclaimed.extend(r1.reclaimed.iter().chain(&r2.reclaimed).copied());
         }
         assert_eq!(
-            reclaimed.iter().filter(|(p, _)| *p == pn(dead)).count(),
+            reclaimed
+                .iter()
+                .filter(|(p, _)| *p == peer_name(dead))
+                .count(),
             1,
             "dyn{dead} reclaimed once: {reclaimed:?}"
         );
@@ -130,7 +122,8 @@ async fn reclaimers_on_two_hosts_with_different_designated_peers_reclaim_each_de
     // Each rmpeer ran on the designated peer of the reclaimer that did it, by name.
     let log = emu.rmpeer_log();
     assert!(
-        log.iter().all(|r| r.by == pn(1) || r.by == pn(2)),
+        log.iter()
+            .all(|r| r.by == peer_name(1) || r.by == peer_name(2)),
         "{log:?}"
     );
     assert!(
@@ -143,7 +136,7 @@ async fn reclaimers_on_two_hosts_with_different_designated_peers_reclaim_each_de
     let held = store.lock(Duration::from_secs(10)).await.unwrap();
     let records = held.records().await.unwrap();
     for n in 4..=7u64 {
-        let peer = pn(n).to_string();
+        let peer = peer_name(n).to_string();
         let states: Vec<&str> = ["intent", "done", "verified"]
             .into_iter()
             .filter(|s| {

@@ -23,10 +23,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use fleetscale_bench::fleet;
 use fleetscale_bench::replicas::{
     destroyed_twice, stale_actions, FenceLog, Loads, Replica, ReplicaOptions,
 };
+use fleetscale_bench::{env_number, fleet};
 use fleetscale_etcd::harness::{EtcdCluster, TcpProxy};
 use fleetscale_etcd::EtcdConfig;
 use fleetscale_fly::fake::{FakeConfig, FakeFlyServer};
@@ -59,14 +59,8 @@ struct Live {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_stay_fenced_through_kills_partitions_and_etcd_outages() {
-    let rounds: u64 = std::env::var("FLEETSCALE_ETCD_SOAK_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
-    let seed: u64 = std::env::var("FLEETSCALE_SOAK_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0xE7CD_5EED);
+    let rounds: u64 = env_number("FLEETSCALE_ETCD_SOAK_ROUNDS", 10);
+    let seed: u64 = env_number("FLEETSCALE_SOAK_SEED", 0xE7CD_5EED);
     let mut rng = Rng(seed);
 
     let mut etcd = EtcdCluster::start(3).await.unwrap();

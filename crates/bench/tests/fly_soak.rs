@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fleetscale_bench::fleet;
+use fleetscale_bench::{env_number, fleet};
 use fleetscale_core::engine::{Engine, EngineConfig, TargetSpec};
 use fleetscale_core::plan::{Action, ActionKind};
 use fleetscale_core::policy::{CountRule, Limits, Policy};
@@ -253,21 +253,10 @@ fn settled(machines: &[fleetscale_fly::FlyMachine]) -> (u32, u32, bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_on_the_fly_fake_stays_safe_under_http_faults_and_converges() {
-    let passes: u64 = std::env::var("FLEETSCALE_FLY_SOAK_PASSES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(120);
-    let seed: u64 = std::env::var("FLEETSCALE_SOAK_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0xF1EE_7005);
+    let passes: u64 = env_number("FLEETSCALE_FLY_SOAK_PASSES", 120);
+    let seed: u64 = env_number("FLEETSCALE_SOAK_SEED", 0xF1EE_7005);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let gap = Duration::from_millis(
-        std::env::var("FLEETSCALE_FLY_SOAK_GAP_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(60),
-    );
+    let gap = Duration::from_millis(env_number("FLEETSCALE_FLY_SOAK_GAP_MS", 60));
 
     let server = FakeFlyServer::bind(
         "127.0.0.1:0".parse().unwrap(),

@@ -38,23 +38,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleetscale_bench::env_number;
+use fleetscale_bench::weave_cluster::{
+    fixed_peer_addresses, peer_address, peer_name, start_fixed_peers, FIXED_PEERS,
+};
 use fleetscale_core::engine::{Engine, EngineConfig, TargetSpec};
 use fleetscale_core::policy::Policy;
 use fleetscale_core::testing::FakeScaler;
 use fleetscale_core::{Machine, MachineState, Scope};
 use fleetscale_weave::fake::{Emulator, EmulatorConfig, PeerSpec};
 use fleetscale_weave::{
-    FixedPeer, PeerName, ReclaimConfig, Reclaimer, ScalerInventory, WeaveMembership,
-    WeaveMembershipConfig,
+    FixedPeer, ReclaimConfig, Reclaimer, ScalerInventory, WeaveMembership, WeaveMembershipConfig,
 };
-
-fn pn(n: u64) -> PeerName {
-    PeerName::from_u64(n).unwrap()
-}
-
-fn addr(n: u64) -> String {
-    format!("10.77.{}.{}", n / 250, n % 250 + 1)
-}
 
 /// What the test did to an observer (its current incarnation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,7 +69,6 @@ enum Fate {
     Left,
 }
 
-const FIXED: [u64; 3] = [1, 2, 3];
 const DESIGNATED: u64 = 1;
 const SOURCE: &str = "pool";
 
@@ -105,7 +99,7 @@ impl World {
     fn config(&self, ledger: &str) -> ReclaimConfig {
         let mut c = ReclaimConfig::new(
             self.fixed.clone(),
-            pn(DESIGNATED),
+            peer_name(DESIGNATED),
             self.dir.path().join(ledger),
         )
         .with_inventory(Arc::new(ScalerInventory::new(self.scaler.clone(), SOURCE)));
@@ -159,7 +153,7 @@ impl World {
     }
 
     fn machine(&self, n: u64, state: MachineState) -> Machine {
-        let mut m = Machine::new(self.machine_id(n), state).with_address(addr(n));
+        let mut m = Machine::new(self.machine_id(n), state).with_address(peer_address(n));
         m.name = format!("dyn{n}");
         m
     }
@@ -169,9 +163,11 @@ impl World {
         let n = self.next;
         self.next += 1;
         self.incarnation.insert(n, 1);
-        let targets: Vec<String> = FIXED.iter().map(|&f| addr(f)).collect();
         self.emu
-            .start_observer(PeerSpec::new(pn(n), format!("dyn{n}"), addr(n)), targets)
+            .start_observer(
+                PeerSpec::new(peer_name(n), format!("dyn{n}"), peer_address(n)),
+                fixed_peer_addresses(),
+            )
             .await
             .unwrap();
         if let Some(state) = listed {
@@ -187,7 +183,7 @@ impl World {
     /// allocation would block, which is fine: it owns nothing.
     async fn allocate(&self, n: u64, ident: &str) {
         for _ in 0..50 {
-            if self.emu.allocate(pn(n), ident).is_ok() {
+            if self.emu.allocate(peer_name(n), ident).is_ok() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -196,13 +192,15 @@ impl World {
 
     /// A reclaimed name comes back on a new machine with a fresh database.
     async fn rejoin(&mut self, n: u64) {
-        self.emu.weave_reset(pn(n)).unwrap();
+        self.emu.weave_reset(peer_name(n)).unwrap();
         *self.incarnation.entry(n).or_default() += 1;
         self.reclaimed.remove(&n);
         self.observed.remove(&n);
         self.scaler.insert(self.machine(n, MachineState::Started));
-        let targets: Vec<String> = FIXED.iter().map(|&f| addr(f)).collect();
-        self.emu.launch(pn(n), targets).await.unwrap();
+        self.emu
+            .launch(peer_name(n), fixed_peer_addresses())
+            .await
+            .unwrap();
         self.peers.insert(n, Fate::Live);
         let inc = self.incarnation[&n];
         self.allocate(n, &format!("c{n}-{inc}")).await;
@@ -240,8 +238,8 @@ impl World {
     async fn restart_fixed(&mut self) -> bool {
         let down = std::mem::take(&mut self.fixed_down);
         for &f in &down {
-            let url = self.emu.restart(pn(f)).await.unwrap();
-            for p in self.fixed.iter_mut().filter(|p| p.name == pn(f)) {
+            let url = self.emu.restart(peer_name(f)).await.unwrap();
+            for p in self.fixed.iter_mut().filter(|p| p.name == peer_name(f)) {
                 p.api_url = url.clone();
             }
         }
@@ -253,10 +251,10 @@ impl World {
         peers
             .iter()
             .flat_map(|&n| {
-                FIXED
+                FIXED_PEERS
                     .iter()
-                    .filter(|&&f| self.emu.is_running(pn(f)))
-                    .map(move |&f| self.emu.owned(pn(f), pn(n)))
+                    .filter(|&&f| self.emu.is_running(peer_name(f)))
+                    .map(move |&f| self.emu.owned(peer_name(f), peer_name(n)))
             })
             .sum()
     }
@@ -270,7 +268,7 @@ fn check(
 ) -> Result<(), String> {
     let log = w.emu.rmpeer_log();
     for r in &log[*seen..] {
-        if r.by != pn(DESIGNATED) {
+        if r.by != peer_name(DESIGNATED) {
             return Err(format!(
                 "rmpeer ran on {} not the designated peer: {r:?}",
                 r.by
@@ -285,7 +283,7 @@ fn check(
             ));
         }
         let n = target.as_u64();
-        if FIXED.contains(&n) {
+        if FIXED_PEERS.contains(&n) {
             return Err(format!("a fixed peer was reclaimed: {r:?}"));
         }
         // A peer that left with `weave reset` is dead and gone from the inventory too; it may
@@ -323,7 +321,7 @@ fn check(
     if !merge.is_empty() {
         return Err(format!("ring merge conflicts: {merge:?}"));
     }
-    if let Some(n) = w.peers.keys().find(|n| w.emu.conflicted(pn(**n))) {
+    if let Some(n) = w.peers.keys().find(|n| w.emu.conflicted(peer_name(**n))) {
         return Err(format!("dyn{n} cannot rejoin: its ring conflicts"));
     }
     Ok(())
@@ -331,14 +329,8 @@ fn check(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation_once() {
-    let rounds: u64 = std::env::var("FLEETSCALE_WEAVE_SOAK_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
-    let seed: u64 = std::env::var("FLEETSCALE_SOAK_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x00EA_7E50);
+    let rounds: u64 = env_number("FLEETSCALE_WEAVE_SOAK_ROUNDS", 60);
+    let seed: u64 = env_number("FLEETSCALE_SOAK_SEED", 0x00EA_7E50);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
 
     let emu = Emulator::new(EmulatorConfig {
@@ -350,16 +342,7 @@ async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation
         seed,
         ..EmulatorConfig::default()
     });
-    let fixed = emu
-        .start_primed(
-            FIXED
-                .iter()
-                .map(|&n| PeerSpec::new(pn(n), format!("fixed{n}"), addr(n)))
-                .collect(),
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
+    let fixed = start_fixed_peers(&emu).await.unwrap();
     let mut w = World {
         emu,
         fixed,
@@ -395,7 +378,7 @@ async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation
                 }
                 2 => match w.observed_live().choose(&mut rng).copied() {
                     Some(n) => {
-                        w.emu.kill(pn(n)).unwrap();
+                        w.emu.kill(peer_name(n)).unwrap();
                         w.unlist(n);
                         w.peers.insert(n, Fate::Lost);
                         "kill+unlist"
@@ -404,7 +387,7 @@ async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation
                 },
                 3 => match w.observed_live().choose(&mut rng).copied() {
                     Some(n) => {
-                        w.emu.kill(pn(n)).unwrap();
+                        w.emu.kill(peer_name(n)).unwrap();
                         w.peers.insert(n, Fate::Crashed);
                         "crash"
                     }
@@ -412,7 +395,7 @@ async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation
                 },
                 4 => match w.with(|f| f == Fate::Crashed).choose(&mut rng).copied() {
                     Some(n) if rng.random_range(0..2) == 0 => {
-                        w.emu.restart(pn(n)).await.unwrap();
+                        w.emu.restart(peer_name(n)).await.unwrap();
                         w.peers.insert(n, Fate::Live);
                         w.observed.remove(&n);
                         "crash-restart"
@@ -431,9 +414,9 @@ async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation
                 },
                 5 => match w.with(|f| f == Fate::Live).choose(&mut rng).copied() {
                     Some(n) => {
-                        w.emu.partition(pn(n)).unwrap();
+                        w.emu.partition(peer_name(n)).unwrap();
                         // Both sides keep allocating during the partition.
-                        let _ = w.emu.allocate(pn(n), &format!("p{n}-{round}"));
+                        let _ = w.emu.allocate(peer_name(n), &format!("p{n}-{round}"));
                         w.peers.insert(n, Fate::Partitioned(round));
                         "partition"
                     }
@@ -444,7 +427,7 @@ async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation
                     let old = w.with(|f| matches!(f, Fate::Partitioned(r) if r + 2 <= round));
                     match old.choose(&mut rng).copied() {
                         Some(n) => {
-                            w.emu.heal(pn(n)).unwrap();
+                            w.emu.heal(peer_name(n)).unwrap();
                             w.peers.insert(n, Fate::Live);
                             w.observed.remove(&n);
                             "heal"
@@ -454,7 +437,7 @@ async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation
                 }
                 7 => match w.with(|f| f == Fate::Live).choose(&mut rng).copied() {
                     Some(n) => {
-                        w.emu.weave_reset(pn(n)).unwrap();
+                        w.emu.weave_reset(peer_name(n)).unwrap();
                         w.unlist(n);
                         w.peers.insert(n, Fate::Left);
                         "reset+unlist"
@@ -466,8 +449,8 @@ async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation
                     if !w.fixed_down.is_empty() {
                         continue;
                     }
-                    let f = FIXED[rng.random_range(0..3) as usize];
-                    w.emu.kill(pn(f)).unwrap();
+                    let f = FIXED_PEERS[rng.random_range(0..3) as usize];
+                    w.emu.kill(peer_name(f)).unwrap();
                     w.fixed_down.insert(f);
                     "fixed-down"
                 }
@@ -498,7 +481,7 @@ async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation
                     // Joins and dies before any reclaimer sees it; its machine is listed as
                     // destroyed (as EC2 lists terminated instances for a while).
                     let n = w.join(Some(MachineState::Started)).await;
-                    w.emu.kill(pn(n)).unwrap();
+                    w.emu.kill(peer_name(n)).unwrap();
                     w.terminate(n);
                     w.peers.insert(n, Fate::Lost);
                     "lost-unseen"
@@ -506,7 +489,7 @@ async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation
                 12 if alive < 20 => {
                     // Joins and dies unseen, and its machine left no trace: unprovable.
                     let n = w.join(None).await;
-                    w.emu.kill(pn(n)).unwrap();
+                    w.emu.kill(peer_name(n)).unwrap();
                     w.peers.insert(n, Fate::Unproven);
                     "unproven"
                 }
@@ -571,7 +554,7 @@ async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation
         primary = w.reclaimer("ledger.jsonl");
     }
     for n in w.with(|f| matches!(f, Fate::Partitioned(_))) {
-        w.emu.heal(pn(n)).unwrap();
+        w.emu.heal(peer_name(n)).unwrap();
         w.peers.insert(n, Fate::Live);
     }
     let bound = 20;
@@ -619,7 +602,7 @@ async fn reclaimer_never_reclaims_live_peers_and_reclaims_every_lost_incarnation
     // Unproven deaths keep their space: nothing proved them dead.
     for n in &unproven {
         assert!(
-            !log.iter().any(|r| r.target == Some(pn(*n))),
+            !log.iter().any(|r| r.target == Some(peer_name(*n))),
             "unproven dyn{n} was reclaimed"
         );
     }

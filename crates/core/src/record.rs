@@ -218,6 +218,15 @@ pub enum TickStatus {
 }
 
 impl TickStatus {
+    /// The status of a tick that `error` stopped at `stage`, with the error's class and text.
+    pub fn failed(stage: TickStage, error: &crate::Error) -> Self {
+        TickStatus::Failed {
+            stage,
+            kind: error.kind(),
+            message: error.to_string(),
+        }
+    }
+
     /// A stable label: `no_scale`, `scaled`, `dry_run`, `held`, `paused`, `failed`.
     pub fn as_str(&self) -> &'static str {
         match self {

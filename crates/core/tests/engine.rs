@@ -33,6 +33,16 @@ fn target(scaler: Arc<FakeScaler>, metric: Arc<StaticMetric>, p: Policy) -> Targ
     TargetSpec::new(Scope::new("app"), scaler, p).with_source(metric)
 }
 
+/// An engine over one target: `fake`, scaled to as many machines as a static metric `load`
+/// of `value` says.
+fn following_load(fake: &Arc<FakeScaler>, value: f64, config: EngineConfig) -> Engine {
+    let load = Arc::new(StaticMetric::new("load", value));
+    engine_for(
+        vec![target(fake.clone(), load, policy("load", None))],
+        config,
+    )
+}
+
 async fn one_tick(engine: &Engine) -> DecisionRecord {
     engine.run_once().await.unwrap().remove(0)
 }
@@ -98,11 +108,7 @@ async fn failing_create_is_not_retried_within_a_tick() {
         message: "no room in ord".into(),
         source: None,
     });
-    let load = Arc::new(StaticMetric::new("load", 3.0));
-    let engine = engine_for(
-        vec![target(fake.clone(), load, policy("load", None))],
-        EngineConfig::default(),
-    );
+    let engine = following_load(&fake, 3.0, EngineConfig::default());
     let r = one_tick(&engine).await;
     assert_eq!(
         fake.call_count(Op::Create),
@@ -143,11 +149,7 @@ async fn metric_failure_holds_instead_of_scaling_in() {
 #[tokio::test]
 async fn non_finite_metric_is_a_failure() {
     let fake = Arc::new(FakeScaler::new().with_machines(2, MachineState::Started));
-    let load = Arc::new(StaticMetric::new("load", f64::NAN));
-    let engine = engine_for(
-        vec![target(fake.clone(), load, policy("load", None))],
-        EngineConfig::default(),
-    );
+    let engine = following_load(&fake, f64::NAN, EngineConfig::default());
     assert_eq!(one_tick(&engine).await.status, TickStatus::Held);
 }
 
@@ -158,14 +160,7 @@ async fn list_failure_is_recorded_and_nothing_happens() {
         message: "502".into(),
         source: None,
     });
-    let engine = engine_for(
-        vec![target(
-            fake.clone(),
-            Arc::new(StaticMetric::new("load", 9.0)),
-            policy("load", None),
-        )],
-        EngineConfig::default(),
-    );
+    let engine = following_load(&fake, 9.0, EngineConfig::default());
     let r = one_tick(&engine).await;
     assert!(
         matches!(r.status, TickStatus::Failed { ref stage, .. } if *stage == fleetscale_core::record::TickStage::List)
@@ -176,14 +171,7 @@ async fn list_failure_is_recorded_and_nothing_happens() {
 #[tokio::test]
 async fn dry_run_plans_but_executes_nothing() {
     let fake = Arc::new(FakeScaler::new().with_machines(1, MachineState::Started));
-    let engine = engine_for(
-        vec![target(
-            fake.clone(),
-            Arc::new(StaticMetric::new("load", 3.0)),
-            policy("load", None),
-        )],
-        EngineConfig::default().with_dry_run(true),
-    );
+    let engine = following_load(&fake, 3.0, EngineConfig::default().with_dry_run(true));
     let r = one_tick(&engine).await;
     assert_eq!(r.status, TickStatus::DryRun);
     assert_eq!(r.plan.as_ref().unwrap().count(ActionKind::Create), 2);
@@ -313,12 +301,9 @@ async fn run_ticks_immediately_then_every_interval_and_stops_on_cancel() {
     let fake = Arc::new(FakeScaler::new().with_machines(1, MachineState::Started));
     let records = Arc::new(Records::default());
     let engine = Arc::new(
-        engine_for(
-            vec![target(
-                fake.clone(),
-                Arc::new(StaticMetric::new("load", 1.0)),
-                policy("load", None),
-            )],
+        following_load(
+            &fake,
+            1.0,
             EngineConfig::default().with_interval(Duration::from_secs(15)),
         )
         .with_observer(records.clone()),
@@ -385,14 +370,7 @@ async fn initial_state_stopped_creates_spares_for_the_proxy() {
 #[tokio::test]
 async fn a_paused_target_is_left_alone() {
     let fake = Arc::new(FakeScaler::new().with_machines(1, MachineState::Started));
-    let engine = engine_for(
-        vec![target(
-            fake.clone(),
-            Arc::new(StaticMetric::new("load", 5.0)),
-            policy("load", None),
-        )],
-        EngineConfig::default(),
-    );
+    let engine = following_load(&fake, 5.0, EngineConfig::default());
     fake.set_paused(Some("release in progress"));
     let r = one_tick(&engine).await;
     assert_eq!(

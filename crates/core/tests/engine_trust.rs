@@ -25,6 +25,32 @@ fn existing(fake: &FakeScaler) -> usize {
     fake.machines().iter().filter(|m| m.state.exists()).count()
 }
 
+/// One engine pass, after which the backend lists every machine but the first (`m1`), so every
+/// machine the engine made, as unmanageable.
+async fn pass_listing_new_machines_unmanageable(engine: &Engine, fake: &FakeScaler) {
+    engine.run_once().await.unwrap();
+    for m in fake.machines() {
+        if m.id.as_str() != "m1" {
+            fake.set_manageable(&m.id, false);
+        }
+    }
+}
+
+/// Runs `engine`'s loop on a task until the returned token is cancelled.
+fn spawn_run(
+    engine: &Arc<Engine>,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<fleetscale_core::Result<()>>,
+) {
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn({
+        let (e, c) = (engine.clone(), cancel.clone());
+        async move { e.run(c.cancelled_owned()).await }
+    });
+    (cancel, run)
+}
+
 /// A backend whose new machines are listed unmanageable (Fly: `host_status` not `ok` for a
 /// while): under a hard maximum of 3 the engine used to create 2 machines every tick.
 #[tokio::test]
@@ -44,12 +70,7 @@ async fn the_hard_maximum_holds_when_new_machines_are_listed_unmanageable() {
     t.validate().unwrap();
     let engine = Engine::new(EngineConfig::default(), Arc::new(vec![t]));
     for tick in 1..=5 {
-        engine.run_once().await.unwrap();
-        for m in fake.machines() {
-            if m.id.as_str() != "m1" {
-                fake.set_manageable(&m.id, false);
-            }
-        }
+        pass_listing_new_machines_unmanageable(&engine, &fake).await;
         assert!(
             existing(&fake) <= 3,
             "tick {tick}: {} machines exist under a maximum of 3",
@@ -78,12 +99,7 @@ async fn step_limits_count_unmanageable_machines() {
     let t = TargetSpec::new(Scope::new("app"), fake.clone(), policy);
     let engine = Engine::new(EngineConfig::default(), Arc::new(vec![t]));
     for tick in 1..=4 {
-        engine.run_once().await.unwrap();
-        for m in fake.machines() {
-            if m.id.as_str() != "m1" {
-                fake.set_manageable(&m.id, false);
-            }
-        }
+        pass_listing_new_machines_unmanageable(&engine, &fake).await;
         assert!(
             existing(&fake) <= 1 + tick,
             "tick {tick}: more than one step"
@@ -152,11 +168,7 @@ async fn every_pass_is_reported_also_over_no_target() {
         )
         .with_observer(passes.clone()),
     );
-    let cancel = CancellationToken::new();
-    let run = tokio::spawn({
-        let (e, c) = (engine.clone(), cancel.clone());
-        async move { e.run(c.cancelled_owned()).await }
-    });
+    let (cancel, run) = spawn_run(&engine);
     tokio::time::sleep(Duration::from_secs(25)).await;
     cancel.cancel();
     run.await.unwrap().unwrap();
@@ -195,11 +207,7 @@ async fn shutdown_ends_a_hung_tick_after_the_grace() {
         )
         .with_observer(passes.clone()),
     );
-    let cancel = CancellationToken::new();
-    let run = tokio::spawn({
-        let (e, c) = (engine.clone(), cancel.clone());
-        async move { e.run(c.cancelled_owned()).await }
-    });
+    let (cancel, run) = spawn_run(&engine);
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(passes.records.lock().unwrap().is_empty(), "the tick hangs");
     let cancelled_at = tokio::time::Instant::now();
@@ -239,11 +247,7 @@ fn actions_sent_when_the_grace_ends_are_logged_as_sent_with_unknown_outcome() {
                     .with_shutdown_grace(Duration::from_secs(1)),
                 Arc::new(vec![t]),
             ));
-            let cancel = CancellationToken::new();
-            let run = tokio::spawn({
-                let (e, c) = (engine.clone(), cancel.clone());
-                async move { e.run(c.cancelled_owned()).await }
-            });
+            let (cancel, run) = spawn_run(&engine);
             tokio::time::sleep(Duration::from_secs(3)).await;
             cancel.cancel();
             run.await.unwrap().unwrap();

@@ -39,87 +39,96 @@ enum B {
     Not(bool, Box<B>),
 }
 
+/// An arithmetic operator: its spellings, its precedence in the documented table
+/// (expr-lang's numbers), its associativity and its meaning.
 #[derive(Clone, Copy, Debug)]
-enum Op {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Rem,
-    Pow,
+struct Op {
+    symbol: &'static str,
+    /// The alternative spelling (`^` for `**`; the same symbol where there is none).
+    alt_symbol: &'static str,
+    precedence: u8,
+    right_assoc: bool,
+    apply: fn(f64, f64) -> f64,
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Cmp {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
+/// Every arithmetic operator of the language.
+const OPERATORS: [Op; 6] = [
+    Op::left("+", 30, |x, y| x + y),
+    Op::left("-", 30, |x, y| x - y),
+    Op::left("*", 60, |x, y| x * y),
+    Op::left("/", 60, |x, y| x / y),
+    Op::left("%", 60, |x, y| x % y),
+    Op {
+        symbol: "**",
+        alt_symbol: "^",
+        precedence: 100,
+        right_assoc: true,
+        apply: f64::powf,
+    },
+];
 
+/// A comparison: its spelling and its meaning.
 #[derive(Clone, Copy, Debug)]
-enum Func {
-    Min,
-    Max,
-    Abs,
-    Ceil,
-    Floor,
-    Round,
-    Int,
-    Float,
+struct Cmp(&'static str, fn(&f64, &f64) -> bool);
+
+/// Every comparison of the language.
+const COMPARISONS: [Cmp; 6] = [
+    Cmp("==", f64::eq),
+    Cmp("!=", f64::ne),
+    Cmp("<", f64::lt),
+    Cmp("<=", f64::le),
+    Cmp(">", f64::gt),
+    Cmp(">=", f64::ge),
+];
+
+/// A function: its name and its meaning over the evaluated arguments (never empty; one
+/// argument for all but `min` and `max`).
+#[derive(Clone, Copy, Debug)]
+struct Func(&'static str, fn(&[f64]) -> f64);
+
+/// The functions of one argument.
+const UNARY_FUNCTIONS: [Func; 6] = [
+    Func("abs", |x| x[0].abs()),
+    Func("ceil", |x| x[0].ceil()),
+    Func("floor", |x| x[0].floor()),
+    Func("round", |x| x[0].round()),
+    Func("int", |x| x[0].trunc()),
+    Func("float", |x| x[0]),
+];
+
+/// The functions of one or more arguments.
+const VARIADIC_FUNCTIONS: [Func; 2] = [
+    Func("min", |xs| fold_or_nan(xs, f64::INFINITY, f64::min)),
+    Func("max", |xs| fold_or_nan(xs, f64::NEG_INFINITY, f64::max)),
+];
+
+/// `xs` folded by `f` from `init`, or NaN when any of them is NaN (which `f64::min` and
+/// `f64::max` would pass over).
+fn fold_or_nan(xs: &[f64], init: f64, f: fn(f64, f64) -> f64) -> f64 {
+    if xs.iter().any(|x| x.is_nan()) {
+        f64::NAN
+    } else {
+        xs.iter().copied().fold(init, f)
+    }
 }
 
 impl Op {
+    /// A left-associative operator with one spelling.
+    const fn left(symbol: &'static str, precedence: u8, apply: fn(f64, f64) -> f64) -> Op {
+        Op {
+            symbol,
+            alt_symbol: symbol,
+            precedence,
+            right_assoc: false,
+            apply,
+        }
+    }
+
     fn symbol(self, alt: bool) -> &'static str {
-        match self {
-            Op::Add => "+",
-            Op::Sub => "-",
-            Op::Mul => "*",
-            Op::Div => "/",
-            Op::Rem => "%",
-            Op::Pow if alt => "^",
-            Op::Pow => "**",
-        }
-    }
-    /// The documented precedence table (expr-lang's numbers).
-    fn precedence(self) -> u8 {
-        match self {
-            Op::Add | Op::Sub => 30,
-            Op::Mul | Op::Div | Op::Rem => 60,
-            Op::Pow => 100,
-        }
-    }
-    fn right_assoc(self) -> bool {
-        matches!(self, Op::Pow)
-    }
-}
-
-impl Cmp {
-    fn symbol(self) -> &'static str {
-        match self {
-            Cmp::Eq => "==",
-            Cmp::Ne => "!=",
-            Cmp::Lt => "<",
-            Cmp::Le => "<=",
-            Cmp::Gt => ">",
-            Cmp::Ge => ">=",
-        }
-    }
-}
-
-impl Func {
-    fn name(self) -> &'static str {
-        match self {
-            Func::Min => "min",
-            Func::Max => "max",
-            Func::Abs => "abs",
-            Func::Ceil => "ceil",
-            Func::Floor => "floor",
-            Func::Round => "round",
-            Func::Int => "int",
-            Func::Float => "float",
+        if alt {
+            self.alt_symbol
+        } else {
+            self.symbol
         }
     }
 }
@@ -135,36 +144,15 @@ fn literal() -> impl Strategy<Value = f64> {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        Just(Op::Add),
-        Just(Op::Sub),
-        Just(Op::Mul),
-        Just(Op::Div),
-        Just(Op::Rem),
-        Just(Op::Pow),
-    ]
+    prop::sample::select(&OPERATORS[..])
 }
 
 fn cmp() -> impl Strategy<Value = Cmp> {
-    prop_oneof![
-        Just(Cmp::Eq),
-        Just(Cmp::Ne),
-        Just(Cmp::Lt),
-        Just(Cmp::Le),
-        Just(Cmp::Gt),
-        Just(Cmp::Ge),
-    ]
+    prop::sample::select(&COMPARISONS[..])
 }
 
 fn unary_func() -> impl Strategy<Value = Func> {
-    prop_oneof![
-        Just(Func::Abs),
-        Just(Func::Ceil),
-        Just(Func::Floor),
-        Just(Func::Round),
-        Just(Func::Int),
-        Just(Func::Float),
-    ]
+    prop::sample::select(&UNARY_FUNCTIONS[..])
 }
 
 fn numeric() -> impl Strategy<Value = N> {
@@ -211,7 +199,7 @@ fn numeric() -> impl Strategy<Value = N> {
             )),
             (unary_func(), inner.clone()).prop_map(|(f, a)| N::Call(f, vec![a])),
             (
-                prop_oneof![Just(Func::Min), Just(Func::Max)],
+                prop::sample::select(&VARIADIC_FUNCTIONS[..]),
                 prop::collection::vec(inner.clone(), 1..4)
             )
                 .prop_map(|(f, args)| N::Call(f, args)),
@@ -255,30 +243,10 @@ fn ref_num(n: &N, vars: &[f64]) -> f64 {
         N::Var(i) => vars[*i],
         N::Neg(a) => -ref_num(a, vars),
         N::Plus(a) => ref_num(a, vars),
-        N::Bin(op, _, a, b) => {
-            let (x, y) = (ref_num(a, vars), ref_num(b, vars));
-            match op {
-                Op::Add => x + y,
-                Op::Sub => x - y,
-                Op::Mul => x * y,
-                Op::Div => x / y,
-                Op::Rem => x % y,
-                Op::Pow => x.powf(y),
-            }
-        }
+        N::Bin(op, _, a, b) => (op.apply)(ref_num(a, vars), ref_num(b, vars)),
         N::Call(f, args) => {
             let xs: Vec<f64> = args.iter().map(|a| ref_num(a, vars)).collect();
-            match f {
-                Func::Min | Func::Max if xs.iter().any(|x| x.is_nan()) => f64::NAN,
-                Func::Min => xs.iter().copied().fold(f64::INFINITY, f64::min),
-                Func::Max => xs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-                Func::Abs => xs[0].abs(),
-                Func::Ceil => xs[0].ceil(),
-                Func::Floor => xs[0].floor(),
-                Func::Round => xs[0].round(),
-                Func::Int => xs[0].trunc(),
-                Func::Float => xs[0],
-            }
+            (f.1)(&xs)
         }
         N::Cond(c, a, b) => {
             if ref_bool(c, vars) {
@@ -293,17 +261,7 @@ fn ref_num(n: &N, vars: &[f64]) -> f64 {
 fn ref_bool(b: &B, vars: &[f64]) -> bool {
     match b {
         B::Lit(v) => *v,
-        B::Cmp(c, a, b) => {
-            let (x, y) = (ref_num(a, vars), ref_num(b, vars));
-            match c {
-                Cmp::Eq => x == y,
-                Cmp::Ne => x != y,
-                Cmp::Lt => x < y,
-                Cmp::Le => x <= y,
-                Cmp::Gt => x > y,
-                Cmp::Ge => x >= y,
-            }
-        }
+        B::Cmp(c, a, b) => (c.1)(&ref_num(a, vars), &ref_num(b, vars)),
         B::And(_, a, b) => ref_bool(a, vars) && ref_bool(b, vars),
         B::Or(_, a, b) => ref_bool(a, vars) || ref_bool(b, vars),
         B::Not(_, a) => !ref_bool(a, vars),
@@ -327,7 +285,7 @@ fn full(n: &N) -> String {
         N::Bin(op, _, a, b) => format!("({} {} {})", full(a), op.symbol(false), full(b)),
         N::Call(f, args) => format!(
             "{}({})",
-            f.name(),
+            f.0,
             args.iter().map(full).collect::<Vec<_>>().join(", ")
         ),
         N::Cond(c, a, b) => format!("({} ? {} : {})", full_b(c), full(a), full(b)),
@@ -337,7 +295,7 @@ fn full(n: &N) -> String {
 fn full_b(b: &B) -> String {
     match b {
         B::Lit(v) => v.to_string(),
-        B::Cmp(c, a, b) => format!("({} {} {})", full(a), c.symbol(), full(b)),
+        B::Cmp(c, a, b) => format!("({} {} {})", full(a), c.0, full(b)),
         B::And(_, a, b) => format!("({} && {})", full_b(a), full_b(b)),
         B::Or(_, a, b) => format!("({} || {})", full_b(a), full_b(b)),
         B::Not(_, a) => format!("(!{})", full_b(a)),
@@ -361,7 +319,7 @@ fn shape(n: &N) -> Shape {
     match n {
         N::Lit(_) | N::Var(_) | N::Call(..) => Shape::Atom,
         N::Neg(_) | N::Plus(_) => Shape::Prefix(90),
-        N::Bin(op, ..) => Shape::Infix(op.precedence()),
+        N::Bin(op, ..) => Shape::Infix(op.precedence),
         N::Cond(..) => Shape::Cond,
     }
 }
@@ -431,7 +389,7 @@ fn minimal(n: &N) -> String {
             )
         }
         N::Bin(op, alt, a, b) => {
-            let (p, r) = (op.precedence(), op.right_assoc());
+            let (p, r) = (op.precedence, op.right_assoc);
             format!(
                 "{} {} {}",
                 paren(minimal(a), needs_parens(shape(a), p, r, true)),
@@ -441,7 +399,7 @@ fn minimal(n: &N) -> String {
         }
         N::Call(f, args) => format!(
             "{}({})",
-            f.name(),
+            f.0,
             args.iter().map(minimal).collect::<Vec<_>>().join(", ")
         ),
         N::Cond(c, a, b) => format!("{} ? {} : {}", minimal_b(c), minimal(a), minimal(b)),
@@ -458,7 +416,7 @@ fn minimal_b(b: &B) -> String {
     };
     match b {
         B::Lit(v) => v.to_string(),
-        B::Cmp(c, x, y) => infix(minimal(x), shape(x), c.symbol(), minimal(y), shape(y), 20),
+        B::Cmp(c, x, y) => infix(minimal(x), shape(x), c.0, minimal(y), shape(y), 20),
         B::And(alt, x, y) => infix(
             minimal_b(x),
             shape_b(x),

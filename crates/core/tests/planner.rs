@@ -496,8 +496,9 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The optimised planner against the reference (the planner as first written, in
-// `support/reference_plan.rs`): the same plan, action for action, note for note.
+// The optimised planner against the reference (`support/reference_plan.rs`, a specification
+// written independently: one action at a time on a copy of the inventory, recounted with
+// `Counts::of`): the same plan, action for action, note for note.
 
 /// Larger inventories than `inventory()`: up to 120 machines in any order, many sharing a
 /// creation time (so ids break the ties), some without one, some unmanageable.

@@ -208,6 +208,21 @@ impl ChaosScaler {
         }
     }
 
+    /// [`run`](Self::run) of a call on one machine, which records `applied` when it succeeds.
+    async fn run_on(
+        &self,
+        operation: &str,
+        call: impl std::future::Future<Output = Result<()>>,
+        applied: Applied,
+    ) -> Result<()> {
+        self.run(operation, async {
+            let r = call.await;
+            let applied = r.is_ok().then_some(applied);
+            (r, applied)
+        })
+        .await
+    }
+
     fn boot(&self, inner: &FakeScaler, id: &MachineId) {
         if self.boot_fails() {
             inner.set_state(id, MachineState::Stopped);
@@ -241,35 +256,26 @@ impl Scaler for ChaosScaler {
 
     async fn start(&self, id: &MachineId) -> Result<()> {
         let inner = self.inner();
-        self.run("start", async {
+        let call = async {
             let r = inner.start(id).await;
             if r.is_ok() {
                 self.boot(&inner, id);
             }
-            let applied = r.as_ref().ok().map(|_| Applied::Start(id.clone()));
-            (r, applied)
-        })
-        .await
+            r
+        };
+        self.run_on("start", call, Applied::Start(id.clone())).await
     }
 
     async fn stop(&self, id: &MachineId) -> Result<()> {
         let inner = self.inner();
-        self.run("stop", async {
-            let r = inner.stop(id).await;
-            let applied = r.as_ref().ok().map(|_| Applied::Stop(id.clone()));
-            (r, applied)
-        })
-        .await
+        self.run_on("stop", inner.stop(id), Applied::Stop(id.clone()))
+            .await
     }
 
     async fn destroy(&self, id: &MachineId) -> Result<()> {
         let inner = self.inner();
-        self.run("destroy", async {
-            let r = inner.destroy(id).await;
-            let applied = r.as_ref().ok().map(|_| Applied::Destroy(id.clone()));
-            (r, applied)
-        })
-        .await
+        self.run_on("destroy", inner.destroy(id), Applied::Destroy(id.clone()))
+            .await
     }
 }
 
@@ -476,6 +482,30 @@ async fn pass(engine: &Engine) -> Vec<DecisionRecord> {
     records
 }
 
+/// One [`pass`], each target's record checked against what its scaler applied ([`check_tick`];
+/// a violation panics naming the seed, the tick and the `phase`): the records by target.
+async fn checked_pass(
+    engine: &Engine,
+    targets: &[Target],
+    seed: u64,
+    tick: u64,
+    phase: &str,
+) -> BTreeMap<String, DecisionRecord> {
+    let records = pass(engine).await;
+    let by_name: BTreeMap<String, DecisionRecord> =
+        records.into_iter().map(|r| (r.target.clone(), r)).collect();
+    for t in targets {
+        let r = &by_name[&t.name];
+        if let Err(e) = check_tick(t, r, &t.scaler.take_applied()) {
+            panic!(
+                "seed {seed}, tick {tick}, target {} ({phase} phase): {e}\nrecord: {r:#?}",
+                t.name
+            );
+        }
+    }
+    by_name
+}
+
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -578,7 +608,6 @@ async fn chaos_soak_keeps_safety_invariants_and_converges() {
             t.scaler.set_faults(true);
             *t.metric.faults_on.lock().unwrap() = true;
         }
-        let mut by_name: BTreeMap<String, DecisionRecord>;
         for _ in 0..fault_ticks {
             for t in &targets {
                 if rng.random_bool(0.15) {
@@ -586,17 +615,8 @@ async fn chaos_soak_keeps_safety_invariants_and_converges() {
                 }
             }
             ticks += 1;
-            let records = pass(&engine).await;
-            by_name = records.into_iter().map(|r| (r.target.clone(), r)).collect();
+            checked_pass(&engine, &targets, seed, ticks, "fault").await;
             for t in &targets {
-                let r = &by_name[&t.name];
-                let applied = t.scaler.take_applied();
-                if let Err(e) = check_tick(t, r, &applied) {
-                    panic!(
-                        "seed {seed}, tick {ticks}, target {} (fault phase): {e}\nrecord: {r:#?}",
-                        t.name
-                    );
-                }
                 if counts(t).started > STARTED_HARD.1 {
                     tally.started_over_max_after_failed_tick += 1;
                 }
@@ -612,18 +632,10 @@ async fn chaos_soak_keeps_safety_invariants_and_converges() {
         let mut converged_at: BTreeMap<String, u64> = BTreeMap::new();
         for i in 1..=bound + hold {
             ticks += 1;
-            let records = pass(&engine).await;
-            by_name = records.into_iter().map(|r| (r.target.clone(), r)).collect();
+            let by_name = checked_pass(&engine, &targets, seed, ticks, "calm").await;
             let mut record_items = 0;
             for t in &targets {
                 let r = &by_name[&t.name];
-                let applied = t.scaler.take_applied();
-                if let Err(e) = check_tick(t, r, &applied) {
-                    panic!(
-                        "seed {seed}, tick {ticks}, target {} (calm phase): {e}\nrecord: {r:#?}",
-                        t.name
-                    );
-                }
                 let c = counts(t);
                 let want = wanted(*t.metric.value.lock().unwrap());
                 let on_target = (c.created, c.started) == want && c.transitioning == 0;

@@ -49,6 +49,7 @@ use fleetscale_bench::alloc_count::{live_bytes, peak_bytes, reset_peak, Counting
 use fleetscale_bench::fleet::{self, RequestSummary};
 use fleetscale_bench::procstat::{thread_cpu, ProcStats};
 use fleetscale_bench::remote::{realistic, serve_stdio, RemoteFake};
+use fleetscale_bench::runtime;
 use fleetscale_bench::stages::{StageSnapshot, StageTimes, TimedScaler};
 use fleetscale_core::engine::{Engine, EngineConfig, TargetSpec};
 use fleetscale_core::policy::{CountRule, Policy};
@@ -169,12 +170,7 @@ fn main() {
         }
         return;
     }
-    let engine_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.engine_threads.max(1))
-        .thread_name("engine-worker")
-        .enable_all()
-        .build()
-        .expect("engine runtime");
+    let engine_rt = runtime(args.engine_threads, "engine-worker").expect("engine runtime");
     if let Some(&n) = args.apps.first().filter(|&&n| n > 0) {
         let exe = std::env::current_exe().expect("own executable path");
         let mut cmd = Command::new(exe);
@@ -191,12 +187,7 @@ fn main() {
         }
     }
     if args.reaction_runs > 0 {
-        let fake_rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.fake_threads.max(1))
-            .thread_name("fake-fly")
-            .enable_all()
-            .build()
-            .expect("fake runtime");
+        let fake_rt = runtime(args.fake_threads, "fake-fly").expect("fake runtime");
         let server = fake_rt
             .block_on(FakeFlyServer::bind(
                 "127.0.0.1:0".parse().expect("loopback address"),

@@ -50,9 +50,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use clap::{Parser, ValueEnum};
+use fleetscale_bench::weave_cluster::{
+    fixed_peer_addresses, peer_address, peer_name, start_fixed_peers, FIXED_PEERS,
+};
 use fleetscale_weave::fake::{Emulator, EmulatorConfig, PeerSpec};
 use fleetscale_weave::inventory::{Host, HostInventory, HostSnapshot};
-use fleetscale_weave::{PeerName, ReclaimConfig, Reclaimer, WeaveError};
+use fleetscale_weave::{ReclaimConfig, Reclaimer, WeaveError};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use tokio_util::sync::CancellationToken;
@@ -137,22 +140,13 @@ impl HostInventory for CloudListing {
     }
 }
 
-const FIXED: [u64; 3] = [1, 2, 3];
 const DESIGNATED: u64 = 1;
 const OBSERVER: u64 = 10;
-
-fn pn(n: u64) -> PeerName {
-    PeerName::from_u64(n).expect("valid peer name")
-}
-
-fn addr(n: u64) -> String {
-    format!("10.77.0.{n}")
-}
 
 fn host(n: u64, name: &str) -> Host {
     Host::new(format!("i-{name}"))
         .with_name(name)
-        .with_address(addr(n))
+        .with_address(peer_address(n))
 }
 
 /// What the polling thread saw, as instants.
@@ -298,20 +292,12 @@ async fn one_run(
         seed,
         ..EmulatorConfig::default()
     });
-    let fixed = emu
-        .start_primed(
-            FIXED
-                .iter()
-                .map(|&n| PeerSpec::new(pn(n), format!("fixed{n}"), addr(n)))
-                .collect(),
-            Duration::from_secs(30),
-        )
+    let fixed = start_fixed_peers(&emu)
         .await
         .map_err(|e| format!("fixed cluster: {e}"))?;
-    let targets: Vec<String> = FIXED.iter().map(|&n| addr(n)).collect();
     emu.start_observer(
-        PeerSpec::new(pn(OBSERVER), "spot10", addr(OBSERVER)),
-        targets,
+        PeerSpec::new(peer_name(OBSERVER), "spot10", peer_address(OBSERVER)),
+        fixed_peer_addresses(),
     )
     .await
     .map_err(|e| format!("observer: {e}"))?;
@@ -320,18 +306,18 @@ async fn one_run(
         if allocated == 4 {
             break;
         }
-        match emu.allocate(pn(OBSERVER), &format!("c{allocated}")) {
+        match emu.allocate(peer_name(OBSERVER), &format!("c{allocated}")) {
             Ok(_) => allocated += 1,
             Err(_) if i < 499 => tokio::time::sleep(Duration::from_millis(10)).await,
             Err(e) => return Err(format!("observer allocation: {e}")),
         }
     }
-    let owned = emu.owned(pn(DESIGNATED), pn(OBSERVER));
+    let owned = emu.owned(peer_name(DESIGNATED), peer_name(OBSERVER));
     if owned == 0 {
         return Err("the observer owns no space in the designated peer's view".into());
     }
 
-    let mut listed: Vec<Host> = FIXED
+    let mut listed: Vec<Host> = FIXED_PEERS
         .iter()
         .map(|&n| host(n, &format!("fixed{n}")))
         .collect();
@@ -344,7 +330,7 @@ async fn one_run(
         std::process::id()
     ));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut config = ReclaimConfig::new(fixed, pn(DESIGNATED), dir.join("ledger.jsonl"))
+    let mut config = ReclaimConfig::new(fixed, peer_name(DESIGNATED), dir.join("ledger.jsonl"))
         .with_inventory(cloud.clone())
         .with_min_unreachable(min_unreachable);
     // `Reclaimer::new` accepts intervals of 1 s and more; the driver keeps its own.
@@ -366,10 +352,10 @@ async fn one_run(
             while !stop.load(Ordering::Relaxed) {
                 let now = Instant::now();
                 let p = metrics.snapshot().passes;
-                let dropped: Vec<u64> = FIXED
+                let dropped: Vec<u64> = FIXED_PEERS
                     .iter()
                     .copied()
-                    .filter(|&f| !emu.sees(pn(f), pn(OBSERVER)))
+                    .filter(|&f| !emu.sees(peer_name(f), peer_name(OBSERVER)))
                     .collect();
                 let served = !emu.rmpeer_log().is_empty();
                 {
@@ -415,8 +401,8 @@ async fn one_run(
     let _ = passes.await;
     stop.store(true, Ordering::Relaxed);
     let _ = poller.join();
-    for f in FIXED {
-        let _ = emu.kill(pn(f));
+    for f in FIXED_PEERS {
+        let _ = emu.kill(peer_name(f));
     }
     let _ = std::fs::remove_dir_all(&dir);
     result
@@ -459,7 +445,7 @@ async fn measure(
     tokio::time::sleep(interval.mul_f64(phase)).await;
 
     let lost_at = Instant::now();
-    emu.kill(pn(OBSERVER)).map_err(|e| e.to_string())?;
+    emu.kill(peer_name(OBSERVER)).map_err(|e| e.to_string())?;
     let listing_delay = secs(args.listing_delay_s, args.scale);
     let relist = async {
         tokio::time::sleep(listing_delay).await;
@@ -502,9 +488,9 @@ async fn measure(
     let [r] = log.as_slice() else {
         return Err(format!("expected one rmpeer, the emulator served {log:?}"));
     };
-    if r.by != pn(DESIGNATED)
-        || r.target != Some(pn(OBSERVER))
-        || r.id != pn(OBSERVER).to_string()
+    if r.by != peer_name(DESIGNATED)
+        || r.target != Some(peer_name(OBSERVER))
+        || r.id != peer_name(OBSERVER).to_string()
         || r.taken_over != owned
     {
         return Err(format!(
@@ -518,7 +504,7 @@ async fn measure(
         .dropped_by
         .get(&DESIGNATED)
         .ok_or("designated never dropped it")?;
-    let detected_at = FIXED
+    let detected_at = FIXED_PEERS
         .iter()
         .map(|f| s.dropped_by.get(f).copied())
         .collect::<Option<Vec<Instant>>>()

@@ -696,11 +696,7 @@ impl Engine {
                 return finish(record);
             }
             Err(e) => {
-                record.status = TickStatus::Failed {
-                    stage: TickStage::Paused,
-                    kind: e.kind(),
-                    message: e.to_string(),
-                };
+                record.status = TickStatus::failed(TickStage::Paused, &e);
                 return finish(record);
             }
         }
@@ -727,11 +723,7 @@ impl Engine {
         let listed: Vec<Machine> = match inventory {
             Ok(i) => i,
             Err(e) => {
-                record.status = TickStatus::Failed {
-                    stage: TickStage::List,
-                    kind: e.kind(),
-                    message: e.to_string(),
-                };
+                record.status = TickStatus::failed(TickStage::List, &e);
                 return finish(record);
             }
         };

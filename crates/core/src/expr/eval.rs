@@ -133,9 +133,6 @@ impl Expr {
                 None => Err(self.unknown_variable(node)),
             },
             Kind::Unary(op, a) => self.eval_unary(node, *op, a, vars),
-            Kind::Binary(op @ (BinOp::And | BinOp::Or), a, b) => {
-                self.eval_logic(node, *op, a, b, vars)
-            }
             Kind::Binary(op, a, b) => self.eval_binary(node, *op, a, b, vars),
             Kind::Cond(c, a, b) => self.eval_cond(node, c, a, b, vars),
             Kind::Call(func, args) => self.eval_call(node, *func, args, vars),
@@ -158,30 +155,7 @@ impl Expr {
         }
     }
 
-    /// `&&` and `||`, short-circuiting.
-    #[inline(never)]
-    fn eval_logic<'a>(
-        &'a self,
-        node: &Node,
-        op: BinOp,
-        a: &'a Node,
-        b: &'a Node,
-        vars: &'a Variables,
-    ) -> Fallible<Val<'a>> {
-        let short = op == BinOp::Or;
-        match self.eval_node(a, vars)? {
-            Val::Bool(x) if x == short => Ok(Val::Bool(x)),
-            Val::Bool(_) => match self.eval_node(b, vars)? {
-                Val::Bool(y) => Ok(Val::Bool(y)),
-                other => Err(self.type_error(
-                    node.col,
-                    TypeError::Binary(op, Some(ValueType::Bool), Some(other.ty())),
-                )),
-            },
-            other => Err(self.type_error(node.col, TypeError::Binary(op, Some(other.ty()), None))),
-        }
-    }
-
+    /// Binary operators; `&&` and `||` short-circuit.
     #[inline(never)]
     fn eval_binary<'a>(
         &'a self,
@@ -192,6 +166,23 @@ impl Expr {
         vars: &'a Variables,
     ) -> Fallible<Val<'a>> {
         let x = self.eval_node(a, vars)?;
+        if let BinOp::And | BinOp::Or = op {
+            // `b` is evaluated only when `a` does not decide: `false &&`, `true ||`.
+            let decided = op == BinOp::Or;
+            return match x {
+                Val::Bool(x) if x == decided => Ok(Val::Bool(x)),
+                Val::Bool(_) => match self.eval_node(b, vars)? {
+                    Val::Bool(y) => Ok(Val::Bool(y)),
+                    other => Err(self.type_error(
+                        node.col,
+                        TypeError::Binary(op, Some(ValueType::Bool), Some(other.ty())),
+                    )),
+                },
+                other => {
+                    Err(self.type_error(node.col, TypeError::Binary(op, Some(other.ty()), None)))
+                }
+            };
+        }
         let y = self.eval_node(b, vars)?;
         let (tx, ty) = (x.ty(), y.ty());
         let result = match (x, y) {

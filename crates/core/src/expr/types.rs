@@ -18,36 +18,15 @@ pub(super) fn binary_rule(op: BinOp, l: Ty, r: Ty) -> Result<Ty, String> {
     let sym = op.symbol();
     match op {
         BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem | BinOp::Pow => {
-            for (left, t) in [(true, l), (false, r)] {
-                if let Some(t) = t.filter(|t| *t != Number) {
-                    return Err(format!(
-                        "`{sym}` needs numbers, but its {} operand is a {t}",
-                        side_name(left)
-                    ));
-                }
-            }
+            operands_are(sym, [l, r], "numbers", |t| t == Number)?;
             Ok(Some(Number))
         }
         BinOp::And | BinOp::Or => {
-            for (left, t) in [(true, l), (false, r)] {
-                if let Some(t) = t.filter(|t| *t != Bool) {
-                    return Err(format!(
-                        "`{sym}` needs booleans, but its {} operand is a {t}",
-                        side_name(left)
-                    ));
-                }
-            }
+            operands_are(sym, [l, r], "booleans", |t| t == Bool)?;
             Ok(Some(Bool))
         }
         BinOp::Add | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
-            for (left, t) in [(true, l), (false, r)] {
-                if let Some(t) = t.filter(|t| *t == Bool) {
-                    return Err(format!(
-                        "`{sym}` needs numbers or strings, but its {} operand is a {t}",
-                        side_name(left)
-                    ));
-                }
-            }
+            operands_are(sym, [l, r], "numbers or strings", |t| t != Bool)?;
             let verb = if op == BinOp::Add { "add" } else { "compare" };
             let known = match (l, r) {
                 (Some(a), Some(b)) if a != b => {
@@ -63,6 +42,25 @@ pub(super) fn binary_rule(op: BinOp, l: Ty, r: Ty) -> Result<Ty, String> {
             _ => Ok(Some(Bool)),
         },
     }
+}
+
+/// Checks the known types of the operands `[left, right]` against `accepts`; the error names
+/// the first operand it rejects and what the operator `sym` `needs` instead.
+fn operands_are(
+    sym: &str,
+    operands: [Ty; 2],
+    needs: &str,
+    accepts: impl Fn(ValueType) -> bool,
+) -> Result<(), String> {
+    for (left, t) in [true, false].into_iter().zip(operands) {
+        if let Some(t) = t.filter(|&t| !accepts(t)) {
+            return Err(format!(
+                "`{sym}` needs {needs}, but its {} operand is a {t}",
+                side_name(left)
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn unary_rule(op: UnOp, t: Ty) -> Result<Ty, String> {

@@ -220,6 +220,95 @@ async fn settle_in(
     Ok(())
 }
 
+/// A transition the suite asks for repeatedly, to check that asking is idempotent.
+#[derive(Clone, Copy)]
+enum Transition {
+    Stop,
+    Start,
+}
+
+/// Asks for `transition` of `id` twice in a row, waits for the machine to settle, checks that
+/// nothing else moved, and asks once more of the settled machine: every request must succeed
+/// (stop and start are idempotent, [`Scaler`]).
+async fn repeated_transition(
+    s: &dyn Scaler,
+    suite: &ScalerSuite,
+    bystanders: &Bystanders,
+    id: &MachineId,
+    transition: Transition,
+) -> Result<(), ConformanceError> {
+    let (verb, idempotent, settles, doing, settled) = match transition {
+        Transition::Stop => (
+            "stop",
+            "stop-idempotent",
+            "stop-settles",
+            "stopping",
+            MachineState::Stopped,
+        ),
+        Transition::Start => (
+            "start",
+            "start-idempotent",
+            "start-settles",
+            "starting",
+            MachineState::Started,
+        ),
+    };
+    let request = || async move {
+        match transition {
+            Transition::Stop => s.stop(id).await,
+            Transition::Start => s.start(id).await,
+        }
+    };
+    twice(idempotent, verb, request).await?;
+    settle_in(s, suite, settles, id, settled).await?;
+    bystanders
+        .check(s, "only-named", id, &format!("{doing} {id}"))
+        .await?;
+    if let Err(e) = request().await {
+        return fail(
+            idempotent,
+            format!("{verb} of a {settled} machine failed: {e}"),
+        );
+    }
+    Ok(())
+}
+
+/// Makes `request` twice in a row: both must succeed (the request is idempotent), else the
+/// check `check` fails naming the `verb` and the round.
+async fn twice<F: std::future::Future<Output = crate::Result<()>>>(
+    check: &'static str,
+    verb: &str,
+    request: impl Fn() -> F,
+) -> Result<(), ConformanceError> {
+    for round in 1..=2 {
+        if let Err(e) = request().await {
+            return fail(check, format!("{verb} #{round} failed: {e}"));
+        }
+    }
+    Ok(())
+}
+
+/// Waits until the machine `id` is no longer listed, or listed destroyed (check
+/// `destroy-settles`).
+async fn settle_gone(
+    s: &dyn Scaler,
+    suite: &ScalerSuite,
+    id: &MachineId,
+) -> Result<(), ConformanceError> {
+    let wait = Wait {
+        check: "destroy-settles",
+        id,
+        describe: "gone",
+        going: true,
+        listed: true,
+    };
+    wait_for(s, suite, wait, |m| {
+        m.is_none_or(|m| m.state == MachineState::Destroyed)
+    })
+    .await?;
+    Ok(())
+}
+
 fn expect_not_found(check: &'static str, r: crate::Result<()>) -> Result<(), ConformanceError> {
     match r {
         Err(Error::NotFound { .. }) => Ok(()),
@@ -434,42 +523,8 @@ pub async fn scaler_with(s: &dyn Scaler, suite: &ScalerSuite) -> Result<(), Conf
         .check(s, "only-named", &id, &format!("creating {}", second.id))
         .await?;
 
-    for round in 0..2 {
-        if let Err(e) = s.stop(&id).await {
-            return fail(
-                "stop-idempotent",
-                format!("stop #{} failed: {e}", round + 1),
-            );
-        }
-    }
-    settle_in(s, suite, "stop-settles", &id, MachineState::Stopped).await?;
-    bystanders
-        .check(s, "only-named", &id, &format!("stopping {id}"))
-        .await?;
-    if let Err(e) = s.stop(&id).await {
-        return fail(
-            "stop-idempotent",
-            format!("stop of a stopped machine failed: {e}"),
-        );
-    }
-    for round in 0..2 {
-        if let Err(e) = s.start(&id).await {
-            return fail(
-                "start-idempotent",
-                format!("start #{} failed: {e}", round + 1),
-            );
-        }
-    }
-    settle_in(s, suite, "start-settles", &id, MachineState::Started).await?;
-    bystanders
-        .check(s, "only-named", &id, &format!("starting {id}"))
-        .await?;
-    if let Err(e) = s.start(&id).await {
-        return fail(
-            "start-idempotent",
-            format!("start of a started machine failed: {e}"),
-        );
-    }
+    repeated_transition(s, suite, &bystanders, &id, Transition::Stop).await?;
+    repeated_transition(s, suite, &bystanders, &id, Transition::Start).await?;
 
     if caps.suspend {
         if let Err(e) = s.suspend(&id).await {
@@ -507,17 +562,7 @@ pub async fn scaler_with(s: &dyn Scaler, suite: &ScalerSuite) -> Result<(), Conf
     if let Err(e) = s.destroy(&id).await {
         return fail("destroy", format!("destroy failed: {e}"));
     }
-    let gone = Wait {
-        check: "destroy-settles",
-        id: &id,
-        describe: "gone",
-        going: true,
-        listed: true,
-    };
-    wait_for(s, suite, gone, |m| {
-        m.is_none_or(|m| m.state == MachineState::Destroyed)
-    })
-    .await?;
+    settle_gone(s, suite, &id).await?;
     bystanders
         .check(s, "destroy-only-named", &id, &format!("destroying {id}"))
         .await?;
@@ -533,17 +578,7 @@ pub async fn scaler_with(s: &dyn Scaler, suite: &ScalerSuite) -> Result<(), Conf
             ),
         );
     }
-    let second_gone = Wait {
-        check: "destroy-settles",
-        id: &second.id,
-        describe: "gone",
-        going: true,
-        listed: true,
-    };
-    wait_for(s, suite, second_gone, |m| {
-        m.is_none_or(|m| m.state == MachineState::Destroyed)
-    })
-    .await?;
+    settle_gone(s, suite, &second.id).await?;
     bystanders.own = None;
     bystanders
         .check(
@@ -565,6 +600,17 @@ fn is_member_of(member: &Member, machine: &Machine) -> bool {
         || (member.address.is_some() && member.address == machine.address)
 }
 
+/// The members `m` lists for `inventory`, or the failure of the check `members`.
+async fn members_checked(
+    m: &dyn ClusterMembership,
+    inventory: &[Machine],
+) -> Result<Vec<Member>, ConformanceError> {
+    match m.members(inventory).await {
+        Ok(v) => Ok(v),
+        Err(e) => fail("members", format!("members failed: {e}")),
+    }
+}
+
 /// Checks a [`ClusterMembership`] against the contract, using `joinable`, a machine the
 /// membership can really join (it must be up):
 ///
@@ -579,22 +625,9 @@ pub async fn membership(
     joinable: &Machine,
 ) -> Result<(), ConformanceError> {
     let inventory = std::slice::from_ref(joinable);
-    let before = match m.members(inventory).await {
-        Ok(v) => v,
-        Err(e) => return fail("members", format!("members failed: {e}")),
-    };
-    for round in 0..2 {
-        if let Err(e) = m.join(joinable).await {
-            return fail(
-                "join-idempotent",
-                format!("join #{} failed: {e}", round + 1),
-            );
-        }
-    }
-    let members = match m.members(inventory).await {
-        Ok(v) => v,
-        Err(e) => return fail("members", format!("members failed: {e}")),
-    };
+    let before = members_checked(m, inventory).await?;
+    twice("join-idempotent", "join", || m.join(joinable)).await?;
+    let members = members_checked(m, inventory).await?;
     let joined: Vec<&Member> = members
         .iter()
         .filter(|x| is_member_of(x, joinable))
@@ -643,18 +676,8 @@ pub async fn membership(
             }
         }
     }
-    for round in 0..2 {
-        if let Err(e) = m.leave(joinable).await {
-            return fail(
-                "leave-idempotent",
-                format!("leave #{} failed: {e}", round + 1),
-            );
-        }
-    }
-    let after = match m.members(inventory).await {
-        Ok(v) => v,
-        Err(e) => return fail("members", format!("members failed: {e}")),
-    };
+    twice("leave-idempotent", "leave", || m.leave(joinable)).await?;
+    let after = members_checked(m, inventory).await?;
     if let Some(left) = after
         .iter()
         .find(|x| is_member_of(x, joinable) && x.owned > 0)

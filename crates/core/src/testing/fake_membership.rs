@@ -125,6 +125,21 @@ impl FakeMembership {
         self.lock().fail_leave = Some((times, Arc::new(make)));
     }
 
+    /// Records `call` and fails it when the test asked for a fault in the slot `fault` picks;
+    /// else the locked state, for the call to go on with.
+    fn called(
+        &self,
+        call: MembershipCall,
+        fault: fn(&mut Inner) -> &mut Option<(u32, ErrorFactory)>,
+    ) -> Result<std::sync::MutexGuard<'_, Inner>> {
+        let mut inner = self.lock();
+        inner.calls.push(call);
+        match Self::take_fault(fault(&mut inner)) {
+            Some(e) => Err(e),
+            None => Ok(inner),
+        }
+    }
+
     fn take_fault(slot: &mut Option<(u32, ErrorFactory)>) -> Option<Error> {
         let (n, make) = slot.as_mut()?;
         if *n == 0 {
@@ -142,13 +157,9 @@ impl ClusterMembership for FakeMembership {
     }
 
     async fn join(&self, machine: &Machine) -> Result<()> {
-        let mut inner = self.lock();
-        inner
-            .calls
-            .push(MembershipCall::Join(machine.id.to_string()));
-        if let Some(e) = Self::take_fault(&mut inner.fail_join) {
-            return Err(e);
-        }
+        let mut inner = self.called(MembershipCall::Join(machine.id.to_string()), |i| {
+            &mut i.fail_join
+        })?;
         let name = format!("peer-{}", machine.id);
         if let Some(m) = inner.members.iter_mut().find(|m| m.name == name) {
             m.reachable = true;
@@ -167,13 +178,9 @@ impl ClusterMembership for FakeMembership {
     }
 
     async fn leave(&self, machine: &Machine) -> Result<()> {
-        let mut inner = self.lock();
-        inner
-            .calls
-            .push(MembershipCall::Leave(machine.id.to_string()));
-        if let Some(e) = Self::take_fault(&mut inner.fail_leave) {
-            return Err(e);
-        }
+        let mut inner = self.called(MembershipCall::Leave(machine.id.to_string()), |i| {
+            &mut i.fail_leave
+        })?;
         let mut handed = 0;
         inner.members.retain(|m| {
             if m.machine.as_ref() == Some(&machine.id) && !m.fixed {

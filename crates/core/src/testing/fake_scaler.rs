@@ -317,6 +317,31 @@ impl FakeScaler {
         }
     }
 
+    /// A start, stop or suspend of `id`: nothing to do in the `done` states (there or on the
+    /// way), the transition `via` then `to` from the `from` states, a conflict in any other.
+    fn move_to(
+        &self,
+        op: Op,
+        id: &MachineId,
+        done: &[MachineState],
+        from: &[MachineState],
+        (via, to): (MachineState, MachineState),
+    ) -> Result<()> {
+        self.mutate(op, id, |s, m, seen| {
+            if done.contains(&m.state) {
+                Ok(())
+            } else if from.contains(&m.state) {
+                s.transition(m, seen, via, to);
+                Ok(())
+            } else {
+                Err(Error::Conflict {
+                    message: format!("machine {} is {}", m.id, m.state),
+                    source: None,
+                })
+            }
+        })
+    }
+
     fn mutate(
         &self,
         op: Op,
@@ -465,35 +490,37 @@ impl Scaler for FakeScaler {
 
     async fn start(&self, id: &MachineId) -> Result<()> {
         self.hang_if_asked(Op::Start).await;
-        self.mutate(Op::Start, id, |s, m, seen| match m.state {
-            MachineState::Started | MachineState::Starting => Ok(()),
-            MachineState::Stopped
-            | MachineState::Created
-            | MachineState::Suspended
-            | MachineState::Failed => {
-                s.transition(m, seen, MachineState::Starting, MachineState::Started);
-                Ok(())
-            }
-            other => Err(Error::Conflict {
-                message: format!("machine {} is {other}", m.id),
-                source: None,
-            }),
-        })
+        self.move_to(
+            Op::Start,
+            id,
+            &[MachineState::Started, MachineState::Starting],
+            &[
+                MachineState::Stopped,
+                MachineState::Created,
+                MachineState::Suspended,
+                MachineState::Failed,
+            ],
+            (MachineState::Starting, MachineState::Started),
+        )
     }
 
     async fn stop(&self, id: &MachineId) -> Result<()> {
         self.hang_if_asked(Op::Stop).await;
-        self.mutate(Op::Stop, id, |s, m, seen| match m.state {
-            MachineState::Stopped | MachineState::Stopping | MachineState::Created => Ok(()),
-            MachineState::Started | MachineState::Suspended | MachineState::Failed => {
-                s.transition(m, seen, MachineState::Stopping, MachineState::Stopped);
-                Ok(())
-            }
-            other => Err(Error::Conflict {
-                message: format!("machine {} is {other}", m.id),
-                source: None,
-            }),
-        })
+        self.move_to(
+            Op::Stop,
+            id,
+            &[
+                MachineState::Stopped,
+                MachineState::Stopping,
+                MachineState::Created,
+            ],
+            &[
+                MachineState::Started,
+                MachineState::Suspended,
+                MachineState::Failed,
+            ],
+            (MachineState::Stopping, MachineState::Stopped),
+        )
     }
 
     async fn suspend(&self, id: &MachineId) -> Result<()> {
@@ -503,17 +530,13 @@ impl Scaler for FakeScaler {
                 operation: "suspend",
             });
         }
-        self.mutate(Op::Suspend, id, |s, m, seen| match m.state {
-            MachineState::Suspended | MachineState::Suspending => Ok(()),
-            MachineState::Started => {
-                s.transition(m, seen, MachineState::Suspending, MachineState::Suspended);
-                Ok(())
-            }
-            other => Err(Error::Conflict {
-                message: format!("machine {} is {other}", m.id),
-                source: None,
-            }),
-        })
+        self.move_to(
+            Op::Suspend,
+            id,
+            &[MachineState::Suspended, MachineState::Suspending],
+            &[MachineState::Started],
+            (MachineState::Suspending, MachineState::Suspended),
+        )
     }
 
     async fn paused(&self) -> Result<Option<String>> {
