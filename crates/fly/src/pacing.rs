@@ -29,10 +29,7 @@
 //! behind it (more than a token's time, 1 s at Fly's rates); those fall back on the margin and
 //! on `Retry-After`.
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -171,15 +168,7 @@ impl RetryConfig {
     /// The "full jitter" backoff before retry number `retry` (0-based): a uniformly random
     /// duration in `[0, min(max_backoff, initial_backoff * 2^retry)]`.
     pub fn backoff(&self, retry: u32) -> Duration {
-        let cap = self
-            .initial_backoff
-            .saturating_mul(2u32.saturating_pow(retry.min(30)))
-            .min(self.max_backoff);
-        let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
-        if nanos == 0 {
-            return Duration::ZERO;
-        }
-        Duration::from_nanos(random_u64() % (nanos + 1))
+        fleetscale_core::backoff::full_jitter(self.initial_backoff, self.max_backoff, retry)
     }
 
     /// How long to wait before retrying after attempt number `attempt` (1-based) failed with
@@ -195,14 +184,6 @@ impl RetryConfig {
             _ => Some(self.backoff(attempt - 1)),
         }
     }
-}
-
-/// A non-cryptographic random number (for jitter only), from std's randomly seeded hasher.
-fn random_u64() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.finish()
 }
 
 /// One bucket in GCRA form (the generic cell rate algorithm, equivalent to a token bucket):
@@ -814,5 +795,13 @@ mod tests {
             ..RetryConfig::default()
         };
         assert_eq!(zero.backoff(3), Duration::ZERO);
+        // A cap beyond u64 nanoseconds (a configured `max_backoff` of centuries) is drawn
+        // from without overflowing.
+        let huge = RetryConfig {
+            initial_backoff: Duration::MAX,
+            max_backoff: Duration::MAX,
+            ..RetryConfig::default()
+        };
+        assert!(huge.backoff(5) <= Duration::from_nanos(u64::MAX));
     }
 }
