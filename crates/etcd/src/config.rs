@@ -81,7 +81,11 @@ pub struct EtcdConfig {
     pub username: Option<String>,
     /// The password of `username` (redacted in `Debug`, `Display` and serialised form).
     pub password: Option<Secret>,
-    /// CA certificate (PEM) to trust instead of the system's roots.
+    /// CA certificate (PEM) to trust instead of the system's roots. A server certificate this
+    /// CA did not sign makes every request [`EtcdError::Unavailable`], usually with the
+    /// handshake's words (`invalid peer certificate: UnknownIssuer`), sometimes only as `no
+    /// answer within` the request timeout (the client's balanced channel can hold a request
+    /// for a ready endpoint instead of returning the handshake error).
     pub ca_file: Option<PathBuf>,
     /// Client certificate (PEM) for etcd's `--client-cert-auth`.
     pub cert_file: Option<PathBuf>,

@@ -468,16 +468,24 @@ async fn tls_with_client_certificates() {
     no_cert.key_file = None;
     let e = replica(&no_cert, "x").acquire(&names(3)).await.unwrap_err();
     assert!(matches!(e, Error::Unavailable { .. }), "{e}");
+    // Trusting another CA: every attempt fails as unavailable, and the handshake failure is
+    // named. Not on every attempt: the client's balanced channel sometimes holds the request
+    // for a ready endpoint until the request timeout instead of returning the handshake error
+    // (measured: 7 of 17 single attempts at a 0.5 s timeout named only the timeout; 1 of 30
+    // in runs of ten clients), so ten fresh clients try and at least one must name it.
     let wrong_ca = config.clone().with_ca_file(&files.other_ca);
-    let e = replica(&wrong_ca, "y")
-        .acquire(&names(3))
-        .await
-        .unwrap_err();
-    assert!(matches!(e, Error::Unavailable { .. }), "{e}");
-    let shown = e.to_string().to_lowercase();
+    let mut shown = Vec::new();
+    for attempt in 0..10 {
+        let e = replica(&wrong_ca, &format!("y{attempt}"))
+            .acquire(&names(3))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Unavailable { .. }), "{e}");
+        shown.push(e.to_string());
+    }
     assert!(
-        shown.contains("certificate") || shown.contains("tls") || shown.contains("transport"),
-        "{e}"
+        shown.iter().any(|e| e.contains("invalid peer certificate")),
+        "no attempt named the certificate: {shown:#?}"
     );
 }
 
