@@ -1,36 +1,6 @@
 //! [`EtcdCoordinator`]: replicas of an autoscaler sharing targets through etcd.
 //!
-//! # Keys (under the prefix, default `/fleetscale/`)
-//! | key | value | lease |
-//! |---|---|---|
-//! | `replicas/<replica>` | JSON: replica, host, pid, start time, version | the replica's |
-//! | `owners/<target>` | the owning replica's name | the owner's |
-//! | `actions/<target>` | JSON: the last fenced action (replica, token, kind, machine, time) | the owner's |
-//!
-//! # How it works
-//! - **Membership**: a replica grants itself a lease (TTL [`EtcdConfig::lease_ttl`]), registers
-//!   `replicas/<name>` under it (compare-and-set: a name a live replica holds is refused) and
-//!   keeps the lease alive every third of the TTL. It acts only while
-//!   [`a keep-alive it sent was acknowledged`](crate#timing) recently enough.
-//! - **Sharding**: each pass ([`Coordinator::acquire`]) reads the live replicas (one range
-//!   read) and computes each target's owner by [rendezvous hashing](crate::rendezvous). A
-//!   target that should be this replica's is taken by creating `owners/<target>` under its
-//!   lease, in a transaction that succeeds only if the key does not exist (its
-//!   `create_revision` is 0); the key's revision is the **fencing token**. A target that should
-//!   no longer be this replica's (a replica joined, the target left the list) is given up by
-//!   deleting its key if its revision is still the token. A target whose key another replica
-//!   still holds is left alone until that replica gives it up or its lease expires.
-//! - **Fencing**: [`Coordinator::fence`] is one transaction that compares the ownership key's
-//!   `create_revision` with the token and, only if equal, writes `actions/<target>`. The
-//!   returned [`Fence`] is valid until the lease's validity ends.
-//! - **Leaving**: [`EtcdCoordinator::resign`] revokes the lease; etcd deletes the registration
-//!   and every ownership key at once, and the others take the targets over at their next pass.
-//!
-//! # Requests
-//! In the steady state a pass costs one range read; each action one transaction; the lease
-//! one keep-alive every third of the TTL. Taking over or giving up targets costs one
-//! transaction per 50 targets (more when keys are contended). See
-//! [`EtcdCoordinator::status`] for the counts.
+//! The contract is documented on the type, where it is published.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -91,8 +61,39 @@ struct PassState {
     stalled: bool,
 }
 
-/// Replicas sharing targets through etcd (see the [module docs](self) and the
-/// [crate docs](crate) for the guarantees).
+/// Replicas sharing targets through etcd (the [crate docs](crate) say what is guaranteed).
+///
+/// # Keys (under the prefix, default `/fleetscale/`)
+/// | key | value | lease |
+/// |---|---|---|
+/// | `replicas/<replica>` | JSON: replica, host, pid, start time, version | the replica's |
+/// | `owners/<target>` | the owning replica's name | the owner's |
+/// | `actions/<target>` | JSON: the last fenced action (replica, token, kind, machine, time) | the owner's |
+///
+/// # How it works
+/// - **Membership**: a replica grants itself a lease (TTL [`EtcdConfig::lease_ttl`]), registers
+///   `replicas/<name>` under it (compare-and-set: a name a live replica holds is refused) and
+///   keeps the lease alive every third of the TTL. It acts only while
+///   [`a keep-alive it sent was acknowledged`](crate#timing) recently enough.
+/// - **Sharding**: each pass ([`Coordinator::acquire`]) reads the live replicas (one range
+///   read) and computes each target's owner by [rendezvous hashing](crate::rendezvous). A
+///   target that should be this replica's is taken by creating `owners/<target>` under its
+///   lease, in a transaction that succeeds only if the key does not exist (its
+///   `create_revision` is 0); the key's revision is the **fencing token**. A target that should
+///   no longer be this replica's (a replica joined, the target left the list) is given up by
+///   deleting its key if its revision is still the token. A target whose key another replica
+///   still holds is left alone until that replica gives it up or its lease expires.
+/// - **Fencing**: [`Coordinator::fence`] is one transaction that compares the ownership key's
+///   `create_revision` with the token and, only if equal, writes `actions/<target>`. The
+///   returned [`Fence`] is valid until the lease's validity ends.
+/// - **Leaving**: [`EtcdCoordinator::resign`] revokes the lease; etcd deletes the registration
+///   and every ownership key at once, and the others take the targets over at their next pass.
+///
+/// # Requests
+/// In the steady state a pass costs one range read; each action one transaction; the lease
+/// one keep-alive every third of the TTL. Taking over or giving up targets costs one
+/// transaction per 50 targets (more when keys are contended). See
+/// [`EtcdCoordinator::status`] for the counts.
 ///
 /// ```no_run
 /// use std::sync::Arc;

@@ -1,26 +1,7 @@
 //! [`EtcdLedger`]: a [`LedgerStore`] in etcd, shared by processes on any number of hosts (the
 //! Weave reclaim ledger of reclaimers on several admin hosts).
 //!
-//! # Keys (under `<prefix>ledger/<name>/`)
-//! | key | value | lease |
-//! |---|---|---|
-//! | `lock` | JSON: the holder's host, process and start of holding | the holder's |
-//! | `records/<sequence>` | one record, as appended | none (durable) |
-//!
-//! Sequences are 20-digit, zero-padded decimals from 1, so etcd's key order is append order.
-//!
-//! # Guarantees
-//! - **One holder**: the lock is taken by creating `lock` under a fresh lease in a transaction
-//!   that succeeds only when the key does not exist. A holder that crashes or is cut off
-//!   loses it when its lease expires ([`EtcdConfig::lease_ttl`]); dropping the held lock
-//!   revokes the lease at once.
-//! - **Fenced appends**: each append is one transaction comparing `lock`'s `create_revision`
-//!   with the one this holder created and `records/<next>`'s with 0 (absent), and writing the
-//!   record only if both hold. A holder whose lock was lost (lease expired, key deleted)
-//!   appends nothing ([`EtcdError::LockLost`]); a record never overwrites another.
-//! - **Durable, ordered, linearizable**: etcd answers a write once a quorum has it on disk;
-//!   reads are linearizable (etcd's default), so every later holder reads every record, in
-//!   append order.
+//! The contract is documented on the type, where it is published.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -39,7 +20,29 @@ use crate::{EtcdConfig, EtcdError};
 /// Records read per request.
 const PAGE: i64 = 500;
 
-/// A [`LedgerStore`] in etcd (see the [module docs](self)).
+/// A [`LedgerStore`] in etcd, shared by processes on any number of hosts (the Weave reclaim
+/// ledger of reclaimers on several admin hosts).
+///
+/// # Keys (under `<prefix>ledger/<name>/`)
+/// | key | value | lease |
+/// |---|---|---|
+/// | `lock` | JSON: the holder's host, process and start of holding | the holder's |
+/// | `records/<sequence>` | one record, as appended | none (durable) |
+///
+/// Sequences are 20-digit, zero-padded decimals from 1, so etcd's key order is append order.
+///
+/// # Guarantees
+/// - **One holder**: the lock is taken by creating `lock` under a fresh lease in a transaction
+///   that succeeds only when the key does not exist. A holder that crashes or is cut off
+///   loses it when its lease expires ([`EtcdConfig::lease_ttl`]); dropping the held lock
+///   revokes the lease at once.
+/// - **Fenced appends**: each append is one transaction comparing `lock`'s `create_revision`
+///   with the one this holder created and `records/<next>`'s with 0 (absent), and writing the
+///   record only if both hold. A holder whose lock was lost (lease expired, key deleted)
+///   appends nothing ([`EtcdError::LockLost`]); a record never overwrites another.
+/// - **Durable, ordered, linearizable**: etcd answers a write once a quorum has it on disk;
+///   reads are linearizable (etcd's default), so every later holder reads every record, in
+///   append order.
 ///
 /// ```no_run
 /// use std::sync::Arc;
