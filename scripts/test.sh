@@ -8,7 +8,7 @@
 #   - `etcd` (Debian package etcd-server) for the coordination tests, and `protoc` (Debian
 #     protobuf-compiler, libprotobuf-dev) which the etcd client crate needs to build;
 #   - cargo-deny for the licence check.
-# Then: formatting, clippy with -D warnings, banned crates and licences, the declared
+# Then: formatting, clippy and rustdoc with -D warnings, banned crates and licences, the declared
 # rust-version of each crate, every test of every crate, each library built alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +34,9 @@ cargo fmt --all -- --check
 
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "cargo doc (rustdoc warnings are errors: broken and private intra-doc links)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
 
 step "cargo deny check bans licenses"
 cargo deny check bans licenses

@@ -209,8 +209,8 @@ fn render_reclaim_metrics(r: &Reclaimer) -> String {
 /// The reclaimer `a` describes, checked before anything touches a router.
 ///
 /// # Errors
-/// `--grace` (refused: see [`NEEDS_INVENTORY`]), no `--inventory`, invalid fixed peers,
-/// inventory or durations.
+/// `--grace` (refused: unreachability never proves a peer dead), no `--inventory`, invalid
+/// fixed peers, inventory or durations.
 pub async fn reclaimer_from_args(
     a: &ReclaimArgs,
     getenv: impl Fn(&str) -> Option<String>,

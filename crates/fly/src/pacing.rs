@@ -23,7 +23,7 @@
 //! burst arrives early. So the client also learns from the answers: the server counted a
 //! call no later than its answer arrived, and when that is after the call's place in the
 //! client's schedule, the schedule (and every call waiting in it) moves later by the
-//! difference ([`Limiter::answered`]; the buckets are kept in GCRA form so that this is
+//! difference (`Limiter::answered`; the buckets are kept in GCRA form so that this is
 //! exact). A burst delayed together costs its delay once; a call sent when its place is
 //! already ahead costs nothing. What this cannot see: an answer slower than the paced calls
 //! behind it (more than a token's time, 1 s at Fly's rates); those fall back on the margin and

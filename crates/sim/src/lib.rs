@@ -5,7 +5,7 @@
 //! cost and how well it would have served.
 //!
 //! - [`Trace`]: the history, from a CSV file or built from range queries.
-//! - [`replay`]: the policy's own [`Policy::decide`](fleetscale_core::policy::Policy::decide)
+//! - [`replay()`]: the policy's own [`Policy::decide`](fleetscale_core::policy::Policy::decide)
 //!   and the planner's [`plan_actions`](fleetscale_core::plan::plan_actions) — limits,
 //!   cooldowns, stabilization and caps included, nothing re-implemented — against a
 //!   [`SimFleet`] whose machines take time to create, start, stop and be destroyed, and for

@@ -1,22 +1,6 @@
 //! [`Trace`]: metric history as a table of samples, read from CSV or built from range queries.
 //!
-//! # CSV format
-//! ```text
-//! timestamp,load,queue_depth
-//! 1767225600,12.5,3
-//! 1767225615,13,
-//! 2026-01-01T00:00:30Z,14.25,4
-//! ```
-//! - The header names the columns: `timestamp` first, then one metric per column. A metric
-//!   name is an expression variable (`[A-Za-z_][A-Za-z0-9_]*`), unique in the header.
-//! - A timestamp is Unix seconds (an integer or a decimal, millisecond precision) or an
-//!   RFC 3339 time (`2026-01-01T00:00:30Z`, `…+02:00`). Timestamps strictly increase.
-//! - A value is a finite number; an empty cell is a missing sample, which the replay treats as
-//!   a failed metric read at that time (the policy's error rule decides: hold by default).
-//! - Blank lines and lines starting with `#` are skipped. Every row has as many cells as the
-//!   header.
-//!
-//! Errors name the line and column ([`SimError::Trace`]).
+//! The format is documented on the type, where it is published.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,6 +8,24 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::error::{Result, SimError};
 
 /// Samples of named metrics at shared, strictly increasing times.
+///
+/// # CSV format
+/// ```text
+/// timestamp,load,queue_depth
+/// 1767225600,12.5,3
+/// 1767225615,13,
+/// 2026-01-01T00:00:30Z,14.25,4
+/// ```
+/// - The header names the columns: `timestamp` first, then one metric per column. A metric
+///   name is an expression variable (`[A-Za-z_][A-Za-z0-9_]*`), unique in the header.
+/// - A timestamp is Unix seconds (an integer or a decimal, millisecond precision) or an
+///   RFC 3339 time (`2026-01-01T00:00:30Z`, `…+02:00`). Timestamps strictly increase.
+/// - A value is a finite number; an empty cell is a missing sample, which the replay treats as
+///   a failed metric read at that time (the policy's error rule decides: hold by default).
+/// - Blank lines and lines starting with `#` are skipped. Every row has as many cells as the
+///   header.
+///
+/// Errors name the line and column ([`SimError::Trace`]).
 ///
 /// ```
 /// use fleetscale_sim::Trace;
@@ -169,7 +171,7 @@ impl Trace {
         Ok(())
     }
 
-    /// Reads a CSV trace (see the [module docs](self) for the format).
+    /// Reads a CSV trace (the format: see [`Trace`]).
     ///
     /// # Errors
     /// [`SimError::Trace`] with the line and column of the first problem.

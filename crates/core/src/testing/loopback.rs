@@ -8,8 +8,9 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
-/// A server on `127.0.0.1:<free port>` running on a dedicated thread (see the
-/// [module docs](self)). Asked to stop on drop.
+/// A server on `127.0.0.1:<free port>` running on a dedicated thread with its own Tokio
+/// runtime, so that it outlives any one test's runtime and can live in a `static`. Asked to
+/// stop on drop.
 ///
 /// ```
 /// use fleetscale_core::testing::LoopbackThread;

@@ -623,7 +623,7 @@ impl Scaler for FlyScaler {
         self.settle(id, result, &["suspended", "suspending"]).await
     }
 
-    /// Destroys exactly this machine under a lease (see the type docs and [`destroy`]).
+    /// Destroys exactly this machine under a lease (see the type docs).
     async fn destroy(&self, id: &MachineId) -> Result<()> {
         self.destroy_leased(id).await
     }

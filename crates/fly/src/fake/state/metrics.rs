@@ -23,7 +23,7 @@ struct InstanceLabels {
 
 impl FakeFly {
     /// The `/metrics` page: `fly_instance_up{app,region,instance} 1` per started machine, in
-    /// OpenMetrics text (see [`METRICS_CONTENT_TYPE`]).
+    /// OpenMetrics text (`application/openmetrics-text; version=1.0.0; charset=utf-8`).
     pub fn metrics_text(&self) -> String {
         let instance_up = Family::<InstanceLabels, Gauge>::default();
         {
