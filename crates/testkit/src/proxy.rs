@@ -12,7 +12,8 @@
 //!         Ok(r) => r,
 //!         Err(refused) => return refused,
 //!     };
-//!     let only_content_type = |name: &axum::http::HeaderName| name == axum::http::header::CONTENT_TYPE;
+//!     let only_content_type =
+//!         |name: &axum::http::HeaderName| name == axum::http::header::CONTENT_TYPE;
 //!     match request.send(client, "http://127.0.0.1:9090", only_content_type).await {
 //!         Ok(answer) => answer.into_response(),
 //!         Err(failed) => failed,

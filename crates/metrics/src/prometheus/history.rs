@@ -100,7 +100,11 @@ impl SourceConfig {
     ) -> Result<History, MetricsError> {
         let range = HistoryRange::new(start, end, step);
         match self {
-            SourceConfig::Prometheus(c) => PrometheusSource::new(c.clone())?.history(scope, &range).await,
+            SourceConfig::Prometheus(c) => {
+                PrometheusSource::new(c.clone())?
+                    .history(scope, &range)
+                    .await
+            }
             SourceConfig::Constant(c) => {
                 let timestamps = grid(&c.name, &range)?;
                 Ok(History {
@@ -125,11 +129,11 @@ impl SourceConfig {
 }
 
 impl PrometheusSource {
-    /// The query for `scope` at every time of `range` (`/api/v1/query_range`), as the live source would have read it at each of those
-    /// times: `$APP_NAME` and the scope variables expanded, the same address, token, method
-    /// and per-request timeout; at each time, several series combine with the configured
-    /// [`Aggregation`], and no series gives 0 where a live read would (see [`EmptyResult`]),
-    /// else a missing value.
+    /// The query for `scope` at every time of `range` (`/api/v1/query_range`), as the live
+    /// source would have read it at each of those times: `$APP_NAME` and the scope variables
+    /// expanded, the same address, token, method and per-request timeout; at each time, several
+    /// series combine with the configured [`Aggregation`], and no series gives 0 where a live
+    /// read would (see [`EmptyResult`]), else a missing value.
     ///
     /// A [`range`](super::PrometheusConfig::range) setting is not replayed: the query is
     /// evaluated at each step as an instant query would be. Long ranges are read in chunks of
