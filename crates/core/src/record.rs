@@ -307,16 +307,40 @@ impl DecisionRecord {
     }
 }
 
-/// Durations in JSON as a number of seconds (`0.25`), as Prometheus and most tools expect.
-mod seconds {
+/// Durations as a number of seconds (`0.25`), as Prometheus and most tools expect: how records
+/// serialise their durations, for `#[serde(with = "fleetscale_core::record::seconds")]` on
+/// other types that should read alike.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+/// struct Wait {
+///     #[serde(with = "fleetscale_core::record::seconds")]
+///     wait: Duration,
+/// }
+///
+/// let json = serde_json::to_string(&Wait { wait: Duration::from_millis(250) }).unwrap();
+/// assert_eq!(json, r#"{"wait":0.25}"#);
+/// assert!(serde_json::from_str::<Wait>(r#"{"wait":-1}"#).is_err());
+/// ```
+pub mod seconds {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Writes `d` as a number of seconds.
+    ///
+    /// # Errors
+    /// The serializer's.
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
     }
 
+    /// Reads a number of seconds.
+    ///
+    /// # Errors
+    /// A negative, infinite, NaN or too large number of seconds; anything but a number.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let v = f64::deserialize(d)?;
         Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)

@@ -101,16 +101,16 @@ fn ms(d: Duration) -> i64 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Latencies {
     /// From a create call to the machine existing in its initial state (default 10 s).
-    #[serde(with = "crate::seconds")]
+    #[serde(with = "fleetscale_core::record::seconds")]
     pub create: Duration,
     /// From a start (or the proxy's autostart) to `started` (default 2 s).
-    #[serde(with = "crate::seconds")]
+    #[serde(with = "fleetscale_core::record::seconds")]
     pub start: Duration,
     /// From a stop to `stopped` (default 5 s, Fly's default `kill_timeout`).
-    #[serde(with = "crate::seconds")]
+    #[serde(with = "fleetscale_core::record::seconds")]
     pub stop: Duration,
     /// From a destroy to gone (default 5 s).
-    #[serde(with = "crate::seconds")]
+    #[serde(with = "fleetscale_core::record::seconds")]
     pub destroy: Duration,
 }
 

@@ -48,7 +48,6 @@ pub mod history;
 pub mod plot;
 pub mod proxy;
 pub mod replay;
-mod seconds;
 pub mod shapes;
 pub mod summary;
 mod trace;

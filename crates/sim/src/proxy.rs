@@ -43,7 +43,7 @@ pub struct ProxyConfig {
     /// `min_machines_running` (default 0).
     pub min_machines_running: u32,
     /// Time between autostop passes: Fly says "every few minutes"; 5 minutes by default.
-    #[serde(with = "crate::seconds")]
+    #[serde(with = "fleetscale_core::record::seconds")]
     pub autostop_every: Duration,
     /// At most this many autostarts per pass (`None`: as many as the load needs).
     pub max_starts_per_pass: Option<u32>,
