@@ -11,7 +11,7 @@ use super::apps::FakeApp;
 use super::leases::{new_lease, FakeLease};
 use super::{millis, random_hex, ApiErr, ApiResult, Delays, FakeFly, Inner};
 use crate::types::FlyState::{
-    Destroyed, Destroying, Started, Starting, Stopped, Stopping, Suspended, Suspending,
+    Created, Destroyed, Destroying, Started, Starting, Stopped, Stopping, Suspended, Suspending,
 };
 use crate::types::{FlyMachine, FlyState, ImageRef};
 
@@ -141,13 +141,12 @@ impl FakeFly {
     /// `suspended` or `created` machine goes `starting → started`. Ignores leases, as the
     /// proxy does. Returns whether it started something.
     pub fn proxy_autostart(&self, app: &str, id: &str) -> bool {
-        use FlyState::{Created, Stopped, Suspended};
         self.proxy_transition(app, id, &[Stopped, Suspended, Created], Transition::START)
     }
 
     /// Simulates the Fly Proxy autostopping a started machine.
     pub fn proxy_autostop(&self, app: &str, id: &str) -> bool {
-        self.proxy_transition(app, id, &[FlyState::Started], Transition::STOP)
+        self.proxy_transition(app, id, &[Started], Transition::STOP)
     }
 
     /// Begins `t` on machine `id` of `app` (ignoring leases, as the proxy does) if it is in
