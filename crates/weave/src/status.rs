@@ -543,6 +543,27 @@ mod tests {
     }
 
     #[test]
+    fn blank_lines_are_skipped_but_counted_in_every_parser() {
+        // An empty and a whitespace-only line, then a bad one: the error names line 3, the
+        // line as the router printed it.
+        let text = "\n   \ngarbage\n";
+        let errors = [
+            ("ipam", parse_ipam(text).err()),
+            ("status", parse_status(text).err()),
+            ("peers", parse_peers(text).err()),
+            ("connections", parse_connections(text).err()),
+        ];
+        for (parser, e) in errors {
+            match e {
+                Some(WeaveError::Parse { line_no, line, .. }) => {
+                    assert_eq!((line_no, line.as_str()), (3, "garbage"), "{parser}");
+                }
+                other => panic!("{parser}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn ipam_errors_carry_the_line() {
         let text =
             "00:00:00:00:00:01(fixed1)  65536 IPs (06.2% of total) (1 active)\ngarbage here\n";
