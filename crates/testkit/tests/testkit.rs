@@ -107,6 +107,38 @@ async fn an_unreachable_upstream_is_a_bad_gateway_naming_the_proxy() {
     assert!(body.starts_with("proxy: "), "{body}");
 }
 
+#[tokio::test]
+async fn a_body_over_max_body_is_refused_before_it_reaches_the_upstream() {
+    use fleetscale_testkit::proxy::MAX_BODY;
+    // An upstream that answers with the length of the body it received, whatever its size.
+    let upstream = LoopbackServer::start(axum::Router::new().fallback(any(
+        |request: Request| async move {
+            let body = axum::body::to_bytes(request.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            body.len().to_string()
+        },
+    )))
+    .unwrap();
+    let proxy = proxy_to(upstream.url(), true);
+    let client = reqwest::Client::new();
+    let at_limit = client
+        .post(proxy.url())
+        .body(vec![b'x'; MAX_BODY])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(at_limit.status(), StatusCode::OK);
+    assert_eq!(at_limit.text().await.unwrap(), MAX_BODY.to_string());
+    let over = client
+        .post(proxy.url())
+        .body(vec![b'x'; MAX_BODY + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(over.status(), StatusCode::BAD_REQUEST);
+}
+
 #[test]
 fn the_pki_writes_each_pem_it_made_and_hides_them_from_debug() {
     let pki = TestPki::new().unwrap();
